@@ -1,0 +1,87 @@
+# mailcluster - build, test and demo.
+#
+#   make          build build/mailclusterd and build/mailcluster
+#   make check    install what is missing, build, run unit + integration tests
+#   make demo     install what is missing, build, start a demo cluster on loopback
+#   make bench    run the benchmark (bench/run.sh)
+#
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS = -std=gnu11 -D_GNU_SOURCE -Isrc
+LIBEVENT = -levent_core -levent_extra -levent_openssl
+LIBS     = $(LIBEVENT) -lssl -lcrypto -lsqlite3 -lm
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer
+
+B := build
+
+UTIL   := $(wildcard src/util/*.c)
+BRAIN  := $(wildcard src/brain/*.c)
+STORE  := $(wildcard src/store/*.c)
+PROTO  := $(wildcard src/proto/*.c)
+NET    := $(wildcard src/net/*.c)
+DAEMON := $(wildcard src/daemon/*.c)
+CLI    := $(wildcard src/cli/*.c)
+UNIT   := $(wildcard tests/unit/*.c)
+HDRS   := $(wildcard src/*/*.h tests/unit/*.h)
+
+CORE_OBJ   := $(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO))
+DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
+CLI_OBJ    := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(CLI))
+UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT))
+
+.PHONY: all deps check unit integration demo demo-stop bench clean format
+
+all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload
+
+$(B)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+$(B)/san/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(SAN) -c -o $@ $<
+
+$(B)/mailclusterd: $(DAEMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/mailcluster: $(CLI_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/unit_tests: $(UNIT_OBJ)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+
+$(B)/imapload: bench/imapload.c
+	@mkdir -p $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -lpthread
+
+deps:
+	@bash scripts/deps.sh
+
+unit: $(B)/unit_tests
+	./$(B)/unit_tests
+
+integration: all
+	python3 -m pytest -q tests/integration
+
+check: deps
+	$(MAKE) all $(B)/unit_tests
+	./$(B)/unit_tests
+	python3 -m pytest tests/integration
+
+demo: deps
+	$(MAKE) all
+	bash scripts/demo.sh start
+
+demo-stop:
+	bash scripts/demo.sh stop
+
+bench: deps
+	$(MAKE) all
+	bash bench/run.sh
+
+format:
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c
+
+clean:
+	rm -rf $(B)

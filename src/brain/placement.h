@@ -1,0 +1,32 @@
+/* placement.h - where a group without a backend goes.
+ *
+ * A new group goes to the online backend of the local site with the fewest
+ * assigned groups relative to its load factor: the backend minimising
+ * (assigned + 1) / load_factor.  Backends with load factor 0, or not online,
+ * get nothing.  Ties are broken by a hash of (group, backend name), so that
+ * equal backends share new groups evenly instead of the first name winning.
+ *
+ * Pure: the caller passes the candidates and their counts; nothing is read
+ * or written here.  Two proxies that decide at the same moment may pick
+ * different backends; the GeoDB's conditional insert makes one of them win
+ * and both then use the stored row.
+ */
+#ifndef BRAIN_PLACEMENT_H
+#define BRAIN_PLACEMENT_H
+
+#include "brain/types.h"
+
+#include <stddef.h>
+
+struct placement_candidate {
+	const char *name;
+	enum backend_status status;
+	unsigned load_factor;     /* 0..100 */
+	unsigned assigned_groups; /* groups currently assigned to it */
+};
+
+/* Index of the chosen candidate, or -1 if none can take a group. */
+int placement_choose_backend(const struct placement_candidate *candidates, size_t count,
+			     unsigned group_id);
+
+#endif

@@ -1,0 +1,214 @@
+/* admin.c - see admin.h. */
+#include "daemon/admin.h"
+
+#include "brain/user.h"
+#include "daemon/daemon.h"
+#include "daemon/session.h"
+#include "util/log.h"
+#include "util/strbuf.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+		  const struct strbuf *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+	struct evbuffer *out = evbuffer_new();
+	if (body->len > 0)
+		evbuffer_add(out, body->data, body->len);
+	evhttp_send_reply(req, code, reason, out);
+	evbuffer_free(out);
+}
+
+static void reply_error(struct evhttp_request *req, int code, const char *reason, const char *message)
+{
+	struct strbuf body = {0};
+	strbuf_append(&body, "{\"error\":");
+	strbuf_append_json_string(&body, message);
+	strbuf_append(&body, "}\n");
+	reply(req, code, reason, "application/json", &body);
+	strbuf_free(&body);
+}
+
+/* The value of ?name=... in the request URI, or NULL; caller frees. */
+static char *query_param(struct evhttp_request *req, const char *name)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *query = evhttp_uri_get_query(uri);
+	if (query == NULL)
+		return NULL;
+	struct evkeyvalq params;
+	if (evhttp_parse_query_str(query, &params) < 0)
+		return NULL;
+	const char *value = evhttp_find_header(&params, name);
+	char *copy = value != NULL ? strdup(value) : NULL;
+	evhttp_clear_headers(&params);
+	return copy;
+}
+
+static void handle_status(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	struct strbuf body = {0};
+	strbuf_append(&body, "{\"site\":");
+	strbuf_append_json_string(&body, daemon->set->site);
+	strbuf_printf(&body, ",\"uptime\":%ld,\"clients\":%u,\"sessions\":%u}\n",
+		      (long)(time(NULL) - daemon->started), daemon->client_count, daemon->session_count);
+	reply(req, 200, "OK", "application/json", &body);
+	strbuf_free(&body);
+}
+
+static void handle_who(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	char *filter = query_param(req, "user");
+	char normalized[300];
+	if (filter != NULL && user_normalize(filter, normalized, sizeof(normalized)) < 0) {
+		free(filter);
+		reply_error(req, 400, "Bad Request", "invalid user name");
+		return;
+	}
+	struct strbuf body = {0};
+	strbuf_append(&body, "{\"sessions\":[");
+	bool first = true;
+	for (struct session *s = daemon->sessions; s != NULL; s = s->next) {
+		if (filter != NULL && strcmp(s->user, normalized) != 0)
+			continue;
+		if (!first)
+			strbuf_append(&body, ",");
+		first = false;
+		strbuf_append(&body, "{\"user\":");
+		strbuf_append_json_string(&body, s->user);
+		strbuf_printf(&body, ",\"group\":%u,\"backend\":", s->group_id);
+		strbuf_append_json_string(&body, s->backend);
+		strbuf_printf(&body, ",\"client\":\"%s:%u\",\"protocol\":\"%s\",\"session\":\"%s\",\"since\":%ld}",
+			      s->client_ip, s->client_port, s->protocol, s->session_id, (long)s->since);
+	}
+	strbuf_append(&body, "]}\n");
+	reply(req, 200, "OK", "application/json", &body);
+	strbuf_free(&body);
+	free(filter);
+}
+
+static void handle_kick(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		reply_error(req, 405, "Method Not Allowed", "use POST /api/kick?user=USER");
+		return;
+	}
+	char *user = query_param(req, "user");
+	char normalized[300];
+	if (user == NULL || user_normalize(user, normalized, sizeof(normalized)) < 0) {
+		free(user);
+		reply_error(req, 400, "Bad Request", "missing or invalid ?user=USER");
+		return;
+	}
+	unsigned kicked = session_kick_user(daemon, normalized, "kicked by the administrator");
+	log_info("event=kick user=%s sessions=%u", normalized, kicked);
+	struct strbuf body = {0};
+	strbuf_append(&body, "{\"user\":");
+	strbuf_append_json_string(&body, normalized);
+	strbuf_printf(&body, ",\"kicked\":%u}\n", kicked);
+	reply(req, 200, "OK", "application/json", &body);
+	strbuf_free(&body);
+	free(user);
+}
+
+static void metric(struct strbuf *body, const char *name, const char *type, const char *help,
+		   const char *labels, unsigned long long value)
+{
+	strbuf_printf(body, "# HELP %s %s\n# TYPE %s %s\n%s%s %llu\n", name, help, name, type, name,
+		      labels, value);
+}
+
+static void handle_metrics(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	const struct daemon_metrics *m = &daemon->metrics;
+	struct strbuf body = {0};
+	metric(&body, "mailcluster_client_connections", "gauge",
+	       "Client connections open now, pre-login included.", "", daemon->client_count);
+	metric(&body, "mailcluster_sessions", "gauge", "Proxied sessions open now.", "",
+	       daemon->session_count);
+	metric(&body, "mailcluster_connections_total", "counter", "Client connections accepted.", "",
+	       m->connections_total);
+	metric(&body, "mailcluster_connections_refused_total", "counter",
+	       "Client connections refused because client_limit was reached.", "",
+	       m->connections_refused_limit);
+	strbuf_printf(&body, "# HELP mailcluster_logins_total Logins by result.\n"
+			     "# TYPE mailcluster_logins_total counter\n"
+			     "mailcluster_logins_total{result=\"ok\"} %llu\n"
+			     "mailcluster_logins_total{result=\"failed\"} %llu\n"
+			     "mailcluster_logins_total{result=\"unavailable\"} %llu\n"
+			     "mailcluster_logins_total{result=\"refused\"} %llu\n",
+		      (unsigned long long)m->logins_ok, (unsigned long long)m->logins_failed,
+		      (unsigned long long)m->logins_unavailable, (unsigned long long)m->logins_refused);
+	metric(&body, "mailcluster_group_assignments_total", "counter",
+	       "Groups assigned a backend by this daemon.", "", m->group_assignments);
+	metric(&body, "mailcluster_backend_connect_failures_total", "counter",
+	       "Failed connection attempts to backends.", "", m->backend_connect_failures);
+	metric(&body, "mailcluster_prelogin_bad_commands_total", "counter",
+	       "Invalid pre-login commands.", "", m->prelogin_bad_commands);
+	metric(&body, "mailcluster_prelogin_too_long_total", "counter",
+	       "Connections closed for an over-long pre-login command.", "", m->prelogin_too_long);
+	metric(&body, "mailcluster_prelogin_timeouts_total", "counter",
+	       "Connections closed for not logging in within prelogin_timeout.", "", m->prelogin_timeouts);
+	metric(&body, "mailcluster_sessions_ended_total", "counter", "Proxied sessions ended.", "",
+	       m->sessions_ended);
+	metric(&body, "mailcluster_sessions_kicked_total", "counter", "Sessions ended by kick.", "",
+	       m->sessions_kicked);
+	/* bytes of sessions still open are counted when they end */
+	metric(&body, "mailcluster_relayed_bytes_total", "counter",
+	       "Bytes relayed by ended sessions, client to backend.", "{direction=\"to_backend\"}",
+	       m->bytes_client_to_backend);
+	strbuf_printf(&body, "mailcluster_relayed_bytes_total{direction=\"to_client\"} %llu\n",
+		      (unsigned long long)m->bytes_backend_to_client);
+	reply(req, 200, "OK", "text/plain; version=0.0.4", &body);
+	strbuf_free(&body);
+}
+
+static void handle_other(struct evhttp_request *req, void *context)
+{
+	reply_error(req, 404, "Not Found", "unknown path: see /api/status, /api/who, /api/kick, /metrics");
+}
+
+int admin_start(struct daemon *daemon, const char **error_r)
+{
+	static char error[256];
+	if (daemon->set->admin_listen.port == 0)
+		return 0;
+	daemon->http = evhttp_new(daemon->base);
+	evhttp_set_allowed_methods(daemon->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+	evhttp_set_max_headers_size(daemon->http, 8192);
+	evhttp_set_max_body_size(daemon->http, 65536);
+	evhttp_set_timeout(daemon->http, 30);
+	evhttp_set_cb(daemon->http, "/api/status", handle_status, daemon);
+	evhttp_set_cb(daemon->http, "/api/who", handle_who, daemon);
+	evhttp_set_cb(daemon->http, "/api/kick", handle_kick, daemon);
+	evhttp_set_cb(daemon->http, "/metrics", handle_metrics, daemon);
+	evhttp_set_gencb(daemon->http, handle_other, daemon);
+	if (evhttp_bind_socket(daemon->http, daemon->set->admin_listen.host,
+			       (uint16_t)daemon->set->admin_listen.port) < 0) {
+		snprintf(error, sizeof(error), "admin: cannot listen on admin_listen %s:%d: %s",
+			 daemon->set->admin_listen.host, daemon->set->admin_listen.port, strerror(errno));
+		*error_r = error;
+		evhttp_free(daemon->http);
+		daemon->http = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+void admin_stop(struct daemon *daemon)
+{
+	if (daemon->http != NULL)
+		evhttp_free(daemon->http);
+	daemon->http = NULL;
+}

@@ -1,0 +1,61 @@
+/* daemon.h - the daemon's top-level context: everything that lives as long
+ * as the process.  There is no other global mutable state; every module
+ * gets this struct. */
+#ifndef DAEMON_H
+#define DAEMON_H
+
+#include "util/settings.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct event_base;
+struct listener_context;
+struct evhttp;
+struct geodb;
+struct relay_pipe_pool;
+struct session;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* Counters exported on /metrics. */
+struct daemon_metrics {
+	uint64_t connections_total;
+	uint64_t connections_refused_limit;
+	uint64_t logins_ok;
+	uint64_t logins_failed;      /* the backend said NO */
+	uint64_t logins_unavailable; /* NO [UNAVAILABLE] */
+	uint64_t logins_refused;     /* refused before any backend: plaintext, bad user */
+	uint64_t group_assignments;
+	uint64_t backend_connect_failures;
+	uint64_t prelogin_bad_commands;
+	uint64_t prelogin_too_long;
+	uint64_t prelogin_timeouts;
+	uint64_t sessions_ended;
+	uint64_t sessions_kicked;
+	uint64_t bytes_client_to_backend;
+	uint64_t bytes_backend_to_client;
+};
+
+struct daemon {
+	struct settings *set;
+	const char *config_path;
+	struct event_base *base;
+	struct geodb *geodb;
+	SSL_CTX *ssl_ctx;
+	struct relay_pipe_pool *pipe_pool;
+	struct listener_context *listeners[4];
+	unsigned listener_count;
+	struct evhttp *http;
+	char writer[64]; /* names this daemon in GeoDB rows */
+
+	struct session *sessions; /* proxied sessions, a doubly-linked list */
+	unsigned session_count;
+	unsigned client_count; /* every client connection, pre-login included */
+	uint64_t id_counter;   /* for session ids */
+	uint64_t id_key;       /* random, so session ids are not guessable */
+	time_t started;
+	struct daemon_metrics metrics;
+};
+
+#endif

@@ -1,0 +1,60 @@
+/* settings.h - every mailcluster setting, its type, default and limits.
+ *
+ * settings_load() reads a configuration file (config.h syntax), checks each
+ * key against the table in settings.c and refuses the whole file at the first
+ * unknown key, bad value or missing required key, naming FILE:LINE and what
+ * was expected.  Both the daemon and the CLI use it, so they can never
+ * disagree about what a file means.
+ */
+#ifndef SETTINGS_H
+#define SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum plaintext_auth { PLAINTEXT_AUTH_TLS, PLAINTEXT_AUTH_ALWAYS };
+
+/* An ADDR:PORT listener address; port 0 = not configured. */
+struct listen_addr {
+	char host[64];
+	int port;
+};
+
+struct settings {
+	char *site;
+	char *geodb;   /* "sqlite:PATH" */
+	char *localdb; /* this host's cache */
+	unsigned group_count;
+	char *log_level;
+
+	struct listen_addr listen_imap, listen_imaps;
+	int backend_port_imap;
+
+	char *tls_cert, *tls_key;
+	enum plaintext_auth plaintext_auth;
+	struct listen_addr admin_listen;
+
+	/* limits and timeouts */
+	unsigned proxy_timeout_ms;       /* connect + login at the backend */
+	unsigned proxy_connect_retry_ms; /* wait between connect attempts */
+	size_t prelogin_line_max;        /* one pre-login command incl. literals */
+	unsigned prelogin_timeout_ms;    /* idle time before login completes */
+	unsigned auth_failures_max;      /* failed logins per connection */
+	unsigned bad_commands_max;       /* pre-login protocol errors per connection */
+	unsigned client_limit;           /* concurrent client connections */
+	unsigned relay_buffer_max;       /* bytes buffered per direction (TLS relay) */
+};
+
+/* Loads and validates path.  On error returns -1 and error_r is a sentence
+ * naming the file, the line and what was expected. */
+int settings_load(const char *path, struct settings **set_r, const char **error_r);
+void settings_free(struct settings **set);
+
+/* Parses "30s", "500ms", "2m", "1h", "1d" or plain seconds. */
+int settings_parse_duration(const char *value, unsigned *ms_r);
+/* Parses "8192", "8k", "1M". */
+int settings_parse_size(const char *value, size_t *bytes_r);
+/* Parses "HOST:PORT" (IPv4 or a name; "[v6]:port" for IPv6). */
+int settings_parse_addr(const char *value, struct listen_addr *addr_r);
+
+#endif

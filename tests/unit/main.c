@@ -1,0 +1,39 @@
+/* main.c - runs every unit suite and prints the closing "N passed, N failed". */
+#include "unit.h"
+
+unsigned unit_passed, unit_failed;
+
+void suite_base64(void);
+void suite_sasl_plain(void);
+void suite_imap_parser(void);
+void suite_config(void);
+void suite_hash(void);
+void suite_placement(void);
+void suite_geodb_sqlite(void);
+
+static const struct {
+	const char *name;
+	void (*run)(void);
+} suites[] = {
+	{"base64", suite_base64},
+	{"sasl_plain", suite_sasl_plain},
+	{"imap_parser", suite_imap_parser},
+	{"config", suite_config},
+	{"hash", suite_hash},
+	{"placement", suite_placement},
+	{"geodb_sqlite", suite_geodb_sqlite},
+};
+
+int main(int argc, char **argv)
+{
+	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+		if (argc > 1 && strcmp(argv[1], suites[i].name) != 0)
+			continue;
+		unsigned before_failed = unit_failed, before_passed = unit_passed;
+		suites[i].run();
+		fprintf(stderr, "suite %-14s %u passed, %u failed\n", suites[i].name,
+			unit_passed - before_passed, unit_failed - before_failed);
+	}
+	printf("%u passed, %u failed\n", unit_passed, unit_failed);
+	return unit_failed == 0 ? 0 : 1;
+}
