@@ -955,8 +955,10 @@ static int run_idle(void)
 		sweep_timeouts(now_s());
 	}
 	abort_all("shutdown");
-	fprintf(stderr, "imapload: idle done: held=%ld dropped=%ld logged_out=%ld failed=%ld\n",
-		held, g_dropped, g_logged_out, g_failed);
+	fprintf(stderr,
+		"imapload: idle done: ready=%ld dropped_while_held=%ld still_held_at_end=%ld "
+		"logged_out=%ld failed=%ld\n",
+		g_ready + g_dropped, g_dropped, held, g_logged_out, g_failed);
 	print_reasons("failure", g_reasons, g_nreasons, g_reasons_other);
 	print_reasons("note", g_notes, g_nnotes, g_notes_other);
 	return g_failed == 0 && g_dropped == 0 ? 0 : 1;

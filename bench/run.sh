@@ -15,7 +15,8 @@
 #
 # Environment (all optional):
 #   BENCH_DIR=/tmp/mailcluster-bench  run directory (wiped first)
-#   BENCH_SESSIONS=5000               sessions per target
+#   BENCH_SESSIONS=5000               sessions per target and round
+#   BENCH_ROUNDS=3                    rounds (targets interleaved in each)
 #   BENCH_CONCURRENCY=20              sessions in flight
 #   BENCH_IDLE=2000                   idle connections held per relay
 #   BENCH_WARMUP=300                  warm-up sessions per target (not counted)
@@ -34,6 +35,7 @@ SESSIONS=${BENCH_SESSIONS:-5000}
 CONC=${BENCH_CONCURRENCY:-20}
 IDLE=${BENCH_IDLE:-2000}
 WARMUP=${BENCH_WARMUP:-300}
+ROUNDS=${BENCH_ROUNDS:-3}
 HAPROXY_THREADS=${BENCH_HAPROXY_THREADS:-1}
 
 BACKEND_IP=127.0.0.2
@@ -48,13 +50,14 @@ IMAPLOAD=$ROOT/build/imapload
 MCD=${BENCH_MAILCLUSTERD:-$ROOT/build/mailclusterd}
 MCCLI=${BENCH_MAILCLUSTER_CLI:-$ROOT/build/mailcluster}
 
-for v in SESSIONS CONC IDLE WARMUP HAPROXY_THREADS; do
+for v in SESSIONS CONC IDLE WARMUP ROUNDS HAPROXY_THREADS; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]]; then
 		echo "bench: $v must be a non-negative integer (got '${!v}')" >&2
 		exit 2
 	fi
 done
 [ "$CONC" -ge 1 ] || CONC=1
+[ "$ROUNDS" -ge 1 ] || ROUNDS=1
 [ "$HAPROXY_THREADS" -ge 1 ] || HAPROXY_THREADS=1
 case $RUN in
 / | /tmp | /tmp/ | "$ROOT" | "$HOME" | "") echo "bench: refusing BENCH_DIR=$RUN" >&2; exit 2 ;;
@@ -208,7 +211,7 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((2 * IDLE + 200)) ]; then
 fi
 
 T_START=$SECONDS
-log "run dir $RUN; sessions=$SESSIONS concurrency=$CONC idle=$IDLE warmup=$WARMUP"
+log "run dir $RUN; sessions=$SESSIONS x $ROUNDS rounds, concurrency=$CONC idle=$IDLE warmup=$WARMUP"
 
 log "starting the Dovecot backend (scripts/backends.py)"
 if [ ! -f "$ROOT/scripts/backends.py" ]; then
@@ -371,44 +374,72 @@ for t in "${TARGETS[@]}"; do
 	fi
 done
 
-# 2. session throughput and relay CPU per session
-SESSION_TIMEOUT=$((30 + SESSIONS / 200))
+# 2. session throughput and relay CPU per session: ROUNDS rounds, the targets
+#    interleaved within each round so that drift (Dovecot warming up, other
+#    load) hits all of them alike; figures are aggregated over the rounds.
+#    A target whose run hits the overall timeout is not run again, and no new
+#    round starts after 200 s, so a hanging target cannot stretch the run.
+SESSION_TIMEOUT=$((20 + SESSIONS / 200))
+declare -A SUM_OK SUM_ELAPSED SUM_TICKS P50S P99S
 for t in "${TARGETS[@]}"; do
-	[ "${STATUS[$t]}" = ok ] || continue
-	log "$t: $SESSIONS sessions, concurrency $CONC"
-	relay=${RELAY[$t]}
-	[ -n "$relay" ] && cpu0=$(cpu_ticks "$relay")
-	line=$(run_sessions "$t" "$SESSIONS" "$SESSION_TIMEOUT" "$RUN/session-$t")
-	[ -n "$relay" ] && cpu1=$(cpu_ticks "$relay")
-	log "$t: $line"
-	ok=$(kv sessions_ok "$line")
-	failed=$(kv sessions_failed "$line")
-	if [ -z "$ok" ]; then
-		STATUS[$t]=failed
-		note "$t" "imapload gave no result (see $RUN/session-$t.err)"
-		continue
+	SUM_OK[$t]=0; SUM_ELAPSED[$t]=0; SUM_TICKS[$t]=0; P50S[$t]=""; P99S[$t]=""
+done
+for round in $(seq "$ROUNDS"); do
+	if [ $((SECONDS - T_START)) -gt 200 ]; then
+		log "time budget used up: skipping rounds $round..$ROUNDS"
+		for t in "${TARGETS[@]}"; do
+			[ "${STATUS[$t]}" = ok ] && note "$t" "only $((round - 1)) of $ROUNDS rounds run (time budget)"
+		done
+		break
 	fi
-	if [ "$failed" -gt 0 ]; then
-		ANY_FAILURE=1
-		note "$t" "$failed of $SESSIONS sessions failed: $(head -n 3 "$RUN/session-$t.err" | tr '\n' ' ')"
-	fi
-	if [ "$ok" -eq 0 ]; then
-		STATUS[$t]=failed
-		continue
-	fi
-	RATE[$t]=$(kv sessions_per_s "$line")
-	P50[$t]=$(kv p50_ms "$line")
-	P99[$t]=$(kv p99_ms "$line")
-	if [ -n "$relay" ]; then
-		CPU[$t]=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$ok" \
+	for t in "${TARGETS[@]}"; do
+		[ "${STATUS[$t]}" = ok ] || continue
+		log "$t: round $round/$ROUNDS, $SESSIONS sessions, concurrency $CONC"
+		relay=${RELAY[$t]}
+		out="$RUN/session-$t-$round"
+		[ -n "$relay" ] && cpu0=$(cpu_ticks "$relay")
+		line=$(run_sessions "$t" "$SESSIONS" "$SESSION_TIMEOUT" "$out")
+		[ -n "$relay" ] && cpu1=$(cpu_ticks "$relay")
+		log "$t: $line"
+		ok=$(kv sessions_ok "$line")
+		failed=$(kv sessions_failed "$line")
+		if [ -z "$ok" ]; then
+			STATUS[$t]=failed
+			note "$t" "imapload gave no result (see $out.err)"
+			continue
+		fi
+		if [ "$failed" -gt 0 ]; then
+			ANY_FAILURE=1
+			note "$t" "round $round: $failed of $SESSIONS sessions failed: $(head -n 3 "$out.err" | tr '\n' ' ')"
+			grep -qE 'overall_timeout|not_started' "$out.err" && STATUS[$t]=failed
+		fi
+		[ "$ok" -gt 0 ] || STATUS[$t]=failed
+		relay_alive "$t" || { STATUS[$t]=failed; note "$t" "the relay process died"; }
+		[ "${STATUS[$t]}" = ok ] || continue
+		SUM_OK[$t]=$((SUM_OK[$t] + ok))
+		SUM_ELAPSED[$t]=$(awk -v a="${SUM_ELAPSED[$t]}" -v b="$(kv elapsed_s "$line")" 'BEGIN { print a + b }')
+		P50S[$t]+="$(kv p50_ms "$line") "
+		P99S[$t]+="$(kv p99_ms "$line") "
+		if [ -n "$relay" ]; then
+			SUM_TICKS[$t]=$((SUM_TICKS[$t] + cpu1 - cpu0))
+			log "$t: relay CPU $((cpu1 - cpu0)) ticks (CLK_TCK $CLK_TCK) for $ok sessions"
+		fi
+	done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+for t in "${TARGETS[@]}"; do
+	[ "${STATUS[$t]}" = ok ] && [ "${SUM_OK[$t]}" -gt 0 ] || continue
+	RATE[$t]=$(awk -v n="${SUM_OK[$t]}" -v e="${SUM_ELAPSED[$t]}" 'BEGIN { printf "%.1f", e > 0 ? n / e : 0 }')
+	P50[$t]=$(median <<<"${P50S[$t]}")
+	P99[$t]=$(median <<<"${P99S[$t]}")
+	if [ -n "${RELAY[$t]}" ]; then
+		CPU[$t]=$(awk -v d="${SUM_TICKS[$t]}" -v hz="$CLK_TCK" -v n="${SUM_OK[$t]}" \
 			'BEGIN { printf "%.3f", d * 1000 / hz / n }')
-		log "$t: relay CPU $((cpu1 - cpu0)) ticks (CLK_TCK $CLK_TCK) for $ok sessions"
 	fi
-	relay_alive "$t" || { STATUS[$t]=failed; note "$t" "the relay process died"; }
 done
 
 # 3. memory per idle logged-in connection (relays only)
-IDLE_TIMEOUT=$((30 + IDLE / 100))
+IDLE_TIMEOUT=$((20 + IDLE / 100))
 for t in haproxy mailclusterd; do
 	[ "${STATUS[$t]}" = ok ] || continue
 	[ "$IDLE" -gt 0 ] || continue
@@ -456,8 +487,8 @@ done
 
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
 {
-	printf '# %s  rev %s  sessions=%s concurrency=%s idle=%s haproxy_nbthread=%s cores=%s elapsed=%ss\n' \
-		"$(date '+%Y-%m-%d %H:%M:%S %z')" "$REV" "$SESSIONS" "$CONC" "$IDLE" \
+	printf '# %s  rev %s  sessions=%sx%s concurrency=%s idle=%s haproxy_nbthread=%s cores=%s elapsed=%ss\n' \
+		"$(date '+%Y-%m-%d %H:%M:%S %z')" "$REV" "$ROUNDS" "$SESSIONS" "$CONC" "$IDLE" \
 		"$HAPROXY_THREADS" "$(nproc)" $((SECONDS - T_START))
 	printf '%-13s %11s %15s %13s %9s %9s\n' target sessions/s cpu_ms/session idle_kb/conn p50_ms p99_ms
 	for t in "${TARGETS[@]}"; do

@@ -75,6 +75,22 @@ static void handle_who(struct evhttp_request *req, void *context)
 		return;
 	}
 	struct strbuf body = {0};
+	char *format = query_param(req, "format");
+	if (format != NULL && strcmp(format, "tsv") == 0) {
+		/* for the CLI: user, group, backend, client, protocol, since */
+		for (struct session *s = daemon->sessions; s != NULL; s = s->next) {
+			if (filter == NULL || strcmp(s->user, normalized) == 0)
+				strbuf_printf(&body, "%s\t%u\t%s\t%s:%u\t%s\t%ld\n", s->user, s->group_id,
+					      s->backend, s->client_ip, s->client_port, s->protocol,
+					      (long)s->since);
+		}
+		reply(req, 200, "OK", "text/tab-separated-values", &body);
+		strbuf_free(&body);
+		free(format);
+		free(filter);
+		return;
+	}
+	free(format);
 	strbuf_append(&body, "{\"sessions\":[");
 	bool first = true;
 	for (struct session *s = daemon->sessions; s != NULL; s = s->next) {

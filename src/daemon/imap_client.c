@@ -18,7 +18,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/session.h"
-#include "net/net_util.h"
+#include "util/net_util.h"
 #include "net/relay.h"
 #include "proto/imap_parser.h"
 #include "proto/sasl_plain.h"

@@ -198,7 +198,7 @@ static bool parse_quoted(struct imap_parser *p, const unsigned char *s,
 	size_t pos = *i + 1;
 	char *start, *out;
 
-	/* The unescaped string is shorter than what remains of the line. */
+	/* The unescaped string is no longer than what remains of the line. */
 	if (p->scratch_size - p->scratch_used < n - pos + 1) {
 		p->error = "command too long";
 		return false;
@@ -241,7 +241,7 @@ static bool parse_quoted(struct imap_parser *p, const unsigned char *s,
 	return true;
 }
 
-/* Parse "{digits}" or "{digits+}" at s[*i..n); it must end the segment.
+/* Parse "{digits}" or "{digits+}" at s[i..n); it must end the segment.
  * next_offset is where the literal's data starts in the input. */
 static enum segment_result parse_literal_header(struct imap_parser *p,
 						const unsigned char *s,

@@ -1,5 +1,5 @@
 /* net_util.c - see net_util.h. */
-#include "net/net_util.h"
+#include "util/net_util.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,0 +1,744 @@
+/* mailcluster.c - the admin CLI, modelled on `doveadm cluster`.
+ *
+ *   mailcluster -c FILE [-f flow|tab|table|json] COMMAND ...
+ *
+ * Cluster state commands (site, backend, group, user) talk to the GeoDB
+ * named in the configuration file directly, so they work with no daemon
+ * running.  `who` and `kick` ask the local daemon over its admin API
+ * (admin_listen), because live sessions exist only there.
+ *
+ * Every command exits 0 on success, 1 when the request was refused or
+ * failed (with a sentence on stderr naming the object), 2 on bad usage.
+ */
+#include "brain/types.h"
+#include "brain/user.h"
+#include "cli/output.h"
+#include "util/net_util.h"
+#include "store/geodb.h"
+#include "store/route.h"
+#include "util/settings.h"
+#include "util/strbuf.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+
+struct cli {
+	struct settings *set;
+	struct geodb *geodb;
+	enum output_format format;
+};
+
+/* Parsed arguments of one command: --options with values, and positionals. */
+#define ARGS_MAX 8
+struct args {
+	const char *opt_names[ARGS_MAX];
+	const char *opt_values[ARGS_MAX];
+	unsigned opt_count;
+	const char *pos[ARGS_MAX];
+	unsigned pos_count;
+	bool direct;
+};
+
+static const char usage_text[] =
+	"usage: mailcluster -c FILE [-f flow|tab|table|json] COMMAND\n"
+	"\n"
+	"  site add [--tag TAG] NAME\n"
+	"  site update [--status online|offline|standby|evacuate] [--tag TAG] NAME\n"
+	"  site remove NAME\n"
+	"  site status NAME\n"
+	"  site list\n"
+	"  backend add --site SITE NAME ADDRESS      (added in standby)\n"
+	"  backend update [--status online|offline|standby] [--load-factor 0..100] NAME\n"
+	"  backend remove NAME\n"
+	"  backend status NAME\n"
+	"  backend list [--site SITE]\n"
+	"  group list\n"
+	"  group status GROUP\n"
+	"  group move --direct GROUP BACKEND\n"
+	"  user access USER\n"
+	"  user status USER\n"
+	"  user move --direct USER GROUP\n"
+	"  user delete USER\n"
+	"  who [USER]                                (asks the running daemon)\n"
+	"  kick USER                                 (asks the running daemon)\n";
+
+static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const char *fmt, ...)
+{
+	if (fmt != NULL) {
+		va_list args;
+		va_start(args, fmt);
+		fprintf(stderr, "mailcluster: ");
+		vfprintf(stderr, fmt, args);
+		fprintf(stderr, "\n\n");
+		va_end(args);
+	}
+	fputs(usage_text, stderr);
+	return EXIT_USAGE;
+}
+
+static int refused(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int refused(const char *fmt, ...)
+{
+	va_list args;
+	va_start(args, fmt);
+	fprintf(stderr, "mailcluster: ");
+	vfprintf(stderr, fmt, args);
+	fprintf(stderr, "\n");
+	va_end(args);
+	return EXIT_REFUSED;
+}
+
+/* Splits argv into --name value options (from the allowed list) and
+ * positionals.  --direct takes no value. */
+static int parse_args(int argc, char **argv, const char *const *allowed, struct args *args)
+{
+	memset(args, 0, sizeof(*args));
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+			if (args->pos_count == ARGS_MAX)
+				return usage("too many arguments");
+			args->pos[args->pos_count++] = arg;
+			continue;
+		}
+		bool known = false;
+		for (const char *const *a = allowed; *a != NULL; a++) {
+			if (strcmp(*a, arg + 2) == 0)
+				known = true;
+		}
+		if (!known)
+			return usage("unknown option %s for this command", arg);
+		if (strcmp(arg, "--direct") == 0) {
+			args->direct = true;
+			continue;
+		}
+		if (i + 1 >= argc)
+			return usage("option %s needs a value", arg);
+		if (args->opt_count == ARGS_MAX)
+			return usage("too many options");
+		args->opt_names[args->opt_count] = arg + 2;
+		args->opt_values[args->opt_count++] = argv[++i];
+	}
+	return 0;
+}
+
+static const char *opt(const struct args *args, const char *name)
+{
+	for (unsigned i = 0; i < args->opt_count; i++) {
+		if (strcmp(args->opt_names[i], name) == 0)
+			return args->opt_values[i];
+	}
+	return NULL;
+}
+
+static void format_time(int64_t t, char *dst, size_t size)
+{
+	if (t <= 0) {
+		snprintf(dst, size, "-");
+		return;
+	}
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(dst, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *value_r)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || errno != 0 || *s == '-' || v > max)
+		return -1;
+	*value_r = (unsigned)v;
+	return 0;
+}
+
+static int check_name(const char *kind, const char *name)
+{
+	if (!object_name_is_valid(name))
+		return refused("invalid %s name '%s': expected 1-63 letters, digits, '-', '_' or '.'", kind, name);
+	return 0;
+}
+
+/* ---- site ---- */
+
+static void print_sites(struct cli *cli, const struct geodb_site *sites, size_t count)
+{
+	static const char *const cols[] = {"site", "status", "tags", "load_balancer", NULL};
+	struct output *out = output_create(cli->format, cols);
+	for (size_t i = 0; i < count; i++) {
+		const char *row[] = {sites[i].name, site_status_name(sites[i].status), sites[i].tags,
+				     sites[i].load_balancer};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+}
+
+static int cmd_site(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {"tag", "status", NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1)
+		return usage("site: expected add, update, remove, status or list");
+	const char *sub = argv[0];
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (strcmp(sub, "list") == 0) {
+		if (args.pos_count != 0)
+			return usage("site list takes no arguments");
+		struct geodb_site *sites;
+		size_t count;
+		if (geodb_site_list(cli->geodb, &sites, &count, &error) < 0)
+			return refused("%s", error);
+		print_sites(cli, sites, count);
+		free(sites);
+		return 0;
+	}
+	if (args.pos_count != 1)
+		return usage("site %s: expected one site NAME", sub);
+	const char *name = args.pos[0];
+	if (check_name("site", name) != 0)
+		return EXIT_REFUSED;
+	struct geodb_site site;
+	memset(&site, 0, sizeof(site));
+	if (strcmp(sub, "add") == 0) {
+		snprintf(site.name, sizeof(site.name), "%s", name);
+		site.status = SITE_STATUS_ONLINE;
+		if (opt(&args, "tag") != NULL)
+			snprintf(site.tags, sizeof(site.tags), "%s", opt(&args, "tag"));
+		if (geodb_site_add(cli->geodb, &site, &error) < 0)
+			return refused("%s", error);
+		printf("site %s added (status online)\n", name);
+		return 0;
+	}
+	if (strcmp(sub, "remove") == 0) {
+		if (geodb_site_remove(cli->geodb, name, &error) < 0)
+			return refused("%s", error);
+		printf("site %s removed\n", name);
+		return 0;
+	}
+	int found = geodb_site_get(cli->geodb, name, &site, &error);
+	if (found < 0)
+		return refused("%s", error);
+	if (found == 0)
+		return refused("site %s does not exist", name);
+	if (strcmp(sub, "status") == 0) {
+		print_sites(cli, &site, 1);
+		return 0;
+	}
+	if (strcmp(sub, "update") == 0) {
+		const char *status = opt(&args, "status"), *tag = opt(&args, "tag");
+		if (status == NULL && tag == NULL)
+			return usage("site update: nothing to change (--status or --tag)");
+		if (status != NULL && site_status_parse(status, &site.status) < 0)
+			return refused("invalid site status '%s': expected online, offline, standby or evacuate", status);
+		if (tag != NULL)
+			snprintf(site.tags, sizeof(site.tags), "%s", tag);
+		if (geodb_site_update(cli->geodb, &site, &error) < 0)
+			return refused("%s", error);
+		printf("site %s updated (status %s)\n", name, site_status_name(site.status));
+		return 0;
+	}
+	return usage("site: unknown subcommand '%s'", sub);
+}
+
+/* ---- backend ---- */
+
+static unsigned backend_group_count(struct geodb_backend_load *loads, size_t count, const char *name)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(loads[i].backend, name) == 0)
+			return loads[i].groups;
+	}
+	return 0;
+}
+
+static int print_backends(struct cli *cli, const struct geodb_backend *backends, size_t count)
+{
+	static const char *const cols[] = {"backend", "site", "address", "status", "load_factor",
+					   "groups", "updated_by", "updated_at", NULL};
+	struct geodb_backend_load *loads;
+	size_t load_count;
+	const char *error;
+	if (geodb_backend_loads(cli->geodb, &loads, &load_count, &error) < 0)
+		return refused("%s", error);
+	struct output *out = output_create(cli->format, cols);
+	for (size_t i = 0; i < count; i++) {
+		char lf[16], groups[16], at[32];
+		snprintf(lf, sizeof(lf), "%u", backends[i].load_factor);
+		snprintf(groups, sizeof(groups), "%u", backend_group_count(loads, load_count, backends[i].name));
+		format_time(backends[i].updated_at, at, sizeof(at));
+		const char *row[] = {backends[i].name, backends[i].site, backends[i].address,
+				     backend_status_name(backends[i].status), lf, groups,
+				     backends[i].updated_by, at};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+	free(loads);
+	return 0;
+}
+
+static int cmd_backend(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {"site", "status", "load-factor", NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1)
+		return usage("backend: expected add, update, remove, status or list");
+	const char *sub = argv[0];
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (strcmp(sub, "list") == 0) {
+		if (args.pos_count != 0)
+			return usage("backend list takes no arguments besides --site");
+		struct geodb_backend *backends;
+		size_t count;
+		if (geodb_backend_list(cli->geodb, opt(&args, "site"), &backends, &count, &error) < 0)
+			return refused("%s", error);
+		int ret = print_backends(cli, backends, count);
+		free(backends);
+		return ret;
+	}
+	if (strcmp(sub, "add") == 0) {
+		const char *site = opt(&args, "site");
+		if (site == NULL || args.pos_count != 2)
+			return usage("backend add: expected --site SITE NAME ADDRESS");
+		if (check_name("backend", args.pos[0]) != 0 || check_name("site", site) != 0)
+			return EXIT_REFUSED;
+		if (!net_is_ip_address(args.pos[1]))
+			return refused("invalid address '%s' for backend %s: expected an IPv4 or IPv6 address",
+				       args.pos[1], args.pos[0]);
+		if (geodb_backend_add(cli->geodb, site, args.pos[0], args.pos[1], &error) < 0)
+			return refused("%s", error);
+		printf("backend %s added to site %s at %s (status standby: "
+		       "'backend update --status online %s' to use it)\n",
+		       args.pos[0], site, args.pos[1], args.pos[0]);
+		return 0;
+	}
+	if (args.pos_count != 1)
+		return usage("backend %s: expected one backend NAME", sub);
+	const char *name = args.pos[0];
+	if (check_name("backend", name) != 0)
+		return EXIT_REFUSED;
+	if (strcmp(sub, "remove") == 0) {
+		unsigned unassigned;
+		if (geodb_backend_remove(cli->geodb, name, &unassigned, &error) < 0)
+			return refused("%s", error);
+		printf("backend %s removed; %u group(s) unassigned (they are placed again at their next login)\n",
+		       name, unassigned);
+		return 0;
+	}
+	struct geodb_backend backend;
+	int found = geodb_backend_get(cli->geodb, name, &backend, &error);
+	if (found < 0)
+		return refused("%s", error);
+	if (found == 0)
+		return refused("backend %s does not exist", name);
+	if (strcmp(sub, "status") == 0)
+		return print_backends(cli, &backend, 1);
+	if (strcmp(sub, "update") == 0) {
+		const char *status = opt(&args, "status"), *lf = opt(&args, "load-factor");
+		if (status == NULL && lf == NULL)
+			return usage("backend update: nothing to change (--status or --load-factor)");
+		if (status != NULL && backend_status_parse(status, &backend.status) < 0)
+			return refused("invalid backend status '%s': expected online, offline or standby", status);
+		if (lf != NULL && parse_uint(lf, 100, &backend.load_factor) < 0)
+			return refused("invalid load factor '%s' for backend %s: expected 0..100", lf, name);
+		if (geodb_backend_update(cli->geodb, &backend, &error) < 0)
+			return refused("%s", error);
+		printf("backend %s updated (status %s, load factor %u)\n", name,
+		       backend_status_name(backend.status), backend.load_factor);
+		return 0;
+	}
+	return usage("backend: unknown subcommand '%s'", sub);
+}
+
+/* ---- group ---- */
+
+static void group_row(struct output *out, const struct geodb_group *g)
+{
+	char id[16], epoch[24], at[32];
+	snprintf(id, sizeof(id), "%u", g->group_id);
+	snprintf(epoch, sizeof(epoch), "%llu", (unsigned long long)g->epoch);
+	format_time(g->written_at, at, sizeof(at));
+	const char *row[] = {id, g->site, g->backend, epoch, g->written_by, at};
+	output_row(out, row);
+}
+
+static const char *const group_cols[] = {"group", "site", "backend", "epoch", "written_by",
+					 "written_at", NULL};
+
+static int parse_group(struct cli *cli, const char *s, unsigned *group_r)
+{
+	if (parse_uint(s, cli->set->group_count - 1, group_r) < 0)
+		return refused("invalid group '%s': expected a number from 0 to %u (group_count - 1)", s,
+			       cli->set->group_count - 1);
+	return 0;
+}
+
+static int cmd_group(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {"direct", NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1)
+		return usage("group: expected list, status or move");
+	const char *sub = argv[0];
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (strcmp(sub, "list") == 0) {
+		struct geodb_group *groups;
+		size_t count;
+		if (geodb_group_list(cli->geodb, &groups, &count, &error) < 0)
+			return refused("%s", error);
+		struct output *out = output_create(cli->format, group_cols);
+		for (size_t i = 0; i < count; i++)
+			group_row(out, &groups[i]);
+		output_print(out, stdout);
+		output_destroy(&out);
+		free(groups);
+		return 0;
+	}
+	unsigned group_id;
+	if (strcmp(sub, "status") == 0) {
+		if (args.pos_count != 1)
+			return usage("group status: expected GROUP");
+		if (parse_group(cli, args.pos[0], &group_id) != 0)
+			return EXIT_REFUSED;
+		struct geodb_group group;
+		int found = geodb_group_get(cli->geodb, group_id, &group, &error);
+		if (found < 0)
+			return refused("%s", error);
+		if (found == 0) {
+			memset(&group, 0, sizeof(group));
+			group.group_id = group_id;
+			snprintf(group.backend, sizeof(group.backend), "-");
+			snprintf(group.site, sizeof(group.site), "-");
+		}
+		struct output *out = output_create(cli->format, group_cols);
+		group_row(out, &group);
+		output_print(out, stdout);
+		output_destroy(&out);
+		return 0;
+	}
+	if (strcmp(sub, "move") == 0) {
+		if (args.pos_count != 2)
+			return usage("group move: expected --direct GROUP BACKEND");
+		if (!args.direct)
+			return refused("group move without --direct (a move that first closes the group's "
+				       "sessions) is not available in this version; use --direct, which "
+				       "switches new logins at once and leaves open sessions where they are");
+		if (parse_group(cli, args.pos[0], &group_id) != 0)
+			return EXIT_REFUSED;
+		struct geodb_backend backend;
+		int found = geodb_backend_get(cli->geodb, args.pos[1], &backend, &error);
+		if (found < 0)
+			return refused("%s", error);
+		if (found == 0)
+			return refused("backend %s does not exist", args.pos[1]);
+		if (geodb_group_set(cli->geodb, group_id, backend.site, backend.name, &error) < 0)
+			return refused("%s", error);
+		printf("group %u moved to backend %s (site %s); new logins go there, open sessions stay\n",
+		       group_id, backend.name, backend.site);
+		return 0;
+	}
+	return usage("group: unknown subcommand '%s'", sub);
+}
+
+/* ---- user ---- */
+
+static int cmd_user(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {"direct", NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1)
+		return usage("user: expected access, status, move or delete");
+	const char *sub = argv[0];
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (strcmp(sub, "move") == 0) {
+		if (args.pos_count != 2)
+			return usage("user move: expected --direct USER GROUP");
+		if (!args.direct)
+			return refused("user move without --direct (a move that first closes the user's "
+				       "sessions) is not available in this version; use --direct");
+		char normalized[USERNAME_MAX_LEN + 1];
+		if (user_normalize(args.pos[0], normalized, sizeof(normalized)) < 0)
+			return refused("invalid user name '%s'", args.pos[0]);
+		unsigned group_id;
+		if (parse_group(cli, args.pos[1], &group_id) != 0)
+			return EXIT_REFUSED;
+		if (geodb_user_set_group(cli->geodb, normalized, group_id, &error) < 0)
+			return refused("%s", error);
+		printf("user %s moved to group %u\n", normalized, group_id);
+		return 0;
+	}
+	if (args.pos_count != 1)
+		return usage("user %s: expected USER", sub);
+	const char *user = args.pos[0];
+	if (strcmp(sub, "delete") == 0) {
+		char normalized[USERNAME_MAX_LEN + 1];
+		if (user_normalize(user, normalized, sizeof(normalized)) < 0)
+			return refused("invalid user name '%s'", user);
+		int deleted = geodb_user_delete(cli->geodb, normalized, &error);
+		if (deleted < 0)
+			return refused("%s", error);
+		if (deleted == 0)
+			return refused("user %s has no stored override to delete", normalized);
+		printf("user %s deleted: back to its hash group %u\n", normalized,
+		       user_hash_group(normalized, cli->set->group_count));
+		return 0;
+	}
+	bool access = strcmp(sub, "access") == 0;
+	if (!access && strcmp(sub, "status") != 0)
+		return usage("user: unknown subcommand '%s'", sub);
+	struct route_result route;
+	const char *reason;
+	enum route_status status = route_user(cli->geodb, cli->set->site, cli->set->group_count, user,
+					      access, &route, &reason);
+	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
+		return refused("user %s: %s", user, reason);
+	char group[16];
+	snprintf(group, sizeof(group), "%u", route.group_id);
+	const char *backend = route.group.backend[0] != '\0' ? route.group.backend : "-";
+	const char *site = route.group.site[0] != '\0' ? route.group.site : "-";
+	if (access) {
+		static const char *const cols[] = {"user", "group", "backend", "address", "status", NULL};
+		const char *row[] = {route.username, group, backend,
+				     route.backend.address[0] != '\0' ? route.backend.address : "-",
+				     status == ROUTE_OK ? "ok" : reason};
+		struct output *out = output_create(cli->format, cols);
+		output_row(out, row);
+		output_print(out, stdout);
+		output_destroy(&out);
+		return status == ROUTE_OK ? 0 : EXIT_REFUSED;
+	}
+	static const char *const cols[] = {"user", "group", "backend", "site", "override", NULL};
+	const char *row[] = {route.username, group, backend, site, route.group_override ? "yes" : "no"};
+	struct output *out = output_create(cli->format, cols);
+	output_row(out, row);
+	output_print(out, stdout);
+	output_destroy(&out);
+	return 0;
+}
+
+/* ---- who / kick: the daemon's admin API ---- */
+
+/* A minimal blocking HTTP/1.0 request to admin_listen; body_r gets the
+ * response body.  Returns the HTTP status or -1. */
+static int admin_request(struct cli *cli, const char *method, const char *path, struct strbuf *body_r)
+{
+	const struct listen_addr *addr = &cli->set->admin_listen;
+	if (addr->port == 0) {
+		refused("admin_listen is not set in the configuration: cannot reach the daemon");
+		return -1;
+	}
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (net_parse_ip_port(addr->host, addr->port, &ss, &len) < 0) {
+		refused("admin_listen %s is not an IP address", addr->host);
+		return -1;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {10, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		refused("cannot reach the daemon's admin API at %s:%d: %s (is mailclusterd running?)",
+			addr->host, addr->port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	char request[1024];
+	int n = snprintf(request, sizeof(request),
+			 "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n", method, path, addr->host);
+	if (write(fd, request, (size_t)n) != n) {
+		refused("cannot send to the daemon's admin API: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	struct strbuf response = {0};
+	char buf[4096];
+	ssize_t r;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		strbuf_append_n(&response, buf, (size_t)r);
+	close(fd);
+	int status = -1;
+	if (response.len == 0 || sscanf(response.data, "HTTP/%*s %d", &status) != 1) {
+		refused("the daemon's admin API sent no valid HTTP response");
+		strbuf_free(&response);
+		return -1;
+	}
+	const char *sep = strstr(response.data, "\r\n\r\n");
+	if (sep != NULL)
+		strbuf_append(body_r, sep + 4);
+	strbuf_free(&response);
+	return status;
+}
+
+/* Percent-encodes a query value. */
+static void url_encode(const char *s, char *dst, size_t size)
+{
+	size_t o = 0;
+	for (; *s != '\0' && o + 4 < size; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '-' || c == '_' || c == '@')
+			dst[o++] = (char)c;
+		else
+			o += (size_t)snprintf(dst + o, size - o, "%%%02X", c);
+	}
+	dst[o] = '\0';
+}
+
+static int cmd_who(struct cli *cli, int argc, char **argv)
+{
+	if (argc > 1)
+		return usage("who: expected at most one USER");
+	char path[1024] = "/api/who?format=tsv";
+	if (argc == 1) {
+		char enc[800];
+		url_encode(argv[0], enc, sizeof(enc));
+		snprintf(path, sizeof(path), "/api/who?format=tsv&user=%s", enc);
+	}
+	struct strbuf body = {0};
+	int status = admin_request(cli, "GET", path, &body);
+	if (status != 200) {
+		if (status > 0)
+			refused("the daemon refused 'who' (HTTP %d): %s", status, body.data != NULL ? body.data : "");
+		strbuf_free(&body);
+		return EXIT_REFUSED;
+	}
+	static const char *const cols[] = {"user", "group", "backend", "client", "protocol", "since", NULL};
+	struct output *out = output_create(cli->format, cols);
+	char *save = NULL;
+	for (char *line = strtok_r(body.data != NULL ? body.data : "", "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *fields[6] = {0};
+		unsigned nf = 0;
+		for (char *f = line; nf < 6; nf++) {
+			fields[nf] = f;
+			char *tab = strchr(f, '\t');
+			if (tab == NULL) {
+				nf++;
+				break;
+			}
+			*tab = '\0';
+			f = tab + 1;
+		}
+		if (nf != 6)
+			continue;
+		char since[32];
+		format_time(strtoll(fields[5], NULL, 10), since, sizeof(since));
+		const char *row[] = {fields[0], fields[1], fields[2], fields[3], fields[4], since};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+	strbuf_free(&body);
+	return 0;
+}
+
+static int cmd_kick(struct cli *cli, int argc, char **argv)
+{
+	if (argc != 1)
+		return usage("kick: expected USER");
+	char enc[800], path[1024];
+	url_encode(argv[0], enc, sizeof(enc));
+	snprintf(path, sizeof(path), "/api/kick?user=%s", enc);
+	struct strbuf body = {0};
+	int status = admin_request(cli, "POST", path, &body);
+	if (status != 200) {
+		if (status > 0)
+			refused("the daemon refused 'kick' (HTTP %d): %s", status, body.data != NULL ? body.data : "");
+		strbuf_free(&body);
+		return EXIT_REFUSED;
+	}
+	const char *k = body.data != NULL ? strstr(body.data, "\"kicked\":") : NULL;
+	unsigned kicked = k != NULL ? (unsigned)strtoul(k + 9, NULL, 10) : 0;
+	printf("user %s: %u session(s) kicked\n", argv[0], kicked);
+	strbuf_free(&body);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *config_path = NULL, *format = "table";
+	int opt_char;
+	while ((opt_char = getopt(argc, argv, "+c:f:h")) != -1) {
+		switch (opt_char) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			format = optarg;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			return usage(NULL);
+		}
+	}
+	if (config_path == NULL)
+		return usage("-c FILE is required");
+	if (optind >= argc)
+		return usage("no command given");
+	struct cli cli;
+	memset(&cli, 0, sizeof(cli));
+	if (output_format_parse(format, &cli.format) < 0)
+		return usage("unknown output format '%s': expected flow, tab, table or json", format);
+	const char *error;
+	if (settings_load(config_path, &cli.set, &error) < 0)
+		return refused("%s", error);
+
+	const char *command = argv[optind];
+	int sub_argc = argc - optind - 1;
+	char **sub_argv = argv + optind + 1;
+	int ret;
+	if (strcmp(command, "who") == 0 || strcmp(command, "kick") == 0) {
+		ret = strcmp(command, "who") == 0 ? cmd_who(&cli, sub_argc, sub_argv)
+						  : cmd_kick(&cli, sub_argc, sub_argv);
+		settings_free(&cli.set);
+		return ret;
+	}
+	char writer[NAME_MAX_LEN + 1], host[64] = "unknown";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(writer, sizeof(writer), "cli@%.50s", host);
+	if (geodb_open(cli.set->geodb, writer, 10000, &cli.geodb, &error) < 0 ||
+	    geodb_check_group_count(cli.geodb, cli.set->group_count, &error) < 0) {
+		geodb_close(&cli.geodb);
+		settings_free(&cli.set);
+		return refused("%s", error);
+	}
+	if (strcmp(command, "site") == 0)
+		ret = cmd_site(&cli, sub_argc, sub_argv);
+	else if (strcmp(command, "backend") == 0)
+		ret = cmd_backend(&cli, sub_argc, sub_argv);
+	else if (strcmp(command, "group") == 0)
+		ret = cmd_group(&cli, sub_argc, sub_argv);
+	else if (strcmp(command, "user") == 0)
+		ret = cmd_user(&cli, sub_argc, sub_argv);
+	else
+		ret = usage("unknown command '%s'", command);
+	geodb_close(&cli.geodb);
+	settings_free(&cli.set);
+	return ret;
+}
