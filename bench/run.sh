@@ -57,6 +57,7 @@ for v in SESSIONS CONC IDLE WARMUP ROUNDS HAPROXY_THREADS; do
 	fi
 done
 [ "$CONC" -ge 1 ] || CONC=1
+[ "$SESSIONS" -ge 1 ] || SESSIONS=1
 [ "$ROUNDS" -ge 1 ] || ROUNDS=1
 [ "$HAPROXY_THREADS" -ge 1 ] || HAPROXY_THREADS=1
 case $RUN in
@@ -125,7 +126,7 @@ stop_stale() {
 	[ -f "$pidfile" ] || return 0
 	pid=$(cat "$pidfile" 2>/dev/null)
 	[[ $pid =~ ^[0-9]+$ ]] || return 0
-	cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 0
 	case $cmd in
 	*"$RUN/"*) log "stopping stale pid $pid from a previous run: $cmd"; kill -TERM "$pid" 2>/dev/null; sleep 1 ;;
 	esac
@@ -346,7 +347,10 @@ note() { # note TARGET TEXT
 relay_alive() { # relay_alive TARGET
 	local pid=${RELAY[$1]}
 	[ -z "$pid" ] && return 0
-	kill -0 "$pid" 2>/dev/null && [ -d "/proc/$pid" ]
+	# a relay that died is our unreaped child: a zombie still answers kill -0
+	local state
+	state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 run_sessions() { # run_sessions TARGET N TIMEOUT OUTPREFIX -> prints imapload's line
@@ -429,7 +433,7 @@ done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 for t in "${TARGETS[@]}"; do
 	[ "${STATUS[$t]}" = ok ] && [ "${SUM_OK[$t]}" -gt 0 ] || continue
-	RATE[$t]=$(awk -v n="${SUM_OK[$t]}" -v e="${SUM_ELAPSED[$t]}" 'BEGIN { printf "%.1f", e > 0 ? n / e : 0 }')
+	RATE[$t]=$(awk -v n="${SUM_OK[$t]}" -v e="${SUM_ELAPSED[$t]}" 'BEGIN { printf "%.1f", (e > 0 ? n / e : 0) }')
 	P50[$t]=$(median <<<"${P50S[$t]}")
 	P99[$t]=$(median <<<"${P99S[$t]}")
 	if [ -n "${RELAY[$t]}" ]; then

@@ -105,11 +105,8 @@ static void login_reset(struct imap_client *client)
 	client->login_user = NULL;
 	wipe_free(&client->login_password);
 	if (client->backend_bev != NULL) {
-		int fd = bufferevent_getfd(client->backend_bev);
 		bufferevent_free(client->backend_bev);
 		client->backend_bev = NULL;
-		if (fd >= 0)
-			close(fd);
 	}
 	if (client->retry_timer != NULL) {
 		event_free(client->retry_timer);
@@ -129,10 +126,10 @@ static void client_destroy(struct imap_client *client, const char *reason)
 		SSL *ssl = bufferevent_openssl_get_ssl(client->bev);
 		if (ssl != NULL)
 			SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
-		bufferevent_free(client->bev);
-	}
-	if (client->fd >= 0)
+		bufferevent_free(client->bev); /* closes the socket */
+	} else if (client->fd >= 0) {
 		close(client->fd);
+	}
 	client->daemon->client_count--;
 	free(client);
 }
@@ -233,11 +230,8 @@ static void backend_failed(struct imap_client *client, const char *what)
 	struct daemon *daemon = client->daemon;
 	daemon->metrics.backend_connect_failures++;
 	if (client->backend_bev != NULL) {
-		int fd = bufferevent_getfd(client->backend_bev);
 		bufferevent_free(client->backend_bev);
 		client->backend_bev = NULL;
-		if (fd >= 0)
-			close(fd);
 	}
 	long left = ms_until(&client->deadline);
 	char reason[256];
@@ -300,9 +294,12 @@ static void start_proxying(struct imap_client *client, const char *tagged_line, 
 					evbuffer_pullup(to_client, -1), to_client_len,
 					session_relay_closed, session);
 		evbuffer_free(to_client);
+		/* the relay owns the sockets now: detach them first */
+		bufferevent_setfd(client->bev, -1);
 		bufferevent_free(client->bev);
 		client->bev = NULL;
 		client->fd = -1;
+		bufferevent_setfd(client->backend_bev, -1);
 		bufferevent_free(client->backend_bev);
 	}
 	client->backend_bev = NULL;
@@ -447,7 +444,7 @@ static void backend_connect(struct imap_client *client)
 		login_unavailable(client, reason);
 		return;
 	}
-	client->backend_bev = bufferevent_socket_new(daemon->base, -1, 0);
+	client->backend_bev = bufferevent_socket_new(daemon->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(client->backend_bev, backend_input, NULL, backend_event, client);
 	long left = ms_until(&client->deadline);
 	if (left < 1)
@@ -566,18 +563,26 @@ static void cmd_starttls(struct imap_client *client, const char *tag)
 	 * be an injection). */
 	struct evbuffer *out = bufferevent_get_output(client->bev);
 	evbuffer_add_printf(out, "%s OK Begin TLS negotiation now.\r\n", tag);
+	/* a bufferevent freezes the start of its output buffer: only it may
+	 * drain it.  We are about to free this one, so take it over. */
+	evbuffer_unfreeze(out, 1);
 	while (evbuffer_get_length(out) > 0) {
 		if (evbuffer_write(out, client->fd) <= 0) {
-			client_destroy(client, "cannot write the STARTTLS reply");
+			char reason[128];
+			snprintf(reason, sizeof(reason), "cannot write the STARTTLS reply: %s",
+				 strerror(errno));
+			client_destroy(client, reason);
 			return;
 		}
 	}
 	struct evbuffer *in = bufferevent_get_input(client->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_setfd(client->bev, -1);
 	bufferevent_free(client->bev);
 	SSL *ssl = SSL_new(daemon->ssl_ctx);
 	client->bev = bufferevent_openssl_socket_new(daemon->base, client->fd, ssl,
-						     BUFFEREVENT_SSL_ACCEPTING, 0);
+						     BUFFEREVENT_SSL_ACCEPTING,
+						     BEV_OPT_CLOSE_ON_FREE);
 	client->tls = true;
 	client->secured = true;
 	imap_parser_reset(client->parser);
@@ -751,6 +756,8 @@ static void client_input(struct bufferevent *bev, void *context)
 static void client_event(struct bufferevent *bev, short what, void *context)
 {
 	struct imap_client *client = context;
+	if (what == BEV_EVENT_CONNECTED)
+		return; /* the TLS handshake finished */
 	if ((what & BEV_EVENT_TIMEOUT) != 0) {
 		client->daemon->metrics.prelogin_timeouts++;
 		client_close_after(client, "* BYE Disconnected for inactivity.\r\n",
@@ -793,10 +800,11 @@ void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *re
 	if (implicit_tls) {
 		SSL *ssl = SSL_new(daemon->ssl_ctx);
 		client->bev = bufferevent_openssl_socket_new(daemon->base, fd, ssl,
-							     BUFFEREVENT_SSL_ACCEPTING, 0);
+							     BUFFEREVENT_SSL_ACCEPTING,
+							     BEV_OPT_CLOSE_ON_FREE);
 		client->tls = true;
 	} else {
-		client->bev = bufferevent_socket_new(daemon->base, fd, 0);
+		client->bev = bufferevent_socket_new(daemon->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}
 	struct timeval tv = {daemon->set->prelogin_timeout_ms / 1000,
 			     (daemon->set->prelogin_timeout_ms % 1000) * 1000};

@@ -35,17 +35,24 @@ void strbuf_append(struct strbuf *buf, const char *text)
 
 void strbuf_printf(struct strbuf *buf, const char *fmt, ...)
 {
-	va_list args;
-	va_start(args, fmt);
-	int n = vsnprintf(NULL, 0, fmt, args);
-	va_end(args);
-	if (n < 0)
-		return;
-	reserve(buf, (size_t)n);
-	va_start(args, fmt);
-	vsnprintf(buf->data + buf->len, (size_t)n + 1, fmt, args);
-	va_end(args);
-	buf->len += (size_t)n;
+	/* format into the free space; grow and format again if it was short */
+	reserve(buf, 64);
+	for (;;) {
+		size_t room = buf->alloc - buf->len;
+		va_list args;
+		va_start(args, fmt);
+		int n = vsnprintf(buf->data + buf->len, room, fmt, args);
+		va_end(args);
+		if (n < 0) {
+			buf->data[buf->len] = '\0';
+			return;
+		}
+		if ((size_t)n < room) {
+			buf->len += (size_t)n;
+			return;
+		}
+		reserve(buf, (size_t)n);
+	}
 }
 
 void strbuf_append_json_string(struct strbuf *buf, const char *text)

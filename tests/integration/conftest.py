@@ -1,0 +1,139 @@
+"""Fixtures for the mailcluster integration tests.
+
+* ``fleet``    (session) - 3 real Dovecot backends on 127.0.3.2-4, users user1..user300.
+* ``tls_files`` (session) - a self-signed certificate/key made with the openssl CLI.
+* ``cluster``  (function) - factory: ``cluster(**settings)`` writes a config with free ports,
+  creates a fresh GeoDB (site dc1 + the fleet's backends, online) and starts mailclusterd.
+  ``cluster(geodb=other.geodb_path, setup=False)`` starts a second daemon on the same GeoDB.
+* ``shared_cluster`` (module) - one default daemon (with TLS) for tests that do not change
+  the GeoDB.
+
+Daemons are stopped by PID (SIGTERM, then SIGKILL after a bound). The daemon log is printed
+on teardown when the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+
+from backends import Fleet  # noqa: E402
+
+import mchelpers  # noqa: E402
+from mchelpers import Daemon  # noqa: E402
+
+
+def pytest_configure(config):
+    for path in (mchelpers.DAEMON, mchelpers.CLI):
+        if not os.access(path, os.X_OK):
+            raise pytest.UsageError(f"{path} is missing: run 'make -C {mchelpers.REPO} all' first")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request) -> bool:
+    node = request.node
+    return any(getattr(getattr(node, f"rep_{w}", None), "failed", False)
+               for w in ("setup", "call"))
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    f = Fleet(str(root), count=3, first_ip=mchelpers.FLEET_FIRST_IP, ports=mchelpers.FLEET_PORTS,
+              users=mchelpers.FLEET_USERS, messages=mchelpers.FLEET_MESSAGES)
+    f.start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fleet_healthy(request):
+    """Tests that stop a backend must restart it; catch it here if one did not."""
+    yield
+    if "fleet" in request.fixturenames:
+        f = request.getfixturevalue("fleet")
+        for b in f.backends:
+            if not b.is_running():
+                b.start()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class ClusterFactory:
+    def __init__(self, workdir, fleet, tls_files):
+        self.workdir = workdir
+        self.fleet = fleet
+        self.tls_files = tls_files
+        self.daemons: list[Daemon] = []
+
+    def __call__(self, geodb: str | None = None, setup: bool = True, tls: bool = False,
+                 start: bool = True, **settings) -> Daemon:
+        n = len(self.daemons) + 1
+        name = f"mc{n}"
+        if geodb is None:
+            geodb = os.path.join(self.workdir, f"geodb{n}.sqlite")
+        d = Daemon(str(self.workdir), geodb, self.fleet,
+                   extra={k: str(v) for k, v in settings.items()},
+                   tls=self.tls_files if tls else None, name=name)
+        self.daemons.append(d)
+        if setup:
+            d.setup_geodb()
+        if start:
+            d.start()
+        return d
+
+    def teardown(self, failed: bool) -> None:
+        problems = []
+        for d in self.daemons:
+            was_running = d.proc is not None and d.proc.poll() is None
+            rc = d.stop()
+            if was_running and rc not in (0, None):
+                problems.append(f"{d.name} exited with {rc} on SIGTERM")
+            if failed or problems:
+                print(f"\n===== {d.name} log ({d.log_path}) =====")
+                print(d.log_text()[-20000:])
+        assert not problems, problems
+
+
+@pytest.fixture
+def cluster(request, tmp_path, fleet, tls_files):
+    factory = ClusterFactory(tmp_path, fleet, tls_files)
+    yield factory
+    factory.teardown(_failed(request))
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request, tmp_path_factory, fleet, tls_files):
+    factory = ClusterFactory(tmp_path_factory.mktemp("shared"), fleet, tls_files)
+    d = factory(tls=True)
+    yield d
+    failed = request.session.testsfailed > 0
+    factory.teardown(failed)
+
+
+@pytest.fixture
+def cli(cluster):
+    """cli(*args) against a fresh default cluster's config (no daemon needed for GeoDB commands)."""
+    d = cluster(start=False)
+    return d.cli

@@ -1,0 +1,103 @@
+"""The mailcluster CLI: refusals name the object, exit codes 0/1/2, output formats."""
+
+from __future__ import annotations
+
+import json
+
+
+def _refused(r, *words):
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+
+
+def test_backend_list_shows_the_fleet_online(cli, fleet):
+    rows = json.loads(cli("backend", "list", fmt="json").stdout)
+    assert {(r["backend"], r["address"], r["status"], r["site"]) for r in rows} == \
+        {(b.name, b.ip, "online", "dc1") for b in fleet.backends}
+
+
+def test_adding_an_existing_backend_is_refused(cli, fleet):
+    b = fleet.backends[0]
+    r = cli("backend", "add", "--site", "dc1", b.name, "127.0.3.99")
+    _refused(r, b.name)
+    # unchanged
+    row = json.loads(cli("backend", "status", b.name, fmt="json").stdout)[0]
+    assert row["address"] == b.ip and row["status"] == "online", row
+
+
+def test_adding_a_backend_to_a_missing_site_is_refused(cli):
+    _refused(cli("backend", "add", "--site", "nosuchsite", "newbackend", "127.0.3.50"),
+             "nosuchsite")
+
+
+def test_adding_a_backend_with_a_bad_address_is_refused(cli):
+    _refused(cli("backend", "add", "--site", "dc1", "newbackend", "not-an-ip"), "not-an-ip")
+
+
+def test_updating_a_missing_backend_is_refused(cli):
+    _refused(cli("backend", "update", "--status", "online", "nosuchbackend"), "nosuchbackend")
+    _refused(cli("backend", "status", "nosuchbackend"), "nosuchbackend")
+
+
+def test_invalid_status_value_is_refused(cli, fleet):
+    name = fleet.backends[1].name
+    _refused(cli("backend", "update", "--status", "sleepy", name), "sleepy")
+    row = json.loads(cli("backend", "status", name, fmt="json").stdout)[0]
+    assert row["status"] == "online", row
+
+
+def test_load_factor_range(cli, fleet):
+    name = fleet.backends[2].name
+    _refused(cli("backend", "update", "--load-factor", "101", name), name, "101")
+    _refused(cli("backend", "update", "--load-factor", "-1", name), name)
+    row = json.loads(cli("backend", "status", name, fmt="json").stdout)[0]
+    assert row["load_factor"] == "100", row
+    for lf in ("0", "100", "37"):
+        r = cli("backend", "update", "--load-factor", lf, name)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(cli("backend", "status", name, fmt="json").stdout)[0]["load_factor"] == lf
+
+
+def test_adding_an_existing_site_is_refused(cli):
+    _refused(cli("site", "add", "dc1"), "dc1")
+
+
+def test_group_and_user_argument_errors(cli, fleet):
+    _refused(cli("group", "move", "--direct", "256", fleet.backends[0].name), "256")
+    _refused(cli("group", "move", "--direct", "5", "nosuchbackend"), "nosuchbackend")
+    _refused(cli("group", "status", "banana"), "banana")
+    _refused(cli("user", "move", "--direct", "user1", "9999"), "9999")
+    _refused(cli("user", "delete", "user1"), "user1")   # no override stored
+
+
+def test_usage_errors_exit_2(cli):
+    for args in (("frobnicate",), ("backend",), ("backend", "add", "x"),
+                 ("backend", "update", "--bogus", "1", "backend1"), ("group", "move")):
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert "usage" in r.stderr, (args, r.stderr)
+
+
+def test_output_formats(cli, fleet):
+    table = cli("backend", "list")
+    tab = cli("backend", "list", fmt="tab")
+    flow = cli("backend", "list", fmt="flow")
+    assert table.returncode == tab.returncode == flow.returncode == 0
+    assert tab.stdout.splitlines()[0].split("\t")[:4] == ["backend", "site", "address", "status"]
+    assert len(tab.stdout.splitlines()) == 1 + len(fleet.backends)
+    for b in fleet.backends:
+        assert b.name in table.stdout
+        assert f"backend={b.name} site=dc1 address={b.ip} status=online" in flow.stdout
+    r = cli("backend", "list", fmt="yaml")
+    assert r.returncode == 2, r.stderr
+
+
+def test_backend_add_starts_in_standby_and_gets_no_groups(cli):
+    r = cli("backend", "add", "--site", "dc1", "spare", "127.0.3.20")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(cli("backend", "status", "spare", fmt="json").stdout)[0]
+    assert row["status"] == "standby" and row["groups"] == "0", row
+    for i in range(1, 40):
+        acc = json.loads(cli("user", "access", f"user{i}", fmt="json").stdout)[0]
+        assert acc["backend"] != "spare", acc

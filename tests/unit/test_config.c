@@ -1,0 +1,149 @@
+/* test_config.c - the configuration syntax and the settings table: every
+ * malformed file is refused with FILE:LINE and the key it is about. */
+#include "unit.h"
+#include "util/config.h"
+#include "util/settings.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char *write_temp(const char *text)
+{
+	static char path[64];
+	snprintf(path, sizeof(path), "/tmp/mc-unit-config-%d.conf", (int)getpid());
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static int load(const char *text, struct settings **set_r, const char **error_r)
+{
+	char *path = write_temp(text);
+	int ret = settings_load(path, set_r, error_r);
+	unlink(path);
+	return ret;
+}
+
+static void test_syntax(void)
+{
+	struct config *config;
+	const char *error;
+	CHECK(config_parse_text("t.conf", "# c\na = 1\nsec {\n  b = two words # c\n}\nc = \"#x \"\n",
+				&config, &error) == 0);
+	CHECK(config->count == 3);
+	CHECK_STR(config->entries[0].key, "a");
+	CHECK_STR(config->entries[0].section, "");
+	CHECK_STR(config->entries[1].section, "sec");
+	CHECK_STR(config->entries[1].value, "two words");
+	CHECK(config->entries[1].line == 4);
+	CHECK_STR(config->entries[2].value, "#x ");
+	config_free(&config);
+	CHECK(config == NULL);
+
+	CHECK(config_parse_text("t.conf", "a = 1\n}\n", &config, &error) < 0);
+	CHECK(strstr(error, "t.conf:2:") != NULL);
+	CHECK(config_parse_text("t.conf", "s {\na = 1\n", &config, &error) < 0);
+	CHECK(strstr(error, "never closed") != NULL);
+	CHECK(config_parse_text("t.conf", "s {\nt {\n}\n}\n", &config, &error) < 0);
+	CHECK(strstr(error, "t.conf:2:") != NULL);
+	CHECK(config_parse_text("t.conf", "just words\n", &config, &error) < 0);
+	CHECK(strstr(error, "expected 'key = value'") != NULL);
+	CHECK(config_parse_text("t.conf", "a = \"open\n", &config, &error) < 0);
+	CHECK(config_parse_text("t.conf", "b@d = 1\n", &config, &error) < 0);
+}
+
+static void test_settings_defaults(void)
+{
+	struct settings *set;
+	const char *error = NULL;
+	int ret = load("site = dc1\ngeodb = sqlite:/tmp/x.sqlite\nlisten {\n imap = 127.0.0.1:1143\n}\n",
+		       &set, &error);
+	CHECK(ret == 0);
+	if (ret != 0) {
+		fprintf(stderr, "  error: %s\n", error);
+		return;
+	}
+	CHECK_STR(set->site, "dc1");
+	CHECK(set->group_count == 1024);
+	CHECK(set->proxy_timeout_ms == 30000);
+	CHECK(set->backend_port_imap == 143);
+	CHECK(set->listen_imap.port == 1143);
+	CHECK_STR(set->listen_imap.host, "127.0.0.1");
+	CHECK(set->listen_imaps.port == 0);
+	CHECK(set->plaintext_auth == PLAINTEXT_AUTH_TLS);
+	CHECK(set->prelogin_line_max == 8192);
+	CHECK(set->auth_failures_max == 3);
+	settings_free(&set);
+	CHECK(set == NULL);
+}
+
+static void test_settings_errors(void)
+{
+	struct settings *set = NULL;
+	const char *error = NULL;
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nbogus = 1\n", &set, &error) < 0);
+	CHECK(strstr(error, ":3: unknown setting 'bogus'") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n pop9 = 1.2.3.4:5\n}\n", &set, &error) < 0);
+	CHECK(strstr(error, ":4: unknown setting 'pop9' in section 'listen'") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\ngroup_count = 0\n", &set, &error) < 0);
+	CHECK(strstr(error, ":3: invalid value '0' for 'group_count'") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nproxy_timeout = soon\n", &set, &error) < 0);
+	CHECK(strstr(error, "expected a duration") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imap = nowhere\n}\n", &set, &error) < 0);
+	CHECK(strstr(error, "ADDRESS:PORT") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nplaintext_auth = sometimes\n", &set, &error) < 0);
+	CHECK(strstr(error, "'tls' or 'always'") != NULL);
+	CHECK(load("geodb = sqlite:/x\n", &set, &error) < 0);
+	CHECK(strstr(error, "missing required setting 'site'") != NULL);
+	CHECK(load("site = dc1\n", &set, &error) < 0);
+	CHECK(strstr(error, "missing required setting 'geodb'") != NULL);
+	CHECK(load("site = dc1\ngeodb = mysql:x\n", &set, &error) < 0);
+	CHECK(strstr(error, "expected sqlite:PATH") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nsite = dc2\n", &set, &error) < 0);
+	CHECK(strstr(error, ":3: 'site' is already set on line 1") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imaps = 1.2.3.4:993\n}\n", &set, &error) < 0);
+	CHECK(strstr(error, "imaps needs tls_cert") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\ntls_cert = /a\n", &set, &error) < 0);
+	CHECK(strstr(error, "set together") != NULL);
+	CHECK(load("site = d c\ngeodb = sqlite:/x\n", &set, &error) < 0);
+	CHECK(strstr(error, "invalid site name") != NULL);
+	CHECK(set == NULL);
+	CHECK(settings_load("/nonexistent/mailcluster.conf", &set, &error) < 0);
+	CHECK(strstr(error, "cannot open") != NULL);
+}
+
+static void test_value_parsers(void)
+{
+	unsigned ms;
+	size_t bytes;
+	struct listen_addr addr;
+	CHECK(settings_parse_duration("30s", &ms) == 0 && ms == 30000);
+	CHECK(settings_parse_duration("30", &ms) == 0 && ms == 30000);
+	CHECK(settings_parse_duration("250ms", &ms) == 0 && ms == 250);
+	CHECK(settings_parse_duration("2m", &ms) == 0 && ms == 120000);
+	CHECK(settings_parse_duration("1h", &ms) == 0 && ms == 3600000);
+	CHECK(settings_parse_duration("-1s", &ms) < 0);
+	CHECK(settings_parse_duration("1y", &ms) < 0);
+	CHECK(settings_parse_duration("", &ms) < 0);
+	CHECK(settings_parse_duration("99999999999d", &ms) < 0);
+	CHECK(settings_parse_size("8k", &bytes) == 0 && bytes == 8192);
+	CHECK(settings_parse_size("1M", &bytes) == 0 && bytes == 1048576);
+	CHECK(settings_parse_size("100", &bytes) == 0 && bytes == 100);
+	CHECK(settings_parse_size("3x", &bytes) < 0);
+	CHECK(settings_parse_addr("127.0.0.1:143", &addr) == 0 && addr.port == 143);
+	CHECK(settings_parse_addr("[::1]:143", &addr) == 0 && strcmp(addr.host, "::1") == 0);
+	CHECK(settings_parse_addr("127.0.0.1:0", &addr) < 0);
+	CHECK(settings_parse_addr("127.0.0.1:65536", &addr) < 0);
+	CHECK(settings_parse_addr(":143", &addr) < 0);
+	CHECK(settings_parse_addr("[::1]143", &addr) < 0);
+}
+
+void suite_config(void)
+{
+	test_syntax();
+	test_settings_defaults();
+	test_settings_errors();
+	test_value_parsers();
+}
