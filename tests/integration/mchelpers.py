@@ -134,9 +134,12 @@ class RawIMAP:
     """A raw line-oriented IMAP client for protocol-level tests."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", source_ip: Optional[str] = None,
-                 timeout: float = 15):
+                 timeout: float = 15, tls: bool = False):
         src = (source_ip, 0) if source_ip else None
         self.sock = socket.create_connection((host, port), timeout=timeout, source_address=src)
+        if tls:  # implicit TLS (imaps)
+            self.sock = unverified_ssl_context().wrap_socket(self.sock,
+                                                             server_hostname="localhost")
         self.buf = b""
         self.greeting = self.readline()
 
@@ -351,8 +354,9 @@ class Daemon:
     def login(self, user: str, source_ip: Optional[str] = None, **kw) -> SourceIMAP4:
         return imap_login(self.imap_port, user, source_ip=source_ip, **kw)
 
-    def raw(self, **kw) -> RawIMAP:
-        return RawIMAP(self.imap_port, **kw)
+    def raw(self, tls: bool = False, **kw) -> RawIMAP:
+        """A raw client on the imap port, or with tls=True on the imaps port."""
+        return RawIMAP(self.imaps_port if tls else self.imap_port, tls=tls, **kw)
 
 
 def login_lands_on(daemon: Daemon, user: str) -> str:

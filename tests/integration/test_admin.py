@@ -7,6 +7,8 @@ import json
 import re
 import threading
 
+import pytest
+
 from mchelpers import backend_of, close_quietly, unverified_ssl_context, wait_for
 
 
@@ -142,6 +144,10 @@ def test_admin_status_and_unknown_path(cluster):
         assert st["clients"] == 1 and st["sessions"] == 1, st
     finally:
         close_quietly(c)
+    code, body = d.http("GET", "/api/who?user=user48")
+    assert code == 200 and json.loads(body)["sessions"] == [], body
+    code, body = d.http("POST", "/api/kick")
+    assert code == 400, (code, body)
     code, body = d.http("GET", "/no/such/thing")
     assert code == 404, (code, body)
     code, body = d.http("GET", "/api/kick?user=user48")
@@ -172,21 +178,23 @@ def _check_fetch_stream(data: bytes, msg: bytes) -> int:
         n = int(m.group(1))
         lit = data[eol + 2:eol + 2 + n]
         if len(lit) == n:
-            assert lit == msg, f"literal at byte {pos} corrupted (BYE inside at {lit.find(b'* BYE')})"
+            intact = lit == msg
+            assert intact, f"literal at byte {pos} corrupted ('* BYE' at {lit.find(b'* BYE')})"
             full += 1
         else:
-            assert msg.startswith(lit), \
-                f"partial literal at byte {pos} corrupted: '* BYE' at offset {lit.find(b'* BYE')}" \
-                f" of the literal; tail {data[-100:]!r}"
+            intact = msg.startswith(lit)
+            assert intact, (f"partial literal at byte {pos} corrupted: '* BYE' at offset "
+                            f"{lit.find(b'* BYE')} of the literal; stream tail {data[-100:]!r}")
         pos = eol + 2 + n
     return full
 
 
-def test_kick_during_a_large_response_does_not_corrupt_it(cluster):
+@pytest.mark.parametrize("tls", [False, True], ids=["splice", "tls"])
+def test_kick_during_a_large_response_does_not_corrupt_it(cluster, tls):
     """Kick while the backend's answer is streaming: the session must end, and the BYE must not
     land inside a FETCH literal (the client would see it as message content)."""
-    d = cluster()
-    user = "user49"
+    d = cluster(tls=tls)
+    user = "user49" if not tls else "user51"
     msg = (b"From: kick test <k@example.com>\r\nSubject: big\r\n\r\n" +
            b"".join(b"line %06d 0123456789abcdefghijklmnopqrstuvwxyz0123456789\r\n" % i
                     for i in range(16000)))
@@ -199,7 +207,7 @@ def test_kick_during_a_large_response_does_not_corrupt_it(cluster):
         close_quietly(c)
 
     for attempt in range(2):
-        r = d.raw(timeout=30)
+        r = d.raw(timeout=30, tls=tls)
         try:
             r.send(f"a LOGIN {user} password\r\ns SELECT INBOX\r\n".encode())
             r.read_until_tagged(b"a")

@@ -69,6 +69,8 @@ def test_group_and_user_argument_errors(cli, fleet):
     _refused(cli("group", "status", "banana"), "banana")
     _refused(cli("user", "move", "--direct", "user1", "9999"), "9999")
     _refused(cli("user", "delete", "user1"), "user1")   # no override stored
+    _refused(cli("user", "access", "bad user"), "bad user")
+    _refused(cli("user", "status", ""))
 
 
 def test_usage_errors_exit_2(cli):

@@ -59,6 +59,9 @@ def test_greeting_and_capability(shared_cluster):
             assert cap in caps, (cap, lines[0])
         r.send(b"n NOOP\r\n")
         assert r.read_until_tagged(b"n")[-1].startswith(b"n OK")
+        r.send(b'i ID ("name" "pytest" "version" "1")\r\n')
+        lines = r.read_until_tagged(b"i")
+        assert lines[-1].startswith(b"i OK") and lines[0].startswith(b"* ID "), lines
         r.send(b"l LOGOUT\r\n")
         data = r.read_to_eof()
         assert b"* BYE" in data and b"l OK" in data, data

@@ -10,6 +10,8 @@ import re
 import socket
 import time
 
+import pytest
+
 from mchelpers import RawIMAP, backend_of, close_quietly, unverified_ssl_context
 
 BIG_LINES = 14000  # ~1 MB
@@ -83,9 +85,10 @@ def test_large_append_and_fetch_through_splice_relay(cluster, fleet):
         close_quietly(direct)
 
 
-def test_concurrent_large_fetches_and_slow_reader(cluster):
-    d = cluster()
-    user = "user296"
+@pytest.mark.parametrize("tls", [False, True], ids=["splice", "tls"])
+def test_concurrent_large_fetches_and_slow_reader(cluster, tls):
+    d = cluster(tls=tls)
+    user = "user296" if not tls else "user294"
     msg = _big_message(user)
     c = d.login(user)
     try:
@@ -95,7 +98,7 @@ def test_concurrent_large_fetches_and_slow_reader(cluster):
         close_quietly(c)
 
     def fetch_raw(slow: bool) -> bytes:
-        r = d.raw(timeout=30)
+        r = d.raw(timeout=30, tls=tls)
         try:
             r.send(f"a LOGIN {user} password\r\ns SELECT INBOX\r\n".encode())
             r.read_until_tagged(b"a")
