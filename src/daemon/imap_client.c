@@ -8,31 +8,32 @@
  *                 client is not read meanwhile: whatever it pipelined stays
  *                 buffered and goes to the backend once the login succeeds.
  *
- * The backend login is pipelined: as soon as the TCP connection is up we
- * send "ID (...)" and "TAG AUTHENTICATE PLAIN <ir>" together, and then read
- * the greeting, the ID reply and the login reply in that order.  The login
- * is sent with the client's own tag, so the backend's tagged answer (with its
- * CAPABILITY code) goes to the client as it is.
+ * The client side is a stream (stream.h: plain socket or TLS).  The backend
+ * side is a plain non-blocking socket driven by one event, with a small
+ * buffer for the few lines of the login.  The backend login is pipelined: as
+ * soon as the TCP connection is up we send "ID (...)" and "TAG AUTHENTICATE
+ * PLAIN <ir>" in one write, and then read the greeting, the ID reply and the
+ * login reply in that order.  The login is sent with the client's own tag,
+ * so the backend's tagged answer (with its CAPABILITY code) goes to the
+ * client as it is.
  */
 #include "daemon/imap_client.h"
 
 #include "daemon/daemon.h"
 #include "daemon/session.h"
-#include "util/net_util.h"
 #include "net/relay.h"
+#include "net/stream.h"
 #include "proto/imap_parser.h"
 #include "proto/sasl_plain.h"
 #include "store/route.h"
 #include "util/log.h"
+#include "util/net_util.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,14 +43,13 @@
 #define BACKEND_LINE_MAX 65536
 #define PROXY_TTL 5
 
-enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND };
-enum backend_state { BACKEND_GREETING, BACKEND_ID_REPLY, BACKEND_LOGIN_REPLY };
+enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
+enum backend_state { BACKEND_CONNECTING, BACKEND_GREETING, BACKEND_ID_REPLY, BACKEND_LOGIN_REPLY };
 
 struct imap_client {
 	struct daemon *daemon;
-	struct bufferevent *bev;
-	int fd;
-	bool tls, secured;
+	struct stream *stream;
+	bool secured;
 	char client_ip[46], local_ip[46];
 	uint16_t client_port, local_port;
 	char session_id[24];
@@ -59,34 +59,29 @@ struct imap_client {
 
 	/* the login in progress */
 	char *tag, *login_user, *login_password;
-	struct route_result route;
-	struct bufferevent *backend_bev;
+	struct route_result *route;
+	int backend_fd;
+	struct event backend_event;
+	bool backend_event_set;
 	enum backend_state backend_state;
+	char *backend_in;
+	size_t backend_in_len, backend_in_size;
 	struct event *retry_timer;
 	struct timespec deadline;
 	unsigned connect_attempts;
 };
 
-static void client_input(struct bufferevent *bev, void *context);
-static void client_event(struct bufferevent *bev, short what, void *context);
+static void client_input(void *context);
 static void backend_connect(struct imap_client *client);
 
 /* ---- helpers ---- */
 
 static void client_send(struct imap_client *client, const char *text)
 {
-	bufferevent_write(client->bev, text, strlen(text));
+	stream_write(client->stream, text, strlen(text));
 }
 
-static void client_sendf(struct imap_client *client, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void client_sendf(struct imap_client *client, const char *fmt, ...)
-{
-	va_list args;
-	va_start(args, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(client->bev), fmt, args);
-	va_end(args);
-}
+#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
 
 static void wipe_free(char **s)
 {
@@ -97,6 +92,19 @@ static void wipe_free(char **s)
 	}
 }
 
+static void backend_close(struct imap_client *client)
+{
+	if (client->backend_event_set) {
+		event_del(&client->backend_event);
+		client->backend_event_set = false;
+	}
+	if (client->backend_fd >= 0) {
+		close(client->backend_fd);
+		client->backend_fd = -1;
+	}
+	client->backend_in_len = 0;
+}
+
 static void login_reset(struct imap_client *client)
 {
 	free(client->tag);
@@ -104,10 +112,10 @@ static void login_reset(struct imap_client *client)
 	free(client->login_user);
 	client->login_user = NULL;
 	wipe_free(&client->login_password);
-	if (client->backend_bev != NULL) {
-		bufferevent_free(client->backend_bev);
-		client->backend_bev = NULL;
-	}
+	backend_close(client);
+	free(client->backend_in);
+	client->backend_in = NULL;
+	client->backend_in_size = 0;
 	if (client->retry_timer != NULL) {
 		event_free(client->retry_timer);
 		client->retry_timer = NULL;
@@ -121,50 +129,50 @@ static void client_destroy(struct imap_client *client, const char *reason)
 			 client->client_ip, client->client_port, client->session_id,
 			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
 	login_reset(client);
+	free(client->route);
 	imap_parser_destroy(&client->parser);
-	if (client->bev != NULL) {
-		SSL *ssl = bufferevent_openssl_get_ssl(client->bev);
-		if (ssl != NULL)
-			SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
-		bufferevent_free(client->bev); /* closes the socket */
-	} else if (client->fd >= 0) {
-		close(client->fd);
-	}
+	stream_destroy(&client->stream);
 	client->daemon->client_count--;
 	free(client);
 }
 
 /* Sends a last line, then closes once it is written (bounded). */
-static void client_close_after(struct imap_client *client, const char *line, const char *reason);
-
-static void client_closing_flushed(struct bufferevent *bev, void *context)
-{
-	struct imap_client *client = context;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		client_destroy(client, NULL);
-}
-
-static void client_closing_event(struct bufferevent *bev, short what, void *context)
-{
-	client_destroy(context, NULL);
-}
-
 static void client_close_after(struct imap_client *client, const char *line, const char *reason)
 {
 	log_info("event=disconnect protocol=imap client=%s:%u session=%s reason=\"%s\"",
 		 client->client_ip, client->client_port, client->session_id, reason);
 	login_reset(client);
+	client->state = STATE_CLOSING;
 	if (line != NULL)
 		client_send(client, line);
-	struct timeval tv = {5, 0};
-	bufferevent_set_timeouts(client->bev, NULL, &tv);
-	bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
-	bufferevent_setcb(client->bev, NULL, client_closing_flushed, client_closing_event, client);
-	bufferevent_disable(client->bev, EV_READ);
-	bufferevent_enable(client->bev, EV_WRITE);
-	if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0)
-		client_destroy(client, NULL);
+	stream_close_after_flush(client->stream); /* calls client_flushed */
 }
+
+static void client_flushed(void *context)
+{
+	client_destroy(context, NULL);
+}
+
+static void client_closed(void *context, const char *reason)
+{
+	struct imap_client *client = context;
+	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
+}
+
+static void client_timeout(void *context)
+{
+	struct imap_client *client = context;
+	client->daemon->metrics.prelogin_timeouts++;
+	client_close_after(client, "* BYE Disconnected for inactivity.\r\n",
+			   "no login within prelogin_timeout");
+}
+
+static const struct stream_callbacks client_stream_callbacks = {
+	.input = client_input,
+	.timeout = client_timeout,
+	.closed = client_closed,
+	.flushed = client_flushed,
+};
 
 static bool plaintext_allowed(struct imap_client *client)
 {
@@ -173,7 +181,7 @@ static bool plaintext_allowed(struct imap_client *client)
 
 static bool starttls_available(struct imap_client *client)
 {
-	return client->daemon->ssl_ctx != NULL && !client->tls;
+	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
 }
 
 static void capability_string(struct imap_client *client, char *dst, size_t size)
@@ -181,13 +189,6 @@ static void capability_string(struct imap_client *client, char *dst, size_t size
 	snprintf(dst, size, "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+%s%s",
 		 starttls_available(client) ? " STARTTLS" : "",
 		 plaintext_allowed(client) ? " AUTH=PLAIN" : " LOGINDISABLED");
-}
-
-static void send_greeting(struct imap_client *client)
-{
-	char caps[256];
-	capability_string(client, caps, sizeof(caps));
-	client_sendf(client, "* OK [CAPABILITY %s] mailcluster ready.\r\n", caps);
 }
 
 /* ---- the backend login ---- */
@@ -199,22 +200,27 @@ static long ms_until(const struct timespec *deadline)
 	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
 }
 
+static void back_to_prelogin(struct imap_client *client)
+{
+	login_reset(client);
+	client->state = STATE_PRELOGIN;
+	stream_read_enable(client->stream, true);
+}
+
 /* The login failed at or before the backend in a way the client may retry
  * later: NO [UNAVAILABLE], back to pre-login. */
 static void login_unavailable(struct imap_client *client, const char *reason)
 {
 	struct daemon *daemon = client->daemon;
+	const struct route_result *route = client->route;
 	daemon->metrics.logins_unavailable++;
 	log_warning("event=login result=unavailable protocol=imap user=%s group=%u backend=%s "
 		    "client=%s:%u session=%s reason=\"%s\"",
-		    client->route.username, client->route.group_id,
-		    client->route.backend.name[0] != '\0' ? client->route.backend.name : "-",
-		    client->client_ip, client->client_port, client->session_id, reason);
-	client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
-		     client->tag);
-	login_reset(client);
-	client->state = STATE_PRELOGIN;
-	bufferevent_enable(client->bev, EV_READ);
+		    route->username, route->group_id,
+		    route->backend.name[0] != '\0' ? route->backend.name : "-", client->client_ip,
+		    client->client_port, client->session_id, reason);
+	client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n", client->tag);
+	back_to_prelogin(client);
 }
 
 static void retry_timer_fired(evutil_socket_t fd, short what, void *context)
@@ -225,208 +231,255 @@ static void retry_timer_fired(evutil_socket_t fd, short what, void *context)
 	backend_connect(client);
 }
 
+/* The connection failed before the backend said anything: try again
+ * within proxy_timeout. */
 static void backend_failed(struct imap_client *client, const char *what)
 {
 	struct daemon *daemon = client->daemon;
 	daemon->metrics.backend_connect_failures++;
-	if (client->backend_bev != NULL) {
-		bufferevent_free(client->backend_bev);
-		client->backend_bev = NULL;
-	}
+	backend_close(client);
 	long left = ms_until(&client->deadline);
-	char reason[256];
 	if (left > (long)daemon->set->proxy_connect_retry_ms) {
 		log_info("event=backend_retry protocol=imap user=%s backend=%s address=%s attempt=%u "
 			 "session=%s reason=\"%s\"",
-			 client->route.username, client->route.backend.name, client->route.backend.address,
-			 client->connect_attempts, client->session_id, what);
+			 client->route->username, client->route->backend.name,
+			 client->route->backend.address, client->connect_attempts, client->session_id, what);
 		client->retry_timer = evtimer_new(daemon->base, retry_timer_fired, client);
 		struct timeval tv = {daemon->set->proxy_connect_retry_ms / 1000,
 				     (daemon->set->proxy_connect_retry_ms % 1000) * 1000};
 		evtimer_add(client->retry_timer, &tv);
 		return;
 	}
+	char reason[300];
 	snprintf(reason, sizeof(reason), "%s (gave up after %u attempt(s) within proxy_timeout)", what,
 		 client->connect_attempts);
 	login_unavailable(client, reason);
 }
 
-static void start_proxying(struct imap_client *client, const char *tagged_line, size_t line_len)
+static void start_proxying(struct imap_client *client, const char *tagged_line, size_t line_len,
+			   const char *backend_rest, size_t backend_rest_len)
 {
 	struct daemon *daemon = client->daemon;
-	struct route_result *route = &client->route;
-	struct relay *relay;
+	const struct route_result *route = client->route;
 	struct session *session =
 		session_create(daemon, NULL, route->username, route->group_id, route->backend.name,
 			       client->client_ip, client->client_port, "imap", client->session_id);
+	bool tls = stream_is_tls(client->stream);
 
 	daemon->metrics.logins_ok++;
 	log_info("event=login result=ok protocol=imap user=%s group=%u backend=%s address=%s "
 		 "client=%s:%u session=%s tls=%s%s",
 		 route->username, route->group_id, route->backend.name, route->backend.address,
-		 client->client_ip, client->client_port, client->session_id, client->tls ? "yes" : "no",
+		 client->client_ip, client->client_port, client->session_id, tls ? "yes" : "no",
 		 route->assigned_now ? " group_assigned=yes" : "");
 
-	if (client->tls) {
-		/* TLS: stay with bufferevents, the relay moves their chains */
-		bufferevent_write(client->bev, tagged_line, line_len);
-		bufferevent_write(client->bev, "\r\n", 2);
-		relay = relay_create_bufferevent(client->bev, client->backend_bev,
-						 daemon->set->relay_buffer_max, session_relay_closed, session);
-		client->bev = NULL;
-		client->fd = -1;
+	/* Whatever is still buffered goes first: to the client our unsent
+	 * output, the tagged reply and anything the backend sent after it; to
+	 * the backend what the client pipelined after its login. */
+	event_del(&client->backend_event);
+	client->backend_event_set = false;
+	int backend_fd = client->backend_fd;
+	client->backend_fd = -1;
+	int client_fd;
+	const char *out, *in;
+	size_t out_len, in_len;
+	if (tls) {
+		stream_write(client->stream, tagged_line, line_len);
+		stream_write(client->stream, "\r\n", 2);
+		if (backend_rest_len > 0)
+			stream_write(client->stream, backend_rest, backend_rest_len);
+		struct bufferevent *client_bev =
+			stream_detach(client->stream, &client_fd, &out, &out_len, &in, &in_len);
+		struct bufferevent *backend_bev =
+			bufferevent_socket_new(daemon->base, backend_fd, BEV_OPT_CLOSE_ON_FREE);
+		session->relay = relay_create_bufferevent(client_bev, backend_bev,
+							  daemon->set->relay_buffer_max,
+							  session_relay_closed, session);
 	} else {
-		/* Plain: hand both sockets to the splice relay.  Whatever is
-		 * still buffered goes first: to the client our unsent output,
-		 * the tagged reply and anything the backend sent after it; to
-		 * the backend what the client pipelined after its login. */
-		struct evbuffer *to_client = evbuffer_new();
-		evbuffer_add_buffer(to_client, bufferevent_get_output(client->bev));
-		evbuffer_add(to_client, tagged_line, line_len);
-		evbuffer_add(to_client, "\r\n", 2);
-		evbuffer_add_buffer(to_client, bufferevent_get_input(client->backend_bev));
-		struct evbuffer *to_backend = bufferevent_get_input(client->bev);
-		size_t to_client_len = evbuffer_get_length(to_client);
-		size_t to_backend_len = evbuffer_get_length(to_backend);
-		int backend_fd = bufferevent_getfd(client->backend_bev);
-		relay = relay_create_fd(daemon->base, daemon->pipe_pool, client->fd, backend_fd,
-					evbuffer_pullup(to_backend, -1), to_backend_len,
-					evbuffer_pullup(to_client, -1), to_client_len,
-					session_relay_closed, session);
-		evbuffer_free(to_client);
-		/* the relay owns the sockets now: detach them first */
-		bufferevent_setfd(client->bev, -1);
-		bufferevent_free(client->bev);
-		client->bev = NULL;
-		client->fd = -1;
-		bufferevent_setfd(client->backend_bev, -1);
-		bufferevent_free(client->backend_bev);
+		stream_detach(client->stream, &client_fd, &out, &out_len, &in, &in_len);
+		size_t to_client_len = out_len + line_len + 2 + backend_rest_len;
+		char *to_client = malloc(to_client_len);
+		memcpy(to_client, out, out_len);
+		memcpy(to_client + out_len, tagged_line, line_len);
+		memcpy(to_client + out_len + line_len, "\r\n", 2);
+		if (backend_rest_len > 0)
+			memcpy(to_client + out_len + line_len + 2, backend_rest, backend_rest_len);
+		session->relay = relay_create_fd(daemon->base, daemon->pipe_pool, client_fd, backend_fd,
+						 in, in_len, to_client, to_client_len,
+						 session_relay_closed, session);
+		free(to_client);
 	}
-	client->backend_bev = NULL;
-	session->relay = relay;
 	/* the session now counts this connection */
 	daemon->client_count++;
 	client_destroy(client, NULL);
 }
 
-static void backend_input(struct bufferevent *bev, void *context)
+/* Handles one line from the backend; false if the client moved on (to the
+ * relay, back to pre-login, or gone). */
+static bool backend_line(struct imap_client *client, char *line, size_t len, const char *rest,
+			 size_t rest_len)
 {
-	struct imap_client *client = context;
-	struct evbuffer *input = bufferevent_get_input(bev);
-	for (;;) {
-		size_t line_len;
-		struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &line_len, EVBUFFER_EOL_CRLF);
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(input) > BACKEND_LINE_MAX)
-				login_unavailable(client, "backend sent a line longer than 64 KB during login");
-			return;
+	switch (client->backend_state) {
+	case BACKEND_CONNECTING:
+		break;
+	case BACKEND_GREETING:
+		if (strncmp(line, "* OK", 4) != 0) {
+			char reason[300];
+			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s", line);
+			backend_failed(client, reason);
+			return false;
 		}
-		size_t len = (size_t)eol.pos;
-		char *line = malloc(len + 1);
-		evbuffer_remove(input, line, len);
-		line[len] = '\0';
-		evbuffer_drain(input, line_len);
-
-		switch (client->backend_state) {
-		case BACKEND_GREETING:
-			if (strncmp(line, "* OK", 4) != 0) {
-				char reason[300];
-				snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s", line);
-				free(line);
-				backend_failed(client, reason);
-				return;
-			}
-			client->backend_state = BACKEND_ID_REPLY;
+		client->backend_state = BACKEND_ID_REPLY;
+		break;
+	case BACKEND_ID_REPLY:
+		if (line[0] != '*')
+			client->backend_state = BACKEND_LOGIN_REPLY;
+		break;
+	case BACKEND_LOGIN_REPLY: {
+		if (line[0] == '*') {
+			/* untagged data before the answer: the client's */
+			stream_write(client->stream, line, len);
+			stream_write(client->stream, "\r\n", 2);
 			break;
-		case BACKEND_ID_REPLY:
-			if (line[0] != '*')
-				client->backend_state = BACKEND_LOGIN_REPLY;
-			break;
-		case BACKEND_LOGIN_REPLY:
-			if (line[0] == '*') {
-				/* untagged data before the answer: the client's */
-				client_sendf(client, "%s\r\n", line);
-				break;
-			}
-			if (line[0] == '+') {
-				free(line);
-				login_unavailable(client, "backend asked for a SASL continuation (no SASL-IR?)");
-				return;
-			}
-			size_t tag_len = strlen(client->tag);
-			const char *status = line + tag_len + 1;
-			if (strncmp(line, client->tag, tag_len) != 0 || line[tag_len] != ' ') {
-				char reason[300];
-				snprintf(reason, sizeof(reason), "unexpected backend reply to login: %.200s", line);
-				free(line);
-				login_unavailable(client, reason);
-				return;
-			}
-			if (strncasecmp(status, "OK", 2) == 0) {
-				start_proxying(client, line, len);
-				free(line);
-				return;
-			}
-			/* NO or BAD: the backend's answer is the answer */
-			client->daemon->metrics.logins_failed++;
-			log_info("event=login result=failed protocol=imap user=%s group=%u backend=%s "
-				 "client=%s:%u session=%s reply=\"%.200s\"",
-				 client->route.username, client->route.group_id, client->route.backend.name,
-				 client->client_ip, client->client_port, client->session_id, status);
-			client_sendf(client, "%s\r\n", line);
-			free(line);
-			login_reset(client);
-			client->state = STATE_PRELOGIN;
-			if (++client->auth_failures >= client->daemon->set->auth_failures_max) {
-				client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
-						   "too many failed logins");
-				return;
-			}
-			bufferevent_enable(client->bev, EV_READ);
-			/* commands pipelined after the failed login */
-			client_input(client->bev, client);
-			return;
 		}
-		free(line);
+		if (line[0] == '+') {
+			login_unavailable(client, "backend asked for a SASL continuation (no SASL-IR?)");
+			return false;
+		}
+		size_t tag_len = strlen(client->tag);
+		if (len <= tag_len || strncmp(line, client->tag, tag_len) != 0 || line[tag_len] != ' ') {
+			char reason[300];
+			snprintf(reason, sizeof(reason), "unexpected backend reply to login: %.200s", line);
+			login_unavailable(client, reason);
+			return false;
+		}
+		const char *status = line + tag_len + 1;
+		if (strncasecmp(status, "OK", 2) == 0) {
+			start_proxying(client, line, len, rest, rest_len);
+			return false;
+		}
+		/* NO or BAD: the backend's answer is the answer */
+		client->daemon->metrics.logins_failed++;
+		log_info("event=login result=failed protocol=imap user=%s group=%u backend=%s "
+			 "client=%s:%u session=%s reply=\"%.200s\"",
+			 client->route->username, client->route->group_id, client->route->backend.name,
+			 client->client_ip, client->client_port, client->session_id, status);
+		stream_write(client->stream, line, len);
+		stream_write(client->stream, "\r\n", 2);
+		if (++client->auth_failures >= client->daemon->set->auth_failures_max) {
+			client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
+					   "too many failed logins");
+			return false;
+		}
+		back_to_prelogin(client);
+		/* commands pipelined after the failed login */
+		client_input(client);
+		return false;
 	}
+	}
+	return true;
 }
 
-static void backend_event(struct bufferevent *bev, short what, void *context)
+static void backend_send_login(struct imap_client *client)
+{
+	char ir[SASL_PLAIN_BUF_SIZE * 2], request[2048];
+	if (sasl_plain_encode(client->login_user, client->login_password, ir, sizeof(ir)) < 0) {
+		login_unavailable(client, "username and password too long to forward");
+		return;
+	}
+	int n = snprintf(request, sizeof(request),
+			 "MC ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
+			 "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
+			 "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
+			 "%s AUTHENTICATE PLAIN %s\r\n",
+			 client->client_ip, client->client_port, client->local_ip, client->local_port,
+			 client->session_id, PROXY_TTL - 1, client->tag, ir);
+	explicit_bzero(ir, sizeof(ir));
+	/* a fresh connection's send buffer takes these few hundred bytes whole */
+	ssize_t written = n > 0 && (size_t)n < sizeof(request) ? write(client->backend_fd, request, (size_t)n) : -1;
+	explicit_bzero(request, sizeof(request));
+	if (written != n) {
+		char reason[128];
+		snprintf(reason, sizeof(reason), "cannot send the login to the backend: %s",
+			 written < 0 ? strerror(errno) : "short write");
+		backend_failed(client, reason);
+		return;
+	}
+	client->backend_state = BACKEND_GREETING;
+}
+
+static void backend_io(evutil_socket_t fd, short what, void *context)
 {
 	struct imap_client *client = context;
-	if ((what & BEV_EVENT_CONNECTED) != 0) {
-		int fd = bufferevent_getfd(bev);
-		net_set_tcp_options(fd);
-		char ir[1024];
-		if (sasl_plain_encode(client->login_user, client->login_password, ir, sizeof(ir)) < 0) {
-			login_unavailable(client, "username and password too long to forward");
+	if ((what & EV_TIMEOUT) != 0) {
+		if (client->backend_state == BACKEND_CONNECTING)
+			backend_failed(client, "connect timed out");
+		else
+			login_unavailable(client, "backend did not answer the login within proxy_timeout");
+		return;
+	}
+	if (client->backend_state == BACKEND_CONNECTING) {
+		int err = 0;
+		socklen_t err_len = sizeof(err);
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len);
+		if (err != 0) {
+			char reason[256];
+			snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
+				 client->route->backend.address, strerror(err));
+			backend_failed(client, reason);
 			return;
 		}
-		struct evbuffer *out = bufferevent_get_output(bev);
-		evbuffer_add_printf(out,
-				    "MC ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
-				    "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
-				    "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
-				    "%s AUTHENTICATE PLAIN %s\r\n",
-				    client->client_ip, client->client_port, client->local_ip,
-				    client->local_port, client->session_id, PROXY_TTL - 1, client->tag, ir);
-		explicit_bzero(ir, sizeof(ir));
+		/* connected: send, then wait for the answers */
+		event_del(&client->backend_event);
+		long left = ms_until(&client->deadline);
+		struct timeval tv = {left > 0 ? left / 1000 : 0, left > 0 ? (left % 1000) * 1000 : 1000};
+		event_assign(&client->backend_event, client->daemon->base, fd, EV_READ | EV_PERSIST,
+			     backend_io, client);
+		event_add(&client->backend_event, &tv);
+		backend_send_login(client);
 		return;
 	}
-	char reason[256];
-	if ((what & BEV_EVENT_TIMEOUT) != 0) {
-		login_unavailable(client, "backend did not answer the login within proxy_timeout");
+
+	if (client->backend_in_len == client->backend_in_size) {
+		if (client->backend_in_size >= BACKEND_LINE_MAX) {
+			login_unavailable(client, "backend sent a line longer than 64 KB during login");
+			return;
+		}
+		client->backend_in_size = client->backend_in_size == 0 ? 1024 : client->backend_in_size * 4;
+		client->backend_in = realloc(client->backend_in, client->backend_in_size);
+	}
+	ssize_t n = read(fd, client->backend_in + client->backend_in_len,
+			 client->backend_in_size - client->backend_in_len);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		char reason[256];
+		snprintf(reason, sizeof(reason), "backend %s during login",
+			 n == 0 ? "closed the connection" : strerror(errno));
+		if (client->backend_state == BACKEND_GREETING)
+			backend_failed(client, reason); /* nothing was said yet: try again */
+		else
+			login_unavailable(client, reason);
 		return;
 	}
-	if ((what & BEV_EVENT_EOF) != 0)
-		snprintf(reason, sizeof(reason), "backend closed the connection during login");
-	else
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s", client->route.backend.address,
-			 strerror(EVUTIL_SOCKET_ERROR()));
-	if (client->backend_state == BACKEND_GREETING)
-		backend_failed(client, reason); /* nothing was said yet: try again */
-	else
-		login_unavailable(client, reason);
+	client->backend_in_len += (size_t)n;
+	char *buf = client->backend_in;
+	size_t start = 0;
+	for (;;) {
+		char *lf = memchr(buf + start, '\n', client->backend_in_len - start);
+		if (lf == NULL)
+			break;
+		size_t line_end = (size_t)(lf - buf), next = line_end + 1;
+		if (line_end > start && buf[line_end - 1] == '\r')
+			line_end--;
+		buf[line_end] = '\0';
+		if (!backend_line(client, buf + start, line_end - start, buf + next,
+				  client->backend_in_len - next))
+			return; /* client moved on; buffer may be gone */
+		start = next;
+	}
+	memmove(buf, buf + start, client->backend_in_len - start);
+	client->backend_in_len -= start;
 }
 
 static void backend_connect(struct imap_client *client)
@@ -434,31 +487,37 @@ static void backend_connect(struct imap_client *client)
 	struct daemon *daemon = client->daemon;
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
+	char reason[256];
 	client->connect_attempts++;
-	client->backend_state = BACKEND_GREETING;
-	if (net_parse_ip_port(client->route.backend.address, daemon->set->backend_port_imap, &addr,
+	client->backend_state = BACKEND_CONNECTING;
+	if (net_parse_ip_port(client->route->backend.address, daemon->set->backend_port_imap, &addr,
 			      &addr_len) < 0) {
-		char reason[256];
 		snprintf(reason, sizeof(reason), "backend address '%s' is not an IP address",
-			 client->route.backend.address);
+			 client->route->backend.address);
 		login_unavailable(client, reason);
 		return;
 	}
-	client->backend_bev = bufferevent_socket_new(daemon->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(client->backend_bev, backend_input, NULL, backend_event, client);
+	int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(reason, sizeof(reason), "cannot create a socket: %s", strerror(errno));
+		backend_failed(client, reason);
+		return;
+	}
+	net_set_tcp_options(fd);
+	client->backend_fd = fd;
+	if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0 && errno != EINPROGRESS) {
+		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
+			 client->route->backend.address, strerror(errno));
+		backend_failed(client, reason);
+		return;
+	}
 	long left = ms_until(&client->deadline);
 	if (left < 1)
 		left = 1;
 	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	bufferevent_set_timeouts(client->backend_bev, &tv, &tv);
-	bufferevent_enable(client->backend_bev, EV_READ | EV_WRITE);
-	if (bufferevent_socket_connect(client->backend_bev, (struct sockaddr *)&addr, (int)addr_len) < 0) {
-		/* immediate failure; the event callback is not called */
-		char reason[256];
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s", client->route.backend.address,
-			 strerror(errno));
-		backend_failed(client, reason);
-	}
+	event_assign(&client->backend_event, daemon->base, fd, EV_WRITE, backend_io, client);
+	event_add(&client->backend_event, &tv);
+	client->backend_event_set = true;
 }
 
 /* We have a username and password: route and start the backend login. */
@@ -473,12 +532,12 @@ static void client_login(struct imap_client *client, const char *tag, const char
 			     "(SSL/TLS) connections.\r\n", tag);
 		return;
 	}
-	client->tag = strdup(tag);
-	client->login_user = strdup(user);
-	client->login_password = strdup(password);
+	if (client->route == NULL)
+		client->route = malloc(sizeof(*client->route));
 	const char *reason;
 	enum route_status status = route_user(daemon->geodb, daemon->set->site, daemon->set->group_count,
-					      user, true, &client->route, &reason);
+					      user, true, client->route, &reason);
+	client->tag = strdup(tag);
 	switch (status) {
 	case ROUTE_OK:
 		break;
@@ -496,18 +555,20 @@ static void client_login(struct imap_client *client, const char *tag, const char
 		login_unavailable(client, reason);
 		return;
 	case ROUTE_ERROR:
-		log_error("event=geodb_error user=%s reason=\"%s\"", client->route.username, reason);
+		log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username, reason);
 		login_unavailable(client, reason);
 		return;
 	}
-	if (client->route.assigned_now) {
+	if (client->route->assigned_now) {
 		daemon->metrics.group_assignments++;
-		log_info("event=group_assign group=%u backend=%s site=%s user=%s", client->route.group_id,
-			 client->route.backend.name, client->route.group.site, client->route.username);
+		log_info("event=group_assign group=%u backend=%s site=%s user=%s", client->route->group_id,
+			 client->route->backend.name, client->route->group.site, client->route->username);
 	}
+	client->login_user = strdup(user);
+	client->login_password = strdup(password);
 	client->state = STATE_BACKEND;
 	client->connect_attempts = 0;
-	bufferevent_disable(client->bev, EV_READ);
+	stream_read_enable(client->stream, false);
 	clock_gettime(CLOCK_MONOTONIC, &client->deadline);
 	client->deadline.tv_sec += daemon->set->proxy_timeout_ms / 1000;
 	client->deadline.tv_nsec += (long)(daemon->set->proxy_timeout_ms % 1000) * 1000000;
@@ -523,7 +584,7 @@ static void client_login(struct imap_client *client, const char *tag, const char
 static void cmd_authenticate_response(struct imap_client *client, const char *tag, const char *b64,
 				      size_t len)
 {
-	char buf[800];
+	char buf[SASL_PLAIN_BUF_SIZE];
 	const char *authzid, *authcid, *passwd, *error;
 	if (len == 1 && b64[0] == '*') {
 		client_sendf(client, "%s BAD Authentication aborted by client.\r\n", tag);
@@ -546,52 +607,27 @@ static bool arg_is_string(const struct imap_arg *arg)
 	return arg->type == IMAP_ARG_ATOM || arg->type == IMAP_ARG_STRING;
 }
 
-static void cmd_starttls(struct imap_client *client, const char *tag)
+static bool cmd_starttls(struct imap_client *client, const char *tag)
 {
 	struct daemon *daemon = client->daemon;
-	if (client->tls) {
+	if (stream_is_tls(client->stream)) {
 		client_sendf(client, "%s BAD TLS is already active.\r\n", tag);
-		return;
+		return true;
 	}
 	if (daemon->ssl_ctx == NULL) {
 		client_sendf(client, "%s BAD TLS support isn't enabled.\r\n", tag);
-		return;
+		return true;
 	}
-	/* Write everything we owe, then the OK, synchronously, so that no
-	 * plaintext is queued behind the handshake; and drop whatever the
-	 * client pipelined after STARTTLS (it was sent in the clear and could
-	 * be an injection). */
-	struct evbuffer *out = bufferevent_get_output(client->bev);
-	evbuffer_add_printf(out, "%s OK Begin TLS negotiation now.\r\n", tag);
-	/* a bufferevent freezes the start of its output buffer: only it may
-	 * drain it.  We are about to free this one, so take it over. */
-	evbuffer_unfreeze(out, 1);
-	while (evbuffer_get_length(out) > 0) {
-		if (evbuffer_write(out, client->fd) <= 0) {
-			char reason[128];
-			snprintf(reason, sizeof(reason), "cannot write the STARTTLS reply: %s",
-				 strerror(errno));
-			client_destroy(client, reason);
-			return;
-		}
+	char reply[256];
+	snprintf(reply, sizeof(reply), "%s OK Begin TLS negotiation now.\r\n", tag);
+	const char *error;
+	if (stream_starttls(client->stream, daemon->ssl_ctx, reply, &error) < 0) {
+		client_destroy(client, error);
+		return false;
 	}
-	struct evbuffer *in = bufferevent_get_input(client->bev);
-	evbuffer_drain(in, evbuffer_get_length(in));
-	bufferevent_setfd(client->bev, -1);
-	bufferevent_free(client->bev);
-	SSL *ssl = SSL_new(daemon->ssl_ctx);
-	client->bev = bufferevent_openssl_socket_new(daemon->base, client->fd, ssl,
-						     BUFFEREVENT_SSL_ACCEPTING,
-						     BEV_OPT_CLOSE_ON_FREE);
-	client->tls = true;
 	client->secured = true;
 	imap_parser_reset(client->parser);
-	struct timeval tv = {daemon->set->prelogin_timeout_ms / 1000,
-			     (daemon->set->prelogin_timeout_ms % 1000) * 1000};
-	bufferevent_set_timeouts(client->bev, &tv, NULL);
-	bufferevent_setwatermark(client->bev, EV_READ, 0, daemon->set->prelogin_line_max + 1024);
-	bufferevent_setcb(client->bev, client_input, NULL, client_event, client);
-	bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+	return false; /* new input comes from the TLS layer */
 }
 
 /* Returns false if the client was destroyed or must stop reading. */
@@ -613,8 +649,7 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 	} else if (strcasecmp(name, "ID") == 0) {
 		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n", tag);
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
-		cmd_starttls(client, tag);
-		return false; /* the buffer it read from is gone; new input comes by event */
+		return cmd_starttls(client, tag);
 	} else if (strcasecmp(name, "LOGIN") == 0) {
 		if (cmd->arg_count != 2 || !arg_is_string(&cmd->args[0]) || !arg_is_string(&cmd->args[1])) {
 			client_sendf(client, "%s BAD Error in IMAP command LOGIN: expected username and password.\r\n", tag);
@@ -665,58 +700,55 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 }
 
 /* The line after "+ " in AUTHENTICATE. */
-static bool handle_auth_response(struct imap_client *client)
+static bool handle_auth_response(struct imap_client *client, const char *data, size_t len)
 {
-	struct evbuffer *input = bufferevent_get_input(client->bev);
-	size_t eol_len;
-	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-	if (eol.pos < 0) {
-		if (evbuffer_get_length(input) > client->daemon->set->prelogin_line_max) {
+	size_t max = client->daemon->set->prelogin_line_max;
+	const char *lf = memchr(data, '\n', len);
+	if (lf == NULL) {
+		if (len > max) {
 			client->daemon->metrics.prelogin_too_long++;
 			client_close_after(client, "* BYE Line too long.\r\n", "SASL response too long");
 		}
 		return false;
 	}
-	size_t len = (size_t)eol.pos;
-	if (len > client->daemon->set->prelogin_line_max) {
+	size_t line_len = (size_t)(lf - data), consumed = line_len + 1;
+	if (line_len > 0 && data[line_len - 1] == '\r')
+		line_len--;
+	if (line_len > max) {
 		client->daemon->metrics.prelogin_too_long++;
 		client_close_after(client, "* BYE Line too long.\r\n", "SASL response too long");
 		return false;
 	}
-	char *line = malloc(len + 1);
-	evbuffer_remove(input, line, len);
-	line[len] = '\0';
-	evbuffer_drain(input, eol_len);
+	char *line = malloc(line_len + 1);
+	memcpy(line, data, line_len);
+	line[line_len] = '\0';
+	stream_consume(client->stream, consumed);
 	char *tag = client->tag;
 	client->tag = NULL;
 	client->state = STATE_PRELOGIN;
-	cmd_authenticate_response(client, tag, line, len);
-	explicit_bzero(line, len);
+	cmd_authenticate_response(client, tag, line, line_len);
+	explicit_bzero(line, line_len);
 	free(line);
 	free(tag);
 	return client->state == STATE_PRELOGIN;
 }
 
-static void client_input(struct bufferevent *bev, void *context)
+static void client_input(void *context)
 {
 	struct imap_client *client = context;
 	struct daemon *daemon = client->daemon;
 	for (;;) {
+		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+			return;
+		size_t len;
+		const char *data = stream_input(client->stream, &len);
+		if (len == 0)
+			return;
 		if (client->state == STATE_AUTH_RESPONSE) {
-			if (!handle_auth_response(client))
+			if (!handle_auth_response(client, data, len))
 				return;
 			continue;
 		}
-		if (client->state != STATE_PRELOGIN)
-			return;
-		struct evbuffer *input = bufferevent_get_input(client->bev);
-		size_t len = evbuffer_get_length(input);
-		if (len == 0)
-			return;
-		size_t max = daemon->set->prelogin_line_max;
-		if (len > max + 2)
-			len = max + 2;
-		const char *data = (const char *)evbuffer_pullup(input, (ssize_t)len);
 		struct imap_command cmd;
 		size_t consumed = 0;
 		const char *error = NULL;
@@ -731,7 +763,7 @@ static void client_input(struct bufferevent *bev, void *context)
 			client_close_after(client, "* BYE Line too long.\r\n", "pre-login command too long");
 			return;
 		case IMAP_PARSE_ERROR:
-			evbuffer_drain(input, consumed);
+			stream_consume(client->stream, consumed);
 			daemon->metrics.prelogin_bad_commands++;
 			if (++client->bad_commands >= daemon->set->bad_commands_max) {
 				client_close_after(client, "* BYE Too many invalid IMAP commands.\r\n",
@@ -745,7 +777,7 @@ static void client_input(struct bufferevent *bev, void *context)
 			/* the command's strings live in the parser's scratch,
 			 * so the input can go before the command is handled:
 			 * what remains is what the client pipelined after it */
-			evbuffer_drain(input, consumed);
+			stream_consume(client->stream, consumed);
 			if (!handle_command(client, &cmd))
 				return;
 			continue;
@@ -753,67 +785,29 @@ static void client_input(struct bufferevent *bev, void *context)
 	}
 }
 
-static void client_event(struct bufferevent *bev, short what, void *context)
-{
-	struct imap_client *client = context;
-	if (what == BEV_EVENT_CONNECTED)
-		return; /* the TLS handshake finished */
-	if ((what & BEV_EVENT_TIMEOUT) != 0) {
-		client->daemon->metrics.prelogin_timeouts++;
-		client_close_after(client, "* BYE Disconnected for inactivity.\r\n",
-				   "no login within prelogin_timeout");
-		return;
-	}
-	if ((what & BEV_EVENT_EOF) != 0) {
-		client_destroy(client, "client closed the connection before login");
-		return;
-	}
-	char reason[256];
-	unsigned long ssl_err = bufferevent_get_openssl_error(bev);
-	if (ssl_err != 0) {
-		char detail[200];
-		ERR_error_string_n(ssl_err, detail, sizeof(detail));
-		snprintf(reason, sizeof(reason), "TLS error: %s", detail);
-	} else {
-		snprintf(reason, sizeof(reason), "connection error: %s", strerror(EVUTIL_SOCKET_ERROR()));
-	}
-	client_destroy(client, reason);
-}
-
 void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
-			socklen_t remote_len, bool implicit_tls)
+			const struct sockaddr *local, bool implicit_tls)
 {
 	struct imap_client *client = calloc(1, sizeof(*client));
 	client->daemon = daemon;
-	client->fd = fd;
+	client->backend_fd = -1;
 	daemon->client_count++;
 	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip), &client->client_port);
-	struct sockaddr_storage local;
-	socklen_t local_len = sizeof(local);
-	if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0)
-		net_sockaddr_to_ip((struct sockaddr *)&local, client->local_ip, sizeof(client->local_ip),
-				   &client->local_port);
+	struct sockaddr_storage local_buf;
+	socklen_t local_len = sizeof(local_buf);
+	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
+		local = (struct sockaddr *)&local_buf;
+	if (local != NULL)
+		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip), &client->local_port);
 	session_id_generate(daemon, client->session_id);
-	net_set_tcp_options(fd);
 	client->secured = implicit_tls || net_sockaddr_is_loopback(remote);
 	client->parser = imap_parser_create(daemon->set->prelogin_line_max);
-	if (implicit_tls) {
-		SSL *ssl = SSL_new(daemon->ssl_ctx);
-		client->bev = bufferevent_openssl_socket_new(daemon->base, fd, ssl,
-							     BUFFEREVENT_SSL_ACCEPTING,
-							     BEV_OPT_CLOSE_ON_FREE);
-		client->tls = true;
-	} else {
-		client->bev = bufferevent_socket_new(daemon->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	}
-	struct timeval tv = {daemon->set->prelogin_timeout_ms / 1000,
-			     (daemon->set->prelogin_timeout_ms % 1000) * 1000};
-	bufferevent_set_timeouts(client->bev, &tv, NULL);
-	/* stop reading once more than a whole command is buffered */
-	bufferevent_setwatermark(client->bev, EV_READ, 0, daemon->set->prelogin_line_max + 1024);
-	bufferevent_setcb(client->bev, client_input, NULL, client_event, client);
-	bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+	client->stream = stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
+				       daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
+				       &client_stream_callbacks, client);
 	log_debug("event=connect protocol=imap client=%s:%u session=%s tls=%s", client->client_ip,
 		  client->client_port, client->session_id, implicit_tls ? "yes" : "no");
-	send_greeting(client);
+	char caps[256];
+	capability_string(client, caps, sizeof(caps));
+	client_sendf(client, "* OK [CAPABILITY %s] mailcluster ready.\r\n", caps);
 }

@@ -17,8 +17,9 @@
 struct daemon;
 
 /* Takes over fd (non-blocking, accepted on a listener; implicit_tls for
- * imaps). */
+ * imaps).  local is the listener's address when it is bound to one IP (no
+ * getsockname() needed then), else NULL. */
 void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
-			socklen_t remote_len, bool implicit_tls);
+			const struct sockaddr *local, bool implicit_tls);
 
 #endif

@@ -14,12 +14,14 @@
 #include "net/relay.h"
 #include "net/tls.h"
 #include "store/geodb.h"
+#include "util/net_util.h"
 #include "util/log.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,6 +37,8 @@ struct listener_context {
 	struct daemon *daemon;
 	bool implicit_tls;
 	const char *name;
+	struct sockaddr_storage local; /* the bound address, if not a wildcard */
+	bool local_known;
 	struct event *resume_timer;
 	struct evconnlistener *listener;
 };
@@ -65,7 +69,8 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
 			    lc->name, daemon->set->client_limit);
 		return;
 	}
-	imap_client_create(daemon, fd, addr, (socklen_t)addr_len, lc->implicit_tls);
+	imap_client_create(daemon, fd, addr, lc->local_known ? (struct sockaddr *)&lc->local : NULL,
+			   lc->implicit_tls);
 }
 
 static void listener_resume(evutil_socket_t fd, short what, void *context)
@@ -122,6 +127,18 @@ static int listen_on(struct daemon *daemon, const struct listen_addr *addr, cons
 		return -1;
 	}
 	evconnlistener_set_error_cb(lc->listener, accept_error);
+	/* accepted sockets inherit these from the listener on Linux: set once
+	 * here instead of twice per connection */
+	net_set_tcp_options(evconnlistener_get_fd(lc->listener));
+	struct sockaddr_in6 any6 = {.sin6_family = AF_INET6};
+	bool wildcard = (ss.ss_family == AF_INET &&
+			 ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+			(ss.ss_family == AF_INET6 &&
+			 memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr, &any6.sin6_addr, 16) == 0);
+	if (!wildcard) {
+		memcpy(&lc->local, &ss, sizeof(ss));
+		lc->local_known = true;
+	}
 	daemon->listeners[daemon->listener_count++] = lc;
 	log_info("event=listening listener=%s address=%s", name, spec);
 	return 0;

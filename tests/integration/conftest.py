@@ -106,9 +106,12 @@ class ClusterFactory:
     def teardown(self, failed: bool) -> None:
         problems = []
         for d in self.daemons:
-            was_running = d.proc is not None and d.proc.poll() is None
+            if d.proc is not None and d.proc.poll() is not None:
+                # not stopped by the test: it died on its own
+                problems.append(f"{d.name} died during the test (exit {d.proc.returncode})")
+                d.proc = None
             rc = d.stop()
-            if was_running and rc not in (0, None):
+            if rc not in (0, None):
                 problems.append(f"{d.name} exited with {rc} on SIGTERM")
             if failed or problems:
                 print(f"\n===== {d.name} log ({d.log_path}) =====")
