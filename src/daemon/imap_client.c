@@ -204,7 +204,6 @@ static void back_to_prelogin(struct imap_client *client)
 {
 	login_reset(client);
 	client->state = STATE_PRELOGIN;
-	stream_read_enable(client->stream, true);
 }
 
 /* The login failed at or before the backend in a way the client may retry
@@ -396,11 +395,13 @@ static void backend_send_login(struct imap_client *client)
 			 client->session_id, PROXY_TTL - 1, client->tag, ir);
 	explicit_bzero(ir, sizeof(ir));
 	/* a fresh connection's send buffer takes these few hundred bytes whole */
-	ssize_t written = n > 0 && (size_t)n < sizeof(request) ? write(client->backend_fd, request, (size_t)n) : -1;
+	ssize_t written = -1;
+	if (n > 0 && (size_t)n < sizeof(request))
+		written = write(client->backend_fd, request, (size_t)n);
 	explicit_bzero(request, sizeof(request));
 	if (written != n) {
-		char reason[128];
-		snprintf(reason, sizeof(reason), "cannot send the login to the backend: %s",
+		char reason[256];
+		snprintf(reason, sizeof(reason), "cannot connect to %s: %s", client->route->backend.address,
 			 written < 0 ? strerror(errno) : "short write");
 		backend_failed(client, reason);
 		return;
@@ -419,17 +420,7 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 		return;
 	}
 	if (client->backend_state == BACKEND_CONNECTING) {
-		int err = 0;
-		socklen_t err_len = sizeof(err);
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len);
-		if (err != 0) {
-			char reason[256];
-			snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
-				 client->route->backend.address, strerror(err));
-			backend_failed(client, reason);
-			return;
-		}
-		/* connected: send, then wait for the answers */
+		/* writable: connected, or failed, which the write reports */
 		event_del(&client->backend_event);
 		long left = ms_until(&client->deadline);
 		struct timeval tv = {left > 0 ? left / 1000 : 0, left > 0 ? (left % 1000) * 1000 : 1000};
@@ -568,7 +559,9 @@ static void client_login(struct imap_client *client, const char *tag, const char
 	client->login_password = strdup(password);
 	client->state = STATE_BACKEND;
 	client->connect_attempts = 0;
-	stream_read_enable(client->stream, false);
+	/* the client stays readable: what it pipelines is buffered (up to
+	 * prelogin_line_max) for the backend, and if it goes away the login
+	 * is abandoned */
 	clock_gettime(CLOCK_MONOTONIC, &client->deadline);
 	client->deadline.tv_sec += daemon->set->proxy_timeout_ms / 1000;
 	client->deadline.tv_nsec += (long)(daemon->set->proxy_timeout_ms % 1000) * 1000000;

@@ -264,7 +264,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	daemon.base = event_base_new();
+	/* the changelist folds a delete and an add of the same socket in one
+	 * loop turn (a login handing its sockets to the relay) into one or
+	 * no epoll_ctl() */
+	struct event_config *event_config = event_config_new();
+	event_config_set_flag(event_config, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	daemon.base = event_base_new_with_config(event_config);
+	event_config_free(event_config);
 	daemon.pipe_pool = relay_pipe_pool_create(PIPE_POOL_SPARE);
 	daemon.started = time(NULL);
 	if (listen_on(&daemon, &daemon.set->listen_imap, "imap", false, &error) < 0 ||

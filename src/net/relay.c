@@ -236,7 +236,12 @@ static bool dir_update(struct relay_dir *dir, enum flush_result result)
 			return true;
 		}
 		if (!dir->shut) {
-			shutdown(dir->to, SHUT_WR);
+			/* If the destination has closed its own sending side
+			 * too, the close() that follows delivers our FIN; else
+			 * pass the half-close on now. */
+			struct relay_dir *other = &relay->dirs[1 - to_side];
+			if (!other->eof)
+				shutdown(dir->to, SHUT_WR);
 			dir->shut = true;
 		}
 		if (relay->dirs[0].shut && relay->dirs[1].shut) {

@@ -74,6 +74,12 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms,
 	       struct geodb **db_r, const char **error_r);
 void geodb_close(struct geodb **db);
 
+/* A read transaction around several reads: one lock round-trip instead of
+ * one per statement (what route_user() does on every login).  Writes must
+ * not happen inside it. */
+int geodb_read_begin(struct geodb *db, const char **error_r);
+void geodb_read_end(struct geodb *db);
+
 /* Records group_count on first use; afterwards refuses a different one,
  * because changing it would move almost every user. */
 int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r);

@@ -36,6 +36,8 @@ enum stmt_id {
 	STMT_GROUP_INSERT,
 	STMT_USER_GET,
 	STMT_BACKEND_GET,
+	STMT_BEGIN,
+	STMT_COMMIT,
 	STMT_COUNT
 };
 
@@ -46,6 +48,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_USER_GET] = "SELECT username, group_id, written_by, written_at FROM users WHERE username = ?",
 	[STMT_BACKEND_GET] = "SELECT name, site, address, status, load_factor, updated_by, updated_at"
 			     " FROM backends WHERE name = ?",
+	[STMT_BEGIN] = "BEGIN",
+	[STMT_COMMIT] = "COMMIT",
 };
 
 struct geodb {
@@ -177,6 +181,23 @@ void geodb_close(struct geodb **_db)
 	free(db->path);
 	free(db);
 	*_db = NULL;
+}
+
+int geodb_read_begin(struct geodb *db, const char **error_r)
+{
+	sqlite3_stmt *stmt = cached(db, STMT_BEGIN);
+	int rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		return sql_fail(db, error_r, "starting a read transaction");
+	return 0;
+}
+
+void geodb_read_end(struct geodb *db)
+{
+	sqlite3_stmt *stmt = cached(db, STMT_COMMIT);
+	sqlite3_step(stmt);
+	sqlite3_reset(stmt);
 }
 
 int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r)

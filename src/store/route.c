@@ -55,16 +55,10 @@ static int assign_group(struct geodb *db, const char *site, struct route_result 
 	return ret;
 }
 
-enum route_status route_user(struct geodb *db, const char *site, unsigned group_count,
-			     const char *username, bool assign, struct route_result *r,
-			     const char **reason_r)
+/* The reads of one routing decision, in one read transaction. */
+static enum route_status route_read(struct geodb *db, unsigned group_count, struct route_result *r,
+				    bool *group_found_r, bool *backend_found_r, const char **reason_r)
 {
-	static char reason[256];
-	memset(r, 0, sizeof(*r));
-	if (user_normalize(username, r->username, sizeof(r->username)) < 0) {
-		*reason_r = "invalid username (empty, too long, or containing spaces or control characters)";
-		return ROUTE_BAD_USER;
-	}
 	struct geodb_user user;
 	int found = geodb_user_get(db, r->username, &user, reason_r);
 	if (found < 0)
@@ -75,11 +69,38 @@ enum route_status route_user(struct geodb *db, const char *site, unsigned group_
 	} else {
 		r->group_id = user_hash_group(r->username, group_count);
 	}
-
 	found = geodb_group_get(db, r->group_id, &r->group, reason_r);
 	if (found < 0)
 		return ROUTE_ERROR;
-	if (found == 0) {
+	*group_found_r = found > 0;
+	if (found == 0)
+		return ROUTE_OK;
+	found = geodb_backend_get(db, r->group.backend, &r->backend, reason_r);
+	if (found < 0)
+		return ROUTE_ERROR;
+	*backend_found_r = found > 0;
+	return ROUTE_OK;
+}
+
+enum route_status route_user(struct geodb *db, const char *site, unsigned group_count,
+			     const char *username, bool assign, struct route_result *r,
+			     const char **reason_r)
+{
+	static char reason[256];
+	memset(r, 0, sizeof(*r));
+	if (user_normalize(username, r->username, sizeof(r->username)) < 0) {
+		*reason_r = "invalid username (empty, too long, or containing spaces or control characters)";
+		return ROUTE_BAD_USER;
+	}
+	bool group_found = false, backend_found = false;
+	if (geodb_read_begin(db, reason_r) < 0)
+		return ROUTE_ERROR;
+	enum route_status status = route_read(db, group_count, r, &group_found, &backend_found, reason_r);
+	geodb_read_end(db);
+	if (status != ROUTE_OK)
+		return status;
+
+	if (!group_found) {
 		if (!assign) {
 			snprintf(reason, sizeof(reason), "group %u has no backend yet", r->group_id);
 			*reason_r = reason;
@@ -90,12 +111,12 @@ enum route_status route_user(struct geodb *db, const char *site, unsigned group_
 			return ROUTE_ERROR;
 		if (ret > 0)
 			return ROUTE_UNAVAILABLE;
+		int found = geodb_backend_get(db, r->group.backend, &r->backend, reason_r);
+		if (found < 0)
+			return ROUTE_ERROR;
+		backend_found = found > 0;
 	}
-
-	found = geodb_backend_get(db, r->group.backend, &r->backend, reason_r);
-	if (found < 0)
-		return ROUTE_ERROR;
-	if (found == 0) {
+	if (!backend_found) {
 		snprintf(reason, sizeof(reason), "group %u is assigned to backend %s, which does not exist",
 			 r->group_id, r->group.backend);
 		*reason_r = reason;
