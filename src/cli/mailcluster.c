@@ -511,7 +511,7 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		return usage("user: unknown subcommand '%s'", sub);
 	struct route_result route;
 	const char *reason;
-	enum route_status status = route_user(cli->geodb, cli->set->site, cli->set->group_count, user,
+	enum route_status status = route_user(cli->geodb, NULL, cli->set->site, cli->set->group_count, user,
 					      access, &route, &reason);
 	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
 		return refused("user %s: %s", user, reason);

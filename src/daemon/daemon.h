@@ -14,6 +14,7 @@ struct event_base;
 struct listener_context;
 struct evhttp;
 struct geodb;
+struct route_cache;
 struct relay_pipe_pool;
 struct session;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -42,6 +43,7 @@ struct daemon {
 	const char *config_path;
 	struct event_base *base;
 	struct geodb *geodb;
+	struct route_cache *route_cache;
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[4];

@@ -526,7 +526,7 @@ static void client_login(struct imap_client *client, const char *tag, const char
 	if (client->route == NULL)
 		client->route = malloc(sizeof(*client->route));
 	const char *reason;
-	enum route_status status = route_user(daemon->geodb, daemon->set->site, daemon->set->group_count,
+	enum route_status status = route_user(daemon->geodb, daemon->route_cache, daemon->set->site, daemon->set->group_count,
 					      user, true, client->route, &reason);
 	client->tag = strdup(tag);
 	switch (status) {

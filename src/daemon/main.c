@@ -14,6 +14,7 @@
 #include "net/relay.h"
 #include "net/tls.h"
 #include "store/geodb.h"
+#include "store/route.h"
 #include "util/net_util.h"
 #include "util/log.h"
 
@@ -245,6 +246,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mailclusterd: %s\n", error);
 		return 1;
 	}
+	daemon.route_cache = route_cache_create(daemon.set->group_count);
 	struct geodb_site site;
 	int found = geodb_site_get(daemon.geodb, daemon.set->site, &site, &error);
 	if (found == 0)
@@ -296,6 +298,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	relay_pipe_pool_destroy(&daemon.pipe_pool);
+	route_cache_destroy(&daemon.route_cache);
 	geodb_close(&daemon.geodb);
 	tls_context_destroy(&daemon.ssl_ctx);
 	event_base_free(daemon.base);

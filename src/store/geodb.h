@@ -80,6 +80,13 @@ void geodb_close(struct geodb **db);
 int geodb_read_begin(struct geodb *db, const char **error_r);
 void geodb_read_end(struct geodb *db);
 
+/* Whether anything was committed to the GeoDB (by any process) since the
+ * last call: lets a cache skip every query while nothing changed.  For
+ * SQLite it compares the WAL-index header in the mapped -shm file (see
+ * https://www.sqlite.org/walformat.html), which every commit rewrites: no
+ * system call.  Where that cannot be watched it always says true. */
+bool geodb_changed(struct geodb *db);
+
 /* Records group_count on first use; afterwards refuses a different one,
  * because changing it would move almost every user. */
 int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r);

@@ -8,7 +8,10 @@
  */
 #include "store/geodb.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,8 @@ static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
 	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL);";
+
+#define WAL_INDEX_HEADER_SIZE 48
 
 enum stmt_id {
 	STMT_GROUP_GET,
@@ -58,6 +63,9 @@ struct geodb {
 	char writer[NAME_MAX_LEN + 1];
 	sqlite3_stmt *stmts[STMT_COUNT];
 	char error[512];
+	/* the first copy of the WAL-index header in the -shm file */
+	const volatile unsigned char *shm;
+	unsigned char shm_seen[WAL_INDEX_HEADER_SIZE];
 };
 
 static int fail(struct geodb *db, const char **error_r, const char *fmt, ...)
@@ -161,6 +169,16 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms,
 			goto failed;
 		}
 	}
+	/* map the WAL index read-only to notice commits (geodb_changed) */
+	char shm_path[4096];
+	snprintf(shm_path, sizeof(shm_path), "%s-shm", db->path);
+	int shm_fd = open(shm_path, O_RDONLY | O_CLOEXEC);
+	if (shm_fd >= 0) {
+		void *map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, shm_fd, 0);
+		if (map != MAP_FAILED)
+			db->shm = map;
+		close(shm_fd);
+	}
 	*db_r = db;
 	return 0;
 failed:
@@ -178,9 +196,26 @@ void geodb_close(struct geodb **_db)
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
 	sqlite3_close(db->sqlite);
+	if (db->shm != NULL)
+		munmap((void *)db->shm, 4096);
 	free(db->path);
 	free(db);
 	*_db = NULL;
+}
+
+bool geodb_changed(struct geodb *db)
+{
+	if (db->shm == NULL)
+		return true;
+	unsigned char now[WAL_INDEX_HEADER_SIZE];
+	for (int i = 0; i < WAL_INDEX_HEADER_SIZE; i++)
+		now[i] = db->shm[i];
+	if (memcmp(now, db->shm_seen, sizeof(now)) == 0)
+		return false;
+	/* a header caught half-written differs from the last one too: the
+	 * cache is dropped once more than needed, never kept wrongly */
+	memcpy(db->shm_seen, now, sizeof(now));
+	return true;
 }
 
 int geodb_read_begin(struct geodb *db, const char **error_r)

@@ -26,11 +26,22 @@ struct route_result {
 	struct geodb_backend backend;
 };
 
-/* Routes username.  With assign=false an unassigned group gives
+/* A daemon's memory of what it read from the GeoDB for routing: user
+ * overrides (and their absence), group assignments and backends.  It is
+ * dropped whole whenever geodb_changed() says anything was committed, so a
+ * steady stream of logins of known users costs no GeoDB read at all, and a
+ * change by any process is seen by the next login. */
+struct route_cache;
+struct route_cache *route_cache_create(unsigned group_count);
+void route_cache_destroy(struct route_cache **cache);
+
+/* Routes username.  cache may be NULL (always read the GeoDB).  A result
+ * served from the cache carries the group's site and backend but not its
+ * epoch and writer.  With assign=false an unassigned group gives
  * ROUTE_UNAVAILABLE without writing.  reason_r (for UNAVAILABLE, BAD_USER,
  * ERROR) is a sentence for the log. */
-enum route_status route_user(struct geodb *db, const char *site, unsigned group_count,
-			     const char *username, bool assign, struct route_result *result_r,
-			     const char **reason_r);
+enum route_status route_user(struct geodb *db, struct route_cache *cache, const char *site,
+			     unsigned group_count, const char *username, bool assign,
+			     struct route_result *result_r, const char **reason_r);
 
 #endif

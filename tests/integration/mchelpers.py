@@ -6,6 +6,7 @@ Dovecot backends. Nothing is mocked.
 
 from __future__ import annotations
 
+import errno
 import imaplib
 import json
 import os
@@ -215,13 +216,28 @@ class RawIMAP:
 # --------------------------------------------------------------------------- CLI
 
 
+def spawn_retrying(fn, *a, **kw):
+    """Other engineers rebuild build/ while tests run: exec can briefly fail with EACCES,
+    ETXTBSY or ENOENT while the linker rewrites the binary. Retry the exec (bounded); this
+    never retries a program that ran."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return fn(*a, **kw)
+        except OSError as e:
+            if time.monotonic() > deadline or \
+                    e.errno not in (errno.EACCES, errno.ETXTBSY, errno.ENOENT):
+                raise
+            time.sleep(0.2)
+
+
 def run_cli(config: str, *args: str, fmt: Optional[str] = None,
             timeout: float = 30) -> subprocess.CompletedProcess:
     cmd = [CLI, "-c", config]
     if fmt:
         cmd += ["-f", fmt]
     cmd += list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return spawn_retrying(subprocess.run, cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def cli_json(config: str, *args: str) -> list:
@@ -287,8 +303,9 @@ class Daemon:
     def start(self, timeout: float = 15) -> None:
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([DAEMON, "-c", self.config, "-F"], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = spawn_retrying(subprocess.Popen, [DAEMON, "-c", self.config, "-F"],
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT)
         finally:
             log.close()
         deadline = time.monotonic() + timeout

@@ -1,14 +1,13 @@
-"""Bad configuration files are refused whole, by the daemon and by the CLI, naming file:line and key."""
+"""Bad configuration files are refused whole, by daemon and CLI, naming file:line and key."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
 import pytest
 
-from mchelpers import CLI, DAEMON, free_port, port_accepts, wait_for
+from mchelpers import CLI, DAEMON, free_port, port_accepts, spawn_retrying, wait_for
 
 
 def _base_lines(tmp_path, port):
@@ -34,12 +33,13 @@ def _write(tmp_path, lines):
 
 
 def _run_daemon(path):
-    return subprocess.run([DAEMON, "-c", path, "-F"], capture_output=True, text=True, timeout=15)
+    return spawn_retrying(subprocess.run, [DAEMON, "-c", path, "-F"], capture_output=True,
+                          text=True, timeout=15)
 
 
 def _run_cli(path):
-    return subprocess.run([CLI, "-c", path, "backend", "list"], capture_output=True, text=True,
-                          timeout=15)
+    return spawn_retrying(subprocess.run, [CLI, "-c", path, "backend", "list"],
+                          capture_output=True, text=True, timeout=15)
 
 
 # (name, edit(lines) -> lines, 1-based line of the problem or None, words the message must name)
@@ -87,10 +87,10 @@ def test_valid_base_config_is_accepted(tmp_path):
     """The base the bad cases are made from is itself fine (so the refusals are about the edit)."""
     port = free_port()
     path = _write(tmp_path, _base_lines(tmp_path, port))
-    r = subprocess.run([CLI, "-c", path, "site", "add", "dc1"], capture_output=True, text=True,
-                       timeout=15)
+    r = spawn_retrying(subprocess.run, [CLI, "-c", path, "site", "add", "dc1"],
+                       capture_output=True, text=True, timeout=15)
     assert r.returncode == 0, r.stderr
-    p = subprocess.Popen([DAEMON, "-c", path, "-F"], stdout=subprocess.DEVNULL,
+    p = spawn_retrying(subprocess.Popen, [DAEMON, "-c", path, "-F"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: port_accepts("127.0.0.1", port) or p.poll() is not None, 10,
@@ -121,8 +121,8 @@ def test_group_count_change_is_refused(tmp_path):
     lines = _base_lines(tmp_path, port)
     path = _write(tmp_path, lines)
     assert _run_cli(path).returncode == 0   # creates the GeoDB with 256 groups
-    assert subprocess.run([CLI, "-c", path, "site", "add", "dc1"], capture_output=True,
-                          timeout=15).returncode == 0
+    assert spawn_retrying(subprocess.run, [CLI, "-c", path, "site", "add", "dc1"],
+                          capture_output=True, timeout=15).returncode == 0
     path = _write(tmp_path, [x if not x.startswith("group_count") else "group_count = 512"
                              for x in lines])
     r = _run_daemon(path)

@@ -7,8 +7,6 @@ import concurrent.futures
 import threading
 import time
 
-import pytest
-
 from mchelpers import backend_of, close_quietly, login_lands_on
 
 N_USERS = 300

@@ -122,8 +122,8 @@ static void test_route(struct geodb *a, struct geodb *b)
 	char user[32];
 	for (int i = 0; i < 200; i++) {
 		snprintf(user, sizeof(user), "User%d", i);
-		CHECK(route_user(i % 2 ? a : b, "dc1", 64, user, true, &r1, &reason) == ROUTE_OK);
-		CHECK(route_user(i % 2 ? b : a, "dc1", 64, user, true, &r2, &reason) == ROUTE_OK);
+		CHECK(route_user(i % 2 ? a : b, NULL, "dc1", 64, user, true, &r1, &reason) == ROUTE_OK);
+		CHECK(route_user(i % 2 ? b : a, NULL, "dc1", 64, user, true, &r2, &reason) == ROUTE_OK);
 		CHECK_STR(r1.backend.name, r2.backend.name);
 		CHECK(r1.group_id == r2.group_id);
 		on_b1 += strcmp(r1.backend.name, "b1") == 0;
@@ -133,7 +133,7 @@ static void test_route(struct geodb *a, struct geodb *b)
 
 	/* an override wins over the hash */
 	CHECK(geodb_user_set_group(a, "user5", 7, &reason) == 0);
-	CHECK(route_user(b, "dc1", 64, "USER5", true, &r1, &reason) == ROUTE_OK);
+	CHECK(route_user(b, NULL, "dc1", 64, "USER5", true, &r1, &reason) == ROUTE_OK);
 	CHECK(r1.group_id == 7 && r1.group_override);
 
 	/* a group whose backend is not online is unavailable */
@@ -141,20 +141,63 @@ static void test_route(struct geodb *a, struct geodb *b)
 	CHECK(geodb_backend_get(a, "b2", &be, &reason) == 1);
 	be.status = BACKEND_STATUS_STANDBY;
 	CHECK(geodb_backend_update(a, &be, &reason) == 0);
-	CHECK(route_user(a, "dc1", 64, "user5", true, &r1, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(route_user(a, NULL, "dc1", 64, "user5", true, &r1, &reason) == ROUTE_UNAVAILABLE);
 	CHECK(strstr(reason, "backend b2 of group 7 is standby") != NULL);
 
 	/* new groups avoid it; and with no online backend none is assigned */
 	CHECK(geodb_user_set_group(a, "newbie", 63, &reason) == 0);
 	struct geodb_group g;
 	if (geodb_group_get(a, 63, &g, &reason) == 0) {
-		CHECK(route_user(a, "dc1", 64, "newbie", true, &r1, &reason) == ROUTE_OK);
+		CHECK(route_user(a, NULL, "dc1", 64, "newbie", true, &r1, &reason) == ROUTE_OK);
 		CHECK_STR(r1.backend.name, "b1");
 		CHECK(r1.assigned_now);
 	}
-	CHECK(route_user(a, "dc1", 64, "", true, &r1, &reason) == ROUTE_BAD_USER);
-	CHECK(route_user(a, "dc2", 64, "nobody-in-dc2", false, &r1, &reason) != ROUTE_OK ||
+	CHECK(route_user(a, NULL, "dc1", 64, "", true, &r1, &reason) == ROUTE_BAD_USER);
+	CHECK(route_user(a, NULL, "dc2", 64, "nobody-in-dc2", false, &r1, &reason) != ROUTE_OK ||
 	      r1.group.backend[0] != '\0');
+}
+
+/* The routing cache: served from memory while nothing changes, dropped
+ * the moment any handle (another process, in real life) commits. */
+static void test_cache(struct geodb *a, struct geodb *b)
+{
+	const char *reason;
+	struct route_cache *cache = route_cache_create(64);
+	struct route_result r;
+	struct geodb_backend be;
+	for (int i = 1; i <= 2; i++) {
+		CHECK(geodb_backend_get(b, i == 1 ? "b1" : "b2", &be, &reason) == 1);
+		be.status = BACKEND_STATUS_ONLINE;
+		CHECK(geodb_backend_update(b, &be, &reason) == 0);
+	}
+	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
+	unsigned group = r.group_id;
+	char first[64];
+	snprintf(first, sizeof(first), "%s", r.backend.name);
+	geodb_changed(a); /* absorb our own commits */
+	CHECK(!geodb_changed(a));
+	CHECK(route_user(a, cache, "dc1", 64, "Cached-User", true, &r, &reason) == ROUTE_OK);
+	CHECK_STR(r.backend.name, first);
+	CHECK(r.group_id == group);
+
+	/* another handle moves the group: the next cached lookup follows */
+	const char *other = strcmp(first, "b1") == 0 ? "b2" : "b1";
+	CHECK(geodb_group_set(b, group, "dc1", other, &reason) == 0);
+	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
+	CHECK_STR(r.backend.name, other);
+
+	/* and a user override made elsewhere is seen at once */
+	CHECK(geodb_group_set(b, (group + 1) % 64, "dc1", other, &reason) == 0);
+	CHECK(geodb_user_set_group(b, "cached-user", (group + 1) % 64, &reason) == 0);
+	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
+	CHECK(r.group_id == (group + 1) % 64 && r.group_override);
+	/* a backend set to standby elsewhere: unavailable at once */
+	CHECK(geodb_backend_get(b, other, &be, &reason) == 1);
+	be.status = BACKEND_STATUS_STANDBY;
+	CHECK(geodb_backend_update(b, &be, &reason) == 0);
+	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_UNAVAILABLE);
+	route_cache_destroy(&cache);
+	CHECK(cache == NULL);
 }
 
 static void test_group_count(struct geodb *db)
@@ -186,6 +229,7 @@ void suite_geodb_sqlite(void)
 	test_groups_race(a, b);
 	test_users(a);
 	test_route(a, b);
+	test_cache(a, b);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);
