@@ -275,8 +275,8 @@ static void start_proxying(struct imap_client *client, const char *tagged_line, 
 	/* Whatever is still buffered goes first: to the client our unsent
 	 * output, the tagged reply and anything the backend sent after it; to
 	 * the backend what the client pipelined after its login. */
-	event_del(&client->backend_event);
-	client->backend_event_set = false;
+	/* The login's events on both sockets are removed (client_destroy)
+	 * only after the relay has added its own: epoll sees no change. */
 	int backend_fd = client->backend_fd;
 	client->backend_fd = -1;
 	int client_fd;

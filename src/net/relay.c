@@ -322,12 +322,22 @@ struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *p
 		 pending_to_backend_len);
 	dir_init(relay, &relay->dirs[DIR_TO_CLIENT], backend_fd, client_fd, pending_to_client,
 		 pending_to_client_len);
-	/* Write what login left over, or start reading.  Errors here are
-	 * reported from the event loop (the caller is not ready for a
-	 * callback before this returns), so a failed write just arms the
-	 * write event and fails again there. */
+	/* Write what login left over now (it is small and the socket buffer
+	 * is empty, so this nearly always completes and no write event is
+	 * ever armed), then read.  Errors are reported from the event loop,
+	 * since the caller is not ready for a callback before this returns:
+	 * a failed write just arms the write event, which fails again there. */
 	for (int i = 0; i < 2; i++) {
 		struct relay_dir *dir = &relay->dirs[i];
+		if (dir->pending != NULL) {
+			ssize_t n = write(dir->to, dir->pending, dir->pending_len);
+			if (n == (ssize_t)dir->pending_len) {
+				free(dir->pending);
+				dir->pending = NULL;
+			} else if (n > 0) {
+				dir->pending_off = (size_t)n;
+			}
+		}
 		if (dir->pending != NULL)
 			event_add(&dir->write_event, NULL);
 		else

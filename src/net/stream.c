@@ -423,9 +423,9 @@ struct bufferevent *stream_detach(struct stream *stream, int *fd_r, const char *
 		*pending_out_len_r = *pending_in_len_r = 0;
 		return bev;
 	}
-	event_del(&stream->read_event);
-	event_del(&stream->write_event);
-	stream->plain_events = false;
+	/* The events stay registered until stream_destroy(): the relay adds
+	 * its own on the same socket first, so epoll is not told to drop the
+	 * socket and take it back. */
 	*fd_r = stream->fd;
 	stream->fd = -1;
 	*pending_out_r = stream->out + stream->out_off;

@@ -58,9 +58,10 @@ int stream_starttls(struct stream *stream, SSL_CTX *ssl_ctx, const char *reply,
 
 /* Hand-over to the relay.  Plain: *fd_r is the socket, to_client gets the
  * output not yet written (caller copies it), to_server the unread input;
- * the stream no longer owns the socket.  TLS: returns the bufferevent
- * (with its pending data) and the stream no longer owns it.  Either way
- * destroy the stream afterwards. */
+ * the stream no longer owns the socket (pending pointers stay valid, and
+ * its events registered, until stream_destroy(), so create the relay in
+ * between).  TLS: returns the bufferevent (with its pending data) and the
+ * stream no longer owns it.  Either way destroy the stream afterwards. */
 struct bufferevent *stream_detach(struct stream *stream, int *fd_r, const char **pending_out_r,
 				  size_t *pending_out_len_r, const char **pending_in_r,
 				  size_t *pending_in_len_r);

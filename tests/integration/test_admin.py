@@ -206,7 +206,7 @@ def test_kick_during_a_large_response_does_not_corrupt_it(cluster, tls):
     finally:
         close_quietly(c)
 
-    for attempt in range(2):
+    for attempt in range(3):
         r = d.raw(timeout=30, tls=tls)
         try:
             r.send(f"a LOGIN {user} password\r\ns SELECT INBOX\r\n".encode())

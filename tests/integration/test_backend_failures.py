@@ -161,9 +161,10 @@ def test_client_leaving_during_backend_retries_costs_nothing(cluster):
         r = d.raw()
         r.send(b"a LOGIN " + user.encode() + b" password\r\n")
         r.close()  # gone while the daemon is still trying the backend
-    wait_for(lambda: d.metrics()['mailcluster_logins_total{result="unavailable"}'] == 5, 15,
-             message="the 5 abandoned logins to give up")
-    wait_for(lambda: d.status()["clients"] == 0, 10, message="client count back to 0")
+    # Whether the daemon notices at once or only when it gives up on the backend, the
+    # abandoned logins must be released within proxy_timeout (2s) plus a margin.
+    wait_for(lambda: d.status()["clients"] == 0, 15, message="client count back to 0")
+    assert d.metrics()['mailcluster_logins_total{result="ok"}'] == 0
     assert d.proc.poll() is None, "mailclusterd died"
     assert login_lands_on(d, "user38") in {"backend1", "backend2", "backend3"}
 
