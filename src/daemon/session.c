@@ -81,7 +81,8 @@ unsigned session_kick_user(struct daemon *daemon, const char *user, const char *
 			continue;
 		count++;
 		daemon->metrics.sessions_kicked++;
-		/* relay_kick calls session_relay_closed, which frees s */
+		/* relay_kick ends the relay now or once the backend is quiet;
+		 * either way session_relay_closed frees s, maybe right here */
 		relay_kick(s->relay, goodbye(s->protocol), reason);
 	}
 	return count;

@@ -63,6 +63,13 @@ struct relay {
 	bool finished;
 	struct event *timer; /* half-close or flush timeout, created on demand */
 
+	/* A kick waits for the backend to fall quiet, so its goodbye lands
+	 * between responses, never inside one (a literal). */
+	struct event *kick_timer;
+	char *kick_message, *kick_reason;
+	struct timeval kick_deadline;
+	struct timeval last_to_client; /* when the backend last sent anything */
+
 	/* RELAY_FD */
 	struct event_base *base;
 	struct relay_pipe_pool *pool;
@@ -151,6 +158,8 @@ static void relay_finish(struct relay *relay, const char *reason)
 	}
 	if (relay->timer != NULL)
 		event_del(relay->timer);
+	if (relay->kick_timer != NULL)
+		event_del(relay->kick_timer);
 	relay->callback(relay->context, reason);
 }
 
@@ -281,6 +290,8 @@ static void dir_readable(evutil_socket_t fd, short what, void *context)
 	} else {
 		dir->in_pipe += (size_t)n;
 		dir->bytes += (uint64_t)n;
+		if (dir == &relay->dirs[DIR_TO_CLIENT])
+			event_base_gettimeofday_cached(relay->base, &relay->last_to_client);
 	}
 	dir_update(dir, dir_flush(dir));
 }
@@ -315,6 +326,7 @@ struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *p
 	struct relay *relay = calloc(1, sizeof(*relay));
 	relay->kind = RELAY_FD;
 	relay->base = base;
+	event_base_gettimeofday_cached(base, &relay->last_to_client);
 	relay->pool = pool;
 	relay->callback = callback;
 	relay->context = context;
@@ -363,6 +375,8 @@ static void bev_read(struct bufferevent *bev, void *context)
 	struct evbuffer *input = bufferevent_get_input(bev);
 	struct evbuffer *output = bufferevent_get_output(other);
 	relay->bev_bytes[i] += evbuffer_get_length(input);
+	if (i == 1)
+		event_base_gettimeofday_cached(bufferevent_get_base(bev), &relay->last_to_client);
 	evbuffer_add_buffer(output, input);
 	if (evbuffer_get_length(output) >= relay->buffer_max) {
 		/* resume when the other side has written half of it */
@@ -433,6 +447,8 @@ struct relay *relay_create_bufferevent(struct bufferevent *client, struct buffer
 {
 	struct relay *relay = calloc(1, sizeof(*relay));
 	relay->kind = RELAY_BUFFEREVENT;
+	relay->base = bufferevent_get_base(client);
+	event_base_gettimeofday_cached(relay->base, &relay->last_to_client);
 	relay->callback = callback;
 	relay->context = context;
 	relay->bev[0] = client;
@@ -455,29 +471,82 @@ struct relay *relay_create_bufferevent(struct bufferevent *client, struct buffer
 
 /* ---- common API ---- */
 
-void relay_kick(struct relay *relay, const char *message, const char *reason)
+#define KICK_QUIET_MSEC 500
+#define KICK_WAIT_MAX_SECS 5
+
+static long msec_between(const struct timeval *a, const struct timeval *b)
 {
-	if (relay->finished)
-		return;
+	return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_usec - a->tv_usec) / 1000;
+}
+
+/* Sends the goodbye if nothing is half-way to the client, then ends. */
+static void kick_now(struct relay *relay, bool send_message)
+{
+	char *reason = relay->kick_reason;
+	relay->kick_reason = NULL;
+	const char *message = send_message ? relay->kick_message : NULL;
 	if (relay->kind == RELAY_FD) {
 		struct relay_dir *to_client = &relay->dirs[DIR_TO_CLIENT];
-		/* Only when nothing is half-way to the client, or the
-		 * message would land inside another response. */
 		if (message != NULL && to_client->in_pipe == 0 && to_client->pending == NULL &&
 		    !to_client->shut) {
 			ssize_t ignored = write(to_client->to, message, strlen(message));
 			(void)ignored;
 		}
 		relay_finish(relay, reason);
+		free(reason);
 		return;
 	}
 	struct evbuffer *output = bufferevent_get_output(relay->bev[0]);
 	if (message != NULL && evbuffer_get_length(output) == 0)
 		evbuffer_add(output, message, strlen(message));
-	/* drop what the backend still had to say */
-	evbuffer_drain(bufferevent_get_output(relay->bev[1]),
-		       evbuffer_get_length(bufferevent_get_output(relay->bev[1])));
 	bev_start_closing(relay, reason);
+	free(reason);
+}
+
+static void kick_check(evutil_socket_t fd, short what, void *context)
+{
+	struct relay *relay = context;
+	struct timeval now;
+	event_base_gettimeofday_cached(relay->base, &now);
+	long quiet = msec_between(&relay->last_to_client, &now);
+	bool flushed = relay->kind == RELAY_FD
+			       ? relay->dirs[DIR_TO_CLIENT].in_pipe == 0 &&
+					 relay->dirs[DIR_TO_CLIENT].pending == NULL
+			       : evbuffer_get_length(bufferevent_get_output(relay->bev[0])) == 0;
+	if (quiet >= KICK_QUIET_MSEC && flushed) {
+		kick_now(relay, true);
+		return;
+	}
+	if (msec_between(&relay->kick_deadline, &now) >= 0) {
+		/* never quiet: a goodbye could cut a response in two */
+		kick_now(relay, false);
+		return;
+	}
+	long wait = quiet >= KICK_QUIET_MSEC ? 50 : KICK_QUIET_MSEC - quiet;
+	struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+	evtimer_add(relay->kick_timer, &tv);
+}
+
+void relay_kick(struct relay *relay, const char *message, const char *reason)
+{
+	if (relay->finished || relay->kick_timer != NULL)
+		return;
+	/* No new commands reach the backend; what it is still answering
+	 * is relayed until it falls quiet (KICK_QUIET_MSEC), and only then
+	 * does the goodbye go out: the backend's stream is spliced unseen,
+	 * so silence is the only sign that no response is half-way.  If it
+	 * never falls quiet (KICK_WAIT_MAX_SECS), the relay ends without a
+	 * goodbye rather than with one inside a literal. */
+	if (relay->kind == RELAY_FD)
+		event_del(&relay->dirs[DIR_TO_BACKEND].read_event);
+	else
+		bufferevent_disable(relay->bev[0], EV_READ);
+	relay->kick_message = message != NULL ? strdup(message) : NULL;
+	relay->kick_reason = strdup(reason != NULL ? reason : "kicked");
+	event_base_gettimeofday_cached(relay->base, &relay->kick_deadline);
+	relay->kick_deadline.tv_sec += KICK_WAIT_MAX_SECS;
+	relay->kick_timer = evtimer_new(relay->base, kick_check, relay);
+	kick_check(-1, 0, relay);
 }
 
 void relay_get_stats(const struct relay *relay, struct relay_stats *stats_r)
@@ -506,6 +575,10 @@ void relay_destroy(struct relay **_relay)
 		return;
 	if (relay->timer != NULL)
 		event_free(relay->timer);
+	if (relay->kick_timer != NULL)
+		event_free(relay->kick_timer);
+	free(relay->kick_message);
+	free(relay->kick_reason);
 	if (relay->kind == RELAY_FD) {
 		for (int i = 0; i < 2; i++) {
 			struct relay_dir *dir = &relay->dirs[i];

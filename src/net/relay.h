@@ -50,9 +50,11 @@ struct relay *relay_create_bufferevent(struct bufferevent *client, struct buffer
 				       size_t buffer_max, relay_closed_callback *callback,
 				       void *context);
 
-/* Ends the relay now: sends message to the client first if it can be done
- * without interleaving it with half-relayed data, then closes both sides.
- * The closed callback is called with reason. */
+/* Ends the relay, with message to the client if that can be done between
+ * two responses: stops relaying the client's commands, waits (up to a few
+ * seconds) until the backend has been quiet for half a second, then sends
+ * message and closes; if the backend never falls quiet, closes without
+ * it.  The closed callback is called with reason, now or later. */
 void relay_kick(struct relay *relay, const char *message, const char *reason);
 
 void relay_get_stats(const struct relay *relay, struct relay_stats *stats_r);

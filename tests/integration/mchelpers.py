@@ -319,6 +319,9 @@ class Daemon:
                 raise RuntimeError("mailclusterd did not accept connections in time:\n"
                                    + self.log_text())
             time.sleep(0.05)
+        # Our readiness probe was a client too: start tests from a daemon with none.
+        wait_for(lambda: self.status()["clients"] == 0, 5,
+                 message="the readiness probe connection to be released")
 
     def stop(self, timeout: float = 10) -> Optional[int]:
         p = self.proc
