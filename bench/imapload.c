@@ -88,26 +88,24 @@ enum state {
 };
 
 static const char *const stage_name[] = {
-	[ST_CONNECTING] = "connect", [ST_GREETING] = "greeting",
-	[ST_LOGIN] = "login",	     [ST_SELECT] = "select",
-	[ST_FETCH] = "fetch",	     [ST_LOGOUT] = "logout",
-	[ST_CLOSING] = "close",	     [ST_HELD] = "held",
-	[ST_HELD_LOGOUT] = "held_logout",
+	[ST_CONNECTING] = "connect", [ST_GREETING] = "greeting", [ST_LOGIN] = "login",
+	[ST_SELECT] = "select",      [ST_FETCH] = "fetch",       [ST_LOGOUT] = "logout",
+	[ST_CLOSING] = "close",      [ST_HELD] = "held",         [ST_HELD_LOGOUT] = "held_logout",
 };
 
 struct conn {
 	int fd;
 	enum state state;
-	int idx;	/* position in the active array */
-	int counts;	/* counts against the concurrency / ramp limit */
+	int idx;    /* position in the active array */
+	int counts; /* counts against the concurrency / ramp limit */
 	int user;
 	double t_start; /* session start (connect) */
 	double deadline;
 	/* reader */
 	size_t rlen;
 	uint64_t lit_left; /* literal bytes still to skip */
-	int cont;	   /* next fragment continues a logical line */
-	int overflow;	   /* inside a line longer than the buffer */
+	int cont;          /* next fragment continues a logical line */
+	int overflow;      /* inside a line longer than the buffer */
 	size_t headlen;
 	char head[HEAD_SIZE];
 	/* writer */
@@ -206,19 +204,32 @@ static void print_reasons(const char *title, struct reason *tab, int n, long oth
 static const char *errno_name(int e)
 {
 	switch (e) {
-	case ECONNREFUSED: return "ECONNREFUSED";
-	case ECONNRESET: return "ECONNRESET";
-	case ETIMEDOUT: return "ETIMEDOUT";
-	case EHOSTUNREACH: return "EHOSTUNREACH";
-	case ENETUNREACH: return "ENETUNREACH";
-	case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-	case EADDRINUSE: return "EADDRINUSE";
-	case EMFILE: return "EMFILE";
-	case ENFILE: return "ENFILE";
-	case EPIPE: return "EPIPE";
-	case ENOBUFS: return "ENOBUFS";
-	case ENOMEM: return "ENOMEM";
-	default: return strerror(e);
+	case ECONNREFUSED:
+		return "ECONNREFUSED";
+	case ECONNRESET:
+		return "ECONNRESET";
+	case ETIMEDOUT:
+		return "ETIMEDOUT";
+	case EHOSTUNREACH:
+		return "EHOSTUNREACH";
+	case ENETUNREACH:
+		return "ENETUNREACH";
+	case EADDRNOTAVAIL:
+		return "EADDRNOTAVAIL";
+	case EADDRINUSE:
+		return "EADDRINUSE";
+	case EMFILE:
+		return "EMFILE";
+	case ENFILE:
+		return "ENFILE";
+	case EPIPE:
+		return "EPIPE";
+	case ENOBUFS:
+		return "ENOBUFS";
+	case ENOMEM:
+		return "ENOMEM";
+	default:
+		return strerror(e);
 	}
 }
 
@@ -257,7 +268,7 @@ static void conn_free(struct conn *c)
 
 static void conn_set_events(struct conn *c)
 {
-	struct epoll_event ev = { 0 };
+	struct epoll_event ev = {0};
 	ev.events = EPOLLIN;
 	if (c->state == ST_CONNECTING || c->wlen > c->woff)
 		ev.events |= EPOLLOUT;
@@ -458,14 +469,26 @@ static int handle_response(struct conn *c, const char *h, size_t len)
 		st++, stl--;
 	const char *want;
 	switch (c->state) {
-	case ST_LOGIN: want = "a"; break;
-	case ST_SELECT: want = "b"; break;
-	case ST_FETCH: want = "c"; break;
-	case ST_LOGOUT: want = "d"; break;
-	case ST_HELD_LOGOUT: want = "z"; break;
+	case ST_LOGIN:
+		want = "a";
+		break;
+	case ST_SELECT:
+		want = "b";
+		break;
+	case ST_FETCH:
+		want = "c";
+		break;
+	case ST_LOGOUT:
+		want = "d";
+		break;
+	case ST_HELD_LOGOUT:
+		want = "z";
+		break;
 	case ST_HELD:
-	case ST_CLOSING: return 0; /* nothing outstanding: ignore */
-	default: return conn_fail(c, "unexpected_tagged"), -1;
+	case ST_CLOSING:
+		return 0; /* nothing outstanding: ignore */
+	default:
+		return conn_fail(c, "unexpected_tagged"), -1;
 	}
 	if (tl != strlen(want) || memcmp(h, want, tl) != 0)
 		return conn_fail(c, "tag_mismatch"), -1;
@@ -478,12 +501,14 @@ static int handle_response(struct conn *c, const char *h, size_t len)
 		return conn_fail(c, why), -1;
 	}
 	switch (c->state) {
-	case ST_LOGIN: return conn_send(c, ST_SELECT, "b", "SELECT INBOX");
+	case ST_LOGIN:
+		return conn_send(c, ST_SELECT, "b", "SELECT INBOX");
 	case ST_SELECT:
 		if (g_mode == MODE_IDLE)
 			return held_logged_in(c);
 		return conn_send(c, ST_FETCH, "c", "FETCH 1:* FLAGS");
-	case ST_FETCH: return conn_send(c, ST_LOGOUT, "d", "LOGOUT");
+	case ST_FETCH:
+		return conn_send(c, ST_LOGOUT, "d", "LOGOUT");
 	case ST_LOGOUT:
 		session_done(c);
 		/* Let the server close first (as LOGOUT requires); the
@@ -499,7 +524,8 @@ static int handle_response(struct conn *c, const char *h, size_t len)
 		g_logged_out++;
 		conn_free(c);
 		return -1;
-	default: return 0;
+	default:
+		return 0;
 	}
 }
 
@@ -661,7 +687,7 @@ static int conn_start(int counts)
 			return -1;
 		}
 	}
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
 	c->want_out = 1;
 	if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		die("epoll_ctl: %s", strerror(errno));
@@ -883,7 +909,7 @@ static int run_idle(void)
 {
 	struct stat st;
 	if (fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || isatty(0))) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
 		if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, 0, &ev) == 0)
 			g_stdin_watch = 1;
 	}
@@ -972,7 +998,8 @@ static void usage(FILE *f)
 	      "                   [--timeout-sec T] [--op-timeout-sec T] [--user-prefix S]\n"
 	      "  imapload idle --host H --port P [--source-ip A] --connections N\n"
 	      "                --users FIRST-LAST --password PW [--hold-sec S]\n"
-	      "                [--ready-file F] [--ramp R] [--timeout-sec T] [--op-timeout-sec T]\n",
+	      "                [--ready-file F] [--ramp R] [--timeout-sec T] [--op-timeout-sec "
+	      "T]\n",
 	      f);
 }
 
@@ -1032,7 +1059,7 @@ static void parse_users(const char *s)
 
 static void resolve(void)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
 	int rc = getaddrinfo(g_host, g_port, &hints, &res);
 	if (rc)
 		die("%s:%s: %s", g_host, g_port, gai_strerror(rc));
@@ -1069,42 +1096,70 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	static const struct option opts[] = {
-		{ "host", required_argument, 0, 'H' },
-		{ "port", required_argument, 0, 'P' },
-		{ "source-ip", required_argument, 0, 'S' },
-		{ "sessions", required_argument, 0, 'n' },
-		{ "connections", required_argument, 0, 'n' },
-		{ "concurrency", required_argument, 0, 'c' },
-		{ "ramp", required_argument, 0, 'c' },
-		{ "users", required_argument, 0, 'u' },
-		{ "user-prefix", required_argument, 0, 'U' },
-		{ "password", required_argument, 0, 'p' },
-		{ "timeout-sec", required_argument, 0, 't' },
-		{ "op-timeout-sec", required_argument, 0, 'o' },
-		{ "hold-sec", required_argument, 0, 'h' },
-		{ "ready-file", required_argument, 0, 'r' },
-		{ "verbose", no_argument, 0, 'v' },
-		{ "help", no_argument, 0, '?' },
-		{ 0, 0, 0, 0 },
+		{"host", required_argument, 0, 'H'},
+		{"port", required_argument, 0, 'P'},
+		{"source-ip", required_argument, 0, 'S'},
+		{"sessions", required_argument, 0, 'n'},
+		{"connections", required_argument, 0, 'n'},
+		{"concurrency", required_argument, 0, 'c'},
+		{"ramp", required_argument, 0, 'c'},
+		{"users", required_argument, 0, 'u'},
+		{"user-prefix", required_argument, 0, 'U'},
+		{"password", required_argument, 0, 'p'},
+		{"timeout-sec", required_argument, 0, 't'},
+		{"op-timeout-sec", required_argument, 0, 'o'},
+		{"hold-sec", required_argument, 0, 'h'},
+		{"ready-file", required_argument, 0, 'r'},
+		{"verbose", no_argument, 0, 'v'},
+		{"help", no_argument, 0, '?'},
+		{0, 0, 0, 0},
 	};
 	optind = 2;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
-		case 'H': g_host = optarg; break;
-		case 'P': g_port = optarg; break;
-		case 'S': g_source_ip = optarg; break;
-		case 'n': g_count = parse_long("sessions", optarg, 0); break;
-		case 'c': g_concurrency = parse_long("concurrency", optarg, 1); break;
-		case 'u': parse_users(optarg); break;
-		case 'U': g_user_prefix = optarg; break;
-		case 'p': g_password = optarg; break;
-		case 't': g_timeout_sec = parse_double("timeout-sec", optarg); break;
-		case 'o': g_op_timeout_sec = parse_double("op-timeout-sec", optarg); break;
-		case 'h': g_hold_sec = parse_double("hold-sec", optarg); break;
-		case 'r': g_ready_file = optarg; break;
-		case 'v': g_verbose = 1; break;
-		default: usage(stderr); return 2;
+		case 'H':
+			g_host = optarg;
+			break;
+		case 'P':
+			g_port = optarg;
+			break;
+		case 'S':
+			g_source_ip = optarg;
+			break;
+		case 'n':
+			g_count = parse_long("sessions", optarg, 0);
+			break;
+		case 'c':
+			g_concurrency = parse_long("concurrency", optarg, 1);
+			break;
+		case 'u':
+			parse_users(optarg);
+			break;
+		case 'U':
+			g_user_prefix = optarg;
+			break;
+		case 'p':
+			g_password = optarg;
+			break;
+		case 't':
+			g_timeout_sec = parse_double("timeout-sec", optarg);
+			break;
+		case 'o':
+			g_op_timeout_sec = parse_double("op-timeout-sec", optarg);
+			break;
+		case 'h':
+			g_hold_sec = parse_double("hold-sec", optarg);
+			break;
+		case 'r':
+			g_ready_file = optarg;
+			break;
+		case 'v':
+			g_verbose = 1;
+			break;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind != argc)
@@ -1123,7 +1178,7 @@ int main(int argc, char **argv)
 	resolve();
 	raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

@@ -45,7 +45,8 @@ bool object_name_is_valid(const char *name)
 	if (len == 0 || len > NAME_MAX_LEN)
 		return false;
 	for (size_t i = 0; i < len; i++) {
-		if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_' && name[i] != '.')
+		if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_' &&
+		    name[i] != '.')
 			return false;
 	}
 	return true;

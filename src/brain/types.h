@@ -15,7 +15,12 @@
 #define USERNAME_MAX_LEN 255 /* a normalised login name */
 
 enum backend_status { BACKEND_STATUS_ONLINE, BACKEND_STATUS_OFFLINE, BACKEND_STATUS_STANDBY };
-enum site_status { SITE_STATUS_ONLINE, SITE_STATUS_OFFLINE, SITE_STATUS_STANDBY, SITE_STATUS_EVACUATE };
+enum site_status {
+	SITE_STATUS_ONLINE,
+	SITE_STATUS_OFFLINE,
+	SITE_STATUS_STANDBY,
+	SITE_STATUS_EVACUATE
+};
 
 const char *backend_status_name(enum backend_status status);
 int backend_status_parse(const char *name, enum backend_status *status_r);

@@ -169,7 +169,9 @@ static int parse_uint(const char *s, unsigned max, unsigned *value_r)
 static int check_name(const char *kind, const char *name)
 {
 	if (!object_name_is_valid(name))
-		return refused("invalid %s name '%s': expected 1-63 letters, digits, '-', '_' or '.'", kind, name);
+		return refused(
+			"invalid %s name '%s': expected 1-63 letters, digits, '-', '_' or '.'",
+			kind, name);
 	return 0;
 }
 
@@ -180,8 +182,8 @@ static void print_sites(struct cli *cli, const struct geodb_site *sites, size_t 
 	static const char *const cols[] = {"site", "status", "tags", "load_balancer", NULL};
 	struct output *out = output_create(cli->format, cols);
 	for (size_t i = 0; i < count; i++) {
-		const char *row[] = {sites[i].name, site_status_name(sites[i].status), sites[i].tags,
-				     sites[i].load_balancer};
+		const char *row[] = {sites[i].name, site_status_name(sites[i].status),
+				     sites[i].tags, sites[i].load_balancer};
 		output_row(out, row);
 	}
 	output_print(out, stdout);
@@ -246,7 +248,9 @@ static int cmd_site(struct cli *cli, int argc, char **argv)
 		if (status == NULL && tag == NULL)
 			return usage("site update: nothing to change (--status or --tag)");
 		if (status != NULL && site_status_parse(status, &site.status) < 0)
-			return refused("invalid site status '%s': expected online, offline, standby or evacuate", status);
+			return refused("invalid site status '%s': expected online, offline, "
+				       "standby or evacuate",
+				       status);
 		if (tag != NULL)
 			snprintf(site.tags, sizeof(site.tags), "%s", tag);
 		if (geodb_site_update(cli->geodb, &site, &error) < 0)
@@ -259,7 +263,8 @@ static int cmd_site(struct cli *cli, int argc, char **argv)
 
 /* ---- backend ---- */
 
-static unsigned backend_group_count(struct geodb_backend_load *loads, size_t count, const char *name)
+static unsigned backend_group_count(struct geodb_backend_load *loads, size_t count,
+				    const char *name)
 {
 	for (size_t i = 0; i < count; i++) {
 		if (strcmp(loads[i].backend, name) == 0)
@@ -270,8 +275,9 @@ static unsigned backend_group_count(struct geodb_backend_load *loads, size_t cou
 
 static int print_backends(struct cli *cli, const struct geodb_backend *backends, size_t count)
 {
-	static const char *const cols[] = {"backend", "site", "address", "status", "load_factor",
-					   "groups", "updated_by", "updated_at", NULL};
+	static const char *const cols[] = {"backend",    "site",        "address",
+					   "status",     "load_factor", "groups",
+					   "updated_by", "updated_at",  NULL};
 	struct geodb_backend_load *loads;
 	size_t load_count;
 	const char *error;
@@ -281,11 +287,17 @@ static int print_backends(struct cli *cli, const struct geodb_backend *backends,
 	for (size_t i = 0; i < count; i++) {
 		char lf[16], groups[16], at[32];
 		snprintf(lf, sizeof(lf), "%u", backends[i].load_factor);
-		snprintf(groups, sizeof(groups), "%u", backend_group_count(loads, load_count, backends[i].name));
+		snprintf(groups, sizeof(groups), "%u",
+			 backend_group_count(loads, load_count, backends[i].name));
 		format_time(backends[i].updated_at, at, sizeof(at));
-		const char *row[] = {backends[i].name, backends[i].site, backends[i].address,
-				     backend_status_name(backends[i].status), lf, groups,
-				     backends[i].updated_by, at};
+		const char *row[] = {backends[i].name,
+				     backends[i].site,
+				     backends[i].address,
+				     backend_status_name(backends[i].status),
+				     lf,
+				     groups,
+				     backends[i].updated_by,
+				     at};
 		output_row(out, row);
 	}
 	output_print(out, stdout);
@@ -309,7 +321,8 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 			return usage("backend list takes no arguments besides --site");
 		struct geodb_backend *backends;
 		size_t count;
-		if (geodb_backend_list(cli->geodb, opt(&args, "site"), &backends, &count, &error) < 0)
+		if (geodb_backend_list(cli->geodb, opt(&args, "site"), &backends, &count, &error) <
+		    0)
 			return refused("%s", error);
 		int ret = print_backends(cli, backends, count);
 		free(backends);
@@ -322,7 +335,8 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 		if (check_name("backend", args.pos[0]) != 0 || check_name("site", site) != 0)
 			return EXIT_REFUSED;
 		if (!net_is_ip_address(args.pos[1]))
-			return refused("invalid address '%s' for backend %s: expected an IPv4 or IPv6 address",
+			return refused("invalid address '%s' for backend %s: expected an IPv4 or "
+				       "IPv6 address",
 				       args.pos[1], args.pos[0]);
 		if (geodb_backend_add(cli->geodb, site, args.pos[0], args.pos[1], &error) < 0)
 			return refused("%s", error);
@@ -340,7 +354,8 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 		unsigned unassigned;
 		if (geodb_backend_remove(cli->geodb, name, &unassigned, &error) < 0)
 			return refused("%s", error);
-		printf("backend %s removed; %u group(s) unassigned (they are placed again at their next login)\n",
+		printf("backend %s removed; %u group(s) unassigned (they are placed again at their "
+		       "next login)\n",
 		       name, unassigned);
 		return 0;
 	}
@@ -355,11 +370,15 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 	if (strcmp(sub, "update") == 0) {
 		const char *status = opt(&args, "status"), *lf = opt(&args, "load-factor");
 		if (status == NULL && lf == NULL)
-			return usage("backend update: nothing to change (--status or --load-factor)");
+			return usage(
+				"backend update: nothing to change (--status or --load-factor)");
 		if (status != NULL && backend_status_parse(status, &backend.status) < 0)
-			return refused("invalid backend status '%s': expected online, offline or standby", status);
+			return refused(
+				"invalid backend status '%s': expected online, offline or standby",
+				status);
 		if (lf != NULL && parse_uint(lf, 100, &backend.load_factor) < 0)
-			return refused("invalid load factor '%s' for backend %s: expected 0..100", lf, name);
+			return refused("invalid load factor '%s' for backend %s: expected 0..100",
+				       lf, name);
 		if (geodb_backend_update(cli->geodb, &backend, &error) < 0)
 			return refused("%s", error);
 		printf("backend %s updated (status %s, load factor %u)\n", name,
@@ -381,14 +400,15 @@ static void group_row(struct output *out, const struct geodb_group *g)
 	output_row(out, row);
 }
 
-static const char *const group_cols[] = {"group", "site", "backend", "epoch", "written_by",
-					 "written_at", NULL};
+static const char *const group_cols[] = {"group",      "site",       "backend", "epoch",
+					 "written_by", "written_at", NULL};
 
 static int parse_group(struct cli *cli, const char *s, unsigned *group_r)
 {
 	if (parse_uint(s, cli->set->group_count - 1, group_r) < 0)
-		return refused("invalid group '%s': expected a number from 0 to %u (group_count - 1)", s,
-			       cli->set->group_count - 1);
+		return refused(
+			"invalid group '%s': expected a number from 0 to %u (group_count - 1)", s,
+			cli->set->group_count - 1);
 	return 0;
 }
 
@@ -441,9 +461,11 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 		if (args.pos_count != 2)
 			return usage("group move: expected --direct GROUP BACKEND");
 		if (!args.direct)
-			return refused("group move without --direct (a move that first closes the group's "
-				       "sessions) is not available in this version; use --direct, which "
-				       "switches new logins at once and leaves open sessions where they are");
+			return refused(
+				"group move without --direct (a move that first closes the group's "
+				"sessions) is not available in this version; use --direct, which "
+				"switches new logins at once and leaves open sessions where they "
+				"are");
 		if (parse_group(cli, args.pos[0], &group_id) != 0)
 			return EXIT_REFUSED;
 		struct geodb_backend backend;
@@ -454,7 +476,8 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 			return refused("backend %s does not exist", args.pos[1]);
 		if (geodb_group_set(cli->geodb, group_id, backend.site, backend.name, &error) < 0)
 			return refused("%s", error);
-		printf("group %u moved to backend %s (site %s); new logins go there, open sessions stay\n",
+		printf("group %u moved to backend %s (site %s); new logins go there, open sessions "
+		       "stay\n",
 		       group_id, backend.name, backend.site);
 		return 0;
 	}
@@ -477,8 +500,9 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		if (args.pos_count != 2)
 			return usage("user move: expected --direct USER GROUP");
 		if (!args.direct)
-			return refused("user move without --direct (a move that first closes the user's "
-				       "sessions) is not available in this version; use --direct");
+			return refused(
+				"user move without --direct (a move that first closes the user's "
+				"sessions) is not available in this version; use --direct");
 		char normalized[USERNAME_MAX_LEN + 1];
 		if (user_normalize(args.pos[0], normalized, sizeof(normalized)) < 0)
 			return refused("invalid user name '%s'", args.pos[0]);
@@ -511,8 +535,8 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		return usage("user: unknown subcommand '%s'", sub);
 	struct route_result route;
 	const char *reason;
-	enum route_status status = route_user(cli->geodb, NULL, cli->set->site, cli->set->group_count, user,
-					      access, &route, &reason);
+	enum route_status status = route_user(cli->geodb, NULL, cli->set->site,
+					      cli->set->group_count, user, access, &route, &reason);
 	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
 		return refused("user %s: %s", user, reason);
 	char group[16];
@@ -520,7 +544,8 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	const char *backend = route.group.backend[0] != '\0' ? route.group.backend : "-";
 	const char *site = route.group.site[0] != '\0' ? route.group.site : "-";
 	if (access) {
-		static const char *const cols[] = {"user", "group", "backend", "address", "status", NULL};
+		static const char *const cols[] = {"user",    "group",  "backend",
+						   "address", "status", NULL};
 		const char *row[] = {route.username, group, backend,
 				     route.backend.address[0] != '\0' ? route.backend.address : "-",
 				     status == ROUTE_OK ? "ok" : reason};
@@ -531,7 +556,8 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		return status == ROUTE_OK ? 0 : EXIT_REFUSED;
 	}
 	static const char *const cols[] = {"user", "group", "backend", "site", "override", NULL};
-	const char *row[] = {route.username, group, backend, site, route.group_override ? "yes" : "no"};
+	const char *row[] = {route.username, group, backend, site,
+			     route.group_override ? "yes" : "no"};
 	struct output *out = output_create(cli->format, cols);
 	output_row(out, row);
 	output_print(out, stdout);
@@ -543,7 +569,8 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 
 /* A minimal blocking HTTP/1.0 request to admin_listen; body_r gets the
  * response body.  Returns the HTTP status or -1. */
-static int admin_request(struct cli *cli, const char *method, const char *path, struct strbuf *body_r)
+static int admin_request(struct cli *cli, const char *method, const char *path,
+			 struct strbuf *body_r)
 {
 	const struct listen_addr *addr = &cli->set->admin_listen;
 	if (addr->port == 0) {
@@ -561,14 +588,16 @@ static int admin_request(struct cli *cli, const char *method, const char *path, 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-		refused("cannot reach the daemon's admin API at %s:%d: %s (is mailclusterd running?)",
+		refused("cannot reach the daemon's admin API at %s:%d: %s (is mailclusterd "
+			"running?)",
 			addr->host, addr->port, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	char request[1024];
 	int n = snprintf(request, sizeof(request),
-			 "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n", method, path, addr->host);
+			 "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n", method, path,
+			 addr->host);
 	if (write(fd, request, (size_t)n) != n) {
 		refused("cannot send to the daemon's admin API: %s", strerror(errno));
 		close(fd);
@@ -622,11 +651,13 @@ static int cmd_who(struct cli *cli, int argc, char **argv)
 	int status = admin_request(cli, "GET", path, &body);
 	if (status != 200) {
 		if (status > 0)
-			refused("the daemon refused 'who' (HTTP %d): %s", status, body.data != NULL ? body.data : "");
+			refused("the daemon refused 'who' (HTTP %d): %s", status,
+				body.data != NULL ? body.data : "");
 		strbuf_free(&body);
 		return EXIT_REFUSED;
 	}
-	static const char *const cols[] = {"user", "group", "backend", "client", "protocol", "since", NULL};
+	static const char *const cols[] = {"user",     "group", "backend", "client",
+					   "protocol", "since", NULL};
 	struct output *out = output_create(cli->format, cols);
 	char *save = NULL;
 	for (char *line = strtok_r(body.data != NULL ? body.data : "", "\n", &save); line != NULL;
@@ -667,7 +698,8 @@ static int cmd_kick(struct cli *cli, int argc, char **argv)
 	int status = admin_request(cli, "POST", path, &body);
 	if (status != 200) {
 		if (status > 0)
-			refused("the daemon refused 'kick' (HTTP %d): %s", status, body.data != NULL ? body.data : "");
+			refused("the daemon refused 'kick' (HTTP %d): %s", status,
+				body.data != NULL ? body.data : "");
 		strbuf_free(&body);
 		return EXIT_REFUSED;
 	}
@@ -704,7 +736,8 @@ int main(int argc, char **argv)
 	struct cli cli;
 	memset(&cli, 0, sizeof(cli));
 	if (output_format_parse(format, &cli.format) < 0)
-		return usage("unknown output format '%s': expected flow, tab, table or json", format);
+		return usage("unknown output format '%s': expected flow, tab, table or json",
+			     format);
 	const char *error;
 	if (settings_load(config_path, &cli.set, &error) < 0)
 		return refused("%s", error);

@@ -44,7 +44,8 @@ void output_row(struct output *output, const char *const *values)
 	size_t n = output->column_count;
 	output->cells = realloc(output->cells, (output->row_count + 1) * n * sizeof(char *));
 	for (size_t i = 0; i < n; i++)
-		output->cells[output->row_count * n + i] = strdup(values[i] != NULL ? values[i] : "");
+		output->cells[output->row_count * n + i] =
+			strdup(values[i] != NULL ? values[i] : "");
 	output->row_count++;
 }
 
@@ -69,8 +70,8 @@ void output_print(struct output *output, FILE *out)
 			}
 		}
 		for (size_t c = 0; c < n; c++)
-			strbuf_printf(&buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0, output->columns[c],
-				      c + 1 < n ? " " : "\n");
+			strbuf_printf(&buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
+				      output->columns[c], c + 1 < n ? " " : "\n");
 		for (size_t r = 0; r < output->row_count; r++) {
 			for (size_t c = 0; c < n; c++)
 				strbuf_printf(&buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
@@ -84,7 +85,8 @@ void output_print(struct output *output, FILE *out)
 			strbuf_printf(&buf, "%s%s", output->columns[c], c + 1 < n ? "\t" : "\n");
 		for (size_t r = 0; r < output->row_count; r++) {
 			for (size_t c = 0; c < n; c++)
-				strbuf_printf(&buf, "%s%s", output->cells[r * n + c], c + 1 < n ? "\t" : "\n");
+				strbuf_printf(&buf, "%s%s", output->cells[r * n + c],
+					      c + 1 < n ? "\t" : "\n");
 		}
 		break;
 	case OUTPUT_FLOW:

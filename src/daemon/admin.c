@@ -26,7 +26,8 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
 	evbuffer_free(out);
 }
 
-static void reply_error(struct evhttp_request *req, int code, const char *reason, const char *message)
+static void reply_error(struct evhttp_request *req, int code, const char *reason,
+			const char *message)
 {
 	struct strbuf body = {0};
 	strbuf_append(&body, "{\"error\":");
@@ -59,7 +60,8 @@ static void handle_status(struct evhttp_request *req, void *context)
 	strbuf_append(&body, "{\"site\":");
 	strbuf_append_json_string(&body, daemon->set->site);
 	strbuf_printf(&body, ",\"uptime\":%ld,\"clients\":%u,\"sessions\":%u}\n",
-		      (long)(time(NULL) - daemon->started), daemon->client_count, daemon->session_count);
+		      (long)(time(NULL) - daemon->started), daemon->client_count,
+		      daemon->session_count);
 	reply(req, 200, "OK", "application/json", &body);
 	strbuf_free(&body);
 }
@@ -80,9 +82,9 @@ static void handle_who(struct evhttp_request *req, void *context)
 		/* for the CLI: user, group, backend, client, protocol, since */
 		for (struct session *s = daemon->sessions; s != NULL; s = s->next) {
 			if (filter == NULL || strcmp(s->user, normalized) == 0)
-				strbuf_printf(&body, "%s\t%u\t%s\t%s:%u\t%s\t%ld\n", s->user, s->group_id,
-					      s->backend, s->client_ip, s->client_port, s->protocol,
-					      (long)s->since);
+				strbuf_printf(&body, "%s\t%u\t%s\t%s:%u\t%s\t%ld\n", s->user,
+					      s->group_id, s->backend, s->client_ip, s->client_port,
+					      s->protocol, (long)s->since);
 		}
 		reply(req, 200, "OK", "text/tab-separated-values", &body);
 		strbuf_free(&body);
@@ -103,8 +105,11 @@ static void handle_who(struct evhttp_request *req, void *context)
 		strbuf_append_json_string(&body, s->user);
 		strbuf_printf(&body, ",\"group\":%u,\"backend\":", s->group_id);
 		strbuf_append_json_string(&body, s->backend);
-		strbuf_printf(&body, ",\"client\":\"%s:%u\",\"protocol\":\"%s\",\"session\":\"%s\",\"since\":%ld}",
-			      s->client_ip, s->client_port, s->protocol, s->session_id, (long)s->since);
+		strbuf_printf(&body,
+			      ",\"client\":\"%s:%u\",\"protocol\":\"%s\",\"session\":\"%s\","
+			      "\"since\":%ld}",
+			      s->client_ip, s->client_port, s->protocol, s->session_id,
+			      (long)s->since);
 	}
 	strbuf_append(&body, "]}\n");
 	reply(req, 200, "OK", "application/json", &body);
@@ -153,19 +158,21 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 	       "Client connections open now, pre-login included.", "", daemon->client_count);
 	metric(&body, "mailcluster_sessions", "gauge", "Proxied sessions open now.", "",
 	       daemon->session_count);
-	metric(&body, "mailcluster_connections_total", "counter", "Client connections accepted.", "",
-	       m->connections_total);
+	metric(&body, "mailcluster_connections_total", "counter", "Client connections accepted.",
+	       "", m->connections_total);
 	metric(&body, "mailcluster_connections_refused_total", "counter",
 	       "Client connections refused because client_limit was reached.", "",
 	       m->connections_refused_limit);
-	strbuf_printf(&body, "# HELP mailcluster_logins_total Logins by result.\n"
-			     "# TYPE mailcluster_logins_total counter\n"
-			     "mailcluster_logins_total{result=\"ok\"} %llu\n"
-			     "mailcluster_logins_total{result=\"failed\"} %llu\n"
-			     "mailcluster_logins_total{result=\"unavailable\"} %llu\n"
-			     "mailcluster_logins_total{result=\"refused\"} %llu\n",
+	strbuf_printf(&body,
+		      "# HELP mailcluster_logins_total Logins by result.\n"
+		      "# TYPE mailcluster_logins_total counter\n"
+		      "mailcluster_logins_total{result=\"ok\"} %llu\n"
+		      "mailcluster_logins_total{result=\"failed\"} %llu\n"
+		      "mailcluster_logins_total{result=\"unavailable\"} %llu\n"
+		      "mailcluster_logins_total{result=\"refused\"} %llu\n",
 		      (unsigned long long)m->logins_ok, (unsigned long long)m->logins_failed,
-		      (unsigned long long)m->logins_unavailable, (unsigned long long)m->logins_refused);
+		      (unsigned long long)m->logins_unavailable,
+		      (unsigned long long)m->logins_refused);
 	metric(&body, "mailcluster_group_assignments_total", "counter",
 	       "Groups assigned a backend by this daemon.", "", m->group_assignments);
 	metric(&body, "mailcluster_backend_connect_failures_total", "counter",
@@ -175,7 +182,8 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 	metric(&body, "mailcluster_prelogin_too_long_total", "counter",
 	       "Connections closed for an over-long pre-login command.", "", m->prelogin_too_long);
 	metric(&body, "mailcluster_prelogin_timeouts_total", "counter",
-	       "Connections closed for not logging in within prelogin_timeout.", "", m->prelogin_timeouts);
+	       "Connections closed for not logging in within prelogin_timeout.", "",
+	       m->prelogin_timeouts);
 	metric(&body, "mailcluster_sessions_ended_total", "counter", "Proxied sessions ended.", "",
 	       m->sessions_ended);
 	metric(&body, "mailcluster_sessions_kicked_total", "counter", "Sessions ended by kick.", "",
@@ -192,7 +200,8 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 
 static void handle_other(struct evhttp_request *req, void *context)
 {
-	reply_error(req, 404, "Not Found", "unknown path: see /api/status, /api/who, /api/kick, /metrics");
+	reply_error(req, 404, "Not Found",
+		    "unknown path: see /api/status, /api/who, /api/kick, /metrics");
 }
 
 int admin_start(struct daemon *daemon, const char **error_r)
@@ -213,7 +222,8 @@ int admin_start(struct daemon *daemon, const char **error_r)
 	if (evhttp_bind_socket(daemon->http, daemon->set->admin_listen.host,
 			       (uint16_t)daemon->set->admin_listen.port) < 0) {
 		snprintf(error, sizeof(error), "admin: cannot listen on admin_listen %s:%d: %s",
-			 daemon->set->admin_listen.host, daemon->set->admin_listen.port, strerror(errno));
+			 daemon->set->admin_listen.host, daemon->set->admin_listen.port,
+			 strerror(errno));
 		*error_r = error;
 		evhttp_free(daemon->http);
 		daemon->http = NULL;

@@ -125,7 +125,8 @@ static void login_reset(struct imap_client *client)
 static void client_destroy(struct imap_client *client, const char *reason)
 {
 	if (reason != NULL)
-		log_info("event=disconnect protocol=imap client=%s:%u session=%s state=%s reason=\"%s\"",
+		log_info("event=disconnect protocol=imap client=%s:%u session=%s state=%s "
+			 "reason=\"%s\"",
 			 client->client_ip, client->client_port, client->session_id,
 			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
 	login_reset(client);
@@ -218,7 +219,8 @@ static void login_unavailable(struct imap_client *client, const char *reason)
 		    route->username, route->group_id,
 		    route->backend.name[0] != '\0' ? route->backend.name : "-", client->client_ip,
 		    client->client_port, client->session_id, reason);
-	client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n", client->tag);
+	client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
+		     client->tag);
 	back_to_prelogin(client);
 }
 
@@ -239,10 +241,12 @@ static void backend_failed(struct imap_client *client, const char *what)
 	backend_close(client);
 	long left = ms_until(&client->deadline);
 	if (left > (long)daemon->set->proxy_connect_retry_ms) {
-		log_info("event=backend_retry protocol=imap user=%s backend=%s address=%s attempt=%u "
+		log_info("event=backend_retry protocol=imap user=%s backend=%s address=%s "
+			 "attempt=%u "
 			 "session=%s reason=\"%s\"",
 			 client->route->username, client->route->backend.name,
-			 client->route->backend.address, client->connect_attempts, client->session_id, what);
+			 client->route->backend.address, client->connect_attempts,
+			 client->session_id, what);
 		client->retry_timer = evtimer_new(daemon->base, retry_timer_fired, client);
 		struct timeval tv = {daemon->set->proxy_connect_retry_ms / 1000,
 				     (daemon->set->proxy_connect_retry_ms % 1000) * 1000};
@@ -250,8 +254,8 @@ static void backend_failed(struct imap_client *client, const char *what)
 		return;
 	}
 	char reason[300];
-	snprintf(reason, sizeof(reason), "%s (gave up after %u attempt(s) within proxy_timeout)", what,
-		 client->connect_attempts);
+	snprintf(reason, sizeof(reason), "%s (gave up after %u attempt(s) within proxy_timeout)",
+		 what, client->connect_attempts);
 	login_unavailable(client, reason);
 }
 
@@ -303,8 +307,8 @@ static void start_proxying(struct imap_client *client, const char *tagged_line, 
 		memcpy(to_client + out_len + line_len, "\r\n", 2);
 		if (backend_rest_len > 0)
 			memcpy(to_client + out_len + line_len + 2, backend_rest, backend_rest_len);
-		session->relay = relay_create_fd(daemon->base, daemon->pipe_pool, client_fd, backend_fd,
-						 in, in_len, to_client, to_client_len,
+		session->relay = relay_create_fd(daemon->base, daemon->pipe_pool, client_fd,
+						 backend_fd, in, in_len, to_client, to_client_len,
 						 session_relay_closed, session);
 		free(to_client);
 	}
@@ -324,7 +328,8 @@ static bool backend_line(struct imap_client *client, char *line, size_t len, con
 	case BACKEND_GREETING:
 		if (strncmp(line, "* OK", 4) != 0) {
 			char reason[300];
-			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s", line);
+			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s",
+				 line);
 			backend_failed(client, reason);
 			return false;
 		}
@@ -342,13 +347,16 @@ static bool backend_line(struct imap_client *client, char *line, size_t len, con
 			break;
 		}
 		if (line[0] == '+') {
-			login_unavailable(client, "backend asked for a SASL continuation (no SASL-IR?)");
+			login_unavailable(client,
+					  "backend asked for a SASL continuation (no SASL-IR?)");
 			return false;
 		}
 		size_t tag_len = strlen(client->tag);
-		if (len <= tag_len || strncmp(line, client->tag, tag_len) != 0 || line[tag_len] != ' ') {
+		if (len <= tag_len || strncmp(line, client->tag, tag_len) != 0 ||
+		    line[tag_len] != ' ') {
 			char reason[300];
-			snprintf(reason, sizeof(reason), "unexpected backend reply to login: %.200s", line);
+			snprintf(reason, sizeof(reason),
+				 "unexpected backend reply to login: %.200s", line);
 			login_unavailable(client, reason);
 			return false;
 		}
@@ -361,12 +369,14 @@ static bool backend_line(struct imap_client *client, char *line, size_t len, con
 		client->daemon->metrics.logins_failed++;
 		log_info("event=login result=failed protocol=imap user=%s group=%u backend=%s "
 			 "client=%s:%u session=%s reply=\"%.200s\"",
-			 client->route->username, client->route->group_id, client->route->backend.name,
-			 client->client_ip, client->client_port, client->session_id, status);
+			 client->route->username, client->route->group_id,
+			 client->route->backend.name, client->client_ip, client->client_port,
+			 client->session_id, status);
 		stream_write(client->stream, line, len);
 		stream_write(client->stream, "\r\n", 2);
 		if (++client->auth_failures >= client->daemon->set->auth_failures_max) {
-			client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
+			client_close_after(client,
+					   "* BYE Too many invalid authentication attempts.\r\n",
 					   "too many failed logins");
 			return false;
 		}
@@ -391,8 +401,8 @@ static void backend_send_login(struct imap_client *client)
 			 "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
 			 "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
 			 "%s AUTHENTICATE PLAIN %s\r\n",
-			 client->client_ip, client->client_port, client->local_ip, client->local_port,
-			 client->session_id, PROXY_TTL - 1, client->tag, ir);
+			 client->client_ip, client->client_port, client->local_ip,
+			 client->local_port, client->session_id, PROXY_TTL - 1, client->tag, ir);
 	explicit_bzero(ir, sizeof(ir));
 	/* a fresh connection's send buffer takes these few hundred bytes whole */
 	ssize_t written = -1;
@@ -401,7 +411,8 @@ static void backend_send_login(struct imap_client *client)
 	explicit_bzero(request, sizeof(request));
 	if (written != n) {
 		char reason[256];
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s", client->route->backend.address,
+		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
+			 client->route->backend.address,
 			 written < 0 ? strerror(errno) : "short write");
 		backend_failed(client, reason);
 		return;
@@ -416,14 +427,16 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 		if (client->backend_state == BACKEND_CONNECTING)
 			backend_failed(client, "connect timed out");
 		else
-			login_unavailable(client, "backend did not answer the login within proxy_timeout");
+			login_unavailable(client,
+					  "backend did not answer the login within proxy_timeout");
 		return;
 	}
 	if (client->backend_state == BACKEND_CONNECTING) {
 		/* writable: connected, or failed, which the write reports */
 		event_del(&client->backend_event);
 		long left = ms_until(&client->deadline);
-		struct timeval tv = {left > 0 ? left / 1000 : 0, left > 0 ? (left % 1000) * 1000 : 1000};
+		struct timeval tv = {left > 0 ? left / 1000 : 0,
+				     left > 0 ? (left % 1000) * 1000 : 1000};
 		event_assign(&client->backend_event, client->daemon->base, fd, EV_READ | EV_PERSIST,
 			     backend_io, client);
 		event_add(&client->backend_event, &tv);
@@ -433,10 +446,12 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 
 	if (client->backend_in_len == client->backend_in_size) {
 		if (client->backend_in_size >= BACKEND_LINE_MAX) {
-			login_unavailable(client, "backend sent a line longer than 64 KB during login");
+			login_unavailable(client,
+					  "backend sent a line longer than 64 KB during login");
 			return;
 		}
-		client->backend_in_size = client->backend_in_size == 0 ? 1024 : client->backend_in_size * 4;
+		client->backend_in_size =
+			client->backend_in_size == 0 ? 1024 : client->backend_in_size * 4;
 		client->backend_in = realloc(client->backend_in, client->backend_in_size);
 	}
 	ssize_t n = read(fd, client->backend_in + client->backend_in_len,
@@ -518,42 +533,50 @@ static void client_login(struct imap_client *client, const char *tag, const char
 	struct daemon *daemon = client->daemon;
 	if (!plaintext_allowed(client)) {
 		daemon->metrics.logins_refused++;
-		client_sendf(client,
-			     "%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-			     "(SSL/TLS) connections.\r\n", tag);
+		client_sendf(
+			client,
+			"%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+			"(SSL/TLS) connections.\r\n",
+			tag);
 		return;
 	}
 	if (client->route == NULL)
 		client->route = malloc(sizeof(*client->route));
 	const char *reason;
-	enum route_status status = route_user(daemon->geodb, daemon->route_cache, daemon->set->site, daemon->set->group_count,
-					      user, true, client->route, &reason);
+	enum route_status status =
+		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
+			   daemon->set->group_count, user, true, client->route, &reason);
 	client->tag = strdup(tag);
 	switch (status) {
 	case ROUTE_OK:
 		break;
 	case ROUTE_BAD_USER:
 		daemon->metrics.logins_refused++;
-		log_info("event=login result=refused protocol=imap client=%s:%u session=%s reason=\"%s\"",
+		log_info("event=login result=refused protocol=imap client=%s:%u session=%s "
+			 "reason=\"%s\"",
 			 client->client_ip, client->client_port, client->session_id, reason);
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+			     tag);
 		login_reset(client);
 		if (++client->auth_failures >= daemon->set->auth_failures_max)
-			client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
+			client_close_after(client,
+					   "* BYE Too many invalid authentication attempts.\r\n",
 					   "too many failed logins");
 		return;
 	case ROUTE_UNAVAILABLE:
 		login_unavailable(client, reason);
 		return;
 	case ROUTE_ERROR:
-		log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username, reason);
+		log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username,
+			  reason);
 		login_unavailable(client, reason);
 		return;
 	}
 	if (client->route->assigned_now) {
 		daemon->metrics.group_assignments++;
-		log_info("event=group_assign group=%u backend=%s site=%s user=%s", client->route->group_id,
-			 client->route->backend.name, client->route->group.site, client->route->username);
+		log_info("event=group_assign group=%u backend=%s site=%s user=%s",
+			 client->route->group_id, client->route->backend.name,
+			 client->route->group.site, client->route->username);
 	}
 	client->login_user = strdup(user);
 	client->login_password = strdup(password);
@@ -583,11 +606,14 @@ static void cmd_authenticate_response(struct imap_client *client, const char *ta
 		client_sendf(client, "%s BAD Authentication aborted by client.\r\n", tag);
 		return;
 	}
-	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) < 0) {
+	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
+	    0) {
 		client->daemon->metrics.logins_refused++;
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n", tag, error);
+		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n",
+			     tag, error);
 		if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-			client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
+			client_close_after(client,
+					   "* BYE Too many invalid authentication attempts.\r\n",
 					   "too many failed logins");
 		return;
 	}
@@ -630,46 +656,64 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 	char caps[256];
 	if (strcasecmp(name, "CAPABILITY") == 0) {
 		capability_string(client, caps, sizeof(caps));
-		client_sendf(client, "* CAPABILITY %s\r\n%s OK Pre-login capabilities listed, post-login "
-				     "capabilities have more.\r\n", caps, tag);
+		client_sendf(client,
+			     "* CAPABILITY %s\r\n%s OK Pre-login capabilities listed, post-login "
+			     "capabilities have more.\r\n",
+			     caps, tag);
 	} else if (strcasecmp(name, "NOOP") == 0) {
 		client_sendf(client, "%s OK NOOP completed.\r\n", tag);
 	} else if (strcasecmp(name, "LOGOUT") == 0) {
 		char line[256];
-		snprintf(line, sizeof(line), "* BYE Logging out\r\n%s OK Logout completed.\r\n", tag);
+		snprintf(line, sizeof(line), "* BYE Logging out\r\n%s OK Logout completed.\r\n",
+			 tag);
 		client_close_after(client, line, "logged out before login");
 		return false;
 	} else if (strcasecmp(name, "ID") == 0) {
-		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n", tag);
+		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n",
+			     tag);
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
 		return cmd_starttls(client, tag);
 	} else if (strcasecmp(name, "LOGIN") == 0) {
-		if (cmd->arg_count != 2 || !arg_is_string(&cmd->args[0]) || !arg_is_string(&cmd->args[1])) {
-			client_sendf(client, "%s BAD Error in IMAP command LOGIN: expected username and password.\r\n", tag);
+		if (cmd->arg_count != 2 || !arg_is_string(&cmd->args[0]) ||
+		    !arg_is_string(&cmd->args[1])) {
+			client_sendf(client,
+				     "%s BAD Error in IMAP command LOGIN: expected username and "
+				     "password.\r\n",
+				     tag);
 			return true;
 		}
 		client_login(client, tag, cmd->args[0].str, cmd->args[1].str);
 		return client->state == STATE_PRELOGIN;
 	} else if (strcasecmp(name, "AUTHENTICATE") == 0) {
-		if (cmd->arg_count < 1 || cmd->arg_count > 2 || cmd->args[0].type != IMAP_ARG_ATOM ||
+		if (cmd->arg_count < 1 || cmd->arg_count > 2 ||
+		    cmd->args[0].type != IMAP_ARG_ATOM ||
 		    (cmd->arg_count == 2 && !arg_is_string(&cmd->args[1]))) {
-			client_sendf(client, "%s BAD Error in IMAP command AUTHENTICATE: expected a mechanism.\r\n", tag);
+			client_sendf(client,
+				     "%s BAD Error in IMAP command AUTHENTICATE: expected a "
+				     "mechanism.\r\n",
+				     tag);
 			return true;
 		}
 		if (strcasecmp(cmd->args[0].str, "PLAIN") != 0) {
-			client_sendf(client, "%s NO [CANNOT] Unsupported authentication mechanism.\r\n", tag);
+			client_sendf(client,
+				     "%s NO [CANNOT] Unsupported authentication mechanism.\r\n",
+				     tag);
 			return true;
 		}
 		if (!plaintext_allowed(client)) {
 			client->daemon->metrics.logins_refused++;
-			client_sendf(client, "%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
-					     "non-secure (SSL/TLS) connections.\r\n", tag);
+			client_sendf(
+				client,
+				"%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
+				"non-secure (SSL/TLS) connections.\r\n",
+				tag);
 			return true;
 		}
 		if (cmd->arg_count == 2) {
 			const char *ir = cmd->args[1].str;
 			/* "=" is an empty initial response (RFC 4959) */
-			cmd_authenticate_response(client, tag, ir, strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
+			cmd_authenticate_response(client, tag, ir,
+						  strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
 			return client->state == STATE_PRELOGIN;
 		}
 		client->tag = strdup(tag);
@@ -687,7 +731,8 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 		    strcasecmp(name, "FETCH") == 0 || strcasecmp(name, "IDLE") == 0)
 			client_sendf(client, "%s BAD Command not allowed before login.\r\n", tag);
 		else
-			client_sendf(client, "%s BAD Error in IMAP command received by server.\r\n", tag);
+			client_sendf(client, "%s BAD Error in IMAP command received by server.\r\n",
+				     tag);
 	}
 	return true;
 }
@@ -700,7 +745,8 @@ static bool handle_auth_response(struct imap_client *client, const char *data, s
 	if (lf == NULL) {
 		if (len > max) {
 			client->daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "* BYE Line too long.\r\n", "SASL response too long");
+			client_close_after(client, "* BYE Line too long.\r\n",
+					   "SASL response too long");
 		}
 		return false;
 	}
@@ -753,18 +799,21 @@ static void client_input(void *context)
 			continue;
 		case IMAP_PARSE_TOO_LONG:
 			daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "* BYE Line too long.\r\n", "pre-login command too long");
+			client_close_after(client, "* BYE Line too long.\r\n",
+					   "pre-login command too long");
 			return;
 		case IMAP_PARSE_ERROR:
 			stream_consume(client->stream, consumed);
 			daemon->metrics.prelogin_bad_commands++;
 			if (++client->bad_commands >= daemon->set->bad_commands_max) {
-				client_close_after(client, "* BYE Too many invalid IMAP commands.\r\n",
+				client_close_after(client,
+						   "* BYE Too many invalid IMAP commands.\r\n",
 						   "too many invalid commands");
 				return;
 			}
 			client_sendf(client, "%s BAD Error in IMAP command: %s.\r\n",
-				     cmd.tag != NULL ? cmd.tag : "*", error != NULL ? error : "syntax error");
+				     cmd.tag != NULL ? cmd.tag : "*",
+				     error != NULL ? error : "syntax error");
 			continue;
 		case IMAP_PARSE_COMMAND:
 			/* the command's strings live in the parser's scratch,
@@ -785,19 +834,22 @@ void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *re
 	client->daemon = daemon;
 	client->backend_fd = -1;
 	daemon->client_count++;
-	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip), &client->client_port);
+	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
+			   &client->client_port);
 	struct sockaddr_storage local_buf;
 	socklen_t local_len = sizeof(local_buf);
 	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
 		local = (struct sockaddr *)&local_buf;
 	if (local != NULL)
-		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip), &client->local_port);
+		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip),
+				   &client->local_port);
 	session_id_generate(daemon, client->session_id);
 	client->secured = implicit_tls || net_sockaddr_is_loopback(remote);
 	client->parser = imap_parser_create(daemon->set->prelogin_line_max);
-	client->stream = stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
-				       daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
-				       &client_stream_callbacks, client);
+	client->stream =
+		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
+			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
+			      &client_stream_callbacks, client);
 	log_debug("event=connect protocol=imap client=%s:%u session=%s tls=%s", client->client_ip,
 		  client->client_port, client->session_id, implicit_tls ? "yes" : "no");
 	char caps[256];

@@ -66,8 +66,9 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
 			(void)ignored;
 		}
 		close(fd);
-		log_warning("event=connection_refused listener=%s reason=\"client_limit %u reached\"",
-			    lc->name, daemon->set->client_limit);
+		log_warning(
+			"event=connection_refused listener=%s reason=\"client_limit %u reached\"",
+			lc->name, daemon->set->client_limit);
 		return;
 	}
 	imap_client_create(daemon, fd, addr, lc->local_known ? (struct sockaddr *)&lc->local : NULL,
@@ -106,7 +107,8 @@ static int listen_on(struct daemon *daemon, const struct listen_addr *addr, cons
 	else
 		snprintf(spec, sizeof(spec), "%s:%d", addr->host, addr->port);
 	if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &ss_len) < 0) {
-		snprintf(error, sizeof(error), "listen %s = %s: not an IP address and port", name, spec);
+		snprintf(error, sizeof(error), "listen %s = %s: not an IP address and port", name,
+			 spec);
 		*error_r = error;
 		return -1;
 	}
@@ -132,10 +134,11 @@ static int listen_on(struct daemon *daemon, const struct listen_addr *addr, cons
 	 * here instead of twice per connection */
 	net_set_tcp_options(evconnlistener_get_fd(lc->listener));
 	struct sockaddr_in6 any6 = {.sin6_family = AF_INET6};
-	bool wildcard = (ss.ss_family == AF_INET &&
-			 ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
-			(ss.ss_family == AF_INET6 &&
-			 memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr, &any6.sin6_addr, 16) == 0);
+	bool wildcard =
+		(ss.ss_family == AF_INET &&
+		 ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+		(ss.ss_family == AF_INET6 &&
+		 memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr, &any6.sin6_addr, 16) == 0);
 	if (!wildcard) {
 		memcpy(&lc->local, &ss, sizeof(ss));
 		lc->local_known = true;
@@ -159,7 +162,8 @@ static void stop_listeners(struct daemon *daemon)
 static void on_signal(evutil_socket_t sig, short what, void *context)
 {
 	struct daemon *daemon = context;
-	log_info("event=shutdown signal=%s sessions=%u", strsignal((int)sig), daemon->session_count);
+	log_info("event=shutdown signal=%s sessions=%u", strsignal((int)sig),
+		 daemon->session_count);
 	event_base_loopexit(daemon->base, NULL);
 }
 
@@ -250,12 +254,17 @@ int main(int argc, char **argv)
 	struct geodb_site site;
 	int found = geodb_site_get(daemon.geodb, daemon.set->site, &site, &error);
 	if (found == 0)
-		log_warning("event=config_warning reason=\"site %s is not in the GeoDB yet: add it with "
-			    "'mailcluster site add %s' and add its backends; logins fail with UNAVAILABLE "
-			    "until then\"", daemon.set->site, daemon.set->site);
+		log_warning("event=config_warning reason=\"site %s is not in the GeoDB yet: add it "
+			    "with "
+			    "'mailcluster site add %s' and add its backends; logins fail with "
+			    "UNAVAILABLE "
+			    "until then\"",
+			    daemon.set->site, daemon.set->site);
 
 	if (daemon.set->listen_imap.port == 0 && daemon.set->listen_imaps.port == 0) {
-		fprintf(stderr, "mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT }\n",
+		fprintf(stderr,
+			"mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT "
+			"}\n",
 			config_path);
 		return 1;
 	}

@@ -40,12 +40,14 @@ static void session_destroy(struct session *s, const char *reason)
 	daemon->metrics.bytes_client_to_backend += stats.bytes_client_to_backend;
 	daemon->metrics.bytes_backend_to_client += stats.bytes_backend_to_client;
 	daemon->metrics.sessions_ended++;
-	log_info("event=session_end protocol=%s user=%s group=%u backend=%s client=%s:%u session=%s "
-		 "duration=%lds bytes_in=%llu bytes_out=%llu reason=\"%s\"",
-		 s->protocol, s->user, s->group_id, s->backend, s->client_ip, s->client_port,
-		 s->session_id, (long)(time(NULL) - s->since),
-		 (unsigned long long)stats.bytes_client_to_backend,
-		 (unsigned long long)stats.bytes_backend_to_client, reason != NULL ? reason : "closed");
+	log_info(
+		"event=session_end protocol=%s user=%s group=%u backend=%s client=%s:%u session=%s "
+		"duration=%lds bytes_in=%llu bytes_out=%llu reason=\"%s\"",
+		s->protocol, s->user, s->group_id, s->backend, s->client_ip, s->client_port,
+		s->session_id, (long)(time(NULL) - s->since),
+		(unsigned long long)stats.bytes_client_to_backend,
+		(unsigned long long)stats.bytes_backend_to_client,
+		reason != NULL ? reason : "closed");
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else

@@ -282,7 +282,8 @@ static void dir_readable(evutil_socket_t fd, short what, void *context)
 		if (errno == EAGAIN || errno == EINTR)
 			return;
 		char reason[128];
-		int from_side = (int)(dir - relay->dirs) == DIR_TO_BACKEND ? DIR_TO_CLIENT : DIR_TO_BACKEND;
+		int from_side =
+			(int)(dir - relay->dirs) == DIR_TO_BACKEND ? DIR_TO_CLIENT : DIR_TO_BACKEND;
 		snprintf(reason, sizeof(reason), "read from %s failed: %s", side_name(from_side),
 			 strerror(errno));
 		relay_finish(relay, reason);
@@ -317,8 +318,8 @@ static void dir_init(struct relay *relay, struct relay_dir *dir, int from, int t
 	}
 }
 
-struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *pool,
-			      int client_fd, int backend_fd, const void *pending_to_backend,
+struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *pool, int client_fd,
+			      int backend_fd, const void *pending_to_backend,
 			      size_t pending_to_backend_len, const void *pending_to_client,
 			      size_t pending_to_client_len, relay_closed_callback *callback,
 			      void *context)
@@ -414,11 +415,14 @@ static void bev_event(struct bufferevent *bev, short what, void *context)
 		char reason[256];
 		unsigned long ssl_err = bufferevent_get_openssl_error(bev);
 		if (ssl_err != 0)
-			snprintf(reason, sizeof(reason), "%s TLS error: %s", i == 0 ? "client" : "backend",
-				 ERR_reason_error_string(ssl_err) != NULL ? ERR_reason_error_string(ssl_err) : "unknown");
+			snprintf(reason, sizeof(reason), "%s TLS error: %s",
+				 i == 0 ? "client" : "backend",
+				 ERR_reason_error_string(ssl_err) != NULL
+					 ? ERR_reason_error_string(ssl_err)
+					 : "unknown");
 		else
-			snprintf(reason, sizeof(reason), "%s connection error: %s", i == 0 ? "client" : "backend",
-				 strerror(EVUTIL_SOCKET_ERROR()));
+			snprintf(reason, sizeof(reason), "%s connection error: %s",
+				 i == 0 ? "client" : "backend", strerror(EVUTIL_SOCKET_ERROR()));
 		relay_finish(relay, reason);
 	}
 }

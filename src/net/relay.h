@@ -39,8 +39,8 @@ void relay_pipe_pool_destroy(struct relay_pipe_pool **pool);
 /* Relays between two plain sockets (non-blocking; the relay owns and closes
  * them).  pending_* are bytes already read from one side during login, to be
  * written to the other side first. */
-struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *pool,
-			      int client_fd, int backend_fd, const void *pending_to_backend,
+struct relay *relay_create_fd(struct event_base *base, struct relay_pipe_pool *pool, int client_fd,
+			      int backend_fd, const void *pending_to_backend,
 			      size_t pending_to_backend_len, const void *pending_to_client,
 			      size_t pending_to_client_len, relay_closed_callback *callback,
 			      void *context);

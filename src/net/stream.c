@@ -84,7 +84,8 @@ static void plain_readable(evutil_socket_t fd, short what, void *context)
 static bool plain_flush(struct stream *stream)
 {
 	while (stream->out_off < stream->out_len) {
-		ssize_t n = write(stream->fd, stream->out + stream->out_off, stream->out_len - stream->out_off);
+		ssize_t n = write(stream->fd, stream->out + stream->out_off,
+				  stream->out_len - stream->out_off);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
 				struct timeval tv = {STREAM_FLUSH_TIMEOUT_SECS, 0};
@@ -174,7 +175,8 @@ static void tls_event(struct bufferevent *bev, short what, void *context)
 		ERR_error_string_n(ssl_err, detail, sizeof(detail));
 		snprintf(reason, sizeof(reason), "TLS error: %s", detail);
 	} else {
-		snprintf(reason, sizeof(reason), "connection error: %s", strerror(EVUTIL_SOCKET_ERROR()));
+		snprintf(reason, sizeof(reason), "connection error: %s",
+			 strerror(EVUTIL_SOCKET_ERROR()));
 	}
 	stream->callbacks->closed(stream->context, reason);
 }
@@ -182,8 +184,8 @@ static void tls_event(struct bufferevent *bev, short what, void *context)
 static void tls_start(struct stream *stream, SSL_CTX *ssl_ctx)
 {
 	SSL *ssl = SSL_new(ssl_ctx);
-	stream->bev = bufferevent_openssl_socket_new(stream->base, stream->fd, ssl,
-						     BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	stream->bev = bufferevent_openssl_socket_new(
+		stream->base, stream->fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_set_timeouts(stream->bev, &stream->idle_timeout, NULL);
 	/* stop reading once more than a whole command is buffered */
 	bufferevent_setwatermark(stream->bev, EV_READ, 0, stream->input_max + 1024);
@@ -388,7 +390,8 @@ int stream_starttls(struct stream *stream, SSL_CTX *ssl_ctx, const char *reply,
 	plain_queue(stream, reply, strlen(reply));
 	/* the reply must be out before the handshake starts */
 	while (stream->out_off < stream->out_len) {
-		ssize_t n = write(stream->fd, stream->out + stream->out_off, stream->out_len - stream->out_off);
+		ssize_t n = write(stream->fd, stream->out + stream->out_off,
+				  stream->out_len - stream->out_off);
 		if (n <= 0) {
 			snprintf(error, sizeof(error), "cannot write the STARTTLS reply: %s",
 				 n < 0 ? strerror(errno) : "nothing written");

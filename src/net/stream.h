@@ -43,7 +43,8 @@ bool stream_is_tls(const struct stream *stream);
 const char *stream_input(struct stream *stream, size_t *len_r);
 void stream_consume(struct stream *stream, size_t len);
 void stream_write(struct stream *stream, const void *data, size_t len);
-void stream_printf(struct stream *stream, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void stream_printf(struct stream *stream, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 void stream_read_enable(struct stream *stream, bool enable);
 /* Stops reading; calls flushed once everything written is out (or after
  * 5 seconds of the peer not reading). */

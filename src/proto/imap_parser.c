@@ -33,13 +33,13 @@ struct imap_parser {
 
 	/* Per-command state, cleared by imap_parser_reset_command(). */
 	struct imap_command cmd; /* built up as segments are parsed */
-	size_t seg_start;	 /* offset of the segment not yet parsed */
-	size_t scan_pos;	 /* bytes before this offset hold no LF */
-	unsigned depth;		 /* open parenthesised lists */
-	bool in_literal;	 /* waiting for a literal's data */
-	bool literal_sync;	 /* {N}, not {N+} */
-	bool literal_continued;	 /* CONTINUE already returned for it */
-	size_t literal_start;	 /* offset of the literal's first byte */
+	size_t seg_start;        /* offset of the segment not yet parsed */
+	size_t scan_pos;         /* bytes before this offset hold no LF */
+	unsigned depth;          /* open parenthesised lists */
+	bool in_literal;         /* waiting for a literal's data */
+	bool literal_sync;       /* {N}, not {N+} */
+	bool literal_continued;  /* CONTINUE already returned for it */
+	size_t literal_start;    /* offset of the literal's first byte */
 	size_t literal_size;
 	/* Set once the command is known to be bad; the rest of it is then
 	 * only skipped until its end. */
@@ -51,7 +51,7 @@ struct imap_parser {
 };
 
 enum segment_result {
-	SEGMENT_END,	  /* the command ends with this segment */
+	SEGMENT_END,      /* the command ends with this segment */
 	SEGMENT_LITERAL,  /* literal data follows; p->literal_* are set */
 	SEGMENT_TOO_LONG, /* the announced literal cannot fit */
 };
@@ -151,8 +151,7 @@ bool imap_arg_get_astring(const struct imap_arg *arg, const char **str_r)
 }
 
 /* Record the first error of the command; the rest of it is skipped. */
-static enum segment_result segment_error(struct imap_parser *p,
-					 const char *error)
+static enum segment_result segment_error(struct imap_parser *p, const char *error)
 {
 	p->error = error;
 	return SEGMENT_END;
@@ -160,8 +159,7 @@ static enum segment_result segment_error(struct imap_parser *p,
 
 /* Copy n bytes to scratch and NUL-terminate them; NULL if out of room,
  * which the size argument in the file comment says cannot happen. */
-static const char *scratch_add(struct imap_parser *p, const unsigned char *s,
-			       size_t n)
+static const char *scratch_add(struct imap_parser *p, const unsigned char *s, size_t n)
 {
 	char *dst;
 
@@ -174,8 +172,7 @@ static const char *scratch_add(struct imap_parser *p, const unsigned char *s,
 	return dst;
 }
 
-static bool add_arg(struct imap_parser *p, enum imap_arg_type type,
-		    const char *str, size_t len)
+static bool add_arg(struct imap_parser *p, enum imap_arg_type type, const char *str, size_t len)
 {
 	struct imap_arg *arg;
 
@@ -192,8 +189,7 @@ static bool add_arg(struct imap_parser *p, enum imap_arg_type type,
 
 /* Parse the quoted string starting at s[*i] == '"'.  Returns false with
  * p->error set on failure. */
-static bool parse_quoted(struct imap_parser *p, const unsigned char *s,
-			 size_t n, size_t *i)
+static bool parse_quoted(struct imap_parser *p, const unsigned char *s, size_t n, size_t *i)
 {
 	size_t pos = *i + 1;
 	char *start, *out;
@@ -243,10 +239,8 @@ static bool parse_quoted(struct imap_parser *p, const unsigned char *s,
 
 /* Parse "{digits}" or "{digits+}" at s[i..n); it must end the segment.
  * next_offset is where the literal's data starts in the input. */
-static enum segment_result parse_literal_header(struct imap_parser *p,
-						const unsigned char *s,
-						size_t n, size_t i,
-						size_t next_offset)
+static enum segment_result parse_literal_header(struct imap_parser *p, const unsigned char *s,
+						size_t n, size_t i, size_t next_offset)
 {
 	size_t size = 0, digits = 0;
 	bool sync = true;
@@ -281,8 +275,7 @@ static enum segment_result parse_literal_header(struct imap_parser *p,
 
 /* Parse one segment s[0..n) (line end already stripped).  On a syntax error
  * this returns SEGMENT_END with p->error set. */
-static enum segment_result parse_segment(struct imap_parser *p,
-					 const unsigned char *s, size_t n,
+static enum segment_result parse_segment(struct imap_parser *p, const unsigned char *s, size_t n,
 					 size_t next_offset)
 {
 	size_t i = 0, start;
@@ -309,8 +302,7 @@ static enum segment_result parse_segment(struct imap_parser *p,
 		if (i == start)
 			return segment_error(p, "invalid command name");
 		if (i < n && s[i] != ' ')
-			return segment_error(p,
-					     "invalid character in command name");
+			return segment_error(p, "invalid character in command name");
 		p->cmd.name = scratch_add(p, s + start, i - start);
 		if (p->cmd.name == NULL)
 			return segment_error(p, "command too long");
@@ -332,8 +324,7 @@ static enum segment_result parse_segment(struct imap_parser *p,
 		if (want_sep) {
 			if (c == ')') {
 				if (p->depth == 0)
-					return segment_error(p,
-							     "unexpected ')'");
+					return segment_error(p, "unexpected ')'");
 				if (!add_arg(p, IMAP_ARG_LIST_END, NULL, 0))
 					return SEGMENT_END;
 				p->depth--;
@@ -341,12 +332,10 @@ static enum segment_result parse_segment(struct imap_parser *p,
 				continue;
 			}
 			if (c != ' ')
-				return segment_error(
-					p, "missing space between arguments");
+				return segment_error(p, "missing space between arguments");
 			i++;
 			if (i == n)
-				return segment_error(p,
-						     "unexpected space at end of line");
+				return segment_error(p, "unexpected space at end of line");
 			want_sep = false;
 			just_opened = false;
 			continue;
@@ -382,10 +371,8 @@ static enum segment_result parse_segment(struct imap_parser *p,
 			while (i < n && is_astring_char(s[i]))
 				i++;
 			if (i == start)
-				return segment_error(
-					p, "invalid character in argument");
-			if (i - start == 3 &&
-			    strncasecmp((const char *)s + start, "NIL", 3) == 0) {
+				return segment_error(p, "invalid character in argument");
+			if (i - start == 3 && strncasecmp((const char *)s + start, "NIL", 3) == 0) {
 				if (!add_arg(p, IMAP_ARG_NIL, NULL, 0))
 					return SEGMENT_END;
 				break;
@@ -411,8 +398,7 @@ static enum segment_result parse_segment(struct imap_parser *p,
  * data without waiting, so the data belongs to this command and must not be
  * mistaken for the next one.  A synchronising literal is never continued
  * once the command is bad, so its data never comes. */
-static enum segment_result skip_segment(struct imap_parser *p,
-					const unsigned char *s, size_t n,
+static enum segment_result skip_segment(struct imap_parser *p, const unsigned char *s, size_t n,
 					size_t next_offset)
 {
 	size_t i, size = 0, mult = 1;
@@ -443,8 +429,7 @@ static enum segment_result skip_segment(struct imap_parser *p,
 }
 
 /* The literal's data d[0..size) has arrived. */
-static void literal_done(struct imap_parser *p, const unsigned char *d,
-			 size_t size)
+static void literal_done(struct imap_parser *p, const unsigned char *d, size_t size)
 {
 	const char *str;
 
@@ -472,10 +457,8 @@ static void fill_partial(const struct imap_parser *p, struct imap_command *cmd)
 	cmd->arg_count = 0;
 }
 
-enum imap_parse_status imap_parser_parse(struct imap_parser *p,
-					 const char *data, size_t len,
-					 struct imap_command *cmd,
-					 size_t *consumed_r,
+enum imap_parse_status imap_parser_parse(struct imap_parser *p, const char *data, size_t len,
+					 struct imap_command *cmd, size_t *consumed_r,
 					 const char **error_r)
 {
 	const unsigned char *d = (const unsigned char *)data;
@@ -501,8 +484,7 @@ enum imap_parse_status imap_parser_parse(struct imap_parser *p,
 		if (p->in_literal) {
 			size_t end = p->literal_start + p->literal_size;
 
-			if (p->error == NULL && p->literal_sync &&
-			    !p->literal_continued) {
+			if (p->error == NULL && p->literal_sync && !p->literal_continued) {
 				p->literal_continued = true;
 				fill_partial(p, cmd);
 				return IMAP_PARSE_CONTINUE;
@@ -512,8 +494,7 @@ enum imap_parse_status imap_parser_parse(struct imap_parser *p,
 				return IMAP_PARSE_MORE;
 			}
 			if (p->error == NULL)
-				literal_done(p, d + p->literal_start,
-					     p->literal_size);
+				literal_done(p, d + p->literal_start, p->literal_size);
 			p->in_literal = false;
 			p->seg_start = p->scan_pos = end;
 		}
@@ -540,11 +521,10 @@ enum imap_parse_status imap_parser_parse(struct imap_parser *p,
 
 		res = SEGMENT_END;
 		if (p->error == NULL)
-			res = parse_segment(p, d + p->seg_start,
-					    seg_end - p->seg_start, lf_off + 1);
+			res = parse_segment(p, d + p->seg_start, seg_end - p->seg_start,
+					    lf_off + 1);
 		if (res == SEGMENT_END && p->error != NULL)
-			res = skip_segment(p, d + p->seg_start,
-					   seg_end - p->seg_start, lf_off + 1);
+			res = skip_segment(p, d + p->seg_start, seg_end - p->seg_start, lf_off + 1);
 		if (res == SEGMENT_TOO_LONG) {
 			p->too_long = true;
 			fill_partial(p, cmd);

@@ -82,10 +82,8 @@ void imap_parser_destroy(struct imap_parser **parser);
  * CONTINUE and TOO_LONG, *consumed_r is 0, cmd->arg_count is 0 and cmd->tag
  * and cmd->name are whatever has been parsed so far (or NULL); *error_r is
  * NULL except for ERROR. */
-enum imap_parse_status imap_parser_parse(struct imap_parser *parser,
-					 const char *data, size_t len,
-					 struct imap_command *cmd,
-					 size_t *consumed_r,
+enum imap_parse_status imap_parser_parse(struct imap_parser *parser, const char *data, size_t len,
+					 struct imap_command *cmd, size_t *consumed_r,
 					 const char **error_r);
 
 /* Forget the pending command (and a TOO_LONG verdict), e.g. after STARTTLS

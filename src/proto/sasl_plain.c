@@ -4,9 +4,8 @@
 
 #include <string.h>
 
-int sasl_plain_decode(const char *b64, size_t b64_len, char *buf,
-		      size_t buf_size, const char **authzid_r,
-		      const char **authcid_r, const char **passwd_r,
+int sasl_plain_decode(const char *b64, size_t b64_len, char *buf, size_t buf_size,
+		      const char **authzid_r, const char **authcid_r, const char **passwd_r,
 		      const char **error_r)
 {
 	const char *authzid, *authcid, *passwd, *nul1, *nul2;
@@ -34,9 +33,7 @@ int sasl_plain_decode(const char *b64, size_t b64_len, char *buf,
 	buf[len] = '\0';
 
 	nul1 = memchr(buf, '\0', len);
-	nul2 = nul1 == NULL ? NULL :
-			      memchr(nul1 + 1, '\0',
-				     len - (size_t)(nul1 + 1 - buf));
+	nul2 = nul1 == NULL ? NULL : memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - buf));
 	if (nul1 == NULL || nul2 == NULL ||
 	    memchr(nul2 + 1, '\0', len - (size_t)(nul2 + 1 - buf)) != NULL) {
 		*error_r = "PLAIN response must contain exactly two NUL separators";
@@ -74,8 +71,8 @@ int sasl_plain_decode(const char *b64, size_t b64_len, char *buf,
 /* The byte at offset i of the virtual message "NUL authcid NUL passwd".
  * Encoding from pieces avoids copying the password into a temporary buffer
  * that would then need wiping, and needs no length limit. */
-static unsigned char plain_byte(const char *authcid, size_t authcid_len,
-				const char *passwd, size_t i)
+static unsigned char plain_byte(const char *authcid, size_t authcid_len, const char *passwd,
+				size_t i)
 {
 	if (i == 0 || i == authcid_len + 1)
 		return 0;
@@ -84,8 +81,7 @@ static unsigned char plain_byte(const char *authcid, size_t authcid_len,
 	return (unsigned char)passwd[i - authcid_len - 2];
 }
 
-int sasl_plain_encode(const char *authcid, const char *passwd, char *dst,
-		      size_t dst_size)
+int sasl_plain_encode(const char *authcid, const char *passwd, char *dst, size_t dst_size)
 {
 	size_t authcid_len = strlen(authcid);
 	size_t passwd_len = strlen(passwd);
@@ -98,8 +94,7 @@ int sasl_plain_encode(const char *authcid, const char *passwd, char *dst,
 		size_t n = total - i < 3 ? total - i : 3;
 
 		for (size_t j = 0; j < n; j++)
-			group[j] = plain_byte(authcid, authcid_len, passwd,
-					      i + j);
+			group[j] = plain_byte(authcid, authcid_len, passwd, i + j);
 		/* Each call also writes a NUL, which the next group
 		 * overwrites; the last one terminates dst. */
 		base64_encode(group, n, dst);

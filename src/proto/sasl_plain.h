@@ -21,14 +21,12 @@
  * have exactly two NULs, authcid or passwd is empty, a part exceeds 255
  * bytes, the response does not fit into buf, or a non-empty authzid differs
  * from authcid (proxy authorisation is not supported). */
-int sasl_plain_decode(const char *b64, size_t b64_len, char *buf,
-		      size_t buf_size, const char **authzid_r,
-		      const char **authcid_r, const char **passwd_r,
+int sasl_plain_decode(const char *b64, size_t b64_len, char *buf, size_t buf_size,
+		      const char **authzid_r, const char **authcid_r, const char **passwd_r,
 		      const char **error_r);
 
 /* Write the base64 of "NUL authcid NUL passwd" (no authzid) to dst and
  * NUL-terminate it.  Returns 0, or -1 if it does not fit into dst_size. */
-int sasl_plain_encode(const char *authcid, const char *passwd, char *dst,
-		      size_t dst_size);
+int sasl_plain_encode(const char *authcid, const char *passwd, char *dst, size_t dst_size);
 
 #endif

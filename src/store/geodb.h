@@ -70,8 +70,8 @@ struct geodb_backend_load {
 /* Opens spec ("sqlite:PATH"), creating the schema if the file is new.
  * writer names this process in every row it writes.  busy_timeout_ms bounds
  * how long a call waits for another process's write lock. */
-int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms,
-	       struct geodb **db_r, const char **error_r);
+int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, struct geodb **db_r,
+	       const char **error_r);
 void geodb_close(struct geodb **db);
 
 /* A read transaction around several reads: one lock round-trip instead of
@@ -100,8 +100,8 @@ int geodb_site_list(struct geodb *db, struct geodb_site **sites_r, size_t *count
 		    const char **error_r);
 
 /* Adds in standby with load factor 100. */
-int geodb_backend_add(struct geodb *db, const char *site, const char *name,
-		      const char *address, const char **error_r);
+int geodb_backend_add(struct geodb *db, const char *site, const char *name, const char *address,
+		      const char **error_r);
 int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 			 const char **error_r);
 /* Refuses an online backend; unassigns the groups of the removed one and
@@ -121,8 +121,7 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
 /* Conditional insert: stores *group if the group has no row yet.  Either
  * way *group is filled with the row that is stored afterwards, so two
  * writers racing agree.  Returns 1 if ours was stored, 0 if another won. */
-int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group,
-				 const char **error_r);
+int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r);
 /* Direct move: sets the group's site and backend, epoch + 1. */
 int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r);

@@ -22,7 +22,8 @@ static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS sites ("
 	" name TEXT PRIMARY KEY, status TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '',"
-	" load_balancer TEXT NOT NULL DEFAULT '', updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);"
+	" load_balancer TEXT NOT NULL DEFAULT '', updated_by TEXT NOT NULL, updated_at INTEGER NOT "
+	"NULL);"
 	"CREATE TABLE IF NOT EXISTS backends ("
 	" name TEXT PRIMARY KEY, site TEXT NOT NULL, address TEXT NOT NULL, status TEXT NOT NULL,"
 	" load_factor INTEGER NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);"
@@ -47,12 +48,16 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[STMT_COUNT] = {
-	[STMT_GROUP_GET] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM groups WHERE group_id = ?",
-	[STMT_GROUP_INSERT] = "INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
-			      " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING",
-	[STMT_USER_GET] = "SELECT username, group_id, written_by, written_at FROM users WHERE username = ?",
-	[STMT_BACKEND_GET] = "SELECT name, site, address, status, load_factor, updated_by, updated_at"
-			     " FROM backends WHERE name = ?",
+	[STMT_GROUP_GET] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
+			   "groups WHERE group_id = ?",
+	[STMT_GROUP_INSERT] =
+		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
+		" VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING",
+	[STMT_USER_GET] =
+		"SELECT username, group_id, written_by, written_at FROM users WHERE username = ?",
+	[STMT_BACKEND_GET] =
+		"SELECT name, site, address, status, load_factor, updated_by, updated_at"
+		" FROM backends WHERE name = ?",
 	[STMT_BEGIN] = "BEGIN",
 	[STMT_COMMIT] = "COMMIT",
 };
@@ -82,7 +87,8 @@ static int fail(struct geodb *db, const char **error_r, const char *fmt, ...)
 
 static int sql_fail(struct geodb *db, const char **error_r, const char *what)
 {
-	return fail(db, error_r, "geodb: %s failed on %s: %s", what, db->path, sqlite3_errmsg(db->sqlite));
+	return fail(db, error_r, "geodb: %s failed on %s: %s", what, db->path,
+		    sqlite3_errmsg(db->sqlite));
 }
 
 static int64_t now_seconds(void)
@@ -100,7 +106,8 @@ static int exec(struct geodb *db, const char *sql, const char **error_r)
 {
 	char *msg = NULL;
 	if (sqlite3_exec(db->sqlite, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		fail(db, error_r, "geodb: %s: %s", db->path, msg != NULL ? msg : sqlite3_errmsg(db->sqlite));
+		fail(db, error_r, "geodb: %s: %s", db->path,
+		     msg != NULL ? msg : sqlite3_errmsg(db->sqlite));
 		sqlite3_free(msg);
 		return -1;
 	}
@@ -126,8 +133,8 @@ static sqlite3_stmt *cached(struct geodb *db, enum stmt_id id)
 	return stmt;
 }
 
-int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms,
-	       struct geodb **db_r, const char **error_r)
+int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, struct geodb **db_r,
+	       const char **error_r)
 {
 	static char open_error[512];
 	if (strncmp(spec, "sqlite:", 7) != 0 || spec[7] == '\0') {
@@ -158,7 +165,8 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms,
 	}
 	char version_sql[128];
 	snprintf(version_sql, sizeof(version_sql),
-		 "INSERT INTO meta (key, value) VALUES ('schema_version', '%d') ON CONFLICT DO NOTHING;",
+		 "INSERT INTO meta (key, value) VALUES ('schema_version', '%d') ON CONFLICT DO "
+		 "NOTHING;",
 		 GEODB_SCHEMA_VERSION);
 	if (exec(db, version_sql, error_r) < 0 || exec(db, "COMMIT;", error_r) < 0)
 		goto failed;
@@ -237,7 +245,8 @@ void geodb_read_end(struct geodb *db)
 
 int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db, "SELECT value FROM meta WHERE key = 'group_count'", error_r);
+	sqlite3_stmt *stmt =
+		prepare(db, "SELECT value FROM meta WHERE key = 'group_count'", error_r);
 	if (stmt == NULL)
 		return -1;
 	int rc = sqlite3_step(stmt);
@@ -246,7 +255,8 @@ int geodb_check_group_count(struct geodb *db, unsigned group_count, const char *
 		sqlite3_finalize(stmt);
 		if (stored != group_count)
 			return fail(db, error_r,
-				    "geodb: group_count = %u in the configuration but the GeoDB %s was set up "
+				    "geodb: group_count = %u in the configuration but the GeoDB %s "
+				    "was set up "
 				    "with %u: changing it would move almost every user; use %u",
 				    group_count, db->path, stored, stored);
 		return 0;
@@ -256,7 +266,8 @@ int geodb_check_group_count(struct geodb *db, unsigned group_count, const char *
 		return sql_fail(db, error_r, "reading group_count");
 	char sql[128];
 	snprintf(sql, sizeof(sql),
-		 "INSERT INTO meta (key, value) VALUES ('group_count', '%u') ON CONFLICT DO NOTHING;",
+		 "INSERT INTO meta (key, value) VALUES ('group_count', '%u') ON CONFLICT DO "
+		 "NOTHING;",
 		 group_count);
 	if (exec(db, sql, error_r) < 0)
 		return -1;
@@ -288,9 +299,11 @@ static void read_site(sqlite3_stmt *stmt, struct geodb_site *site)
 
 int geodb_site_add(struct geodb *db, const struct geodb_site *site, const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
+	sqlite3_stmt *stmt = prepare(
+		db,
 		"INSERT INTO sites (name, status, tags, load_balancer, updated_by, updated_at)"
-		" VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING", error_r);
+		" VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+		error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, site->name, -1, SQLITE_STATIC);
@@ -311,8 +324,10 @@ int geodb_site_add(struct geodb *db, const struct geodb_site *site, const char *
 int geodb_site_update(struct geodb *db, const struct geodb_site *site, const char **error_r)
 {
 	sqlite3_stmt *stmt = prepare(db,
-		"UPDATE sites SET status = ?, tags = ?, load_balancer = ?, updated_by = ?, updated_at = ?"
-		" WHERE name = ?", error_r);
+				     "UPDATE sites SET status = ?, tags = ?, load_balancer = ?, "
+				     "updated_by = ?, updated_at = ?"
+				     " WHERE name = ?",
+				     error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, site_status_name(site->status), -1, SQLITE_STATIC);
@@ -347,11 +362,13 @@ static int count_rows(struct geodb *db, const char *sql, const char *arg, const 
 
 int geodb_site_remove(struct geodb *db, const char *name, const char **error_r)
 {
-	int backends = count_rows(db, "SELECT count(*) FROM backends WHERE site = ?", name, error_r);
+	int backends =
+		count_rows(db, "SELECT count(*) FROM backends WHERE site = ?", name, error_r);
 	if (backends < 0)
 		return -1;
 	if (backends > 0)
-		return fail(db, error_r, "site %s still has %d backend(s): remove them first", name, backends);
+		return fail(db, error_r, "site %s still has %d backend(s): remove them first", name,
+			    backends);
 	sqlite3_stmt *stmt = prepare(db, "DELETE FROM sites WHERE name = ?", error_r);
 	if (stmt == NULL)
 		return -1;
@@ -368,8 +385,8 @@ int geodb_site_remove(struct geodb *db, const char *name, const char **error_r)
 int geodb_site_get(struct geodb *db, const char *name, struct geodb_site *site_r,
 		   const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
-		"SELECT name, status, tags, load_balancer FROM sites WHERE name = ?", error_r);
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT name, status, tags, load_balancer FROM sites WHERE name = ?", error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
@@ -420,11 +437,12 @@ static void read_site_row(sqlite3_stmt *stmt, void *item)
 int geodb_site_list(struct geodb *db, struct geodb_site **sites_r, size_t *count_r,
 		    const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
-		"SELECT name, status, tags, load_balancer FROM sites ORDER BY name", error_r);
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT name, status, tags, load_balancer FROM sites ORDER BY name", error_r);
 	if (stmt == NULL)
 		return -1;
-	return collect(db, stmt, sizeof(**sites_r), read_site_row, (void **)sites_r, count_r, error_r);
+	return collect(db, stmt, sizeof(**sites_r), read_site_row, (void **)sites_r, count_r,
+		       error_r);
 }
 
 /* ---- backends ---- */
@@ -448,18 +466,22 @@ static void read_backend_row(sqlite3_stmt *stmt, void *item)
 	read_backend(stmt, item);
 }
 
-int geodb_backend_add(struct geodb *db, const char *site, const char *name,
-		      const char *address, const char **error_r)
+int geodb_backend_add(struct geodb *db, const char *site, const char *name, const char *address,
+		      const char **error_r)
 {
 	struct geodb_site site_row;
 	int found = geodb_site_get(db, site, &site_row, error_r);
 	if (found < 0)
 		return -1;
 	if (found == 0)
-		return fail(db, error_r, "site %s does not exist: add it first with 'site add %s'", site, site);
-	sqlite3_stmt *stmt = prepare(db,
-		"INSERT INTO backends (name, site, address, status, load_factor, updated_by, updated_at)"
-		" VALUES (?, ?, ?, 'standby', 100, ?, ?) ON CONFLICT(name) DO NOTHING", error_r);
+		return fail(db, error_r, "site %s does not exist: add it first with 'site add %s'",
+			    site, site);
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT INTO backends (name, site, address, status, load_factor, "
+			"updated_by, updated_at)"
+			" VALUES (?, ?, ?, 'standby', 100, ?, ?) ON CONFLICT(name) DO NOTHING",
+			error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
@@ -479,9 +501,11 @@ int geodb_backend_add(struct geodb *db, const char *site, const char *name,
 int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 			 const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
+	sqlite3_stmt *stmt = prepare(
+		db,
 		"UPDATE backends SET status = ?, load_factor = ?, address = ?, updated_by = ?,"
-		" updated_at = ? WHERE name = ?", error_r);
+		" updated_at = ? WHERE name = ?",
+		error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, backend_status_name(backend->status), -1, SQLITE_STATIC);
@@ -511,7 +535,8 @@ int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_un
 	if (backend.status == BACKEND_STATUS_ONLINE)
 		return fail(db, error_r,
 			    "backend %s is online: set it offline or standby first "
-			    "('backend update --status offline %s')", name, name);
+			    "('backend update --status offline %s')",
+			    name, name);
 	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
 		return -1;
 	sqlite3_stmt *stmt = prepare(db, "DELETE FROM groups WHERE backend = ?", error_r);
@@ -522,7 +547,8 @@ int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_un
 		sqlite3_finalize(stmt);
 	}
 	int changes = -1;
-	if (groups >= 0 && (stmt = prepare(db, "DELETE FROM backends WHERE name = ?", error_r)) != NULL) {
+	if (groups >= 0 &&
+	    (stmt = prepare(db, "DELETE FROM backends WHERE name = ?", error_r)) != NULL) {
 		sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 		changes = step_done(db, stmt, "removing a backend", error_r);
 		sqlite3_finalize(stmt);
@@ -559,18 +585,20 @@ int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *
 int geodb_backend_list(struct geodb *db, const char *site, struct geodb_backend **backends_r,
 		       size_t *count_r, const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
-		site != NULL ? "SELECT name, site, address, status, load_factor, updated_by, updated_at"
-			       " FROM backends WHERE site = ? ORDER BY name"
-			     : "SELECT name, site, address, status, load_factor, updated_by, updated_at"
-			       " FROM backends ORDER BY name",
+	sqlite3_stmt *stmt = prepare(
+		db,
+		site != NULL
+			? "SELECT name, site, address, status, load_factor, updated_by, updated_at"
+			  " FROM backends WHERE site = ? ORDER BY name"
+			: "SELECT name, site, address, status, load_factor, updated_by, updated_at"
+			  " FROM backends ORDER BY name",
 		error_r);
 	if (stmt == NULL)
 		return -1;
 	if (site != NULL)
 		sqlite3_bind_text(stmt, 1, site, -1, SQLITE_STATIC);
-	return collect(db, stmt, sizeof(**backends_r), read_backend_row, (void **)backends_r, count_r,
-		       error_r);
+	return collect(db, stmt, sizeof(**backends_r), read_backend_row, (void **)backends_r,
+		       count_r, error_r);
 }
 
 static void read_load_row(sqlite3_stmt *stmt, void *item)
@@ -583,11 +611,13 @@ static void read_load_row(sqlite3_stmt *stmt, void *item)
 int geodb_backend_loads(struct geodb *db, struct geodb_backend_load **loads_r, size_t *count_r,
 			const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
-		"SELECT backend, count(*) FROM groups GROUP BY backend ORDER BY backend", error_r);
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT backend, count(*) FROM groups GROUP BY backend ORDER BY backend",
+		error_r);
 	if (stmt == NULL)
 		return -1;
-	return collect(db, stmt, sizeof(**loads_r), read_load_row, (void **)loads_r, count_r, error_r);
+	return collect(db, stmt, sizeof(**loads_r), read_load_row, (void **)loads_r, count_r,
+		       error_r);
 }
 
 /* ---- groups ---- */
@@ -626,8 +656,7 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
 	return ret;
 }
 
-int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group,
-				 const char **error_r)
+int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r)
 {
 	sqlite3_stmt *stmt = cached(db, STMT_GROUP_INSERT);
 	sqlite3_bind_int64(stmt, 1, group->group_id);
@@ -644,17 +673,20 @@ int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group,
 	if (found < 0)
 		return -1;
 	if (found == 0)
-		return fail(db, error_r, "geodb: group %u vanished right after it was assigned", group->group_id);
+		return fail(db, error_r, "geodb: group %u vanished right after it was assigned",
+			    group->group_id);
 	return changes > 0 ? 1 : 0;
 }
 
 int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r)
 {
-	sqlite3_stmt *stmt = prepare(db,
+	sqlite3_stmt *stmt = prepare(
+		db,
 		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
 		" VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(group_id) DO UPDATE SET"
-		" site = ?2, backend = ?3, epoch = epoch + 1, written_by = ?4, written_at = ?5", error_r);
+		" site = ?2, backend = ?3, epoch = epoch + 1, written_by = ?4, written_at = ?5",
+		error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, group_id);
@@ -671,11 +703,13 @@ int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *co
 		     const char **error_r)
 {
 	sqlite3_stmt *stmt = prepare(db,
-		"SELECT group_id, site, backend, epoch, written_by, written_at FROM groups ORDER BY group_id",
-		error_r);
+				     "SELECT group_id, site, backend, epoch, written_by, "
+				     "written_at FROM groups ORDER BY group_id",
+				     error_r);
 	if (stmt == NULL)
 		return -1;
-	return collect(db, stmt, sizeof(**groups_r), read_group_row, (void **)groups_r, count_r, error_r);
+	return collect(db, stmt, sizeof(**groups_r), read_group_row, (void **)groups_r, count_r,
+		       error_r);
 }
 
 /* ---- users ---- */
@@ -706,9 +740,11 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
 			 const char **error_r)
 {
 	sqlite3_stmt *stmt = prepare(db,
-		"INSERT INTO users (username, group_id, written_by, written_at) VALUES (?1, ?2, ?3, ?4)"
-		" ON CONFLICT(username) DO UPDATE SET group_id = ?2, written_by = ?3, written_at = ?4",
-		error_r);
+				     "INSERT INTO users (username, group_id, written_by, "
+				     "written_at) VALUES (?1, ?2, ?3, ?4)"
+				     " ON CONFLICT(username) DO UPDATE SET group_id = ?2, "
+				     "written_by = ?3, written_at = ?4",
+				     error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);

@@ -36,7 +36,8 @@ static int assign_group(struct geodb *db, const char *site, struct route_result 
 	int chosen = placement_choose_backend(candidates, backend_count, r->group_id);
 	int ret = 0;
 	if (chosen < 0) {
-		snprintf(reason, sizeof(reason), "no online backend with load factor > 0 in site %s", site);
+		snprintf(reason, sizeof(reason),
+			 "no online backend with load factor > 0 in site %s", site);
 		*reason_r = reason;
 		ret = 1;
 	} else {
@@ -212,14 +213,15 @@ static enum route_status route_read(struct geodb *db, unsigned group_count, stru
 			user_slot_store(cache, user_slot, key, check, override);
 	}
 	if (override >= 0) {
-		r->group_id = (unsigned)override;
+		r->group_id = (unsigned) override;
 		r->group_override = true;
 	} else {
 		r->group_id = user_hash_group(r->username, group_count);
 	}
 
 	if (cache != NULL && cache->groups[r->group_id].generation == cache->generation) {
-		const struct geodb_backend *b = &cache->backends[cache->groups[r->group_id].backend];
+		const struct geodb_backend *b =
+			&cache->backends[cache->groups[r->group_id].backend];
 		r->group.group_id = r->group_id;
 		memcpy(r->group.site, b->site, sizeof(r->group.site));
 		memcpy(r->group.backend, b->name, sizeof(r->group.backend));
@@ -263,7 +265,8 @@ enum route_status route_user(struct geodb *db, struct route_cache *cache, const 
 	static char reason[256];
 	memset(r, 0, sizeof(*r));
 	if (user_normalize(username, r->username, sizeof(r->username)) < 0) {
-		*reason_r = "invalid username (empty, too long, or containing spaces or control characters)";
+		*reason_r = "invalid username (empty, too long, or containing spaces or control "
+			    "characters)";
 		return ROUTE_BAD_USER;
 	}
 	if (cache != NULL && cache->group_count != group_count)
@@ -280,7 +283,8 @@ enum route_status route_user(struct geodb *db, struct route_cache *cache, const 
 
 	if (!reads.group_found) {
 		if (!assign) {
-			snprintf(reason, sizeof(reason), "group %u has no backend yet", r->group_id);
+			snprintf(reason, sizeof(reason), "group %u has no backend yet",
+				 r->group_id);
 			*reason_r = reason;
 			return ROUTE_UNAVAILABLE;
 		}
@@ -295,8 +299,9 @@ enum route_status route_user(struct geodb *db, struct route_cache *cache, const 
 		backend_found = found > 0;
 	}
 	if (!backend_found) {
-		snprintf(reason, sizeof(reason), "group %u is assigned to backend %s, which does not exist",
-			 r->group_id, r->group.backend);
+		snprintf(reason, sizeof(reason),
+			 "group %u is assigned to backend %s, which does not exist", r->group_id,
+			 r->group.backend);
 		*reason_r = reason;
 		return ROUTE_UNAVAILABLE;
 	}

@@ -18,8 +18,7 @@ void base64_encode(const void *src, size_t len, char *dst)
 	size_t i = 0;
 
 	for (; len - i >= 3; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
-			     in[i + 2];
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
 		*dst++ = base64_alphabet[v >> 18];
 		*dst++ = base64_alphabet[(v >> 12) & 0x3f];
 		*dst++ = base64_alphabet[(v >> 6) & 0x3f];
@@ -58,8 +57,7 @@ static int base64_value(unsigned char c)
 	return -1;
 }
 
-int base64_decode(const char *src, size_t len, void *dst, size_t dst_size,
-		  size_t *out_len_r)
+int base64_decode(const char *src, size_t len, void *dst, size_t dst_size, size_t *out_len_r)
 {
 	const unsigned char *in = (const unsigned char *)src;
 	unsigned char *out = dst;
@@ -89,14 +87,13 @@ int base64_decode(const char *src, size_t len, void *dst, size_t dst_size,
 			if (v[j] < 0)
 				return -1;
 		}
-		uint32_t bits = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-				(uint32_t)v[2] << 6 | (uint32_t)v[3];
+		uint32_t bits = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+				(uint32_t)v[3];
 		size_t n = 3 - pad;
 
 		/* Bits that the padding discards must be zero, otherwise
 		 * several encodings would decode to the same bytes. */
-		if ((pad == 1 && (bits & 0xff) != 0) ||
-		    (pad == 2 && (bits & 0xffff) != 0))
+		if ((pad == 1 && (bits & 0xff) != 0) || (pad == 2 && (bits & 0xffff) != 0))
 			return -1;
 		if (dst_size - out_len < n)
 			return -1;

@@ -23,7 +23,6 @@ void base64_encode(const void *src, size_t len, char *dst);
  * holds a character outside the alphabet, is not a whole number of padded
  * quanta, has misplaced padding or non-zero pad bits, or if the result does
  * not fit into dst_size bytes.  dst is not NUL-terminated. */
-int base64_decode(const char *src, size_t len, void *dst, size_t dst_size,
-		  size_t *out_len_r);
+int base64_decode(const char *src, size_t len, void *dst, size_t dst_size, size_t *out_len_r);
 
 #endif

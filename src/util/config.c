@@ -44,11 +44,12 @@ static int valid_name(const char *s)
 	return 1;
 }
 
-static int add_entry(struct config *config, const char *section, const char *key,
-		     const char *value, unsigned line)
+static int add_entry(struct config *config, const char *section, const char *key, const char *value,
+		     unsigned line)
 {
 	if ((config->count & 15) == 0) {
-		struct config_entry *grown = realloc(config->entries, (config->count + 16) * sizeof(*grown));
+		struct config_entry *grown =
+			realloc(config->entries, (config->count + 16) * sizeof(*grown));
 		if (grown == NULL)
 			return -1;
 		config->entries = grown;
@@ -98,7 +99,8 @@ int config_parse_text(const char *path, const char *text, struct config **config
 			continue;
 		if (strcmp(line, "}") == 0) {
 			if (section[0] == '\0')
-				ret = fail(error_r, "%s:%u: '}' without an open section", path, line_no);
+				ret = fail(error_r, "%s:%u: '}' without an open section", path,
+					   line_no);
 			section[0] = '\0';
 			continue;
 		}
@@ -107,10 +109,13 @@ int config_parse_text(const char *path, const char *text, struct config **config
 			line[len - 1] = '\0';
 			char *name = trim(line);
 			if (section[0] != '\0')
-				ret = fail(error_r, "%s:%u: section '%s' inside section '%s': sections do not nest",
+				ret = fail(error_r,
+					   "%s:%u: section '%s' inside section '%s': sections do "
+					   "not nest",
 					   path, line_no, name, section);
 			else if (!valid_name(name) || strlen(name) >= sizeof(section))
-				ret = fail(error_r, "%s:%u: invalid section name '%s'", path, line_no, name);
+				ret = fail(error_r, "%s:%u: invalid section name '%s'", path,
+					   line_no, name);
 			else {
 				snprintf(section, sizeof(section), "%s", name);
 				section_line = line_no;
@@ -119,8 +124,9 @@ int config_parse_text(const char *path, const char *text, struct config **config
 		}
 		char *eq = strchr(line, '=');
 		if (eq == NULL) {
-			ret = fail(error_r, "%s:%u: expected 'key = value', 'name {' or '}', got '%s'",
-				   path, line_no, line);
+			ret = fail(error_r,
+				   "%s:%u: expected 'key = value', 'name {' or '}', got '%s'", path,
+				   line_no, line);
 			continue;
 		}
 		*eq = '\0';
@@ -132,7 +138,8 @@ int config_parse_text(const char *path, const char *text, struct config **config
 		size_t vlen = strlen(value);
 		if (vlen > 0 && value[0] == '"') {
 			if (vlen < 2 || value[vlen - 1] != '"') {
-				ret = fail(error_r, "%s:%u: unterminated quoted value for '%s'", path, line_no, key);
+				ret = fail(error_r, "%s:%u: unterminated quoted value for '%s'",
+					   path, line_no, key);
 				continue;
 			}
 			value[vlen - 1] = '\0';
@@ -142,7 +149,8 @@ int config_parse_text(const char *path, const char *text, struct config **config
 			ret = fail(error_r, "%s:%u: out of memory", path, line_no);
 	}
 	if (ret == 0 && section[0] != '\0')
-		ret = fail(error_r, "%s:%u: section '%s' is never closed with '}'", path, section_line, section);
+		ret = fail(error_r, "%s:%u: section '%s' is never closed with '}'", path,
+			   section_line, section);
 	free(copy);
 	if (ret < 0) {
 		config_free(&config);
@@ -156,7 +164,8 @@ int config_parse_file(const char *path, struct config **config_r, const char **e
 {
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
-		return fail(error_r, "%s: cannot open configuration file: %s", path, strerror(errno));
+		return fail(error_r, "%s: cannot open configuration file: %s", path,
+			    strerror(errno));
 	char *text = malloc(CONFIG_FILE_MAX + 1);
 	size_t len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
 	int read_error = ferror(f);
@@ -167,7 +176,8 @@ int config_parse_file(const char *path, struct config **config_r, const char **e
 	}
 	if (len > CONFIG_FILE_MAX) {
 		free(text);
-		return fail(error_r, "%s: configuration file larger than %d bytes", path, CONFIG_FILE_MAX);
+		return fail(error_r, "%s: configuration file larger than %d bytes", path,
+			    CONFIG_FILE_MAX);
 	}
 	if (memchr(text, '\0', len) != NULL) {
 		free(text);

@@ -19,7 +19,11 @@ int log_level_parse(const char *name, enum log_level *level_r);
 bool log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define log_debug(...) do { if (log_enabled(LOG_LEVEL_DEBUG)) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__); } while (0)
+#define log_debug(...)                                         \
+	do {                                                   \
+		if (log_enabled(LOG_LEVEL_DEBUG))              \
+			log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__); \
+	} while (0)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)

@@ -85,7 +85,8 @@ int settings_parse_duration(const char *value, unsigned *ms_r)
 	while (*end == ' ')
 		end++;
 	unsigned long long mult;
-	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 || strcmp(end, "secs") == 0)
+	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
+	    strcmp(end, "secs") == 0)
 		mult = 1000;
 	else if (strcmp(end, "ms") == 0 || strcmp(end, "msec") == 0)
 		mult = 1;
@@ -277,40 +278,53 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 		}
 		if (def == NULL) {
 			if (e->section[0] != '\0')
-				ret = fail(error_r, "%s:%u: unknown setting '%s' in section '%s'", path, e->line,
-					   e->key, e->section);
+				ret = fail(error_r, "%s:%u: unknown setting '%s' in section '%s'",
+					   path, e->line, e->key, e->section);
 			else
-				ret = fail(error_r, "%s:%u: unknown setting '%s'", path, e->line, e->key);
+				ret = fail(error_r, "%s:%u: unknown setting '%s'", path, e->line,
+					   e->key);
 			break;
 		}
 		if (line_seen[d] != 0) {
-			ret = fail(error_r, "%s:%u: '%s' is already set on line %u", path, e->line, e->key,
-				   line_seen[d]);
+			ret = fail(error_r, "%s:%u: '%s' is already set on line %u", path, e->line,
+				   e->key, line_seen[d]);
 			break;
 		}
 		line_seen[d] = e->line;
 		if (apply(set, def, e->value) < 0) {
 			if (def->type == SET_UINT || def->type == SET_SIZE)
-				ret = fail(error_r, "%s:%u: invalid value '%s' for '%s': expected %s from %lu to %lu",
-					   path, e->line, e->value, e->key, type_expectations[def->type], def->min,
-					   def->max);
+				ret = fail(error_r,
+					   "%s:%u: invalid value '%s' for '%s': expected %s from "
+					   "%lu to %lu",
+					   path, e->line, e->value, e->key,
+					   type_expectations[def->type], def->min, def->max);
 			else
-				ret = fail(error_r, "%s:%u: invalid value '%s' for '%s': expected %s", path, e->line,
-					   e->value, e->key, type_expectations[def->type]);
+				ret = fail(error_r,
+					   "%s:%u: invalid value '%s' for '%s': expected %s", path,
+					   e->line, e->value, e->key, type_expectations[def->type]);
 		}
 	}
 	config_free(&config);
 	if (ret == 0) {
 		if (set->site == NULL)
-			ret = fail(error_r, "%s: missing required setting 'site' (the name of this host's site)", path);
+			ret = fail(error_r,
+				   "%s: missing required setting 'site' (the name of this host's "
+				   "site)",
+				   path);
 		else if (!valid_object_name(set->site))
-			ret = fail(error_r, "%s: invalid site name '%s': expected 1-63 letters, digits, '-', '_' or '.'",
+			ret = fail(error_r,
+				   "%s: invalid site name '%s': expected 1-63 letters, digits, "
+				   "'-', '_' or '.'",
 				   path, set->site);
 		else if (set->geodb == NULL)
-			ret = fail(error_r, "%s: missing required setting 'geodb' (e.g. geodb = sqlite:/var/lib/mailcluster/geodb.sqlite)",
+			ret = fail(error_r,
+				   "%s: missing required setting 'geodb' (e.g. geodb = "
+				   "sqlite:/var/lib/mailcluster/geodb.sqlite)",
 				   path);
 		else if (strncmp(set->geodb, "sqlite:", 7) != 0 || set->geodb[7] == '\0')
-			ret = fail(error_r, "%s: invalid value '%s' for 'geodb': expected sqlite:PATH", path, set->geodb);
+			ret = fail(error_r,
+				   "%s: invalid value '%s' for 'geodb': expected sqlite:PATH", path,
+				   set->geodb);
 		else if ((set->tls_cert[0] == '\0') != (set->tls_key[0] == '\0'))
 			ret = fail(error_r, "%s: tls_cert and tls_key must be set together", path);
 		else if (set->listen_imaps.port != 0 && set->tls_cert[0] == '\0')

@@ -19,8 +19,7 @@ static const struct {
 	{"foobar", "Zm9vYmFy"},
 };
 
-static int decode_str(const char *b64, char *dst, size_t dst_size,
-		      size_t *len_r)
+static int decode_str(const char *b64, char *dst, size_t dst_size, size_t *len_r)
 {
 	return base64_decode(b64, strlen(b64), dst, dst_size, len_r);
 }
@@ -72,25 +71,25 @@ static void test_binary(void)
 static void test_invalid(void)
 {
 	static const char *const bad[] = {
-		"Zg",	      /* no padding */
-		"Zg=",	      /* short padding */
-		"Z",	      /* lone character */
-		"Z===",	      /* three pad characters */
-		"====",	      /* padding only */
-		"=Zg=",	      /* padding first */
-		"Zg=A",	      /* data after padding */
-		"Zg==Zg==",   /* padding before the last quantum */
-		"Zm9v====",   /* a whole quantum of padding */
-		"Zm9v\n",     /* whitespace */
-		"Zm9v\r\n",   /* whitespace */
-		"Zm 9v",      /* whitespace */
-		" Zm9v",      /* whitespace */
-		"Zm9-",	      /* base64url alphabet */
-		"Zm9_",	      /* base64url alphabet */
-		"Zm9.",	      /* outside any alphabet */
-		"Zh==",	      /* non-zero pad bits */
-		"Zm9=",	      /* non-zero pad bits */
-		"Zm8=Zm8=",   /* padding in the middle */
+		"Zg",               /* no padding */
+		"Zg=",              /* short padding */
+		"Z",                /* lone character */
+		"Z===",             /* three pad characters */
+		"====",             /* padding only */
+		"=Zg=",             /* padding first */
+		"Zg=A",             /* data after padding */
+		"Zg==Zg==",         /* padding before the last quantum */
+		"Zm9v====",         /* a whole quantum of padding */
+		"Zm9v\n",           /* whitespace */
+		"Zm9v\r\n",         /* whitespace */
+		"Zm 9v",            /* whitespace */
+		" Zm9v",            /* whitespace */
+		"Zm9-",             /* base64url alphabet */
+		"Zm9_",             /* base64url alphabet */
+		"Zm9.",             /* outside any alphabet */
+		"Zh==",             /* non-zero pad bits */
+		"Zm9=",             /* non-zero pad bits */
+		"Zm8=Zm8=",         /* padding in the middle */
 		"\xff\xff\xff\xff", /* 8-bit */
 	};
 	char dst[32];

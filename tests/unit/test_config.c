@@ -30,8 +30,9 @@ static void test_syntax(void)
 {
 	struct config *config;
 	const char *error;
-	CHECK(config_parse_text("t.conf", "# c\na = 1\nsec {\n  b = two words # c\n}\nc = \"#x \"\n",
-				&config, &error) == 0);
+	CHECK(config_parse_text("t.conf",
+				"# c\na = 1\nsec {\n  b = two words # c\n}\nc = \"#x \"\n", &config,
+				&error) == 0);
 	CHECK(config->count == 3);
 	CHECK_STR(config->entries[0].key, "a");
 	CHECK_STR(config->entries[0].section, "");
@@ -58,8 +59,9 @@ static void test_settings_defaults(void)
 {
 	struct settings *set;
 	const char *error = NULL;
-	int ret = load("site = dc1\ngeodb = sqlite:/tmp/x.sqlite\nlisten {\n imap = 127.0.0.1:1143\n}\n",
-		       &set, &error);
+	int ret = load(
+		"site = dc1\ngeodb = sqlite:/tmp/x.sqlite\nlisten {\n imap = 127.0.0.1:1143\n}\n",
+		&set, &error);
 	CHECK(ret == 0);
 	if (ret != 0) {
 		fprintf(stderr, "  error: %s\n", error);
@@ -85,15 +87,18 @@ static void test_settings_errors(void)
 	const char *error = NULL;
 	CHECK(load("site = dc1\ngeodb = sqlite:/x\nbogus = 1\n", &set, &error) < 0);
 	CHECK(strstr(error, ":3: unknown setting 'bogus'") != NULL);
-	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n pop9 = 1.2.3.4:5\n}\n", &set, &error) < 0);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n pop9 = 1.2.3.4:5\n}\n", &set,
+		   &error) < 0);
 	CHECK(strstr(error, ":4: unknown setting 'pop9' in section 'listen'") != NULL);
 	CHECK(load("site = dc1\ngeodb = sqlite:/x\ngroup_count = 0\n", &set, &error) < 0);
 	CHECK(strstr(error, ":3: invalid value '0' for 'group_count'") != NULL);
 	CHECK(load("site = dc1\ngeodb = sqlite:/x\nproxy_timeout = soon\n", &set, &error) < 0);
 	CHECK(strstr(error, "expected a duration") != NULL);
-	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imap = nowhere\n}\n", &set, &error) < 0);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imap = nowhere\n}\n", &set, &error) <
+	      0);
 	CHECK(strstr(error, "ADDRESS:PORT") != NULL);
-	CHECK(load("site = dc1\ngeodb = sqlite:/x\nplaintext_auth = sometimes\n", &set, &error) < 0);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nplaintext_auth = sometimes\n", &set, &error) <
+	      0);
 	CHECK(strstr(error, "'tls' or 'always'") != NULL);
 	CHECK(load("geodb = sqlite:/x\n", &set, &error) < 0);
 	CHECK(strstr(error, "missing required setting 'site'") != NULL);
@@ -103,7 +108,8 @@ static void test_settings_errors(void)
 	CHECK(strstr(error, "expected sqlite:PATH") != NULL);
 	CHECK(load("site = dc1\ngeodb = sqlite:/x\nsite = dc2\n", &set, &error) < 0);
 	CHECK(strstr(error, ":3: 'site' is already set on line 1") != NULL);
-	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imaps = 1.2.3.4:993\n}\n", &set, &error) < 0);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imaps = 1.2.3.4:993\n}\n", &set,
+		   &error) < 0);
 	CHECK(strstr(error, "imaps needs tls_cert") != NULL);
 	CHECK(load("site = dc1\ngeodb = sqlite:/x\ntls_cert = /a\n", &set, &error) < 0);
 	CHECK(strstr(error, "set together") != NULL);

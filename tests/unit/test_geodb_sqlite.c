@@ -122,8 +122,10 @@ static void test_route(struct geodb *a, struct geodb *b)
 	char user[32];
 	for (int i = 0; i < 200; i++) {
 		snprintf(user, sizeof(user), "User%d", i);
-		CHECK(route_user(i % 2 ? a : b, NULL, "dc1", 64, user, true, &r1, &reason) == ROUTE_OK);
-		CHECK(route_user(i % 2 ? b : a, NULL, "dc1", 64, user, true, &r2, &reason) == ROUTE_OK);
+		CHECK(route_user(i % 2 ? a : b, NULL, "dc1", 64, user, true, &r1, &reason) ==
+		      ROUTE_OK);
+		CHECK(route_user(i % 2 ? b : a, NULL, "dc1", 64, user, true, &r2, &reason) ==
+		      ROUTE_OK);
 		CHECK_STR(r1.backend.name, r2.backend.name);
 		CHECK(r1.group_id == r2.group_id);
 		on_b1 += strcmp(r1.backend.name, "b1") == 0;
@@ -195,7 +197,8 @@ static void test_cache(struct geodb *a, struct geodb *b)
 	CHECK(geodb_backend_get(b, other, &be, &reason) == 1);
 	be.status = BACKEND_STATUS_STANDBY;
 	CHECK(geodb_backend_update(b, &be, &reason) == 0);
-	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) ==
+	      ROUTE_UNAVAILABLE);
 	route_cache_destroy(&cache);
 	CHECK(cache == NULL);
 }

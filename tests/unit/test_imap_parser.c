@@ -20,8 +20,8 @@
 struct transcript {
 	char text[16384];
 	size_t len;
-	bool overflow;	   /* text did not fit */
-	bool contract;	   /* the parser broke its own contract */
+	bool overflow; /* text did not fit */
+	bool contract; /* the parser broke its own contract */
 };
 
 static void t_append(struct transcript *t, const char *s, size_t n)
@@ -57,8 +57,7 @@ static void t_put_escaped(struct transcript *t, const char *s, size_t n)
 	}
 }
 
-static void t_put_command(struct transcript *t, const struct imap_command *cmd,
-			  size_t consumed)
+static void t_put_command(struct transcript *t, const struct imap_command *cmd, size_t consumed)
 {
 	char tmp[32];
 
@@ -119,8 +118,8 @@ static uint32_t rng_next(uint32_t *state)
  * *rng.  Transcript entries: "+|" for CONTINUE, "tag name args [consumed]|"
  * for COMMAND, "ERR tag [consumed] error|" for ERROR, "TOOLONG|", and at
  * the end "rest=N" for bytes never consumed. */
-static void run_parser(const char *input, size_t len, size_t max_len,
-		       size_t step, uint32_t *rng, struct transcript *t)
+static void run_parser(const char *input, size_t len, size_t max_len, size_t step, uint32_t *rng,
+		       struct transcript *t)
 {
 	struct imap_parser *parser = imap_parser_create(max_len);
 	size_t off = 0, delivered = 0, calls = 0;
@@ -152,14 +151,13 @@ static void run_parser(const char *input, size_t len, size_t max_len,
 				t->contract = true;
 				goto out;
 			}
-			status = imap_parser_parse(parser, input + off, avail,
-						   &cmd, &consumed, &error);
+			status = imap_parser_parse(parser, input + off, avail, &cmd, &consumed,
+						   &error);
 			if (consumed > avail)
 				t->contract = true;
 			switch (status) {
 			case IMAP_PARSE_MORE:
-				if (consumed != 0 || error != NULL ||
-				    cmd.arg_count != 0)
+				if (consumed != 0 || error != NULL || cmd.arg_count != 0)
 					t->contract = true;
 				break;
 			case IMAP_PARSE_CONTINUE:
@@ -168,9 +166,8 @@ static void run_parser(const char *input, size_t len, size_t max_len,
 				t_puts(t, "+|");
 				continue;
 			case IMAP_PARSE_COMMAND:
-				if (consumed == 0 || consumed > avail ||
-				    error != NULL || cmd.tag == NULL ||
-				    cmd.name == NULL ||
+				if (consumed == 0 || consumed > avail || error != NULL ||
+				    cmd.tag == NULL || cmd.name == NULL ||
 				    input[off + consumed - 1] != '\n')
 					t->contract = true;
 				else
@@ -178,8 +175,7 @@ static void run_parser(const char *input, size_t len, size_t max_len,
 				off += consumed;
 				continue;
 			case IMAP_PARSE_ERROR:
-				if (consumed == 0 || consumed > avail ||
-				    error == NULL ||
+				if (consumed == 0 || consumed > avail || error == NULL ||
 				    input[off + consumed - 1] != '\n') {
 					t->contract = true;
 					goto out;
@@ -233,8 +229,7 @@ static const char *run_all(const char *input, size_t len, size_t max_len)
 }
 
 /* Expect the transcript of a string literal (may contain NULs). */
-#define EXPECT(input, expected) \
-	CHECK_STR(run_all(input, sizeof(input) - 1, MAX_LEN), expected)
+#define EXPECT(input, expected) CHECK_STR(run_all(input, sizeof(input) - 1, MAX_LEN), expected)
 #define EXPECT_MAX(input, max_len, expected) \
 	CHECK_STR(run_all(input, sizeof(input) - 1, max_len), expected)
 
@@ -247,41 +242,31 @@ static void test_login(void)
 	/* Quoted strings with both escapes, empty string, UTF-8. */
 	EXPECT("t LOGIN \"us er\" \"p\\\"a\\\\ss\"\r\n",
 	       "t LOGIN s:us er s:p\"a\\x5css [28]|rest=0");
-	EXPECT("t LOGIN \"\" \"\xc3\xa4\"\r\n",
-	       "t LOGIN s: s:\\xc3\\xa4 [17]|rest=0");
+	EXPECT("t LOGIN \"\" \"\xc3\xa4\"\r\n", "t LOGIN s: s:\\xc3\\xa4 [17]|rest=0");
 	/* Synchronising literals: one CONTINUE each. */
-	EXPECT("x LOGIN {4}\r\nuser {4}\r\npass\r\n",
-	       "+|+|x LOGIN s:user s:pass [29]|rest=0");
+	EXPECT("x LOGIN {4}\r\nuser {4}\r\npass\r\n", "+|+|x LOGIN s:user s:pass [29]|rest=0");
 	/* LITERAL+: no CONTINUE. */
-	EXPECT("x LOGIN {4+}\r\nuser {4+}\r\npass\r\n",
-	       "x LOGIN s:user s:pass [31]|rest=0");
+	EXPECT("x LOGIN {4+}\r\nuser {4+}\r\npass\r\n", "x LOGIN s:user s:pass [31]|rest=0");
 	/* Mixed. */
-	EXPECT("x LOGIN {4+}\r\nuser \"pa ss\"\r\n",
-	       "x LOGIN s:user s:pa ss [28]|rest=0");
-	EXPECT("x LOGIN \"user\" {4}\r\np\r\ns\r\n",
-	       "+|x LOGIN s:user s:p\\x0d\\x0as [26]|rest=0");
-	EXPECT("x LOGIN user {0}\r\n\r\n",
-	       "+|x LOGIN a:user s: [20]|rest=0");
+	EXPECT("x LOGIN {4+}\r\nuser \"pa ss\"\r\n", "x LOGIN s:user s:pa ss [28]|rest=0");
+	EXPECT("x LOGIN \"user\" {4}\r\np\r\ns\r\n", "+|x LOGIN s:user s:p\\x0d\\x0as [26]|rest=0");
+	EXPECT("x LOGIN user {0}\r\n\r\n", "+|x LOGIN a:user s: [20]|rest=0");
 	/* Literal data can hold anything but NUL, including IMAP syntax. */
 	EXPECT("x LOGIN {10+}\r\nb LOGOUT\r\n {2}\r\n\r\n\r\n",
 	       "+|x LOGIN s:b LOGOUT\\x0d\\x0a s:\\x0d\\x0a [35]|rest=0");
 	/* The literal may be followed directly by the end of the line. */
-	EXPECT("x LOGIN user {3}\r\nabc\n",
-	       "+|x LOGIN a:user s:abc [22]|rest=0");
+	EXPECT("x LOGIN user {3}\r\nabc\n", "+|x LOGIN a:user s:abc [22]|rest=0");
 	/* Leading zeros in the literal size are digits like any other. */
-	EXPECT("x LOGIN user {003+}\r\nabc\r\n",
-	       "x LOGIN a:user s:abc [26]|rest=0");
+	EXPECT("x LOGIN user {003+}\r\nabc\r\n", "x LOGIN a:user s:abc [26]|rest=0");
 }
 
 static void test_authenticate(void)
 {
-	EXPECT("A001 AUTHENTICATE PLAIN\r\n",
-	       "A001 AUTHENTICATE a:PLAIN [25]|rest=0");
+	EXPECT("A001 AUTHENTICATE PLAIN\r\n", "A001 AUTHENTICATE a:PLAIN [25]|rest=0");
 	EXPECT("A001 AUTHENTICATE PLAIN AHVzZXIAcGFzcw==\r\n",
 	       "A001 AUTHENTICATE a:PLAIN a:AHVzZXIAcGFzcw== [42]|rest=0");
 	/* SASL-IR's "=" for an empty initial response is an atom too. */
-	EXPECT("A001 AUTHENTICATE PLAIN =\r\n",
-	       "A001 AUTHENTICATE a:PLAIN a:= [27]|rest=0");
+	EXPECT("A001 AUTHENTICATE PLAIN =\r\n", "A001 AUTHENTICATE a:PLAIN a:= [27]|rest=0");
 }
 
 static void test_id_and_lists(void)
@@ -294,12 +279,10 @@ static void test_id_and_lists(void)
 	EXPECT("i ID (\"name\" \"sodr\" \"version\" NIL)\r\n",
 	       "i ID ( s:name s:sodr s:version NIL ) [36]|rest=0");
 	EXPECT("i ID ()\r\n", "i ID ( ) [9]|rest=0");
-	EXPECT("i ID (a (b ()) c) d\r\n",
-	       "i ID ( a:a ( a:b ( ) ) a:c ) a:d [21]|rest=0");
+	EXPECT("i ID (a (b ()) c) d\r\n", "i ID ( a:a ( a:b ( ) ) a:c ) a:d [21]|rest=0");
 	/* A list may span a literal. */
 	EXPECT("i ID (\"x\" {1}\r\ny)\r\n", "+|i ID ( s:x s:y ) [19]|rest=0");
-	EXPECT("i ID ({1+}\r\ny {1+}\r\nz)\r\n",
-	       "i ID ( s:y s:z ) [24]|rest=0");
+	EXPECT("i ID ({1+}\r\ny {1+}\r\nz)\r\n", "i ID ( s:y s:z ) [24]|rest=0");
 	/* No arguments. */
 	EXPECT("c CAPABILITY\r\n", "c CAPABILITY [14]|rest=0");
 	EXPECT("c capability\n", "c capability [13]|rest=0");
@@ -316,25 +299,24 @@ static void test_pipelining(void)
 	const char *error;
 
 	/* consumed_r stops at the end of the first command. */
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK(consumed == 8);
 	CHECK_STR(cmd.tag, "a");
 	CHECK_STR(cmd.name, "NOOP");
 	CHECK(cmd.arg_count == 0);
 	input += consumed;
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK(consumed == 14);
 	CHECK_STR(cmd.name, "CAPABILITY");
 	input += consumed;
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK(consumed == 10);
 	CHECK_STR(cmd.tag, "c");
 	input += consumed;
-	CHECK(imap_parser_parse(parser, input, 0, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_MORE);
+	CHECK(imap_parser_parse(parser, input, 0, &cmd, &consumed, &error) == IMAP_PARSE_MORE);
 	CHECK(consumed == 0 && error == NULL);
 	imap_parser_destroy(&parser);
 	CHECK(parser == NULL);
@@ -360,26 +342,22 @@ static void test_continue_once(void)
 
 	/* Before the header's LF: MORE, however often asked. */
 	for (unsigned i = 0; i < 3; i++)
-		CHECK(imap_parser_parse(parser, input, 11, &cmd, &consumed,
-					&error) == IMAP_PARSE_MORE);
-	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_CONTINUE);
+		CHECK(imap_parser_parse(parser, input, 11, &cmd, &consumed, &error) ==
+		      IMAP_PARSE_MORE);
+	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) == IMAP_PARSE_CONTINUE);
 	CHECK(consumed == 0 && error == NULL);
 	CHECK_STR(cmd.tag, "a");
 	CHECK_STR(cmd.name, "LOGIN");
 	/* The same bytes again, and partial data: MORE, never CONTINUE. */
 	for (size_t n = 13; n < 23; n++) {
-		enum imap_parse_status s = imap_parser_parse(
-			parser, input, n, &cmd, &consumed, &error);
+		enum imap_parse_status s =
+			imap_parser_parse(parser, input, n, &cmd, &consumed, &error);
 		CHECK(s == IMAP_PARSE_MORE);
 	}
 	/* The second literal's header. */
-	CHECK(imap_parser_parse(parser, input, 23, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_CONTINUE);
-	CHECK(imap_parser_parse(parser, input, 23, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_MORE);
-	CHECK(imap_parser_parse(parser, input, len, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, 23, &cmd, &consumed, &error) == IMAP_PARSE_CONTINUE);
+	CHECK(imap_parser_parse(parser, input, 23, &cmd, &consumed, &error) == IMAP_PARSE_MORE);
+	CHECK(imap_parser_parse(parser, input, len, &cmd, &consumed, &error) == IMAP_PARSE_COMMAND);
 	CHECK(consumed == len);
 	CHECK(cmd.arg_count == 2);
 	CHECK_STR(cmd.args[0].str, "user");
@@ -387,8 +365,8 @@ static void test_continue_once(void)
 
 	/* All at once: still one CONTINUE per literal, then the command. */
 	for (;;) {
-		enum imap_parse_status s = imap_parser_parse(
-			parser, input, len, &cmd, &consumed, &error);
+		enum imap_parse_status s =
+			imap_parser_parse(parser, input, len, &cmd, &consumed, &error);
 		if (s != IMAP_PARSE_CONTINUE) {
 			CHECK(s == IMAP_PARSE_COMMAND);
 			break;
@@ -400,18 +378,16 @@ static void test_continue_once(void)
 
 	/* Less input than before breaks the calling convention; the parser
 	 * starts over rather than trusting offsets into vanished bytes. */
-	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_CONTINUE);
-	CHECK(imap_parser_parse(parser, "b NOOP\r\n", 8, &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) == IMAP_PARSE_CONTINUE);
+	CHECK(imap_parser_parse(parser, "b NOOP\r\n", 8, &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK_STR(cmd.tag, "b");
 
 	/* reset forgets a half-parsed command, and its CONTINUE. */
-	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_CONTINUE);
+	CHECK(imap_parser_parse(parser, input, 13, &cmd, &consumed, &error) == IMAP_PARSE_CONTINUE);
 	imap_parser_reset(parser);
-	CHECK(imap_parser_parse(parser, "b NOOP\r\n", 8, &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, "b NOOP\r\n", 8, &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK_STR(cmd.tag, "b");
 	CHECK(consumed == 8);
 	imap_parser_destroy(&parser);
@@ -424,12 +400,9 @@ static void test_line_ends(void)
 	EXPECT("a LOGIN {1}\nx \"y\"\n", "+|a LOGIN s:x s:y [18]|rest=0");
 	EXPECT("a NOOP\nb NOOP\r\n", "a NOOP [7]|b NOOP [8]|rest=0");
 	/* A CR anywhere else is an error. */
-	EXPECT("a NO\rOP\r\n",
-	       "ERR a [9] invalid character in command name|rest=0");
-	EXPECT("a NOOP\r\r\n",
-	       "ERR a [9] invalid character in command name|rest=0");
-	EXPECT("a LOGIN x\ry\r\n",
-	       "ERR a [13] missing space between arguments|rest=0");
+	EXPECT("a NO\rOP\r\n", "ERR a [9] invalid character in command name|rest=0");
+	EXPECT("a NOOP\r\r\n", "ERR a [9] invalid character in command name|rest=0");
+	EXPECT("a LOGIN x\ry\r\n", "ERR a [13] missing space between arguments|rest=0");
 	/* No line end yet: wait. */
 	EXPECT("a NOOP\r", "rest=7");
 	EXPECT("a NOOP", "rest=6");
@@ -441,8 +414,7 @@ static void test_errors(void)
 	/* Empty lines and missing or bad tags. */
 	EXPECT("\r\n", "ERR - [2] empty line|rest=0");
 	EXPECT("\n", "ERR - [1] empty line|rest=0");
-	EXPECT("\r\n\r\na NOOP\r\n",
-	       "ERR - [2] empty line|ERR - [2] empty line|a NOOP [8]|rest=0");
+	EXPECT("\r\n\r\na NOOP\r\n", "ERR - [2] empty line|ERR - [2] empty line|a NOOP [8]|rest=0");
 	EXPECT("*\r\n", "ERR - [3] missing or invalid tag|rest=0");
 	EXPECT("* OK hello\r\n", "ERR - [12] missing or invalid tag|rest=0");
 	EXPECT("+ NOOP\r\n", "ERR - [8] missing or invalid tag|rest=0");
@@ -455,35 +427,23 @@ static void test_errors(void)
 	EXPECT("a \r\n", "ERR a [4] missing command name|rest=0");
 	EXPECT("a  NOOP\r\n", "ERR a [9] invalid command name|rest=0");
 	EXPECT("a \"NOOP\"\r\n", "ERR a [10] invalid command name|rest=0");
-	EXPECT("a NO]OP\r\n",
-	       "ERR a [9] invalid character in command name|rest=0");
-	EXPECT("a NOOP(\r\n",
-	       "ERR a [9] invalid character in command name|rest=0");
+	EXPECT("a NO]OP\r\n", "ERR a [9] invalid character in command name|rest=0");
+	EXPECT("a NOOP(\r\n", "ERR a [9] invalid character in command name|rest=0");
 	/* Spaces must be single and not trailing. */
 	EXPECT("a NOOP \r\n", "ERR a [9] unexpected space at end of line|rest=0");
-	EXPECT("a LOGIN x  y\r\n",
-	       "ERR a [14] invalid character in argument|rest=0");
-	EXPECT("a LOGIN x\"y\"\r\n",
-	       "ERR a [14] missing space between arguments|rest=0");
+	EXPECT("a LOGIN x  y\r\n", "ERR a [14] invalid character in argument|rest=0");
+	EXPECT("a LOGIN x\"y\"\r\n", "ERR a [14] missing space between arguments|rest=0");
 	/* Characters that start no argument. */
 	EXPECT("a LOGIN %\r\n", "ERR a [11] invalid character in argument|rest=0");
-	EXPECT("a LOGIN x\\y\r\n",
-	       "ERR a [13] missing space between arguments|rest=0");
-	EXPECT("a LOGIN \xc3\xa4\r\n",
-	       "ERR a [12] invalid character in argument|rest=0");
-	EXPECT("a LOGIN x\0y\r\n",
-	       "ERR a [13] missing space between arguments|rest=0");
+	EXPECT("a LOGIN x\\y\r\n", "ERR a [13] missing space between arguments|rest=0");
+	EXPECT("a LOGIN \xc3\xa4\r\n", "ERR a [12] invalid character in argument|rest=0");
+	EXPECT("a LOGIN x\0y\r\n", "ERR a [13] missing space between arguments|rest=0");
 	/* Quoted strings. */
-	EXPECT("a LOGIN \"x\\n\" y\r\n",
-	       "ERR a [17] invalid escape in quoted string|rest=0");
-	EXPECT("a LOGIN \"x\\\r\n",
-	       "ERR a [13] unterminated quoted string|rest=0");
-	EXPECT("a LOGIN \"user pass\r\n",
-	       "ERR a [20] unterminated quoted string|rest=0");
-	EXPECT("a LOGIN \"us\0er\" p\r\n",
-	       "ERR a [19] invalid character in quoted string|rest=0");
-	EXPECT("a LOGIN \"us\rer\" p\r\n",
-	       "ERR a [19] invalid character in quoted string|rest=0");
+	EXPECT("a LOGIN \"x\\n\" y\r\n", "ERR a [17] invalid escape in quoted string|rest=0");
+	EXPECT("a LOGIN \"x\\\r\n", "ERR a [13] unterminated quoted string|rest=0");
+	EXPECT("a LOGIN \"user pass\r\n", "ERR a [20] unterminated quoted string|rest=0");
+	EXPECT("a LOGIN \"us\0er\" p\r\n", "ERR a [19] invalid character in quoted string|rest=0");
+	EXPECT("a LOGIN \"us\rer\" p\r\n", "ERR a [19] invalid character in quoted string|rest=0");
 	/* Lists. */
 	EXPECT("a ID (\r\n", "ERR a [8] missing ')'|rest=0");
 	EXPECT("a ID (a\r\n", "ERR a [9] missing ')'|rest=0");
@@ -499,14 +459,11 @@ static void test_errors(void)
 	EXPECT("a LOGIN {-1}\r\n", "ERR a [14] invalid literal size|rest=0");
 	EXPECT("a LOGIN {1x}\r\n", "ERR a [14] invalid literal size|rest=0");
 	EXPECT("a LOGIN {1\r\n", "ERR a [12] invalid literal size|rest=0");
-	EXPECT("a LOGIN {1} x\r\n",
-	       "ERR a [15] literal size not followed by end of line|rest=0");
-	EXPECT("a LOGIN ~{1}\r\n",
-	       "ERR a [14] missing space between arguments|rest=0");
+	EXPECT("a LOGIN {1} x\r\n", "ERR a [15] literal size not followed by end of line|rest=0");
+	EXPECT("a LOGIN ~{1}\r\n", "ERR a [14] missing space between arguments|rest=0");
 	/* A bad line with a synchronising literal: no CONTINUE, and the line
 	 * ends the command (the client waits for "+", gets BAD). */
-	EXPECT("a LOGIN \"x\\y\" {4}\r\n",
-	       "ERR a [19] invalid escape in quoted string|rest=0");
+	EXPECT("a LOGIN \"x\\y\" {4}\r\n", "ERR a [19] invalid escape in quoted string|rest=0");
 	/* A bad line with a LITERAL+: its data is skipped with it, so that
 	 * it is never taken for a command. */
 	EXPECT("a LOGIN \"x\\y\" {10+}\r\nb LOGOUT\r\n\r\nc NOOP\r\n",
@@ -518,11 +475,9 @@ static void test_errors(void)
 	/* NUL in a literal: the literal and the rest of its line go. */
 	EXPECT("a LOGIN {3}\r\nu\0r pass\r\nb NOOP\r\n",
 	       "+|ERR a [23] NUL in literal|b NOOP [8]|rest=0");
-	EXPECT("a LOGIN {3+}\r\n\0\0\0 {2+}\r\nxx\r\n",
-	       "ERR a [28] NUL in literal|rest=0");
+	EXPECT("a LOGIN {3+}\r\n\0\0\0 {2+}\r\nxx\r\n", "ERR a [28] NUL in literal|rest=0");
 	/* After a literal only SP, ')' or the line end. */
-	EXPECT("a LOGIN {1+}\r\nxy\r\n",
-	       "ERR a [18] missing space between arguments|rest=0");
+	EXPECT("a LOGIN {1+}\r\nxy\r\n", "ERR a [18] missing space between arguments|rest=0");
 	/* An error after a literal names the same tag. */
 	EXPECT("a LOGIN {1}\r\nx \"\\q\"\r\n",
 	       "+|ERR a [21] invalid escape in quoted string|rest=0");
@@ -542,8 +497,7 @@ static void test_too_many_args(void)
 	       "a:14 ) [40]|rest=0");
 	EXPECT("a X (1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)\r\n",
 	       "ERR a [43] too many arguments|rest=0");
-	EXPECT("a X ((((((((()))))))))\r\n",
-	       "ERR a [24] too many arguments|rest=0");
+	EXPECT("a X ((((((((()))))))))\r\n", "ERR a [24] too many arguments|rest=0");
 	EXPECT("a X NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL "
 	       "NIL NIL NIL\r\n",
 	       "ERR a [73] too many arguments|rest=0");
@@ -566,11 +520,9 @@ static void test_too_long(void)
 	size_t n;
 
 	/* max_len 20: a 20-byte command fits, a 21-byte one does not. */
-	EXPECT_MAX("a LOGIN user passw\r\n", 20,
-		   "a LOGIN a:user a:passw [20]|rest=0");
+	EXPECT_MAX("a LOGIN user passw\r\n", 20, "a LOGIN a:user a:passw [20]|rest=0");
 	EXPECT_MAX("a LOGIN user passwd\r\n", 20, "TOOLONG|rest=21");
-	EXPECT_MAX("a LOGIN user passwo\n", 20,
-		   "a LOGIN a:user a:passwo [20]|rest=0");
+	EXPECT_MAX("a LOGIN user passwo\n", 20, "a LOGIN a:user a:passwo [20]|rest=0");
 	/* Without any LF: as soon as max_len bytes are pending. */
 	EXPECT_MAX("a LOGIN user password and more", 20, "TOOLONG|rest=30");
 	EXPECT_MAX("a LOGIN user passwor", 20, "TOOLONG|rest=20");
@@ -587,8 +539,7 @@ static void test_too_long(void)
 	EXPECT_MAX("a LOGIN {7}\r\n", 20, "TOOLONG|rest=13");
 	EXPECT_MAX("a LOGIN {6+}\r\n", 20, "TOOLONG|rest=14");
 	EXPECT_MAX("a LOGIN {6}\r\n123456\r\n", 20, "+|TOOLONG|rest=21");
-	EXPECT_MAX("a LOGIN {6}\r\n123456\n", 20,
-		   "+|a LOGIN s:123456 [20]|rest=0");
+	EXPECT_MAX("a LOGIN {6}\r\n123456\n", 20, "+|a LOGIN s:123456 [20]|rest=0");
 	EXPECT("a LOGIN {99999999999999999999999999}\r\n", "TOOLONG|rest=38");
 	EXPECT("a LOGIN {18446744073709551616+}\r\n", "TOOLONG|rest=33");
 	EXPECT("a LOGIN {4294967296}\r\n", "TOOLONG|rest=22");
@@ -600,9 +551,8 @@ static void test_too_long(void)
 	/* A long literal that fits exactly. */
 	{
 		static char big[MAX_LEN + 100];
-		size_t hdr = (size_t)snprintf(big, sizeof(big),
-					      "a LOGIN u {%u+}\r\n",
-					      MAX_LEN - 21);
+		size_t hdr =
+			(size_t)snprintf(big, sizeof(big), "a LOGIN u {%u+}\r\n", MAX_LEN - 21);
 		memset(big + hdr, 'p', MAX_LEN - 21);
 		n = hdr + MAX_LEN - 21;
 		n += (size_t)snprintf(big + n, sizeof(big) - n, "\r\n");
@@ -622,15 +572,13 @@ static void test_too_long(void)
 		const char *error;
 
 		n = (size_t)snprintf(line, sizeof(line), "a LOGIN {100}\r\n");
-		CHECK(imap_parser_parse(parser, line, n, &cmd, &consumed,
-					&error) == IMAP_PARSE_TOO_LONG);
+		CHECK(imap_parser_parse(parser, line, n, &cmd, &consumed, &error) ==
+		      IMAP_PARSE_TOO_LONG);
 		CHECK_STR(cmd.tag, "a");
-		CHECK(imap_parser_parse(parser, "a NOOP\r\n", 8, &cmd,
-					&consumed, &error) ==
+		CHECK(imap_parser_parse(parser, "a NOOP\r\n", 8, &cmd, &consumed, &error) ==
 		      IMAP_PARSE_TOO_LONG);
 		imap_parser_reset(parser);
-		CHECK(imap_parser_parse(parser, "a NOOP\r\n", 8, &cmd,
-					&consumed, &error) ==
+		CHECK(imap_parser_parse(parser, "a NOOP\r\n", 8, &cmd, &consumed, &error) ==
 		      IMAP_PARSE_COMMAND);
 		imap_parser_destroy(&parser);
 	}
@@ -646,22 +594,20 @@ static void test_error_fields(void)
 	const char *input = "tag1 LOGIN \"a\\b\" c\r\nnext NOOP\r\n";
 
 	/* Before the LF: MORE, even though the error is already there. */
-	CHECK(imap_parser_parse(parser, input, 18, &cmd, &consumed, &error) ==
-	      IMAP_PARSE_MORE);
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_ERROR);
+	CHECK(imap_parser_parse(parser, input, 18, &cmd, &consumed, &error) == IMAP_PARSE_MORE);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_ERROR);
 	CHECK(consumed == 20);
 	CHECK_STR(cmd.tag, "tag1");
 	CHECK_STR(cmd.name, "LOGIN");
 	CHECK_STR(error, "invalid escape in quoted string");
 	input += consumed;
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK_STR(cmd.tag, "next");
 	CHECK(error == NULL);
 
-	CHECK(imap_parser_parse(parser, "* x\r\n", 5, &cmd, &consumed,
-				&error) == IMAP_PARSE_ERROR);
+	CHECK(imap_parser_parse(parser, "* x\r\n", 5, &cmd, &consumed, &error) == IMAP_PARSE_ERROR);
 	CHECK(cmd.tag == NULL && cmd.name == NULL && consumed == 5);
 	imap_parser_destroy(&parser);
 }
@@ -674,8 +620,8 @@ static void test_astring(void)
 	const char *error, *str = NULL;
 	const char *input = "a X atom \"str\" NIL ()\r\n";
 
-	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed,
-				&error) == IMAP_PARSE_COMMAND);
+	CHECK(imap_parser_parse(parser, input, strlen(input), &cmd, &consumed, &error) ==
+	      IMAP_PARSE_COMMAND);
 	CHECK(cmd.arg_count == 5);
 	CHECK(imap_arg_get_astring(&cmd.args[0], &str));
 	CHECK_STR(str, "atom");
@@ -718,12 +664,10 @@ static void test_linear(void)
 	n += (size_t)sprintf(input + n, " z\r\n");
 
 	for (size_t i = 1; i <= n; i++) {
-		status = imap_parser_parse(parser, input, i, &cmd, &consumed,
-					   &error);
+		status = imap_parser_parse(parser, input, i, &cmd, &consumed, &error);
 		if (status == IMAP_PARSE_CONTINUE) {
 			continues++;
-			status = imap_parser_parse(parser, input, i, &cmd,
-						   &consumed, &error);
+			status = imap_parser_parse(parser, input, i, &cmd, &consumed, &error);
 		}
 		if (status != IMAP_PARSE_MORE)
 			break;
@@ -732,8 +676,7 @@ static void test_linear(void)
 	CHECK(continues == 1);
 	CHECK(consumed == n);
 	CHECK(cmd.arg_count == 3);
-	CHECK(cmd.args[0].len == quoted && cmd.args[1].len == literal &&
-	      cmd.args[2].len == 1);
+	CHECK(cmd.args[0].len == quoted && cmd.args[1].len == literal && cmd.args[2].len == 1);
 	/* Generous for slow, sanitised builds; see above. */
 	CHECK(clock() - start < 8 * CLOCKS_PER_SEC);
 	free(input);
@@ -742,9 +685,9 @@ static void test_linear(void)
 
 /* Pieces that mutations splice in: the parser's interesting syntax. */
 static const char *const fuzz_tokens[] = {
-	"{", "}", "\"", "\\", "(", ")", " ", "\r\n", "\n", "\r", "\0", "+",
-	"{5}\r\n", "{3+}\r\n", "{0}\r\n", "{99999}\r\n", "NIL", "\\\"", "*",
-	"]", "a LOGIN ", "{2}\n", "x NOOP\r\n", "\xff", "{1+}\r\n",
+	"{",  "}",  "\"",       "\\",      "(",          ")",       " ",           "\r\n", "\n",
+	"\r", "\0", "+",        "{5}\r\n", "{3+}\r\n",   "{0}\r\n", "{99999}\r\n", "NIL",  "\\\"",
+	"*",  "]",  "a LOGIN ", "{2}\n",   "x NOOP\r\n", "\xff",    "{1+}\r\n",
 };
 
 static const char *const fuzz_seeds[] = {
@@ -759,8 +702,7 @@ static const char *const fuzz_seeds[] = {
 	"i ID (a (b {1}\r\nc) ())\r\n",
 };
 
-static void fuzz_one(const char *input, size_t len, size_t max_len,
-		     uint32_t *rng)
+static void fuzz_one(const char *input, size_t len, size_t max_len, uint32_t *rng)
 {
 	/* The three transcripts are compared only as a whole, so that one
 	 * disagreement costs one failure and one message, not thousands. */
@@ -769,19 +711,16 @@ static void fuzz_one(const char *input, size_t len, size_t max_len,
 
 	run_parser(input, len, max_len, 0, NULL, &t_whole);
 	run_parser(input, len, max_len, 1, NULL, &t_bytes);
-	run_parser(input, len, max_len, 1 + rng_next(rng) % 16, &chunk_rng,
-		   &t_chunks);
-	bad = t_whole.contract || t_bytes.contract || t_chunks.contract ||
-	      t_whole.overflow || strcmp(t_whole.text, t_bytes.text) != 0 ||
-	      strcmp(t_whole.text, t_chunks.text) != 0;
+	run_parser(input, len, max_len, 1 + rng_next(rng) % 16, &chunk_rng, &t_chunks);
+	bad = t_whole.contract || t_bytes.contract || t_chunks.contract || t_whole.overflow ||
+	      strcmp(t_whole.text, t_bytes.text) != 0 || strcmp(t_whole.text, t_chunks.text) != 0;
 	CHECK(!bad);
 	if (bad) {
-		fprintf(stderr, "  input (%zu bytes, max_len %zu): ", len,
-			max_len);
+		fprintf(stderr, "  input (%zu bytes, max_len %zu): ", len, max_len);
 		t_bytes.len = 0;
 		t_put_escaped(&t_bytes, input, len);
-		fprintf(stderr, "%s\n  whole: %s\n  chunks: %s\n",
-			t_bytes.text, t_whole.text, t_chunks.text);
+		fprintf(stderr, "%s\n  whole: %s\n  chunks: %s\n", t_bytes.text, t_whole.text,
+			t_chunks.text);
 	}
 }
 
@@ -796,23 +735,20 @@ static void test_fuzz(void)
 
 		if (mode == 0) {
 			/* Random bytes from a syntax-heavy alphabet. */
-			static const char alphabet[] =
-				"aA1 ()\"\\{}+\r\n\r\n*]%NIL\0\x80";
+			static const char alphabet[] = "aA1 ()\"\\{}+\r\n\r\n*]%NIL\0\x80";
 			size_t n = rng_next(&rng) % 80;
 
 			for (; len < n; len++)
-				buf[len] = alphabet[rng_next(&rng) %
-						    (sizeof(alphabet) - 1)];
+				buf[len] = alphabet[rng_next(&rng) % (sizeof(alphabet) - 1)];
 		} else {
 			/* A few seeds, then a few mutations. */
 			unsigned seeds = 1 + rng_next(&rng) % 3;
 			unsigned mutations = rng_next(&rng) % 5;
 
 			for (unsigned s = 0; s < seeds; s++) {
-				const char *seed = fuzz_seeds[
-					rng_next(&rng) %
-					(sizeof(fuzz_seeds) /
-					 sizeof(fuzz_seeds[0]))];
+				const char *seed =
+					fuzz_seeds[rng_next(&rng) %
+						   (sizeof(fuzz_seeds) / sizeof(fuzz_seeds[0]))];
 				size_t sl = strlen(seed);
 
 				if (len + sl < sizeof(buf) / 2) {
@@ -827,30 +763,24 @@ static void test_fuzz(void)
 				if (op == 0) {
 					buf[pos] = (char)rng_next(&rng);
 				} else if (op == 1) {
-					memmove(buf + pos, buf + pos + 1,
-						len - pos - 1);
+					memmove(buf + pos, buf + pos + 1, len - pos - 1);
 					len--;
 				} else {
 					size_t k = rng_next(&rng) %
-						   (sizeof(fuzz_tokens) /
-						    sizeof(fuzz_tokens[0]));
+						   (sizeof(fuzz_tokens) / sizeof(fuzz_tokens[0]));
 					const char *tok = fuzz_tokens[k];
-					size_t tl = tok[0] == '\0' ?
-							    1 :
-							    strlen(tok);
+					size_t tl = tok[0] == '\0' ? 1 : strlen(tok);
 
 					if (len + tl > sizeof(buf))
 						continue;
-					memmove(buf + pos + tl, buf + pos,
-						len - pos);
+					memmove(buf + pos + tl, buf + pos, len - pos);
 					memcpy(buf + pos, tok, tl);
 					len += tl;
 				}
 			}
 		}
 		/* Mostly roomy, sometimes tight enough to hit TOO_LONG. */
-		max_len = rng_next(&rng) % 3 == 0 ? 1 + rng_next(&rng) % 64 :
-						    MAX_LEN;
+		max_len = rng_next(&rng) % 3 == 0 ? 1 + rng_next(&rng) % 64 : MAX_LEN;
 		fuzz_one(buf, len, max_len, &rng);
 	}
 }

@@ -22,9 +22,8 @@ static void decode_raw(const char *raw, size_t len, struct plain_result *r)
 
 	encode_raw(raw, len, b64);
 	r->error = NULL;
-	r->ret = sasl_plain_decode(b64, strlen(b64), r->buf, sizeof(r->buf),
-				   &r->authzid, &r->authcid, &r->passwd,
-				   &r->error);
+	r->ret = sasl_plain_decode(b64, strlen(b64), r->buf, sizeof(r->buf), &r->authzid,
+				   &r->authcid, &r->passwd, &r->error);
 }
 
 #define DECODE_LIT(lit, r) decode_raw(lit, sizeof(lit) - 1, r)
@@ -57,20 +56,17 @@ static void test_valid(void)
 		char buf[64];
 		const char *z, *c, *p, *e;
 
-		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf,
-					sizeof(buf), &z, &c, &p, &e) == 0);
+		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, sizeof(buf), &z, &c, &p, &e) ==
+		      0);
 		CHECK_STR(z, "");
 		CHECK_STR(c, "user");
 		CHECK_STR(p, "pass");
 		/* The smallest buffer that holds it: 10 bytes + NUL. */
-		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 11, &z,
-					&c, &p, &e) == 0);
+		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 11, &z, &c, &p, &e) == 0);
 		CHECK_STR(p, "pass");
-		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 10, &z,
-					&c, &p, &e) == -1);
+		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 10, &z, &c, &p, &e) == -1);
 		CHECK_STR(e, "PLAIN response too long");
-		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 0, &z,
-					&c, &p, &e) == -1);
+		CHECK(sasl_plain_decode("AHVzZXIAcGFzcw==", 16, buf, 0, &z, &c, &p, &e) == -1);
 	}
 }
 
@@ -88,8 +84,7 @@ static void check_fails(const char *raw, size_t len, const char *error)
 
 static void test_malformed(void)
 {
-	const char *nuls =
-		"PLAIN response must contain exactly two NUL separators";
+	const char *nuls = "PLAIN response must contain exactly two NUL separators";
 
 	CHECK_FAILS("userpass", nuls);
 	CHECK_FAILS("user\0pass", nuls);
@@ -98,8 +93,7 @@ static void test_malformed(void)
 	CHECK_FAILS("\0\0\0", nuls);
 	CHECK_FAILS("", nuls);
 	CHECK_FAILS("\0", nuls);
-	CHECK_FAILS("\0\0pass",
-		    "empty authentication identity in PLAIN response");
+	CHECK_FAILS("\0\0pass", "empty authentication identity in PLAIN response");
 	CHECK_FAILS("\0user\0", "empty password in PLAIN response");
 	CHECK_FAILS("\0\0", "empty authentication identity in PLAIN response");
 	CHECK_FAILS("admin\0user\0pass",
@@ -110,9 +104,8 @@ static void test_malformed(void)
 	/* Bad base64 in all its forms. */
 	{
 		static const char *const bad[] = {
-			"AHVzZXIAcGFzcw=",   "AHVzZXIAcGFzcw",
-			"AHVzZXIAcGFzcw==\r\n", "AHVz ZXIAcGFzcw==",
-			"!!!!",		     "=",
+			"AHVzZXIAcGFzcw=",      "AHVzZXIAcGFzcw", "AHVzZXIAcGFzcw==\r\n",
+			"AHVz ZXIAcGFzcw==",    "!!!!",           "=",
 			"AHVzZXIAcGFzcw==AAAA",
 		};
 		char buf[64];
@@ -120,15 +113,13 @@ static void test_malformed(void)
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			e = NULL;
-			CHECK(sasl_plain_decode(bad[i], strlen(bad[i]), buf,
-						sizeof(buf), &z, &c, &p,
-						&e) == -1);
+			CHECK(sasl_plain_decode(bad[i], strlen(bad[i]), buf, sizeof(buf), &z, &c,
+						&p, &e) == -1);
 			CHECK_STR(e, "invalid base64 in PLAIN response");
 			CHECK(z == NULL && c == NULL && p == NULL);
 		}
 		/* No response at all has no NULs. */
-		CHECK(sasl_plain_decode("", 0, buf, sizeof(buf), &z, &c, &p,
-					&e) == -1);
+		CHECK(sasl_plain_decode("", 0, buf, sizeof(buf), &z, &c, &p, &e) == -1);
 		CHECK_STR(e, nuls);
 	}
 }
@@ -153,8 +144,8 @@ static void test_lengths(void)
 	CHECK(n == SASL_PLAIN_BUF_SIZE - 1);
 	decode_raw(raw, n, &r);
 	CHECK(r.ret == 0);
-	CHECK(r.ret == 0 && strlen(r.authzid) == 255 &&
-	      strlen(r.authcid) == 255 && strlen(r.passwd) == 255);
+	CHECK(r.ret == 0 && strlen(r.authzid) == 255 && strlen(r.authcid) == 255 &&
+	      strlen(r.passwd) == 255);
 
 	/* 256 bytes in any one part. */
 	n = 0;
@@ -215,8 +206,8 @@ static void test_encode(void)
 		pw[i + 1] = '\0';
 		CHECK(sasl_plain_encode("bob", pw, dst, sizeof(dst)) == 0);
 		CHECK(strlen(dst) == base64_encoded_len(3 + strlen(pw) + 2));
-		CHECK(sasl_plain_decode(dst, strlen(dst), r.buf,
-					sizeof(r.buf), &z, &c, &p, &e) == 0);
+		CHECK(sasl_plain_decode(dst, strlen(dst), r.buf, sizeof(r.buf), &z, &c, &p, &e) ==
+		      0);
 		CHECK_STR(z, "");
 		CHECK_STR(c, "bob");
 		CHECK_STR(p, pw);

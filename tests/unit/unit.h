@@ -13,31 +13,28 @@
 
 extern unsigned unit_passed, unit_failed;
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (cond) {                                                  \
-			unit_passed++;                                       \
-		} else {                                                     \
-			unit_failed++;                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__,        \
-				__LINE__, #cond);                            \
-		}                                                            \
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if (cond) {                                                             \
+			unit_passed++;                                                  \
+		} else {                                                                \
+			unit_failed++;                                                  \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                       \
 	} while (0)
 
 /* String equality with both values printed on failure. */
-#define CHECK_STR(actual, expected)                                          \
-	do {                                                                 \
-		const char *unit_a_ = (actual), *unit_e_ = (expected);       \
-		if (unit_a_ != NULL && unit_e_ != NULL &&                    \
-		    strcmp(unit_a_, unit_e_) == 0) {                         \
-			unit_passed++;                                       \
-		} else {                                                     \
-			unit_failed++;                                       \
-			fprintf(stderr, "FAIL %s:%d: %s == \"%s\", got \"%s\"\n", \
-				__FILE__, __LINE__, #actual,                 \
-				unit_e_ ? unit_e_ : "(null)",                \
-				unit_a_ ? unit_a_ : "(null)");               \
-		}                                                            \
+#define CHECK_STR(actual, expected)                                                         \
+	do {                                                                                \
+		const char *unit_a_ = (actual), *unit_e_ = (expected);                      \
+		if (unit_a_ != NULL && unit_e_ != NULL && strcmp(unit_a_, unit_e_) == 0) {  \
+			unit_passed++;                                                      \
+		} else {                                                                    \
+			unit_failed++;                                                      \
+			fprintf(stderr, "FAIL %s:%d: %s == \"%s\", got \"%s\"\n", __FILE__, \
+				__LINE__, #actual, unit_e_ ? unit_e_ : "(null)",            \
+				unit_a_ ? unit_a_ : "(null)");                              \
+		}                                                                           \
 	} while (0)
 
 #endif
