@@ -4,24 +4,22 @@
  *   PRELOGIN      parsing commands (imap_parser.h) and answering them
  *   AUTH_RESPONSE waiting for the client's line after "+ " (AUTHENTICATE
  *                 without an initial response)
- *   BACKEND       routed; connecting to / logging in at the backend.  The
- *                 client is not read meanwhile: whatever it pipelined stays
+ *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
+ *                 the backend.  What the client pipelines meanwhile stays
  *                 buffered and goes to the backend once the login succeeds.
+ *   CLOSING       a last line is being written
  *
- * The client side is a stream (stream.h: plain socket or TLS).  The backend
- * side is a plain non-blocking socket driven by one event, with a small
- * buffer for the few lines of the login.  The backend login is pipelined: as
- * soon as the TCP connection is up we send "ID (...)" and "TAG AUTHENTICATE
- * PLAIN <ir>" in one write, and then read the greeting, the ID reply and the
- * login reply in that order.  The login is sent with the client's own tag,
- * so the backend's tagged answer (with its CAPABILITY code) goes to the
- * client as it is.
+ * The backend dialogue is pipelined: as soon as the TCP connection is up we
+ * send "ID (...)" and "TAG AUTHENTICATE PLAIN <ir>" in one write, and then
+ * read the greeting, the ID reply and the login reply in that order.  The
+ * login is sent with the client's own tag, so the backend's tagged answer
+ * (with its CAPABILITY code) goes to the client as it is.
  */
 #include "daemon/imap_client.h"
 
 #include "daemon/daemon.h"
+#include "daemon/login_proxy.h"
 #include "daemon/session.h"
-#include "net/relay.h"
 #include "net/stream.h"
 #include "proto/imap_parser.h"
 #include "proto/sasl_plain.h"
@@ -29,50 +27,31 @@
 #include "util/log.h"
 #include "util/net_util.h"
 
-#include <errno.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
-#define BACKEND_LINE_MAX 65536
 #define PROXY_TTL 5
 
 enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
-enum backend_state { BACKEND_CONNECTING, BACKEND_GREETING, BACKEND_ID_REPLY, BACKEND_LOGIN_REPLY };
 
 struct imap_client {
 	struct daemon *daemon;
 	struct stream *stream;
-	bool secured;
+	bool secured, starting_login;
 	char client_ip[46], local_ip[46];
 	uint16_t client_port, local_port;
 	char session_id[24];
 	struct imap_parser *parser;
 	unsigned auth_failures, bad_commands;
 	enum client_state state;
-
-	/* the login in progress */
-	char *tag, *login_user, *login_password;
+	char *tag; /* of the AUTHENTICATE or login in progress */
 	struct route_result *route;
-	int backend_fd;
-	struct event backend_event;
-	bool backend_event_set;
-	enum backend_state backend_state;
-	char *backend_in;
-	size_t backend_in_len, backend_in_size;
-	struct event *retry_timer;
-	struct timespec deadline;
-	unsigned connect_attempts;
+	struct login_proxy *login;
 };
 
 static void client_input(void *context);
-static void backend_connect(struct imap_client *client);
 
 /* ---- helpers ---- */
 
@@ -83,45 +62,6 @@ static void client_send(struct imap_client *client, const char *text)
 
 #define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
 
-static void wipe_free(char **s)
-{
-	if (*s != NULL) {
-		explicit_bzero(*s, strlen(*s));
-		free(*s);
-		*s = NULL;
-	}
-}
-
-static void backend_close(struct imap_client *client)
-{
-	if (client->backend_event_set) {
-		event_del(&client->backend_event);
-		client->backend_event_set = false;
-	}
-	if (client->backend_fd >= 0) {
-		close(client->backend_fd);
-		client->backend_fd = -1;
-	}
-	client->backend_in_len = 0;
-}
-
-static void login_reset(struct imap_client *client)
-{
-	free(client->tag);
-	client->tag = NULL;
-	free(client->login_user);
-	client->login_user = NULL;
-	wipe_free(&client->login_password);
-	backend_close(client);
-	free(client->backend_in);
-	client->backend_in = NULL;
-	client->backend_in_size = 0;
-	if (client->retry_timer != NULL) {
-		event_free(client->retry_timer);
-		client->retry_timer = NULL;
-	}
-}
-
 static void client_destroy(struct imap_client *client, const char *reason)
 {
 	if (reason != NULL)
@@ -129,7 +69,8 @@ static void client_destroy(struct imap_client *client, const char *reason)
 			 "reason=\"%s\"",
 			 client->client_ip, client->client_port, client->session_id,
 			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
-	login_reset(client);
+	login_proxy_abort(&client->login);
+	free(client->tag);
 	free(client->route);
 	imap_parser_destroy(&client->parser);
 	stream_destroy(&client->stream);
@@ -142,11 +83,11 @@ static void client_close_after(struct imap_client *client, const char *line, con
 {
 	log_info("event=disconnect protocol=imap client=%s:%u session=%s reason=\"%s\"",
 		 client->client_ip, client->client_port, client->session_id, reason);
-	login_reset(client);
+	login_proxy_abort(&client->login);
 	client->state = STATE_CLOSING;
 	if (line != NULL)
 		client_send(client, line);
-	stream_close_after_flush(client->stream); /* calls client_flushed */
+	stream_close_after_flush(client->stream); /* calls client_flushed, later */
 }
 
 static void client_flushed(void *context)
@@ -192,352 +133,119 @@ static void capability_string(struct imap_client *client, char *dst, size_t size
 		 plaintext_allowed(client) ? " AUTH=PLAIN" : " LOGINDISABLED");
 }
 
-/* ---- the backend login ---- */
-
-static long ms_until(const struct timespec *deadline)
+static void auth_failed(struct imap_client *client)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
+		client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
+				   "too many failed logins");
 }
 
-static void back_to_prelogin(struct imap_client *client)
-{
-	login_reset(client);
-	client->state = STATE_PRELOGIN;
-}
+/* ---- the backend dialogue ---- */
 
-/* The login failed at or before the backend in a way the client may retry
- * later: NO [UNAVAILABLE], back to pre-login. */
-static void login_unavailable(struct imap_client *client, const char *reason)
-{
-	struct daemon *daemon = client->daemon;
-	const struct route_result *route = client->route;
-	daemon->metrics.logins_unavailable++;
-	log_warning("event=login result=unavailable protocol=imap user=%s group=%u backend=%s "
-		    "client=%s:%u session=%s reason=\"%s\"",
-		    route->username, route->group_id,
-		    route->backend.name[0] != '\0' ? route->backend.name : "-", client->client_ip,
-		    client->client_port, client->session_id, reason);
-	client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
-		     client->tag);
-	back_to_prelogin(client);
-}
+enum imap_dialogue_state { IMAP_DIALOGUE_GREETING, IMAP_DIALOGUE_ID, IMAP_DIALOGUE_LOGIN };
 
-static void retry_timer_fired(evutil_socket_t fd, short what, void *context)
+static void imap_backend_connected(struct login_proxy *lp)
 {
-	struct imap_client *client = context;
-	event_free(client->retry_timer);
-	client->retry_timer = NULL;
-	backend_connect(client);
-}
-
-/* The connection failed before the backend said anything: try again
- * within proxy_timeout. */
-static void backend_failed(struct imap_client *client, const char *what)
-{
-	struct daemon *daemon = client->daemon;
-	daemon->metrics.backend_connect_failures++;
-	backend_close(client);
-	long left = ms_until(&client->deadline);
-	if (left > (long)daemon->set->proxy_connect_retry_ms) {
-		log_info("event=backend_retry protocol=imap user=%s backend=%s address=%s "
-			 "attempt=%u "
-			 "session=%s reason=\"%s\"",
-			 client->route->username, client->route->backend.name,
-			 client->route->backend.address, client->connect_attempts,
-			 client->session_id, what);
-		client->retry_timer = evtimer_new(daemon->base, retry_timer_fired, client);
-		struct timeval tv = {daemon->set->proxy_connect_retry_ms / 1000,
-				     (daemon->set->proxy_connect_retry_ms % 1000) * 1000};
-		evtimer_add(client->retry_timer, &tv);
+	const struct login_proxy_request *req = login_proxy_request(lp);
+	char ir[SASL_PLAIN_BUF_SIZE * 2];
+	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
+		login_proxy_unavailable(lp, "username and password too long to forward");
 		return;
 	}
-	char reason[300];
-	snprintf(reason, sizeof(reason), "%s (gave up after %u attempt(s) within proxy_timeout)",
-		 what, client->connect_attempts);
-	login_unavailable(client, reason);
-}
-
-static void start_proxying(struct imap_client *client, const char *tagged_line, size_t line_len,
-			   const char *backend_rest, size_t backend_rest_len)
-{
-	struct daemon *daemon = client->daemon;
-	const struct route_result *route = client->route;
-	struct session *session =
-		session_create(daemon, NULL, route->username, route->group_id, route->backend.name,
-			       client->client_ip, client->client_port, "imap", client->session_id);
-	bool tls = stream_is_tls(client->stream);
-
-	daemon->metrics.logins_ok++;
-	log_info("event=login result=ok protocol=imap user=%s group=%u backend=%s address=%s "
-		 "client=%s:%u session=%s tls=%s%s",
-		 route->username, route->group_id, route->backend.name, route->backend.address,
-		 client->client_ip, client->client_port, client->session_id, tls ? "yes" : "no",
-		 route->assigned_now ? " group_assigned=yes" : "");
-
-	/* Whatever is still buffered goes first: to the client our unsent
-	 * output, the tagged reply and anything the backend sent after it; to
-	 * the backend what the client pipelined after its login. */
-	/* The login's events on both sockets are removed (client_destroy)
-	 * only after the relay has added its own: epoll sees no change. */
-	int backend_fd = client->backend_fd;
-	client->backend_fd = -1;
-	int client_fd;
-	const char *out, *in;
-	size_t out_len, in_len;
-	if (tls) {
-		stream_write(client->stream, tagged_line, line_len);
-		stream_write(client->stream, "\r\n", 2);
-		if (backend_rest_len > 0)
-			stream_write(client->stream, backend_rest, backend_rest_len);
-		struct bufferevent *client_bev =
-			stream_detach(client->stream, &client_fd, &out, &out_len, &in, &in_len);
-		struct bufferevent *backend_bev =
-			bufferevent_socket_new(daemon->base, backend_fd, BEV_OPT_CLOSE_ON_FREE);
-		session->relay = relay_create_bufferevent(client_bev, backend_bev,
-							  daemon->set->relay_buffer_max,
-							  session_relay_closed, session);
-	} else {
-		stream_detach(client->stream, &client_fd, &out, &out_len, &in, &in_len);
-		size_t to_client_len = out_len + line_len + 2 + backend_rest_len;
-		char *to_client = malloc(to_client_len);
-		memcpy(to_client, out, out_len);
-		memcpy(to_client + out_len, tagged_line, line_len);
-		memcpy(to_client + out_len + line_len, "\r\n", 2);
-		if (backend_rest_len > 0)
-			memcpy(to_client + out_len + line_len + 2, backend_rest, backend_rest_len);
-		session->relay = relay_create_fd(daemon->base, daemon->pipe_pool, client_fd,
-						 backend_fd, in, in_len, to_client, to_client_len,
-						 session_relay_closed, session);
-		free(to_client);
-	}
-	/* the session now counts this connection */
-	daemon->client_count++;
-	client_destroy(client, NULL);
-}
-
-/* Handles one line from the backend; false if the client moved on (to the
- * relay, back to pre-login, or gone). */
-static bool backend_line(struct imap_client *client, char *line, size_t len, const char *rest,
-			 size_t rest_len)
-{
-	switch (client->backend_state) {
-	case BACKEND_CONNECTING:
-		break;
-	case BACKEND_GREETING:
-		if (strncmp(line, "* OK", 4) != 0) {
-			char reason[300];
-			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s",
-				 line);
-			backend_failed(client, reason);
-			return false;
-		}
-		client->backend_state = BACKEND_ID_REPLY;
-		break;
-	case BACKEND_ID_REPLY:
-		if (line[0] != '*')
-			client->backend_state = BACKEND_LOGIN_REPLY;
-		break;
-	case BACKEND_LOGIN_REPLY: {
-		if (line[0] == '*') {
-			/* untagged data before the answer: the client's */
-			stream_write(client->stream, line, len);
-			stream_write(client->stream, "\r\n", 2);
-			break;
-		}
-		if (line[0] == '+') {
-			login_unavailable(client,
-					  "backend asked for a SASL continuation (no SASL-IR?)");
-			return false;
-		}
-		size_t tag_len = strlen(client->tag);
-		if (len <= tag_len || strncmp(line, client->tag, tag_len) != 0 ||
-		    line[tag_len] != ' ') {
-			char reason[300];
-			snprintf(reason, sizeof(reason),
-				 "unexpected backend reply to login: %.200s", line);
-			login_unavailable(client, reason);
-			return false;
-		}
-		const char *status = line + tag_len + 1;
-		if (strncasecmp(status, "OK", 2) == 0) {
-			start_proxying(client, line, len, rest, rest_len);
-			return false;
-		}
-		/* NO or BAD: the backend's answer is the answer */
-		client->daemon->metrics.logins_failed++;
-		log_info("event=login result=failed protocol=imap user=%s group=%u backend=%s "
-			 "client=%s:%u session=%s reply=\"%.200s\"",
-			 client->route->username, client->route->group_id,
-			 client->route->backend.name, client->client_ip, client->client_port,
-			 client->session_id, status);
-		stream_write(client->stream, line, len);
-		stream_write(client->stream, "\r\n", 2);
-		if (++client->auth_failures >= client->daemon->set->auth_failures_max) {
-			client_close_after(client,
-					   "* BYE Too many invalid authentication attempts.\r\n",
-					   "too many failed logins");
-			return false;
-		}
-		back_to_prelogin(client);
-		/* commands pipelined after the failed login */
-		client_input(client);
-		return false;
-	}
-	}
-	return true;
-}
-
-static void backend_send_login(struct imap_client *client)
-{
-	char ir[SASL_PLAIN_BUF_SIZE * 2], request[2048];
-	if (sasl_plain_encode(client->login_user, client->login_password, ir, sizeof(ir)) < 0) {
-		login_unavailable(client, "username and password too long to forward");
-		return;
-	}
-	int n = snprintf(request, sizeof(request),
-			 "MC ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
-			 "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
-			 "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
-			 "%s AUTHENTICATE PLAIN %s\r\n",
-			 client->client_ip, client->client_port, client->local_ip,
-			 client->local_port, client->session_id, PROXY_TTL - 1, client->tag, ir);
+	login_proxy_sendf(lp,
+			  "MC ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
+			  "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
+			  "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
+			  "%s AUTHENTICATE PLAIN %s\r\n",
+			  req->client_ip, req->client_port, req->local_ip, req->local_port,
+			  req->session_id, PROXY_TTL - 1, req->tag, ir);
 	explicit_bzero(ir, sizeof(ir));
-	/* a fresh connection's send buffer takes these few hundred bytes whole */
-	ssize_t written = -1;
-	if (n > 0 && (size_t)n < sizeof(request))
-		written = write(client->backend_fd, request, (size_t)n);
-	explicit_bzero(request, sizeof(request));
-	if (written != n) {
-		char reason[256];
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
-			 client->route->backend.address,
-			 written < 0 ? strerror(errno) : "short write");
-		backend_failed(client, reason);
-		return;
-	}
-	client->backend_state = BACKEND_GREETING;
 }
 
-static void backend_io(evutil_socket_t fd, short what, void *context)
+static void imap_backend_line(struct login_proxy *lp, const char *line, size_t len)
 {
-	struct imap_client *client = context;
-	if ((what & EV_TIMEOUT) != 0) {
-		if (client->backend_state == BACKEND_CONNECTING)
-			backend_failed(client, "connect timed out");
-		else
-			login_unavailable(client,
-					  "backend did not answer the login within proxy_timeout");
-		return;
-	}
-	if (client->backend_state == BACKEND_CONNECTING) {
-		/* writable: connected, or failed, which the write reports */
-		event_del(&client->backend_event);
-		long left = ms_until(&client->deadline);
-		struct timeval tv = {left > 0 ? left / 1000 : 0,
-				     left > 0 ? (left % 1000) * 1000 : 1000};
-		event_assign(&client->backend_event, client->daemon->base, fd, EV_READ | EV_PERSIST,
-			     backend_io, client);
-		event_add(&client->backend_event, &tv);
-		backend_send_login(client);
-		return;
-	}
-
-	if (client->backend_in_len == client->backend_in_size) {
-		if (client->backend_in_size >= BACKEND_LINE_MAX) {
-			login_unavailable(client,
-					  "backend sent a line longer than 64 KB during login");
+	unsigned *state = login_proxy_state(lp);
+	const char *tag = login_proxy_request(lp)->tag;
+	char reason[300];
+	switch (*state) {
+	case IMAP_DIALOGUE_GREETING:
+		if (strncmp(line, "* OK", 4) != 0) {
+			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s", line);
+			login_proxy_retry(lp, reason);
 			return;
 		}
-		client->backend_in_size =
-			client->backend_in_size == 0 ? 1024 : client->backend_in_size * 4;
-		client->backend_in = realloc(client->backend_in, client->backend_in_size);
-	}
-	ssize_t n = read(fd, client->backend_in + client->backend_in_len,
-			 client->backend_in_size - client->backend_in_len);
-	if (n <= 0) {
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		char reason[256];
-		snprintf(reason, sizeof(reason), "backend %s during login",
-			 n == 0 ? "closed the connection" : strerror(errno));
-		if (client->backend_state == BACKEND_GREETING)
-			backend_failed(client, reason); /* nothing was said yet: try again */
-		else
-			login_unavailable(client, reason);
+		*state = IMAP_DIALOGUE_ID;
+		return;
+	case IMAP_DIALOGUE_ID:
+		if (line[0] != '*')
+			*state = IMAP_DIALOGUE_LOGIN;
 		return;
 	}
-	client->backend_in_len += (size_t)n;
-	char *buf = client->backend_in;
-	size_t start = 0;
-	for (;;) {
-		char *lf = memchr(buf + start, '\n', client->backend_in_len - start);
-		if (lf == NULL)
-			break;
-		size_t line_end = (size_t)(lf - buf), next = line_end + 1;
-		if (line_end > start && buf[line_end - 1] == '\r')
-			line_end--;
-		buf[line_end] = '\0';
-		if (!backend_line(client, buf + start, line_end - start, buf + next,
-				  client->backend_in_len - next))
-			return; /* client moved on; buffer may be gone */
-		start = next;
+	if (line[0] == '*') {
+		/* untagged data before the answer: the client's */
+		login_proxy_to_client(lp, line, len);
+		login_proxy_to_client(lp, "\r\n", 2);
+		return;
 	}
-	memmove(buf, buf + start, client->backend_in_len - start);
-	client->backend_in_len -= start;
+	if (line[0] == '+') {
+		login_proxy_unavailable(lp, "backend asked for a SASL continuation (no SASL-IR?)");
+		return;
+	}
+	size_t tag_len = strlen(tag);
+	if (len <= tag_len || strncmp(line, tag, tag_len) != 0 || line[tag_len] != ' ') {
+		snprintf(reason, sizeof(reason), "unexpected backend reply to login: %.200s", line);
+		login_proxy_unavailable(lp, reason);
+		return;
+	}
+	if (strncasecmp(line + tag_len + 1, "OK", 2) == 0)
+		login_proxy_success(lp, line, len);
+	else
+		login_proxy_failure(lp, line, len); /* NO or BAD: the backend's answer */
 }
 
-static void backend_connect(struct imap_client *client)
+static const struct login_proxy_dialogue imap_dialogue = {
+	.protocol = "imap",
+	.connected = imap_backend_connected,
+	.line = imap_backend_line,
+};
+
+static void login_done(void *context, enum login_proxy_result result, const char *reason)
 {
-	struct daemon *daemon = client->daemon;
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
-	char reason[256];
-	client->connect_attempts++;
-	client->backend_state = BACKEND_CONNECTING;
-	if (net_parse_ip_port(client->route->backend.address, daemon->set->backend_port_imap, &addr,
-			      &addr_len) < 0) {
-		snprintf(reason, sizeof(reason), "backend address '%s' is not an IP address",
-			 client->route->backend.address);
-		login_unavailable(client, reason);
+	struct imap_client *client = context;
+	client->login = NULL;
+	switch (result) {
+	case LOGIN_PROXY_PROXYING:
+		client_destroy(client, NULL); /* the session has the sockets */
 		return;
+	case LOGIN_PROXY_FAILED:
+		client->state = STATE_PRELOGIN;
+		auth_failed(client);
+		break;
+	case LOGIN_PROXY_UNAVAILABLE:
+		client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
+			     client->tag);
+		client->state = STATE_PRELOGIN;
+		break;
 	}
-	int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(reason, sizeof(reason), "cannot create a socket: %s", strerror(errno));
-		backend_failed(client, reason);
-		return;
-	}
-	net_set_tcp_options(fd);
-	client->backend_fd = fd;
-	if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0 && errno != EINPROGRESS) {
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
-			 client->route->backend.address, strerror(errno));
-		backend_failed(client, reason);
-		return;
-	}
-	long left = ms_until(&client->deadline);
-	if (left < 1)
-		left = 1;
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
-	event_assign(&client->backend_event, daemon->base, fd, EV_WRITE, backend_io, client);
-	event_add(&client->backend_event, &tv);
-	client->backend_event_set = true;
+	free(client->tag);
+	client->tag = NULL;
+	/* commands pipelined after the login; when called back from inside
+	 * client_login() the parsing loop there goes on by itself */
+	if (client->state == STATE_PRELOGIN && !client->starting_login)
+		client_input(client);
 }
 
-/* We have a username and password: route and start the backend login. */
+/* We have a username and password: route, and start the login proxy. */
 static void client_login(struct imap_client *client, const char *tag, const char *user,
 			 const char *password)
 {
 	struct daemon *daemon = client->daemon;
 	if (!plaintext_allowed(client)) {
 		daemon->metrics.logins_refused++;
-		client_sendf(
-			client,
-			"%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-			"(SSL/TLS) connections.\r\n",
-			tag);
+		client_sendf(client,
+			     "%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
+			     "non-secure (SSL/TLS) connections.\r\n",
+			     tag);
 		return;
 	}
 	if (client->route == NULL)
@@ -546,7 +254,6 @@ static void client_login(struct imap_client *client, const char *tag, const char
 	enum route_status status =
 		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
 			   daemon->set->group_count, user, true, client->route, &reason);
-	client->tag = strdup(tag);
 	switch (status) {
 	case ROUTE_OK:
 		break;
@@ -555,21 +262,21 @@ static void client_login(struct imap_client *client, const char *tag, const char
 		log_info("event=login result=refused protocol=imap client=%s:%u session=%s "
 			 "reason=\"%s\"",
 			 client->client_ip, client->client_port, client->session_id, reason);
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
-			     tag);
-		login_reset(client);
-		if (++client->auth_failures >= daemon->set->auth_failures_max)
-			client_close_after(client,
-					   "* BYE Too many invalid authentication attempts.\r\n",
-					   "too many failed logins");
+		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+		auth_failed(client);
 		return;
 	case ROUTE_UNAVAILABLE:
-		login_unavailable(client, reason);
-		return;
 	case ROUTE_ERROR:
-		log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username,
-			  reason);
-		login_unavailable(client, reason);
+		daemon->metrics.logins_unavailable++;
+		if (status == ROUTE_ERROR)
+			log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username,
+				  reason);
+		log_warning("event=login result=unavailable protocol=imap user=%s group=%u "
+			    "client=%s:%u session=%s reason=\"%s\"",
+			    client->route->username, client->route->group_id, client->client_ip,
+			    client->client_port, client->session_id, reason);
+		client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
+			     tag);
 		return;
 	}
 	if (client->route->assigned_now) {
@@ -578,21 +285,30 @@ static void client_login(struct imap_client *client, const char *tag, const char
 			 client->route->group_id, client->route->backend.name,
 			 client->route->group.site, client->route->username);
 	}
-	client->login_user = strdup(user);
-	client->login_password = strdup(password);
-	client->state = STATE_BACKEND;
-	client->connect_attempts = 0;
-	/* the client stays readable: what it pipelines is buffered (up to
+	/* The client stays readable: what it pipelines is buffered (up to
 	 * prelogin_line_max) for the backend, and if it goes away the login
-	 * is abandoned */
-	clock_gettime(CLOCK_MONOTONIC, &client->deadline);
-	client->deadline.tv_sec += daemon->set->proxy_timeout_ms / 1000;
-	client->deadline.tv_nsec += (long)(daemon->set->proxy_timeout_ms % 1000) * 1000000;
-	if (client->deadline.tv_nsec >= 1000000000) {
-		client->deadline.tv_sec++;
-		client->deadline.tv_nsec -= 1000000000;
-	}
-	backend_connect(client);
+	 * is abandoned. */
+	client->state = STATE_BACKEND;
+	free(client->tag);
+	client->tag = strdup(tag);
+	struct login_proxy_request request = {
+		.daemon = daemon,
+		.client = client->stream,
+		.dialogue = &imap_dialogue,
+		.backend_port = daemon->set->backend_port_imap,
+		.route = client->route,
+		.client_ip = client->client_ip,
+		.local_ip = client->local_ip,
+		.client_port = client->client_port,
+		.local_port = client->local_port,
+		.session_id = client->session_id,
+		.tag = tag,
+		.user = user,
+		.password = password,
+	};
+	client->starting_login = true;
+	login_proxy_start(&request, login_done, client, &client->login);
+	client->starting_login = false;
 }
 
 /* ---- pre-login commands ---- */
@@ -611,10 +327,7 @@ static void cmd_authenticate_response(struct imap_client *client, const char *ta
 		client->daemon->metrics.logins_refused++;
 		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n",
 			     tag, error);
-		if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-			client_close_after(client,
-					   "* BYE Too many invalid authentication attempts.\r\n",
-					   "too many failed logins");
+		auth_failed(client);
 		return;
 	}
 	client_login(client, tag, authcid, passwd);
@@ -716,6 +429,7 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 						  strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
 			return client->state == STATE_PRELOGIN;
 		}
+		free(client->tag);
 		client->tag = strdup(tag);
 		client->state = STATE_AUTH_RESPONSE;
 		client_send(client, "+ \r\n");
@@ -832,7 +546,6 @@ void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *re
 {
 	struct imap_client *client = calloc(1, sizeof(*client));
 	client->daemon = daemon;
-	client->backend_fd = -1;
 	daemon->client_count++;
 	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
 			   &client->client_port);

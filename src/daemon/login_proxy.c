@@ -1,0 +1,477 @@
+/* login_proxy.c - see login_proxy.h.
+ *
+ * The backend side is a plain non-blocking socket driven by one event, with
+ * a small buffer for the few lines of the login.  The dialogue's terminal
+ * calls only mark the outcome; the outcome is acted on when the dialogue
+ * returns (finish()), so no code runs on a freed login proxy.
+ */
+#include "daemon/login_proxy.h"
+
+#include "daemon/daemon.h"
+#include "daemon/session.h"
+#include "net/relay.h"
+#include "net/stream.h"
+#include "proto/sasl_plain.h"
+#include "store/route.h"
+#include "util/log.h"
+#include "util/net_util.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKEND_LINE_MAX 65536
+
+enum outcome { OUTCOME_NONE, OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_UNAVAILABLE, OUTCOME_RETRY };
+
+struct login_proxy {
+	struct login_proxy_request request;
+	struct route_result route;
+	char *tag, *user, *password;
+	login_proxy_callback *callback;
+	void *context;
+
+	int fd;
+	struct event event;
+	bool event_set, connecting;
+	char *in;
+	size_t in_len, in_size;
+	struct event *retry_timer;
+	struct timespec deadline;
+	unsigned attempts;
+	unsigned dialogue_state;
+	bool spoke; /* the backend sent at least one line this attempt */
+
+	/* set by the dialogue's terminal calls, acted on in finish() */
+	enum outcome outcome;
+	char *outcome_text;
+	size_t outcome_len;
+	const char *rest; /* backend bytes after the success reply */
+	size_t rest_len;
+};
+
+static void attempt_connect(struct login_proxy *lp);
+
+static long ms_until(const struct timespec *deadline)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static void backend_close(struct login_proxy *lp)
+{
+	if (lp->event_set) {
+		event_del(&lp->event);
+		lp->event_set = false;
+	}
+	if (lp->fd >= 0) {
+		close(lp->fd);
+		lp->fd = -1;
+	}
+	lp->in_len = 0;
+}
+
+static void wipe_free(char **s)
+{
+	if (*s != NULL) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+static void login_proxy_free(struct login_proxy *lp)
+{
+	backend_close(lp);
+	if (lp->retry_timer != NULL)
+		event_free(lp->retry_timer);
+	free(lp->in);
+	free(lp->tag);
+	free(lp->user);
+	wipe_free(&lp->password);
+	free(lp->outcome_text);
+	free(lp);
+}
+
+void login_proxy_abort(struct login_proxy **_lp)
+{
+	struct login_proxy *lp = *_lp;
+	if (lp == NULL)
+		return;
+	login_proxy_free(lp);
+	*_lp = NULL;
+}
+
+const struct login_proxy_request *login_proxy_request(const struct login_proxy *lp)
+{
+	return &lp->request;
+}
+
+unsigned *login_proxy_state(struct login_proxy *lp)
+{
+	return &lp->dialogue_state;
+}
+
+void login_proxy_send(struct login_proxy *lp, const char *data, size_t len)
+{
+	if (lp->outcome != OUTCOME_NONE)
+		return;
+	/* login commands are a few hundred bytes on a fresh connection: the
+	 * send buffer takes them whole */
+	ssize_t n = write(lp->fd, data, len);
+	if (n != (ssize_t)len) {
+		char reason[256];
+		snprintf(reason, sizeof(reason), "cannot send to backend %s: %s",
+			 lp->route.backend.address, n < 0 ? strerror(errno) : "short write");
+		if (lp->spoke)
+			login_proxy_unavailable(lp, reason);
+		else
+			login_proxy_retry(lp, reason);
+	}
+}
+
+void login_proxy_sendf(struct login_proxy *lp, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list args;
+	va_start(args, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, args);
+	va_end(args);
+	if (n < 0 || (size_t)n >= sizeof(buf)) {
+		login_proxy_unavailable(lp, "login command too long to forward");
+		return;
+	}
+	login_proxy_send(lp, buf, (size_t)n);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+int login_proxy_plain_ir(struct login_proxy *lp, char *dst, size_t dst_size)
+{
+	return sasl_plain_encode(lp->user, lp->password, dst, dst_size);
+}
+
+void login_proxy_to_client(struct login_proxy *lp, const char *data, size_t len)
+{
+	stream_write(lp->request.client, data, len);
+}
+
+static void set_outcome(struct login_proxy *lp, enum outcome outcome, const char *text, size_t len)
+{
+	if (lp->outcome != OUTCOME_NONE)
+		return;
+	lp->outcome = outcome;
+	lp->outcome_text = malloc(len + 1);
+	memcpy(lp->outcome_text, text, len);
+	lp->outcome_text[len] = '\0';
+	lp->outcome_len = len;
+}
+
+void login_proxy_success(struct login_proxy *lp, const char *reply, size_t len)
+{
+	set_outcome(lp, OUTCOME_SUCCESS, reply, len);
+}
+
+void login_proxy_failure(struct login_proxy *lp, const char *reply, size_t len)
+{
+	set_outcome(lp, OUTCOME_FAILURE, reply, len);
+}
+
+void login_proxy_unavailable(struct login_proxy *lp, const char *reason)
+{
+	set_outcome(lp, OUTCOME_UNAVAILABLE, reason, strlen(reason));
+}
+
+void login_proxy_retry(struct login_proxy *lp, const char *reason)
+{
+	set_outcome(lp, OUTCOME_RETRY, reason, strlen(reason));
+}
+
+/* ---- outcomes ---- */
+
+static void proxy_now(struct login_proxy *lp)
+{
+	const struct login_proxy_request *req = &lp->request;
+	struct daemon *daemon = req->daemon;
+	const struct route_result *route = &lp->route;
+	const char *protocol = req->dialogue->protocol;
+	struct session *session =
+		session_create(daemon, NULL, route->username, route->group_id, route->backend.name,
+			       req->client_ip, req->client_port, protocol, req->session_id);
+	bool tls = stream_is_tls(req->client);
+
+	daemon->metrics.logins_ok++;
+	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s "
+		 "client=%s:%u session=%s tls=%s%s",
+		 protocol, route->username, route->group_id, route->backend.name,
+		 route->backend.address, req->client_ip, req->client_port, req->session_id,
+		 tls ? "yes" : "no", route->assigned_now ? " group_assigned=yes" : "");
+
+	/* Whatever is still buffered goes first: to the client our unsent
+	 * output, the reply and anything the backend sent after it; to the
+	 * backend what the client pipelined after its login.  The login's
+	 * events on both sockets are removed only after the relay has added
+	 * its own, so epoll sees no change. */
+	int backend_fd = lp->fd, client_fd;
+	lp->fd = -1;
+	const char *out, *in;
+	size_t out_len, in_len;
+	if (tls) {
+		stream_write(req->client, lp->outcome_text, lp->outcome_len);
+		stream_write(req->client, "\r\n", 2);
+		if (lp->rest_len > 0)
+			stream_write(req->client, lp->rest, lp->rest_len);
+		struct bufferevent *client_bev =
+			stream_detach(req->client, &client_fd, &out, &out_len, &in, &in_len);
+		struct bufferevent *backend_bev =
+			bufferevent_socket_new(daemon->base, backend_fd, BEV_OPT_CLOSE_ON_FREE);
+		session->relay = relay_create_bufferevent(client_bev, backend_bev,
+							  daemon->set->relay_buffer_max,
+							  session_relay_closed, session);
+	} else {
+		stream_detach(req->client, &client_fd, &out, &out_len, &in, &in_len);
+		size_t to_client_len = out_len + lp->outcome_len + 2 + lp->rest_len;
+		char *to_client = malloc(to_client_len), *p = to_client;
+		memcpy(p, out, out_len);
+		p += out_len;
+		memcpy(p, lp->outcome_text, lp->outcome_len);
+		p += lp->outcome_len;
+		memcpy(p, "\r\n", 2);
+		p += 2;
+		if (lp->rest_len > 0)
+			memcpy(p, lp->rest, lp->rest_len);
+		session->relay = relay_create_fd(daemon->base, daemon->pipe_pool, client_fd,
+						 backend_fd, in, in_len, to_client, to_client_len,
+						 session_relay_closed, session);
+		free(to_client);
+	}
+	/* the session counts this connection from now on; the front-end
+	 * uncounts its own when it frees itself */
+	daemon->client_count++;
+}
+
+static void retry_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct login_proxy *lp = context;
+	event_free(lp->retry_timer);
+	lp->retry_timer = NULL;
+	attempt_connect(lp);
+}
+
+/* Acts on the outcome; returns false if lp is gone. */
+static bool finish(struct login_proxy *lp)
+{
+	const struct login_proxy_request *req = &lp->request;
+	struct daemon *daemon = req->daemon;
+	const char *protocol = req->dialogue->protocol;
+	enum outcome outcome = lp->outcome;
+	lp->outcome = OUTCOME_NONE;
+	switch (outcome) {
+	case OUTCOME_NONE:
+		return true;
+	case OUTCOME_RETRY: {
+		daemon->metrics.backend_connect_failures++;
+		backend_close(lp);
+		long left = ms_until(&lp->deadline);
+		if (left > (long)daemon->set->proxy_connect_retry_ms) {
+			log_info("event=backend_retry protocol=%s user=%s backend=%s address=%s "
+				 "attempt=%u session=%s reason=\"%s\"",
+				 protocol, lp->route.username, lp->route.backend.name,
+				 lp->route.backend.address, lp->attempts, req->session_id,
+				 lp->outcome_text);
+			free(lp->outcome_text);
+			lp->outcome_text = NULL;
+			lp->retry_timer = evtimer_new(daemon->base, retry_timer_fired, lp);
+			struct timeval tv = {daemon->set->proxy_connect_retry_ms / 1000,
+					     (daemon->set->proxy_connect_retry_ms % 1000) * 1000};
+			evtimer_add(lp->retry_timer, &tv);
+			return true;
+		}
+		char reason[600];
+		snprintf(reason, sizeof(reason),
+			 "%s (gave up after %u attempt(s) within proxy_timeout)", lp->outcome_text,
+			 lp->attempts);
+		free(lp->outcome_text);
+		lp->outcome_text = strdup(reason);
+	}
+		/* fall through */
+	case OUTCOME_UNAVAILABLE:
+		daemon->metrics.logins_unavailable++;
+		log_warning("event=login result=unavailable protocol=%s user=%s group=%u backend=%s "
+			    "client=%s:%u session=%s reason=\"%s\"",
+			    protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
+			    req->client_ip, req->client_port, req->session_id, lp->outcome_text);
+		lp->callback(lp->context, LOGIN_PROXY_UNAVAILABLE, lp->outcome_text);
+		break;
+	case OUTCOME_FAILURE:
+		daemon->metrics.logins_failed++;
+		log_info("event=login result=failed protocol=%s user=%s group=%u backend=%s "
+			 "client=%s:%u session=%s reply=\"%.200s\"",
+			 protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
+			 req->client_ip, req->client_port, req->session_id, lp->outcome_text);
+		stream_write(req->client, lp->outcome_text, lp->outcome_len);
+		stream_write(req->client, "\r\n", 2);
+		lp->callback(lp->context, LOGIN_PROXY_FAILED, NULL);
+		break;
+	case OUTCOME_SUCCESS:
+		proxy_now(lp);
+		lp->callback(lp->context, LOGIN_PROXY_PROXYING, NULL);
+		break;
+	}
+	login_proxy_free(lp);
+	return false;
+}
+
+static void backend_io(evutil_socket_t fd, short what, void *context)
+{
+	struct login_proxy *lp = context;
+	const struct login_proxy_dialogue *dialogue = lp->request.dialogue;
+	if ((what & EV_TIMEOUT) != 0) {
+		if (lp->connecting)
+			login_proxy_retry(lp, "connect timed out");
+		else
+			login_proxy_unavailable(lp, "backend did not answer the login within proxy_timeout");
+		finish(lp);
+		return;
+	}
+	if (lp->connecting) {
+		/* writable: connected, or failed, which the first write reports */
+		lp->connecting = false;
+		event_del(&lp->event);
+		long left = ms_until(&lp->deadline);
+		struct timeval tv = {left > 0 ? left / 1000 : 0, left > 0 ? (left % 1000) * 1000 : 1000};
+		event_assign(&lp->event, lp->request.daemon->base, fd, EV_READ | EV_PERSIST, backend_io,
+			     lp);
+		event_add(&lp->event, &tv);
+		if (dialogue->connected != NULL)
+			dialogue->connected(lp);
+		finish(lp);
+		return;
+	}
+
+	if (lp->in_len == lp->in_size) {
+		if (lp->in_size >= BACKEND_LINE_MAX) {
+			login_proxy_unavailable(lp, "backend sent a line longer than 64 KB during login");
+			finish(lp);
+			return;
+		}
+		lp->in_size = lp->in_size == 0 ? 1024 : lp->in_size * 4;
+		lp->in = realloc(lp->in, lp->in_size);
+	}
+	ssize_t n = read(fd, lp->in + lp->in_len, lp->in_size - lp->in_len);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		char reason[256];
+		snprintf(reason, sizeof(reason), "backend %s %s during login",
+			 lp->route.backend.address, n == 0 ? "closed the connection" : strerror(errno));
+		if (lp->spoke)
+			login_proxy_unavailable(lp, reason);
+		else
+			login_proxy_retry(lp, reason); /* nothing was said yet: try again */
+		finish(lp);
+		return;
+	}
+	lp->in_len += (size_t)n;
+	char *buf = lp->in;
+	size_t start = 0;
+	for (;;) {
+		char *lf = memchr(buf + start, '\n', lp->in_len - start);
+		if (lf == NULL)
+			break;
+		size_t line_end = (size_t)(lf - buf), next = line_end + 1;
+		if (line_end > start && buf[line_end - 1] == '\r')
+			line_end--;
+		buf[line_end] = '\0';
+		lp->rest = buf + next;
+		lp->rest_len = lp->in_len - next;
+		dialogue->line(lp, buf + start, line_end - start);
+		lp->spoke = true;
+		if (!finish(lp))
+			return; /* lp is gone */
+		if (lp->fd < 0)
+			return; /* retrying */
+		start = next;
+	}
+	memmove(buf, buf + start, lp->in_len - start);
+	lp->in_len -= start;
+}
+
+static void attempt_connect(struct login_proxy *lp)
+{
+	struct daemon *daemon = lp->request.daemon;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char reason[256];
+	lp->attempts++;
+	lp->connecting = true;
+	lp->spoke = false;
+	lp->dialogue_state = 0;
+	if (net_parse_ip_port(lp->route.backend.address, lp->request.backend_port, &addr,
+			      &addr_len) < 0) {
+		snprintf(reason, sizeof(reason), "backend address '%s' is not an IP address",
+			 lp->route.backend.address);
+		login_proxy_unavailable(lp, reason);
+		finish(lp);
+		return;
+	}
+	int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(reason, sizeof(reason), "cannot create a socket: %s", strerror(errno));
+		login_proxy_retry(lp, reason);
+		finish(lp);
+		return;
+	}
+	net_set_tcp_options(fd);
+	lp->fd = fd;
+	if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0 && errno != EINPROGRESS) {
+		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
+			 lp->route.backend.address, strerror(errno));
+		login_proxy_retry(lp, reason);
+		finish(lp);
+		return;
+	}
+	long left = ms_until(&lp->deadline);
+	if (left < 1)
+		left = 1;
+	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+	event_assign(&lp->event, daemon->base, fd, EV_WRITE, backend_io, lp);
+	event_add(&lp->event, &tv);
+	lp->event_set = true;
+}
+
+void login_proxy_start(const struct login_proxy_request *request, login_proxy_callback *callback,
+		       void *context, struct login_proxy **lp_r)
+{
+	struct login_proxy *lp = calloc(1, sizeof(*lp));
+	lp->request = *request;
+	lp->route = *request->route;
+	lp->request.route = &lp->route;
+	lp->tag = request->tag != NULL ? strdup(request->tag) : NULL;
+	lp->request.tag = lp->tag;
+	lp->user = strdup(request->user);
+	lp->request.user = lp->user;
+	lp->password = strdup(request->password);
+	lp->request.password = lp->password;
+	lp->callback = callback;
+	lp->context = context;
+	lp->fd = -1;
+	unsigned timeout_ms = request->daemon->set->proxy_timeout_ms;
+	clock_gettime(CLOCK_MONOTONIC, &lp->deadline);
+	lp->deadline.tv_sec += timeout_ms / 1000;
+	lp->deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (lp->deadline.tv_nsec >= 1000000000) {
+		lp->deadline.tv_sec++;
+		lp->deadline.tv_nsec -= 1000000000;
+	}
+	/* the caller holds lp before anything can call back */
+	*lp_r = lp;
+	attempt_connect(lp);
+}
