@@ -16,6 +16,7 @@ struct evhttp;
 struct geodb;
 struct route_cache;
 struct relay_pipe_pool;
+struct net_network;
 struct session;
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -36,6 +37,9 @@ struct daemon_metrics {
 	uint64_t sessions_kicked;
 	uint64_t bytes_client_to_backend;
 	uint64_t bytes_backend_to_client;
+	uint64_t haproxy_refused;
+	uint64_t lmtp_recipients_delivered;
+	uint64_t lmtp_recipients_tempfailed;
 };
 
 struct daemon {
@@ -46,10 +50,12 @@ struct daemon {
 	struct route_cache *route_cache;
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
-	struct listener_context *listeners[4];
+	struct listener_context *listeners[LISTENER_COUNT];
 	unsigned listener_count;
 	struct evhttp *http;
 	char writer[64]; /* names this daemon in GeoDB rows */
+	struct net_network *haproxy_trusted;
+	size_t haproxy_trusted_count;
 
 	struct session *sessions; /* proxied sessions, a doubly-linked list */
 	unsigned session_count;

@@ -21,5 +21,6 @@ struct daemon;
  * getsockname() needed then), else NULL. */
 void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
 			const struct sockaddr *local, bool implicit_tls);
+/* (the same type as frontend_create_fn in frontend.h) */
 
 #endif

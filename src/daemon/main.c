@@ -9,6 +9,7 @@
  */
 #include "daemon/admin.h"
 #include "daemon/daemon.h"
+#include "daemon/frontend.h"
 #include "daemon/imap_client.h"
 #include "daemon/session.h"
 #include "net/relay.h"
@@ -34,9 +35,27 @@
 
 #define PIPE_POOL_SPARE 256
 
+/* Listener kinds to front-ends; a NULL create: not in this build. */
+static const struct frontend frontends[LISTENER_COUNT] = {
+	[LISTENER_IMAP] = {imap_client_create, false,
+			   "* BYE Too many connections, try again later.\r\n"},
+	[LISTENER_IMAPS] = {imap_client_create, true, NULL},
+	[LISTENER_POP3] = {pop3_client_create, false,
+			   "-ERR [SYS/TEMP] Too many connections, try again later.\r\n"},
+	[LISTENER_POP3S] = {pop3_client_create, true, NULL},
+	[LISTENER_LMTP] = {lmtp_client_create, false,
+			   "421 4.3.2 Too many connections, try again later\r\n"},
+	[LISTENER_SIEVE] = {sieve_client_create, false,
+			    "BYE \"Too many connections, try again later.\"\r\n"},
+	[LISTENER_SUBMISSION] = {submission_client_create, false,
+				 "421 4.3.2 Too many connections, try again later\r\n"},
+	[LISTENER_SUBMISSIONS] = {submission_client_create, true, NULL},
+};
+
 struct listener_context {
 	struct daemon *daemon;
-	bool implicit_tls;
+	const struct frontend *frontend;
+	bool haproxy;
 	const char *name;
 	struct sockaddr_storage local; /* the bound address, if not a wildcard */
 	bool local_known;
@@ -59,10 +78,10 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
 	struct daemon *daemon = lc->daemon;
 	daemon->metrics.connections_total++;
 	if (daemon->client_count >= daemon->set->client_limit) {
-		static const char bye[] = "* BYE Too many connections, try again later.\r\n";
+		const char *bye = lc->frontend->busy_reply;
 		daemon->metrics.connections_refused_limit++;
-		if (!lc->implicit_tls) {
-			ssize_t ignored = write(fd, bye, sizeof(bye) - 1);
+		if (bye != NULL && !lc->haproxy) {
+			ssize_t ignored = write(fd, bye, strlen(bye));
 			(void)ignored;
 		}
 		close(fd);
@@ -71,8 +90,13 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
 			lc->name, daemon->set->client_limit);
 		return;
 	}
-	imap_client_create(daemon, fd, addr, lc->local_known ? (struct sockaddr *)&lc->local : NULL,
-			   lc->implicit_tls);
+	if (lc->haproxy) {
+		haproxy_accept(daemon, fd, addr, lc->frontend, lc->name);
+		return;
+	}
+	lc->frontend->create(daemon, fd, addr,
+			     lc->local_known ? (struct sockaddr *)&lc->local : NULL,
+			     lc->frontend->implicit_tls);
 }
 
 static void listener_resume(evutil_socket_t fd, short what, void *context)
@@ -93,12 +117,19 @@ static void accept_error(struct evconnlistener *listener, void *context)
 	evtimer_add(lc->resume_timer, &tv);
 }
 
-static int listen_on(struct daemon *daemon, const struct listen_addr *addr, const char *name,
-		     bool implicit_tls, const char **error_r)
+static int listen_on(struct daemon *daemon, enum listener_kind kind, const char **error_r)
 {
 	static char error[256];
+	const struct listen_addr *addr = &daemon->set->listeners[kind].addr;
+	const char *name = listener_names[kind];
 	if (addr->port == 0)
 		return 0;
+	if (frontends[kind].create == NULL) {
+		snprintf(error, sizeof(error), "listen %s: this front-end is not available in this build",
+			 name);
+		*error_r = error;
+		return -1;
+	}
 	struct sockaddr_storage ss;
 	int ss_len = sizeof(ss);
 	char spec[128];
@@ -114,7 +145,8 @@ static int listen_on(struct daemon *daemon, const struct listen_addr *addr, cons
 	}
 	struct listener_context *lc = calloc(1, sizeof(*lc));
 	lc->daemon = daemon;
-	lc->implicit_tls = implicit_tls;
+	lc->frontend = &frontends[kind];
+	lc->haproxy = daemon->set->listeners[kind].haproxy;
 	lc->name = name;
 	lc->resume_timer = evtimer_new(daemon->base, listener_resume, lc);
 	lc->listener = evconnlistener_new_bind(daemon->base, accept_connection, lc,
@@ -261,11 +293,20 @@ int main(int argc, char **argv)
 			    "until then\"",
 			    daemon.set->site, daemon.set->site);
 
-	if (daemon.set->listen_imap.port == 0 && daemon.set->listen_imaps.port == 0) {
+	bool any_listener = false;
+	for (int k = 0; k < LISTENER_COUNT; k++)
+		any_listener |= daemon.set->listeners[k].addr.port != 0;
+	if (!any_listener) {
 		fprintf(stderr,
-			"mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT "
-			"}\n",
+			"mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT }\n",
 			config_path);
+		return 1;
+	}
+	if (daemon.set->haproxy_trusted_networks[0] != '\0' &&
+	    net_networks_parse(daemon.set->haproxy_trusted_networks, &daemon.haproxy_trusted,
+			       &daemon.haproxy_trusted_count, &error) < 0) {
+		fprintf(stderr, "mailclusterd: %s: haproxy_trusted_networks: %s\n", config_path,
+			error);
 		return 1;
 	}
 	raise_fd_limit();
@@ -284,9 +325,12 @@ int main(int argc, char **argv)
 	event_config_free(event_config);
 	daemon.pipe_pool = relay_pipe_pool_create(PIPE_POOL_SPARE);
 	daemon.started = time(NULL);
-	if (listen_on(&daemon, &daemon.set->listen_imap, "imap", false, &error) < 0 ||
-	    listen_on(&daemon, &daemon.set->listen_imaps, "imaps", true, &error) < 0 ||
-	    admin_start(&daemon, &error) < 0) {
+	for (int k = 0; k < LISTENER_COUNT; k++) {
+		if (listen_on(&daemon, (enum listener_kind)k, &error) < 0)
+			break;
+		error = NULL;
+	}
+	if (error != NULL || admin_start(&daemon, &error) < 0) {
 		log_error("event=startup_failed reason=\"%s\"", error);
 		if (foreground)
 			fprintf(stderr, "mailclusterd: %s\n", error);
@@ -311,6 +355,7 @@ int main(int argc, char **argv)
 	geodb_close(&daemon.geodb);
 	tls_context_destroy(&daemon.ssl_ctx);
 	event_base_free(daemon.base);
+	free(daemon.haproxy_trusted);
 	settings_free(&daemon.set);
 	log_info("event=stopped");
 	return 0;

@@ -98,27 +98,38 @@ int config_parse_text(const char *path, const char *text, struct config **config
 		if (*line == '\0')
 			continue;
 		if (strcmp(line, "}") == 0) {
+			/* close the innermost section */
+			char *slash = strrchr(section, '/');
 			if (section[0] == '\0')
 				ret = fail(error_r, "%s:%u: '}' without an open section", path,
 					   line_no);
-			section[0] = '\0';
+			else if (slash != NULL)
+				*slash = '\0';
+			else
+				section[0] = '\0';
 			continue;
 		}
 		size_t len = strlen(line);
 		if (line[len - 1] == '{') {
 			line[len - 1] = '\0';
 			char *name = trim(line);
-			if (section[0] != '\0')
+			if (strchr(section, '/') != NULL)
 				ret = fail(error_r,
-					   "%s:%u: section '%s' inside section '%s': sections do "
-					   "not nest",
+					   "%s:%u: section '%s' inside section '%s': sections nest "
+					   "two deep at most",
 					   path, line_no, name, section);
-			else if (!valid_name(name) || strlen(name) >= sizeof(section))
+			else if (!valid_name(name) ||
+				 strlen(section) + strlen(name) + 2 > sizeof(section))
 				ret = fail(error_r, "%s:%u: invalid section name '%s'", path,
 					   line_no, name);
 			else {
-				snprintf(section, sizeof(section), "%s", name);
-				section_line = line_no;
+				if (section[0] == '\0') {
+					snprintf(section, sizeof(section), "%s", name);
+					section_line = line_no;
+				} else {
+					size_t used = strlen(section);
+					snprintf(section + used, sizeof(section) - used, "/%s", name);
+				}
 			}
 			continue;
 		}

@@ -8,6 +8,12 @@
  *       key = value
  *     }
  *
+ *     section {
+ *       inner {          (one more level: entries get section "section/inner")
+ *         key = value
+ *       }
+ *     }
+ *
  * One statement per line.  A value runs to the end of the line (trailing
  * blanks dropped) and may be double-quoted to keep leading/trailing blanks or
  * a '#'.  Sections nest one level.  config_parse() turns a file into a flat
@@ -20,7 +26,7 @@
 #include <stddef.h>
 
 struct config_entry {
-	char *section; /* "" at top level */
+	char *section; /* "" at top level, "outer" or "outer/inner" */
 	char *key;
 	char *value;
 	unsigned line;

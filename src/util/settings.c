@@ -26,6 +26,15 @@ enum setting_type {
 	SET_PORT,
 	SET_PLAINTEXT_AUTH,
 	SET_LOG_LEVEL,
+	SET_BOOL,
+	SET_LMTP_USERNAME,
+};
+
+const char *const listener_names[LISTENER_COUNT] = {
+	[LISTENER_IMAP] = "imap",	  [LISTENER_IMAPS] = "imaps",
+	[LISTENER_POP3] = "pop3",	  [LISTENER_POP3S] = "pop3s",
+	[LISTENER_LMTP] = "lmtp",	  [LISTENER_SIEVE] = "sieve",
+	[LISTENER_SUBMISSION] = "submission", [LISTENER_SUBMISSIONS] = "submissions",
 };
 
 struct setting_def {
@@ -45,9 +54,29 @@ static const struct setting_def setting_defs[] = {
 	{"", "localdb", SET_STRING, OFF(localdb), "/dev/shm/mailcluster-localdb.sqlite", 0, 0},
 	{"", "group_count", SET_UINT, OFF(group_count), "1024", 1, 1000000},
 	{"", "log_level", SET_LOG_LEVEL, OFF(log_level), "info", 0, 0},
-	{"listen", "imap", SET_ADDR, OFF(listen_imap), "", 0, 0},
-	{"listen", "imaps", SET_ADDR, OFF(listen_imaps), "", 0, 0},
+#define LISTENER(kind, name)                                                                \
+	{"listen", name, SET_ADDR, OFF(listeners[kind].addr), "", 0, 0},                    \
+		{"listen/" name, "address", SET_ADDR, OFF(listeners[kind].addr), NULL, 0, 0}, \
+		{"listen/" name, "haproxy", SET_BOOL, OFF(listeners[kind].haproxy), "no", 0, 0}
+	LISTENER(LISTENER_IMAP, "imap"),
+	LISTENER(LISTENER_IMAPS, "imaps"),
+	LISTENER(LISTENER_POP3, "pop3"),
+	LISTENER(LISTENER_POP3S, "pop3s"),
+	LISTENER(LISTENER_LMTP, "lmtp"),
+	LISTENER(LISTENER_SIEVE, "sieve"),
+	LISTENER(LISTENER_SUBMISSION, "submission"),
+	LISTENER(LISTENER_SUBMISSIONS, "submissions"),
+	{"", "haproxy_trusted_networks", SET_STRING, OFF(haproxy_trusted_networks), "", 0, 0},
+	{"", "haproxy_timeout", SET_DURATION, OFF(haproxy_timeout_ms), "3s", 0, 0},
 	{"backend_port", "imap", SET_PORT, OFF(backend_port_imap), "143", 0, 0},
+	{"backend_port", "pop3", SET_PORT, OFF(backend_port_pop3), "110", 0, 0},
+	{"backend_port", "lmtp", SET_PORT, OFF(backend_port_lmtp), "24", 0, 0},
+	{"backend_port", "sieve", SET_PORT, OFF(backend_port_sieve), "4190", 0, 0},
+	{"backend_port", "submission", SET_PORT, OFF(backend_port_submission), "587", 0, 0},
+	{"", "lmtp_username", SET_LMTP_USERNAME, OFF(lmtp_username), "address", 0, 0},
+	{"", "lmtp_message_max", SET_SIZE, OFF(lmtp_message_max), "64M", 1024, 2147483647},
+	{"", "lmtp_recipients_max", SET_UINT, OFF(lmtp_recipients_max), "100", 1, 100000},
+	{"", "submission_hostname", SET_STRING, OFF(submission_hostname), "", 0, 0},
 	{"", "tls_cert", SET_STRING, OFF(tls_cert), "", 0, 0},
 	{"", "tls_key", SET_STRING, OFF(tls_key), "", 0, 0},
 	{"", "plaintext_auth", SET_PLAINTEXT_AUTH, OFF(plaintext_auth), "tls", 0, 0},
@@ -185,6 +214,8 @@ static const char *const type_expectations[] = {
 	[SET_PORT] = "a port number 1..65535",
 	[SET_PLAINTEXT_AUTH] = "'tls' or 'always'",
 	[SET_LOG_LEVEL] = "debug, info, warning or error",
+	[SET_BOOL] = "yes or no",
+	[SET_LMTP_USERNAME] = "'address' or 'localpart'",
 };
 
 static int apply(struct settings *set, const struct setting_def *def, const char *value)
@@ -227,6 +258,22 @@ static int apply(struct settings *set, const struct setting_def *def, const char
 		return settings_parse_addr(value, (struct listen_addr *)field);
 	case SET_PORT:
 		return parse_port(value, (int *)field);
+	case SET_BOOL:
+		if (strcmp(value, "yes") == 0)
+			*(bool *)field = true;
+		else if (strcmp(value, "no") == 0)
+			*(bool *)field = false;
+		else
+			return -1;
+		return 0;
+	case SET_LMTP_USERNAME:
+		if (strcmp(value, "address") == 0)
+			*(enum lmtp_username *)field = LMTP_USERNAME_ADDRESS;
+		else if (strcmp(value, "localpart") == 0)
+			*(enum lmtp_username *)field = LMTP_USERNAME_LOCALPART;
+		else
+			return -1;
+		return 0;
 	case SET_PLAINTEXT_AUTH:
 		if (strcmp(value, "tls") == 0)
 			*(enum plaintext_auth *)field = PLAINTEXT_AUTH_TLS;
@@ -327,8 +374,25 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   set->geodb);
 		else if ((set->tls_cert[0] == '\0') != (set->tls_key[0] == '\0'))
 			ret = fail(error_r, "%s: tls_cert and tls_key must be set together", path);
-		else if (set->listen_imaps.port != 0 && set->tls_cert[0] == '\0')
-			ret = fail(error_r, "%s: listen imaps needs tls_cert and tls_key", path);
+		else {
+			static const enum listener_kind implicit_tls[] = {
+				LISTENER_IMAPS, LISTENER_POP3S, LISTENER_SUBMISSIONS};
+			for (size_t i = 0; i < 3 && ret == 0; i++) {
+				if (set->listeners[implicit_tls[i]].addr.port != 0 &&
+				    set->tls_cert[0] == '\0')
+					ret = fail(error_r, "%s: listen %s needs tls_cert and tls_key",
+						   path, listener_names[implicit_tls[i]]);
+			}
+			for (int k = 0; k < LISTENER_COUNT && ret == 0; k++) {
+				if (set->listeners[k].haproxy &&
+				    set->haproxy_trusted_networks[0] == '\0')
+					ret = fail(error_r,
+						   "%s: listen %s has haproxy = yes but "
+						   "haproxy_trusted_networks is empty: every "
+						   "connection would be refused",
+						   path, listener_names[k]);
+			}
+		}
 	}
 	if (ret < 0) {
 		settings_free(&set);

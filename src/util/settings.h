@@ -13,6 +13,21 @@
 #include <stddef.h>
 
 enum plaintext_auth { PLAINTEXT_AUTH_TLS, PLAINTEXT_AUTH_ALWAYS };
+enum lmtp_username { LMTP_USERNAME_ADDRESS, LMTP_USERNAME_LOCALPART };
+
+/* The listeners, named as Dovecot names its services. */
+enum listener_kind {
+	LISTENER_IMAP,
+	LISTENER_IMAPS,
+	LISTENER_POP3,
+	LISTENER_POP3S,
+	LISTENER_LMTP,
+	LISTENER_SIEVE,
+	LISTENER_SUBMISSION,
+	LISTENER_SUBMISSIONS,
+	LISTENER_COUNT
+};
+extern const char *const listener_names[LISTENER_COUNT];
 
 /* An ADDR:PORT listener address; port 0 = not configured. */
 struct listen_addr {
@@ -27,8 +42,17 @@ struct settings {
 	unsigned group_count;
 	char *log_level;
 
-	struct listen_addr listen_imap, listen_imaps;
-	int backend_port_imap;
+	/* listen { imap = ADDR:PORT } or listen { imap { address = ADDR:PORT
+	 * haproxy = yes } } */
+	struct listener_settings {
+		struct listen_addr addr;
+		bool haproxy; /* expects a PROXY protocol header first */
+	} listeners[LISTENER_COUNT];
+	char *haproxy_trusted_networks; /* who may send a PROXY header */
+	int backend_port_imap, backend_port_pop3, backend_port_lmtp, backend_port_sieve,
+		backend_port_submission;
+	enum lmtp_username lmtp_username; /* route LMTP by the address or its local part */
+	char *submission_hostname;        /* our name in SMTP greetings */
 
 	char *tls_cert, *tls_key;
 	enum plaintext_auth plaintext_auth;
@@ -43,6 +67,9 @@ struct settings {
 	unsigned bad_commands_max;       /* pre-login protocol errors per connection */
 	unsigned client_limit;           /* concurrent client connections */
 	unsigned relay_buffer_max;       /* bytes buffered per direction (TLS relay) */
+	size_t lmtp_message_max;         /* largest message LMTP accepts */
+	unsigned lmtp_recipients_max;    /* recipients per LMTP transaction */
+	unsigned haproxy_timeout_ms;     /* to receive the PROXY header */
 };
 
 /* Loads and validates path.  On error returns -1 and error_r is a sentence

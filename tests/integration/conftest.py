@@ -88,14 +88,16 @@ class ClusterFactory:
         self.daemons: list[Daemon] = []
 
     def __call__(self, geodb: str | None = None, setup: bool = True, tls: bool = False,
-                 start: bool = True, **settings) -> Daemon:
+                 start: bool = True, protocols: tuple = ("imap",), haproxy: tuple = (),
+                 **settings) -> Daemon:
         n = len(self.daemons) + 1
         name = f"mc{n}"
         if geodb is None:
             geodb = os.path.join(self.workdir, f"geodb{n}.sqlite")
         d = Daemon(str(self.workdir), geodb, self.fleet,
                    extra={k: str(v) for k, v in settings.items()},
-                   tls=self.tls_files if tls else None, name=name)
+                   tls=self.tls_files if tls else None, name=name, protocols=protocols,
+                   haproxy=haproxy)
         self.daemons.append(d)
         if setup:
             d.setup_geodb()

@@ -252,14 +252,26 @@ def cli_json(config: str, *args: str) -> list:
 class Daemon:
     """One mailclusterd process with its config file and log."""
 
+    # listeners that are implicit TLS, and the plain one whose port they mirror
+    IMPLICIT_TLS = {"imaps": "imap", "pop3s": "pop3", "submissions": "submission"}
+
     def __init__(self, workdir: str, geodb_path: str, fleet, extra: Optional[dict] = None,
-                 tls: Optional[tuple[str, str]] = None, name: str = "mc"):
+                 tls: Optional[tuple[str, str]] = None, name: str = "mc",
+                 protocols: tuple = ("imap",), haproxy: tuple = ()):
+        """protocols: the plain listeners to open (imap, pop3, lmtp, sieve, submission); with
+        tls, the implicit-TLS twins (imaps, pop3s, submissions) of those are opened too.
+        self.ports maps every opened listener name to its port.  haproxy: listener names that
+        get haproxy = yes (set haproxy_trusted_networks in extra)."""
         self.workdir = workdir
         self.name = name
         self.geodb_path = geodb_path
         self.fleet = fleet
-        self.imap_port = free_port()
-        self.imaps_port = free_port() if tls else None
+        listeners = list(protocols)
+        if tls:
+            listeners += [t for t, plain in self.IMPLICIT_TLS.items() if plain in protocols]
+        self.ports = {listener: free_port() for listener in listeners}
+        self.imap_port = self.ports.get("imap")
+        self.imaps_port = self.ports.get("imaps")
         self.admin_port = free_port()
         self.config = os.path.join(workdir, f"{name}.conf")
         self.log_path = os.path.join(workdir, f"{name}.log")
@@ -278,10 +290,16 @@ class Daemon:
             settings["tls_cert"], settings["tls_key"] = tls
         settings.update(extra or {})
         lines = [f"{k} = {v}" for k, v in settings.items()]
-        lines += ["listen {", f"  imap = 127.0.0.1:{self.imap_port}"]
-        if tls:
-            lines.append(f"  imaps = 127.0.0.1:{self.imaps_port}")
-        lines += ["}", "backend_port {", f"  imap = {fleet.ports['imap']}", "}"]
+        lines += ["listen {"]
+        for listener, port in self.ports.items():
+            if listener in haproxy:
+                lines += [f"  {listener} {{", f"    address = 127.0.0.1:{port}",
+                          "    haproxy = yes", "  }"]
+            else:
+                lines.append(f"  {listener} = 127.0.0.1:{port}")
+        lines += ["}", "backend_port {"]
+        lines += [f"  {proto} = {port}" for proto, port in fleet.ports.items()]
+        lines += ["}"]
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
 

@@ -45,8 +45,8 @@ def _run_cli(path):
 # (name, edit(lines) -> lines, 1-based line of the problem or None, words the message must name)
 CASES = [
     ("unknown_key", lambda l: l[:3] + ["frobnicate = 1"] + l[3:], 4, ["frobnicate"]),
-    ("unknown_key_in_section", lambda l: l[:6] + ["  pop3 = 127.0.0.1:1110"] + l[6:], 7,
-     ["pop3", "listen"]),
+    ("unknown_key_in_section", lambda l: l[:6] + ["  gopher = 127.0.0.1:1110"] + l[6:], 7,
+     ["gopher", "listen"]),
     ("bad_uint", lambda l: [x if not x.startswith("group_count") else "group_count = lots"
                             for x in l], 4, ["group_count", "lots"]),
     ("bad_duration", lambda l: [x if not x.startswith("proxy_timeout") else

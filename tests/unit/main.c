@@ -10,6 +10,7 @@ void suite_config(void);
 void suite_hash(void);
 void suite_placement(void);
 void suite_geodb_sqlite(void);
+void suite_proxy_protocol(void);
 
 static const struct {
 	const char *name;
@@ -22,6 +23,7 @@ static const struct {
 	{"hash", suite_hash},
 	{"placement", suite_placement},
 	{"geodb_sqlite", suite_geodb_sqlite},
+	{"proxy_protocol", suite_proxy_protocol},
 };
 
 int main(int argc, char **argv)

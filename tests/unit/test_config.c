@@ -47,8 +47,14 @@ static void test_syntax(void)
 	CHECK(strstr(error, "t.conf:2:") != NULL);
 	CHECK(config_parse_text("t.conf", "s {\na = 1\n", &config, &error) < 0);
 	CHECK(strstr(error, "never closed") != NULL);
-	CHECK(config_parse_text("t.conf", "s {\nt {\n}\n}\n", &config, &error) < 0);
-	CHECK(strstr(error, "t.conf:2:") != NULL);
+	CHECK(config_parse_text("t.conf", "s {\nt {\nu {\n}\n}\n}\n", &config, &error) < 0);
+	CHECK(strstr(error, "t.conf:3:") != NULL);
+	CHECK(config_parse_text("t.conf", "s {\n a = 1\n t {\n  b = 2\n }\n c = 3\n}\n", &config,
+				&error) == 0);
+	CHECK(config->count == 3);
+	CHECK_STR(config->entries[1].section, "s/t");
+	CHECK_STR(config->entries[2].section, "s");
+	config_free(&config);
 	CHECK(config_parse_text("t.conf", "just words\n", &config, &error) < 0);
 	CHECK(strstr(error, "expected 'key = value'") != NULL);
 	CHECK(config_parse_text("t.conf", "a = \"open\n", &config, &error) < 0);
@@ -71,14 +77,49 @@ static void test_settings_defaults(void)
 	CHECK(set->group_count == 1024);
 	CHECK(set->proxy_timeout_ms == 30000);
 	CHECK(set->backend_port_imap == 143);
-	CHECK(set->listen_imap.port == 1143);
-	CHECK_STR(set->listen_imap.host, "127.0.0.1");
-	CHECK(set->listen_imaps.port == 0);
+	CHECK(set->listeners[LISTENER_IMAP].addr.port == 1143);
+	CHECK_STR(set->listeners[LISTENER_IMAP].addr.host, "127.0.0.1");
+	CHECK(!set->listeners[LISTENER_IMAP].haproxy);
+	CHECK(set->listeners[LISTENER_IMAPS].addr.port == 0);
+	CHECK(set->backend_port_pop3 == 110 && set->backend_port_lmtp == 24);
+	CHECK(set->backend_port_sieve == 4190 && set->backend_port_submission == 587);
+	CHECK(set->lmtp_username == LMTP_USERNAME_ADDRESS);
 	CHECK(set->plaintext_auth == PLAINTEXT_AUTH_TLS);
 	CHECK(set->prelogin_line_max == 8192);
 	CHECK(set->auth_failures_max == 3);
 	settings_free(&set);
 	CHECK(set == NULL);
+}
+
+static void test_settings_listener_sections(void)
+{
+	struct settings *set;
+	const char *error = NULL;
+	int ret = load("site = dc1\ngeodb = sqlite:/x\nhaproxy_trusted_networks = 127.0.0.0/8\n"
+		       "listen {\n pop3 {\n  address = 127.0.0.1:1110\n  haproxy = yes\n }\n"
+		       " lmtp = 127.0.0.1:1024\n}\nlmtp_username = localpart\n",
+		       &set, &error);
+	CHECK(ret == 0);
+	if (ret != 0) {
+		fprintf(stderr, "  error: %s\n", error);
+		return;
+	}
+	CHECK(set->listeners[LISTENER_POP3].addr.port == 1110);
+	CHECK(set->listeners[LISTENER_POP3].haproxy);
+	CHECK(set->listeners[LISTENER_LMTP].addr.port == 1024);
+	CHECK(!set->listeners[LISTENER_LMTP].haproxy);
+	CHECK(set->lmtp_username == LMTP_USERNAME_LOCALPART);
+	settings_free(&set);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imap {\n  haproxy = maybe\n }\n}\n",
+		   &set, &error) < 0);
+	CHECK(strstr(error, ":5: invalid value 'maybe' for 'haproxy': expected yes or no") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n imap {\n  haproxy = yes\n }\n}\n",
+		   &set, &error) < 0);
+	CHECK(strstr(error, "haproxy_trusted_networks is empty") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlisten {\n pop3s = 1.2.3.4:995\n}\n", &set,
+		   &error) < 0);
+	CHECK(strstr(error, "listen pop3s needs tls_cert") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nlmtp_username = domain\n", &set, &error) < 0);
 }
 
 static void test_settings_errors(void)
@@ -150,6 +191,7 @@ void suite_config(void)
 {
 	test_syntax();
 	test_settings_defaults();
+	test_settings_listener_sections();
 	test_settings_errors();
 	test_value_parsers();
 }
