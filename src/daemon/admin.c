@@ -186,6 +186,9 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 	       m->prelogin_timeouts);
 	metric(&body, "mailcluster_sessions_ended_total", "counter", "Proxied sessions ended.", "",
 	       m->sessions_ended);
+	metric(&body, "mailcluster_haproxy_refused_total", "counter",
+	       "Connections refused at the PROXY header (untrusted peer, bad header, timeout).", "",
+	       m->haproxy_refused);
 	metric(&body, "mailcluster_sessions_kicked_total", "counter", "Sessions ended by kick.", "",
 	       m->sessions_kicked);
 	/* bytes of sessions still open are counted when they end */

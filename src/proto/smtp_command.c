@@ -23,20 +23,11 @@ static const struct {
 	const char *name;
 	enum smtp_verb verb;
 } smtp_verbs[] = {
-	{"HELO", SMTP_VERB_HELO},
-	{"EHLO", SMTP_VERB_EHLO},
-	{"LHLO", SMTP_VERB_LHLO},
-	{"MAIL", SMTP_VERB_MAIL},
-	{"RCPT", SMTP_VERB_RCPT},
-	{"DATA", SMTP_VERB_DATA},
-	{"BDAT", SMTP_VERB_BDAT},
-	{"RSET", SMTP_VERB_RSET},
-	{"NOOP", SMTP_VERB_NOOP},
-	{"QUIT", SMTP_VERB_QUIT},
-	{"VRFY", SMTP_VERB_VRFY},
-	{"STARTTLS", SMTP_VERB_STARTTLS},
-	{"AUTH", SMTP_VERB_AUTH},
-	{"XCLIENT", SMTP_VERB_XCLIENT},
+	{"HELO", SMTP_VERB_HELO}, {"EHLO", SMTP_VERB_EHLO},       {"LHLO", SMTP_VERB_LHLO},
+	{"MAIL", SMTP_VERB_MAIL}, {"RCPT", SMTP_VERB_RCPT},       {"DATA", SMTP_VERB_DATA},
+	{"BDAT", SMTP_VERB_BDAT}, {"RSET", SMTP_VERB_RSET},       {"NOOP", SMTP_VERB_NOOP},
+	{"QUIT", SMTP_VERB_QUIT}, {"VRFY", SMTP_VERB_VRFY},       {"STARTTLS", SMTP_VERB_STARTTLS},
+	{"AUTH", SMTP_VERB_AUTH}, {"XCLIENT", SMTP_VERB_XCLIENT},
 };
 
 static enum smtp_verb smtp_verb_lookup(const char *upper)

@@ -94,21 +94,15 @@ static bool net_networks_is_separator(char c)
 static int net_networks_fail(const char *entry, size_t entry_len, const char *reason,
 			     struct net_network **networks_r, size_t *count_r, const char **error_r)
 {
-	static const char format[] = "Invalid network '%.*s%s': %s";
+	static char error[256];
 	int quote_len =
 		(int)(entry_len < NET_NETWORK_ERROR_QUOTE_MAX ? entry_len
 							      : NET_NETWORK_ERROR_QUOTE_MAX);
 	const char *ellipsis = entry_len > NET_NETWORK_ERROR_QUOTE_MAX ? "..." : "";
-	int size = snprintf(NULL, 0, format, quote_len, entry, ellipsis, reason);
-	char *error = size < 0 ? NULL : malloc((size_t)size + 1);
-
+	snprintf(error, sizeof(error), "Invalid network '%.*s%s': %s", quote_len, entry, ellipsis,
+		 reason);
 	*count_r = 0;
-	*networks_r = (struct net_network *)(void *)error;
-	if (error == NULL) {
-		*error_r = "Invalid network list (and out of memory describing it)";
-		return -1;
-	}
-	snprintf(error, (size_t)size + 1, format, quote_len, entry, ellipsis, reason);
+	*networks_r = NULL;
 	*error_r = error;
 	return -1;
 }

@@ -32,9 +32,8 @@ struct net_network {
  * optional "/prefix" (no prefix = a single host).  Host bits past the
  * prefix are accepted and cleared ("10.1.2.3/8" is 10.0.0.0/8).  Returns 0
  * with *count_r entries in *networks_r (NULL when the list is empty), or -1
- * with *error_r naming the bad entry and *count_r = 0.  The caller frees
- * *networks_r in both cases: on failure it is the storage of the error
- * text (or NULL), so free it only after using *error_r. */
+ * with *error_r (a static buffer) naming the bad entry, *networks_r = NULL
+ * and *count_r = 0.  The caller frees *networks_r. */
 int net_networks_parse(const char *text, struct net_network **networks_r, size_t *count_r,
 		       const char **error_r);
 /* Whether sa (AF_INET or AF_INET6; other families never match) lies in one

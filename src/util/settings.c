@@ -7,6 +7,7 @@
 #include "util/settings.h"
 
 #include "util/config.h"
+#include "util/net_util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -383,6 +384,15 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 					ret = fail(error_r, "%s: listen %s needs tls_cert and tls_key",
 						   path, listener_names[implicit_tls[i]]);
 			}
+			struct net_network *networks = NULL;
+			size_t network_count;
+			const char *net_error;
+			if (ret == 0 &&
+			    net_networks_parse(set->haproxy_trusted_networks, &networks,
+					       &network_count, &net_error) < 0)
+				ret = fail(error_r, "%s: invalid haproxy_trusted_networks: %s", path,
+					   net_error);
+			free(networks);
 			for (int k = 0; k < LISTENER_COUNT && ret == 0; k++) {
 				if (set->listeners[k].haproxy &&
 				    set->haproxy_trusted_networks[0] == '\0')

@@ -6,6 +6,9 @@ unsigned unit_passed, unit_failed;
 void suite_base64(void);
 void suite_sasl_plain(void);
 void suite_imap_parser(void);
+void suite_smtp_command(void);
+void suite_pop3_command(void);
+void suite_sieve_parser(void);
 void suite_config(void);
 void suite_hash(void);
 void suite_placement(void);
@@ -19,6 +22,9 @@ static const struct {
 	{"base64", suite_base64},
 	{"sasl_plain", suite_sasl_plain},
 	{"imap_parser", suite_imap_parser},
+	{"smtp_command", suite_smtp_command},
+	{"pop3_command", suite_pop3_command},
+	{"sieve_parser", suite_sieve_parser},
 	{"config", suite_config},
 	{"hash", suite_hash},
 	{"placement", suite_placement},

@@ -241,12 +241,13 @@ static void test_commands(void)
 	EXPECT("AUTHENTICATE \"PLAIN\" {16}\r\nAHVzZXIAcGFzcw==\r\n",
 	       "AUTHENTICATE s:PLAIN s:AHVzZXIAcGFzcw== [45]|rest=0");
 	EXPECT("AUTHENTICATE {5+}\r\nPLAIN {3}\r\nabc\r\n",
-	       "AUTHENTICATE s:PLAIN s:abc [34]|rest=0");
+	       "AUTHENTICATE s:PLAIN s:abc [35]|rest=0");
 	/* Atoms: numbers and the like; the mechanism as an atom is the
 	 * front-end's business. */
-	EXPECT("HAVESPACE \"script\" 12345\r\n", "HAVESPACE s:script a:12345 [27]|rest=0");
+	EXPECT("HAVESPACE \"script\" 12345\r\n", "HAVESPACE s:script a:12345 [26]|rest=0");
 	EXPECT("AUTHENTICATE PLAIN\r\n", "AUTHENTICATE a:PLAIN [20]|rest=0");
-	EXPECT("X a]b !#$&'+,-./:;<=>?@[^_`|}~\r\n", "X a:a]b a:!#$&'+,-./:;<=>?@[^_`|}~ [32]|rest=0");
+	EXPECT("X a]b !#$&'+,-./:;<=>?@[^_`|}~\r\n",
+	       "X a:a]b a:!#$&'+,-./:;<=>?@[^_`|}~ [32]|rest=0");
 	/* Quoted strings: escapes, empty, UTF-8. */
 	EXPECT("NOOP \"a\\\"b\\\\c\"\r\n", "NOOP s:a\"b\\x5cc [16]|rest=0");
 	EXPECT("NOOP \"\"\r\n", "NOOP s: [9]|rest=0");
@@ -291,7 +292,7 @@ static void test_pipelining(void)
 	       "NOOP [6]|AUTHENTICATE s:PLAIN [26]|LOGOUT [8]|rest=2");
 	/* An error in the middle leaves the neighbours alone. */
 	EXPECT("NOOP\r\nAUTHENTICATE \"x\r\nLOGOUT\r\n",
-	       "NOOP [6]|ERR AUTHENTICATE [18] unterminated quoted string|LOGOUT [8]|rest=0");
+	       "NOOP [6]|ERR AUTHENTICATE [17] unterminated quoted string|LOGOUT [8]|rest=0");
 }
 
 static void test_line_ends(void)
@@ -339,7 +340,7 @@ static void test_errors(void)
 	/* Quoted strings. */
 	EXPECT("NOOP \"x\\n\"\r\n", "ERR NOOP [12] invalid escape in quoted string|rest=0");
 	EXPECT("NOOP \"x\\\r\n", "ERR NOOP [10] unterminated quoted string|rest=0");
-	EXPECT("NOOP \"x y\r\n", "ERR NOOP [10] unterminated quoted string|rest=0");
+	EXPECT("NOOP \"x y\r\n", "ERR NOOP [11] unterminated quoted string|rest=0");
 	EXPECT("NOOP \"x\0y\"\r\n", "ERR NOOP [12] invalid character in quoted string|rest=0");
 	EXPECT("NOOP \"x\ry\"\r\n", "ERR NOOP [12] invalid character in quoted string|rest=0");
 	/* Literal headers. */
@@ -350,14 +351,15 @@ static void test_errors(void)
 	EXPECT("NOOP {1++}\r\n", "ERR NOOP [12] invalid literal size|rest=0");
 	EXPECT("NOOP {1\r\n", "ERR NOOP [9] invalid literal size|rest=0");
 	EXPECT("NOOP {1} x\r\n", "ERR NOOP [12] literal size not followed by end of line|rest=0");
-	EXPECT("NOOP x{1}\r\nNOOP\r\n",
-	       "ERR NOOP [11] missing space between arguments|NOOP [6]|rest=0");
+	/* A bad line that ends like a literal header is taken for one, as
+	 * the client will send that data whatever the server answers. */
+	EXPECT("NOOP x{1}\r\nNOOP\r\n", "ERR NOOP [17] missing space between arguments|rest=0");
 	/* A bad line ending in a literal header: the client sends the data
 	 * regardless, with {N+} and {N} alike, so it goes with the line. */
 	EXPECT("NOOP \"\\x\" {8+}\r\nLOGOUT\r\n\r\nNOOP\r\n",
-	       "ERR NOOP [28] invalid escape in quoted string|NOOP [6]|rest=0");
+	       "ERR NOOP [26] invalid escape in quoted string|NOOP [6]|rest=0");
 	EXPECT("NOOP \"\\x\" {8}\r\nLOGOUT\r\n\r\nNOOP\r\n",
-	       "ERR NOOP [27] invalid escape in quoted string|NOOP [6]|rest=0");
+	       "ERR NOOP [25] invalid escape in quoted string|NOOP [6]|rest=0");
 	/* ... including the rest of the line after that data. */
 	EXPECT("NOOP \"\\x\" {3+}\r\nabc {3}\r\nxyz\r\nNOOP\r\n",
 	       "ERR NOOP [30] invalid escape in quoted string|NOOP [6]|rest=0");
@@ -365,21 +367,19 @@ static void test_errors(void)
 	EXPECT("NOOP {3}\r\nu\0r x\r\nNOOP\r\n", "ERR NOOP [17] NUL in literal|NOOP [6]|rest=0");
 	/* After a literal only SP or the line end. */
 	EXPECT("NOOP {1+}\r\nxy\r\n", "ERR NOOP [15] missing space between arguments|rest=0");
-	EXPECT("NOOP {1+}\r\nx\"y\"\r\n",
-	       "ERR NOOP [18] missing space between arguments|rest=0");
+	EXPECT("NOOP {1+}\r\nx\"y\"\r\n", "ERR NOOP [17] missing space between arguments|rest=0");
 }
 
 static void test_too_many_args(void)
 {
 	EXPECT("X 1 2 3 4 5 6 7 8\r\n", "X a:1 a:2 a:3 a:4 a:5 a:6 a:7 a:8 [19]|rest=0");
-	EXPECT("X 1 2 3 4 5 6 7 8 9\r\nNOOP\r\n",
-	       "ERR X [21] too many arguments|NOOP [6]|rest=0");
+	EXPECT("X 1 2 3 4 5 6 7 8 9\r\nNOOP\r\n", "ERR X [21] too many arguments|NOOP [6]|rest=0");
 	EXPECT("X 1 2 3 4 5 6 7 8 \"9\"\r\n", "ERR X [23] too many arguments|rest=0");
 	/* The ninth as a literal: its data is skipped. */
 	EXPECT("X 1 2 3 4 5 6 7 8 {2+}\r\nxy\r\nNOOP\r\n",
 	       "ERR X [28] too many arguments|NOOP [6]|rest=0");
 	EXPECT("X 1 2 3 4 5 6 7 {1}\r\nx {1}\r\ny\r\nNOOP\r\n",
-	       "ERR X [32] too many arguments|NOOP [6]|rest=0");
+	       "ERR X [31] too many arguments|NOOP [6]|rest=0");
 }
 
 static void test_too_long(void)
@@ -391,14 +391,14 @@ static void test_too_long(void)
 	EXPECT_MAX("NOOP \"0123456789ab\"\r\n", 20, "TOOLONG|rest=21");
 	EXPECT_MAX("NOOP \"0123456789ab\"\n", 20, "NOOP s:0123456789ab [20]|rest=0");
 	/* Without any LF: as soon as max_len bytes are pending. */
-	EXPECT_MAX("NOOP \"0123456789abcdefghij", 20, "TOOLONG|rest=25");
-	EXPECT_MAX("NOOP \"0123456789abc", 20, "TOOLONG|rest=20");
-	EXPECT_MAX("NOOP \"0123456789ab", 20, "rest=19");
+	EXPECT_MAX("NOOP \"0123456789abcdefghij", 20, "TOOLONG|rest=26");
+	EXPECT_MAX("NOOP \"0123456789abcd", 20, "TOOLONG|rest=20");
+	EXPECT_MAX("NOOP \"0123456789abc", 20, "rest=19");
 	/* Each command gets its own max_len. */
 	EXPECT_MAX("NOOP \"0123456789a\"\r\nNOOP \"0123456789a\"\r\n", 20,
 		   "NOOP s:0123456789a [20]|NOOP s:0123456789a [20]|rest=0");
 	/* Bad lines too: an error does not buy unlimited skipping. */
-	EXPECT_MAX("NOOP \"\\x\" ...........\r\n", 20, "TOOLONG|rest=24");
+	EXPECT_MAX("NOOP \"\\x\" ...........\r\n", 20, "TOOLONG|rest=23");
 	/* A literal that cannot fit: no waiting for its data. */
 	EXPECT_MAX("NOOP {8+}\r\n", 20, "rest=11");
 	EXPECT_MAX("NOOP {9+}\r\n", 20, "TOOLONG|rest=11");
@@ -412,15 +412,15 @@ static void test_too_long(void)
 	/* Also within a command that is already bad. */
 	EXPECT("NOOP \"\\x\" {99999999999999999999+}\r\n", "TOOLONG|rest=35");
 	EXPECT("NOOP \"\\x\" {000000000000000000000000001}\r\nx\r\n",
-	       "ERR NOOP [46] invalid escape in quoted string|rest=0");
+	       "ERR NOOP [44] invalid escape in quoted string|rest=0");
 	/* A long literal that fits exactly. */
 	{
 		static char big[MAX_LEN + 100];
-		size_t hdr = (size_t)snprintf(big, sizeof(big), "NOOP {%u+}\r\n", MAX_LEN - 15);
+		size_t hdr = (size_t)snprintf(big, sizeof(big), "NOOP {%u+}\r\n", MAX_LEN - 16);
 
-		CHECK(hdr == 13);
-		memset(big + hdr, 'p', MAX_LEN - 15);
-		n = hdr + MAX_LEN - 15;
+		CHECK(hdr == 14);
+		memset(big + hdr, 'p', MAX_LEN - 16);
+		n = hdr + MAX_LEN - 16;
 		n += (size_t)snprintf(big + n, sizeof(big) - n, "\r\n");
 		CHECK(n == MAX_LEN);
 		run_all(big, n, MAX_LEN, 0);
@@ -461,7 +461,7 @@ static void test_string_line(void)
 	EXPECT_STR("AUTHENTICATE \"PLAIN\"\r\n\"AHVz\"\r\nNOOP\r\n", 2,
 		   "AUTHENTICATE s:PLAIN [22]|- s:AHVz [8]|NOOP [6]|rest=0");
 	/* Several rounds (e.g. SCRAM). */
-	EXPECT_STR("\"a\"\r\n{1+}\r\nb\r\n\"c\"\r\n", 7, "- s:a [5]|- s:b [10]|- s:c [5]|rest=0");
+	EXPECT_STR("\"a\"\r\n{1+}\r\nb\r\n\"c\"\r\n", 7, "- s:a [5]|- s:b [9]|- s:c [5]|rest=0");
 	/* Only one string: no name, no atom, nothing else. */
 	EXPECT_STR("\r\n", 1, "ERR - [2] empty line|rest=0");
 	EXPECT_STR("AHVz\r\n", 1, "ERR - [6] expected a quoted string or literal|rest=0");
@@ -565,7 +565,7 @@ static void test_api(void)
 	      SIEVE_PARSE_ERROR);
 	CHECK_STR(cmd.name, "AUTHENTICATE");
 	CHECK(cmd.arg_count == 0);
-	CHECK(consumed == 29);
+	CHECK(consumed == 28);
 	CHECK_STR(error, "invalid escape in quoted string");
 	CHECK(sieve_parser_parse(parser, input + consumed, 6, &cmd, &consumed, &error) ==
 	      SIEVE_PARSE_COMMAND);
@@ -617,10 +617,10 @@ static void test_linear(void)
 
 /* Pieces that mutations splice in: the parser's interesting syntax. */
 static const char *const fuzz_tokens[] = {
-	"{",     "}",        "\"",        "\\",          "(",        " ",       "\r\n",
-	"\n",    "\r",       "\0",        "+",           "{5}\r\n",  "{3+}\r\n", "{0}\r\n",
-	"\\\"",  "*",        "NOOP ",     "{99999+}\r\n", "\xff",     "{1+}\r\n", "{2}\n",
-	"LOGOUT\r\n",
+	"{",        "}",        "\"",    "\\",         "(",     " ",
+	"\r\n",     "\n",       "\r",    "\0",         "+",     "{5}\r\n",
+	"{3+}\r\n", "{0}\r\n",  "\\\"",  "*",          "NOOP ", "{99999+}\r\n",
+	"\xff",     "{1+}\r\n", "{2}\n", "LOGOUT\r\n",
 };
 
 static const char *const fuzz_seeds[] = {
@@ -644,8 +644,7 @@ static void fuzz_one(const char *input, size_t len, size_t max_len, unsigned str
 
 	run_parser(input, len, max_len, string_mask, 0, NULL, &t_whole);
 	run_parser(input, len, max_len, string_mask, 1, NULL, &t_bytes);
-	run_parser(input, len, max_len, string_mask, 1 + rng_next(rng) % 16, &chunk_rng,
-		   &t_chunks);
+	run_parser(input, len, max_len, string_mask, 1 + rng_next(rng) % 16, &chunk_rng, &t_chunks);
 	bad = t_whole.contract || t_bytes.contract || t_chunks.contract || t_whole.overflow ||
 	      strcmp(t_whole.text, t_bytes.text) != 0 || strcmp(t_whole.text, t_chunks.text) != 0;
 	CHECK(!bad);
