@@ -239,7 +239,8 @@ static void proxy_now(struct login_proxy *lp)
 		stream_detach(req->client, &client_fd, &out, &out_len, &in, &in_len);
 		size_t to_client_len = out_len + lp->outcome_len + 2 + lp->rest_len;
 		char *to_client = malloc(to_client_len), *p = to_client;
-		memcpy(p, out, out_len);
+		if (out_len > 0)
+			memcpy(p, out, out_len);
 		p += out_len;
 		memcpy(p, lp->outcome_text, lp->outcome_len);
 		p += lp->outcome_len;

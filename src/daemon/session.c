@@ -70,6 +70,12 @@ static const char *goodbye(const char *protocol)
 {
 	if (strcmp(protocol, "imap") == 0)
 		return "* BYE Disconnected by the administrator.\r\n";
+	if (strcmp(protocol, "submission") == 0)
+		return "421 4.3.2 Disconnected by the administrator\r\n";
+	if (strcmp(protocol, "pop3") == 0)
+		return "-ERR Disconnected by the administrator.\r\n";
+	if (strcmp(protocol, "sieve") == 0)
+		return "BYE \"Disconnected by the administrator.\"\r\n";
 	return NULL;
 }
 

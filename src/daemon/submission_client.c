@@ -1,0 +1,872 @@
+/* submission_client.c - the Submission front-end (RFC 6409): one accepted
+ * client connection on a submission (587, STARTTLS) or submissions (465,
+ * implicit TLS) listener, from the greeting until AUTH succeeds at the
+ * user's backend and the connection is handed to the relay (or closed).
+ * The create function is declared in frontend.h.
+ *
+ * States:
+ *   PRELOGIN      reading command lines (smtp_command.h) and answering
+ *                 EHLO, HELO, STARTTLS (RFC 3207), AUTH PLAIN (RFC 4954),
+ *                 NOOP, RSET and QUIT ourselves; MAIL, RCPT, DATA and BDAT
+ *                 get 530 until the client has logged in
+ *   AUTH_RESPONSE waiting for the client's line after "334 " (AUTH PLAIN
+ *                 without an initial response)
+ *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
+ *                 the backend.  What the client pipelines meanwhile stays
+ *                 buffered and goes to the backend once the login succeeds.
+ *   CLOSING       a last line is being written
+ *
+ * What we advertise in EHLO is what holds both before the login (we answer)
+ * and after it (the backend answers, and the client does not ask again: a
+ * PLAIN login negotiates no security layer, so RFC 4954 does not make it
+ * repeat EHLO).  PIPELINING: we answer pipelined commands in order, and
+ * Dovecot does after the login.  8BITMIME and ENHANCEDSTATUSCODES: Dovecot's
+ * submission service offers both by default and our own replies carry
+ * enhanced codes.  Not offered: SIZE (its limit is the backend's to state),
+ * CHUNKING (a BDAT chunk before the login could not be skipped safely),
+ * BURL, DSN, SMTPUTF8.
+ *
+ * The backend dialogue, one command at a time (as Dovecot 2.3's
+ * submission-login answers it):
+ *
+ *   <- 220 greeting
+ *   -> EHLO <our hostname>         <- 250-... XCLIENT ADDR PORT ... SESSION TTL ...
+ *   -> XCLIENT ADDR=<client ip> PORT=<client port> SESSION=<id> TTL=<n>
+ *                                  <- 220 greeting (the SMTP state is reset)
+ *   -> EHLO <client's EHLO domain> <- 250-... AUTH PLAIN ...
+ *   -> AUTH PLAIN <initial response>
+ *                                  <- 235 (relay), 5xx (the client's answer) or
+ *                                     anything else (temporary failure)
+ *
+ * XCLIENT carries only the attributes the backend listed (Postfix refuses
+ * unknown ones); the backend applies it only to peers in its
+ * login_trusted_networks.  The EHLO after XCLIENT is required (XCLIENT
+ * resets the session) and names the client's own EHLO domain: Dovecot's
+ * submission-login hands that domain to the post-login submission process,
+ * which continues in the state after AUTH, so the client's next command,
+ * MAIL FROM, meets a session that has had its EHLO.
+ */
+#include "daemon/daemon.h"
+#include "daemon/frontend.h"
+#include "daemon/login_proxy.h"
+#include "daemon/session.h"
+#include "net/stream.h"
+#include "proto/sasl_plain.h"
+#include "proto/smtp_command.h"
+#include "store/route.h"
+#include "util/base64.h"
+#include "util/log.h"
+#include "util/net_util.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define PROXY_TTL 5
+/* the longest EHLO domain we pass on to the backend (RFC 5321: 255) */
+#define HELO_DOMAIN_MAX 255
+/* command lines up to this size are parsed on the stack */
+#define PARSE_STACK_SIZE 1024
+
+enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
+
+struct submission_client {
+	struct daemon *daemon;
+	struct stream *stream;
+	bool secured, starting_login;
+	bool helo_done; /* EHLO or HELO since the greeting or STARTTLS */
+	char client_ip[46], local_ip[46];
+	uint16_t client_port, local_port;
+	char session_id[24];
+	const char *hostname; /* submission_hostname, or system_hostname */
+	char system_hostname[HOST_NAME_MAX + 1];
+	char *helo_domain; /* what the client's EHLO named, if fit to pass on */
+	unsigned auth_failures, bad_commands;
+	enum client_state state;
+	struct route_result *route;
+	struct login_proxy *login;
+};
+
+static void client_input(void *context);
+
+/* ---- helpers ---- */
+
+/* Our name in greetings and EHLO: submission_hostname, or the system's
+ * name (into buf) when that is empty. */
+static const char *our_hostname(const struct daemon *daemon, char buf[HOST_NAME_MAX + 1])
+{
+	const char *configured = daemon->set->submission_hostname;
+	if (configured != NULL && configured[0] != '\0')
+		return configured;
+	if (gethostname(buf, HOST_NAME_MAX + 1) < 0 || buf[0] == '\0')
+		return "localhost";
+	buf[HOST_NAME_MAX] = '\0';
+	return buf;
+}
+
+static void client_send(struct submission_client *client, const char *text)
+{
+	stream_write(client->stream, text, strlen(text));
+}
+
+#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
+
+static void client_destroy(struct submission_client *client, const char *reason)
+{
+	if (reason != NULL)
+		log_info("event=disconnect protocol=submission client=%s:%u session=%s state=%s "
+			 "reason=\"%s\"",
+			 client->client_ip, client->client_port, client->session_id,
+			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
+	login_proxy_abort(&client->login);
+	free(client->helo_domain);
+	free(client->route);
+	stream_destroy(&client->stream);
+	client->daemon->client_count--;
+	free(client);
+}
+
+/* Sends a last line, then closes once it is written (bounded). */
+static void client_close_after(struct submission_client *client, const char *line,
+			       const char *reason)
+{
+	log_info("event=disconnect protocol=submission client=%s:%u session=%s reason=\"%s\"",
+		 client->client_ip, client->client_port, client->session_id, reason);
+	login_proxy_abort(&client->login);
+	client->state = STATE_CLOSING;
+	if (line != NULL)
+		client_send(client, line);
+	stream_close_after_flush(client->stream); /* calls client_flushed, later */
+}
+
+/* "421 <enhanced code> <hostname> <text>", then close. */
+static void client_close_421(struct submission_client *client, const char *code, const char *text,
+			     const char *reason)
+{
+	client_sendf(client, "421 %s %s %s\r\n", code, client->hostname, text);
+	client_close_after(client, NULL, reason);
+}
+
+static void client_flushed(void *context)
+{
+	client_destroy(context, NULL);
+}
+
+static void client_closed(void *context, const char *reason)
+{
+	struct submission_client *client = context;
+	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
+}
+
+static void client_timeout(void *context)
+{
+	struct submission_client *client = context;
+	client->daemon->metrics.prelogin_timeouts++;
+	client_close_421(client, "4.4.2", "Timeout, closing connection",
+			 "no login within prelogin_timeout");
+}
+
+static const struct stream_callbacks client_stream_callbacks = {
+	.input = client_input,
+	.timeout = client_timeout,
+	.closed = client_closed,
+	.flushed = client_flushed,
+};
+
+static bool plaintext_allowed(struct submission_client *client)
+{
+	return client->secured || client->daemon->set->plaintext_auth == PLAINTEXT_AUTH_ALWAYS;
+}
+
+static bool starttls_available(struct submission_client *client)
+{
+	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
+}
+
+static void auth_failed(struct submission_client *client)
+{
+	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
+		client_close_421(client, "4.7.0", "Too many authentication failures",
+				 "too many failed logins");
+}
+
+/* Counts an invalid command; false if that was one too many (closing). */
+static bool bad_command(struct submission_client *client)
+{
+	client->daemon->metrics.prelogin_bad_commands++;
+	if (++client->bad_commands >= client->daemon->set->bad_commands_max) {
+		client_close_421(client, "4.7.0", "Too many invalid commands",
+				 "too many invalid commands");
+		return false;
+	}
+	return true;
+}
+
+/* The domain (or address literal) of an EHLO/HELO argument, if it is made
+ * of what a domain or an address literal may contain: it goes into our
+ * EHLO at the backend, so nothing else may pass.  NULL otherwise. */
+static char *helo_domain_dup(const char *args)
+{
+	size_t len = strcspn(args, " ");
+	if (len == 0 || len > HELO_DOMAIN_MAX)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		char c = args[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == '_' || c == '[' || c == ']' || c == ':'))
+			return NULL;
+	}
+	return strndup(args, len);
+}
+
+/* ---- the backend dialogue ---- */
+
+/* *login_proxy_state(): the step in the low byte, above it what the
+ * backend's last EHLO offered, and the code of a multi-line reply that has
+ * not ended yet. */
+enum dialogue_step { STEP_GREETING, STEP_EHLO, STEP_XCLIENT, STEP_EHLO_AGAIN, STEP_AUTH };
+#define STEP_MASK 0xffu
+#define OFFERS_XCLIENT (1u << 8)
+#define XCLIENT_ADDR (1u << 9)
+#define XCLIENT_PORT (1u << 10)
+#define XCLIENT_SESSION (1u << 11)
+#define XCLIENT_TTL (1u << 12)
+#define XCLIENT_DESTADDR (1u << 13)
+#define XCLIENT_DESTPORT (1u << 14)
+#define OFFERS_AUTH_PLAIN (1u << 15)
+#define OFFERS_MASK (0xffu << 8)
+#define REPLY_CODE_SHIFT 16
+#define REPLY_CODE_MASK (0x3ffu << REPLY_CODE_SHIFT)
+#define EHLO_AS_OURS (1u << 26) /* the EHLO after XCLIENT named us, not the client */
+
+static void set_step(unsigned *state, enum dialogue_step step)
+{
+	*state = (*state & ~STEP_MASK) | step;
+}
+
+/* "250-text", "250 text" or "250": the code, or -1 for anything else;
+ * *last_r says whether this line ends the reply. */
+static int reply_code(const char *line, size_t len, bool *last_r)
+{
+	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+	    line[2] < '0' || line[2] > '9')
+		return -1;
+	if (len > 3 && line[3] != ' ' && line[3] != '-')
+		return -1;
+	*last_r = len == 3 || line[3] == ' ';
+	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
+/* Whether the space-separated list words has word (case-insensitively). */
+static bool has_word(const char *words, const char *word)
+{
+	size_t word_len = strlen(word);
+	for (const char *p = words; *p != '\0';) {
+		while (*p == ' ')
+			p++;
+		size_t len = strcspn(p, " ");
+		if (len == word_len && strncasecmp(p, word, len) == 0)
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* One EHLO keyword line (after "250-"): note what we need of it. */
+static void note_ehlo_keyword(unsigned *state, const char *text)
+{
+	if (strncasecmp(text, "XCLIENT", 7) == 0 && (text[7] == ' ' || text[7] == '\0')) {
+		const char *attrs = text + 7;
+		*state |= OFFERS_XCLIENT;
+		if (has_word(attrs, "ADDR"))
+			*state |= XCLIENT_ADDR;
+		if (has_word(attrs, "PORT"))
+			*state |= XCLIENT_PORT;
+		if (has_word(attrs, "SESSION"))
+			*state |= XCLIENT_SESSION;
+		if (has_word(attrs, "TTL"))
+			*state |= XCLIENT_TTL;
+		if (has_word(attrs, "DESTADDR"))
+			*state |= XCLIENT_DESTADDR;
+		if (has_word(attrs, "DESTPORT"))
+			*state |= XCLIENT_DESTPORT;
+	} else if (strncasecmp(text, "AUTH ", 5) == 0 && has_word(text + 5, "PLAIN")) {
+		*state |= OFFERS_AUTH_PLAIN;
+	}
+}
+
+/* xtext (RFC 3461 4.) of src, appended at *p (room checked by the caller:
+ * at most 3 bytes per input byte). */
+static void xtext_append(char **p, const char *src)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (; *src != '\0'; src++) {
+		unsigned char c = (unsigned char)*src;
+		if (c < '!' || c > '~' || c == '+' || c == '=') {
+			*(*p)++ = '+';
+			*(*p)++ = hex[c >> 4];
+			*(*p)++ = hex[c & 15];
+		} else {
+			*(*p)++ = (char)c;
+		}
+	}
+}
+
+/* "ADDR=" value: IPv6 addresses get Postfix's "IPV6:" prefix (Dovecot
+ * takes both forms). */
+static void xclient_addr_append(char **p, const char *ip)
+{
+	if (strchr(ip, ':') != NULL) {
+		memcpy(*p, "IPV6:", 5);
+		*p += 5;
+	}
+	xtext_append(p, ip);
+}
+
+static void send_xclient(struct login_proxy *lp, unsigned offers)
+{
+	const struct login_proxy_request *req = login_proxy_request(lp);
+	/* every value is short: an address, a port, a session id */
+	char line[512], *p = line;
+	p += sprintf(p, "XCLIENT");
+	if ((offers & XCLIENT_ADDR) != 0) {
+		p += sprintf(p, " ADDR=");
+		xclient_addr_append(&p, req->client_ip);
+	}
+	if ((offers & XCLIENT_PORT) != 0)
+		p += sprintf(p, " PORT=%u", req->client_port);
+	if ((offers & XCLIENT_SESSION) != 0) {
+		p += sprintf(p, " SESSION=");
+		xtext_append(&p, req->session_id);
+	}
+	if ((offers & XCLIENT_TTL) != 0)
+		p += sprintf(p, " TTL=%u", PROXY_TTL - 1);
+	if ((offers & XCLIENT_DESTADDR) != 0 && req->local_ip[0] != '\0') {
+		p += sprintf(p, " DESTADDR=");
+		xclient_addr_append(&p, req->local_ip);
+	}
+	if ((offers & XCLIENT_DESTPORT) != 0 && req->local_port != 0)
+		p += sprintf(p, " DESTPORT=%u", req->local_port);
+	memcpy(p, "\r\n", 2);
+	p += 2;
+	login_proxy_send(lp, line, (size_t)(p - line));
+}
+
+static void send_ehlo_ours(struct login_proxy *lp)
+{
+	char buf[HOST_NAME_MAX + 1];
+	login_proxy_sendf(lp, "EHLO %s\r\n", our_hostname(login_proxy_request(lp)->daemon, buf));
+}
+
+/* The client's EHLO domain comes as the request's tag. */
+static void send_ehlo_clients(struct login_proxy *lp, unsigned *state)
+{
+	const char *helo = login_proxy_request(lp)->tag;
+	if (helo == NULL) {
+		*state |= EHLO_AS_OURS;
+		send_ehlo_ours(lp);
+	} else {
+		login_proxy_sendf(lp, "EHLO %s\r\n", helo);
+	}
+}
+
+static void send_auth(struct login_proxy *lp)
+{
+	char ir[SASL_PLAIN_BUF_SIZE * 2];
+	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
+		login_proxy_unavailable(lp, "username and password too long to forward");
+		return;
+	}
+	login_proxy_sendf(lp, "AUTH PLAIN %s\r\n", ir);
+	explicit_bzero(ir, sizeof(ir));
+}
+
+static void submission_backend_line(struct login_proxy *lp, const char *line, size_t len)
+{
+	const struct login_proxy_request *req = login_proxy_request(lp);
+	unsigned *state = login_proxy_state(lp);
+	enum dialogue_step step = *state & STEP_MASK;
+	unsigned pending_code = (*state & REPLY_CODE_MASK) >> REPLY_CODE_SHIFT;
+	char reason[300];
+	bool last = false;
+	int code = reply_code(line, len, &last);
+
+	if (code < 0 || (pending_code != 0 && (unsigned)code != pending_code)) {
+		snprintf(reason, sizeof(reason), "backend sent an invalid SMTP reply line: %.200s",
+			 line);
+		if (step == STEP_GREETING)
+			login_proxy_retry(lp, reason);
+		else
+			login_proxy_unavailable(lp, reason);
+		return;
+	}
+	*state &= ~REPLY_CODE_MASK;
+	if (!last)
+		*state |= (unsigned)code << REPLY_CODE_SHIFT;
+
+	switch (step) {
+	case STEP_GREETING:
+		if (code != 220) {
+			snprintf(reason, sizeof(reason), "backend greeting was not 220: %.200s",
+				 line);
+			login_proxy_retry(lp, reason);
+			return;
+		}
+		if (!last)
+			return;
+		set_step(state, STEP_EHLO);
+		send_ehlo_ours(lp);
+		return;
+	case STEP_EHLO:
+	case STEP_EHLO_AGAIN:
+		if (code != 250) {
+			if (!last)
+				return;
+			if (step == STEP_EHLO_AGAIN && (*state & EHLO_AS_OURS) == 0) {
+				/* it did not like the client's domain: ours then */
+				*state |= EHLO_AS_OURS;
+				send_ehlo_ours(lp);
+				return;
+			}
+			snprintf(reason, sizeof(reason), "backend refused EHLO: %.200s", line);
+			login_proxy_unavailable(lp, reason);
+			return;
+		}
+		if (len > 4)
+			note_ehlo_keyword(state, line + 4);
+		if (!last)
+			return;
+		if (step == STEP_EHLO_AGAIN) {
+			if ((*state & OFFERS_AUTH_PLAIN) == 0) {
+				login_proxy_unavailable(lp,
+							"backend does not offer AUTH PLAIN to us "
+							"(does it require TLS?)");
+				return;
+			}
+			set_step(state, STEP_AUTH);
+			send_auth(lp);
+			return;
+		}
+		if ((*state & OFFERS_XCLIENT) == 0) {
+			/* it still works, but the backend sees our address */
+			log_warning(
+				"event=backend_warning protocol=submission backend=%s "
+				"session=%s reason=\"backend does not offer XCLIENT: the client "
+				"address is not forwarded (add the proxy to its "
+				"login_trusted_networks)\"",
+				req->route->backend.name, req->session_id);
+			*state &= ~OFFERS_MASK;
+			set_step(state, STEP_EHLO_AGAIN);
+			send_ehlo_clients(lp, state);
+			return;
+		}
+		set_step(state, STEP_XCLIENT);
+		send_xclient(lp, *state & OFFERS_MASK);
+		return;
+	case STEP_XCLIENT:
+		if (code / 100 != 2) {
+			snprintf(reason, sizeof(reason),
+				 "backend refused XCLIENT (is the proxy in its "
+				 "login_trusted_networks?): %.200s",
+				 line);
+			login_proxy_unavailable(lp, reason);
+			return;
+		}
+		if (!last)
+			return;
+		/* XCLIENT reset the session: EHLO again, as the client */
+		*state &= ~OFFERS_MASK;
+		set_step(state, STEP_EHLO_AGAIN);
+		send_ehlo_clients(lp, state);
+		return;
+	case STEP_AUTH:
+		break;
+	}
+	if (code == 235 || code >= 500) {
+		if (!last) {
+			/* the first lines of a multi-line reply: the client's */
+			login_proxy_to_client(lp, line, len);
+			login_proxy_to_client(lp, "\r\n", 2);
+		} else if (code == 235) {
+			login_proxy_success(lp, line, len);
+		} else {
+			login_proxy_failure(lp, line, len); /* 535 and the like: the backend's */
+		}
+		return;
+	}
+	if (code == 334)
+		snprintf(reason, sizeof(reason), "backend asked for a SASL continuation: %.200s",
+			 line);
+	else
+		snprintf(reason, sizeof(reason), "backend answered AUTH with: %.200s", line);
+	login_proxy_unavailable(lp, reason);
+}
+
+static const struct login_proxy_dialogue submission_dialogue = {
+	.protocol = "submission",
+	.connected = NULL, /* the backend speaks first */
+	.line = submission_backend_line,
+};
+
+static void login_done(void *context, enum login_proxy_result result, const char *reason)
+{
+	struct submission_client *client = context;
+	client->login = NULL;
+	switch (result) {
+	case LOGIN_PROXY_PROXYING:
+		client_destroy(client, NULL); /* the session has the sockets */
+		return;
+	case LOGIN_PROXY_FAILED:
+		client->state = STATE_PRELOGIN;
+		auth_failed(client);
+		break;
+	case LOGIN_PROXY_UNAVAILABLE:
+		client_send(client,
+			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
+		client->state = STATE_PRELOGIN;
+		break;
+	}
+	/* commands pipelined after AUTH; when called back from inside
+	 * client_login() the reading loop there goes on by itself */
+	if (client->state == STATE_PRELOGIN && !client->starting_login)
+		client_input(client);
+}
+
+/* We have a username and password: route, and start the login proxy. */
+static void client_login(struct submission_client *client, const char *user, const char *password)
+{
+	struct daemon *daemon = client->daemon;
+	if (client->route == NULL)
+		client->route = malloc(sizeof(*client->route));
+	const char *reason;
+	enum route_status status =
+		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
+			   daemon->set->group_count, user, true, client->route, &reason);
+	switch (status) {
+	case ROUTE_OK:
+		break;
+	case ROUTE_BAD_USER:
+		daemon->metrics.logins_refused++;
+		log_info("event=login result=refused protocol=submission client=%s:%u session=%s "
+			 "reason=\"%s\"",
+			 client->client_ip, client->client_port, client->session_id, reason);
+		client_send(client, "535 5.7.8 Authentication credentials invalid\r\n");
+		auth_failed(client);
+		return;
+	case ROUTE_UNAVAILABLE:
+	case ROUTE_ERROR:
+		daemon->metrics.logins_unavailable++;
+		if (status == ROUTE_ERROR)
+			log_error("event=geodb_error user=%s reason=\"%s\"",
+				  client->route->username, reason);
+		log_warning("event=login result=unavailable protocol=submission user=%s group=%u "
+			    "client=%s:%u session=%s reason=\"%s\"",
+			    client->route->username, client->route->group_id, client->client_ip,
+			    client->client_port, client->session_id, reason);
+		client_send(client,
+			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
+		return;
+	}
+	if (client->route->assigned_now) {
+		daemon->metrics.group_assignments++;
+		log_info("event=group_assign group=%u backend=%s site=%s user=%s",
+			 client->route->group_id, client->route->backend.name,
+			 client->route->group.site, client->route->username);
+	}
+	/* The client stays readable: what it pipelines is buffered (up to
+	 * prelogin_line_max) for the backend, and if it goes away the login
+	 * is abandoned. */
+	client->state = STATE_BACKEND;
+	struct login_proxy_request request = {
+		.daemon = daemon,
+		.client = client->stream,
+		.dialogue = &submission_dialogue,
+		.backend_port = daemon->set->backend_port_submission,
+		.route = client->route,
+		.client_ip = client->client_ip,
+		.local_ip = client->local_ip,
+		.client_port = client->client_port,
+		.local_port = client->local_port,
+		.session_id = client->session_id,
+		.tag = client->helo_domain, /* for the EHLO after XCLIENT */
+		.user = user,
+		.password = password,
+	};
+	client->starting_login = true;
+	login_proxy_start(&request, login_done, client, &client->login);
+	client->starting_login = false;
+}
+
+/* ---- pre-login commands ---- */
+
+/* The PLAIN response: the initial response of AUTH or the line after
+ * "334 " (len 0: an empty response). */
+static void auth_response(struct submission_client *client, const char *b64, size_t len)
+{
+	char buf[SASL_PLAIN_BUF_SIZE];
+	const char *authzid, *authcid, *passwd, *error;
+	if (len == 1 && b64[0] == '*') {
+		client_send(client, "501 5.7.0 Authentication aborted by client\r\n");
+		return;
+	}
+	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
+	    0) {
+		client->daemon->metrics.logins_refused++;
+		/* RFC 4954: 501 5.5.2 for what is not base64 at all */
+		size_t decoded_len;
+		if (len <= base64_encoded_len(sizeof(buf)) &&
+		    base64_decode(b64, len, buf, sizeof(buf), &decoded_len) < 0)
+			client_send(client, "501 5.5.2 Invalid base64 data in AUTH response\r\n");
+		else
+			client_sendf(client, "535 5.7.8 Authentication credentials invalid: %s\r\n",
+				     error);
+		explicit_bzero(buf, sizeof(buf));
+		auth_failed(client);
+		return;
+	}
+	client_login(client, authcid, passwd);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static bool cmd_auth(struct submission_client *client, const char *args)
+{
+	size_t mech_len = strcspn(args, " ");
+	const char *ir = args[mech_len] == ' ' ? args + mech_len + 1 : NULL;
+	if (!client->helo_done) {
+		client_send(client, "503 5.5.1 Send EHLO first\r\n");
+		return true;
+	}
+	if (mech_len == 0 || (ir != NULL && (ir[0] == '\0' || strchr(ir, ' ') != NULL))) {
+		if (!bad_command(client))
+			return false;
+		client_send(client, "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+		return true;
+	}
+	if (mech_len != 5 || strncasecmp(args, "PLAIN", 5) != 0) {
+		client_send(client, "504 5.5.4 Unsupported authentication mechanism\r\n");
+		return true;
+	}
+	if (!plaintext_allowed(client)) {
+		client->daemon->metrics.logins_refused++;
+		client_send(client, "538 5.7.11 Encryption required for requested authentication "
+				    "mechanism\r\n");
+		return true;
+	}
+	if (ir != NULL) {
+		/* "=" is an empty initial response (RFC 4954) */
+		auth_response(client, ir, strcmp(ir, "=") == 0 ? 0 : strlen(ir));
+		return client->state == STATE_PRELOGIN;
+	}
+	client->state = STATE_AUTH_RESPONSE;
+	client_send(client, "334 \r\n");
+	return true;
+}
+
+static bool cmd_starttls(struct submission_client *client, const char *args)
+{
+	struct daemon *daemon = client->daemon;
+	if (args[0] != '\0') {
+		if (!bad_command(client))
+			return false;
+		client_send(client, "501 5.5.4 Syntax: STARTTLS takes no parameters\r\n");
+		return true;
+	}
+	if (stream_is_tls(client->stream)) {
+		client_send(client, "503 5.5.1 TLS is already active\r\n");
+		return true;
+	}
+	if (daemon->ssl_ctx == NULL) {
+		client_send(client, "502 5.5.1 TLS is not available\r\n");
+		return true;
+	}
+	const char *error;
+	if (stream_starttls(client->stream, daemon->ssl_ctx, "220 2.0.0 Ready to start TLS\r\n",
+			    &error) < 0) {
+		client_destroy(client, error);
+		return false;
+	}
+	/* RFC 3207: back to the state after the greeting; the client must
+	 * say EHLO again (input pipelined after STARTTLS is dropped) */
+	client->secured = true;
+	client->helo_done = false;
+	free(client->helo_domain);
+	client->helo_domain = NULL;
+	return false; /* new input comes from the TLS layer */
+}
+
+static void cmd_ehlo(struct submission_client *client)
+{
+	/* keywords before the last one go with "250-" */
+	const char *keywords[6];
+	unsigned count = 0;
+	keywords[count++] = "PIPELINING";
+	keywords[count++] = "8BITMIME";
+	keywords[count++] = "ENHANCEDSTATUSCODES";
+	if (starttls_available(client))
+		keywords[count++] = "STARTTLS";
+	if (plaintext_allowed(client))
+		keywords[count++] = "AUTH PLAIN";
+	client_sendf(client, "250-%s\r\n", client->hostname);
+	for (unsigned i = 0; i < count; i++)
+		client_sendf(client, "250%c%s\r\n", i + 1 < count ? '-' : ' ', keywords[i]);
+}
+
+/* Returns false if the client was destroyed or must stop reading. */
+static bool handle_command(struct submission_client *client, const struct smtp_command *cmd,
+			   bool parsed, const char *error)
+{
+	enum smtp_verb verb = cmd->verb;
+	/* MAIL, RCPT and BDAT with bad arguments still get 530: the login
+	 * comes first; other verbs cannot fail but for the line as a whole */
+	if (!parsed && verb != SMTP_VERB_MAIL && verb != SMTP_VERB_RCPT && verb != SMTP_VERB_BDAT)
+		verb = SMTP_VERB_UNKNOWN;
+	switch (verb) {
+	case SMTP_VERB_EHLO:
+	case SMTP_VERB_HELO:
+		if (cmd->args[0] == '\0') {
+			if (!bad_command(client))
+				return false;
+			client_send(client, "501 5.5.4 Missing domain\r\n");
+			return true;
+		}
+		free(client->helo_domain);
+		client->helo_domain = helo_domain_dup(cmd->args);
+		client->helo_done = true;
+		if (cmd->verb == SMTP_VERB_EHLO)
+			cmd_ehlo(client);
+		else
+			client_sendf(client, "250 %s\r\n", client->hostname);
+		return true;
+	case SMTP_VERB_NOOP:
+	case SMTP_VERB_RSET:
+		client_send(client, "250 2.0.0 OK\r\n");
+		return true;
+	case SMTP_VERB_QUIT:
+		client_close_after(client, "221 2.0.0 Bye\r\n", "quit before login");
+		return false;
+	case SMTP_VERB_STARTTLS:
+		return cmd_starttls(client, cmd->args);
+	case SMTP_VERB_AUTH:
+		return cmd_auth(client, cmd->args);
+	case SMTP_VERB_MAIL:
+	case SMTP_VERB_RCPT:
+	case SMTP_VERB_DATA:
+	case SMTP_VERB_BDAT:
+		if (!bad_command(client))
+			return false;
+		client_send(client, "530 5.7.0 Authentication required\r\n");
+		return true;
+	case SMTP_VERB_VRFY:
+	case SMTP_VERB_XCLIENT:
+	case SMTP_VERB_LHLO:
+		if (!bad_command(client))
+			return false;
+		client_send(client, "502 5.5.1 Command not implemented\r\n");
+		return true;
+	case SMTP_VERB_UNKNOWN:
+		break;
+	}
+	if (!bad_command(client))
+		return false;
+	if (!parsed)
+		client_sendf(client, "500 5.5.2 Syntax error: %s\r\n", error);
+	else
+		client_send(client, "500 5.5.1 Unknown command\r\n");
+	return true;
+}
+
+/* One command line (without its line end), already consumed from the
+ * input.  Returns false if the client was destroyed or must stop reading. */
+static bool handle_line(struct submission_client *client, const char *line, size_t len)
+{
+	char stack_buf[PARSE_STACK_SIZE];
+	size_t buf_size = SMTP_COMMAND_BUF_SIZE(len);
+	char *buf = buf_size <= sizeof(stack_buf) ? stack_buf : malloc(buf_size);
+	struct smtp_command cmd;
+	const char *error = NULL;
+	bool parsed = smtp_command_parse(line, len, buf, buf_size, &cmd, &error) == 0;
+	if (error == NULL)
+		error = "syntax error";
+	bool go_on = handle_command(client, &cmd, parsed, error);
+	explicit_bzero(buf, buf_size); /* an AUTH line holds a password */
+	if (buf != stack_buf)
+		free(buf);
+	return go_on;
+}
+
+static void client_input(void *context)
+{
+	struct submission_client *client = context;
+	struct daemon *daemon = client->daemon;
+	size_t max = daemon->set->prelogin_line_max;
+	for (;;) {
+		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+			return;
+		size_t len;
+		const char *data = stream_input(client->stream, &len);
+		if (len == 0)
+			return;
+		const char *lf = memchr(data, '\n', len);
+		size_t line_len = lf != NULL ? (size_t)(lf - data) : len;
+		if (lf != NULL && line_len > 0 && data[line_len - 1] == '\r')
+			line_len--;
+		if (line_len > max) {
+			daemon->metrics.prelogin_too_long++;
+			client_close_after(client, "500 5.5.2 Line too long\r\n",
+					   "pre-login command too long");
+			return;
+		}
+		if (lf == NULL)
+			return;
+		/* the line is copied: the input buffer may move while it is
+		 * handled, and what remains in it is what the client
+		 * pipelined after this line */
+		char *line = malloc(line_len + 1);
+		memcpy(line, data, line_len);
+		line[line_len] = '\0';
+		stream_consume(client->stream, (size_t)(lf - data) + 1);
+		bool go_on;
+		if (client->state == STATE_AUTH_RESPONSE) {
+			client->state = STATE_PRELOGIN;
+			auth_response(client, line, line_len);
+			go_on = client->state == STATE_PRELOGIN;
+		} else {
+			go_on = handle_line(client, line, line_len);
+		}
+		explicit_bzero(line, line_len);
+		free(line);
+		if (!go_on)
+			return;
+	}
+}
+
+void submission_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
+			      const struct sockaddr *local, bool implicit_tls)
+{
+	struct submission_client *client = calloc(1, sizeof(*client));
+	client->daemon = daemon;
+	daemon->client_count++;
+	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
+			   &client->client_port);
+	struct sockaddr_storage local_buf;
+	socklen_t local_len = sizeof(local_buf);
+	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
+		local = (struct sockaddr *)&local_buf;
+	if (local != NULL)
+		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip),
+				   &client->local_port);
+	session_id_generate(daemon, client->session_id);
+	client->hostname = our_hostname(daemon, client->system_hostname);
+	client->secured = implicit_tls || net_sockaddr_is_loopback(remote);
+	client->stream =
+		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
+			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
+			      &client_stream_callbacks, client);
+	log_debug("event=connect protocol=submission client=%s:%u session=%s tls=%s",
+		  client->client_ip, client->client_port, client->session_id,
+		  implicit_tls ? "yes" : "no");
+	client_sendf(client, "220 %s ESMTP mailcluster\r\n", client->hostname);
+}
