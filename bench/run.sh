@@ -10,8 +10,11 @@
 # FETCH 1:* FLAGS, LOGOUT), the relay's CPU per completed session
 # (utime+stime+cutime+cstime over the relay's process tree, /proc/PID/stat)
 # and the relay's RSS per idle logged-in connection (VmRSS summed over its
-# process tree, before/after holding BENCH_IDLE connections).  See
-# bench/README.md.
+# process tree, before/after holding BENCH_IDLE connections).  Then LMTP
+# delivery (bench/lmtpload.py: messages of ~2 KB to random users, each
+# connection running transactions back to back) straight to Dovecot's LMTP
+# (127.0.0.2:24320, lmtp_direct) and through mailclusterd's lmtp listener
+# (127.0.0.1:24125, lmtp_mailclusterd): messages/s.  See bench/README.md.
 #
 # Environment (all optional):
 #   BENCH_DIR=/tmp/mailcluster-bench  run directory (wiped first)
@@ -21,6 +24,10 @@
 #   BENCH_IDLE=2000                   idle connections held per relay
 #   BENCH_WARMUP=300                  warm-up sessions per target (not counted)
 #   BENCH_HAPROXY_THREADS=1           haproxy nbthread
+#   BENCH_LMTP_MESSAGES=2000          LMTP messages per target and round (0: no LMTP rows)
+#   BENCH_LMTP_ROUNDS=2               LMTP rounds (targets interleaved in each)
+#   BENCH_LMTP_CONCURRENCY=4          LMTP connections
+#   BENCH_LMTP_SIZE=2048              approximate message size, bytes
 #   BENCH_MAILCLUSTERD, BENCH_MAILCLUSTER_CLI   other daemon / CLI binaries
 #                                     (default build/mailclusterd, build/mailcluster)
 #
@@ -37,20 +44,27 @@ IDLE=${BENCH_IDLE:-2000}
 WARMUP=${BENCH_WARMUP:-300}
 ROUNDS=${BENCH_ROUNDS:-3}
 HAPROXY_THREADS=${BENCH_HAPROXY_THREADS:-1}
+LMTP_MESSAGES=${BENCH_LMTP_MESSAGES:-2000}
+LMTP_ROUNDS=${BENCH_LMTP_ROUNDS:-2}
+LMTP_CONC=${BENCH_LMTP_CONCURRENCY:-4}
+LMTP_SIZE=${BENCH_LMTP_SIZE:-2048}
 
 BACKEND_IP=127.0.0.2
 BACKEND_PORT=24300
 HAPROXY_PORT=24143
 MCD_PORT=24144
 ADMIN_PORT=24180
+BACKEND_LMTP_PORT=24320
+MCD_LMTP_PORT=24125
 USERS=1-100
 PASSWORD=password
 
 IMAPLOAD=$ROOT/build/imapload
+LMTPLOAD=$ROOT/bench/lmtpload.py
 MCD=${BENCH_MAILCLUSTERD:-$ROOT/build/mailclusterd}
 MCCLI=${BENCH_MAILCLUSTER_CLI:-$ROOT/build/mailcluster}
 
-for v in SESSIONS CONC IDLE WARMUP ROUNDS HAPROXY_THREADS; do
+for v in SESSIONS CONC IDLE WARMUP ROUNDS HAPROXY_THREADS LMTP_MESSAGES LMTP_ROUNDS LMTP_CONC LMTP_SIZE; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]]; then
 		echo "bench: $v must be a non-negative integer (got '${!v}')" >&2
 		exit 2
@@ -60,6 +74,9 @@ done
 [ "$SESSIONS" -ge 1 ] || SESSIONS=1
 [ "$ROUNDS" -ge 1 ] || ROUNDS=1
 [ "$HAPROXY_THREADS" -ge 1 ] || HAPROXY_THREADS=1
+[ "$LMTP_ROUNDS" -ge 1 ] || LMTP_ROUNDS=1
+[ "$LMTP_CONC" -ge 1 ] || LMTP_CONC=1
+[ "$LMTP_SIZE" -ge 100 ] || LMTP_SIZE=100
 case $RUN in
 / | /tmp | /tmp/ | "$ROOT" | "$HOME" | "") echo "bench: refusing BENCH_DIR=$RUN" >&2; exit 2 ;;
 esac
@@ -197,7 +214,8 @@ if [ -d "$RUN" ]; then
 fi
 mkdir -p "$RUN" || exit 2
 
-for p in "$BACKEND_IP:$BACKEND_PORT" "127.0.0.1:$HAPROXY_PORT" "127.0.0.1:$MCD_PORT" "127.0.0.1:$ADMIN_PORT"; do
+for p in "$BACKEND_IP:$BACKEND_PORT" "$BACKEND_IP:$BACKEND_LMTP_PORT" "127.0.0.1:$HAPROXY_PORT" \
+	"127.0.0.1:$MCD_PORT" "127.0.0.1:$MCD_LMTP_PORT" "127.0.0.1:$ADMIN_PORT"; do
 	if port_open "${p%:*}" "${p#*:}"; then
 		echo "bench: $p is already in use by another process; stop it first" >&2
 		exit 2
@@ -222,7 +240,7 @@ fi
 BACKENDS_STARTED=1
 if ! python3 "$ROOT/scripts/backends.py" start --dir "$RUN/backends" --count 1 \
 	--first-ip "$BACKEND_IP" --imap-port "$BACKEND_PORT" --pop3-port 24310 \
-	--lmtp-port 24320 --sieve-port 24340 --submission-port 24350 \
+	--lmtp-port "$BACKEND_LMTP_PORT" --sieve-port 24340 --submission-port 24350 \
 	--users 100 --messages 3 >"$RUN/backends.out" 2>&1; then
 	cat "$RUN/backends.out" >&2
 	echo "bench: the backend did not start" >&2
@@ -284,10 +302,13 @@ localdb = $RUN/localdb.sqlite
 group_count = 1024
 listen {
   imap = 127.0.0.1:$MCD_PORT
+  lmtp = 127.0.0.1:$MCD_LMTP_PORT
 }
 backend_port {
   imap = $BACKEND_PORT
+  lmtp = $BACKEND_LMTP_PORT
 }
+lmtp_username = localpart
 plaintext_auth = always
 admin_listen = 127.0.0.1:$ADMIN_PORT
 log_level = warning
@@ -483,6 +504,88 @@ for t in haproxy mailclusterd; do
 	relay_alive "$t" || { STATUS[$t]=failed; note "$t" "the relay process died"; }
 done
 
+# 4. LMTP delivery rate: straight to Dovecot's LMTP and through mailclusterd,
+#    LMTP_ROUNDS rounds with the two interleaved; a warm-up of 200 messages
+#    each first.  Every message is one transaction to one random user.
+declare -A LHOST LPORT LRELAY LRATE LP50 LP99 LCPU LSTATUS LSUM_OK LSUM_ELAPSED LSUM_TICKS LP50S LP99S
+LTARGETS=(lmtp_direct lmtp_mailclusterd)
+LHOST[lmtp_direct]=$BACKEND_IP
+LPORT[lmtp_direct]=$BACKEND_LMTP_PORT
+LRELAY[lmtp_direct]=""
+LHOST[lmtp_mailclusterd]=127.0.0.1
+LPORT[lmtp_mailclusterd]=$MCD_LMTP_PORT
+LRELAY[lmtp_mailclusterd]=$MCD_PID
+for t in "${LTARGETS[@]}"; do
+	LRATE[$t]=-; LP50[$t]=-; LP99[$t]=-; LCPU[$t]=-; LSTATUS[$t]=ok
+	LSUM_OK[$t]=0; LSUM_ELAPSED[$t]=0; LSUM_TICKS[$t]=0; LP50S[$t]=""; LP99S[$t]=""
+done
+if [ "$MCD_STATUS" != ok ] || [ -z "$MCD_PID" ]; then
+	LSTATUS[lmtp_mailclusterd]=failed
+fi
+LMTP_TIMEOUT=$((20 + LMTP_MESSAGES / 100))
+run_lmtp() { # run_lmtp TARGET N OUTPREFIX -> prints lmtpload's line
+	timeout $((LMTP_TIMEOUT + 30)) python3 "$LMTPLOAD" --host "${LHOST[$1]}" --port "${LPORT[$1]}" \
+		--messages "$2" --concurrency "$LMTP_CONC" --users "$USERS" --size "$LMTP_SIZE" \
+		--timeout-sec "$LMTP_TIMEOUT" --op-timeout-sec 10 >"$3.out" 2>"$3.err" </dev/null
+	cat "$3.out"
+}
+if [ "$LMTP_MESSAGES" -gt 0 ] && [ ! -f "$LMTPLOAD" ]; then
+	log "lmtp: $LMTPLOAD is missing: no LMTP rows"
+	LMTP_MESSAGES=0
+fi
+if [ "$LMTP_MESSAGES" -gt 0 ]; then
+	for t in "${LTARGETS[@]}"; do
+		[ "${LSTATUS[$t]}" = ok ] || continue
+		log "$t: warm-up, 200 messages"
+		line=$(run_lmtp "$t" 200 "$RUN/warmup-$t")
+		if [ "$(kv messages_ok "$line")" = "" ] || [ "$(kv messages_ok "$line")" -eq 0 ]; then
+			LSTATUS[$t]=failed
+			ANY_FAILURE=1
+			log "$t: warm-up: no message delivered ($(head -n 3 "$RUN/warmup-$t.err" | tr '\n' ' '))"
+		fi
+	done
+	for round in $(seq "$LMTP_ROUNDS"); do
+		for t in "${LTARGETS[@]}"; do
+			[ "${LSTATUS[$t]}" = ok ] || continue
+			log "$t: round $round/$LMTP_ROUNDS, $LMTP_MESSAGES messages of ~$LMTP_SIZE bytes, concurrency $LMTP_CONC"
+			relay=${LRELAY[$t]}
+			out="$RUN/$t-$round"
+			[ -n "$relay" ] && cpu0=$(cpu_ticks "$relay")
+			line=$(run_lmtp "$t" "$LMTP_MESSAGES" "$out")
+			[ -n "$relay" ] && cpu1=$(cpu_ticks "$relay")
+			log "$t: $line"
+			ok=$(kv messages_ok "$line")
+			failed=$(kv messages_failed "$line")
+			if [ -z "$ok" ]; then
+				LSTATUS[$t]=failed
+				ANY_FAILURE=1
+				log "$t: lmtpload gave no result (see $out.err)"
+				continue
+			fi
+			if [ "$failed" -gt 0 ] || [ "$(kv not_started "$line")" != 0 ]; then
+				ANY_FAILURE=1
+				log "$t: round $round: $failed failed: $(head -n 3 "$out.err" | tr '\n' ' ')"
+			fi
+			[ "$ok" -gt 0 ] || { LSTATUS[$t]=failed; continue; }
+			LSUM_OK[$t]=$((LSUM_OK[$t] + ok))
+			LSUM_ELAPSED[$t]=$(awk -v a="${LSUM_ELAPSED[$t]}" -v b="$(kv elapsed_s "$line")" 'BEGIN { print a + b }')
+			LP50S[$t]+="$(kv p50_ms "$line") "
+			LP99S[$t]+="$(kv p99_ms "$line") "
+			[ -n "$relay" ] && LSUM_TICKS[$t]=$((LSUM_TICKS[$t] + cpu1 - cpu0))
+		done
+	done
+	for t in "${LTARGETS[@]}"; do
+		[ "${LSTATUS[$t]}" = ok ] && [ "${LSUM_OK[$t]}" -gt 0 ] || continue
+		LRATE[$t]=$(awk -v n="${LSUM_OK[$t]}" -v e="${LSUM_ELAPSED[$t]}" 'BEGIN { printf "%.1f", (e > 0 ? n / e : 0) }')
+		LP50[$t]=$(median <<<"${LP50S[$t]}")
+		LP99[$t]=$(median <<<"${LP99S[$t]}")
+		if [ -n "${LRELAY[$t]}" ]; then
+			LCPU[$t]=$(awk -v d="${LSUM_TICKS[$t]}" -v hz="$CLK_TCK" -v n="${LSUM_OK[$t]}" \
+				'BEGIN { printf "%.3f", d * 1000 / hz / n }')
+		fi
+	done
+fi
+
 # ---------------------------------------------------------------- report
 
 for t in "${TARGETS[@]}"; do
@@ -503,6 +606,19 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
 			printf '%-13s %11s %15s %13s %9s %9s\n' "$t" FAILED - - - -
 		fi
 	done
+	if [ "$LMTP_MESSAGES" -gt 0 ]; then
+		printf '%-18s %8s %11s %9s %9s   (%sx%s messages of ~%s B, concurrency %s)\n' \
+			lmtp_target msgs/s cpu_ms/msg p50_ms p99_ms "$LMTP_ROUNDS" "$LMTP_MESSAGES" \
+			"$LMTP_SIZE" "$LMTP_CONC"
+		for t in "${LTARGETS[@]}"; do
+			if [ "${LSTATUS[$t]}" = ok ]; then
+				printf '%-18s %8s %11s %9s %9s\n' "$t" "${LRATE[$t]}" "${LCPU[$t]}" \
+					"${LP50[$t]}" "${LP99[$t]}"
+			else
+				printf '%-18s %8s %11s %9s %9s\n' "$t" FAILED - - -
+			fi
+		done
+	fi
 	for t in "${TARGETS[@]}"; do
 		[ -n "${NOTE[$t]}" ] && printf '  note: %s: %s\n' "$t" "${NOTE[$t]}"
 	done

@@ -7,9 +7,11 @@
 #   scripts/demo.sh start     (what `make demo` runs)
 #   scripts/demo.sh stop      (what `make demo-stop` runs)
 #
-# Everything lives in $DEMO_DIR (default /tmp/mailcluster-demo).  Ports:
-# IMAP 127.0.0.1:10143, IMAPS 127.0.0.1:10993, admin API 127.0.0.1:10080;
-# backends listen for IMAP on port 14300 of their own address.
+# Everything lives in $DEMO_DIR (default /tmp/mailcluster-demo).  Ports on
+# 127.0.0.1: IMAP 10143, IMAPS 10993, POP3 10110, POP3S 10995, LMTP 10024,
+# ManageSieve 14190, Submission 10587, Submissions 10465, admin API 10080.
+# The backends listen on their own addresses: IMAP 14300, POP3 14310,
+# LMTP 14320, ManageSieve 14340, Submission 14350.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +20,10 @@ IMAP_PORT=${DEMO_IMAP_PORT:-10143}
 IMAPS_PORT=${DEMO_IMAPS_PORT:-10993}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-10080}
 BACKEND_IMAP_PORT=14300
+BACKEND_POP3_PORT=14310
+BACKEND_LMTP_PORT=14320
+BACKEND_SIEVE_PORT=14340
+BACKEND_SUBMISSION_PORT=14350
 conf=$DEMO_DIR/mailcluster.conf
 cli=("$top/build/mailcluster" -c "$conf")
 
@@ -55,7 +61,9 @@ start() {
 	mkdir -p "$DEMO_DIR"
 	echo "== starting 3 Dovecot backends"
 	python3 "$top/scripts/backends.py" start --dir "$DEMO_DIR/backends" --count 3 \
-		--first-ip 127.0.0.2 --imap-port $BACKEND_IMAP_PORT --users 100 --messages 3
+		--first-ip 127.0.0.2 --imap-port $BACKEND_IMAP_PORT --pop3-port $BACKEND_POP3_PORT \
+		--lmtp-port $BACKEND_LMTP_PORT --sieve-port $BACKEND_SIEVE_PORT \
+		--submission-port $BACKEND_SUBMISSION_PORT --users 100 --messages 3
 
 	openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 30 \
 		-keyout "$DEMO_DIR/key.pem" -out "$DEMO_DIR/cert.pem" 2>/dev/null
@@ -68,9 +76,19 @@ group_count = 1024
 listen {
   imap = 127.0.0.1:$IMAP_PORT
   imaps = 127.0.0.1:$IMAPS_PORT
+  pop3 = 127.0.0.1:10110
+  pop3s = 127.0.0.1:10995
+  lmtp = 127.0.0.1:10024
+  sieve = 127.0.0.1:14190
+  submission = 127.0.0.1:10587
+  submissions = 127.0.0.1:10465
 }
 backend_port {
   imap = $BACKEND_IMAP_PORT
+  pop3 = $BACKEND_POP3_PORT
+  lmtp = $BACKEND_LMTP_PORT
+  sieve = $BACKEND_SIEVE_PORT
+  submission = $BACKEND_SUBMISSION_PORT
 }
 tls_cert = $DEMO_DIR/cert.pem
 tls_key = $DEMO_DIR/key.pem
@@ -100,6 +118,10 @@ Log in as user1..user100 with password "password":
   python3 -c 'import imaplib; c = imaplib.IMAP4("127.0.0.1", $IMAP_PORT); c.login("user7", "password"); print(c.select("INBOX")); c.logout()'
   curl --user user7:password imap://127.0.0.1:$IMAP_PORT/INBOX -X 'FETCH 1:* (FLAGS)'
   curl -k --user user7:password imaps://127.0.0.1:$IMAPS_PORT/INBOX -X 'FETCH 1:* (FLAGS)'
+  curl --user user7:password pop3://127.0.0.1:10110/           # POP3: list messages
+  python3 -c 'import smtplib; l = smtplib.LMTP("127.0.0.1", 10024); print(l.sendmail("a@example.com", ["user7@example.com"], "Subject: hi\r\n\r\nhello\r\n"))'
+  python3 -c 'import smtplib; s = smtplib.SMTP("127.0.0.1", 10587); s.ehlo(); s.login("user7", "password"); print(s.noop())'
+  (ManageSieve on 127.0.0.1:14190, e.g. sieve-connect --server 127.0.0.1 --port 14190 --user user7)
 
 Look at the cluster:
 

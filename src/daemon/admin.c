@@ -197,6 +197,13 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 	       m->bytes_client_to_backend);
 	strbuf_printf(&body, "mailcluster_relayed_bytes_total{direction=\"to_client\"} %llu\n",
 		      (unsigned long long)m->bytes_backend_to_client);
+	strbuf_printf(&body,
+		      "# HELP mailcluster_lmtp_recipients_total LMTP recipients by final result.\n"
+		      "# TYPE mailcluster_lmtp_recipients_total counter\n"
+		      "mailcluster_lmtp_recipients_total{result=\"delivered\"} %llu\n"
+		      "mailcluster_lmtp_recipients_total{result=\"tempfailed\"} %llu\n",
+		      (unsigned long long)m->lmtp_recipients_delivered,
+		      (unsigned long long)m->lmtp_recipients_tempfailed);
 	reply(req, 200, "OK", "text/plain; version=0.0.4", &body);
 	strbuf_free(&body);
 }

@@ -137,7 +137,8 @@ void haproxy_accept(struct daemon *daemon, int fd, const struct sockaddr *peer,
 	conn->frontend = frontend;
 	conn->listener_name = listener_name;
 	memcpy(&conn->peer, peer,
-	       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
 	net_sockaddr_to_ip(peer, conn->peer_ip, sizeof(conn->peer_ip), &conn->peer_port);
 	daemon->client_count++;
 	conn->event = event_new(daemon->base, fd, EV_READ | EV_PERSIST, haproxy_try, conn);

@@ -170,7 +170,8 @@ static void imap_backend_line(struct login_proxy *lp, const char *line, size_t l
 	switch (*state) {
 	case IMAP_DIALOGUE_GREETING:
 		if (strncmp(line, "* OK", 4) != 0) {
-			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s", line);
+			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s",
+				 line);
 			login_proxy_retry(lp, reason);
 			return;
 		}
@@ -262,15 +263,16 @@ static void client_login(struct imap_client *client, const char *tag, const char
 		log_info("event=login result=refused protocol=imap client=%s:%u session=%s "
 			 "reason=\"%s\"",
 			 client->client_ip, client->client_port, client->session_id, reason);
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+			     tag);
 		auth_failed(client);
 		return;
 	case ROUTE_UNAVAILABLE:
 	case ROUTE_ERROR:
 		daemon->metrics.logins_unavailable++;
 		if (status == ROUTE_ERROR)
-			log_error("event=geodb_error user=%s reason=\"%s\"", client->route->username,
-				  reason);
+			log_error("event=geodb_error user=%s reason=\"%s\"",
+				  client->route->username, reason);
 		log_warning("event=login result=unavailable protocol=imap user=%s group=%u "
 			    "client=%s:%u session=%s reason=\"%s\"",
 			    client->route->username, client->route->group_id, client->client_ip,

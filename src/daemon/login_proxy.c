@@ -305,10 +305,11 @@ static bool finish(struct login_proxy *lp)
 		/* fall through */
 	case OUTCOME_UNAVAILABLE:
 		daemon->metrics.logins_unavailable++;
-		log_warning("event=login result=unavailable protocol=%s user=%s group=%u backend=%s "
-			    "client=%s:%u session=%s reason=\"%s\"",
-			    protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
-			    req->client_ip, req->client_port, req->session_id, lp->outcome_text);
+		log_warning(
+			"event=login result=unavailable protocol=%s user=%s group=%u backend=%s "
+			"client=%s:%u session=%s reason=\"%s\"",
+			protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
+			req->client_ip, req->client_port, req->session_id, lp->outcome_text);
 		lp->callback(lp->context, LOGIN_PROXY_UNAVAILABLE, lp->outcome_text);
 		break;
 	case OUTCOME_FAILURE:
@@ -338,7 +339,8 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 		if (lp->connecting)
 			login_proxy_retry(lp, "connect timed out");
 		else
-			login_proxy_unavailable(lp, "backend did not answer the login within proxy_timeout");
+			login_proxy_unavailable(
+				lp, "backend did not answer the login within proxy_timeout");
 		finish(lp);
 		return;
 	}
@@ -347,9 +349,10 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 		lp->connecting = false;
 		event_del(&lp->event);
 		long left = ms_until(&lp->deadline);
-		struct timeval tv = {left > 0 ? left / 1000 : 0, left > 0 ? (left % 1000) * 1000 : 1000};
-		event_assign(&lp->event, lp->request.daemon->base, fd, EV_READ | EV_PERSIST, backend_io,
-			     lp);
+		struct timeval tv = {left > 0 ? left / 1000 : 0,
+				     left > 0 ? (left % 1000) * 1000 : 1000};
+		event_assign(&lp->event, lp->request.daemon->base, fd, EV_READ | EV_PERSIST,
+			     backend_io, lp);
 		event_add(&lp->event, &tv);
 		if (dialogue->connected != NULL)
 			dialogue->connected(lp);
@@ -359,7 +362,8 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 
 	if (lp->in_len == lp->in_size) {
 		if (lp->in_size >= BACKEND_LINE_MAX) {
-			login_proxy_unavailable(lp, "backend sent a line longer than 64 KB during login");
+			login_proxy_unavailable(
+				lp, "backend sent a line longer than 64 KB during login");
 			finish(lp);
 			return;
 		}
@@ -372,7 +376,8 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 			return;
 		char reason[256];
 		snprintf(reason, sizeof(reason), "backend %s %s during login",
-			 lp->route.backend.address, n == 0 ? "closed the connection" : strerror(errno));
+			 lp->route.backend.address,
+			 n == 0 ? "closed the connection" : strerror(errno));
 		if (lp->spoke)
 			login_proxy_unavailable(lp, reason);
 		else

@@ -125,8 +125,8 @@ static int listen_on(struct daemon *daemon, enum listener_kind kind, const char 
 	if (addr->port == 0)
 		return 0;
 	if (frontends[kind].create == NULL) {
-		snprintf(error, sizeof(error), "listen %s: this front-end is not available in this build",
-			 name);
+		snprintf(error, sizeof(error),
+			 "listen %s: this front-end is not available in this build", name);
 		*error_r = error;
 		return -1;
 	}
@@ -298,7 +298,8 @@ int main(int argc, char **argv)
 		any_listener |= daemon.set->listeners[k].addr.port != 0;
 	if (!any_listener) {
 		fprintf(stderr,
-			"mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT }\n",
+			"mailclusterd: %s: no listener configured: set listen { imap = ADDR:PORT "
+			"}\n",
 			config_path);
 		return 1;
 	}

@@ -128,7 +128,8 @@ int config_parse_text(const char *path, const char *text, struct config **config
 					section_line = line_no;
 				} else {
 					size_t used = strlen(section);
-					snprintf(section + used, sizeof(section) - used, "/%s", name);
+					snprintf(section + used, sizeof(section) - used, "/%s",
+						 name);
 				}
 			}
 			continue;

@@ -32,10 +32,14 @@ enum setting_type {
 };
 
 const char *const listener_names[LISTENER_COUNT] = {
-	[LISTENER_IMAP] = "imap",	  [LISTENER_IMAPS] = "imaps",
-	[LISTENER_POP3] = "pop3",	  [LISTENER_POP3S] = "pop3s",
-	[LISTENER_LMTP] = "lmtp",	  [LISTENER_SIEVE] = "sieve",
-	[LISTENER_SUBMISSION] = "submission", [LISTENER_SUBMISSIONS] = "submissions",
+	[LISTENER_IMAP] = "imap",
+	[LISTENER_IMAPS] = "imaps",
+	[LISTENER_POP3] = "pop3",
+	[LISTENER_POP3S] = "pop3s",
+	[LISTENER_LMTP] = "lmtp",
+	[LISTENER_SIEVE] = "sieve",
+	[LISTENER_SUBMISSION] = "submission",
+	[LISTENER_SUBMISSIONS] = "submissions",
 };
 
 struct setting_def {
@@ -55,10 +59,12 @@ static const struct setting_def setting_defs[] = {
 	{"", "localdb", SET_STRING, OFF(localdb), "/dev/shm/mailcluster-localdb.sqlite", 0, 0},
 	{"", "group_count", SET_UINT, OFF(group_count), "1024", 1, 1000000},
 	{"", "log_level", SET_LOG_LEVEL, OFF(log_level), "info", 0, 0},
-#define LISTENER(kind, name)                                                                \
-	{"listen", name, SET_ADDR, OFF(listeners[kind].addr), "", 0, 0},                    \
+#define LISTENER(kind, name)                                                                  \
+	{"listen", name, SET_ADDR, OFF(listeners[kind].addr), "", 0, 0},                      \
 		{"listen/" name, "address", SET_ADDR, OFF(listeners[kind].addr), NULL, 0, 0}, \
-		{"listen/" name, "haproxy", SET_BOOL, OFF(listeners[kind].haproxy), "no", 0, 0}
+	{                                                                                     \
+		"listen/" name, "haproxy", SET_BOOL, OFF(listeners[kind].haproxy), "no", 0, 0 \
+	}
 	LISTENER(LISTENER_IMAP, "imap"),
 	LISTENER(LISTENER_IMAPS, "imaps"),
 	LISTENER(LISTENER_POP3, "pop3"),
@@ -381,17 +387,17 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 			for (size_t i = 0; i < 3 && ret == 0; i++) {
 				if (set->listeners[implicit_tls[i]].addr.port != 0 &&
 				    set->tls_cert[0] == '\0')
-					ret = fail(error_r, "%s: listen %s needs tls_cert and tls_key",
-						   path, listener_names[implicit_tls[i]]);
+					ret = fail(error_r,
+						   "%s: listen %s needs tls_cert and tls_key", path,
+						   listener_names[implicit_tls[i]]);
 			}
 			struct net_network *networks = NULL;
 			size_t network_count;
 			const char *net_error;
-			if (ret == 0 &&
-			    net_networks_parse(set->haproxy_trusted_networks, &networks,
-					       &network_count, &net_error) < 0)
-				ret = fail(error_r, "%s: invalid haproxy_trusted_networks: %s", path,
-					   net_error);
+			if (ret == 0 && net_networks_parse(set->haproxy_trusted_networks, &networks,
+							   &network_count, &net_error) < 0)
+				ret = fail(error_r, "%s: invalid haproxy_trusted_networks: %s",
+					   path, net_error);
 			free(networks);
 			for (int k = 0; k < LISTENER_COUNT && ret == 0; k++) {
 				if (set->listeners[k].haproxy &&
