@@ -94,6 +94,9 @@ tls_cert = $DEMO_DIR/cert.pem
 tls_key = $DEMO_DIR/key.pem
 admin_listen = 127.0.0.1:$ADMIN_PORT
 proxy_timeout = 10s
+# users log in as userN, mail comes for userN@example.com: route LMTP by the
+# local part so deliveries meet the user's logins
+lmtp_username = localpart
 CONF
 
 	echo "== setting up the cluster with the CLI"
@@ -120,7 +123,7 @@ Log in as user1..user100 with password "password":
   curl -k --user user7:password imaps://127.0.0.1:$IMAPS_PORT/INBOX -X 'FETCH 1:* (FLAGS)'
   curl --user user7:password pop3://127.0.0.1:10110/           # POP3: list messages
   python3 -c 'import smtplib; l = smtplib.LMTP("127.0.0.1", 10024); print(l.sendmail("a@example.com", ["user7@example.com"], "Subject: hi\r\n\r\nhello\r\n"))'
-  python3 -c 'import smtplib; s = smtplib.SMTP("127.0.0.1", 10587); s.ehlo(); s.login("user7", "password"); print(s.noop())'
+  python3 -c 'import smtplib; s = smtplib.SMTP("127.0.0.1", 10587); s.ehlo(); print(s.login("user7", "password"))'
   (ManageSieve on 127.0.0.1:14190, e.g. sieve-connect --server 127.0.0.1 --port 14190 --user user7)
 
 Look at the cluster:
