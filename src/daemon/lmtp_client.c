@@ -318,40 +318,9 @@ static struct evbuffer *body_normalize(struct evbuffer *body)
 {
 	size_t len = evbuffer_get_length(body);
 	const char *in = (const char *)evbuffer_pullup(body, -1);
+	char *buf = malloc(len * 2 + 8);
 	struct evbuffer *out = evbuffer_new();
-	/* the content ends before the final ".\r\n" */
-	size_t content_len = len >= 3 ? len - 3 : 0;
-	char *buf = malloc(content_len * 2 + 8), *o = buf;
-	bool client_line_start = true, line_start = true;
-	char prev = '\0';
-	for (size_t i = 0; i < content_len; i++) {
-		char c = in[i];
-		if (client_line_start) {
-			client_line_start = false;
-			if (c == '.')
-				continue; /* the client's stuffing */
-		}
-		if (line_start) {
-			line_start = false;
-			if (c == '.')
-				*o++ = '.';
-		}
-		if (c == '\n') {
-			if (prev != '\r')
-				*o++ = '\r';
-			else
-				client_line_start = true;
-			*o++ = '\n';
-			line_start = true;
-			prev = c;
-			continue;
-		}
-		*o++ = c;
-		prev = c;
-	}
-	memcpy(o, ".\r\n", 3);
-	o += 3;
-	evbuffer_add(out, buf, (size_t)(o - buf));
+	evbuffer_add(out, buf, smtp_body_normalize(in, len, buf));
 	free(buf);
 	return out;
 }

@@ -336,3 +336,40 @@ size_t smtp_data_end_scan(unsigned *state, const char *data, size_t len)
 	*state = st;
 	return 0;
 }
+
+size_t smtp_body_normalize(const char *in, size_t len, char *out)
+{
+	/* the content ends before the final ".\r\n" */
+	size_t content_len = len >= 3 ? len - 3 : 0;
+	char *o = out;
+	bool client_line_start = true, line_start = true;
+	char prev = '\0';
+	for (size_t i = 0; i < content_len; i++) {
+		char c = in[i];
+		if (client_line_start) {
+			client_line_start = false;
+			if (c == '.')
+				continue; /* the client's stuffing */
+		}
+		if (line_start) {
+			line_start = false;
+			if (c == '.')
+				*o++ = '.';
+		}
+		if (c == '\n') {
+			if (prev != '\r')
+				*o++ = '\r';
+			else
+				client_line_start = true;
+			*o++ = '\n';
+			line_start = true;
+			prev = c;
+			continue;
+		}
+		*o++ = c;
+		prev = c;
+	}
+	memcpy(o, ".\r\n", 3);
+	o += 3;
+	return (size_t)(o - out);
+}

@@ -100,4 +100,13 @@ int smtp_address_local_part(const char *address, char *dst, size_t dst_size);
  * a body to such a backend. */
 size_t smtp_data_end_scan(unsigned *state, const char *data, size_t len);
 
+/* Rewrites a DATA body (as received, dot-stuffed, ending with ".\r\n" after
+ * its last CRLF) so that every bare LF becomes CRLF and the lines this
+ * creates are dot-stuffed, keeping the client's own stuffing.  Some
+ * servers (Dovecot among them) also end DATA at LF "." LF, so a body with
+ * bare LFs relayed as received could end early there and smuggle what
+ * follows in as commands.  out must hold 2 * len + 8 bytes; returns the
+ * length written.  A body without a bare LF comes out unchanged. */
+size_t smtp_body_normalize(const char *in, size_t len, char *out);
+
 #endif

@@ -7,6 +7,7 @@ void suite_base64(void);
 void suite_sasl_plain(void);
 void suite_imap_parser(void);
 void suite_smtp_command(void);
+void suite_smtp_body_normalize(void);
 void suite_pop3_command(void);
 void suite_sieve_parser(void);
 void suite_config(void);
@@ -23,6 +24,7 @@ static const struct {
 	{"sasl_plain", suite_sasl_plain},
 	{"imap_parser", suite_imap_parser},
 	{"smtp_command", suite_smtp_command},
+	{"smtp_body_normalize", suite_smtp_body_normalize},
 	{"pop3_command", suite_pop3_command},
 	{"sieve_parser", suite_sieve_parser},
 	{"config", suite_config},

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <strings.h>
 
 #define CANARY 0xa5
@@ -568,4 +569,89 @@ void suite_smtp_command(void)
 	test_data_end();
 	test_data_end_fuzz();
 	test_parse_fuzz();
+}
+
+/* ---- bare LF normalisation ---- */
+
+static void check_normalize(const char *in, const char *expected)
+{
+	size_t len = strlen(in);
+	char *out = malloc(2 * len + 8);
+	size_t n = smtp_body_normalize(in, len, out);
+	out[n] = '\0';
+	CHECK_STR(out, expected);
+	free(out);
+}
+
+/* Counts end-of-data markers a lax server would see: LF "." LF and
+ * CRLF "." CRLF (and the mixed forms) at any line start. */
+static unsigned lax_markers(const char *s, size_t len)
+{
+	unsigned markers = 0;
+	for (size_t i = 0; i + 1 < len; i++) {
+		bool line_start = i == 0 || s[i - 1] == '\n';
+		if (!line_start || s[i] != '.')
+			continue;
+		if (s[i + 1] == '\n' || (i + 2 < len && s[i + 1] == '\r' && s[i + 2] == '\n'))
+			markers++;
+	}
+	return markers;
+}
+
+void suite_smtp_body_normalize(void);
+void suite_smtp_body_normalize(void)
+{
+	/* without bare LFs nothing changes */
+	check_normalize("a\r\nb\r\n.\r\n", "a\r\nb\r\n.\r\n");
+	check_normalize("..dot\r\n.\r\n", "..dot\r\n.\r\n");
+	check_normalize(".\r\n", ".\r\n");
+	/* bare LF becomes CRLF */
+	check_normalize("a\nb\r\n.\r\n", "a\r\nb\r\n.\r\n");
+	/* a dot after a bare LF was not stuffed by the client: stuff it now */
+	check_normalize("a\n.b\r\n.\r\n", "a\r\n..b\r\n.\r\n");
+	/* the smuggling attempt: LF "." LF inside the body stays content */
+	check_normalize("x\n.\nMAIL FROM:<e@vil>\r\n.\r\n",
+			"x\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n");
+	/* CRLF "." LF: the dot at a line start is the client's stuffing
+	 * (RFC 5321 4.5.2 removes it); what is left is an empty line */
+	check_normalize("x\r\n.\nRCPT TO:<v@ictim>\r\n.\r\n",
+			"x\r\n\r\nRCPT TO:<v@ictim>\r\n.\r\n");
+
+	/* pseudo-fuzz: random bodies of CR, LF, '.', 'a'; after normalising,
+	 * a lax server finds exactly one end marker (the real one) */
+	unsigned seed = 12345;
+	char in[64], *out = malloc(2 * sizeof(in) + 16);
+	for (int round = 0; round < 20000; round++) {
+		size_t n = 0, body = (size_t)(seed % 40);
+		for (size_t i = 0; i < body; i++) {
+			seed = seed * 1103515245 + 12345;
+			in[n++] = "\r\n.a"[(seed >> 16) % 4];
+		}
+		/* make it a valid DATA stream: stuff client line starts, end with CRLF.CRLF */
+		char data[2 * sizeof(in) + 8];
+		size_t d = 0;
+		bool ls = true;
+		for (size_t i = 0; i < n; i++) {
+			if (ls && in[i] == '.')
+				data[d++] = '.';
+			ls = in[i] == '\n' && i > 0 && in[i - 1] == '\r';
+			data[d++] = in[i];
+		}
+		if (d < 2 || data[d - 2] != '\r' || data[d - 1] != '\n') {
+			data[d++] = '\r';
+			data[d++] = '\n';
+		}
+		memcpy(data + d, ".\r\n", 3);
+		d += 3;
+		size_t m = smtp_body_normalize(data, d, out);
+		CHECK(m >= 3 && memcmp(out + m - 3, ".\r\n", 3) == 0);
+		CHECK(lax_markers(out, m) == 1);
+		/* every LF in the output has its CR */
+		bool ok = true;
+		for (size_t i = 0; i < m; i++)
+			if (out[i] == '\n' && (i == 0 || out[i - 1] != '\r'))
+				ok = false;
+		CHECK(ok);
+	}
+	free(out);
 }
