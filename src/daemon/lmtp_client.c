@@ -51,6 +51,7 @@
  * (body_normalize()).  A body without one goes out byte for byte.
  */
 #include "daemon/daemon.h"
+#include "daemon/login_proxy.h"
 #include "daemon/frontend.h"
 #include "daemon/session.h"
 #include "net/stream.h"
@@ -163,9 +164,7 @@ struct lmtp_client {
 	struct daemon *daemon;
 	struct stream *stream;
 	struct event *resume; /* runs client_resume() from the event loop */
-	char client_ip[46], local_ip[46];
-	uint16_t client_port, local_port;
-	char session_id[24];
+	struct client_ident id;
 	char hostname[256];
 	enum client_state state;
 	bool lhlo_done;
@@ -289,15 +288,16 @@ static void log_rcpt(struct lmtp_client *client, const struct lmtp_rcpt *rcpt, c
 			"client=%s:%u session=%s reply=\"%s\" reason=\"%s\"",
 			stage, rcpt->user[0] != '\0' ? rcpt->user : "-", rcpt->group_id,
 			rcpt->backend != NULL ? rcpt->backend->name : "-", result,
-			client->client_ip, client->client_port, client->session_id, safe_reply,
-			reason);
+			client->id.client_ip, client->id.client_port, client->id.session_id,
+			safe_reply, reason);
 	else
 		log_msg(level,
 			"event=lmtp_rcpt stage=%s user=%s group=%u backend=%s result=%s "
 			"client=%s:%u session=%s reply=\"%s\"",
 			stage, rcpt->user[0] != '\0' ? rcpt->user : "-", rcpt->group_id,
 			rcpt->backend != NULL ? rcpt->backend->name : "-", result,
-			client->client_ip, client->client_port, client->session_id, safe_reply);
+			client->id.client_ip, client->id.client_port, client->id.session_id,
+			safe_reply);
 }
 
 /* Runs client_resume() from the top of the event loop. */
@@ -419,8 +419,8 @@ static void backend_fail(struct lmtp_backend *backend, const char *reason,
 	log_msg(was == BACKEND_IDLE ? LOG_LEVEL_INFO : LOG_LEVEL_WARNING,
 		"event=lmtp_backend_failed backend=%s address=%s state=%s client=%s:%u "
 		"session=%s reason=\"%s\"",
-		backend->name, backend->address, backend_state_names[was], client->client_ip,
-		client->client_port, client->session_id, reason);
+		backend->name, backend->address, backend_state_names[was], client->id.client_ip,
+		client->id.client_port, client->id.session_id, reason);
 
 	char reply[600];
 	if (client->state == CLIENT_WAITING && client->pending.backend == backend &&
@@ -459,7 +459,7 @@ static void backend_lost(struct lmtp_backend *backend, const char *reason)
 				 "attempt=%u "
 				 "session=%s reason=\"%s\"",
 				 backend->name, backend->address, backend->attempts,
-				 client->session_id, reason);
+				 client->id.session_id, reason);
 			backend->retry_pending = true;
 			backend->state = BACKEND_CONNECTING;
 			backend_arm(backend, daemon->set->proxy_connect_retry_ms);
@@ -479,7 +479,7 @@ static void backend_lost(struct lmtp_backend *backend, const char *reason)
 		 * backend closed it meanwhile): a new one, as if there had been none */
 		log_info("event=backend_reconnect protocol=lmtp backend=%s address=%s session=%s "
 			 "reason=\"%s\"",
-			 backend->name, backend->address, client->session_id, reason);
+			 backend->name, backend->address, client->id.session_id, reason);
 		backend_close_socket(backend, false);
 		backend_deadline_set(backend);
 		backend_attempt(backend);
@@ -544,15 +544,16 @@ static void backend_send_xclient(struct lmtp_backend *backend)
 	char addr[128], session[80], cmd[400];
 	unsigned attrs = backend->xclient_attrs;
 	size_t n = (size_t)snprintf(cmd, sizeof(cmd), "XCLIENT");
-	if ((attrs & XCLIENT_ADDR) != 0 && net_is_ip_address(client->client_ip)) {
-		xtext_encode(client->client_ip, addr, sizeof(addr));
+	if ((attrs & XCLIENT_ADDR) != 0 && net_is_ip_address(client->id.client_ip)) {
+		xtext_encode(client->id.client_ip, addr, sizeof(addr));
 		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " ADDR=%s%s",
-				      strchr(client->client_ip, ':') != NULL ? "IPV6:" : "", addr);
+				      strchr(client->id.client_ip, ':') != NULL ? "IPV6:" : "",
+				      addr);
 	}
 	if ((attrs & XCLIENT_PORT) != 0)
-		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " PORT=%u", client->client_port);
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " PORT=%u", client->id.client_port);
 	if ((attrs & XCLIENT_SESSION) != 0) {
-		xtext_encode(client->session_id, session, sizeof(session));
+		xtext_encode(client->id.session_id, session, sizeof(session));
 		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " SESSION=%s", session);
 	}
 	if ((attrs & XCLIENT_TTL) != 0)
@@ -692,7 +693,7 @@ static void backend_reply(struct lmtp_backend *backend, int code, const char *re
 			 * backend's log: go on without */
 			log_warning("event=lmtp_xclient_refused backend=%s address=%s session=%s "
 				    "reply=\"%s\"",
-				    backend->name, backend->address, client->session_id, safe);
+				    backend->name, backend->address, client->id.session_id, safe);
 			backend_send_mail(backend);
 		}
 		return;
@@ -998,7 +999,8 @@ static void client_destroy(struct lmtp_client *client, const char *reason)
 {
 	if (reason != NULL)
 		log_info("event=disconnect protocol=lmtp client=%s:%u session=%s reason=\"%s\"",
-			 client->client_ip, client->client_port, client->session_id, reason);
+			 client->id.client_ip, client->id.client_port, client->id.session_id,
+			 reason);
 	transaction_reset(client, false);
 	event_free(client->resume);
 	stream_destroy(&client->stream);
@@ -1011,7 +1013,7 @@ static void client_destroy(struct lmtp_client *client, const char *reason)
 static void client_close_after(struct lmtp_client *client, const char *line, const char *reason)
 {
 	log_info("event=disconnect protocol=lmtp client=%s:%u session=%s reason=\"%s\"",
-		 client->client_ip, client->client_port, client->session_id, reason);
+		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
 	transaction_reset(client, false);
 	client->state = CLIENT_CLOSING;
 	if (line != NULL)
@@ -1031,7 +1033,7 @@ static void client_closed(void *context, const char *reason)
 		log_warning("event=lmtp_data_aborted client=%s:%u session=%s recipients=%zu "
 			    "received=%zu reason=\"client went away before the end of the message; "
 			    "nothing delivered\"",
-			    client->client_ip, client->client_port, client->session_id,
+			    client->id.client_ip, client->id.client_port, client->id.session_id,
 			    client->rcpt_count, client->message_size);
 	client_destroy(client, client->state == CLIENT_CLOSING ? NULL : reason);
 }
@@ -1417,7 +1419,7 @@ static bool message_complete(struct lmtp_client *client)
 	if (client->message_too_big) {
 		log_warning("event=lmtp_message_too_big client=%s:%u session=%s size=%zu "
 			    "lmtp_message_max=%zu recipients=%zu",
-			    client->client_ip, client->client_port, client->session_id,
+			    client->id.client_ip, client->id.client_port, client->id.session_id,
 			    client->message_size, client->daemon->set->lmtp_message_max,
 			    client->rcpt_count);
 		for (size_t i = 0; i < client->rcpt_count; i++) {
@@ -1436,7 +1438,7 @@ static bool message_complete(struct lmtp_client *client)
 		client->message = normal;
 		log_info("event=lmtp_bare_lf client=%s:%u session=%s action=\"rewrote bare LF as "
 			 "CRLF before delivery\"",
-			 client->client_ip, client->client_port, client->session_id);
+			 client->id.client_ip, client->id.client_port, client->id.session_id);
 	}
 	client->state = CLIENT_DELIVERING;
 	client->replies_written = 0;
@@ -1542,16 +1544,7 @@ void lmtp_client_create(struct daemon *daemon, int fd, const struct sockaddr *re
 	struct lmtp_client *client = calloc(1, sizeof(*client));
 	client->daemon = daemon;
 	daemon->client_count++;
-	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
-			   &client->client_port);
-	struct sockaddr_storage local_buf;
-	socklen_t local_len = sizeof(local_buf);
-	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
-		local = (struct sockaddr *)&local_buf;
-	if (local != NULL)
-		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip),
-				   &client->local_port);
-	session_id_generate(daemon, client->session_id);
+	client_ident_init(&client->id, daemon, fd, remote, local);
 	const char *name = daemon->set->submission_hostname;
 	if (name != NULL && name[0] != '\0')
 		snprintf(client->hostname, sizeof(client->hostname), "%s", name);
@@ -1564,7 +1557,7 @@ void lmtp_client_create(struct daemon *daemon, int fd, const struct sockaddr *re
 		stream_create(daemon->base, fd, NULL, client->line_max,
 			      daemon->set->prelogin_timeout_ms, &client_stream_callbacks, client);
 	(void)implicit_tls; /* LMTP has no TLS listener */
-	log_debug("event=connect protocol=lmtp client=%s:%u session=%s", client->client_ip,
-		  client->client_port, client->session_id);
+	log_debug("event=connect protocol=lmtp client=%s:%u session=%s", client->id.client_ip,
+		  client->id.client_port, client->id.session_id);
 	client_sendf(client, "220 %s LMTP mailcluster ready\r\n", client->hostname);
 }

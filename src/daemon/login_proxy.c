@@ -59,6 +59,57 @@ struct login_proxy {
 
 static void attempt_connect(struct login_proxy *lp);
 
+void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd,
+		       const struct sockaddr *remote, const struct sockaddr *local)
+{
+	net_sockaddr_to_ip(remote, ident->client_ip, sizeof(ident->client_ip), &ident->client_port);
+	struct sockaddr_storage local_buf;
+	socklen_t local_len = sizeof(local_buf);
+	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
+		local = (struct sockaddr *)&local_buf;
+	if (local != NULL)
+		net_sockaddr_to_ip(local, ident->local_ip, sizeof(ident->local_ip),
+				   &ident->local_port);
+	session_id_generate(daemon, ident->session_id);
+	ident->loopback = net_sockaddr_is_loopback(remote);
+}
+
+enum login_route login_route(struct daemon *daemon, const char *protocol,
+			     const struct client_ident *ident, const char *user,
+			     struct route_result *route)
+{
+	const char *reason;
+	enum route_status status = route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
+					      daemon->set->group_count, user, true, route, &reason);
+	switch (status) {
+	case ROUTE_OK:
+		if (route->assigned_now) {
+			daemon->metrics.group_assignments++;
+			log_info("event=group_assign group=%u backend=%s site=%s user=%s",
+				 route->group_id, route->backend.name, route->group.site,
+				 route->username);
+		}
+		return LOGIN_ROUTE_OK;
+	case ROUTE_BAD_USER:
+		daemon->metrics.logins_refused++;
+		log_info("event=login result=refused protocol=%s client=%s:%u session=%s "
+			 "reason=\"%s\"",
+			 protocol, ident->client_ip, ident->client_port, ident->session_id, reason);
+		return LOGIN_ROUTE_BAD_USER;
+	case ROUTE_ERROR:
+		log_error("event=geodb_error user=%s reason=\"%s\"", route->username, reason);
+		/* fall through */
+	case ROUTE_UNAVAILABLE:
+		break;
+	}
+	daemon->metrics.logins_unavailable++;
+	log_warning("event=login result=unavailable protocol=%s user=%s group=%u client=%s:%u "
+		    "session=%s reason=\"%s\"",
+		    protocol, route->username, route->group_id, ident->client_ip,
+		    ident->client_port, ident->session_id, reason);
+	return LOGIN_ROUTE_UNAVAILABLE;
+}
+
 static long ms_until(const struct timespec *deadline)
 {
 	struct timespec now;
@@ -202,17 +253,18 @@ static void proxy_now(struct login_proxy *lp)
 	struct daemon *daemon = req->daemon;
 	const struct route_result *route = &lp->route;
 	const char *protocol = req->dialogue->protocol;
-	struct session *session =
-		session_create(daemon, NULL, route->username, route->group_id, route->backend.name,
-			       req->client_ip, req->client_port, protocol, req->session_id);
+	struct session *session = session_create(
+		daemon, NULL, route->username, route->group_id, route->backend.name,
+		req->ident.client_ip, req->ident.client_port, protocol, req->ident.session_id);
 	bool tls = stream_is_tls(req->client);
 
 	daemon->metrics.logins_ok++;
 	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s "
 		 "client=%s:%u session=%s tls=%s%s",
 		 protocol, route->username, route->group_id, route->backend.name,
-		 route->backend.address, req->client_ip, req->client_port, req->session_id,
-		 tls ? "yes" : "no", route->assigned_now ? " group_assigned=yes" : "");
+		 route->backend.address, req->ident.client_ip, req->ident.client_port,
+		 req->ident.session_id, tls ? "yes" : "no",
+		 route->assigned_now ? " group_assigned=yes" : "");
 
 	/* Whatever is still buffered goes first: to the client our unsent
 	 * output, the reply and anything the backend sent after it; to the
@@ -285,7 +337,7 @@ static bool finish(struct login_proxy *lp)
 			log_info("event=backend_retry protocol=%s user=%s backend=%s address=%s "
 				 "attempt=%u session=%s reason=\"%s\"",
 				 protocol, lp->route.username, lp->route.backend.name,
-				 lp->route.backend.address, lp->attempts, req->session_id,
+				 lp->route.backend.address, lp->attempts, req->ident.session_id,
 				 lp->outcome_text);
 			free(lp->outcome_text);
 			lp->outcome_text = NULL;
@@ -309,7 +361,8 @@ static bool finish(struct login_proxy *lp)
 			"event=login result=unavailable protocol=%s user=%s group=%u backend=%s "
 			"client=%s:%u session=%s reason=\"%s\"",
 			protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
-			req->client_ip, req->client_port, req->session_id, lp->outcome_text);
+			req->ident.client_ip, req->ident.client_port, req->ident.session_id,
+			lp->outcome_text);
 		lp->callback(lp->context, LOGIN_PROXY_UNAVAILABLE, lp->outcome_text);
 		break;
 	case OUTCOME_FAILURE:
@@ -317,7 +370,8 @@ static bool finish(struct login_proxy *lp)
 		log_info("event=login result=failed protocol=%s user=%s group=%u backend=%s "
 			 "client=%s:%u session=%s reply=\"%.200s\"",
 			 protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
-			 req->client_ip, req->client_port, req->session_id, lp->outcome_text);
+			 req->ident.client_ip, req->ident.client_port, req->ident.session_id,
+			 lp->outcome_text);
 		stream_write(req->client, lp->outcome_text, lp->outcome_len);
 		stream_write(req->client, "\r\n", 2);
 		lp->callback(lp->context, LOGIN_PROXY_FAILED, NULL);

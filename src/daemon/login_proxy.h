@@ -27,10 +27,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+#include <sys/socket.h>
+
 struct daemon;
 struct stream;
 struct route_result;
 struct login_proxy;
+
+/* Who a client is, as every front-end knows it and logs it. */
+struct client_ident {
+	char client_ip[46], local_ip[46];
+	uint16_t client_port, local_port;
+	char session_id[24];
+	bool loopback; /* the client address is a loopback one */
+};
+
+/* Fills ident for a new connection; local NULL: ask the socket. */
+void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd,
+		       const struct sockaddr *remote, const struct sockaddr *local);
+
+/* The routing step of a login, with its metrics and log lines: OK fills
+ * route; BAD_USER (answer "authentication failed") and UNAVAILABLE
+ * (answer your protocol's temporary failure) are logged already. */
+enum login_route { LOGIN_ROUTE_OK, LOGIN_ROUTE_BAD_USER, LOGIN_ROUTE_UNAVAILABLE };
+enum login_route login_route(struct daemon *daemon, const char *protocol,
+			     const struct client_ident *ident, const char *user,
+			     struct route_result *route_r);
 
 enum login_proxy_result {
 	LOGIN_PROXY_PROXYING,
@@ -56,9 +79,7 @@ struct login_proxy_request {
 	const struct login_proxy_dialogue *dialogue;
 	int backend_port;
 	const struct route_result *route; /* copied */
-	const char *client_ip, *local_ip;
-	uint16_t client_port, local_port;
-	const char *session_id;
+	struct client_ident ident;
 	const char *tag; /* the dialogue's to use, e.g. the IMAP tag; may be NULL */
 	const char *user, *password;
 };

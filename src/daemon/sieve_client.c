@@ -58,9 +58,7 @@ struct sieve_client {
 	struct daemon *daemon;
 	struct stream *stream;
 	bool secured, starting_login;
-	char client_ip[46], local_ip[46];
-	uint16_t client_port, local_port;
-	char session_id[24];
+	struct client_ident id;
 	struct sieve_parser *parser;
 	unsigned auth_failures, bad_commands;
 	enum client_state state;
@@ -116,7 +114,7 @@ static void client_destroy(struct sieve_client *client, const char *reason)
 	if (reason != NULL)
 		log_info("event=disconnect protocol=sieve client=%s:%u session=%s state=%s "
 			 "reason=\"%s\"",
-			 client->client_ip, client->client_port, client->session_id,
+			 client->id.client_ip, client->id.client_port, client->id.session_id,
 			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
 	login_proxy_abort(&client->login);
 	free(client->route);
@@ -130,7 +128,7 @@ static void client_destroy(struct sieve_client *client, const char *reason)
 static void client_close_after(struct sieve_client *client, const char *line, const char *reason)
 {
 	log_info("event=disconnect protocol=sieve client=%s:%u session=%s reason=\"%s\"",
-		 client->client_ip, client->client_port, client->session_id, reason);
+		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
 	login_proxy_abort(&client->login);
 	client->state = STATE_CLOSING;
 	if (line != NULL)
@@ -236,7 +234,8 @@ static void sieve_backend_connected(struct login_proxy *lp)
 	login_proxy_sendf(lp,
 			  "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u\r\n"
 			  "AUTHENTICATE \"PLAIN\" \"%s\"\r\n",
-			  req->client_ip, req->client_port, req->session_id, PROXY_TTL - 1, ir);
+			  req->ident.client_ip, req->ident.client_port, req->ident.session_id,
+			  PROXY_TTL - 1, ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 
@@ -274,8 +273,8 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 				"client=%s:%u session=%s xclient_advertised=%s reason=\"backend "
 				"refused XCLIENT, so it sees the proxy as the client (is the "
 				"proxy in its login_trusted_networks?): %.200s\"",
-				req->route->username, req->route->backend.name, req->client_ip,
-				req->client_port, req->session_id,
+				req->route->username, req->route->backend.name,
+				req->ident.client_ip, req->ident.client_port, req->ident.session_id,
 				(*state & SIEVE_DIALOGUE_XCLIENT_ADVERTISED) != 0 ? "yes" : "no",
 				line);
 		*state = (*state & ~0xffu) | SIEVE_DIALOGUE_LOGIN;
@@ -342,39 +341,16 @@ static void client_login(struct sieve_client *client, const char *user, const ch
 	}
 	if (client->route == NULL)
 		client->route = malloc(sizeof(*client->route));
-	const char *reason;
-	enum route_status status =
-		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
-			   daemon->set->group_count, user, true, client->route, &reason);
-	switch (status) {
-	case ROUTE_OK:
+	switch (login_route(daemon, "sieve", &client->id, user, client->route)) {
+	case LOGIN_ROUTE_OK:
 		break;
-	case ROUTE_BAD_USER:
-		daemon->metrics.logins_refused++;
-		log_info("event=login result=refused protocol=sieve client=%s:%u session=%s "
-			 "reason=\"%s\"",
-			 client->client_ip, client->client_port, client->session_id, reason);
+	case LOGIN_ROUTE_BAD_USER:
 		client_send(client, "NO \"Authentication failed.\"\r\n");
 		auth_failed(client);
 		return;
-	case ROUTE_UNAVAILABLE:
-	case ROUTE_ERROR:
-		daemon->metrics.logins_unavailable++;
-		if (status == ROUTE_ERROR)
-			log_error("event=geodb_error user=%s reason=\"%s\"",
-				  client->route->username, reason);
-		log_warning("event=login result=unavailable protocol=sieve user=%s group=%u "
-			    "client=%s:%u session=%s reason=\"%s\"",
-			    client->route->username, client->route->group_id, client->client_ip,
-			    client->client_port, client->session_id, reason);
+	case LOGIN_ROUTE_UNAVAILABLE:
 		client_send(client, REPLY_TEMPFAIL);
 		return;
-	}
-	if (client->route->assigned_now) {
-		daemon->metrics.group_assignments++;
-		log_info("event=group_assign group=%u backend=%s site=%s user=%s",
-			 client->route->group_id, client->route->backend.name,
-			 client->route->group.site, client->route->username);
 	}
 	/* The client stays readable: what it pipelines is buffered (up to
 	 * prelogin_line_max) for the backend, and if it goes away the login
@@ -386,11 +362,7 @@ static void client_login(struct sieve_client *client, const char *user, const ch
 		.dialogue = &sieve_dialogue,
 		.backend_port = daemon->set->backend_port_sieve,
 		.route = client->route,
-		.client_ip = client->client_ip,
-		.local_ip = client->local_ip,
-		.client_port = client->client_port,
-		.local_port = client->local_port,
-		.session_id = client->session_id,
+		.ident = client->id,
 		.tag = NULL,
 		.user = user,
 		.password = password,
@@ -592,23 +564,15 @@ void sieve_client_create(struct daemon *daemon, int fd, const struct sockaddr *r
 	struct sieve_client *client = calloc(1, sizeof(*client));
 	client->daemon = daemon;
 	daemon->client_count++;
-	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
-			   &client->client_port);
-	struct sockaddr_storage local_buf;
-	socklen_t local_len = sizeof(local_buf);
-	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
-		local = (struct sockaddr *)&local_buf;
-	if (local != NULL)
-		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip),
-				   &client->local_port);
-	session_id_generate(daemon, client->session_id);
-	client->secured = implicit_tls || net_sockaddr_is_loopback(remote);
+	client_ident_init(&client->id, daemon, fd, remote, local);
+	client->secured = implicit_tls || client->id.loopback;
 	client->parser = sieve_parser_create(daemon->set->prelogin_line_max);
 	client->stream =
 		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
 			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
 			      &client_stream_callbacks, client);
-	log_debug("event=connect protocol=sieve client=%s:%u session=%s tls=%s", client->client_ip,
-		  client->client_port, client->session_id, implicit_tls ? "yes" : "no");
+	log_debug("event=connect protocol=sieve client=%s:%u session=%s tls=%s",
+		  client->id.client_ip, client->id.client_port, client->id.session_id,
+		  implicit_tls ? "yes" : "no");
 	send_capabilities(client, "mailcluster ready.");
 }

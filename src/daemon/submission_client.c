@@ -78,9 +78,7 @@ struct submission_client {
 	struct stream *stream;
 	bool secured, starting_login;
 	bool helo_done; /* EHLO or HELO since the greeting or STARTTLS */
-	char client_ip[46], local_ip[46];
-	uint16_t client_port, local_port;
-	char session_id[24];
+	struct client_ident id;
 	const char *hostname; /* submission_hostname, or system_hostname */
 	char system_hostname[HOST_NAME_MAX + 1];
 	char *helo_domain; /* what the client's EHLO named, if fit to pass on */
@@ -119,7 +117,7 @@ static void client_destroy(struct submission_client *client, const char *reason)
 	if (reason != NULL)
 		log_info("event=disconnect protocol=submission client=%s:%u session=%s state=%s "
 			 "reason=\"%s\"",
-			 client->client_ip, client->client_port, client->session_id,
+			 client->id.client_ip, client->id.client_port, client->id.session_id,
 			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
 	login_proxy_abort(&client->login);
 	free(client->helo_domain);
@@ -134,7 +132,7 @@ static void client_close_after(struct submission_client *client, const char *lin
 			       const char *reason)
 {
 	log_info("event=disconnect protocol=submission client=%s:%u session=%s reason=\"%s\"",
-		 client->client_ip, client->client_port, client->session_id, reason);
+		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
 	login_proxy_abort(&client->login);
 	client->state = STATE_CLOSING;
 	if (line != NULL)
@@ -334,22 +332,22 @@ static void send_xclient(struct login_proxy *lp, unsigned offers)
 	p += sprintf(p, "XCLIENT");
 	if ((offers & XCLIENT_ADDR) != 0) {
 		p += sprintf(p, " ADDR=");
-		xclient_addr_append(&p, req->client_ip);
+		xclient_addr_append(&p, req->ident.client_ip);
 	}
 	if ((offers & XCLIENT_PORT) != 0)
-		p += sprintf(p, " PORT=%u", req->client_port);
+		p += sprintf(p, " PORT=%u", req->ident.client_port);
 	if ((offers & XCLIENT_SESSION) != 0) {
 		p += sprintf(p, " SESSION=");
-		xtext_append(&p, req->session_id);
+		xtext_append(&p, req->ident.session_id);
 	}
 	if ((offers & XCLIENT_TTL) != 0)
 		p += sprintf(p, " TTL=%u", PROXY_TTL - 1);
-	if ((offers & XCLIENT_DESTADDR) != 0 && req->local_ip[0] != '\0') {
+	if ((offers & XCLIENT_DESTADDR) != 0 && req->ident.local_ip[0] != '\0') {
 		p += sprintf(p, " DESTADDR=");
-		xclient_addr_append(&p, req->local_ip);
+		xclient_addr_append(&p, req->ident.local_ip);
 	}
-	if ((offers & XCLIENT_DESTPORT) != 0 && req->local_port != 0)
-		p += sprintf(p, " DESTPORT=%u", req->local_port);
+	if ((offers & XCLIENT_DESTPORT) != 0 && req->ident.local_port != 0)
+		p += sprintf(p, " DESTPORT=%u", req->ident.local_port);
 	memcpy(p, "\r\n", 2);
 	p += 2;
 	login_proxy_send(lp, line, (size_t)(p - line));
@@ -457,7 +455,7 @@ static void submission_backend_line(struct login_proxy *lp, const char *line, si
 				"session=%s reason=\"backend does not offer XCLIENT: the client "
 				"address is not forwarded (add the proxy to its "
 				"login_trusted_networks)\"",
-				req->route->backend.name, req->session_id);
+				req->route->backend.name, req->ident.session_id);
 			*state &= ~OFFERS_MASK;
 			set_step(state, STEP_EHLO_AGAIN);
 			send_ehlo_clients(lp, state);
@@ -541,40 +539,17 @@ static void client_login(struct submission_client *client, const char *user, con
 	struct daemon *daemon = client->daemon;
 	if (client->route == NULL)
 		client->route = malloc(sizeof(*client->route));
-	const char *reason;
-	enum route_status status =
-		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
-			   daemon->set->group_count, user, true, client->route, &reason);
-	switch (status) {
-	case ROUTE_OK:
+	switch (login_route(daemon, "submission", &client->id, user, client->route)) {
+	case LOGIN_ROUTE_OK:
 		break;
-	case ROUTE_BAD_USER:
-		daemon->metrics.logins_refused++;
-		log_info("event=login result=refused protocol=submission client=%s:%u session=%s "
-			 "reason=\"%s\"",
-			 client->client_ip, client->client_port, client->session_id, reason);
+	case LOGIN_ROUTE_BAD_USER:
 		client_send(client, "535 5.7.8 Authentication credentials invalid\r\n");
 		auth_failed(client);
 		return;
-	case ROUTE_UNAVAILABLE:
-	case ROUTE_ERROR:
-		daemon->metrics.logins_unavailable++;
-		if (status == ROUTE_ERROR)
-			log_error("event=geodb_error user=%s reason=\"%s\"",
-				  client->route->username, reason);
-		log_warning("event=login result=unavailable protocol=submission user=%s group=%u "
-			    "client=%s:%u session=%s reason=\"%s\"",
-			    client->route->username, client->route->group_id, client->client_ip,
-			    client->client_port, client->session_id, reason);
+	case LOGIN_ROUTE_UNAVAILABLE:
 		client_send(client,
 			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
 		return;
-	}
-	if (client->route->assigned_now) {
-		daemon->metrics.group_assignments++;
-		log_info("event=group_assign group=%u backend=%s site=%s user=%s",
-			 client->route->group_id, client->route->backend.name,
-			 client->route->group.site, client->route->username);
 	}
 	/* The client stays readable: what it pipelines is buffered (up to
 	 * prelogin_line_max) for the backend, and if it goes away the login
@@ -586,11 +561,7 @@ static void client_login(struct submission_client *client, const char *user, con
 		.dialogue = &submission_dialogue,
 		.backend_port = daemon->set->backend_port_submission,
 		.route = client->route,
-		.client_ip = client->client_ip,
-		.local_ip = client->local_ip,
-		.client_port = client->client_port,
-		.local_port = client->local_port,
-		.session_id = client->session_id,
+		.ident = client->id,
 		.tag = client->helo_domain, /* for the EHLO after XCLIENT */
 		.user = user,
 		.password = password,
@@ -849,24 +820,15 @@ void submission_client_create(struct daemon *daemon, int fd, const struct sockad
 	struct submission_client *client = calloc(1, sizeof(*client));
 	client->daemon = daemon;
 	daemon->client_count++;
-	net_sockaddr_to_ip(remote, client->client_ip, sizeof(client->client_ip),
-			   &client->client_port);
-	struct sockaddr_storage local_buf;
-	socklen_t local_len = sizeof(local_buf);
-	if (local == NULL && getsockname(fd, (struct sockaddr *)&local_buf, &local_len) == 0)
-		local = (struct sockaddr *)&local_buf;
-	if (local != NULL)
-		net_sockaddr_to_ip(local, client->local_ip, sizeof(client->local_ip),
-				   &client->local_port);
-	session_id_generate(daemon, client->session_id);
+	client_ident_init(&client->id, daemon, fd, remote, local);
 	client->hostname = our_hostname(daemon, client->system_hostname);
-	client->secured = implicit_tls || net_sockaddr_is_loopback(remote);
+	client->secured = implicit_tls || client->id.loopback;
 	client->stream =
 		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
 			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
 			      &client_stream_callbacks, client);
 	log_debug("event=connect protocol=submission client=%s:%u session=%s tls=%s",
-		  client->client_ip, client->client_port, client->session_id,
+		  client->id.client_ip, client->id.client_port, client->id.session_id,
 		  implicit_tls ? "yes" : "no");
 	client_sendf(client, "220 %s ESMTP mailcluster\r\n", client->hostname);
 }
