@@ -276,8 +276,7 @@ static int values_check(const unsigned char *values, size_t len, unsigned count,
 }
 
 /* Check <query_parameters> and add their size to *len. */
-static int params_check(const struct cql_query_params *params, uint64_t *len,
-			const char **error_r)
+static int params_check(const struct cql_query_params *params, uint64_t *len, const char **error_r)
 {
 	if (params == NULL) {
 		*error_r = "CQL query parameters are missing";
@@ -373,7 +372,8 @@ int cql_build_startup(struct cql_buf *buf, int16_t stream, const char **error_r)
 
 	if (check_stream(stream, error_r) < 0)
 		return -1;
-	start = frame_begin(buf, stream, CQL_OPCODE_STARTUP, 2 + 2 + 2 + strlen(key) + strlen(value));
+	start = frame_begin(buf, stream, CQL_OPCODE_STARTUP,
+			    2 + 2 + 2 + strlen(key) + strlen(value));
 	put_u16(buf, 1);
 	put_string(buf, key, strlen(key));
 	put_string(buf, value, strlen(value));
@@ -470,8 +470,7 @@ int cql_build_query(struct cql_buf *buf, int16_t stream, const char *query,
 	return 0;
 }
 
-int cql_build_prepare(struct cql_buf *buf, int16_t stream, const char *query,
-		      const char **error_r)
+int cql_build_prepare(struct cql_buf *buf, int16_t stream, const char *query, const char **error_r)
 {
 	size_t query_len, start;
 
@@ -845,7 +844,8 @@ static int read_column_spec(struct parser *p, const struct cql_metadata *metadat
 	if ((metadata->flags & CQL_METADATA_GLOBAL_TABLES_SPEC) != 0) {
 		column_r->keyspace = metadata->keyspace;
 		column_r->table = metadata->table;
-	} else if (read_string(p, &column_r->keyspace) < 0 || read_string(p, &column_r->table) < 0) {
+	} else if (read_string(p, &column_r->keyspace) < 0 ||
+		   read_string(p, &column_r->table) < 0) {
 		return -1;
 	}
 	if (read_string(p, &column_r->name) < 0)
@@ -940,7 +940,7 @@ static int read_schema_change(struct parser *p, struct cql_schema_change *change
 		return read_string(p, &change_r->keyspace);
 	if (cql_string_equals(target, "TABLE") || cql_string_equals(target, "TYPE"))
 		return read_string(p, &change_r->keyspace) < 0 ? -1
-								: read_string(p, &change_r->name);
+							       : read_string(p, &change_r->name);
 	if (cql_string_equals(target, "FUNCTION") || cql_string_equals(target, "AGGREGATE")) {
 		if (read_string(p, &change_r->keyspace) < 0 || read_string(p, &change_r->name) < 0)
 			return -1;
@@ -1019,7 +1019,8 @@ static int read_error(struct parser *p, struct cql_error *error_r)
 		error_r->data_present = data_present != 0;
 		return 0;
 	case CQL_ERROR_FUNCTION_FAILURE:
-		if (read_string(p, &error_r->keyspace) < 0 || read_string(p, &error_r->function) < 0)
+		if (read_string(p, &error_r->keyspace) < 0 ||
+		    read_string(p, &error_r->function) < 0)
 			return -1;
 		return read_string_list(p, &error_r->arg_types);
 	case CQL_ERROR_ALREADY_EXISTS:
@@ -1129,7 +1130,8 @@ int cql_response_parse(const unsigned char *frame, size_t frame_len, struct cql_
 		return response_error(resp_r, error_r,
 				      "CQL %s frame on stream %d is compressed, but compression "
 				      "was never negotiated",
-				      cql_opcode_name(resp_r->header.opcode), resp_r->header.stream);
+				      cql_opcode_name(resp_r->header.opcode),
+				      resp_r->header.stream);
 
 	parser_init(&p, frame + CQL_FRAME_HEADER_LEN, frame_len - CQL_FRAME_HEADER_LEN);
 	if ((resp_r->header.flags & CQL_FLAG_TRACING) != 0) {
@@ -1148,7 +1150,8 @@ int cql_response_parse(const unsigned char *frame, size_t frame_len, struct cql_
 	if (p.problem == NULL)
 		(void)read_body(&p, resp_r);
 	if (p.problem != NULL) {
-		return response_error(resp_r, error_r, "malformed CQL %s frame on stream %d: %s%s in %s",
+		return response_error(resp_r, error_r,
+				      "malformed CQL %s frame on stream %d: %s%s in %s",
 				      cql_opcode_name(resp_r->header.opcode), resp_r->header.stream,
 				      p.problem, p.detail, p.section);
 	}
@@ -1780,7 +1783,8 @@ const char *cql_error_sentence(const struct cql_response *resp, char *buf, size_
 		return buf;
 	buf[0] = '\0';
 	if (resp->header.opcode != CQL_OPCODE_ERROR)
-		sentence_printf(&s, "not an ERROR response (%s)", cql_opcode_name(resp->header.opcode));
+		sentence_printf(&s, "not an ERROR response (%s)",
+				cql_opcode_name(resp->header.opcode));
 	else
 		sentence_error(&s, &resp->error);
 	/* One line in the log, whatever the server put in its message. */

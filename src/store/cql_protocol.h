@@ -237,8 +237,7 @@ int cql_build_auth_password(struct cql_buf *buf, int16_t stream, const char *use
 int cql_build_query(struct cql_buf *buf, int16_t stream, const char *query,
 		    const struct cql_query_params *params, const char **error_r);
 /* PREPARE: answered by a Prepared result whose id EXECUTE takes. */
-int cql_build_prepare(struct cql_buf *buf, int16_t stream, const char *query,
-		      const char **error_r);
+int cql_build_prepare(struct cql_buf *buf, int16_t stream, const char *query, const char **error_r);
 /* EXECUTE a prepared statement; id is the [short bytes] id, 1..65535
  * bytes. */
 int cql_build_execute(struct cql_buf *buf, int16_t stream, const unsigned char *id, size_t id_len,
@@ -320,7 +319,9 @@ struct cql_column {
 /* Rows metadata (section 4.2.5.2), also the bind metadata of a Prepared
  * result (section 4.2.5.4). */
 struct cql_metadata {
-	int32_t flags; /* enum cql_metadata_flag */
+	/* enum cql_metadata_flag; in bind metadata only Global_tables_spec
+	 * is kept, the one flag section 4.2.5.4 defines there. */
+	int32_t flags;
 	int32_t column_count;
 	/* Has_more_pages: pass it back in cql_query_params.paging_state for
 	 * the next page.  len -1 when there is none. */
@@ -369,7 +370,7 @@ struct cql_prepared {
 	/* Copy it to EXECUTE later: it stays valid on that node until the
 	 * node restarts (then EXECUTE gets an Unprepared error). */
 	struct cql_bytes id;
-	struct cql_metadata metadata;	     /* the bind markers */
+	struct cql_metadata metadata;        /* the bind markers */
 	struct cql_metadata result_metadata; /* what EXECUTE will return; may be empty */
 };
 
@@ -378,7 +379,7 @@ struct cql_schema_change {
 	struct cql_string change_type; /* CREATED, UPDATED, DROPPED */
 	struct cql_string target;      /* KEYSPACE, TABLE, TYPE, FUNCTION, AGGREGATE */
 	struct cql_string keyspace;
-	struct cql_string name;		    /* empty for KEYSPACE */
+	struct cql_string name;           /* empty for KEYSPACE */
 	struct cql_string_list arg_types; /* FUNCTION and AGGREGATE only */
 };
 
@@ -400,16 +401,16 @@ struct cql_error {
 	/* Unavailable, Write_timeout, Read_timeout, Read_failure,
 	 * Write_failure: the consistency level as sent (maybe unknown). */
 	uint16_t consistency;
-	int32_t required, alive;		 /* Unavailable */
-	int32_t received, block_for;		 /* timeouts and failures */
-	int32_t num_failures;			 /* Read_failure, Write_failure */
-	bool data_present;			 /* Read_timeout, Read_failure */
-	struct cql_string write_type;		 /* Write_timeout, Write_failure */
-	struct cql_string keyspace;		 /* Already_exists, Function_failure */
-	struct cql_string table;		 /* Already_exists (empty for a keyspace) */
-	struct cql_string function;		 /* Function_failure */
-	struct cql_string_list arg_types;	 /* Function_failure */
-	struct cql_bytes unprepared_id;		 /* Unprepared */
+	int32_t required, alive;          /* Unavailable */
+	int32_t received, block_for;      /* timeouts and failures */
+	int32_t num_failures;             /* Read_failure, Write_failure */
+	bool data_present;                /* Read_timeout, Read_failure */
+	struct cql_string write_type;     /* Write_timeout, Write_failure */
+	struct cql_string keyspace;       /* Already_exists, Function_failure */
+	struct cql_string table;          /* Already_exists (empty for a keyspace) */
+	struct cql_string function;       /* Function_failure */
+	struct cql_string_list arg_types; /* Function_failure */
+	struct cql_bytes unprepared_id;   /* Unprepared */
 };
 
 /* An EVENT (section 4.2.6), pushed on stream -1 after REGISTER. */
@@ -432,12 +433,12 @@ struct cql_response {
 	/* Custom payload flag: ignored by mailcluster, kept as a view. */
 	struct cql_bytes_map custom_payload;
 	union {
-		struct cql_error error;		       /* ERROR */
-		struct cql_string authenticator;       /* AUTHENTICATE: class name */
-		struct cql_bytes token;		       /* AUTH_CHALLENGE, AUTH_SUCCESS */
-		struct cql_string_multimap supported;  /* SUPPORTED */
-		struct cql_result result;	       /* RESULT */
-		struct cql_event event;		       /* EVENT */
+		struct cql_error error;               /* ERROR */
+		struct cql_string authenticator;      /* AUTHENTICATE: class name */
+		struct cql_bytes token;               /* AUTH_CHALLENGE, AUTH_SUCCESS */
+		struct cql_string_multimap supported; /* SUPPORTED */
+		struct cql_result result;             /* RESULT */
+		struct cql_event event;               /* EVENT */
 	};
 	/* Holds the sentence *error_r points to when parsing fails. */
 	char error_text[192];

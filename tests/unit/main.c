@@ -14,6 +14,7 @@ void suite_config(void);
 void suite_hash(void);
 void suite_placement(void);
 void suite_geodb_sqlite(void);
+void suite_cql_protocol(void);
 void suite_proxy_protocol(void);
 
 static const struct {
@@ -31,6 +32,7 @@ static const struct {
 	{"hash", suite_hash},
 	{"placement", suite_placement},
 	{"geodb_sqlite", suite_geodb_sqlite},
+	{"cql_protocol", suite_cql_protocol},
 	{"proxy_protocol", suite_proxy_protocol},
 };
 
