@@ -30,7 +30,7 @@ DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
 CLI_OBJ    := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(CLI))
 UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT))
 
-.PHONY: all deps check unit integration demo demo-stop bench clean format
+.PHONY: all deps check unit integration integration-asan demo demo-stop bench clean format
 
 all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload
 
@@ -47,6 +47,15 @@ $(B)/mailclusterd: $(DAEMON_OBJ)
 
 $(B)/mailcluster: $(CLI_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+# the daemon with ASan/UBSan, for running the integration suite against it
+$(B)/asan/mailclusterd: $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(NET) $(DAEMON))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+
+integration-asan: all $(B)/asan/mailclusterd
+	MAILCLUSTERD=$(CURDIR)/$(B)/asan/mailclusterd ASAN_OPTIONS=detect_leaks=1 \
+		python3 -m pytest -q tests/integration
 
 $(B)/unit_tests: $(UNIT_OBJ)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)

@@ -20,7 +20,8 @@ import urllib.request
 from typing import Callable, Optional
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DAEMON = os.path.join(REPO, "build", "mailclusterd")
+# MAILCLUSTERD lets the suite run against another build (e.g. a sanitizer one)
+DAEMON = os.environ.get("MAILCLUSTERD", os.path.join(REPO, "build", "mailclusterd"))
 CLI = os.path.join(REPO, "build", "mailcluster")
 
 FLEET_FIRST_IP = "127.0.3.2"
