@@ -1,13 +1,9 @@
 /* imap_client.c - see imap_client.h.
  *
- * States:
- *   PRELOGIN      parsing commands (imap_parser.h) and answering them
- *   AUTH_RESPONSE waiting for the client's line after "+ " (AUTHENTICATE
- *                 without an initial response)
- *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
- *                 the backend.  What the client pipelines meanwhile stays
- *                 buffered and goes to the backend once the login succeeds.
- *   CLOSING       a last line is being written
+ * The lifecycle (states, closing, the login) is login_client.h's; here are
+ * the IMAP commands and replies.  PRELOGIN parses commands (imap_parser.h);
+ * AUTH_RESPONSE waits for the client's line after "+ " (AUTHENTICATE
+ * without an initial response).
  *
  * The backend dialogue is pipelined: as soon as the TCP connection is up we
  * send "ID (...)" and "TAG AUTHENTICATE PLAIN <ir>" in one write, and then
@@ -18,6 +14,7 @@
 #include "daemon/imap_client.h"
 
 #include "daemon/daemon.h"
+#include "daemon/login_client.h"
 #include "daemon/login_proxy.h"
 #include "daemon/session.h"
 #include "net/stream.h"
@@ -34,108 +31,20 @@
 
 #define PROXY_TTL 5
 
-enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
-
 struct imap_client {
-	struct daemon *daemon;
-	struct stream *stream;
-	bool secured, starting_login;
-	struct client_ident id;
+	struct login_client base;
 	struct imap_parser *parser;
-	unsigned auth_failures, bad_commands;
-	enum client_state state;
-	char *tag; /* of the AUTHENTICATE or login in progress */
-	struct route_result *route;
-	struct login_proxy *login;
+	char *tag; /* of the AUTHENTICATE waiting for its response */
 };
 
-static void client_input(void *context);
-
-/* ---- helpers ---- */
-
-static void client_send(struct imap_client *client, const char *text)
-{
-	stream_write(client->stream, text, strlen(text));
-}
-
-#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
-
-static void client_destroy(struct imap_client *client, const char *reason)
-{
-	if (reason != NULL)
-		log_info("event=disconnect protocol=imap client=%s:%u session=%s state=%s "
-			 "reason=\"%s\"",
-			 client->id.client_ip, client->id.client_port, client->id.session_id,
-			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
-	login_proxy_abort(&client->login);
-	free(client->tag);
-	free(client->route);
-	imap_parser_destroy(&client->parser);
-	stream_destroy(&client->stream);
-	client->daemon->client_count--;
-	free(client);
-}
-
-/* Sends a last line, then closes once it is written (bounded). */
-static void client_close_after(struct imap_client *client, const char *line, const char *reason)
-{
-	log_info("event=disconnect protocol=imap client=%s:%u session=%s reason=\"%s\"",
-		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
-	login_proxy_abort(&client->login);
-	client->state = STATE_CLOSING;
-	if (line != NULL)
-		client_send(client, line);
-	stream_close_after_flush(client->stream); /* calls client_flushed, later */
-}
-
-static void client_flushed(void *context)
-{
-	client_destroy(context, NULL);
-}
-
-static void client_closed(void *context, const char *reason)
-{
-	struct imap_client *client = context;
-	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
-}
-
-static void client_timeout(void *context)
-{
-	struct imap_client *client = context;
-	client->daemon->metrics.prelogin_timeouts++;
-	client_close_after(client, "* BYE Disconnected for inactivity.\r\n",
-			   "no login within prelogin_timeout");
-}
-
-static const struct stream_callbacks client_stream_callbacks = {
-	.input = client_input,
-	.timeout = client_timeout,
-	.closed = client_closed,
-	.flushed = client_flushed,
-};
-
-static bool plaintext_allowed(struct imap_client *client)
-{
-	return client->secured || client->daemon->set->plaintext_auth == PLAINTEXT_AUTH_ALWAYS;
-}
-
-static bool starttls_available(struct imap_client *client)
-{
-	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
-}
+#define client_send(client, text) login_client_send(&(client)->base, text)
+#define client_sendf(client, ...) stream_printf((client)->base.stream, __VA_ARGS__)
 
 static void capability_string(struct imap_client *client, char *dst, size_t size)
 {
 	snprintf(dst, size, "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+%s%s",
-		 starttls_available(client) ? " STARTTLS" : "",
-		 plaintext_allowed(client) ? " AUTH=PLAIN" : " LOGINDISABLED");
-}
-
-static void auth_failed(struct imap_client *client)
-{
-	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-		client_close_after(client, "* BYE Too many invalid authentication attempts.\r\n",
-				   "too many failed logins");
+		 login_client_starttls_available(&client->base) ? " STARTTLS" : "",
+		 login_client_plaintext_allowed(&client->base) ? " AUTH=PLAIN" : " LOGINDISABLED");
 }
 
 /* ---- the backend dialogue ---- */
@@ -209,80 +118,30 @@ static const struct login_proxy_dialogue imap_dialogue = {
 	.line = imap_backend_line,
 };
 
-static void login_done(void *context, enum login_proxy_result result, const char *reason)
+static void imap_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
 {
-	struct imap_client *client = context;
-	client->login = NULL;
-	switch (result) {
-	case LOGIN_PROXY_PROXYING:
-		client_destroy(client, NULL); /* the session has the sockets */
-		return;
-	case LOGIN_PROXY_FAILED:
-		client->state = STATE_PRELOGIN;
-		auth_failed(client);
+	switch (reply) {
+	case LOGIN_REPLY_TIMEOUT:
+		login_client_send(base, "* BYE Disconnected for inactivity.\r\n");
 		break;
-	case LOGIN_PROXY_UNAVAILABLE:
-		client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
-			     client->tag);
-		client->state = STATE_PRELOGIN;
+	case LOGIN_REPLY_TOO_MANY_AUTH_FAILURES:
+		login_client_send(base, "* BYE Too many invalid authentication attempts.\r\n");
+		break;
+	case LOGIN_REPLY_PLAINTEXT_DISALLOWED:
+		stream_printf(base->stream,
+			      "%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
+			      "non-secure (SSL/TLS) connections.\r\n",
+			      tag);
+		break;
+	case LOGIN_REPLY_AUTH_FAILED:
+		stream_printf(base->stream,
+			      "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+		break;
+	case LOGIN_REPLY_TEMPFAIL:
+		stream_printf(base->stream,
+			      "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n", tag);
 		break;
 	}
-	free(client->tag);
-	client->tag = NULL;
-	/* commands pipelined after the login; when called back from inside
-	 * client_login() the parsing loop there goes on by itself */
-	if (client->state == STATE_PRELOGIN && !client->starting_login)
-		client_input(client);
-}
-
-/* We have a username and password: route, and start the login proxy. */
-static void client_login(struct imap_client *client, const char *tag, const char *user,
-			 const char *password)
-{
-	struct daemon *daemon = client->daemon;
-	if (!plaintext_allowed(client)) {
-		daemon->metrics.logins_refused++;
-		client_sendf(client,
-			     "%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
-			     "non-secure (SSL/TLS) connections.\r\n",
-			     tag);
-		return;
-	}
-	if (client->route == NULL)
-		client->route = malloc(sizeof(*client->route));
-	switch (login_route(daemon, "imap", &client->id, user, client->route)) {
-	case LOGIN_ROUTE_OK:
-		break;
-	case LOGIN_ROUTE_BAD_USER:
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
-			     tag);
-		auth_failed(client);
-		return;
-	case LOGIN_ROUTE_UNAVAILABLE:
-		client_sendf(client, "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n",
-			     tag);
-		return;
-	}
-	/* The client stays readable: what it pipelines is buffered (up to
-	 * prelogin_line_max) for the backend, and if it goes away the login
-	 * is abandoned. */
-	client->state = STATE_BACKEND;
-	free(client->tag);
-	client->tag = strdup(tag);
-	struct login_proxy_request request = {
-		.daemon = daemon,
-		.client = client->stream,
-		.dialogue = &imap_dialogue,
-		.backend_port = daemon->set->backend_port_imap,
-		.route = client->route,
-		.ident = client->id,
-		.tag = tag,
-		.user = user,
-		.password = password,
-	};
-	client->starting_login = true;
-	login_proxy_start(&request, login_done, client, &client->login);
-	client->starting_login = false;
 }
 
 /* ---- pre-login commands ---- */
@@ -298,13 +157,13 @@ static void cmd_authenticate_response(struct imap_client *client, const char *ta
 	}
 	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
 	    0) {
-		client->daemon->metrics.logins_refused++;
+		client->base.daemon->metrics.logins_refused++;
 		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n",
 			     tag, error);
-		auth_failed(client);
+		login_client_auth_failed(&client->base);
 		return;
 	}
-	client_login(client, tag, authcid, passwd);
+	login_client_login(&client->base, tag, authcid, passwd);
 	explicit_bzero(buf, sizeof(buf));
 }
 
@@ -315,8 +174,8 @@ static bool arg_is_string(const struct imap_arg *arg)
 
 static bool cmd_starttls(struct imap_client *client, const char *tag)
 {
-	struct daemon *daemon = client->daemon;
-	if (stream_is_tls(client->stream)) {
+	struct daemon *daemon = client->base.daemon;
+	if (stream_is_tls(client->base.stream)) {
 		client_sendf(client, "%s BAD TLS is already active.\r\n", tag);
 		return true;
 	}
@@ -327,11 +186,11 @@ static bool cmd_starttls(struct imap_client *client, const char *tag)
 	char reply[256];
 	snprintf(reply, sizeof(reply), "%s OK Begin TLS negotiation now.\r\n", tag);
 	const char *error;
-	if (stream_starttls(client->stream, daemon->ssl_ctx, reply, &error) < 0) {
-		client_destroy(client, error);
+	if (stream_starttls(client->base.stream, daemon->ssl_ctx, reply, &error) < 0) {
+		login_client_destroy(&client->base, error);
 		return false;
 	}
-	client->secured = true;
+	client->base.secured = true;
 	imap_parser_reset(client->parser);
 	return false; /* new input comes from the TLS layer */
 }
@@ -353,7 +212,7 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 		char line[256];
 		snprintf(line, sizeof(line), "* BYE Logging out\r\n%s OK Logout completed.\r\n",
 			 tag);
-		client_close_after(client, line, "logged out before login");
+		login_client_close_after(&client->base, line, "logged out before login");
 		return false;
 	} else if (strcasecmp(name, "ID") == 0) {
 		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n",
@@ -369,8 +228,8 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 				     tag);
 			return true;
 		}
-		client_login(client, tag, cmd->args[0].str, cmd->args[1].str);
-		return client->state == STATE_PRELOGIN;
+		login_client_login(&client->base, tag, cmd->args[0].str, cmd->args[1].str);
+		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	} else if (strcasecmp(name, "AUTHENTICATE") == 0) {
 		if (cmd->arg_count < 1 || cmd->arg_count > 2 ||
 		    cmd->args[0].type != IMAP_ARG_ATOM ||
@@ -387,13 +246,9 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 				     tag);
 			return true;
 		}
-		if (!plaintext_allowed(client)) {
-			client->daemon->metrics.logins_refused++;
-			client_sendf(
-				client,
-				"%s NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
-				"non-secure (SSL/TLS) connections.\r\n",
-				tag);
+		if (!login_client_plaintext_allowed(&client->base)) {
+			client->base.daemon->metrics.logins_refused++;
+			imap_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag);
 			return true;
 		}
 		if (cmd->arg_count == 2) {
@@ -401,17 +256,18 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 			/* "=" is an empty initial response (RFC 4959) */
 			cmd_authenticate_response(client, tag, ir,
 						  strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
-			return client->state == STATE_PRELOGIN;
+			return client->base.state == LOGIN_CLIENT_PRELOGIN;
 		}
 		free(client->tag);
 		client->tag = strdup(tag);
-		client->state = STATE_AUTH_RESPONSE;
+		client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
 		client_send(client, "+ \r\n");
 	} else {
-		client->daemon->metrics.prelogin_bad_commands++;
-		if (++client->bad_commands >= client->daemon->set->bad_commands_max) {
-			client_close_after(client, "* BYE Too many invalid IMAP commands.\r\n",
-					   "too many invalid commands");
+		client->base.daemon->metrics.prelogin_bad_commands++;
+		if (++client->base.bad_commands >= client->base.daemon->set->bad_commands_max) {
+			login_client_close_after(&client->base,
+						 "* BYE Too many invalid IMAP commands.\r\n",
+						 "too many invalid commands");
 			return false;
 		}
 		if (strcasecmp(name, "SELECT") == 0 || strcasecmp(name, "EXAMINE") == 0 ||
@@ -428,13 +284,13 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 /* The line after "+ " in AUTHENTICATE. */
 static bool handle_auth_response(struct imap_client *client, const char *data, size_t len)
 {
-	size_t max = client->daemon->set->prelogin_line_max;
+	size_t max = client->base.daemon->set->prelogin_line_max;
 	const char *lf = memchr(data, '\n', len);
 	if (lf == NULL) {
 		if (len > max) {
-			client->daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "* BYE Line too long.\r\n",
-					   "SASL response too long");
+			client->base.daemon->metrics.prelogin_too_long++;
+			login_client_close_after(&client->base, "* BYE Line too long.\r\n",
+						 "SASL response too long");
 		}
 		return false;
 	}
@@ -442,36 +298,38 @@ static bool handle_auth_response(struct imap_client *client, const char *data, s
 	if (line_len > 0 && data[line_len - 1] == '\r')
 		line_len--;
 	if (line_len > max) {
-		client->daemon->metrics.prelogin_too_long++;
-		client_close_after(client, "* BYE Line too long.\r\n", "SASL response too long");
+		client->base.daemon->metrics.prelogin_too_long++;
+		login_client_close_after(&client->base, "* BYE Line too long.\r\n",
+					 "SASL response too long");
 		return false;
 	}
 	char *line = malloc(line_len + 1);
 	memcpy(line, data, line_len);
 	line[line_len] = '\0';
-	stream_consume(client->stream, consumed);
+	stream_consume(client->base.stream, consumed);
 	char *tag = client->tag;
 	client->tag = NULL;
-	client->state = STATE_PRELOGIN;
+	client->base.state = LOGIN_CLIENT_PRELOGIN;
 	cmd_authenticate_response(client, tag, line, line_len);
 	explicit_bzero(line, line_len);
 	free(line);
 	free(tag);
-	return client->state == STATE_PRELOGIN;
+	return client->base.state == LOGIN_CLIENT_PRELOGIN;
 }
 
-static void client_input(void *context)
+static void imap_input(struct login_client *base)
 {
-	struct imap_client *client = context;
-	struct daemon *daemon = client->daemon;
+	struct imap_client *client = (struct imap_client *)base;
+	struct daemon *daemon = client->base.daemon;
 	for (;;) {
-		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+		if (client->base.state != LOGIN_CLIENT_PRELOGIN &&
+		    client->base.state != LOGIN_CLIENT_AUTH_RESPONSE)
 			return;
 		size_t len;
-		const char *data = stream_input(client->stream, &len);
+		const char *data = stream_input(client->base.stream, &len);
 		if (len == 0)
 			return;
-		if (client->state == STATE_AUTH_RESPONSE) {
+		if (client->base.state == LOGIN_CLIENT_AUTH_RESPONSE) {
 			if (!handle_auth_response(client, data, len))
 				return;
 			continue;
@@ -487,16 +345,16 @@ static void client_input(void *context)
 			continue;
 		case IMAP_PARSE_TOO_LONG:
 			daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "* BYE Line too long.\r\n",
-					   "pre-login command too long");
+			login_client_close_after(&client->base, "* BYE Line too long.\r\n",
+						 "pre-login command too long");
 			return;
 		case IMAP_PARSE_ERROR:
-			stream_consume(client->stream, consumed);
+			stream_consume(client->base.stream, consumed);
 			daemon->metrics.prelogin_bad_commands++;
-			if (++client->bad_commands >= daemon->set->bad_commands_max) {
-				client_close_after(client,
-						   "* BYE Too many invalid IMAP commands.\r\n",
-						   "too many invalid commands");
+			if (++client->base.bad_commands >= daemon->set->bad_commands_max) {
+				login_client_close_after(
+					&client->base, "* BYE Too many invalid IMAP commands.\r\n",
+					"too many invalid commands");
 				return;
 			}
 			client_sendf(client, "%s BAD Error in IMAP command: %s.\r\n",
@@ -507,7 +365,7 @@ static void client_input(void *context)
 			/* the command's strings live in the parser's scratch,
 			 * so the input can go before the command is handled:
 			 * what remains is what the client pipelined after it */
-			stream_consume(client->stream, consumed);
+			stream_consume(client->base.stream, consumed);
 			if (!handle_command(client, &cmd))
 				return;
 			continue;
@@ -515,22 +373,33 @@ static void client_input(void *context)
 	}
 }
 
+static void imap_free(struct login_client *base)
+{
+	struct imap_client *client = (struct imap_client *)base;
+	free(client->tag);
+	imap_parser_destroy(&client->parser);
+}
+
+static int imap_backend_port(const struct settings *set)
+{
+	return set->backend_port_imap;
+}
+
+static const struct login_client_protocol imap_protocol = {
+	.name = "imap",
+	.dialogue = &imap_dialogue,
+	.backend_port = imap_backend_port,
+	.reply = imap_reply,
+	.input = imap_input,
+	.free = imap_free,
+};
+
 void imap_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
 			const struct sockaddr *local, bool implicit_tls)
 {
 	struct imap_client *client = calloc(1, sizeof(*client));
-	client->daemon = daemon;
-	daemon->client_count++;
-	client_ident_init(&client->id, daemon, fd, remote, local);
-	client->secured = implicit_tls || client->id.loopback;
 	client->parser = imap_parser_create(daemon->set->prelogin_line_max);
-	client->stream =
-		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
-			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
-			      &client_stream_callbacks, client);
-	log_debug("event=connect protocol=imap client=%s:%u session=%s tls=%s",
-		  client->id.client_ip, client->id.client_port, client->id.session_id,
-		  implicit_tls ? "yes" : "no");
+	login_client_init(&client->base, &imap_protocol, daemon, fd, remote, local, implicit_tls);
 	char caps[256];
 	capability_string(client, caps, sizeof(caps));
 	client_sendf(client, "* OK [CAPABILITY %s] mailcluster ready.\r\n", caps);

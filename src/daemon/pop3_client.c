@@ -1,15 +1,11 @@
 /* pop3_client.c - see pop3_client.h.
  *
- * States (as in imap_client.c):
- *   PRELOGIN      reading command lines (pop3_command.h) and answering them
- *   AUTH_RESPONSE waiting for the client's line after "+ " (AUTH PLAIN
- *                 without an initial response)
- *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
- *                 the backend.  What the client pipelines meanwhile stays
- *                 buffered and goes to the backend once the login succeeds
- *                 (that is what makes PIPELINING true: USER, PASS, STAT,
- *                 LIST in one write work).
- *   CLOSING       a last line is being written
+ * The lifecycle (states, closing, the login) is login_client.h's; here are
+ * the POP3 commands and replies.  PRELOGIN reads command lines
+ * (pop3_command.h); AUTH_RESPONSE waits for the client's line after "+ "
+ * (AUTH PLAIN without an initial response).  What the client pipelines
+ * during the login goes to the backend once it succeeds: that is what
+ * makes PIPELINING true (USER, PASS, STAT, LIST in one write work).
  *
  * Lines: a command line is at most POP3_LINE_MAX octets (RFC 2449 section
  * 4; also never more than prelogin_line_max); a longer one gets "-ERR" and
@@ -30,6 +26,7 @@
 #include "daemon/pop3_client.h"
 
 #include "daemon/daemon.h"
+#include "daemon/login_client.h"
 #include "daemon/login_proxy.h"
 #include "daemon/session.h"
 #include "net/stream.h"
@@ -46,34 +43,15 @@
 
 #define PROXY_TTL 5
 
-#define REPLY_TEMPFAIL "-ERR [SYS/TEMP] Account is temporarily unavailable.\r\n"
-#define REPLY_PLAINTEXT_DISALLOWED \
-	"-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n"
-
-enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
-
 struct pop3_client {
-	struct daemon *daemon;
-	struct stream *stream;
-	bool secured, starting_login;
-	struct client_ident id;
-	unsigned auth_failures, bad_commands;
-	enum client_state state;
+	struct login_client base;
 	char *user; /* from USER, until PASS */
-	struct route_result *route;
-	struct login_proxy *login;
 };
-
-static void client_input(void *context);
 
 /* ---- helpers ---- */
 
-static void client_send(struct pop3_client *client, const char *text)
-{
-	stream_write(client->stream, text, strlen(text));
-}
-
-#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
+#define client_send(client, text) login_client_send(&(client)->base, text)
+#define client_sendf(client, ...) stream_printf((client)->base.stream, __VA_ARGS__)
 
 static void forget_user(struct pop3_client *client)
 {
@@ -81,84 +59,36 @@ static void forget_user(struct pop3_client *client)
 	client->user = NULL;
 }
 
-static void client_destroy(struct pop3_client *client, const char *reason)
+/* The lifecycle's replies.  POP3 has no unsolicited responses, so the
+ * last straw of failed logins closes without another line. */
+static void pop3_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
 {
-	if (reason != NULL)
-		log_info("event=disconnect protocol=pop3 client=%s:%u session=%s state=%s "
-			 "reason=\"%s\"",
-			 client->id.client_ip, client->id.client_port, client->id.session_id,
-			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
-	login_proxy_abort(&client->login);
-	forget_user(client);
-	free(client->route);
-	stream_destroy(&client->stream);
-	client->daemon->client_count--;
-	free(client);
-}
-
-/* Sends a last line (or none), then closes once it is written (bounded). */
-static void client_close_after(struct pop3_client *client, const char *line, const char *reason)
-{
-	log_info("event=disconnect protocol=pop3 client=%s:%u session=%s reason=\"%s\"",
-		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
-	login_proxy_abort(&client->login);
-	client->state = STATE_CLOSING;
-	if (line != NULL)
-		client_send(client, line);
-	stream_close_after_flush(client->stream); /* calls client_flushed, later */
-}
-
-static void client_flushed(void *context)
-{
-	client_destroy(context, NULL);
-}
-
-static void client_closed(void *context, const char *reason)
-{
-	struct pop3_client *client = context;
-	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
-}
-
-static void client_timeout(void *context)
-{
-	struct pop3_client *client = context;
-	client->daemon->metrics.prelogin_timeouts++;
-	client_close_after(client, "-ERR Disconnected for inactivity.\r\n",
-			   "no login within prelogin_timeout");
-}
-
-static const struct stream_callbacks client_stream_callbacks = {
-	.input = client_input,
-	.timeout = client_timeout,
-	.closed = client_closed,
-	.flushed = client_flushed,
-};
-
-static bool plaintext_allowed(struct pop3_client *client)
-{
-	return client->secured || client->daemon->set->plaintext_auth == PLAINTEXT_AUTH_ALWAYS;
-}
-
-static bool starttls_available(struct pop3_client *client)
-{
-	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
-}
-
-/* A failed login: the reply is already written.  POP3 has no unsolicited
- * responses, so the last straw closes without another line. */
-static void auth_failed(struct pop3_client *client)
-{
-	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-		client_close_after(client, NULL, "too many failed logins");
+	switch (reply) {
+	case LOGIN_REPLY_TIMEOUT:
+		login_client_send(base, "-ERR Disconnected for inactivity.\r\n");
+		break;
+	case LOGIN_REPLY_TOO_MANY_AUTH_FAILURES:
+		break;
+	case LOGIN_REPLY_PLAINTEXT_DISALLOWED:
+		login_client_send(base, "-ERR [AUTH] Plaintext authentication disallowed on "
+					"non-secure (SSL/TLS) connections.\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_FAILED:
+		login_client_send(base, "-ERR [AUTH] Authentication failed.\r\n");
+		break;
+	case LOGIN_REPLY_TEMPFAIL:
+		login_client_send(base, "-ERR [SYS/TEMP] Account is temporarily unavailable.\r\n");
+		break;
+	}
 }
 
 /* Returns false if the client is closing. */
 static bool bad_command(struct pop3_client *client, const char *reply)
 {
-	client->daemon->metrics.prelogin_bad_commands++;
-	if (++client->bad_commands >= client->daemon->set->bad_commands_max) {
-		client_close_after(client, "-ERR Too many invalid commands.\r\n",
-				   "too many invalid commands");
+	client->base.daemon->metrics.prelogin_bad_commands++;
+	if (++client->base.bad_commands >= client->base.daemon->set->bad_commands_max) {
+		login_client_close_after(&client->base, "-ERR Too many invalid commands.\r\n",
+					 "too many invalid commands");
 		return false;
 	}
 	client_send(client, reply);
@@ -232,71 +162,6 @@ static const struct login_proxy_dialogue pop3_dialogue = {
 	.line = pop3_backend_line,
 };
 
-static void login_done(void *context, enum login_proxy_result result, const char *reason)
-{
-	struct pop3_client *client = context;
-	client->login = NULL;
-	switch (result) {
-	case LOGIN_PROXY_PROXYING:
-		client_destroy(client, NULL); /* the session has the sockets */
-		return;
-	case LOGIN_PROXY_FAILED:
-		client->state = STATE_PRELOGIN;
-		auth_failed(client);
-		break;
-	case LOGIN_PROXY_UNAVAILABLE:
-		client_send(client, REPLY_TEMPFAIL);
-		client->state = STATE_PRELOGIN;
-		break;
-	}
-	/* commands pipelined after the login; when called back from inside
-	 * client_login() the reading loop there goes on by itself */
-	if (client->state == STATE_PRELOGIN && !client->starting_login)
-		client_input(client);
-}
-
-/* We have a username and password: route, and start the login proxy. */
-static void client_login(struct pop3_client *client, const char *user, const char *password)
-{
-	struct daemon *daemon = client->daemon;
-	if (!plaintext_allowed(client)) {
-		daemon->metrics.logins_refused++;
-		client_send(client, REPLY_PLAINTEXT_DISALLOWED);
-		return;
-	}
-	if (client->route == NULL)
-		client->route = malloc(sizeof(*client->route));
-	switch (login_route(daemon, "pop3", &client->id, user, client->route)) {
-	case LOGIN_ROUTE_OK:
-		break;
-	case LOGIN_ROUTE_BAD_USER:
-		client_send(client, "-ERR [AUTH] Authentication failed.\r\n");
-		auth_failed(client);
-		return;
-	case LOGIN_ROUTE_UNAVAILABLE:
-		client_send(client, REPLY_TEMPFAIL);
-		return;
-	}
-	/* The client stays readable: what it pipelines is buffered (up to
-	 * prelogin_line_max) for the backend, and if it goes away the login
-	 * is abandoned. */
-	client->state = STATE_BACKEND;
-	struct login_proxy_request request = {
-		.daemon = daemon,
-		.client = client->stream,
-		.dialogue = &pop3_dialogue,
-		.backend_port = daemon->set->backend_port_pop3,
-		.route = client->route,
-		.ident = client->id,
-		.tag = NULL,
-		.user = user,
-		.password = password,
-	};
-	client->starting_login = true;
-	login_proxy_start(&request, login_done, client, &client->login);
-	client->starting_login = false;
-}
-
 /* ---- pre-login commands ---- */
 
 /* The PLAIN response, from AUTH's argument or the line after "+ ". */
@@ -310,29 +175,29 @@ static void auth_plain_response(struct pop3_client *client, const char *b64, siz
 	}
 	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
 	    0) {
-		client->daemon->metrics.logins_refused++;
+		client->base.daemon->metrics.logins_refused++;
 		client_sendf(client, "-ERR [AUTH] Authentication failed: %s.\r\n", error);
-		auth_failed(client);
+		login_client_auth_failed(&client->base);
 		return;
 	}
-	client_login(client, authcid, passwd);
+	login_client_login(&client->base, NULL, authcid, passwd);
 	explicit_bzero(buf, sizeof(buf));
 }
 
 static void cmd_capa(struct pop3_client *client)
 {
-	bool plaintext = plaintext_allowed(client);
+	bool plaintext = login_client_plaintext_allowed(&client->base);
 	client_sendf(client,
 		     "+OK\r\nCAPA\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n%s%s%s\r\n.\r\n",
-		     starttls_available(client) ? "STLS\r\n" : "", plaintext ? "USER\r\n" : "",
-		     plaintext ? "SASL PLAIN" : "SASL");
+		     login_client_starttls_available(&client->base) ? "STLS\r\n" : "",
+		     plaintext ? "USER\r\n" : "", plaintext ? "SASL PLAIN" : "SASL");
 }
 
 /* Returns false: new input comes from the TLS layer (or the client is gone). */
 static bool cmd_stls(struct pop3_client *client)
 {
-	struct daemon *daemon = client->daemon;
-	if (stream_is_tls(client->stream)) {
+	struct daemon *daemon = client->base.daemon;
+	if (stream_is_tls(client->base.stream)) {
 		client_send(client, "-ERR TLS is already active.\r\n");
 		return true;
 	}
@@ -342,12 +207,12 @@ static bool cmd_stls(struct pop3_client *client)
 	}
 	forget_user(client); /* RFC 2595 section 4: start again */
 	const char *error;
-	if (stream_starttls(client->stream, daemon->ssl_ctx, "+OK Begin TLS negotiation now.\r\n",
-			    &error) < 0) {
-		client_destroy(client, error);
+	if (stream_starttls(client->base.stream, daemon->ssl_ctx,
+			    "+OK Begin TLS negotiation now.\r\n", &error) < 0) {
+		login_client_destroy(&client->base, error);
 		return false;
 	}
-	client->secured = true;
+	client->base.secured = true;
 	return false;
 }
 
@@ -356,25 +221,25 @@ static bool cmd_auth(struct pop3_client *client, const struct pop3_command *cmd)
 	if (cmd->arg_count == 0) {
 		/* the mechanism list (RFC 1734's AUTH without arguments) */
 		client_sendf(client, "+OK\r\n%s.\r\n",
-			     plaintext_allowed(client) ? "PLAIN\r\n" : "");
+			     login_client_plaintext_allowed(&client->base) ? "PLAIN\r\n" : "");
 		return true;
 	}
 	if (strcasecmp(cmd->args[0], "PLAIN") != 0) {
 		client_send(client, "-ERR [AUTH] Unsupported authentication mechanism.\r\n");
 		return true;
 	}
-	if (!plaintext_allowed(client)) {
-		client->daemon->metrics.logins_refused++;
-		client_send(client, REPLY_PLAINTEXT_DISALLOWED);
+	if (!login_client_plaintext_allowed(&client->base)) {
+		client->base.daemon->metrics.logins_refused++;
+		pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
 		return true;
 	}
 	if (cmd->arg_count == 2) {
 		const char *ir = cmd->args[1];
 		/* "=" is an empty initial response (RFC 5034 section 4) */
 		auth_plain_response(client, ir, strcmp(ir, "=") == 0 ? 0 : strlen(ir));
-		return client->state == STATE_PRELOGIN;
+		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	}
-	client->state = STATE_AUTH_RESPONSE;
+	client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
 	client_send(client, "+ \r\n");
 	return true;
 }
@@ -388,12 +253,13 @@ static bool handle_command(struct pop3_client *client, const struct pop3_command
 	} else if (strcmp(keyword, "STLS") == 0) {
 		return cmd_stls(client);
 	} else if (strcmp(keyword, "QUIT") == 0) {
-		client_close_after(client, "+OK Logging out.\r\n", "logged out before login");
+		login_client_close_after(&client->base, "+OK Logging out.\r\n",
+					 "logged out before login");
 		return false;
 	} else if (strcmp(keyword, "USER") == 0) {
-		if (!plaintext_allowed(client)) {
-			client->daemon->metrics.logins_refused++;
-			client_send(client, REPLY_PLAINTEXT_DISALLOWED);
+		if (!login_client_plaintext_allowed(&client->base)) {
+			client->base.daemon->metrics.logins_refused++;
+			pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
 			return true;
 		}
 		if (cmd->arg_count != 1)
@@ -407,15 +273,15 @@ static bool handle_command(struct pop3_client *client, const struct pop3_command
 		char *user = client->user;
 		client->user = NULL; /* a failed PASS starts again at USER */
 		if (cmd->arg_count == 0 || cmd->args[0][0] == '\0') {
-			client->daemon->metrics.logins_refused++;
+			client->base.daemon->metrics.logins_refused++;
 			client_send(client,
 				    "-ERR [AUTH] Authentication failed: empty password.\r\n");
-			auth_failed(client);
+			login_client_auth_failed(&client->base);
 		} else {
-			client_login(client, user, cmd->args[0]);
+			login_client_login(&client->base, NULL, user, cmd->args[0]);
 		}
 		free(user);
-		return client->state == STATE_PRELOGIN;
+		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	} else if (strcmp(keyword, "AUTH") == 0) {
 		return cmd_auth(client, cmd);
 	} else if (strcmp(keyword, "STAT") == 0 || strcmp(keyword, "LIST") == 0 ||
@@ -445,14 +311,14 @@ static long next_line(const char *data, size_t len, size_t *consumed_r)
 
 static void line_too_long(struct pop3_client *client, const char *reason)
 {
-	client->daemon->metrics.prelogin_too_long++;
-	client_close_after(client, "-ERR Line too long.\r\n", reason);
+	client->base.daemon->metrics.prelogin_too_long++;
+	login_client_close_after(&client->base, "-ERR Line too long.\r\n", reason);
 }
 
 /* The line after "+ " in AUTH PLAIN. */
 static bool handle_auth_response(struct pop3_client *client, const char *data, size_t len)
 {
-	size_t max = client->daemon->set->prelogin_line_max, consumed;
+	size_t max = client->base.daemon->set->prelogin_line_max, consumed;
 	long line_len = next_line(data, len, &consumed);
 	if (line_len < 0) {
 		if (len > max + 1)
@@ -466,28 +332,29 @@ static bool handle_auth_response(struct pop3_client *client, const char *data, s
 	char *line = malloc((size_t)line_len + 1);
 	memcpy(line, data, (size_t)line_len);
 	line[line_len] = '\0';
-	stream_consume(client->stream, consumed);
-	client->state = STATE_PRELOGIN;
+	stream_consume(client->base.stream, consumed);
+	client->base.state = LOGIN_CLIENT_PRELOGIN;
 	auth_plain_response(client, line, (size_t)line_len);
 	explicit_bzero(line, (size_t)line_len);
 	free(line);
-	return client->state == STATE_PRELOGIN;
+	return client->base.state == LOGIN_CLIENT_PRELOGIN;
 }
 
-static void client_input(void *context)
+static void pop3_input(struct login_client *base)
 {
-	struct pop3_client *client = context;
-	size_t max = client->daemon->set->prelogin_line_max;
+	struct pop3_client *client = (struct pop3_client *)base;
+	size_t max = client->base.daemon->set->prelogin_line_max;
 	if (max > POP3_LINE_MAX)
 		max = POP3_LINE_MAX;
 	for (;;) {
-		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+		if (client->base.state != LOGIN_CLIENT_PRELOGIN &&
+		    client->base.state != LOGIN_CLIENT_AUTH_RESPONSE)
 			return;
 		size_t len, consumed;
-		const char *data = stream_input(client->stream, &len);
+		const char *data = stream_input(client->base.stream, &len);
 		if (len == 0)
 			return;
-		if (client->state == STATE_AUTH_RESPONSE) {
+		if (client->base.state == LOGIN_CLIENT_AUTH_RESPONSE) {
 			if (!handle_auth_response(client, data, len))
 				return;
 			continue;
@@ -510,7 +377,7 @@ static void client_input(void *context)
 			pop3_command_parse(data, (size_t)line_len, buf, sizeof(buf), &cmd, &error);
 		/* the command lives in buf: what remains is what the client
 		 * pipelined after it */
-		stream_consume(client->stream, consumed);
+		stream_consume(client->base.stream, consumed);
 		bool go_on;
 		if (ret < 0) {
 			char reply[160];
@@ -525,20 +392,29 @@ static void client_input(void *context)
 	}
 }
 
+static void pop3_free(struct login_client *base)
+{
+	forget_user((struct pop3_client *)base);
+}
+
+static int pop3_backend_port(const struct settings *set)
+{
+	return set->backend_port_pop3;
+}
+
+static const struct login_client_protocol pop3_protocol = {
+	.name = "pop3",
+	.dialogue = &pop3_dialogue,
+	.backend_port = pop3_backend_port,
+	.reply = pop3_reply,
+	.input = pop3_input,
+	.free = pop3_free,
+};
+
 void pop3_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
 			const struct sockaddr *local, bool implicit_tls)
 {
 	struct pop3_client *client = calloc(1, sizeof(*client));
-	client->daemon = daemon;
-	daemon->client_count++;
-	client_ident_init(&client->id, daemon, fd, remote, local);
-	client->secured = implicit_tls || client->id.loopback;
-	client->stream =
-		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
-			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
-			      &client_stream_callbacks, client);
-	log_debug("event=connect protocol=pop3 client=%s:%u session=%s tls=%s",
-		  client->id.client_ip, client->id.client_port, client->id.session_id,
-		  implicit_tls ? "yes" : "no");
+	login_client_init(&client->base, &pop3_protocol, daemon, fd, remote, local, implicit_tls);
 	client_send(client, "+OK mailcluster ready.\r\n");
 }

@@ -1,14 +1,10 @@
 /* sieve_client.c - see sieve_client.h.
  *
- * States (as in imap_client.c):
- *   PRELOGIN      parsing commands (sieve_parser.h) and answering them
- *   AUTH_RESPONSE waiting for the client's string line after our empty
- *                 challenge "" (AUTHENTICATE "PLAIN" without an initial
- *                 response, RFC 5804 section 2.1)
- *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
- *                 the backend.  What the client pipelines meanwhile stays
- *                 buffered and goes to the backend once the login succeeds.
- *   CLOSING       a last line is being written
+ * The lifecycle (states, closing, the login) is login_client.h's; here are
+ * the ManageSieve commands and replies.  PRELOGIN parses commands
+ * (sieve_parser.h); AUTH_RESPONSE waits for the client's string line after
+ * our empty challenge "" (AUTHENTICATE "PLAIN" without an initial
+ * response, RFC 5804 section 2.1).
  *
  * Responses are "OK"/"NO" with a quoted human-readable string; fatal
  * conditions (inactivity, a command longer than prelogin_line_max, too many
@@ -29,6 +25,7 @@
 #include "daemon/sieve_client.h"
 
 #include "daemon/daemon.h"
+#include "daemon/login_client.h"
 #include "daemon/login_proxy.h"
 #include "daemon/session.h"
 #include "net/stream.h"
@@ -47,35 +44,15 @@
 /* NOOP echoes its tag quoted up to this length, else as a literal */
 #define QUOTED_MAX 1024
 
-#define REPLY_TEMPFAIL "NO (TRYLATER) \"Account is temporarily unavailable.\"\r\n"
-#define REPLY_PLAINTEXT_DISALLOWED                                                           \
-	"NO (ENCRYPT-NEEDED) \"Plaintext authentication disallowed on non-secure (SSL/TLS) " \
-	"connections.\"\r\n"
-
-enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
-
 struct sieve_client {
-	struct daemon *daemon;
-	struct stream *stream;
-	bool secured, starting_login;
-	struct client_ident id;
+	struct login_client base;
 	struct sieve_parser *parser;
-	unsigned auth_failures, bad_commands;
-	enum client_state state;
-	struct route_result *route;
-	struct login_proxy *login;
 };
-
-static void client_input(void *context);
 
 /* ---- helpers ---- */
 
-static void client_send(struct sieve_client *client, const char *text)
-{
-	stream_write(client->stream, text, strlen(text));
-}
-
-#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
+#define client_send(client, text) login_client_send(&(client)->base, text)
+#define client_sendf(client, ...) stream_printf((client)->base.stream, __VA_ARGS__)
 
 /* Writes s as a ManageSieve string: quoted (with \" and \\ escaped) when
  * it can be, else as a literal. */
@@ -86,7 +63,7 @@ static void send_string(struct sieve_client *client, const char *s, size_t len)
 		quotable = s[i] != '\r' && s[i] != '\n' && s[i] != '\0';
 	if (!quotable) {
 		client_sendf(client, "{%zu}\r\n", len);
-		stream_write(client->stream, s, len);
+		stream_write(client->base.stream, s, len);
 		return;
 	}
 	char buf[2 * QUOTED_MAX + 3], *p = buf;
@@ -97,7 +74,7 @@ static void send_string(struct sieve_client *client, const char *s, size_t len)
 		*p++ = s[i];
 	}
 	*p++ = '"';
-	stream_write(client->stream, buf, (size_t)(p - buf));
+	stream_write(client->base.stream, buf, (size_t)(p - buf));
 }
 
 /* NO "<text>", with text quoted (parser errors are our own sentences,
@@ -109,67 +86,28 @@ static void send_no(struct sieve_client *client, const char *text)
 	client_send(client, "\r\n");
 }
 
-static void client_destroy(struct sieve_client *client, const char *reason)
+/* The lifecycle's replies. */
+static void sieve_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
 {
-	if (reason != NULL)
-		log_info("event=disconnect protocol=sieve client=%s:%u session=%s state=%s "
-			 "reason=\"%s\"",
-			 client->id.client_ip, client->id.client_port, client->id.session_id,
-			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
-	login_proxy_abort(&client->login);
-	free(client->route);
-	sieve_parser_destroy(&client->parser);
-	stream_destroy(&client->stream);
-	client->daemon->client_count--;
-	free(client);
-}
-
-/* Sends a last line, then closes once it is written (bounded). */
-static void client_close_after(struct sieve_client *client, const char *line, const char *reason)
-{
-	log_info("event=disconnect protocol=sieve client=%s:%u session=%s reason=\"%s\"",
-		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
-	login_proxy_abort(&client->login);
-	client->state = STATE_CLOSING;
-	if (line != NULL)
-		client_send(client, line);
-	stream_close_after_flush(client->stream); /* calls client_flushed, later */
-}
-
-static void client_flushed(void *context)
-{
-	client_destroy(context, NULL);
-}
-
-static void client_closed(void *context, const char *reason)
-{
-	struct sieve_client *client = context;
-	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
-}
-
-static void client_timeout(void *context)
-{
-	struct sieve_client *client = context;
-	client->daemon->metrics.prelogin_timeouts++;
-	client_close_after(client, "BYE \"Disconnected for inactivity.\"\r\n",
-			   "no login within prelogin_timeout");
-}
-
-static const struct stream_callbacks client_stream_callbacks = {
-	.input = client_input,
-	.timeout = client_timeout,
-	.closed = client_closed,
-	.flushed = client_flushed,
-};
-
-static bool plaintext_allowed(struct sieve_client *client)
-{
-	return client->secured || client->daemon->set->plaintext_auth == PLAINTEXT_AUTH_ALWAYS;
-}
-
-static bool starttls_available(struct sieve_client *client)
-{
-	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
+	switch (reply) {
+	case LOGIN_REPLY_TIMEOUT:
+		login_client_send(base, "BYE \"Disconnected for inactivity.\"\r\n");
+		break;
+	case LOGIN_REPLY_TOO_MANY_AUTH_FAILURES:
+		login_client_send(base, "BYE \"Too many invalid authentication attempts.\"\r\n");
+		break;
+	case LOGIN_REPLY_PLAINTEXT_DISALLOWED:
+		login_client_send(base, "NO (ENCRYPT-NEEDED) \"Plaintext authentication disallowed "
+					"on non-secure (SSL/TLS) connections.\"\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_FAILED:
+		login_client_send(base, "NO \"Authentication failed.\"\r\n");
+		break;
+	case LOGIN_REPLY_TEMPFAIL:
+		login_client_send(base,
+				  "NO (TRYLATER) \"Account is temporarily unavailable.\"\r\n");
+		break;
+	}
 }
 
 /* The capability lines (RFC 5804 section 1.7) and an OK with text. */
@@ -181,25 +119,18 @@ static void send_capabilities(struct sieve_client *client, const char *ok_text)
 		     "%s"
 		     "\"VERSION\" \"1.0\"\r\n"
 		     "OK \"%s\"\r\n",
-		     plaintext_allowed(client) ? "PLAIN" : "",
-		     starttls_available(client) ? "\"STARTTLS\"\r\n" : "", ok_text);
-}
-
-/* A failed login: the NO is already written. */
-static void auth_failed(struct sieve_client *client)
-{
-	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-		client_close_after(client, "BYE \"Too many invalid authentication attempts.\"\r\n",
-				   "too many failed logins");
+		     login_client_plaintext_allowed(&client->base) ? "PLAIN" : "",
+		     login_client_starttls_available(&client->base) ? "\"STARTTLS\"\r\n" : "",
+		     ok_text);
 }
 
 /* Returns false if the client is closing. */
 static bool bad_command(struct sieve_client *client, const char *text)
 {
-	client->daemon->metrics.prelogin_bad_commands++;
-	if (++client->bad_commands >= client->daemon->set->bad_commands_max) {
-		client_close_after(client, "BYE \"Too many invalid commands.\"\r\n",
-				   "too many invalid commands");
+	client->base.daemon->metrics.prelogin_bad_commands++;
+	if (++client->base.bad_commands >= client->base.daemon->set->bad_commands_max) {
+		login_client_close_after(&client->base, "BYE \"Too many invalid commands.\"\r\n",
+					 "too many invalid commands");
 		return false;
 	}
 	send_no(client, text);
@@ -307,71 +238,6 @@ static const struct login_proxy_dialogue sieve_dialogue = {
 	.line = sieve_backend_line,
 };
 
-static void login_done(void *context, enum login_proxy_result result, const char *reason)
-{
-	struct sieve_client *client = context;
-	client->login = NULL;
-	switch (result) {
-	case LOGIN_PROXY_PROXYING:
-		client_destroy(client, NULL); /* the session has the sockets */
-		return;
-	case LOGIN_PROXY_FAILED:
-		client->state = STATE_PRELOGIN;
-		auth_failed(client);
-		break;
-	case LOGIN_PROXY_UNAVAILABLE:
-		client_send(client, REPLY_TEMPFAIL);
-		client->state = STATE_PRELOGIN;
-		break;
-	}
-	/* commands pipelined after the login; when called back from inside
-	 * client_login() the parsing loop there goes on by itself */
-	if (client->state == STATE_PRELOGIN && !client->starting_login)
-		client_input(client);
-}
-
-/* We have a username and password: route, and start the login proxy. */
-static void client_login(struct sieve_client *client, const char *user, const char *password)
-{
-	struct daemon *daemon = client->daemon;
-	if (!plaintext_allowed(client)) {
-		daemon->metrics.logins_refused++;
-		client_send(client, REPLY_PLAINTEXT_DISALLOWED);
-		return;
-	}
-	if (client->route == NULL)
-		client->route = malloc(sizeof(*client->route));
-	switch (login_route(daemon, "sieve", &client->id, user, client->route)) {
-	case LOGIN_ROUTE_OK:
-		break;
-	case LOGIN_ROUTE_BAD_USER:
-		client_send(client, "NO \"Authentication failed.\"\r\n");
-		auth_failed(client);
-		return;
-	case LOGIN_ROUTE_UNAVAILABLE:
-		client_send(client, REPLY_TEMPFAIL);
-		return;
-	}
-	/* The client stays readable: what it pipelines is buffered (up to
-	 * prelogin_line_max) for the backend, and if it goes away the login
-	 * is abandoned. */
-	client->state = STATE_BACKEND;
-	struct login_proxy_request request = {
-		.daemon = daemon,
-		.client = client->stream,
-		.dialogue = &sieve_dialogue,
-		.backend_port = daemon->set->backend_port_sieve,
-		.route = client->route,
-		.ident = client->id,
-		.tag = NULL,
-		.user = user,
-		.password = password,
-	};
-	client->starting_login = true;
-	login_proxy_start(&request, login_done, client, &client->login);
-	client->starting_login = false;
-}
-
 /* ---- pre-login commands ---- */
 
 /* The PLAIN response, from AUTHENTICATE's argument or the string line
@@ -387,21 +253,21 @@ static void auth_plain_response(struct sieve_client *client, const char *b64, si
 	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
 	    0) {
 		char text[160];
-		client->daemon->metrics.logins_refused++;
+		client->base.daemon->metrics.logins_refused++;
 		snprintf(text, sizeof(text), "Authentication failed: %s.", error);
 		send_no(client, text);
-		auth_failed(client);
+		login_client_auth_failed(&client->base);
 		return;
 	}
-	client_login(client, authcid, passwd);
+	login_client_login(&client->base, NULL, authcid, passwd);
 	explicit_bzero(buf, sizeof(buf));
 }
 
 /* Returns false: new input comes from the TLS layer (or the client is gone). */
 static bool cmd_starttls(struct sieve_client *client)
 {
-	struct daemon *daemon = client->daemon;
-	if (stream_is_tls(client->stream)) {
+	struct daemon *daemon = client->base.daemon;
+	if (stream_is_tls(client->base.stream)) {
 		client_send(client, "NO \"TLS is already active.\"\r\n");
 		return true;
 	}
@@ -410,12 +276,12 @@ static bool cmd_starttls(struct sieve_client *client)
 		return true;
 	}
 	const char *error;
-	if (stream_starttls(client->stream, daemon->ssl_ctx,
+	if (stream_starttls(client->base.stream, daemon->ssl_ctx,
 			    "OK \"Begin TLS negotiation now.\"\r\n", &error) < 0) {
-		client_destroy(client, error);
+		login_client_destroy(&client->base, error);
 		return false;
 	}
-	client->secured = true;
+	client->base.secured = true;
 	sieve_parser_reset(client->parser);
 	/* queued now, sent by the TLS layer once the handshake is done */
 	send_capabilities(client, "TLS negotiation successful.");
@@ -432,16 +298,16 @@ static bool cmd_authenticate(struct sieve_client *client, const struct sieve_com
 		client_send(client, "NO \"Unsupported authentication mechanism.\"\r\n");
 		return true;
 	}
-	if (!plaintext_allowed(client)) {
-		client->daemon->metrics.logins_refused++;
-		client_send(client, REPLY_PLAINTEXT_DISALLOWED);
+	if (!login_client_plaintext_allowed(&client->base)) {
+		client->base.daemon->metrics.logins_refused++;
+		sieve_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
 		return true;
 	}
 	if (cmd->arg_count == 2) {
 		auth_plain_response(client, cmd->args[1].str, cmd->args[1].len);
-		return client->state == STATE_PRELOGIN;
+		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	}
-	client->state = STATE_AUTH_RESPONSE;
+	client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
 	sieve_parser_expect_string_line(client->parser);
 	client_send(client, "\"\"\r\n"); /* the empty challenge */
 	return true;
@@ -478,8 +344,8 @@ static bool handle_command(struct sieve_client *client, const struct sieve_comma
 			return bad_command(client, "Error in NOOP: expected an optional string.");
 		}
 	} else if (strcasecmp(name, "LOGOUT") == 0) {
-		client_close_after(client, "OK \"Logout completed.\"\r\n",
-				   "logged out before login");
+		login_client_close_after(&client->base, "OK \"Logout completed.\"\r\n",
+					 "logged out before login");
 		return false;
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
 		return cmd_starttls(client);
@@ -496,20 +362,21 @@ static bool handle_command(struct sieve_client *client, const struct sieve_comma
 /* The string line after our "" challenge. */
 static bool handle_auth_response(struct sieve_client *client, const struct sieve_command *cmd)
 {
-	client->state = STATE_PRELOGIN;
+	client->base.state = LOGIN_CLIENT_PRELOGIN;
 	auth_plain_response(client, cmd->args[0].str, cmd->args[0].len);
-	return client->state == STATE_PRELOGIN;
+	return client->base.state == LOGIN_CLIENT_PRELOGIN;
 }
 
-static void client_input(void *context)
+static void sieve_input(struct login_client *base)
 {
-	struct sieve_client *client = context;
-	struct daemon *daemon = client->daemon;
+	struct sieve_client *client = (struct sieve_client *)base;
+	struct daemon *daemon = client->base.daemon;
 	for (;;) {
-		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+		if (client->base.state != LOGIN_CLIENT_PRELOGIN &&
+		    client->base.state != LOGIN_CLIENT_AUTH_RESPONSE)
 			return;
 		size_t len;
-		const char *data = stream_input(client->stream, &len);
+		const char *data = stream_input(client->base.stream, &len);
 		if (len == 0)
 			return;
 		struct sieve_command cmd;
@@ -521,16 +388,16 @@ static void client_input(void *context)
 			return;
 		case SIEVE_PARSE_TOO_LONG:
 			daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "BYE \"Line too long.\"\r\n",
-					   client->state == STATE_AUTH_RESPONSE
-						   ? "SASL response too long"
-						   : "pre-login command too long");
+			login_client_close_after(&client->base, "BYE \"Line too long.\"\r\n",
+						 client->base.state == LOGIN_CLIENT_AUTH_RESPONSE
+							 ? "SASL response too long"
+							 : "pre-login command too long");
 			return;
 		case SIEVE_PARSE_ERROR: {
-			stream_consume(client->stream, consumed);
+			stream_consume(client->base.stream, consumed);
 			char text[200];
-			if (client->state == STATE_AUTH_RESPONSE) {
-				client->state = STATE_PRELOGIN;
+			if (client->base.state == LOGIN_CLIENT_AUTH_RESPONSE) {
+				client->base.state = LOGIN_CLIENT_PRELOGIN;
 				snprintf(text, sizeof(text), "Invalid SASL response: %s.",
 					 error != NULL ? error : "syntax error");
 			} else {
@@ -544,8 +411,8 @@ static void client_input(void *context)
 			/* the command's strings live in the parser's scratch,
 			 * so the input can go before the command is handled:
 			 * what remains is what the client pipelined after it */
-			stream_consume(client->stream, consumed);
-			if (client->state == STATE_AUTH_RESPONSE)
+			stream_consume(client->base.stream, consumed);
+			if (client->base.state == LOGIN_CLIENT_AUTH_RESPONSE)
 				go_on = handle_auth_response(client, &cmd);
 			else
 				go_on = handle_command(client, &cmd);
@@ -558,21 +425,30 @@ static void client_input(void *context)
 	}
 }
 
+static void sieve_free(struct login_client *base)
+{
+	sieve_parser_destroy(&((struct sieve_client *)base)->parser);
+}
+
+static int sieve_backend_port(const struct settings *set)
+{
+	return set->backend_port_sieve;
+}
+
+static const struct login_client_protocol sieve_protocol = {
+	.name = "sieve",
+	.dialogue = &sieve_dialogue,
+	.backend_port = sieve_backend_port,
+	.reply = sieve_reply,
+	.input = sieve_input,
+	.free = sieve_free,
+};
+
 void sieve_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
 			 const struct sockaddr *local, bool implicit_tls)
 {
 	struct sieve_client *client = calloc(1, sizeof(*client));
-	client->daemon = daemon;
-	daemon->client_count++;
-	client_ident_init(&client->id, daemon, fd, remote, local);
-	client->secured = implicit_tls || client->id.loopback;
 	client->parser = sieve_parser_create(daemon->set->prelogin_line_max);
-	client->stream =
-		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
-			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
-			      &client_stream_callbacks, client);
-	log_debug("event=connect protocol=sieve client=%s:%u session=%s tls=%s",
-		  client->id.client_ip, client->id.client_port, client->id.session_id,
-		  implicit_tls ? "yes" : "no");
+	login_client_init(&client->base, &sieve_protocol, daemon, fd, remote, local, implicit_tls);
 	send_capabilities(client, "mailcluster ready.");
 }

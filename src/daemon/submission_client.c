@@ -4,17 +4,12 @@
  * user's backend and the connection is handed to the relay (or closed).
  * The create function is declared in frontend.h.
  *
- * States:
- *   PRELOGIN      reading command lines (smtp_command.h) and answering
- *                 EHLO, HELO, STARTTLS (RFC 3207), AUTH PLAIN (RFC 4954),
- *                 NOOP, RSET and QUIT ourselves; MAIL, RCPT, DATA and BDAT
- *                 get 530 until the client has logged in
- *   AUTH_RESPONSE waiting for the client's line after "334 " (AUTH PLAIN
- *                 without an initial response)
- *   BACKEND       routed; the login proxy (login_proxy.h) is logging in at
- *                 the backend.  What the client pipelines meanwhile stays
- *                 buffered and goes to the backend once the login succeeds.
- *   CLOSING       a last line is being written
+ * The lifecycle (states, closing, the login) is login_client.h's; here are
+ * the SMTP commands and replies.  PRELOGIN reads command lines
+ * (smtp_command.h) and answers EHLO, HELO, STARTTLS (RFC 3207), AUTH PLAIN
+ * (RFC 4954), NOOP, RSET and QUIT itself; MAIL, RCPT, DATA and BDAT get 530
+ * until the client has logged in.  AUTH_RESPONSE waits for the client's
+ * line after "334 " (AUTH PLAIN without an initial response).
  *
  * What we advertise in EHLO is what holds both before the login (we answer)
  * and after it (the backend answers, and the client does not ask again: a
@@ -48,6 +43,7 @@
  */
 #include "daemon/daemon.h"
 #include "daemon/frontend.h"
+#include "daemon/login_client.h"
 #include "daemon/login_proxy.h"
 #include "daemon/session.h"
 #include "net/stream.h"
@@ -71,24 +67,13 @@
 /* command lines up to this size are parsed on the stack */
 #define PARSE_STACK_SIZE 1024
 
-enum client_state { STATE_PRELOGIN, STATE_AUTH_RESPONSE, STATE_BACKEND, STATE_CLOSING };
-
 struct submission_client {
-	struct daemon *daemon;
-	struct stream *stream;
-	bool secured, starting_login;
-	bool helo_done; /* EHLO or HELO since the greeting or STARTTLS */
-	struct client_ident id;
+	struct login_client base;
+	bool helo_done;       /* EHLO or HELO since the greeting or STARTTLS */
 	const char *hostname; /* submission_hostname, or system_hostname */
 	char system_hostname[HOST_NAME_MAX + 1];
 	char *helo_domain; /* what the client's EHLO named, if fit to pass on */
-	unsigned auth_failures, bad_commands;
-	enum client_state state;
-	struct route_result *route;
-	struct login_proxy *login;
 };
-
-static void client_input(void *context);
 
 /* ---- helpers ---- */
 
@@ -105,97 +90,54 @@ static const char *our_hostname(const struct daemon *daemon, char buf[HOST_NAME_
 	return buf;
 }
 
-static void client_send(struct submission_client *client, const char *text)
+#define client_send(client, text) login_client_send(&(client)->base, text)
+#define client_sendf(client, ...) stream_printf((client)->base.stream, __VA_ARGS__)
+
+/* "421 <enhanced code> <hostname> <text>". */
+static void send_421(struct submission_client *client, const char *code, const char *text)
 {
-	stream_write(client->stream, text, strlen(text));
+	client_sendf(client, "421 %s %s %s\r\n", code, client->hostname, text);
 }
 
-#define client_sendf(client, ...) stream_printf((client)->stream, __VA_ARGS__)
-
-static void client_destroy(struct submission_client *client, const char *reason)
-{
-	if (reason != NULL)
-		log_info("event=disconnect protocol=submission client=%s:%u session=%s state=%s "
-			 "reason=\"%s\"",
-			 client->id.client_ip, client->id.client_port, client->id.session_id,
-			 client->state == STATE_BACKEND ? "login" : "prelogin", reason);
-	login_proxy_abort(&client->login);
-	free(client->helo_domain);
-	free(client->route);
-	stream_destroy(&client->stream);
-	client->daemon->client_count--;
-	free(client);
-}
-
-/* Sends a last line, then closes once it is written (bounded). */
-static void client_close_after(struct submission_client *client, const char *line,
-			       const char *reason)
-{
-	log_info("event=disconnect protocol=submission client=%s:%u session=%s reason=\"%s\"",
-		 client->id.client_ip, client->id.client_port, client->id.session_id, reason);
-	login_proxy_abort(&client->login);
-	client->state = STATE_CLOSING;
-	if (line != NULL)
-		client_send(client, line);
-	stream_close_after_flush(client->stream); /* calls client_flushed, later */
-}
-
-/* "421 <enhanced code> <hostname> <text>", then close. */
+/* "421 ...", then close. */
 static void client_close_421(struct submission_client *client, const char *code, const char *text,
 			     const char *reason)
 {
-	client_sendf(client, "421 %s %s %s\r\n", code, client->hostname, text);
-	client_close_after(client, NULL, reason);
+	send_421(client, code, text);
+	login_client_close_after(&client->base, NULL, reason);
 }
 
-static void client_flushed(void *context)
+/* The lifecycle's replies. */
+static void submission_reply(struct login_client *base, enum login_client_reply reply,
+			     const char *tag)
 {
-	client_destroy(context, NULL);
-}
-
-static void client_closed(void *context, const char *reason)
-{
-	struct submission_client *client = context;
-	client_destroy(client, client->state == STATE_CLOSING ? NULL : reason);
-}
-
-static void client_timeout(void *context)
-{
-	struct submission_client *client = context;
-	client->daemon->metrics.prelogin_timeouts++;
-	client_close_421(client, "4.4.2", "Timeout, closing connection",
-			 "no login within prelogin_timeout");
-}
-
-static const struct stream_callbacks client_stream_callbacks = {
-	.input = client_input,
-	.timeout = client_timeout,
-	.closed = client_closed,
-	.flushed = client_flushed,
-};
-
-static bool plaintext_allowed(struct submission_client *client)
-{
-	return client->secured || client->daemon->set->plaintext_auth == PLAINTEXT_AUTH_ALWAYS;
-}
-
-static bool starttls_available(struct submission_client *client)
-{
-	return client->daemon->ssl_ctx != NULL && !stream_is_tls(client->stream);
-}
-
-static void auth_failed(struct submission_client *client)
-{
-	if (++client->auth_failures >= client->daemon->set->auth_failures_max)
-		client_close_421(client, "4.7.0", "Too many authentication failures",
-				 "too many failed logins");
+	struct submission_client *client = (struct submission_client *)base;
+	switch (reply) {
+	case LOGIN_REPLY_TIMEOUT:
+		send_421(client, "4.4.2", "Timeout, closing connection");
+		break;
+	case LOGIN_REPLY_TOO_MANY_AUTH_FAILURES:
+		send_421(client, "4.7.0", "Too many authentication failures");
+		break;
+	case LOGIN_REPLY_PLAINTEXT_DISALLOWED:
+		client_send(client, "538 5.7.11 Encryption required for requested authentication "
+				    "mechanism\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_FAILED:
+		client_send(client, "535 5.7.8 Authentication credentials invalid\r\n");
+		break;
+	case LOGIN_REPLY_TEMPFAIL:
+		client_send(client,
+			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
+		break;
+	}
 }
 
 /* Counts an invalid command; false if that was one too many (closing). */
 static bool bad_command(struct submission_client *client)
 {
-	client->daemon->metrics.prelogin_bad_commands++;
-	if (++client->bad_commands >= client->daemon->set->bad_commands_max) {
+	client->base.daemon->metrics.prelogin_bad_commands++;
+	if (++client->base.bad_commands >= client->base.daemon->set->bad_commands_max) {
 		client_close_421(client, "4.7.0", "Too many invalid commands",
 				 "too many invalid commands");
 		return false;
@@ -509,68 +451,6 @@ static const struct login_proxy_dialogue submission_dialogue = {
 	.line = submission_backend_line,
 };
 
-static void login_done(void *context, enum login_proxy_result result, const char *reason)
-{
-	struct submission_client *client = context;
-	client->login = NULL;
-	switch (result) {
-	case LOGIN_PROXY_PROXYING:
-		client_destroy(client, NULL); /* the session has the sockets */
-		return;
-	case LOGIN_PROXY_FAILED:
-		client->state = STATE_PRELOGIN;
-		auth_failed(client);
-		break;
-	case LOGIN_PROXY_UNAVAILABLE:
-		client_send(client,
-			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
-		client->state = STATE_PRELOGIN;
-		break;
-	}
-	/* commands pipelined after AUTH; when called back from inside
-	 * client_login() the reading loop there goes on by itself */
-	if (client->state == STATE_PRELOGIN && !client->starting_login)
-		client_input(client);
-}
-
-/* We have a username and password: route, and start the login proxy. */
-static void client_login(struct submission_client *client, const char *user, const char *password)
-{
-	struct daemon *daemon = client->daemon;
-	if (client->route == NULL)
-		client->route = malloc(sizeof(*client->route));
-	switch (login_route(daemon, "submission", &client->id, user, client->route)) {
-	case LOGIN_ROUTE_OK:
-		break;
-	case LOGIN_ROUTE_BAD_USER:
-		client_send(client, "535 5.7.8 Authentication credentials invalid\r\n");
-		auth_failed(client);
-		return;
-	case LOGIN_ROUTE_UNAVAILABLE:
-		client_send(client,
-			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
-		return;
-	}
-	/* The client stays readable: what it pipelines is buffered (up to
-	 * prelogin_line_max) for the backend, and if it goes away the login
-	 * is abandoned. */
-	client->state = STATE_BACKEND;
-	struct login_proxy_request request = {
-		.daemon = daemon,
-		.client = client->stream,
-		.dialogue = &submission_dialogue,
-		.backend_port = daemon->set->backend_port_submission,
-		.route = client->route,
-		.ident = client->id,
-		.tag = client->helo_domain, /* for the EHLO after XCLIENT */
-		.user = user,
-		.password = password,
-	};
-	client->starting_login = true;
-	login_proxy_start(&request, login_done, client, &client->login);
-	client->starting_login = false;
-}
-
 /* ---- pre-login commands ---- */
 
 /* The PLAIN response: the initial response of AUTH or the line after
@@ -585,7 +465,7 @@ static void auth_response(struct submission_client *client, const char *b64, siz
 	}
 	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
 	    0) {
-		client->daemon->metrics.logins_refused++;
+		client->base.daemon->metrics.logins_refused++;
 		/* RFC 4954: 501 5.5.2 for what is not base64 at all */
 		size_t decoded_len;
 		if (len <= base64_encoded_len(sizeof(buf)) &&
@@ -595,10 +475,11 @@ static void auth_response(struct submission_client *client, const char *b64, siz
 			client_sendf(client, "535 5.7.8 Authentication credentials invalid: %s\r\n",
 				     error);
 		explicit_bzero(buf, sizeof(buf));
-		auth_failed(client);
+		login_client_auth_failed(&client->base);
 		return;
 	}
-	client_login(client, authcid, passwd);
+	/* the EHLO domain is for the EHLO after XCLIENT */
+	login_client_login(&client->base, client->helo_domain, authcid, passwd);
 	explicit_bzero(buf, sizeof(buf));
 }
 
@@ -620,32 +501,31 @@ static bool cmd_auth(struct submission_client *client, const char *args)
 		client_send(client, "504 5.5.4 Unsupported authentication mechanism\r\n");
 		return true;
 	}
-	if (!plaintext_allowed(client)) {
-		client->daemon->metrics.logins_refused++;
-		client_send(client, "538 5.7.11 Encryption required for requested authentication "
-				    "mechanism\r\n");
+	if (!login_client_plaintext_allowed(&client->base)) {
+		client->base.daemon->metrics.logins_refused++;
+		submission_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
 		return true;
 	}
 	if (ir != NULL) {
 		/* "=" is an empty initial response (RFC 4954) */
 		auth_response(client, ir, strcmp(ir, "=") == 0 ? 0 : strlen(ir));
-		return client->state == STATE_PRELOGIN;
+		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	}
-	client->state = STATE_AUTH_RESPONSE;
+	client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
 	client_send(client, "334 \r\n");
 	return true;
 }
 
 static bool cmd_starttls(struct submission_client *client, const char *args)
 {
-	struct daemon *daemon = client->daemon;
+	struct daemon *daemon = client->base.daemon;
 	if (args[0] != '\0') {
 		if (!bad_command(client))
 			return false;
 		client_send(client, "501 5.5.4 Syntax: STARTTLS takes no parameters\r\n");
 		return true;
 	}
-	if (stream_is_tls(client->stream)) {
+	if (stream_is_tls(client->base.stream)) {
 		client_send(client, "503 5.5.1 TLS is already active\r\n");
 		return true;
 	}
@@ -654,14 +534,14 @@ static bool cmd_starttls(struct submission_client *client, const char *args)
 		return true;
 	}
 	const char *error;
-	if (stream_starttls(client->stream, daemon->ssl_ctx, "220 2.0.0 Ready to start TLS\r\n",
-			    &error) < 0) {
-		client_destroy(client, error);
+	if (stream_starttls(client->base.stream, daemon->ssl_ctx,
+			    "220 2.0.0 Ready to start TLS\r\n", &error) < 0) {
+		login_client_destroy(&client->base, error);
 		return false;
 	}
 	/* RFC 3207: back to the state after the greeting; the client must
 	 * say EHLO again (input pipelined after STARTTLS is dropped) */
-	client->secured = true;
+	client->base.secured = true;
 	client->helo_done = false;
 	free(client->helo_domain);
 	client->helo_domain = NULL;
@@ -676,9 +556,9 @@ static void cmd_ehlo(struct submission_client *client)
 	keywords[count++] = "PIPELINING";
 	keywords[count++] = "8BITMIME";
 	keywords[count++] = "ENHANCEDSTATUSCODES";
-	if (starttls_available(client))
+	if (login_client_starttls_available(&client->base))
 		keywords[count++] = "STARTTLS";
-	if (plaintext_allowed(client))
+	if (login_client_plaintext_allowed(&client->base))
 		keywords[count++] = "AUTH PLAIN";
 	client_sendf(client, "250-%s\r\n", client->hostname);
 	for (unsigned i = 0; i < count; i++)
@@ -716,7 +596,7 @@ static bool handle_command(struct submission_client *client, const struct smtp_c
 		client_send(client, "250 2.0.0 OK\r\n");
 		return true;
 	case SMTP_VERB_QUIT:
-		client_close_after(client, "221 2.0.0 Bye\r\n", "quit before login");
+		login_client_close_after(&client->base, "221 2.0.0 Bye\r\n", "quit before login");
 		return false;
 	case SMTP_VERB_STARTTLS:
 		return cmd_starttls(client, cmd->args);
@@ -768,16 +648,17 @@ static bool handle_line(struct submission_client *client, const char *line, size
 	return go_on;
 }
 
-static void client_input(void *context)
+static void submission_input(struct login_client *base)
 {
-	struct submission_client *client = context;
-	struct daemon *daemon = client->daemon;
+	struct submission_client *client = (struct submission_client *)base;
+	struct daemon *daemon = client->base.daemon;
 	size_t max = daemon->set->prelogin_line_max;
 	for (;;) {
-		if (client->state != STATE_PRELOGIN && client->state != STATE_AUTH_RESPONSE)
+		if (client->base.state != LOGIN_CLIENT_PRELOGIN &&
+		    client->base.state != LOGIN_CLIENT_AUTH_RESPONSE)
 			return;
 		size_t len;
-		const char *data = stream_input(client->stream, &len);
+		const char *data = stream_input(client->base.stream, &len);
 		if (len == 0)
 			return;
 		const char *lf = memchr(data, '\n', len);
@@ -786,8 +667,8 @@ static void client_input(void *context)
 			line_len--;
 		if (line_len > max) {
 			daemon->metrics.prelogin_too_long++;
-			client_close_after(client, "500 5.5.2 Line too long\r\n",
-					   "pre-login command too long");
+			login_client_close_after(&client->base, "500 5.5.2 Line too long\r\n",
+						 "pre-login command too long");
 			return;
 		}
 		if (lf == NULL)
@@ -798,12 +679,12 @@ static void client_input(void *context)
 		char *line = malloc(line_len + 1);
 		memcpy(line, data, line_len);
 		line[line_len] = '\0';
-		stream_consume(client->stream, (size_t)(lf - data) + 1);
+		stream_consume(client->base.stream, (size_t)(lf - data) + 1);
 		bool go_on;
-		if (client->state == STATE_AUTH_RESPONSE) {
-			client->state = STATE_PRELOGIN;
+		if (client->base.state == LOGIN_CLIENT_AUTH_RESPONSE) {
+			client->base.state = LOGIN_CLIENT_PRELOGIN;
 			auth_response(client, line, line_len);
-			go_on = client->state == STATE_PRELOGIN;
+			go_on = client->base.state == LOGIN_CLIENT_PRELOGIN;
 		} else {
 			go_on = handle_line(client, line, line_len);
 		}
@@ -814,21 +695,31 @@ static void client_input(void *context)
 	}
 }
 
+static void submission_free(struct login_client *base)
+{
+	free(((struct submission_client *)base)->helo_domain);
+}
+
+static int submission_backend_port(const struct settings *set)
+{
+	return set->backend_port_submission;
+}
+
+static const struct login_client_protocol submission_protocol = {
+	.name = "submission",
+	.dialogue = &submission_dialogue,
+	.backend_port = submission_backend_port,
+	.reply = submission_reply,
+	.input = submission_input,
+	.free = submission_free,
+};
+
 void submission_client_create(struct daemon *daemon, int fd, const struct sockaddr *remote,
 			      const struct sockaddr *local, bool implicit_tls)
 {
 	struct submission_client *client = calloc(1, sizeof(*client));
-	client->daemon = daemon;
-	daemon->client_count++;
-	client_ident_init(&client->id, daemon, fd, remote, local);
 	client->hostname = our_hostname(daemon, client->system_hostname);
-	client->secured = implicit_tls || client->id.loopback;
-	client->stream =
-		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
-			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,
-			      &client_stream_callbacks, client);
-	log_debug("event=connect protocol=submission client=%s:%u session=%s tls=%s",
-		  client->id.client_ip, client->id.client_port, client->id.session_id,
-		  implicit_tls ? "yes" : "no");
+	login_client_init(&client->base, &submission_protocol, daemon, fd, remote, local,
+			  implicit_tls);
 	client_sendf(client, "220 %s ESMTP mailcluster\r\n", client->hostname);
 }
