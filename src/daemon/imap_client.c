@@ -118,7 +118,8 @@ static const struct login_proxy_dialogue imap_dialogue = {
 	.line = imap_backend_line,
 };
 
-static void imap_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
+static void imap_reply(struct login_client *base, enum login_client_reply reply, const char *tag,
+		       const char *detail)
 {
 	switch (reply) {
 	case LOGIN_REPLY_TIMEOUT:
@@ -141,31 +142,18 @@ static void imap_reply(struct login_client *base, enum login_client_reply reply,
 		stream_printf(base->stream,
 			      "%s NO [UNAVAILABLE] Account is temporarily unavailable.\r\n", tag);
 		break;
+	case LOGIN_REPLY_AUTH_CANCELLED:
+		stream_printf(base->stream, "%s BAD Authentication aborted by client.\r\n", tag);
+		break;
+	case LOGIN_REPLY_AUTH_INVALID:
+		stream_printf(base->stream,
+			      "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n", tag,
+			      detail);
+		break;
 	}
 }
 
 /* ---- pre-login commands ---- */
-
-static void cmd_authenticate_response(struct imap_client *client, const char *tag, const char *b64,
-				      size_t len)
-{
-	char buf[SASL_PLAIN_BUF_SIZE];
-	const char *authzid, *authcid, *passwd, *error;
-	if (len == 1 && b64[0] == '*') {
-		client_sendf(client, "%s BAD Authentication aborted by client.\r\n", tag);
-		return;
-	}
-	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
-	    0) {
-		client->base.daemon->metrics.logins_refused++;
-		client_sendf(client, "%s NO [AUTHENTICATIONFAILED] Authentication failed: %s.\r\n",
-			     tag, error);
-		login_client_auth_failed(&client->base);
-		return;
-	}
-	login_client_login(&client->base, tag, authcid, passwd);
-	explicit_bzero(buf, sizeof(buf));
-}
 
 static bool arg_is_string(const struct imap_arg *arg)
 {
@@ -248,14 +236,14 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 		}
 		if (!login_client_plaintext_allowed(&client->base)) {
 			client->base.daemon->metrics.logins_refused++;
-			imap_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag);
+			imap_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag, NULL);
 			return true;
 		}
 		if (cmd->arg_count == 2) {
 			const char *ir = cmd->args[1].str;
 			/* "=" is an empty initial response (RFC 4959) */
-			cmd_authenticate_response(client, tag, ir,
-						  strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
+			login_client_plain_response(&client->base, tag, ir,
+						    strcmp(ir, "=") == 0 ? 0 : cmd->args[1].len);
 			return client->base.state == LOGIN_CLIENT_PRELOGIN;
 		}
 		free(client->tag);
@@ -310,7 +298,7 @@ static bool handle_auth_response(struct imap_client *client, const char *data, s
 	char *tag = client->tag;
 	client->tag = NULL;
 	client->base.state = LOGIN_CLIENT_PRELOGIN;
-	cmd_authenticate_response(client, tag, line, line_len);
+	login_client_plain_response(&client->base, tag, line, line_len);
 	explicit_bzero(line, line_len);
 	free(line);
 	free(tag);

@@ -8,6 +8,7 @@
 
 #include "daemon/daemon.h"
 #include "net/stream.h"
+#include "proto/sasl_plain.h"
 #include "store/route.h"
 #include "util/log.h"
 
@@ -46,7 +47,7 @@ static void close_with_reply(struct login_client *client, enum login_client_repl
 			     const char *reason)
 {
 	close_start(client, reason);
-	client->protocol->reply(client, reply, NULL);
+	client->protocol->reply(client, reply, NULL, NULL);
 	stream_close_after_flush(client->stream); /* calls client_flushed, later */
 }
 
@@ -143,7 +144,7 @@ static void login_done(void *context, enum login_proxy_result result, const char
 		login_client_auth_failed(client);
 		break;
 	case LOGIN_PROXY_UNAVAILABLE:
-		client->protocol->reply(client, LOGIN_REPLY_TEMPFAIL, client->tag);
+		client->protocol->reply(client, LOGIN_REPLY_TEMPFAIL, client->tag, NULL);
 		client->state = LOGIN_CLIENT_PRELOGIN;
 		break;
 	}
@@ -162,7 +163,7 @@ void login_client_login(struct login_client *client, const char *tag, const char
 	const struct login_client_protocol *protocol = client->protocol;
 	if (!login_client_plaintext_allowed(client)) {
 		daemon->metrics.logins_refused++;
-		protocol->reply(client, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag);
+		protocol->reply(client, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag, NULL);
 		return;
 	}
 	if (client->route == NULL)
@@ -171,11 +172,11 @@ void login_client_login(struct login_client *client, const char *tag, const char
 	case LOGIN_ROUTE_OK:
 		break;
 	case LOGIN_ROUTE_BAD_USER:
-		protocol->reply(client, LOGIN_REPLY_AUTH_FAILED, tag);
+		protocol->reply(client, LOGIN_REPLY_AUTH_FAILED, tag, NULL);
 		login_client_auth_failed(client);
 		return;
 	case LOGIN_ROUTE_UNAVAILABLE:
-		protocol->reply(client, LOGIN_REPLY_TEMPFAIL, tag);
+		protocol->reply(client, LOGIN_REPLY_TEMPFAIL, tag, NULL);
 		return;
 	}
 	client->state = LOGIN_CLIENT_BACKEND;
@@ -195,4 +196,25 @@ void login_client_login(struct login_client *client, const char *tag, const char
 	client->starting_login = true;
 	login_proxy_start(&request, login_done, client, &client->login);
 	client->starting_login = false;
+}
+
+void login_client_plain_response(struct login_client *client, const char *tag, const char *b64,
+				 size_t len)
+{
+	char buf[SASL_PLAIN_BUF_SIZE];
+	const char *authzid, *authcid, *passwd, *error;
+	if (len == 1 && b64[0] == '*') {
+		client->protocol->reply(client, LOGIN_REPLY_AUTH_CANCELLED, tag, NULL);
+		return;
+	}
+	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
+	    0) {
+		explicit_bzero(buf, sizeof(buf));
+		client->daemon->metrics.logins_refused++;
+		client->protocol->reply(client, LOGIN_REPLY_AUTH_INVALID, tag, error);
+		login_client_auth_failed(client);
+		return;
+	}
+	login_client_login(client, tag, authcid, passwd);
+	explicit_bzero(buf, sizeof(buf));
 }

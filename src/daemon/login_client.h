@@ -48,6 +48,8 @@ enum login_client_reply {
 	LOGIN_REPLY_PLAINTEXT_DISALLOWED,   /* a login without TLS, not allowed */
 	LOGIN_REPLY_AUTH_FAILED,            /* routing found no such user */
 	LOGIN_REPLY_TEMPFAIL,               /* the login could not be done now */
+	LOGIN_REPLY_AUTH_CANCELLED,         /* the client answered "*" */
+	LOGIN_REPLY_AUTH_INVALID,           /* not a valid PLAIN response: detail says why */
 };
 
 struct login_client_protocol {
@@ -55,8 +57,10 @@ struct login_client_protocol {
 	const struct login_proxy_dialogue *dialogue;
 	int (*backend_port)(const struct settings *set);
 	/* Writes the protocol's line for reply (or nothing, if it has none);
-	 * tag: the login's (login_client_login()), or NULL. */
-	void (*reply)(struct login_client *client, enum login_client_reply reply, const char *tag);
+	 * tag: the login's (login_client_login()), or NULL; detail: for
+	 * LOGIN_REPLY_AUTH_INVALID, the sasl_plain_decode() error, else NULL. */
+	void (*reply)(struct login_client *client, enum login_client_reply reply, const char *tag,
+		      const char *detail);
 	/* The stream has input (also called for what was pipelined after a
 	 * login that did not succeed). */
 	void (*input)(struct login_client *client);
@@ -103,5 +107,10 @@ void login_client_auth_failed(struct login_client *client);
  * (PRELOGIN) or not. */
 void login_client_login(struct login_client *client, const char *tag, const char *user,
 			const char *password);
+/* A SASL PLAIN response (base64; "*" cancels): decodes it and logs in, or
+ * answers LOGIN_REPLY_AUTH_CANCELLED / LOGIN_REPLY_AUTH_INVALID (the
+ * latter counted as a failed login).  tag as for login_client_login(). */
+void login_client_plain_response(struct login_client *client, const char *tag, const char *b64,
+				 size_t len);
 
 #endif

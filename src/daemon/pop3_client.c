@@ -61,7 +61,8 @@ static void forget_user(struct pop3_client *client)
 
 /* The lifecycle's replies.  POP3 has no unsolicited responses, so the
  * last straw of failed logins closes without another line. */
-static void pop3_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
+static void pop3_reply(struct login_client *base, enum login_client_reply reply, const char *tag,
+		       const char *detail)
 {
 	switch (reply) {
 	case LOGIN_REPLY_TIMEOUT:
@@ -78,6 +79,12 @@ static void pop3_reply(struct login_client *base, enum login_client_reply reply,
 		break;
 	case LOGIN_REPLY_TEMPFAIL:
 		login_client_send(base, "-ERR [SYS/TEMP] Account is temporarily unavailable.\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_CANCELLED:
+		login_client_send(base, "-ERR Authentication aborted by client.\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_INVALID:
+		stream_printf(base->stream, "-ERR [AUTH] Authentication failed: %s.\r\n", detail);
 		break;
 	}
 }
@@ -164,26 +171,6 @@ static const struct login_proxy_dialogue pop3_dialogue = {
 
 /* ---- pre-login commands ---- */
 
-/* The PLAIN response, from AUTH's argument or the line after "+ ". */
-static void auth_plain_response(struct pop3_client *client, const char *b64, size_t len)
-{
-	char buf[SASL_PLAIN_BUF_SIZE];
-	const char *authzid, *authcid, *passwd, *error;
-	if (len == 1 && b64[0] == '*') {
-		client_send(client, "-ERR Authentication aborted by client.\r\n");
-		return;
-	}
-	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
-	    0) {
-		client->base.daemon->metrics.logins_refused++;
-		client_sendf(client, "-ERR [AUTH] Authentication failed: %s.\r\n", error);
-		login_client_auth_failed(&client->base);
-		return;
-	}
-	login_client_login(&client->base, NULL, authcid, passwd);
-	explicit_bzero(buf, sizeof(buf));
-}
-
 static void cmd_capa(struct pop3_client *client)
 {
 	bool plaintext = login_client_plaintext_allowed(&client->base);
@@ -230,13 +217,14 @@ static bool cmd_auth(struct pop3_client *client, const struct pop3_command *cmd)
 	}
 	if (!login_client_plaintext_allowed(&client->base)) {
 		client->base.daemon->metrics.logins_refused++;
-		pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
+		pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL, NULL);
 		return true;
 	}
 	if (cmd->arg_count == 2) {
 		const char *ir = cmd->args[1];
 		/* "=" is an empty initial response (RFC 5034 section 4) */
-		auth_plain_response(client, ir, strcmp(ir, "=") == 0 ? 0 : strlen(ir));
+		login_client_plain_response(&client->base, NULL, ir,
+					    strcmp(ir, "=") == 0 ? 0 : strlen(ir));
 		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	}
 	client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
@@ -259,7 +247,7 @@ static bool handle_command(struct pop3_client *client, const struct pop3_command
 	} else if (strcmp(keyword, "USER") == 0) {
 		if (!login_client_plaintext_allowed(&client->base)) {
 			client->base.daemon->metrics.logins_refused++;
-			pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
+			pop3_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL, NULL);
 			return true;
 		}
 		if (cmd->arg_count != 1)
@@ -334,7 +322,7 @@ static bool handle_auth_response(struct pop3_client *client, const char *data, s
 	line[line_len] = '\0';
 	stream_consume(client->base.stream, consumed);
 	client->base.state = LOGIN_CLIENT_PRELOGIN;
-	auth_plain_response(client, line, (size_t)line_len);
+	login_client_plain_response(&client->base, NULL, line, (size_t)line_len);
 	explicit_bzero(line, (size_t)line_len);
 	free(line);
 	return client->base.state == LOGIN_CLIENT_PRELOGIN;

@@ -87,7 +87,8 @@ static void send_no(struct sieve_client *client, const char *text)
 }
 
 /* The lifecycle's replies. */
-static void sieve_reply(struct login_client *base, enum login_client_reply reply, const char *tag)
+static void sieve_reply(struct login_client *base, enum login_client_reply reply, const char *tag,
+			const char *detail)
 {
 	switch (reply) {
 	case LOGIN_REPLY_TIMEOUT:
@@ -107,6 +108,15 @@ static void sieve_reply(struct login_client *base, enum login_client_reply reply
 		login_client_send(base,
 				  "NO (TRYLATER) \"Account is temporarily unavailable.\"\r\n");
 		break;
+	case LOGIN_REPLY_AUTH_CANCELLED:
+		login_client_send(base, "NO \"Authentication aborted by client.\"\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_INVALID: {
+		char text[160];
+		snprintf(text, sizeof(text), "Authentication failed: %s.", detail);
+		send_no((struct sieve_client *)base, text);
+		break;
+	}
 	}
 }
 
@@ -240,29 +250,6 @@ static const struct login_proxy_dialogue sieve_dialogue = {
 
 /* ---- pre-login commands ---- */
 
-/* The PLAIN response, from AUTHENTICATE's argument or the string line
- * after our "" challenge. */
-static void auth_plain_response(struct sieve_client *client, const char *b64, size_t len)
-{
-	char buf[SASL_PLAIN_BUF_SIZE];
-	const char *authzid, *authcid, *passwd, *error;
-	if (len == 1 && b64[0] == '*') {
-		client_send(client, "NO \"Authentication aborted by client.\"\r\n");
-		return;
-	}
-	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
-	    0) {
-		char text[160];
-		client->base.daemon->metrics.logins_refused++;
-		snprintf(text, sizeof(text), "Authentication failed: %s.", error);
-		send_no(client, text);
-		login_client_auth_failed(&client->base);
-		return;
-	}
-	login_client_login(&client->base, NULL, authcid, passwd);
-	explicit_bzero(buf, sizeof(buf));
-}
-
 /* Returns false: new input comes from the TLS layer (or the client is gone). */
 static bool cmd_starttls(struct sieve_client *client)
 {
@@ -300,11 +287,12 @@ static bool cmd_authenticate(struct sieve_client *client, const struct sieve_com
 	}
 	if (!login_client_plaintext_allowed(&client->base)) {
 		client->base.daemon->metrics.logins_refused++;
-		sieve_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
+		sieve_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL, NULL);
 		return true;
 	}
 	if (cmd->arg_count == 2) {
-		auth_plain_response(client, cmd->args[1].str, cmd->args[1].len);
+		login_client_plain_response(&client->base, NULL, cmd->args[1].str,
+					    cmd->args[1].len);
 		return client->base.state == LOGIN_CLIENT_PRELOGIN;
 	}
 	client->base.state = LOGIN_CLIENT_AUTH_RESPONSE;
@@ -363,7 +351,7 @@ static bool handle_command(struct sieve_client *client, const struct sieve_comma
 static bool handle_auth_response(struct sieve_client *client, const struct sieve_command *cmd)
 {
 	client->base.state = LOGIN_CLIENT_PRELOGIN;
-	auth_plain_response(client, cmd->args[0].str, cmd->args[0].len);
+	login_client_plain_response(&client->base, NULL, cmd->args[0].str, cmd->args[0].len);
 	return client->base.state == LOGIN_CLIENT_PRELOGIN;
 }
 

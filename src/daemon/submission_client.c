@@ -109,7 +109,7 @@ static void client_close_421(struct submission_client *client, const char *code,
 
 /* The lifecycle's replies. */
 static void submission_reply(struct login_client *base, enum login_client_reply reply,
-			     const char *tag)
+			     const char *tag, const char *detail)
 {
 	struct submission_client *client = (struct submission_client *)base;
 	switch (reply) {
@@ -129,6 +129,17 @@ static void submission_reply(struct login_client *base, enum login_client_reply 
 	case LOGIN_REPLY_TEMPFAIL:
 		client_send(client,
 			    "454 4.7.0 Temporary authentication failure, try again later\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_CANCELLED:
+		client_send(client, "501 5.7.0 Authentication aborted by client\r\n");
+		break;
+	case LOGIN_REPLY_AUTH_INVALID:
+		/* RFC 4954: 501 5.5.2 for what is not base64 at all */
+		if (detail == sasl_plain_error_base64)
+			client_send(client, "501 5.5.2 Invalid base64 data in AUTH response\r\n");
+		else
+			client_sendf(client, "535 5.7.8 Authentication credentials invalid: %s\r\n",
+				     detail);
 		break;
 	}
 }
@@ -453,34 +464,11 @@ static const struct login_proxy_dialogue submission_dialogue = {
 
 /* ---- pre-login commands ---- */
 
-/* The PLAIN response: the initial response of AUTH or the line after
- * "334 " (len 0: an empty response). */
+/* The PLAIN response (the initial response of AUTH or the line after
+ * "334 "); the EHLO domain goes with the login, for the EHLO after XCLIENT. */
 static void auth_response(struct submission_client *client, const char *b64, size_t len)
 {
-	char buf[SASL_PLAIN_BUF_SIZE];
-	const char *authzid, *authcid, *passwd, *error;
-	if (len == 1 && b64[0] == '*') {
-		client_send(client, "501 5.7.0 Authentication aborted by client\r\n");
-		return;
-	}
-	if (sasl_plain_decode(b64, len, buf, sizeof(buf), &authzid, &authcid, &passwd, &error) <
-	    0) {
-		client->base.daemon->metrics.logins_refused++;
-		/* RFC 4954: 501 5.5.2 for what is not base64 at all */
-		size_t decoded_len;
-		if (len <= base64_encoded_len(sizeof(buf)) &&
-		    base64_decode(b64, len, buf, sizeof(buf), &decoded_len) < 0)
-			client_send(client, "501 5.5.2 Invalid base64 data in AUTH response\r\n");
-		else
-			client_sendf(client, "535 5.7.8 Authentication credentials invalid: %s\r\n",
-				     error);
-		explicit_bzero(buf, sizeof(buf));
-		login_client_auth_failed(&client->base);
-		return;
-	}
-	/* the EHLO domain is for the EHLO after XCLIENT */
-	login_client_login(&client->base, client->helo_domain, authcid, passwd);
-	explicit_bzero(buf, sizeof(buf));
+	login_client_plain_response(&client->base, client->helo_domain, b64, len);
 }
 
 static bool cmd_auth(struct submission_client *client, const char *args)
@@ -503,7 +491,7 @@ static bool cmd_auth(struct submission_client *client, const char *args)
 	}
 	if (!login_client_plaintext_allowed(&client->base)) {
 		client->base.daemon->metrics.logins_refused++;
-		submission_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL);
+		submission_reply(&client->base, LOGIN_REPLY_PLAINTEXT_DISALLOWED, NULL, NULL);
 		return true;
 	}
 	if (ir != NULL) {

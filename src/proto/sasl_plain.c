@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+const char sasl_plain_error_base64[] = "invalid base64 in PLAIN response";
+
 int sasl_plain_decode(const char *b64, size_t b64_len, char *buf, size_t buf_size,
 		      const char **authzid_r, const char **authcid_r, const char **passwd_r,
 		      const char **error_r)
@@ -27,7 +29,7 @@ int sasl_plain_decode(const char *b64, size_t b64_len, char *buf, size_t buf_siz
 	}
 	/* One byte stays free for the NUL that ends the password. */
 	if (base64_decode(b64, b64_len, buf, buf_size - 1, &len) < 0) {
-		*error_r = "invalid base64 in PLAIN response";
+		*error_r = sasl_plain_error_base64;
 		return -1;
 	}
 	buf[len] = '\0';

@@ -21,6 +21,10 @@
  * have exactly two NULs, authcid or passwd is empty, a part exceeds 255
  * bytes, the response does not fit into buf, or a non-empty authzid differs
  * from authcid (proxy authorisation is not supported). */
+/* The error_r of sasl_plain_decode() when the response is not base64 at all
+ * (compare the pointer). */
+extern const char sasl_plain_error_base64[];
+
 int sasl_plain_decode(const char *b64, size_t b64_len, char *buf, size_t buf_size,
 		      const char **authzid_r, const char **authcid_r, const char **passwd_r,
 		      const char **error_r);
