@@ -29,8 +29,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define PROXY_TTL 5
-
 struct imap_client {
 	struct login_client base;
 	struct imap_parser *parser;
@@ -65,7 +63,7 @@ static void imap_backend_connected(struct login_proxy *lp)
 			  "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
 			  "%s AUTHENTICATE PLAIN %s\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.local_ip,
-			  req->ident.local_port, req->ident.session_id, PROXY_TTL - 1, req->tag,
+			  req->ident.local_port, req->ident.session_id, LOGIN_PROXY_TTL, req->tag,
 			  ir);
 	explicit_bzero(ir, sizeof(ir));
 }

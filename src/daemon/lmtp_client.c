@@ -72,7 +72,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROXY_TTL 5
 #define BACKEND_REPLY_MAX 65536 /* one (multi-line) reply from a backend */
 #define LOG_REPLY_MAX 200
 
@@ -557,7 +556,7 @@ static void backend_send_xclient(struct lmtp_backend *backend)
 		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " SESSION=%s", session);
 	}
 	if ((attrs & XCLIENT_TTL) != 0)
-		snprintf(cmd + n, sizeof(cmd) - n, " TTL=%u", PROXY_TTL - 1);
+		snprintf(cmd + n, sizeof(cmd) - n, " TTL=%u", LOGIN_PROXY_TTL);
 	backend_send(backend, "%s\r\n", cmd);
 	backend->state = BACKEND_XCLIENT;
 }

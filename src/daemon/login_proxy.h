@@ -30,6 +30,10 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+/* The hop count we pass to a backend (XCLIENT TTL=, ID x-proxy-ttl): one
+ * below Dovecot's default proxy_ttl of 5, as a proxy that forwarded once. */
+#define LOGIN_PROXY_TTL 4
+
 struct daemon;
 struct stream;
 struct route_result;

@@ -41,8 +41,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define PROXY_TTL 5
-
 struct pop3_client {
 	struct login_client base;
 	char *user; /* from USER, until PASS */
@@ -118,7 +116,7 @@ static void pop3_backend_connected(struct login_proxy *lp)
 			  "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u\r\n"
 			  "AUTH PLAIN %s\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.session_id,
-			  PROXY_TTL - 1, ir);
+			  LOGIN_PROXY_TTL, ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 

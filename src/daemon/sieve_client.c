@@ -40,7 +40,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define PROXY_TTL 5
 /* NOOP echoes its tag quoted up to this length, else as a literal */
 #define QUOTED_MAX 1024
 
@@ -176,7 +175,7 @@ static void sieve_backend_connected(struct login_proxy *lp)
 			  "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u\r\n"
 			  "AUTHENTICATE \"PLAIN\" \"%s\"\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.session_id,
-			  PROXY_TTL - 1, ir);
+			  LOGIN_PROXY_TTL, ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 

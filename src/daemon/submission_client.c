@@ -61,7 +61,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define PROXY_TTL 5
 /* the longest EHLO domain we pass on to the backend (RFC 5321: 255) */
 #define HELO_DOMAIN_MAX 255
 /* command lines up to this size are parsed on the stack */
@@ -294,7 +293,7 @@ static void send_xclient(struct login_proxy *lp, unsigned offers)
 		xtext_append(&p, req->ident.session_id);
 	}
 	if ((offers & XCLIENT_TTL) != 0)
-		p += sprintf(p, " TTL=%u", PROXY_TTL - 1);
+		p += sprintf(p, " TTL=%u", LOGIN_PROXY_TTL);
 	if ((offers & XCLIENT_DESTADDR) != 0 && req->ident.local_ip[0] != '\0') {
 		p += sprintf(p, " DESTADDR=");
 		xclient_addr_append(&p, req->ident.local_ip);
