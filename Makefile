@@ -23,7 +23,8 @@ NET    := $(wildcard src/net/*.c)
 DAEMON := $(wildcard src/daemon/*.c)
 CLI    := $(wildcard src/cli/*.c)
 UNIT   := $(wildcard tests/unit/*.c)
-HDRS   := $(wildcard src/*/*.h tests/unit/*.h)
+CONFORM := $(wildcard tests/geodb/*.c)
+HDRS   := $(wildcard src/*/*.h tests/unit/*.h tests/geodb/*.h)
 
 CORE_OBJ   := $(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO))
 DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
@@ -60,12 +61,19 @@ integration-asan: all $(B)/asan/mailclusterd
 $(B)/unit_tests: $(UNIT_OBJ)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
 
+# the GeoDB conformance suite: the same checks against any driver,
+#   build/geodb_conformance sqlite:/tmp/x.sqlite
+#   build/geodb_conformance 'cassandra:hosts=127.0.0.21;keyspace=mc_conf;...'
+$(B)/geodb_conformance: $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(CONFORM))
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
+
 $(B)/imapload: bench/imapload.c
 	@mkdir -p $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< -lpthread
 
 deps:
 	@bash scripts/deps.sh
+	@bash scripts/deps-cassandra.sh
 
 unit: $(B)/unit_tests
 	./$(B)/unit_tests
@@ -74,8 +82,10 @@ integration: all
 	python3 -m pytest -q tests/integration
 
 check: deps
-	$(MAKE) all $(B)/unit_tests
+	$(MAKE) all $(B)/unit_tests $(B)/geodb_conformance
 	./$(B)/unit_tests
+	rm -f $(B)/conformance.sqlite*
+	./$(B)/geodb_conformance sqlite:$(CURDIR)/$(B)/conformance.sqlite
 	python3 -m pytest tests/integration
 
 demo: deps

@@ -1,19 +1,34 @@
 /* geodb.h - the GeoDB: the cluster state shared by every host.
  *
- * Tables (see geodb_sqlite.c for the SQL):
+ * Tables (geodb_sqlite.c has the SQL, geodb_cassandra.c the CQL):
  *   sites     name, status, tags, load_balancer
  *   backends  name, site, address, status, load_factor
  *   groups    group_id -> site, backend, epoch, written_by, written_at
  *   users     username -> group_id (overrides only; most users are not stored)
+ *   leases    name -> holder, expiry (the controller lease of later issues)
+ *   health    (backend, observer) -> ok, detail, observed_at
  *   meta      schema_version, group_count
  *
  * Every write carries who wrote it (the writer name given at open) and when,
  * and group assignments carry an epoch that grows with every change, so that
  * later the two halves of a split brain can be merged.
  *
- * This version has one driver, embedded SQLite (geodb = sqlite:PATH), which
- * several processes on one host may share (WAL mode, busy timeout).  Calls
- * are synchronous.  Getters return 1 found, 0 not found, -1 error.
+ * Two drivers behind one interface (geodb_driver.h), chosen by the spec:
+ *   sqlite:PATH      embedded; several processes on one host share the file
+ *                    (WAL mode, busy timeout); the schema is created on open.
+ *   cassandra:hosts=H1,H2;port=9042;keyspace=mailcluster;local_dc=dc1;...
+ *                    Apache Cassandra over our CQL v4 client; the schema is
+ *                    created by geodb_init() (`mailcluster geodb init`).
+ * Both mean the same thing: tests/geodb/conformance.c runs the same checks
+ * against each.
+ *
+ * The calls below are synchronous (Cassandra's run a private event loop
+ * until the answer is in): the CLI and tests use them, and the daemon at
+ * most at start-up.  The daemon's event loop uses the asynchronous calls
+ * (geodb_attach() and the *_async functions), whose callbacks always run
+ * later from that loop, never inside the call that started them.
+ * Getters return 1 found, 0 not found, -1 error; errors are sentences that
+ * start with "geodb: " or name the object ("backend b9 does not exist").
  */
 #ifndef GEODB_H
 #define GEODB_H
@@ -24,9 +39,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GEODB_SCHEMA_VERSION 1
+#define GEODB_SCHEMA_VERSION 2
 
 struct geodb;
+struct event_base;
 
 struct geodb_site {
 	char name[NAME_MAX_LEN + 1];
@@ -67,12 +83,62 @@ struct geodb_backend_load {
 	unsigned groups;
 };
 
-/* Opens spec ("sqlite:PATH"), creating the schema if the file is new.
- * writer names this process in every row it writes.  busy_timeout_ms bounds
- * how long a call waits for another process's write lock. */
+/* A lease (leader election): held by holder until expires_at. */
+struct geodb_lease {
+	char name[NAME_MAX_LEN + 1];
+	char holder[NAME_MAX_LEN + 1];
+	int64_t expires_at; /* unix seconds */
+};
+
+/* One daemon's latest observation of one backend. */
+struct geodb_health {
+	char backend[NAME_MAX_LEN + 1];
+	char observer[NAME_MAX_LEN + 1];
+	bool ok;
+	char detail[256];
+	int64_t observed_at; /* unix seconds */
+};
+
+/* Everything a daemon routes by, read in one go (the LocalDB's source). */
+struct geodb_snapshot {
+	unsigned schema_version; /* 0: not recorded */
+	unsigned group_count;    /* 0: not recorded yet */
+	struct geodb_site *sites;
+	size_t site_count;
+	struct geodb_backend *backends; /* sorted by name */
+	size_t backend_count;
+	struct geodb_group *groups; /* sorted by group_id */
+	size_t group_row_count;
+	struct geodb_user *users; /* sorted by username */
+	size_t user_count;
+};
+void geodb_snapshot_free(struct geodb_snapshot *snap);
+
+/* Opens spec (see above).  writer names this process in every row it
+ * writes.  busy_timeout_ms bounds how long a call waits for another
+ * process's write lock (SQLite) or for a node's answer (Cassandra, when
+ * the spec sets no request_timeout).  Opening Cassandra checks the spec but
+ * does not connect: the first call does. */
 int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, struct geodb **db_r,
 	       const char **error_r);
 void geodb_close(struct geodb **db);
+/* Checks a spec without opening anything (configuration parsing). */
+int geodb_spec_check(const char *spec, const char **error_r);
+/* "sqlite" or "cassandra". */
+const char *geodb_driver_name(const struct geodb *db);
+const char *geodb_writer(const struct geodb *db);
+
+/* Creates the schema, or upgrades an older one, and records
+ * GEODB_SCHEMA_VERSION.  *from_r is the version found (0: none).  For
+ * Cassandra the keyspace is created with NetworkTopologyStrategy (the
+ * spec's replication=dc1:3,dc2:3, else every data centre the cluster
+ * reports with min(3, its nodes) replicas). */
+int geodb_init(struct geodb *db, unsigned *from_r, const char **error_r);
+/* The schema as the driver's language (SQL or CQL), for `geodb schema`. */
+const char *geodb_schema_text(struct geodb *db);
+
+/* Whole-state read: sites, backends, groups, user overrides, meta. */
+int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
 
 /* A read transaction around several reads: one lock round-trip instead of
  * one per statement (what route_user() does on every login).  Writes must
@@ -84,8 +150,10 @@ void geodb_read_end(struct geodb *db);
  * last call: lets a cache skip every query while nothing changed.  For
  * SQLite it compares the WAL-index header in the mapped -shm file (see
  * https://www.sqlite.org/walformat.html), which every commit rewrites: no
- * system call.  Where that cannot be watched it always says true. */
+ * system call.  Where that cannot be watched it always says true, and
+ * geodb_can_watch() says false (Cassandra: refresh on a timer instead). */
 bool geodb_changed(struct geodb *db);
+bool geodb_can_watch(const struct geodb *db);
 
 /* Records group_count on first use; afterwards refuses a different one,
  * because changing it would move almost every user. */
@@ -134,5 +202,49 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
 			 const char **error_r);
 /* Returns 1 if a row was deleted, 0 if there was none. */
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r);
+int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
+		    const char **error_r);
+
+/* Leases: acquires name for holder for ttl_secs if it is free or expired,
+ * or renews it if holder has it.  Returns 1 held (lease_r says until when),
+ * 0 held by another (lease_r says who), -1 error. */
+int geodb_lease_acquire(struct geodb *db, const char *name, const char *holder, unsigned ttl_secs,
+			struct geodb_lease *lease_r, const char **error_r);
+/* Releases it if holder has it: 1 released, 0 not ours. */
+int geodb_lease_release(struct geodb *db, const char *name, const char *holder,
+			const char **error_r);
+
+/* Health observations: one row per (backend, observer), replaced by each
+ * put; they expire after ttl_secs. */
+int geodb_health_put(struct geodb *db, const struct geodb_health *health, unsigned ttl_secs,
+		     const char **error_r);
+/* backend NULL: all backends. */
+int geodb_health_list(struct geodb *db, const char *backend, struct geodb_health **health_r,
+		      size_t *count_r, const char **error_r);
+
+/* ---- asynchronous calls, for the daemon's event loop ---- */
+
+/* Binds db to base: the *_async calls run there.  The sync calls stay
+ * usable (for Cassandra they use a connection of their own and must not be
+ * made from inside a callback of base's loop). */
+int geodb_attach(struct geodb *db, struct event_base *base, const char **error_r);
+
+/* An operation in flight.  geodb_op_cancel() makes sure its callback will
+ * not run (the work may still complete in the GeoDB) and clears *op. */
+struct geodb_op;
+void geodb_op_cancel(struct geodb_op **op);
+
+/* snap is NULL on error; otherwise the callback owns it: it was
+ * malloc()ed, so free it with geodb_snapshot_free() and then free(). */
+typedef void geodb_snapshot_callback(void *context, struct geodb_snapshot *snap, const char *error);
+struct geodb_op *geodb_snapshot_read_async(struct geodb *db, geodb_snapshot_callback *callback,
+					   void *context);
+
+/* geodb_group_assign_if_absent(): result 1 ours stored, 0 another won, -1
+ * error; stored is the row now in the GeoDB (NULL on error). */
+typedef void geodb_assign_callback(void *context, int result, const struct geodb_group *stored,
+				   const char *error);
+struct geodb_op *geodb_group_assign_async(struct geodb *db, const struct geodb_group *group,
+					  geodb_assign_callback *callback, void *context);
 
 #endif

@@ -6,7 +6,7 @@
  * The conditional group insert is INSERT ... ON CONFLICT DO NOTHING followed
  * by a read of the stored row, which is atomic under SQLite's write lock.
  */
-#include "store/geodb.h"
+#include "store/geodb_driver.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -33,7 +33,14 @@ static const char *const schema_sql =
 	"CREATE INDEX IF NOT EXISTS groups_backend ON groups(backend);"
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
-	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL);";
+	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL);"
+	/* version 2 */
+	"CREATE TABLE IF NOT EXISTS leases ("
+	" name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS health ("
+	" backend TEXT NOT NULL, observer TEXT NOT NULL, ok INTEGER NOT NULL,"
+	" detail TEXT NOT NULL, observed_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" PRIMARY KEY (backend, observer));";
 
 #define WAL_INDEX_HEADER_SIZE 48
 
@@ -62,10 +69,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_COMMIT] = "COMMIT",
 };
 
-struct geodb {
+struct sqldb {
+	struct geodb geo; /* first: the handle geodb.c sees */
 	sqlite3 *sqlite;
 	char *path;
-	char writer[NAME_MAX_LEN + 1];
+	const char *writer; /* geo.writer */
+	unsigned found_version; /* the schema version the file had at open (0: new) */
 	sqlite3_stmt *stmts[STMT_COUNT];
 	char error[512];
 	/* the first copy of the WAL-index header in the -shm file */
@@ -73,9 +82,9 @@ struct geodb {
 	unsigned char shm_seen[WAL_INDEX_HEADER_SIZE];
 };
 
-static int fail(struct geodb *db, const char **error_r, const char *fmt, ...)
+static int fail(struct sqldb *db, const char **error_r, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static int fail(struct geodb *db, const char **error_r, const char *fmt, ...)
+static int fail(struct sqldb *db, const char **error_r, const char *fmt, ...)
 {
 	va_list args;
 	va_start(args, fmt);
@@ -85,7 +94,7 @@ static int fail(struct geodb *db, const char **error_r, const char *fmt, ...)
 	return -1;
 }
 
-static int sql_fail(struct geodb *db, const char **error_r, const char *what)
+static int sql_fail(struct sqldb *db, const char **error_r, const char *what)
 {
 	return fail(db, error_r, "geodb: %s failed on %s: %s", what, db->path,
 		    sqlite3_errmsg(db->sqlite));
@@ -102,7 +111,7 @@ static void copy_text(char *dst, size_t dst_size, sqlite3_stmt *stmt, int col)
 	snprintf(dst, dst_size, "%s", text != NULL ? (const char *)text : "");
 }
 
-static int exec(struct geodb *db, const char *sql, const char **error_r)
+static int exec(struct sqldb *db, const char *sql, const char **error_r)
 {
 	char *msg = NULL;
 	if (sqlite3_exec(db->sqlite, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -115,7 +124,7 @@ static int exec(struct geodb *db, const char *sql, const char **error_r)
 }
 
 /* A statement prepared for this call only (admin paths). */
-static sqlite3_stmt *prepare(struct geodb *db, const char *sql, const char **error_r)
+static sqlite3_stmt *prepare(struct sqldb *db, const char *sql, const char **error_r)
 {
 	sqlite3_stmt *stmt;
 	if (sqlite3_prepare_v2(db->sqlite, sql, -1, &stmt, NULL) != SQLITE_OK) {
@@ -125,7 +134,7 @@ static sqlite3_stmt *prepare(struct geodb *db, const char *sql, const char **err
 	return stmt;
 }
 
-static sqlite3_stmt *cached(struct geodb *db, enum stmt_id id)
+static sqlite3_stmt *cached(struct sqldb *db, enum stmt_id id)
 {
 	sqlite3_stmt *stmt = db->stmts[id];
 	sqlite3_reset(stmt);
@@ -133,26 +142,39 @@ static sqlite3_stmt *cached(struct geodb *db, enum stmt_id id)
 	return stmt;
 }
 
-int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, struct geodb **db_r,
-	       const char **error_r)
+static void sqlite_close(struct geodb *geo);
+static int sqlite_backend_get(struct geodb *geo, const char *name, struct geodb_backend *backend_r,
+			      const char **error_r);
+static int sqlite_group_get(struct geodb *geo, unsigned group_id, struct geodb_group *group_r,
+			    const char **error_r);
+static int sqlite_site_get(struct geodb *geo, const char *name, struct geodb_site *site_r,
+			   const char **error_r);
+
+static int sqlite_spec_check(const char *path, const char **error_r)
 {
-	static char open_error[512];
-	if (strncmp(spec, "sqlite:", 7) != 0 || spec[7] == '\0') {
-		snprintf(open_error, sizeof(open_error),
-			 "geodb: unsupported GeoDB '%s': expected sqlite:PATH", spec);
-		*error_r = open_error;
+	if (path[0] == '\0') {
+		*error_r = "geodb: sqlite: expects a file name (sqlite:PATH)";
 		return -1;
 	}
-	struct geodb *db = calloc(1, sizeof(*db));
-	db->path = strdup(spec + 7);
-	snprintf(db->writer, sizeof(db->writer), "%s", writer);
+	return 0;
+}
+
+static int sqlite_open(const char *path, unsigned busy_timeout_ms, struct geodb **db_r,
+		       const char **error_r)
+{
+	static char open_error[512];
+	if (sqlite_spec_check(path, error_r) < 0)
+		return -1;
+	struct sqldb *db = calloc(1, sizeof(*db));
+	db->path = strdup(path);
+	db->writer = db->geo.writer;
 	if (sqlite3_open_v2(db->path, &db->sqlite,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
 		snprintf(open_error, sizeof(open_error), "geodb: cannot open %s: %s", db->path,
 			 db->sqlite != NULL ? sqlite3_errmsg(db->sqlite) : "out of memory");
 		*error_r = open_error;
-		geodb_close(&db);
+		sqlite_close(&db->geo);
 		return -1;
 	}
 	sqlite3_busy_timeout(db->sqlite, (int)busy_timeout_ms);
@@ -163,10 +185,28 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, s
 		exec(db, "ROLLBACK;", error_r);
 		goto failed;
 	}
-	char version_sql[128];
+	/* every table is CREATE IF NOT EXISTS, so creating and upgrading are
+	 * the same statements; what remains is recording the version */
+	sqlite3_stmt *version = prepare(db, "SELECT value FROM meta WHERE key = 'schema_version'",
+					error_r);
+	if (version == NULL) {
+		exec(db, "ROLLBACK;", error_r);
+		goto failed;
+	}
+	if (sqlite3_step(version) == SQLITE_ROW)
+		db->found_version = (unsigned)sqlite3_column_int(version, 0);
+	sqlite3_finalize(version);
+	if (db->found_version > GEODB_SCHEMA_VERSION) {
+		fail(db, error_r,
+		     "geodb: %s has schema version %u, newer than this mailcluster knows (%d)",
+		     db->path, db->found_version, GEODB_SCHEMA_VERSION);
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		goto failed;
+	}
+	char version_sql[160];
 	snprintf(version_sql, sizeof(version_sql),
 		 "INSERT INTO meta (key, value) VALUES ('schema_version', '%d') ON CONFLICT DO "
-		 "NOTHING;",
+		 "UPDATE SET value = excluded.value;",
 		 GEODB_SCHEMA_VERSION);
 	if (exec(db, version_sql, error_r) < 0 || exec(db, "COMMIT;", error_r) < 0)
 		goto failed;
@@ -187,20 +227,18 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, s
 			db->shm = map;
 		close(shm_fd);
 	}
-	*db_r = db;
+	*db_r = &db->geo;
 	return 0;
 failed:
 	snprintf(open_error, sizeof(open_error), "%s", *error_r);
 	*error_r = open_error;
-	geodb_close(&db);
+	sqlite_close(&db->geo);
 	return -1;
 }
 
-void geodb_close(struct geodb **_db)
+static void sqlite_close(struct geodb *geo)
 {
-	struct geodb *db = *_db;
-	if (db == NULL)
-		return;
+	struct sqldb *db = (struct sqldb *)geo;
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
 	sqlite3_close(db->sqlite);
@@ -208,11 +246,11 @@ void geodb_close(struct geodb **_db)
 		munmap((void *)db->shm, 4096);
 	free(db->path);
 	free(db);
-	*_db = NULL;
 }
 
-bool geodb_changed(struct geodb *db)
+static bool sqlite_changed(struct geodb *geo)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	if (db->shm == NULL)
 		return true;
 	unsigned char now[WAL_INDEX_HEADER_SIZE];
@@ -226,8 +264,9 @@ bool geodb_changed(struct geodb *db)
 	return true;
 }
 
-int geodb_read_begin(struct geodb *db, const char **error_r)
+static int sqlite_read_begin(struct geodb *geo, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_BEGIN);
 	int rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
@@ -236,15 +275,17 @@ int geodb_read_begin(struct geodb *db, const char **error_r)
 	return 0;
 }
 
-void geodb_read_end(struct geodb *db)
+static void sqlite_read_end(struct geodb *geo)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_COMMIT);
 	sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 }
 
-int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r)
+static int sqlite_check_group_count(struct geodb *geo, unsigned group_count, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt =
 		prepare(db, "SELECT value FROM meta WHERE key = 'group_count'", error_r);
 	if (stmt == NULL)
@@ -272,11 +313,11 @@ int geodb_check_group_count(struct geodb *db, unsigned group_count, const char *
 	if (exec(db, sql, error_r) < 0)
 		return -1;
 	/* another process may have won the insert with another value */
-	return geodb_check_group_count(db, group_count, error_r);
+	return sqlite_check_group_count(geo, group_count, error_r);
 }
 
 /* Runs a one-row-changing statement; returns sqlite3_changes() or -1. */
-static int step_done(struct geodb *db, sqlite3_stmt *stmt, const char *what, const char **error_r)
+static int step_done(struct sqldb *db, sqlite3_stmt *stmt, const char *what, const char **error_r)
 {
 	int rc = sqlite3_step(stmt);
 	if (rc != SQLITE_DONE)
@@ -297,8 +338,9 @@ static void read_site(sqlite3_stmt *stmt, struct geodb_site *site)
 	copy_text(site->load_balancer, sizeof(site->load_balancer), stmt, 3);
 }
 
-int geodb_site_add(struct geodb *db, const struct geodb_site *site, const char **error_r)
+static int sqlite_site_add(struct geodb *geo, const struct geodb_site *site, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db,
 		"INSERT INTO sites (name, status, tags, load_balancer, updated_by, updated_at)"
@@ -321,8 +363,9 @@ int geodb_site_add(struct geodb *db, const struct geodb_site *site, const char *
 	return 0;
 }
 
-int geodb_site_update(struct geodb *db, const struct geodb_site *site, const char **error_r)
+static int sqlite_site_update(struct geodb *geo, const struct geodb_site *site, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(db,
 				     "UPDATE sites SET status = ?, tags = ?, load_balancer = ?, "
 				     "updated_by = ?, updated_at = ?"
@@ -345,7 +388,7 @@ int geodb_site_update(struct geodb *db, const struct geodb_site *site, const cha
 	return 0;
 }
 
-static int count_rows(struct geodb *db, const char *sql, const char *arg, const char **error_r)
+static int count_rows(struct sqldb *db, const char *sql, const char *arg, const char **error_r)
 {
 	sqlite3_stmt *stmt = prepare(db, sql, error_r);
 	if (stmt == NULL)
@@ -360,8 +403,9 @@ static int count_rows(struct geodb *db, const char *sql, const char *arg, const 
 	return count;
 }
 
-int geodb_site_remove(struct geodb *db, const char *name, const char **error_r)
+static int sqlite_site_remove(struct geodb *geo, const char *name, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	int backends =
 		count_rows(db, "SELECT count(*) FROM backends WHERE site = ?", name, error_r);
 	if (backends < 0)
@@ -382,9 +426,10 @@ int geodb_site_remove(struct geodb *db, const char *name, const char **error_r)
 	return 0;
 }
 
-int geodb_site_get(struct geodb *db, const char *name, struct geodb_site *site_r,
+static int sqlite_site_get(struct geodb *geo, const char *name, struct geodb_site *site_r,
 		   const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db, "SELECT name, status, tags, load_balancer FROM sites WHERE name = ?", error_r);
 	if (stmt == NULL)
@@ -404,7 +449,7 @@ int geodb_site_get(struct geodb *db, const char *name, struct geodb_site *site_r
 }
 
 /* Collects every row of stmt into a growing array of elem_size items. */
-static int collect(struct geodb *db, sqlite3_stmt *stmt, size_t elem_size,
+static int collect(struct sqldb *db, sqlite3_stmt *stmt, size_t elem_size,
 		   void (*read_row)(sqlite3_stmt *, void *), void **items_r, size_t *count_r,
 		   const char **error_r)
 {
@@ -434,9 +479,10 @@ static void read_site_row(sqlite3_stmt *stmt, void *item)
 	read_site(stmt, item);
 }
 
-int geodb_site_list(struct geodb *db, struct geodb_site **sites_r, size_t *count_r,
+static int sqlite_site_list(struct geodb *geo, struct geodb_site **sites_r, size_t *count_r,
 		    const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db, "SELECT name, status, tags, load_balancer FROM sites ORDER BY name", error_r);
 	if (stmt == NULL)
@@ -466,11 +512,12 @@ static void read_backend_row(sqlite3_stmt *stmt, void *item)
 	read_backend(stmt, item);
 }
 
-int geodb_backend_add(struct geodb *db, const char *site, const char *name, const char *address,
+static int sqlite_backend_add(struct geodb *geo, const char *site, const char *name, const char *address,
 		      const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	struct geodb_site site_row;
-	int found = geodb_site_get(db, site, &site_row, error_r);
+	int found = sqlite_site_get(geo, site, &site_row, error_r);
 	if (found < 0)
 		return -1;
 	if (found == 0)
@@ -498,9 +545,10 @@ int geodb_backend_add(struct geodb *db, const char *site, const char *name, cons
 	return 0;
 }
 
-int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
+static int sqlite_backend_update(struct geodb *geo, const struct geodb_backend *backend,
 			 const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db,
 		"UPDATE backends SET status = ?, load_factor = ?, address = ?, updated_by = ?,"
@@ -523,11 +571,12 @@ int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 	return 0;
 }
 
-int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
+static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	struct geodb_backend backend;
-	int found = geodb_backend_get(db, name, &backend, error_r);
+	int found = sqlite_backend_get(geo, name, &backend, error_r);
 	if (found < 0)
 		return -1;
 	if (found == 0)
@@ -564,9 +613,10 @@ int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_un
 	return 0;
 }
 
-int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *backend_r,
+static int sqlite_backend_get(struct geodb *geo, const char *name, struct geodb_backend *backend_r,
 		      const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_BACKEND_GET);
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(stmt), ret;
@@ -582,9 +632,10 @@ int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *
 	return ret;
 }
 
-int geodb_backend_list(struct geodb *db, const char *site, struct geodb_backend **backends_r,
+static int sqlite_backend_list(struct geodb *geo, const char *site, struct geodb_backend **backends_r,
 		       size_t *count_r, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db,
 		site != NULL
@@ -608,9 +659,10 @@ static void read_load_row(sqlite3_stmt *stmt, void *item)
 	load->groups = (unsigned)sqlite3_column_int(stmt, 1);
 }
 
-int geodb_backend_loads(struct geodb *db, struct geodb_backend_load **loads_r, size_t *count_r,
+static int sqlite_backend_loads(struct geodb *geo, struct geodb_backend_load **loads_r, size_t *count_r,
 			const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db, "SELECT backend, count(*) FROM groups GROUP BY backend ORDER BY backend",
 		error_r);
@@ -638,9 +690,10 @@ static void read_group_row(sqlite3_stmt *stmt, void *item)
 	read_group(stmt, item);
 }
 
-int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
+static int sqlite_group_get(struct geodb *geo, unsigned group_id, struct geodb_group *group_r,
 		    const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_GROUP_GET);
 	sqlite3_bind_int64(stmt, 1, group_id);
 	int rc = sqlite3_step(stmt), ret;
@@ -656,8 +709,9 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
 	return ret;
 }
 
-int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r)
+static int sqlite_group_assign_if_absent(struct geodb *geo, struct geodb_group *group, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_GROUP_INSERT);
 	sqlite3_bind_int64(stmt, 1, group->group_id);
 	sqlite3_bind_text(stmt, 2, group->site, -1, SQLITE_STATIC);
@@ -669,7 +723,7 @@ int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, co
 	sqlite3_reset(stmt);
 	if (changes < 0)
 		return -1;
-	int found = geodb_group_get(db, group->group_id, group, error_r);
+	int found = sqlite_group_get(geo, group->group_id, group, error_r);
 	if (found < 0)
 		return -1;
 	if (found == 0)
@@ -678,9 +732,10 @@ int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, co
 	return changes > 0 ? 1 : 0;
 }
 
-int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
+static int sqlite_group_set(struct geodb *geo, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(
 		db,
 		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
@@ -699,9 +754,10 @@ int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const
 	return changes < 0 ? -1 : 0;
 }
 
-int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
+static int sqlite_group_list(struct geodb *geo, struct geodb_group **groups_r, size_t *count_r,
 		     const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(db,
 				     "SELECT group_id, site, backend, epoch, written_by, "
 				     "written_at FROM groups ORDER BY group_id",
@@ -714,9 +770,10 @@ int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *co
 
 /* ---- users ---- */
 
-int geodb_user_get(struct geodb *db, const char *username, struct geodb_user *user_r,
+static int sqlite_user_get(struct geodb *geo, const char *username, struct geodb_user *user_r,
 		   const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = cached(db, STMT_USER_GET);
 	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(stmt), ret;
@@ -736,9 +793,10 @@ int geodb_user_get(struct geodb *db, const char *username, struct geodb_user *us
 	return ret;
 }
 
-int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_id,
+static int sqlite_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
 			 const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(db,
 				     "INSERT INTO users (username, group_id, written_by, "
 				     "written_at) VALUES (?1, ?2, ?3, ?4)"
@@ -756,8 +814,9 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
 	return changes < 0 ? -1 : 0;
 }
 
-int geodb_user_delete(struct geodb *db, const char *username, const char **error_r)
+static int sqlite_user_delete(struct geodb *geo, const char *username, const char **error_r)
 {
+	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt = prepare(db, "DELETE FROM users WHERE username = ?", error_r);
 	if (stmt == NULL)
 		return -1;
@@ -766,3 +825,248 @@ int geodb_user_delete(struct geodb *db, const char *username, const char **error
 	sqlite3_finalize(stmt);
 	return changes < 0 ? -1 : (changes > 0 ? 1 : 0);
 }
+
+static int sqlite_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
+			    const char **error_r);
+
+/* ---- schema ---- */
+
+static int sqlite_init(struct geodb *geo, unsigned *from_r, const char **error_r)
+{
+	/* sqlite_open() created or upgraded the schema already */
+	struct sqldb *db = (struct sqldb *)geo;
+	*from_r = db->found_version;
+	return 0;
+}
+
+static const char *sqlite_schema_text(struct geodb *geo)
+{
+	return schema_sql;
+}
+
+/* ---- the whole state at once ---- */
+
+static int meta_uint(struct sqldb *db, const char *key, unsigned *value_r, const char **error_r)
+{
+	sqlite3_stmt *stmt = prepare(db, "SELECT value FROM meta WHERE key = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(stmt);
+	*value_r = rc == SQLITE_ROW ? (unsigned)sqlite3_column_int64(stmt, 0) : 0;
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_fail(db, error_r, "reading meta");
+	return 0;
+}
+
+static int sqlite_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap,
+				const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	memset(snap, 0, sizeof(*snap));
+	if (sqlite_read_begin(geo, error_r) < 0)
+		return -1;
+	int ret = -1;
+	if (meta_uint(db, "schema_version", &snap->schema_version, error_r) == 0 &&
+	    meta_uint(db, "group_count", &snap->group_count, error_r) == 0 &&
+	    sqlite_site_list(geo, &snap->sites, &snap->site_count, error_r) == 0 &&
+	    sqlite_backend_list(geo, NULL, &snap->backends, &snap->backend_count, error_r) == 0 &&
+	    sqlite_group_list(geo, &snap->groups, &snap->group_row_count, error_r) == 0 &&
+	    sqlite_user_list(geo, &snap->users, &snap->user_count, error_r) == 0)
+		ret = 0;
+	sqlite_read_end(geo);
+	if (ret < 0)
+		geodb_snapshot_free(snap);
+	return ret;
+}
+
+/* ---- users (list) ---- */
+
+static void read_user_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_user *user = item;
+	memset(user, 0, sizeof(*user));
+	copy_text(user->username, sizeof(user->username), stmt, 0);
+	user->group_id = (unsigned)sqlite3_column_int64(stmt, 1);
+	copy_text(user->written_by, sizeof(user->written_by), stmt, 2);
+	user->written_at = sqlite3_column_int64(stmt, 3);
+}
+
+static int sqlite_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
+			    const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(db,
+				     "SELECT username, group_id, written_by, written_at FROM users"
+				     " ORDER BY username",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	return collect(db, stmt, sizeof(**users_r), read_user_row, (void **)users_r, count_r,
+		       error_r);
+}
+
+/* ---- leases ---- */
+
+static int sqlite_lease_acquire(struct geodb *geo, const char *name, const char *holder,
+				unsigned ttl_secs, struct geodb_lease *lease_r,
+				const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	int64_t now = now_seconds();
+	/* one statement: take it if absent, expired or ours; the write lock
+	 * makes it atomic against other processes */
+	sqlite3_stmt *stmt = prepare(
+		db,
+		"INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)"
+		" ON CONFLICT(name) DO UPDATE SET holder = ?2, expires_at = ?3"
+		" WHERE leases.holder = ?2 OR leases.expires_at <= ?4",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, holder, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, now + ttl_secs);
+	sqlite3_bind_int64(stmt, 4, now);
+	int changes = step_done(db, stmt, "acquiring a lease", error_r);
+	sqlite3_finalize(stmt);
+	if (changes < 0)
+		return -1;
+	stmt = prepare(db, "SELECT name, holder, expires_at FROM leases WHERE name = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		memset(lease_r, 0, sizeof(*lease_r));
+		copy_text(lease_r->name, sizeof(lease_r->name), stmt, 0);
+		copy_text(lease_r->holder, sizeof(lease_r->holder), stmt, 1);
+		lease_r->expires_at = sqlite3_column_int64(stmt, 2);
+	}
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW)
+		return sql_fail(db, error_r, "reading a lease");
+	return changes > 0 ? 1 : 0;
+}
+
+static int sqlite_lease_release(struct geodb *geo, const char *name, const char *holder,
+				const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "DELETE FROM leases WHERE name = ? AND holder = ? AND expires_at > ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, holder, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, now_seconds());
+	int changes = step_done(db, stmt, "releasing a lease", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : (changes > 0 ? 1 : 0);
+}
+
+/* ---- health observations ---- */
+
+static int sqlite_health_put(struct geodb *geo, const struct geodb_health *health,
+			     unsigned ttl_secs, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT INTO health (backend, observer, ok, detail, observed_at, expires_at)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(backend, observer) DO UPDATE"
+			" SET ok = ?3, detail = ?4, observed_at = ?5, expires_at = ?6",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, health->backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, health->observer, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 3, health->ok ? 1 : 0);
+	sqlite3_bind_text(stmt, 4, health->detail, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 5, health->observed_at);
+	sqlite3_bind_int64(stmt, 6, now_seconds() + ttl_secs);
+	int changes = step_done(db, stmt, "recording a health observation", error_r);
+	sqlite3_finalize(stmt);
+	if (changes < 0)
+		return -1;
+	/* expired rows go away like Cassandra's TTL'd ones */
+	stmt = prepare(db, "DELETE FROM health WHERE expires_at <= ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	changes = step_done(db, stmt, "expiring health observations", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static void read_health_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_health *health = item;
+	memset(health, 0, sizeof(*health));
+	copy_text(health->backend, sizeof(health->backend), stmt, 0);
+	copy_text(health->observer, sizeof(health->observer), stmt, 1);
+	health->ok = sqlite3_column_int(stmt, 2) != 0;
+	copy_text(health->detail, sizeof(health->detail), stmt, 3);
+	health->observed_at = sqlite3_column_int64(stmt, 4);
+}
+
+static int sqlite_health_list(struct geodb *geo, const char *backend,
+			      struct geodb_health **health_r, size_t *count_r,
+			      const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db,
+		backend != NULL
+			? "SELECT backend, observer, ok, detail, observed_at FROM health"
+			  " WHERE expires_at > ?1 AND backend = ?2 ORDER BY backend, observer"
+			: "SELECT backend, observer, ok, detail, observed_at FROM health"
+			  " WHERE expires_at > ?1 ORDER BY backend, observer",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	if (backend != NULL)
+		sqlite3_bind_text(stmt, 2, backend, -1, SQLITE_STATIC);
+	return collect(db, stmt, sizeof(**health_r), read_health_row, (void **)health_r, count_r,
+		       error_r);
+}
+
+const struct geodb_driver geodb_driver_sqlite = {
+	.name = "sqlite",
+	.prefix = "sqlite:",
+	.open = sqlite_open,
+	.spec_check = sqlite_spec_check,
+	.close = sqlite_close,
+	.init = sqlite_init,
+	.schema_text = sqlite_schema_text,
+	.snapshot_read = sqlite_snapshot_read,
+	.read_begin = sqlite_read_begin,
+	.read_end = sqlite_read_end,
+	.changed = sqlite_changed,
+	.check_group_count = sqlite_check_group_count,
+	.site_add = sqlite_site_add,
+	.site_update = sqlite_site_update,
+	.site_remove = sqlite_site_remove,
+	.site_get = sqlite_site_get,
+	.site_list = sqlite_site_list,
+	.backend_add = sqlite_backend_add,
+	.backend_update = sqlite_backend_update,
+	.backend_remove = sqlite_backend_remove,
+	.backend_get = sqlite_backend_get,
+	.backend_list = sqlite_backend_list,
+	.backend_loads = sqlite_backend_loads,
+	.group_get = sqlite_group_get,
+	.group_assign_if_absent = sqlite_group_assign_if_absent,
+	.group_set = sqlite_group_set,
+	.group_list = sqlite_group_list,
+	.user_get = sqlite_user_get,
+	.user_set_group = sqlite_user_set_group,
+	.user_delete = sqlite_user_delete,
+	.user_list = sqlite_user_list,
+	.lease_acquire = sqlite_lease_acquire,
+	.lease_release = sqlite_lease_release,
+	.health_put = sqlite_health_put,
+	.health_list = sqlite_health_list,
+};

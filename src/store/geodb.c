@@ -1,0 +1,432 @@
+/* geodb.c - the GeoDB interface: picks the driver by the spec's prefix and
+ * dispatches; runs the asynchronous calls of drivers that only have
+ * synchronous ones (SQLite) from a zero timeout on the attached loop. */
+#include "store/geodb_driver.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* weak until the Cassandra driver is linked in everywhere */
+extern const struct geodb_driver geodb_driver_cassandra __attribute__((weak));
+
+static const struct geodb_driver *const drivers[] = {
+	&geodb_driver_sqlite,
+	&geodb_driver_cassandra,
+};
+
+static const struct geodb_driver *driver_for(const char *spec, const char **args_r,
+					     const char **error_r)
+{
+	static char error[512];
+	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
+		if (drivers[i] == NULL)
+			continue;
+		size_t len = strlen(drivers[i]->prefix);
+		if (strncmp(spec, drivers[i]->prefix, len) == 0) {
+			*args_r = spec + len;
+			return drivers[i];
+		}
+	}
+	snprintf(error, sizeof(error),
+		 "geodb: unsupported GeoDB '%.200s': expected sqlite:PATH or "
+		 "cassandra:hosts=H1,H2;keyspace=K;...",
+		 spec);
+	*error_r = error;
+	return NULL;
+}
+
+int geodb_spec_check(const char *spec, const char **error_r)
+{
+	const char *args;
+	const struct geodb_driver *driver = driver_for(spec, &args, error_r);
+	if (driver == NULL)
+		return -1;
+	return driver->spec_check(args, error_r);
+}
+
+int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, struct geodb **db_r,
+	       const char **error_r)
+{
+	const char *args;
+	const struct geodb_driver *driver = driver_for(spec, &args, error_r);
+	if (driver == NULL)
+		return -1;
+	struct geodb *db;
+	if (driver->open(args, busy_timeout_ms, &db, error_r) < 0)
+		return -1;
+	db->driver = driver;
+	snprintf(db->writer, sizeof(db->writer), "%s", writer);
+	*db_r = db;
+	return 0;
+}
+
+void geodb_close(struct geodb **db)
+{
+	if (*db == NULL)
+		return;
+	(*db)->driver->close(*db);
+	*db = NULL;
+}
+
+const char *geodb_driver_name(const struct geodb *db)
+{
+	return db->driver->name;
+}
+
+const char *geodb_writer(const struct geodb *db)
+{
+	return db->writer;
+}
+
+int geodb_init(struct geodb *db, unsigned *from_r, const char **error_r)
+{
+	return db->driver->init(db, from_r, error_r);
+}
+
+const char *geodb_schema_text(struct geodb *db)
+{
+	return db->driver->schema_text(db);
+}
+
+void geodb_snapshot_free(struct geodb_snapshot *snap)
+{
+	free(snap->sites);
+	free(snap->backends);
+	free(snap->groups);
+	free(snap->users);
+	memset(snap, 0, sizeof(*snap));
+}
+
+int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r)
+{
+	return db->driver->snapshot_read(db, snap_r, error_r);
+}
+
+int geodb_read_begin(struct geodb *db, const char **error_r)
+{
+	return db->driver->read_begin != NULL ? db->driver->read_begin(db, error_r) : 0;
+}
+
+void geodb_read_end(struct geodb *db)
+{
+	if (db->driver->read_end != NULL)
+		db->driver->read_end(db);
+}
+
+bool geodb_changed(struct geodb *db)
+{
+	return db->driver->changed != NULL ? db->driver->changed(db) : true;
+}
+
+bool geodb_can_watch(const struct geodb *db)
+{
+	return db->driver->changed != NULL;
+}
+
+int geodb_check_group_count(struct geodb *db, unsigned group_count, const char **error_r)
+{
+	return db->driver->check_group_count(db, group_count, error_r);
+}
+
+int geodb_site_add(struct geodb *db, const struct geodb_site *site, const char **error_r)
+{
+	return db->driver->site_add(db, site, error_r);
+}
+
+int geodb_site_update(struct geodb *db, const struct geodb_site *site, const char **error_r)
+{
+	return db->driver->site_update(db, site, error_r);
+}
+
+int geodb_site_remove(struct geodb *db, const char *name, const char **error_r)
+{
+	return db->driver->site_remove(db, name, error_r);
+}
+
+int geodb_site_get(struct geodb *db, const char *name, struct geodb_site *site_r,
+		   const char **error_r)
+{
+	return db->driver->site_get(db, name, site_r, error_r);
+}
+
+int geodb_site_list(struct geodb *db, struct geodb_site **sites_r, size_t *count_r,
+		    const char **error_r)
+{
+	return db->driver->site_list(db, sites_r, count_r, error_r);
+}
+
+int geodb_backend_add(struct geodb *db, const char *site, const char *name, const char *address,
+		      const char **error_r)
+{
+	return db->driver->backend_add(db, site, name, address, error_r);
+}
+
+int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
+			 const char **error_r)
+{
+	return db->driver->backend_update(db, backend, error_r);
+}
+
+int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
+			 const char **error_r)
+{
+	return db->driver->backend_remove(db, name, groups_unassigned_r, error_r);
+}
+
+int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *backend_r,
+		      const char **error_r)
+{
+	return db->driver->backend_get(db, name, backend_r, error_r);
+}
+
+int geodb_backend_list(struct geodb *db, const char *site, struct geodb_backend **backends_r,
+		       size_t *count_r, const char **error_r)
+{
+	return db->driver->backend_list(db, site, backends_r, count_r, error_r);
+}
+
+int geodb_backend_loads(struct geodb *db, struct geodb_backend_load **loads_r, size_t *count_r,
+			const char **error_r)
+{
+	return db->driver->backend_loads(db, loads_r, count_r, error_r);
+}
+
+int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
+		    const char **error_r)
+{
+	return db->driver->group_get(db, group_id, group_r, error_r);
+}
+
+int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r)
+{
+	return db->driver->group_assign_if_absent(db, group, error_r);
+}
+
+int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
+		    const char **error_r)
+{
+	return db->driver->group_set(db, group_id, site, backend, error_r);
+}
+
+int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
+		     const char **error_r)
+{
+	return db->driver->group_list(db, groups_r, count_r, error_r);
+}
+
+int geodb_user_get(struct geodb *db, const char *username, struct geodb_user *user_r,
+		   const char **error_r)
+{
+	return db->driver->user_get(db, username, user_r, error_r);
+}
+
+int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_id,
+			 const char **error_r)
+{
+	return db->driver->user_set_group(db, username, group_id, error_r);
+}
+
+int geodb_user_delete(struct geodb *db, const char *username, const char **error_r)
+{
+	return db->driver->user_delete(db, username, error_r);
+}
+
+int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
+		    const char **error_r)
+{
+	return db->driver->user_list(db, users_r, count_r, error_r);
+}
+
+int geodb_lease_acquire(struct geodb *db, const char *name, const char *holder, unsigned ttl_secs,
+			struct geodb_lease *lease_r, const char **error_r)
+{
+	return db->driver->lease_acquire(db, name, holder, ttl_secs, lease_r, error_r);
+}
+
+int geodb_lease_release(struct geodb *db, const char *name, const char *holder,
+			const char **error_r)
+{
+	return db->driver->lease_release(db, name, holder, error_r);
+}
+
+int geodb_health_put(struct geodb *db, const struct geodb_health *health, unsigned ttl_secs,
+		     const char **error_r)
+{
+	return db->driver->health_put(db, health, ttl_secs, error_r);
+}
+
+int geodb_health_list(struct geodb *db, const char *backend, struct geodb_health **health_r,
+		      size_t *count_r, const char **error_r)
+{
+	return db->driver->health_list(db, backend, health_r, count_r, error_r);
+}
+
+/* ---- sorting ---- */
+
+static int site_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct geodb_site *)a)->name, ((const struct geodb_site *)b)->name);
+}
+
+static int backend_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct geodb_backend *)a)->name,
+		      ((const struct geodb_backend *)b)->name);
+}
+
+static int group_cmp(const void *a, const void *b)
+{
+	unsigned x = ((const struct geodb_group *)a)->group_id;
+	unsigned y = ((const struct geodb_group *)b)->group_id;
+	return x < y ? -1 : x > y;
+}
+
+static int user_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct geodb_user *)a)->username,
+		      ((const struct geodb_user *)b)->username);
+}
+
+void geodb_sort_sites(struct geodb_site *sites, size_t count)
+{
+	if (count > 1)
+		qsort(sites, count, sizeof(*sites), site_cmp);
+}
+
+void geodb_sort_backends(struct geodb_backend *backends, size_t count)
+{
+	if (count > 1)
+		qsort(backends, count, sizeof(*backends), backend_cmp);
+}
+
+void geodb_sort_groups(struct geodb_group *groups, size_t count)
+{
+	if (count > 1)
+		qsort(groups, count, sizeof(*groups), group_cmp);
+}
+
+void geodb_sort_users(struct geodb_user *users, size_t count)
+{
+	if (count > 1)
+		qsort(users, count, sizeof(*users), user_cmp);
+}
+
+/* ---- asynchronous calls ---- */
+
+enum op_kind { OP_SNAPSHOT, OP_ASSIGN };
+
+struct geodb_op {
+	struct geodb *db;
+	enum op_kind kind;
+	bool cancelled;
+	geodb_snapshot_callback *snapshot_callback;
+	geodb_assign_callback *assign_callback;
+	void *context;
+	/* the synchronous fallback: run from a zero timeout */
+	struct event *deferred;
+	struct geodb_group group;
+};
+
+int geodb_attach(struct geodb *db, struct event_base *base, const char **error_r)
+{
+	db->base = base;
+	if (db->driver->attach != NULL)
+		return db->driver->attach(db, error_r);
+	return 0;
+}
+
+void geodb_op_cancel(struct geodb_op **op)
+{
+	if (*op == NULL)
+		return;
+	/* the driver still finishes it; then it is freed without a callback */
+	(*op)->cancelled = true;
+	(*op)->context = NULL;
+	*op = NULL;
+}
+
+static void op_free(struct geodb_op *op)
+{
+	if (op->deferred != NULL)
+		event_free(op->deferred);
+	free(op);
+}
+
+void geodb_op_done_snapshot(struct geodb_op *op, struct geodb_snapshot *snap, const char *error)
+{
+	if (!op->cancelled)
+		op->snapshot_callback(op->context, snap, error);
+	else if (snap != NULL) {
+		geodb_snapshot_free(snap);
+		free(snap);
+	}
+	op_free(op);
+}
+
+void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_group *stored,
+			  const char *error)
+{
+	if (!op->cancelled)
+		op->assign_callback(op->context, result, stored, error);
+	op_free(op);
+}
+
+static void run_deferred(evutil_socket_t fd, short what, void *context)
+{
+	struct geodb_op *op = context;
+	const char *error = NULL;
+	if (op->kind == OP_SNAPSHOT) {
+		struct geodb_snapshot *snap = calloc(1, sizeof(*snap));
+		if (op->db->driver->snapshot_read(op->db, snap, &error) < 0) {
+			free(snap);
+			snap = NULL;
+		}
+		geodb_op_done_snapshot(op, snap, error);
+	} else {
+		int result = op->db->driver->group_assign_if_absent(op->db, &op->group, &error);
+		geodb_op_done_assign(op, result, result < 0 ? NULL : &op->group, error);
+	}
+}
+
+static struct geodb_op *op_new(struct geodb *db, enum op_kind kind, void *context)
+{
+	struct geodb_op *op = calloc(1, sizeof(*op));
+	op->db = db;
+	op->kind = kind;
+	op->context = context;
+	return op;
+}
+
+static void op_defer(struct geodb_op *op)
+{
+	op->deferred = evtimer_new(op->db->base, run_deferred, op);
+	struct timeval zero = {0, 0};
+	evtimer_add(op->deferred, &zero);
+}
+
+struct geodb_op *geodb_snapshot_read_async(struct geodb *db, geodb_snapshot_callback *callback,
+					   void *context)
+{
+	struct geodb_op *op = op_new(db, OP_SNAPSHOT, context);
+	op->snapshot_callback = callback;
+	if (db->driver->snapshot_read_async != NULL)
+		db->driver->snapshot_read_async(db, op);
+	else
+		op_defer(op);
+	return op;
+}
+
+struct geodb_op *geodb_group_assign_async(struct geodb *db, const struct geodb_group *group,
+					  geodb_assign_callback *callback, void *context)
+{
+	struct geodb_op *op = op_new(db, OP_ASSIGN, context);
+	op->assign_callback = callback;
+	op->group = *group;
+	if (db->driver->group_assign_async != NULL)
+		db->driver->group_assign_async(db, op, group);
+	else
+		op_defer(op);
+	return op;
+}

@@ -1,0 +1,123 @@
+/* geodb_driver.h - what a GeoDB driver implements (for geodb.c and the
+ * drivers only; everything else includes geodb.h).
+ *
+ * A driver's handle embeds struct geodb as its first member, so that the
+ * public functions in geodb.c can dispatch through db->driver and the
+ * driver can cast back:
+ *
+ *     struct sqldb { struct geodb geo; sqlite3 *sqlite; ... };
+ *     static int sqlite_site_add(struct geodb *geo, ...)
+ *     { struct sqldb *db = (struct sqldb *)geo; ... }
+ *
+ * Every synchronous operation of geodb.h is a member with the same
+ * parameters (minus the geodb_ prefix).  The asynchronous ones are
+ * optional: geodb.c runs the synchronous one from a zero timeout on the
+ * attached event base when a driver leaves them NULL (fine for SQLite,
+ * whose calls take microseconds).  A driver that implements them gets the
+ * op that geodb.c allocated and must finish it exactly once, later (never
+ * inside the call), with geodb_op_done_snapshot() / geodb_op_done_assign();
+ * geodb.c then runs the caller's callback unless it was cancelled, and
+ * frees the op.
+ */
+#ifndef GEODB_DRIVER_H
+#define GEODB_DRIVER_H
+
+#include "store/geodb.h"
+
+struct geodb {
+	const struct geodb_driver *driver;
+	char writer[NAME_MAX_LEN + 1];
+	struct event_base *base; /* set by geodb_attach() */
+};
+
+struct geodb_driver {
+	const char *name;   /* "sqlite" */
+	const char *prefix; /* "sqlite:" */
+	/* args: the spec after the prefix.  Fills *db_r with a handle whose
+	 * struct geodb part geodb.c then completes (driver, writer). */
+	int (*open)(const char *args, unsigned busy_timeout_ms, struct geodb **db_r,
+		    const char **error_r);
+	int (*spec_check)(const char *args, const char **error_r);
+	void (*close)(struct geodb *db);
+	/* optional: called by geodb_attach() after db->base is set */
+	int (*attach)(struct geodb *db, const char **error_r);
+
+	int (*init)(struct geodb *db, unsigned *from_r, const char **error_r);
+	const char *(*schema_text)(struct geodb *db);
+	int (*snapshot_read)(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
+	int (*read_begin)(struct geodb *db, const char **error_r);
+	void (*read_end)(struct geodb *db);
+	bool (*changed)(struct geodb *db); /* NULL: cannot watch */
+	int (*check_group_count)(struct geodb *db, unsigned group_count, const char **error_r);
+
+	int (*site_add)(struct geodb *db, const struct geodb_site *site, const char **error_r);
+	int (*site_update)(struct geodb *db, const struct geodb_site *site, const char **error_r);
+	int (*site_remove)(struct geodb *db, const char *name, const char **error_r);
+	int (*site_get)(struct geodb *db, const char *name, struct geodb_site *site_r,
+			const char **error_r);
+	int (*site_list)(struct geodb *db, struct geodb_site **sites_r, size_t *count_r,
+			 const char **error_r);
+
+	int (*backend_add)(struct geodb *db, const char *site, const char *name,
+			   const char *address, const char **error_r);
+	int (*backend_update)(struct geodb *db, const struct geodb_backend *backend,
+			      const char **error_r);
+	int (*backend_remove)(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
+			      const char **error_r);
+	int (*backend_get)(struct geodb *db, const char *name, struct geodb_backend *backend_r,
+			   const char **error_r);
+	int (*backend_list)(struct geodb *db, const char *site, struct geodb_backend **backends_r,
+			    size_t *count_r, const char **error_r);
+	int (*backend_loads)(struct geodb *db, struct geodb_backend_load **loads_r,
+			     size_t *count_r, const char **error_r);
+
+	int (*group_get)(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
+			 const char **error_r);
+	int (*group_assign_if_absent)(struct geodb *db, struct geodb_group *group,
+				      const char **error_r);
+	int (*group_set)(struct geodb *db, unsigned group_id, const char *site,
+			 const char *backend, const char **error_r);
+	int (*group_list)(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
+			  const char **error_r);
+
+	int (*user_get)(struct geodb *db, const char *username, struct geodb_user *user_r,
+			const char **error_r);
+	int (*user_set_group)(struct geodb *db, const char *username, unsigned group_id,
+			      const char **error_r);
+	int (*user_delete)(struct geodb *db, const char *username, const char **error_r);
+	int (*user_list)(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
+			 const char **error_r);
+
+	int (*lease_acquire)(struct geodb *db, const char *name, const char *holder,
+			     unsigned ttl_secs, struct geodb_lease *lease_r, const char **error_r);
+	int (*lease_release)(struct geodb *db, const char *name, const char *holder,
+			     const char **error_r);
+	int (*health_put)(struct geodb *db, const struct geodb_health *health, unsigned ttl_secs,
+			  const char **error_r);
+	int (*health_list)(struct geodb *db, const char *backend, struct geodb_health **health_r,
+			   size_t *count_r, const char **error_r);
+
+	/* optional asynchronous versions (see above) */
+	void (*snapshot_read_async)(struct geodb *db, struct geodb_op *op);
+	void (*group_assign_async)(struct geodb *db, struct geodb_op *op,
+				   const struct geodb_group *group);
+};
+
+extern const struct geodb_driver geodb_driver_sqlite;
+extern const struct geodb_driver geodb_driver_cassandra;
+
+/* For drivers finishing an asynchronous op (exactly once, from the event
+ * loop).  done_snapshot takes ownership of snap, which must be malloc()ed
+ * (NULL with error set on failure). */
+void geodb_op_done_snapshot(struct geodb_op *op, struct geodb_snapshot *snap, const char *error);
+void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_group *stored,
+			  const char *error);
+
+/* Sorting helpers every driver uses so that snapshots and lists come out in
+ * the same order whatever the database's own order. */
+void geodb_sort_sites(struct geodb_site *sites, size_t count);
+void geodb_sort_backends(struct geodb_backend *backends, size_t count);
+void geodb_sort_groups(struct geodb_group *groups, size_t count);
+void geodb_sort_users(struct geodb_user *users, size_t count);
+
+#endif
