@@ -15,6 +15,7 @@
 #include "cli/output.h"
 #include "util/net_util.h"
 #include "store/geodb.h"
+#include "store/localdb.h"
 #include "store/route.h"
 #include "util/settings.h"
 #include "util/strbuf.h"
@@ -71,7 +72,10 @@ static const char usage_text[] =
 	"  user move --direct USER GROUP\n"
 	"  user delete USER\n"
 	"  who [USER]                                (asks the running daemon)\n"
-	"  kick USER                                 (asks the running daemon)\n";
+	"  kick USER                                 (asks the running daemon)\n"
+	"  geodb init                                (create or upgrade the schema)\n"
+	"  geodb schema                              (print it: SQL or CQL)\n"
+	"  geodb refresh                             (the running daemon re-reads the GeoDB now)\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -535,8 +539,18 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		return usage("user: unknown subcommand '%s'", sub);
 	struct route_result route;
 	const char *reason;
-	enum route_status status = route_user(cli->geodb, NULL, cli->set->site,
-					      cli->set->group_count, user, access, &route, &reason);
+	struct geodb_snapshot snap;
+	if (geodb_snapshot_read(cli->geodb, &snap, &error) < 0)
+		return refused("%s", error);
+	struct localdb *ldb = localdb_create(cli->set->group_count);
+	if (localdb_replace(ldb, &snap, &error) < 0) {
+		geodb_snapshot_free(&snap);
+		localdb_destroy(&ldb);
+		return refused("%s", error);
+	}
+	enum route_status status =
+		route_user_sync(cli->geodb, ldb, cli->set->site, user, access, &route, &reason);
+	localdb_destroy(&ldb);
 	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
 		return refused("user %s: %s", user, reason);
 	char group[16];
@@ -710,6 +724,52 @@ static int cmd_kick(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_geodb(struct cli *cli, int argc, char **argv)
+{
+	const char *error;
+	if (argc != 1)
+		return usage("geodb: expected init, schema or refresh");
+	if (strcmp(argv[0], "schema") == 0) {
+		fputs(geodb_schema_text(cli->geodb), stdout);
+		return 0;
+	}
+	if (strcmp(argv[0], "init") != 0)
+		return usage("geodb: unknown subcommand '%s'", argv[0]);
+	unsigned from;
+	if (geodb_init(cli->geodb, &from, &error) < 0 ||
+	    geodb_check_group_count(cli->geodb, cli->set->group_count, &error) < 0)
+		return refused("%s", error);
+	if (from == GEODB_SCHEMA_VERSION)
+		printf("geodb (%s): schema version %d, up to date; group_count %u\n",
+		       geodb_driver_name(cli->geodb), GEODB_SCHEMA_VERSION, cli->set->group_count);
+	else if (from == 0)
+		printf("geodb (%s): schema version %d created; group_count %u\n",
+		       geodb_driver_name(cli->geodb), GEODB_SCHEMA_VERSION, cli->set->group_count);
+	else
+		printf("geodb (%s): schema upgraded from version %u to %d; group_count %u\n",
+		       geodb_driver_name(cli->geodb), from, GEODB_SCHEMA_VERSION,
+		       cli->set->group_count);
+	return 0;
+}
+
+static int cmd_geodb_refresh(struct cli *cli)
+{
+	struct strbuf body = {0};
+	int status = admin_request(cli, "POST", "/api/geodb/refresh", &body);
+	if (status != 200) {
+		if (status > 0)
+			refused("the daemon could not refresh from the GeoDB (HTTP %d): %s", status,
+				body.data != NULL ? body.data : "");
+		strbuf_free(&body);
+		return EXIT_REFUSED;
+	}
+	const char *g = body.data != NULL ? strstr(body.data, "\"groups_assigned\":") : NULL;
+	unsigned long groups = g != NULL ? strtoul(g + 18, NULL, 10) : 0;
+	printf("localdb refreshed from the GeoDB: %lu groups assigned\n", groups);
+	strbuf_free(&body);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = NULL, *format = "table";
@@ -752,11 +812,18 @@ int main(int argc, char **argv)
 		settings_free(&cli.set);
 		return ret;
 	}
+	if (strcmp(command, "geodb") == 0 && sub_argc == 1 && strcmp(sub_argv[0], "refresh") == 0) {
+		ret = cmd_geodb_refresh(&cli);
+		settings_free(&cli.set);
+		return ret;
+	}
+	bool geodb_command = strcmp(command, "geodb") == 0;
 	char writer[NAME_MAX_LEN + 1], host[64] = "unknown";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(writer, sizeof(writer), "cli@%.50s", host);
 	if (geodb_open(cli.set->geodb, writer, 10000, &cli.geodb, &error) < 0 ||
-	    geodb_check_group_count(cli.geodb, cli.set->group_count, &error) < 0) {
+	    (!geodb_command &&
+	     geodb_check_group_count(cli.geodb, cli.set->group_count, &error) < 0)) {
 		geodb_close(&cli.geodb);
 		settings_free(&cli.set);
 		return refused("%s", error);
@@ -769,6 +836,8 @@ int main(int argc, char **argv)
 		ret = cmd_group(&cli, sub_argc, sub_argv);
 	else if (strcmp(command, "user") == 0)
 		ret = cmd_user(&cli, sub_argc, sub_argv);
+	else if (geodb_command)
+		ret = cmd_geodb(&cli, sub_argc, sub_argv);
 	else
 		ret = usage("unknown command '%s'", command);
 	geodb_close(&cli.geodb);

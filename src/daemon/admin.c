@@ -3,6 +3,7 @@
 
 #include "brain/user.h"
 #include "daemon/daemon.h"
+#include "daemon/router.h"
 #include "daemon/session.h"
 #include "util/log.h"
 #include "util/strbuf.h"
@@ -59,9 +60,11 @@ static void handle_status(struct evhttp_request *req, void *context)
 	struct strbuf body = {0};
 	strbuf_append(&body, "{\"site\":");
 	strbuf_append_json_string(&body, daemon->set->site);
-	strbuf_printf(&body, ",\"uptime\":%ld,\"clients\":%u,\"sessions\":%u}\n",
+	strbuf_printf(&body, ",\"uptime\":%ld,\"clients\":%u,\"sessions\":%u,",
 		      (long)(time(NULL) - daemon->started), daemon->client_count,
 		      daemon->session_count);
+	router_status_json(daemon, &body);
+	strbuf_append(&body, "}\n");
 	reply(req, 200, "OK", "application/json", &body);
 	strbuf_free(&body);
 }
@@ -204,14 +207,62 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 		      "mailcluster_lmtp_recipients_total{result=\"tempfailed\"} %llu\n",
 		      (unsigned long long)m->lmtp_recipients_delivered,
 		      (unsigned long long)m->lmtp_recipients_tempfailed);
+	router_metrics(daemon, &body);
 	reply(req, 200, "OK", "text/plain; version=0.0.4", &body);
 	strbuf_free(&body);
+}
+
+/* POST /api/geodb/refresh: answered once the refresh is done. */
+struct refresh_request {
+	struct evhttp_request *req;
+	struct daemon *daemon;
+	bool gone; /* the client closed the connection meanwhile */
+};
+
+static void refresh_client_gone(struct evhttp_connection *conn, void *context)
+{
+	struct refresh_request *r = context;
+	r->gone = true;
+}
+
+static void refresh_done(void *context, const char *error)
+{
+	struct refresh_request *r = context;
+	if (!r->gone) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), NULL, NULL);
+		if (error != NULL) {
+			reply_error(r->req, 503, "Service Unavailable", error);
+		} else {
+			struct strbuf body = {0};
+			strbuf_append(&body, "{\"refreshed\":true,");
+			router_status_json(r->daemon, &body);
+			strbuf_append(&body, "}\n");
+			reply(r->req, 200, "OK", "application/json", &body);
+			strbuf_free(&body);
+		}
+	}
+	free(r);
+}
+
+static void handle_geodb_refresh(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		reply_error(req, 405, "Method Not Allowed", "use POST /api/geodb/refresh");
+		return;
+	}
+	struct refresh_request *r = calloc(1, sizeof(*r));
+	r->req = req;
+	r->daemon = daemon;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), refresh_client_gone, r);
+	log_info("event=geodb_refresh_requested");
+	router_refresh_now(daemon, refresh_done, r);
 }
 
 static void handle_other(struct evhttp_request *req, void *context)
 {
 	reply_error(req, 404, "Not Found",
-		    "unknown path: see /api/status, /api/who, /api/kick, /metrics");
+		    "unknown path: see /api/status, /api/who, /api/kick, /api/geodb/refresh, /metrics");
 }
 
 int admin_start(struct daemon *daemon, const char **error_r)
@@ -228,6 +279,7 @@ int admin_start(struct daemon *daemon, const char **error_r)
 	evhttp_set_cb(daemon->http, "/api/who", handle_who, daemon);
 	evhttp_set_cb(daemon->http, "/api/kick", handle_kick, daemon);
 	evhttp_set_cb(daemon->http, "/metrics", handle_metrics, daemon);
+	evhttp_set_cb(daemon->http, "/api/geodb/refresh", handle_geodb_refresh, daemon);
 	evhttp_set_gencb(daemon->http, handle_other, daemon);
 	if (evhttp_bind_socket(daemon->http, daemon->set->admin_listen.host,
 			       (uint16_t)daemon->set->admin_listen.port) < 0) {

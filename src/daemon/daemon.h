@@ -14,7 +14,7 @@ struct event_base;
 struct listener_context;
 struct evhttp;
 struct geodb;
-struct route_cache;
+struct router;
 struct relay_pipe_pool;
 struct net_network;
 struct session;
@@ -47,7 +47,7 @@ struct daemon {
 	const char *config_path;
 	struct event_base *base;
 	struct geodb *geodb;
-	struct route_cache *route_cache;
+	struct router *router; /* LocalDB + GeoDB refresh (router.h) */
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[LISTENER_COUNT];

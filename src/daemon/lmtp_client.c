@@ -3,7 +3,7 @@
  *
  * An MTA hands us one message for many recipients, and each recipient may
  * live on a different backend.  LHLO, MAIL, RSET, NOOP, VRFY and QUIT are
- * answered here; every RCPT is routed on its own (route_user(), by the
+ * answered here; every RCPT is routed on its own (router_route(), by the
  * whole address or by its local part: lmtp_username).  A transaction holds
  * one connection per distinct backend it touches (struct lmtp_backend),
  * opened at the first RCPT for that backend:
@@ -56,7 +56,7 @@
 #include "daemon/session.h"
 #include "net/stream.h"
 #include "proto/smtp_command.h"
-#include "store/route.h"
+#include "daemon/router.h"
 #include "util/log.h"
 #include "util/net_util.h"
 
@@ -180,7 +180,9 @@ struct lmtp_client {
 	size_t rcpt_count, rcpt_size;
 	struct lmtp_backend *backends;
 
-	/* CLIENT_WAITING: the RCPT at a backend, and its reply once known */
+	/* CLIENT_WAITING: the RCPT being routed or at a backend, and its reply
+	 * once known */
+	struct router_wait *route_wait;
 	struct lmtp_rcpt pending;
 	char *pending_reply;
 	char pending_reason[300]; /* set when the reply is ours, not the backend's */
@@ -1000,6 +1002,7 @@ static void client_destroy(struct lmtp_client *client, const char *reason)
 		log_info("event=disconnect protocol=lmtp client=%s:%u session=%s reason=\"%s\"",
 			 client->id.client_ip, client->id.client_port, client->id.session_id,
 			 reason);
+	router_wait_cancel(&client->route_wait);
 	transaction_reset(client, false);
 	event_free(client->resume);
 	stream_destroy(&client->stream);
@@ -1208,11 +1211,15 @@ static void cmd_mail(struct lmtp_client *client, const struct smtp_command *cmd)
 	client_send(client, "250 2.1.0 Sender OK\r\n");
 }
 
+static void rcpt_routed(void *context, enum route_status status, const struct route_result *route,
+			const char *reason);
+static bool rcpt_route(struct lmtp_client *client, enum route_status status,
+		       const struct route_result *route, const char *reason, bool async);
+
 /* Returns false if the client now waits for a backend. */
 static bool cmd_rcpt(struct lmtp_client *client, const struct smtp_command *cmd)
 {
 	struct daemon *daemon = client->daemon;
-	char reply[600];
 	if (!client->transaction) {
 		client_send(client, "503 5.5.1 MAIL needed first\r\n");
 		return true;
@@ -1238,39 +1245,73 @@ static bool cmd_rcpt(struct lmtp_client *client, const struct smtp_command *cmd)
 	rcpt_clear(rcpt);
 	rcpt->address = strdup(cmd->path);
 	struct route_result route;
-	const char *reason;
-	enum route_status status =
-		route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
-			   daemon->set->group_count, user, true, &route, &reason);
+	const char *reason = NULL;
+	enum route_status status = router_route(daemon, user, &route, &reason, rcpt_routed, client,
+						&client->route_wait);
+	if (status == ROUTE_ASSIGN) {
+		/* the group is being assigned: read nothing meanwhile */
+		snprintf(rcpt->user, sizeof(rcpt->user), "%s", route.username);
+		rcpt->group_id = route.group_id;
+		client->state = CLIENT_WAITING;
+		stream_read_enable(client->stream, false);
+		return false;
+	}
+	return rcpt_route(client, status, &route, reason, false);
+}
+
+/* The reply to a RCPT that goes to no backend.  From a callback (async)
+ * it goes through client_resume() like a backend's reply. */
+static void rcpt_reply_ours(struct lmtp_client *client, const char *reply, const char *reason,
+			    bool async)
+{
+	if (async) {
+		client->pending_reply = strdup(reply);
+		snprintf(client->pending_reason, sizeof(client->pending_reason), "%s",
+			 reason != NULL ? reason : "");
+		client_schedule(client);
+		return;
+	}
+	client_send(client, reply);
+	log_rcpt(client, &client->pending, "rcpt", reply, reason);
+	rcpt_clear(&client->pending);
+}
+
+static void rcpt_routed(void *context, enum route_status status, const struct route_result *route,
+			const char *reason)
+{
+	struct lmtp_client *client = context;
+	client->route_wait = NULL;
+	rcpt_route(client, status, route, reason, true);
+}
+
+/* The rest of RCPT once its user is routed.  Returns false if the client
+ * now waits for a backend (or, async, for client_resume()). */
+static bool rcpt_route(struct lmtp_client *client, enum route_status status,
+		       const struct route_result *route, const char *reason, bool async)
+{
+	struct lmtp_rcpt *rcpt = &client->pending;
+	const char *path = rcpt->address;
+	char reply[600];
 	snprintf(rcpt->user, sizeof(rcpt->user), "%s",
-		 route.username[0] != '\0' ? route.username : "-");
-	rcpt->group_id = route.group_id;
+		 route->username[0] != '\0' ? route->username : "-");
+	rcpt->group_id = route->group_id;
 	switch (status) {
 	case ROUTE_OK:
 		break;
 	case ROUTE_BAD_USER:
-		snprintf(reply, sizeof(reply), "550 5.1.3 <%s> is not a valid user name\r\n",
-			 cmd->path);
-		client_send(client, reply);
-		log_rcpt(client, rcpt, "rcpt", reply, reason);
-		rcpt_clear(rcpt);
-		return true;
+		snprintf(reply, sizeof(reply), "550 5.1.3 <%s> is not a valid user name\r\n", path);
+		rcpt_reply_ours(client, reply, reason, async);
+		return async ? false : true;
 	case ROUTE_UNAVAILABLE:
 	case ROUTE_ERROR:
+	case ROUTE_ASSIGN:
 		if (status == ROUTE_ERROR)
 			log_error("event=geodb_error user=%s reason=\"%s\"", rcpt->user, reason);
-		tempfail_reply(cmd->path, reply, sizeof(reply));
-		client_send(client, reply);
-		log_rcpt(client, rcpt, "rcpt", reply, reason);
-		rcpt_clear(rcpt);
-		return true;
+		tempfail_reply(path, reply, sizeof(reply));
+		rcpt_reply_ours(client, reply, reason, async);
+		return async ? false : true;
 	}
-	if (route.assigned_now) {
-		daemon->metrics.group_assignments++;
-		log_info("event=group_assign group=%u backend=%s site=%s user=%s", route.group_id,
-			 route.backend.name, route.group.site, route.username);
-	}
-	struct lmtp_backend *backend = backend_find(client, route.backend.name);
+	struct lmtp_backend *backend = backend_find(client, route->backend.name);
 	if (backend != NULL && backend->state == BACKEND_FAILED && !backend->used) {
 		/* a connection kept from an earlier transaction that died
 		 * meanwhile: it is no answer for this one */
@@ -1279,7 +1320,14 @@ static bool cmd_rcpt(struct lmtp_client *client, const struct smtp_command *cmd)
 	}
 	rcpt->backend = backend;
 	if (backend != NULL && backend->state == BACKEND_FAILED) {
-		char *failure = backend_failure_reply(backend, cmd->path);
+		char *failure = backend_failure_reply(backend, path);
+		if (async) {
+			client->pending_reply = failure;
+			snprintf(client->pending_reason, sizeof(client->pending_reason), "%s",
+				 backend->failure);
+			client_schedule(client);
+			return false;
+		}
 		client_send(client, failure);
 		log_rcpt(client, rcpt, "rcpt", failure, backend->failure);
 		free(failure);
@@ -1290,7 +1338,7 @@ static bool cmd_rcpt(struct lmtp_client *client, const struct smtp_command *cmd)
 	client->state = CLIENT_WAITING;
 	stream_read_enable(client->stream, false);
 	if (backend == NULL) {
-		backend = backend_create(client, &route);
+		backend = backend_create(client, route);
 		rcpt->backend = backend;
 		backend->used = true;
 		backend_attempt(backend);

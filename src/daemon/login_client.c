@@ -15,6 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void wipe_free(char **s)
+{
+	if (*s != NULL) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
 static void client_input(void *context)
 {
 	struct login_client *client = context;
@@ -92,6 +101,9 @@ void login_client_destroy(struct login_client *client, const char *reason)
 			 client->id.session_id,
 			 client->state == LOGIN_CLIENT_BACKEND ? "login" : "prelogin", reason);
 	login_proxy_abort(&client->login);
+	router_wait_cancel(&client->route_wait);
+	wipe_free(&client->wait_user);
+	wipe_free(&client->wait_password);
 	if (client->protocol->free != NULL)
 		client->protocol->free(client);
 	free(client->tag);
@@ -156,32 +168,16 @@ static void login_done(void *context, enum login_proxy_result result, const char
 		client->protocol->input(client);
 }
 
-void login_client_login(struct login_client *client, const char *tag, const char *user,
+static void start_login(struct login_client *client, const char *tag, const char *user,
 			const char *password)
 {
 	struct daemon *daemon = client->daemon;
 	const struct login_client_protocol *protocol = client->protocol;
-	if (!login_client_plaintext_allowed(client)) {
-		daemon->metrics.logins_refused++;
-		protocol->reply(client, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag, NULL);
-		return;
-	}
-	if (client->route == NULL)
-		client->route = malloc(sizeof(*client->route));
-	switch (login_route(daemon, protocol->name, &client->id, user, client->route)) {
-	case LOGIN_ROUTE_OK:
-		break;
-	case LOGIN_ROUTE_BAD_USER:
-		protocol->reply(client, LOGIN_REPLY_AUTH_FAILED, tag, NULL);
-		login_client_auth_failed(client);
-		return;
-	case LOGIN_ROUTE_UNAVAILABLE:
-		protocol->reply(client, LOGIN_REPLY_TEMPFAIL, tag, NULL);
-		return;
-	}
 	client->state = LOGIN_CLIENT_BACKEND;
-	free(client->tag);
-	client->tag = tag != NULL ? strdup(tag) : NULL;
+	if (tag != client->tag) {
+		free(client->tag);
+		client->tag = tag != NULL ? strdup(tag) : NULL;
+	}
 	struct login_proxy_request request = {
 		.daemon = daemon,
 		.client = client->stream,
@@ -196,6 +192,69 @@ void login_client_login(struct login_client *client, const char *tag, const char
 	client->starting_login = true;
 	login_proxy_start(&request, login_done, client, &client->login);
 	client->starting_login = false;
+}
+
+/* The group of a login's user got its backend (or could not). */
+static void routed(void *context, enum route_status status, const struct route_result *route,
+		   const char *reason)
+{
+	struct login_client *client = context;
+	client->route_wait = NULL;
+	*client->route = *route;
+	switch (login_route_finish(client->daemon, client->protocol->name, &client->id, status,
+				   client->route, reason)) {
+	case LOGIN_ROUTE_OK:
+		start_login(client, client->tag, client->wait_user, client->wait_password);
+		break;
+	case LOGIN_ROUTE_BAD_USER: /* not after an assignment */
+	case LOGIN_ROUTE_UNAVAILABLE:
+	case LOGIN_ROUTE_PENDING:
+		client->protocol->reply(client, LOGIN_REPLY_TEMPFAIL, client->tag, NULL);
+		client->state = LOGIN_CLIENT_PRELOGIN;
+		free(client->tag);
+		client->tag = NULL;
+		break;
+	}
+	wipe_free(&client->wait_user);
+	wipe_free(&client->wait_password);
+	/* what the client pipelined meanwhile (nobody else reads it now) */
+	if (client->state == LOGIN_CLIENT_PRELOGIN)
+		client->protocol->input(client);
+}
+
+void login_client_login(struct login_client *client, const char *tag, const char *user,
+			const char *password)
+{
+	struct daemon *daemon = client->daemon;
+	const struct login_client_protocol *protocol = client->protocol;
+	if (!login_client_plaintext_allowed(client)) {
+		daemon->metrics.logins_refused++;
+		protocol->reply(client, LOGIN_REPLY_PLAINTEXT_DISALLOWED, tag, NULL);
+		return;
+	}
+	if (client->route == NULL)
+		client->route = malloc(sizeof(*client->route));
+	switch (login_route(daemon, protocol->name, &client->id, user, client->route, routed, client,
+			    &client->route_wait)) {
+	case LOGIN_ROUTE_OK:
+		break;
+	case LOGIN_ROUTE_BAD_USER:
+		protocol->reply(client, LOGIN_REPLY_AUTH_FAILED, tag, NULL);
+		login_client_auth_failed(client);
+		return;
+	case LOGIN_ROUTE_UNAVAILABLE:
+		protocol->reply(client, LOGIN_REPLY_TEMPFAIL, tag, NULL);
+		return;
+	case LOGIN_ROUTE_PENDING:
+		/* read nothing more until routed() */
+		client->state = LOGIN_CLIENT_BACKEND;
+		free(client->tag);
+		client->tag = tag != NULL ? strdup(tag) : NULL;
+		client->wait_user = strdup(user);
+		client->wait_password = strdup(password);
+		return;
+	}
+	start_login(client, tag, user, password);
 }
 
 void login_client_plain_response(struct login_client *client, const char *tag, const char *b64,

@@ -32,6 +32,7 @@ struct daemon;
 struct settings;
 struct stream;
 struct route_result;
+struct router_wait;
 struct login_client;
 
 enum login_client_state {
@@ -79,6 +80,8 @@ struct login_client {
 	enum login_client_state state;
 	char *tag; /* of the login in progress, for its replies */
 	struct route_result *route;
+	struct router_wait *route_wait; /* the group is being assigned */
+	char *wait_user, *wait_password;  /* meanwhile */
 	struct login_proxy *login;
 };
 

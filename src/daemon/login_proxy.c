@@ -12,7 +12,7 @@
 #include "net/relay.h"
 #include "net/stream.h"
 #include "proto/sasl_plain.h"
-#include "store/route.h"
+#include "daemon/router.h"
 #include "util/log.h"
 #include "util/net_util.h"
 
@@ -74,21 +74,12 @@ void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd
 	ident->loopback = net_sockaddr_is_loopback(remote);
 }
 
-enum login_route login_route(struct daemon *daemon, const char *protocol,
-			     const struct client_ident *ident, const char *user,
-			     struct route_result *route)
+enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
+				    const struct client_ident *ident, enum route_status status,
+				    const struct route_result *route, const char *reason)
 {
-	const char *reason;
-	enum route_status status = route_user(daemon->geodb, daemon->route_cache, daemon->set->site,
-					      daemon->set->group_count, user, true, route, &reason);
 	switch (status) {
 	case ROUTE_OK:
-		if (route->assigned_now) {
-			daemon->metrics.group_assignments++;
-			log_info("event=group_assign group=%u backend=%s site=%s user=%s",
-				 route->group_id, route->backend.name, route->group.site,
-				 route->username);
-		}
 		return LOGIN_ROUTE_OK;
 	case ROUTE_BAD_USER:
 		daemon->metrics.logins_refused++;
@@ -97,9 +88,8 @@ enum login_route login_route(struct daemon *daemon, const char *protocol,
 			 protocol, ident->client_ip, ident->client_port, ident->session_id, reason);
 		return LOGIN_ROUTE_BAD_USER;
 	case ROUTE_ERROR:
-		log_error("event=geodb_error user=%s reason=\"%s\"", route->username, reason);
-		/* fall through */
 	case ROUTE_UNAVAILABLE:
+	case ROUTE_ASSIGN:
 		break;
 	}
 	daemon->metrics.logins_unavailable++;
@@ -108,6 +98,19 @@ enum login_route login_route(struct daemon *daemon, const char *protocol,
 		    protocol, route->username, route->group_id, ident->client_ip,
 		    ident->client_port, ident->session_id, reason);
 	return LOGIN_ROUTE_UNAVAILABLE;
+}
+
+enum login_route login_route(struct daemon *daemon, const char *protocol,
+			     const struct client_ident *ident, const char *user,
+			     struct route_result *route, router_callback *callback, void *context,
+			     struct router_wait **wait_r)
+{
+	const char *reason = NULL;
+	enum route_status status =
+		router_route(daemon, user, route, &reason, callback, context, wait_r);
+	if (status == ROUTE_ASSIGN)
+		return LOGIN_ROUTE_PENDING;
+	return login_route_finish(daemon, protocol, ident, status, route, reason);
 }
 
 static long ms_until(const struct timespec *deadline)

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/router.h"
+
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -53,11 +55,22 @@ void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd
 
 /* The routing step of a login, with its metrics and log lines: OK fills
  * route; BAD_USER (answer "authentication failed") and UNAVAILABLE
- * (answer your protocol's temporary failure) are logged already. */
-enum login_route { LOGIN_ROUTE_OK, LOGIN_ROUTE_BAD_USER, LOGIN_ROUTE_UNAVAILABLE };
+ * (answer your protocol's temporary failure) are logged already; PENDING:
+ * the user's group is being assigned, *wait_r is set and callback runs
+ * later, which then passes what it got to login_route_finish(). */
+enum login_route {
+	LOGIN_ROUTE_OK,
+	LOGIN_ROUTE_BAD_USER,
+	LOGIN_ROUTE_UNAVAILABLE,
+	LOGIN_ROUTE_PENDING
+};
 enum login_route login_route(struct daemon *daemon, const char *protocol,
 			     const struct client_ident *ident, const char *user,
-			     struct route_result *route_r);
+			     struct route_result *route_r, router_callback *callback,
+			     void *context, struct router_wait **wait_r);
+enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
+				    const struct client_ident *ident, enum route_status status,
+				    const struct route_result *route, const char *reason);
 
 enum login_proxy_result {
 	LOGIN_PROXY_PROXYING,

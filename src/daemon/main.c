@@ -14,6 +14,7 @@
 #include "daemon/session.h"
 #include "net/relay.h"
 #include "net/tls.h"
+#include "daemon/router.h"
 #include "store/geodb.h"
 #include "store/route.h"
 #include "util/net_util.h"
@@ -227,6 +228,20 @@ static int detach(void)
 	return chdir("/");
 }
 
+/* The GeoDB spec for the log, without the value of password=. */
+static void redact_password(const char *spec, char *dst, size_t size)
+{
+	snprintf(dst, size, "%s", spec);
+	char *p = strstr(dst, "password=");
+	if (p == NULL)
+		return;
+	p += strlen("password=");
+	char *end = strchr(p, ';');
+	char rest[512];
+	snprintf(rest, sizeof(rest), "***%s", end != NULL ? end : "");
+	snprintf(p, size - (size_t)(p - dst), "%s", rest);
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = NULL;
@@ -278,21 +293,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (geodb_open(daemon.set->geodb, daemon.writer, 1000, &daemon.geodb, &error) < 0 ||
-	    geodb_check_group_count(daemon.geodb, daemon.set->group_count, &error) < 0) {
+	    (geodb_can_watch(daemon.geodb) &&
+	     geodb_check_group_count(daemon.geodb, daemon.set->group_count, &error) < 0)) {
 		fprintf(stderr, "mailclusterd: %s\n", error);
 		return 1;
 	}
-	daemon.route_cache = route_cache_create(daemon.set->group_count);
-	struct geodb_site site;
-	int found = geodb_site_get(daemon.geodb, daemon.set->site, &site, &error);
-	if (found == 0)
-		log_warning("event=config_warning reason=\"site %s is not in the GeoDB yet: add it "
-			    "with "
-			    "'mailcluster site add %s' and add its backends; logins fail with "
-			    "UNAVAILABLE "
-			    "until then\"",
-			    daemon.set->site, daemon.set->site);
-
 	bool any_listener = false;
 	for (int k = 0; k < LISTENER_COUNT; k++)
 		any_listener |= daemon.set->listeners[k].addr.port != 0;
@@ -326,6 +331,12 @@ int main(int argc, char **argv)
 	event_config_free(event_config);
 	daemon.pipe_pool = relay_pipe_pool_create(PIPE_POOL_SPARE);
 	daemon.started = time(NULL);
+	if (router_init(&daemon, &error) < 0) {
+		log_error("event=startup_failed reason=\"%s\"", error);
+		if (foreground)
+			fprintf(stderr, "mailclusterd: %s\n", error);
+		return 1;
+	}
 	for (int k = 0; k < LISTENER_COUNT; k++) {
 		if (listen_on(&daemon, (enum listener_kind)k, &error) < 0)
 			break;
@@ -341,8 +352,10 @@ int main(int argc, char **argv)
 	struct event *sigint = evsignal_new(daemon.base, SIGINT, on_signal, &daemon);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
-	log_info("event=started site=%s geodb=%s group_count=%u pid=%d", daemon.set->site,
-		 daemon.set->geodb, daemon.set->group_count, (int)getpid());
+	char geodb_shown[512];
+	redact_password(daemon.set->geodb, geodb_shown, sizeof(geodb_shown));
+	log_info("event=started site=%s geodb=\"%s\" group_count=%u pid=%d", daemon.set->site,
+		 geodb_shown, daemon.set->group_count, (int)getpid());
 
 	event_base_dispatch(daemon.base);
 
@@ -352,7 +365,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	relay_pipe_pool_destroy(&daemon.pipe_pool);
-	route_cache_destroy(&daemon.route_cache);
+	router_deinit(&daemon);
 	geodb_close(&daemon.geodb);
 	tls_context_destroy(&daemon.ssl_ctx);
 	event_base_free(daemon.base);

@@ -104,6 +104,16 @@ int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const c
 	return db->driver->snapshot_read(db, snap_r, error_r);
 }
 
+int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap,
+			 const char **error_r)
+{
+	if (db->driver->snapshot_store == NULL) {
+		*error_r = "geodb: this driver cannot store a whole snapshot";
+		return -1;
+	}
+	return db->driver->snapshot_store(db, snap, error_r);
+}
+
 int geodb_read_begin(struct geodb *db, const char **error_r)
 {
 	return db->driver->read_begin != NULL ? db->driver->read_begin(db, error_r) : 0;

@@ -114,6 +114,14 @@ struct geodb_snapshot {
 };
 void geodb_snapshot_free(struct geodb_snapshot *snap);
 
+/* Sorting helpers: drivers use them so that snapshots and lists come out in
+ * the same order whatever the database's own order. */
+void geodb_sort_sites(struct geodb_site *sites, size_t count);
+void geodb_sort_backends(struct geodb_backend *backends, size_t count);
+void geodb_sort_groups(struct geodb_group *groups, size_t count);
+void geodb_sort_users(struct geodb_user *users, size_t count);
+
+
 /* Opens spec (see above).  writer names this process in every row it
  * writes.  busy_timeout_ms bounds how long a call waits for another
  * process's write lock (SQLite) or for a node's answer (Cassandra, when
@@ -139,6 +147,11 @@ const char *geodb_schema_text(struct geodb *db);
 
 /* Whole-state read: sites, backends, groups, user overrides, meta. */
 int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
+/* Replaces sites, backends, groups, users and group_count by snap's, rows
+ * as they are (writers and epochs kept), in one transaction: how the
+ * LocalDB file is written.  SQLite only. */
+int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap,
+			 const char **error_r);
 
 /* A read transaction around several reads: one lock round-trip instead of
  * one per statement (what route_user() does on every login).  Writes must

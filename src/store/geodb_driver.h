@@ -45,6 +45,9 @@ struct geodb_driver {
 	int (*init)(struct geodb *db, unsigned *from_r, const char **error_r);
 	const char *(*schema_text)(struct geodb *db);
 	int (*snapshot_read)(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
+	/* optional (SQLite): replace the whole content by snap */
+	int (*snapshot_store)(struct geodb *db, const struct geodb_snapshot *snap,
+			      const char **error_r);
 	int (*read_begin)(struct geodb *db, const char **error_r);
 	void (*read_end)(struct geodb *db);
 	bool (*changed)(struct geodb *db); /* NULL: cannot watch */
@@ -112,12 +115,5 @@ extern const struct geodb_driver geodb_driver_cassandra;
 void geodb_op_done_snapshot(struct geodb_op *op, struct geodb_snapshot *snap, const char *error);
 void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_group *stored,
 			  const char *error);
-
-/* Sorting helpers every driver uses so that snapshots and lists come out in
- * the same order whatever the database's own order. */
-void geodb_sort_sites(struct geodb_site *sites, size_t count);
-void geodb_sort_backends(struct geodb_backend *backends, size_t count);
-void geodb_sort_groups(struct geodb_group *groups, size_t count);
-void geodb_sort_users(struct geodb_user *users, size_t count);
 
 #endif

@@ -1033,7 +1033,123 @@ static int sqlite_health_list(struct geodb *geo, const char *backend,
 		       error_r);
 }
 
+/* ---- the LocalDB file ---- */
+
+static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const char **error_r)
+{
+	static const char *const clear =
+		"DELETE FROM sites; DELETE FROM backends; DELETE FROM groups; DELETE FROM users;";
+	if (exec(db, clear, error_r) < 0)
+		return -1;
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT INTO sites (name, status, tags, load_balancer, "
+				     "updated_by, updated_at) VALUES (?, ?, ?, ?, ?, 0)",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	for (size_t i = 0; i < snap->site_count; i++) {
+		const struct geodb_site *site = &snap->sites[i];
+		sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, site->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, site_status_name(site->status), -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, site->tags, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, site->load_balancer, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 5, db->writer, -1, SQLITE_STATIC);
+		if (step_done(db, stmt, "storing a site", error_r) < 0) {
+			sqlite3_finalize(stmt);
+			return -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	stmt = prepare(db,
+		       "INSERT INTO backends (name, site, address, status, load_factor, updated_by,"
+		       " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		       error_r);
+	if (stmt == NULL)
+		return -1;
+	for (size_t i = 0; i < snap->backend_count; i++) {
+		const struct geodb_backend *b = &snap->backends[i];
+		sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, b->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, b->site, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, b->address, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, backend_status_name(b->status), -1, SQLITE_STATIC);
+		sqlite3_bind_int(stmt, 5, (int)b->load_factor);
+		sqlite3_bind_text(stmt, 6, b->updated_by, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 7, b->updated_at);
+		if (step_done(db, stmt, "storing a backend", error_r) < 0) {
+			sqlite3_finalize(stmt);
+			return -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	stmt = prepare(db,
+		       "INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
+		       " VALUES (?, ?, ?, ?, ?, ?)",
+		       error_r);
+	if (stmt == NULL)
+		return -1;
+	for (size_t i = 0; i < snap->group_row_count; i++) {
+		const struct geodb_group *g = &snap->groups[i];
+		sqlite3_reset(stmt);
+		sqlite3_bind_int64(stmt, 1, g->group_id);
+		sqlite3_bind_text(stmt, 2, g->site, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, g->backend, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, (sqlite3_int64)g->epoch);
+		sqlite3_bind_text(stmt, 5, g->written_by, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 6, g->written_at);
+		if (step_done(db, stmt, "storing a group", error_r) < 0) {
+			sqlite3_finalize(stmt);
+			return -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	stmt = prepare(db,
+		       "INSERT INTO users (username, group_id, written_by, written_at)"
+		       " VALUES (?, ?, ?, ?)",
+		       error_r);
+	if (stmt == NULL)
+		return -1;
+	for (size_t i = 0; i < snap->user_count; i++) {
+		const struct geodb_user *u = &snap->users[i];
+		sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, u->username, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, u->group_id);
+		sqlite3_bind_text(stmt, 3, u->written_by, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, u->written_at);
+		if (step_done(db, stmt, "storing a user", error_r) < 0) {
+			sqlite3_finalize(stmt);
+			return -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	if (snap->group_count != 0) {
+		char sql[160];
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO meta (key, value) VALUES ('group_count', '%u') ON CONFLICT "
+			 "DO UPDATE SET value = excluded.value;",
+			 snap->group_count);
+		if (exec(db, sql, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int sqlite_snapshot_store(struct geodb *geo, const struct geodb_snapshot *snap,
+				 const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
+		return -1;
+	if (store_rows(db, snap, error_r) < 0) {
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		return -1;
+	}
+	return exec(db, "COMMIT;", error_r);
+}
+
 const struct geodb_driver geodb_driver_sqlite = {
+	.snapshot_store = sqlite_snapshot_store,
 	.name = "sqlite",
 	.prefix = "sqlite:",
 	.open = sqlite_open,

@@ -1,20 +1,26 @@
 /* route.h - user -> group -> backend, the one routing function.
  *
- * The daemon calls it at every login and the CLI's `user access` calls it
- * too, so a login and an operator asking "where would alice go" always get
- * the same answer.  A group without a backend is assigned here (placement.h
- * picks, the GeoDB's conditional insert settles races between proxies).
+ * The daemon calls it at every login (from its LocalDB) and the CLI's
+ * `user access` calls it too (from a LocalDB it fills from the GeoDB), so
+ * a login and an operator asking "where would alice go" get the same
+ * answer.  The decision is pure: it reads the LocalDB and writes nothing.
+ * A group without a backend gets a proposal (placement.h picks) that the
+ * caller stores with the GeoDB's conditional insert, which settles races
+ * between proxies; route_assigned() then finishes the decision from the
+ * row that was stored, whoever won.
  */
 #ifndef ROUTE_H
 #define ROUTE_H
 
 #include "store/geodb.h"
+#include "store/localdb.h"
 
 enum route_status {
 	ROUTE_OK,          /* backend is online: go there */
 	ROUTE_UNAVAILABLE, /* no usable backend now: NO [UNAVAILABLE] */
 	ROUTE_BAD_USER,    /* the username cannot be a user */
-	ROUTE_ERROR,       /* GeoDB failure */
+	ROUTE_ASSIGN,      /* the group needs a backend: store result->group */
+	ROUTE_ERROR,       /* GeoDB failure (route_user_sync only) */
 };
 
 struct route_result {
@@ -26,22 +32,25 @@ struct route_result {
 	struct geodb_backend backend;
 };
 
-/* A daemon's memory of what it read from the GeoDB for routing: user
- * overrides (and their absence), group assignments and backends.  It is
- * dropped whole whenever geodb_changed() says anything was committed, so a
- * steady stream of logins of known users costs no GeoDB read at all, and a
- * change by any process is seen by the next login. */
-struct route_cache;
-struct route_cache *route_cache_create(unsigned group_count);
-void route_cache_destroy(struct route_cache **cache);
+/* Routes username by ldb.  ROUTE_ASSIGN fills result->group with the
+ * proposed row (site, backend, epoch 1) when placement found a backend in
+ * site; when none is usable the answer is ROUTE_UNAVAILABLE.  reason_r
+ * (UNAVAILABLE, BAD_USER) is a sentence for the log. */
+enum route_status route_decide(const struct localdb *ldb, const char *site, const char *username,
+			       struct route_result *result, const char **reason_r);
 
-/* Routes username.  cache may be NULL (always read the GeoDB).  A result
- * served from the cache carries the group's site and backend but not its
- * epoch and writer.  With assign=false an unassigned group gives
- * ROUTE_UNAVAILABLE without writing.  reason_r (for UNAVAILABLE, BAD_USER,
- * ERROR) is a sentence for the log. */
-enum route_status route_user(struct geodb *db, struct route_cache *cache, const char *site,
-			     unsigned group_count, const char *username, bool assign,
-			     struct route_result *result_r, const char **reason_r);
+/* After the conditional insert of result->group: stored is the row now in
+ * the GeoDB (ours if ours_won).  Records it in ldb and finishes result:
+ * ROUTE_OK or ROUTE_UNAVAILABLE. */
+enum route_status route_assigned(struct localdb *ldb, struct route_result *result,
+				 const struct geodb_group *stored, bool ours_won,
+				 const char **reason_r);
+
+/* Both steps against the GeoDB at once, for the CLI: ldb must hold a fresh
+ * snapshot of db.  With assign=false an unassigned group gives
+ * ROUTE_UNAVAILABLE without writing. */
+enum route_status route_user_sync(struct geodb *db, struct localdb *ldb, const char *site,
+				  const char *username, bool assign, struct route_result *result,
+				  const char **reason_r);
 
 #endif

@@ -57,6 +57,7 @@ static const struct setting_def setting_defs[] = {
 	{"", "site", SET_STRING, OFF(site), NULL, 0, 0},
 	{"", "geodb", SET_STRING, OFF(geodb), NULL, 0, 0},
 	{"", "localdb", SET_STRING, OFF(localdb), "/dev/shm/mailcluster-localdb.sqlite", 0, 0},
+	{"", "localdb_refresh", SET_DURATION, OFF(localdb_refresh_ms), "5s", 0, 0},
 	{"", "group_count", SET_UINT, OFF(group_count), "1024", 1, 1000000},
 	{"", "log_level", SET_LOG_LEVEL, OFF(log_level), "info", 0, 0},
 #define LISTENER(kind, name)                                                                  \
@@ -375,10 +376,14 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   "%s: missing required setting 'geodb' (e.g. geodb = "
 				   "sqlite:/var/lib/mailcluster/geodb.sqlite)",
 				   path);
-		else if (strncmp(set->geodb, "sqlite:", 7) != 0 || set->geodb[7] == '\0')
+		else if ((strncmp(set->geodb, "sqlite:", 7) != 0 || set->geodb[7] == '\0') &&
+			 (strncmp(set->geodb, "cassandra:", 10) != 0 || set->geodb[10] == '\0'))
 			ret = fail(error_r,
-				   "%s: invalid value '%s' for 'geodb': expected sqlite:PATH", path,
-				   set->geodb);
+				   "%s: invalid value '%s' for 'geodb': expected sqlite:PATH or "
+				   "cassandra:hosts=H1,H2;keyspace=K;...",
+				   path, set->geodb);
+		else if (set->localdb_refresh_ms < 100)
+			ret = fail(error_r, "%s: localdb_refresh must be at least 100ms", path);
 		else if ((set->tls_cert[0] == '\0') != (set->tls_key[0] == '\0'))
 			ret = fail(error_r, "%s: tls_cert and tls_key must be set together", path);
 		else {

@@ -38,7 +38,8 @@ struct listen_addr {
 struct settings {
 	char *site;
 	char *geodb;   /* "sqlite:PATH" */
-	char *localdb; /* this host's cache */
+	char *localdb; /* this host's cache; "" = keep it in memory only */
+	unsigned localdb_refresh_ms; /* how stale the LocalDB may get */
 	unsigned group_count;
 	char *log_level;
 

@@ -1,7 +1,8 @@
-/* test_geodb_sqlite.c - the SQLite GeoDB driver and route_user() on a real
+/* test_geodb_sqlite.c - the SQLite GeoDB driver, the LocalDB and routing on a real
  * SQLite file, including two handles on one file racing to assign a group
  * (what two daemons on one host do). */
 #include "store/geodb.h"
+#include "store/localdb.h"
 #include "store/route.h"
 #include "unit.h"
 
@@ -113,18 +114,40 @@ static void test_users(struct geodb *db)
 	CHECK(geodb_user_delete(db, "alice", &error) == 0);
 }
 
+/* What `user access` does: a fresh LocalDB from the GeoDB, then route. */
+static enum route_status route_via(struct geodb *db, const char *site, const char *user,
+				   bool assign, struct route_result *r, const char **reason_r)
+{
+	struct geodb_snapshot snap;
+	if (geodb_snapshot_read(db, &snap, reason_r) < 0)
+		return ROUTE_ERROR;
+	struct localdb *ldb = localdb_create(64);
+	enum route_status status = ROUTE_ERROR;
+	if (localdb_replace(ldb, &snap, reason_r) == 1)
+		status = route_user_sync(db, ldb, site, user, assign, r, reason_r);
+	geodb_snapshot_free(&snap);
+	localdb_destroy(&ldb);
+	return status;
+}
+
 static void test_route(struct geodb *a, struct geodb *b)
 {
 	const char *reason;
 	struct route_result r1, r2;
+	/* without assign nothing is written and no backend is claimed */
+	struct geodb_group g0;
+	CHECK(route_via(a, "dc1", "nobody-yet", false, &r1, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(r1.group.backend[0] == '\0');
+	CHECK(strstr(reason, "has no backend yet") != NULL);
+	CHECK(geodb_group_get(a, r1.group_id, &g0, &reason) == 0);
 	/* 200 users routed alternately through two handles agree and spread */
 	unsigned on_b1 = 0;
 	char user[32];
 	for (int i = 0; i < 200; i++) {
 		snprintf(user, sizeof(user), "User%d", i);
-		CHECK(route_user(i % 2 ? a : b, NULL, "dc1", 64, user, true, &r1, &reason) ==
+		CHECK(route_via(i % 2 ? a : b, "dc1", user, true, &r1, &reason) ==
 		      ROUTE_OK);
-		CHECK(route_user(i % 2 ? b : a, NULL, "dc1", 64, user, true, &r2, &reason) ==
+		CHECK(route_via(i % 2 ? b : a, "dc1", user, true, &r2, &reason) ==
 		      ROUTE_OK);
 		CHECK_STR(r1.backend.name, r2.backend.name);
 		CHECK(r1.group_id == r2.group_id);
@@ -135,7 +158,7 @@ static void test_route(struct geodb *a, struct geodb *b)
 
 	/* an override wins over the hash */
 	CHECK(geodb_user_set_group(a, "user5", 7, &reason) == 0);
-	CHECK(route_user(b, NULL, "dc1", 64, "USER5", true, &r1, &reason) == ROUTE_OK);
+	CHECK(route_via(b, "dc1", "USER5", true, &r1, &reason) == ROUTE_OK);
 	CHECK(r1.group_id == 7 && r1.group_override);
 
 	/* a group whose backend is not online is unavailable */
@@ -143,28 +166,26 @@ static void test_route(struct geodb *a, struct geodb *b)
 	CHECK(geodb_backend_get(a, "b2", &be, &reason) == 1);
 	be.status = BACKEND_STATUS_STANDBY;
 	CHECK(geodb_backend_update(a, &be, &reason) == 0);
-	CHECK(route_user(a, NULL, "dc1", 64, "user5", true, &r1, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(route_via(a, "dc1", "user5", true, &r1, &reason) == ROUTE_UNAVAILABLE);
 	CHECK(strstr(reason, "backend b2 of group 7 is standby") != NULL);
 
 	/* new groups avoid it; and with no online backend none is assigned */
 	CHECK(geodb_user_set_group(a, "newbie", 63, &reason) == 0);
 	struct geodb_group g;
 	if (geodb_group_get(a, 63, &g, &reason) == 0) {
-		CHECK(route_user(a, NULL, "dc1", 64, "newbie", true, &r1, &reason) == ROUTE_OK);
+		CHECK(route_via(a, "dc1", "newbie", true, &r1, &reason) == ROUTE_OK);
 		CHECK_STR(r1.backend.name, "b1");
 		CHECK(r1.assigned_now);
 	}
-	CHECK(route_user(a, NULL, "dc1", 64, "", true, &r1, &reason) == ROUTE_BAD_USER);
-	CHECK(route_user(a, NULL, "dc2", 64, "nobody-in-dc2", false, &r1, &reason) != ROUTE_OK ||
-	      r1.group.backend[0] != '\0');
+	CHECK(route_via(a, "dc1", "", true, &r1, &reason) == ROUTE_BAD_USER);
 }
 
-/* The routing cache: served from memory while nothing changes, dropped
- * the moment any handle (another process, in real life) commits. */
-static void test_cache(struct geodb *a, struct geodb *b)
+/* The LocalDB: routes with no GeoDB I/O, says whether a refresh changed
+ * anything, follows changes made by other handles, and survives a
+ * save/load round trip. */
+static void test_localdb(struct geodb *a, struct geodb *b)
 {
 	const char *reason;
-	struct route_cache *cache = route_cache_create(64);
 	struct route_result r;
 	struct geodb_backend be;
 	for (int i = 1; i <= 2; i++) {
@@ -172,35 +193,104 @@ static void test_cache(struct geodb *a, struct geodb *b)
 		be.status = BACKEND_STATUS_ONLINE;
 		CHECK(geodb_backend_update(b, &be, &reason) == 0);
 	}
-	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
+	struct localdb *ldb = localdb_create(64);
+	CHECK(!localdb_loaded(ldb));
+	struct geodb_snapshot snap;
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(snap.group_count == 64 && snap.schema_version == GEODB_SCHEMA_VERSION);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(localdb_loaded(ldb));
+	/* the same state again: nothing changed */
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+
+	CHECK(route_user_sync(a, ldb, "dc1", "local-user", true, &r, &reason) == ROUTE_OK);
 	unsigned group = r.group_id;
 	char first[64];
 	snprintf(first, sizeof(first), "%s", r.backend.name);
-	geodb_changed(a); /* absorb our own commits */
-	CHECK(!geodb_changed(a));
-	CHECK(route_user(a, cache, "dc1", 64, "Cached-User", true, &r, &reason) == ROUTE_OK);
-	CHECK_STR(r.backend.name, first);
-	CHECK(r.group_id == group);
+	/* from the LocalDB alone: the decision is made without the GeoDB */
+	struct route_result r2;
+	CHECK(route_decide(ldb, "dc1", "Local-User", &r2, &reason) == ROUTE_OK);
+	CHECK_STR(r2.backend.name, first);
+	CHECK(r2.group_id == group);
 
-	/* another handle moves the group: the next cached lookup follows */
+	/* another handle moves the group: the refreshed LocalDB follows */
 	const char *other = strcmp(first, "b1") == 0 ? "b2" : "b1";
 	CHECK(geodb_group_set(b, group, "dc1", other, &reason) == 0);
-	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
-	CHECK_STR(r.backend.name, other);
+	CHECK(geodb_changed(a));
+	CHECK(route_decide(ldb, "dc1", "local-user", &r2, &reason) == ROUTE_OK);
+	CHECK_STR(r2.backend.name, first); /* stale until refreshed */
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(route_decide(ldb, "dc1", "local-user", &r2, &reason) == ROUTE_OK);
+	CHECK_STR(r2.backend.name, other);
 
-	/* and a user override made elsewhere is seen at once */
+	/* an override made elsewhere, and a backend set to standby */
 	CHECK(geodb_group_set(b, (group + 1) % 64, "dc1", other, &reason) == 0);
-	CHECK(geodb_user_set_group(b, "cached-user", (group + 1) % 64, &reason) == 0);
-	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) == ROUTE_OK);
-	CHECK(r.group_id == (group + 1) % 64 && r.group_override);
-	/* a backend set to standby elsewhere: unavailable at once */
+	CHECK(geodb_user_set_group(b, "local-user", (group + 1) % 64, &reason) == 0);
 	CHECK(geodb_backend_get(b, other, &be, &reason) == 1);
 	be.status = BACKEND_STATUS_STANDBY;
 	CHECK(geodb_backend_update(b, &be, &reason) == 0);
-	CHECK(route_user(a, cache, "dc1", 64, "cached-user", true, &r, &reason) ==
-	      ROUTE_UNAVAILABLE);
-	route_cache_destroy(&cache);
-	CHECK(cache == NULL);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(route_decide(ldb, "dc1", "local-user", &r2, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(r2.group_id == (group + 1) % 64 && r2.group_override);
+	CHECK(strstr(reason, "is standby") != NULL);
+
+	/* a snapshot of another group_count is refused, the state kept */
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	snap.group_count = 128;
+	CHECK(localdb_replace(ldb, &snap, &reason) < 0);
+	CHECK(strstr(reason, "group_count = 128") != NULL);
+	geodb_snapshot_free(&snap);
+	CHECK(localdb_group(ldb, group) != NULL);
+
+	/* persistence: the same routing after a round trip through a file */
+	char path[128];
+	snprintf(path, sizeof(path), "/tmp/mc-unit-localdb-%d.sqlite", (int)getpid());
+	unlink(path);
+	struct localdb *loaded = localdb_create(64);
+	CHECK(localdb_load(loaded, path, &reason) == 0); /* no file yet */
+	CHECK(localdb_save(ldb, path, &reason) == 0);
+	CHECK(localdb_load(loaded, path, &reason) == 1);
+	struct localdb_stats s1, s2;
+	localdb_stats(ldb, &s1);
+	localdb_stats(loaded, &s2);
+	CHECK(s1.groups_assigned == s2.groups_assigned && s1.groups_assigned > 0);
+	CHECK(s1.backends == s2.backends && s1.users == s2.users && s1.sites == s2.sites);
+	for (unsigned g = 0; g < 64; g++) {
+		const struct geodb_group *x = localdb_group(ldb, g), *y = localdb_group(loaded, g);
+		CHECK((x == NULL) == (y == NULL));
+		if (x != NULL && y != NULL) {
+			CHECK_STR(x->backend, y->backend);
+			CHECK(x->epoch == y->epoch);
+		}
+	}
+	CHECK(route_decide(loaded, "dc1", "local-user", &r2, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(r2.group_id == (group + 1) % 64);
+	/* a file of another group_count is refused */
+	struct localdb *wrong = localdb_create(32);
+	CHECK(localdb_load(wrong, path, &reason) < 0);
+	localdb_destroy(&wrong);
+	unlink(path);
+
+	/* put_group keeps the per-backend counts placement uses */
+	size_t count, index = 0;
+	const struct geodb_backend *backends = localdb_backends(loaded, &count);
+	for (size_t i = 0; i < count; i++)
+		if (strcmp(backends[i].name, "b1") == 0)
+			index = i;
+	unsigned before = localdb_backend_group_count(loaded, index);
+	struct geodb_group g = {.group_id = 60, .epoch = 1};
+	snprintf(g.site, sizeof(g.site), "dc1");
+	snprintf(g.backend, sizeof(g.backend), "b1");
+	bool was_b1 = localdb_group(loaded, 60) != NULL &&
+		      strcmp(localdb_group(loaded, 60)->backend, "b1") == 0;
+	localdb_put_group(loaded, &g);
+	CHECK(localdb_backend_group_count(loaded, index) == before + (was_b1 ? 0 : 1));
+	localdb_destroy(&loaded);
+	localdb_destroy(&ldb);
+	CHECK(ldb == NULL);
 }
 
 static void test_group_count(struct geodb *db)
@@ -225,14 +315,15 @@ void suite_geodb_sqlite(void)
 	struct geodb *bad;
 	CHECK(geodb_open("sqlite:/nonexistent-dir/x.sqlite", "w", 100, &bad, &error) < 0);
 	CHECK(strstr(error, "/nonexistent-dir/x.sqlite") != NULL);
-	CHECK(geodb_open("cassandra:hosts=x", "w", 100, &bad, &error) < 0);
+	CHECK(geodb_open("mysql:x", "w", 100, &bad, &error) < 0);
+	CHECK(strstr(error, "unsupported GeoDB") != NULL);
 
 	test_group_count(a);
 	test_sites_backends(a);
 	test_groups_race(a, b);
 	test_users(a);
 	test_route(a, b);
-	test_cache(a, b);
+	test_localdb(a, b);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);

@@ -1,0 +1,58 @@
+/* router.h - the daemon's routing: the LocalDB it routes from, kept fresh
+ * from the GeoDB, and the group assignments it makes.
+ *
+ *   known user     route_decide() on the LocalDB: no GeoDB I/O at all.
+ *   new group      one conditional insert in the GeoDB (asynchronous);
+ *                  every login waiting for the same group shares it.  While
+ *                  the GeoDB is known to be unreachable the answer is
+ *                  UNAVAILABLE at once: a proxy must not guess a backend
+ *                  that another proxy might guess differently.
+ *   refresh        a remote GeoDB (Cassandra) is read whole every
+ *                  localdb_refresh, in the background; the LocalDB is saved
+ *                  to its file when it changed.  A local one (SQLite) is
+ *                  re-read as soon as any process commits (geodb_changed()),
+ *                  so CLI changes are seen by the next login.
+ *   GeoDB down     routing goes on from the LocalDB; refreshes keep being
+ *                  tried, and the first that succeeds brings it back.
+ */
+#ifndef ROUTER_H
+#define ROUTER_H
+
+#include "store/route.h"
+
+#include <stdbool.h>
+
+struct daemon;
+struct strbuf;
+
+/* Loads the LocalDB file (remote GeoDBs), attaches the GeoDB to the loop,
+ * reads it once (SQLite: now; Cassandra: in the background). */
+int router_init(struct daemon *daemon, const char **error_r);
+void router_deinit(struct daemon *daemon);
+
+/* status: ROUTE_OK, ROUTE_UNAVAILABLE or ROUTE_ERROR. */
+typedef void router_callback(void *context, enum route_status status,
+			     const struct route_result *route, const char *reason);
+struct router_wait;
+
+/* Routes username.  Answers at once (ROUTE_OK, ROUTE_UNAVAILABLE,
+ * ROUTE_BAD_USER, with *route_r and *reason_r), or returns ROUTE_ASSIGN:
+ * the group is being assigned, *wait_r is set and callback runs later with
+ * the outcome (unless router_wait_cancel() first). */
+enum route_status router_route(struct daemon *daemon, const char *username,
+			       struct route_result *route_r, const char **reason_r,
+			       router_callback *callback, void *context,
+			       struct router_wait **wait_r);
+void router_wait_cancel(struct router_wait **wait);
+
+/* Refresh from the GeoDB now (`mailcluster geodb refresh`); callback runs
+ * when it is done, with error NULL on success. */
+typedef void router_refresh_callback(void *context, const char *error);
+void router_refresh_now(struct daemon *daemon, router_refresh_callback *callback, void *context);
+
+/* The "geodb" and "localdb" members of /api/status, as JSON (no braces
+ * around the pair), and the /metrics lines. */
+void router_status_json(struct daemon *daemon, struct strbuf *out);
+void router_metrics(struct daemon *daemon, struct strbuf *out);
+
+#endif

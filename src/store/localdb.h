@@ -1,0 +1,66 @@
+/* localdb.h - a host's own copy of the state it routes by.
+ *
+ * The daemon routes every login from this copy: a steady stream of logins
+ * by known users costs no GeoDB read or write.  The copy is a whole
+ * snapshot of the GeoDB (sites, backends, group assignments, user
+ * overrides; geodb_snapshot_read()), replaced when a refresh brings a
+ * newer one, plus the assignments this host made since.  It is persisted
+ * to the `localdb` SQLite file (the sqlite GeoDB schema), so that a daemon
+ * restarted while the GeoDB is away still routes every known user and a
+ * restarted fleet does not stampede the GeoDB.
+ *
+ * Lookups are O(1) for groups (an array of group_count) and O(log n) for
+ * backends and user overrides (sorted arrays, binary search).
+ */
+#ifndef LOCALDB_H
+#define LOCALDB_H
+
+#include "store/geodb.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct localdb;
+
+struct localdb *localdb_create(unsigned group_count);
+void localdb_destroy(struct localdb **ldb);
+
+unsigned localdb_group_count(const struct localdb *ldb);
+/* Whether a state was ever installed (from the GeoDB or the file). */
+bool localdb_loaded(const struct localdb *ldb);
+
+/* Installs snap (taking its arrays; snap is left empty).  Returns 1 if the
+ * routing state differs from what was there, 0 if it is the same, -1 (and
+ * installs nothing) if the snapshot cannot be used: error_r says why (a
+ * different group_count). */
+int localdb_replace(struct localdb *ldb, struct geodb_snapshot *snap, const char **error_r);
+
+/* Records an assignment (ours, or the winner's row a conditional insert
+ * returned) until the next snapshot brings it. */
+void localdb_put_group(struct localdb *ldb, const struct geodb_group *group);
+
+/* NULL if the group has no backend. */
+const struct geodb_group *localdb_group(const struct localdb *ldb, unsigned group_id);
+/* The group's backend row; NULL if unassigned or the backend is unknown. */
+const struct geodb_backend *localdb_group_backend(const struct localdb *ldb, unsigned group_id);
+const struct geodb_backend *localdb_backend(const struct localdb *ldb, const char *name);
+const struct geodb_site *localdb_site(const struct localdb *ldb, const char *name);
+/* The user's override group, or -1. */
+int localdb_user_group(const struct localdb *ldb, const char *username);
+/* All backends (sorted by name) and the groups assigned to each. */
+const struct geodb_backend *localdb_backends(const struct localdb *ldb, size_t *count_r);
+unsigned localdb_backend_group_count(const struct localdb *ldb, size_t backend_index);
+
+struct localdb_stats {
+	size_t sites, backends, groups_assigned, users;
+};
+void localdb_stats(const struct localdb *ldb, struct localdb_stats *stats_r);
+
+/* Persistence: the whole state into / from a SQLite file (written to a
+ * temporary name and renamed, so a crash never leaves half a file).
+ * localdb_load() returns 0 when there is no file. */
+int localdb_save(const struct localdb *ldb, const char *path, const char **error_r);
+int localdb_load(struct localdb *ldb, const char *path, const char **error_r);
+
+#endif
