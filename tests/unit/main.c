@@ -15,6 +15,7 @@ void suite_hash(void);
 void suite_placement(void);
 void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
+void suite_cql_client(void);
 void suite_proxy_protocol(void);
 
 static const struct {
@@ -33,6 +34,7 @@ static const struct {
 	{"placement", suite_placement},
 	{"geodb_sqlite", suite_geodb_sqlite},
 	{"cql_protocol", suite_cql_protocol},
+	{"cql_client", suite_cql_client},
 	{"proxy_protocol", suite_proxy_protocol},
 };
 
