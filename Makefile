@@ -106,7 +106,7 @@ bench: deps
 	bash bench/run.sh
 
 format:
-	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/geodb/*.c bench/*.c
 
 clean:
 	rm -rf $(B)

@@ -773,8 +773,8 @@ static void conn_internal_response(struct cql_conn *conn, enum slot_kind kind,
 		if (opcode == CQL_OPCODE_AUTH_SUCCESS) {
 			conn_after_auth(conn);
 		} else if (opcode == CQL_OPCODE_ERROR) {
-			conn_fail(conn, "authentication failed: %s",
-				  cql_error_sentence(resp, sentence, sizeof(sentence)));
+			/* the sentence says "authentication failed: ..." */
+			conn_fail(conn, "%s", cql_error_sentence(resp, sentence, sizeof(sentence)));
 		} else if (opcode == CQL_OPCODE_AUTH_CHALLENGE) {
 			conn_fail(conn, "the node's authenticator sent a challenge; only "
 					"PasswordAuthenticator is supported");

@@ -8,9 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* weak until the Cassandra driver is linked in everywhere */
-extern const struct geodb_driver geodb_driver_cassandra __attribute__((weak));
-
 static const struct geodb_driver *const drivers[] = {
 	&geodb_driver_sqlite,
 	&geodb_driver_cassandra,
@@ -21,8 +18,6 @@ static const struct geodb_driver *driver_for(const char *spec, const char **args
 {
 	static char error[512];
 	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++) {
-		if (drivers[i] == NULL)
-			continue;
 		size_t len = strlen(drivers[i]->prefix);
 		if (strncmp(spec, drivers[i]->prefix, len) == 0) {
 			*args_r = spec + len;
@@ -62,10 +57,13 @@ int geodb_open(const char *spec, const char *writer, unsigned busy_timeout_ms, s
 	return 0;
 }
 
+static void deferred_fail_all(struct geodb *db);
+
 void geodb_close(struct geodb **db)
 {
 	if (*db == NULL)
 		return;
+	deferred_fail_all(*db);
 	(*db)->driver->close(*db);
 	*db = NULL;
 }
@@ -252,6 +250,10 @@ int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count
 int geodb_lease_acquire(struct geodb *db, const char *name, const char *holder, unsigned ttl_secs,
 			struct geodb_lease *lease_r, const char **error_r)
 {
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a lease needs a TTL of at least one second";
+		return -1;
+	}
 	return db->driver->lease_acquire(db, name, holder, ttl_secs, lease_r, error_r);
 }
 
@@ -264,6 +266,10 @@ int geodb_lease_release(struct geodb *db, const char *name, const char *holder,
 int geodb_health_put(struct geodb *db, const struct geodb_health *health, unsigned ttl_secs,
 		     const char **error_r)
 {
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a health observation needs a TTL of at least one second";
+		return -1;
+	}
 	return db->driver->health_put(db, health, ttl_secs, error_r);
 }
 
@@ -334,8 +340,10 @@ struct geodb_op {
 	geodb_snapshot_callback *snapshot_callback;
 	geodb_assign_callback *assign_callback;
 	void *context;
-	/* the synchronous fallback: run from a zero timeout */
+	/* the synchronous fallback: run from a zero timeout; queued in
+	 * db->deferred meanwhile */
 	struct event *deferred;
+	struct geodb_op *prev, *next;
 	struct geodb_group group;
 };
 
@@ -383,10 +391,22 @@ void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_gr
 	op_free(op);
 }
 
+static void deferred_unlink(struct geodb_op *op)
+{
+	if (op->prev != NULL)
+		op->prev->next = op->next;
+	else
+		op->db->deferred = op->next;
+	if (op->next != NULL)
+		op->next->prev = op->prev;
+	op->prev = op->next = NULL;
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *context)
 {
 	struct geodb_op *op = context;
 	const char *error = NULL;
+	deferred_unlink(op);
 	if (op->kind == OP_SNAPSHOT) {
 		struct geodb_snapshot *snap = calloc(1, sizeof(*snap));
 		if (op->db->driver->snapshot_read(op->db, snap, &error) < 0) {
@@ -409,8 +429,26 @@ static struct geodb_op *op_new(struct geodb *db, enum op_kind kind, void *contex
 	return op;
 }
 
+/* Closing with fallbacks still queued: they end with an error, like the
+ * Cassandra driver's requests in flight. */
+static void deferred_fail_all(struct geodb *db)
+{
+	while (db->deferred != NULL) {
+		struct geodb_op *op = db->deferred;
+		deferred_unlink(op);
+		if (op->kind == OP_SNAPSHOT)
+			geodb_op_done_snapshot(op, NULL, "geodb: closed before the answer came");
+		else
+			geodb_op_done_assign(op, -1, NULL, "geodb: closed before the answer came");
+	}
+}
+
 static void op_defer(struct geodb_op *op)
 {
+	op->next = op->db->deferred;
+	if (op->next != NULL)
+		op->next->prev = op;
+	op->db->deferred = op;
 	op->deferred = evtimer_new(op->db->base, run_deferred, op);
 	struct timeval zero = {0, 0};
 	evtimer_add(op->deferred, &zero);

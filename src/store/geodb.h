@@ -228,7 +228,7 @@ int geodb_lease_release(struct geodb *db, const char *name, const char *holder,
 			const char **error_r);
 
 /* Health observations: one row per (backend, observer), replaced by each
- * put; they expire after ttl_secs. */
+ * put; they expire after ttl_secs (at least 1; so does a lease). */
 int geodb_health_put(struct geodb *db, const struct geodb_health *health, unsigned ttl_secs,
 		     const char **error_r);
 /* backend NULL: all backends. */

@@ -28,6 +28,7 @@ struct geodb {
 	const struct geodb_driver *driver;
 	char writer[NAME_MAX_LEN + 1];
 	struct event_base *base; /* set by geodb_attach() */
+	struct geodb_op *deferred; /* geodb.c's queued synchronous fallbacks */
 };
 
 struct geodb_driver {

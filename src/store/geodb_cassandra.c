@@ -1,0 +1,2701 @@
+/* geodb_cassandra.c - the distributed GeoDB driver: Apache Cassandra over
+ * our own asynchronous CQL v4 client (cql_client.h).
+ *
+ * Spec (after "cassandra:"), semicolon-separated key=value:
+ *   hosts=H1,H2[:PORT]  (required)     port=9042
+ *   keyspace=mailcluster ([a-z0-9_]{1,48})
+ *   local_dc=dc1   username=U   password=P | password_file=FILE (first line)
+ *   tls=yes|no   tls_ca=FILE (implies tls; verify against it)   tls_verify=yes|no
+ *   consistency=local_quorum   serial_consistency=serial|local_serial
+ *   page_size=1000   connect_timeout=2000ms   request_timeout=5s
+ *   connections=2 (per node)   replication=dc1:3,dc2:3 (for geodb init)
+ *
+ * Synchronous calls run on a private event base with a client of their own
+ * (created on first use) and block in cql_client_wait().  geodb_attach()
+ * creates a second client on the daemon's base for the asynchronous calls.
+ *
+ * Meaning, the same as the SQLite driver's (tests/geodb/conformance.c):
+ * every uniqueness rule is a lightweight transaction (INSERT ... IF NOT
+ * EXISTS, UPDATE ... IF EXISTS / IF col = ?) at the serial consistency, and a
+ * transaction that was not applied returns the row that won, which is what
+ * the caller gets.  Tables that are read whole (groups, users, ...) are read
+ * in pages.  Lists come out sorted like SQLite's (geodb_sort_*()).
+ *
+ * The schema is versioned (meta.schema_version) and created by geodb_init();
+ * every other call refuses a keyspace without it.
+ */
+#include "store/cql_client.h"
+#include "store/geodb_driver.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEYSPACE_MAX_LEN 48
+#define SNAP_PARTS 5
+#define LWT_MAX_COLS 12
+#define GROUP_SET_ATTEMPTS 8
+#define LEASE_ATTEMPTS 5
+
+/* ---- the spec ---- */
+
+struct cass_spec {
+	char **hosts;
+	unsigned host_count;
+	unsigned port;
+	char keyspace[KEYSPACE_MAX_LEN + 1];
+	char *local_dc;
+	char *username;
+	char *password;
+	bool tls;
+	char *tls_ca;
+	bool tls_verify;
+	bool tls_verify_set;
+	enum cql_consistency consistency;
+	enum cql_consistency serial_consistency;
+	unsigned page_size;
+	unsigned connect_timeout_ms;
+	unsigned request_timeout_ms; /* 0: not given */
+	unsigned connections;
+	char *replication; /* "'dc1': 3, 'dc2': 3", or NULL: discover */
+};
+
+static void spec_free(struct cass_spec *spec)
+{
+	for (unsigned i = 0; i < spec->host_count; i++)
+		free(spec->hosts[i]);
+	free(spec->hosts);
+	free(spec->local_dc);
+	free(spec->username);
+	if (spec->password != NULL) {
+		explicit_bzero(spec->password, strlen(spec->password));
+		free(spec->password);
+	}
+	free(spec->tls_ca);
+	free(spec->replication);
+	memset(spec, 0, sizeof(*spec));
+}
+
+static int spec_fail(char *err, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int spec_fail(char *err, size_t size, const char *fmt, ...)
+{
+	int n = snprintf(err, size, "geodb: cassandra spec: ");
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(err + n, size - (size_t)n, fmt, args);
+	va_end(args);
+	return -1;
+}
+
+static int parse_uint(const char *text, unsigned long max, unsigned *value_r)
+{
+	if (*text < '0' || *text > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		return -1;
+	*value_r = (unsigned)v;
+	return 0;
+}
+
+static int parse_bool(const char *text, bool *value_r)
+{
+	if (strcmp(text, "yes") == 0 || strcmp(text, "true") == 0 || strcmp(text, "on") == 0 ||
+	    strcmp(text, "1") == 0)
+		*value_r = true;
+	else if (strcmp(text, "no") == 0 || strcmp(text, "false") == 0 ||
+		 strcmp(text, "off") == 0 || strcmp(text, "0") == 0)
+		*value_r = false;
+	else
+		return -1;
+	return 0;
+}
+
+/* "2000", "2000ms", "2s" -> milliseconds (1 ms .. 1 hour) */
+static int parse_duration_ms(const char *text, unsigned *ms_r)
+{
+	char num[32];
+	size_t len = strlen(text), digits = 0;
+	while (digits < len && text[digits] >= '0' && text[digits] <= '9')
+		digits++;
+	if (digits == 0 || digits >= sizeof(num))
+		return -1;
+	memcpy(num, text, digits);
+	num[digits] = '\0';
+	unsigned v;
+	if (parse_uint(num, 3600000, &v) < 0)
+		return -1;
+	const char *unit = text + digits;
+	unsigned long ms;
+	if (*unit == '\0' || strcmp(unit, "ms") == 0)
+		ms = v;
+	else if (strcmp(unit, "s") == 0)
+		ms = (unsigned long)v * 1000;
+	else
+		return -1;
+	if (ms == 0 || ms > 3600000)
+		return -1;
+	*ms_r = (unsigned)ms;
+	return 0;
+}
+
+static bool text_is_plain(const char *text)
+{
+	for (const char *p = text; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || *p == '\'' || *p == '"' || *p == '\\')
+			return false;
+	}
+	return true;
+}
+
+static int parse_hosts(const char *value, struct cass_spec *spec, char *err, size_t size)
+{
+	char *copy = strdup(value), *save = NULL;
+	int ret = 0;
+	for (char *h = strtok_r(copy, ",", &save); h != NULL; h = strtok_r(NULL, ",", &save)) {
+		if (*h == '\0' || strpbrk(h, " \t") != NULL || !text_is_plain(h)) {
+			ret = spec_fail(err, size, "hosts: '%s' is not a host", h);
+			break;
+		}
+		char *colon = strrchr(h, ':');
+		/* H:PORT (a bare IPv6 address has more than one colon) */
+		if (colon != NULL && strchr(h, ':') == colon) {
+			unsigned port;
+			if (colon == h || parse_uint(colon + 1, 65535, &port) < 0 || port == 0) {
+				ret = spec_fail(err, size, "hosts: '%s' is not H or H:PORT", h);
+				break;
+			}
+		}
+		spec->hosts = realloc(spec->hosts, (spec->host_count + 1) * sizeof(char *));
+		spec->hosts[spec->host_count++] = strdup(h);
+	}
+	free(copy);
+	if (ret == 0 && spec->host_count == 0)
+		ret = spec_fail(err, size, "hosts: no host given");
+	return ret;
+}
+
+/* "dc1:3,dc2:3" -> "'dc1': 3, 'dc2': 3" */
+static int parse_replication(const char *value, struct cass_spec *spec, char *err, size_t size)
+{
+	char *copy = strdup(value), *save = NULL;
+	char out[1024] = "";
+	size_t used = 0;
+	int ret = 0;
+	for (char *item = strtok_r(copy, ",", &save); item != NULL;
+	     item = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(item, ':');
+		unsigned rf;
+		bool name_ok = colon != NULL && colon != item;
+		for (char *p = item; name_ok && p < colon; p++) {
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+				name_ok = false;
+		}
+		if (!name_ok || parse_uint(colon + 1, 99, &rf) < 0 || rf == 0) {
+			ret = spec_fail(err, size,
+					"replication: '%s' is not DC:REPLICAS (e.g. dc1:3,dc2:3)",
+					item);
+			break;
+		}
+		*colon = '\0';
+		int n = snprintf(out + used, sizeof(out) - used, "%s'%s': %u", used > 0 ? ", " : "",
+				 item, rf);
+		if (n < 0 || (size_t)n >= sizeof(out) - used) {
+			ret = spec_fail(err, size, "replication: too long");
+			break;
+		}
+		used += (size_t)n;
+	}
+	free(copy);
+	if (ret == 0 && used == 0)
+		ret = spec_fail(err, size, "replication: no data centre given");
+	if (ret == 0)
+		spec->replication = strdup(out);
+	return ret;
+}
+
+static int read_password_file(const char *path, char **password_r, char *err, size_t size)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return spec_fail(err, size, "password_file: cannot read %s: %s", path,
+				 strerror(errno));
+	char line[1024];
+	if (fgets(line, sizeof(line), f) == NULL)
+		line[0] = '\0';
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	if (line[0] == '\0')
+		return spec_fail(err, size, "password_file: %s is empty", path);
+	*password_r = strdup(line);
+	explicit_bzero(line, sizeof(line));
+	return 0;
+}
+
+static int parse_spec(const char *args, struct cass_spec *spec, char *err, size_t size)
+{
+	memset(spec, 0, sizeof(*spec));
+	spec->port = 9042;
+	snprintf(spec->keyspace, sizeof(spec->keyspace), "mailcluster");
+	spec->consistency = CQL_CONSISTENCY_LOCAL_QUORUM;
+	spec->serial_consistency = CQL_CONSISTENCY_SERIAL;
+	spec->page_size = 1000;
+	spec->connect_timeout_ms = 2000;
+	spec->connections = 2;
+	bool tls_set = false;
+	char *password_file = NULL;
+	char *copy = strdup(args), *save = NULL;
+	int ret = 0;
+	for (char *item = strtok_r(copy, ";", &save); item != NULL && ret == 0;
+	     item = strtok_r(NULL, ";", &save)) {
+		while (*item == ' ')
+			item++;
+		if (*item == '\0')
+			continue;
+		char *eq = strchr(item, '=');
+		if (eq == NULL) {
+			ret = spec_fail(err, size, "'%s' is not key=value", item);
+			break;
+		}
+		*eq = '\0';
+		const char *key = item, *value = eq + 1;
+		const char *cerr;
+		if (strcmp(key, "hosts") == 0) {
+			if (spec->host_count > 0)
+				ret = spec_fail(err, size, "hosts: given twice");
+			else
+				ret = parse_hosts(value, spec, err, size);
+		} else if (strcmp(key, "port") == 0) {
+			if (parse_uint(value, 65535, &spec->port) < 0 || spec->port == 0)
+				ret = spec_fail(err, size, "port: '%s' is not a port number",
+						value);
+		} else if (strcmp(key, "keyspace") == 0) {
+			size_t len = strlen(value);
+			bool ok = len >= 1 && len <= KEYSPACE_MAX_LEN;
+			for (const char *p = value; ok && *p != '\0'; p++)
+				ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+				     *p == '_';
+			if (!ok)
+				ret = spec_fail(err, size,
+						"keyspace: '%s' is not 1-48 of [a-z0-9_]", value);
+			else
+				snprintf(spec->keyspace, sizeof(spec->keyspace), "%s", value);
+		} else if (strcmp(key, "local_dc") == 0) {
+			if (*value == '\0' || !text_is_plain(value))
+				ret = spec_fail(err, size,
+						"local_dc: '%s' is not a data centre name", value);
+			else {
+				free(spec->local_dc);
+				spec->local_dc = strdup(value);
+			}
+		} else if (strcmp(key, "username") == 0) {
+			if (*value == '\0')
+				ret = spec_fail(err, size, "username: empty");
+			else {
+				free(spec->username);
+				spec->username = strdup(value);
+			}
+		} else if (strcmp(key, "password") == 0) {
+			free(spec->password);
+			spec->password = strdup(value);
+		} else if (strcmp(key, "password_file") == 0) {
+			free(password_file);
+			password_file = strdup(value);
+		} else if (strcmp(key, "tls") == 0) {
+			if (parse_bool(value, &spec->tls) < 0)
+				ret = spec_fail(err, size, "tls: '%s' is not yes or no", value);
+			tls_set = true;
+		} else if (strcmp(key, "tls_ca") == 0) {
+			if (*value == '\0')
+				ret = spec_fail(err, size, "tls_ca: empty");
+			else if (access(value, R_OK) < 0)
+				ret = spec_fail(err, size, "tls_ca: cannot read %s: %s", value,
+						strerror(errno));
+			else {
+				free(spec->tls_ca);
+				spec->tls_ca = strdup(value);
+			}
+		} else if (strcmp(key, "tls_verify") == 0) {
+			if (parse_bool(value, &spec->tls_verify) < 0)
+				ret = spec_fail(err, size, "tls_verify: '%s' is not yes or no",
+						value);
+			spec->tls_verify_set = true;
+		} else if (strcmp(key, "consistency") == 0) {
+			if (cql_consistency_parse(value, &spec->consistency, &cerr) < 0 ||
+			    spec->consistency == CQL_CONSISTENCY_SERIAL ||
+			    spec->consistency == CQL_CONSISTENCY_LOCAL_SERIAL ||
+			    spec->consistency == CQL_CONSISTENCY_ANY)
+				ret = spec_fail(err, size,
+						"consistency: '%s' is not a read/write consistency "
+						"level (e.g. local_quorum, quorum, one)",
+						value);
+		} else if (strcmp(key, "serial_consistency") == 0) {
+			if (cql_consistency_parse(value, &spec->serial_consistency, &cerr) < 0 ||
+			    (spec->serial_consistency != CQL_CONSISTENCY_SERIAL &&
+			     spec->serial_consistency != CQL_CONSISTENCY_LOCAL_SERIAL))
+				ret = spec_fail(err, size,
+						"serial_consistency: '%s' is not serial or "
+						"local_serial",
+						value);
+		} else if (strcmp(key, "page_size") == 0) {
+			if (parse_uint(value, 100000, &spec->page_size) < 0 || spec->page_size == 0)
+				ret = spec_fail(err, size, "page_size: '%s' is not 1..100000",
+						value);
+		} else if (strcmp(key, "connect_timeout") == 0) {
+			if (parse_duration_ms(value, &spec->connect_timeout_ms) < 0)
+				ret = spec_fail(err, size,
+						"connect_timeout: '%s' is not a duration (2000, "
+						"2000ms or 2s)",
+						value);
+		} else if (strcmp(key, "request_timeout") == 0) {
+			if (parse_duration_ms(value, &spec->request_timeout_ms) < 0)
+				ret = spec_fail(err, size,
+						"request_timeout: '%s' is not a duration (5000, "
+						"5000ms or 5s)",
+						value);
+		} else if (strcmp(key, "connections") == 0) {
+			if (parse_uint(value, 64, &spec->connections) < 0 || spec->connections == 0)
+				ret = spec_fail(err, size, "connections: '%s' is not 1..64", value);
+		} else if (strcmp(key, "replication") == 0) {
+			free(spec->replication);
+			spec->replication = NULL;
+			ret = parse_replication(value, spec, err, size);
+		} else {
+			ret = spec_fail(err, size, "unknown key '%s'", key);
+		}
+	}
+	free(copy);
+	if (ret == 0 && spec->host_count == 0)
+		ret = spec_fail(err, size, "hosts: required (hosts=H1,H2)");
+	if (ret == 0 && password_file != NULL) {
+		if (spec->password != NULL)
+			ret = spec_fail(err, size, "password and password_file: give only one");
+		else
+			ret = read_password_file(password_file, &spec->password, err, size);
+	}
+	if (ret == 0 && spec->password != NULL && spec->username == NULL)
+		ret = spec_fail(err, size, "password: given without username");
+	if (ret == 0 && spec->username != NULL && spec->password == NULL)
+		ret = spec_fail(err, size, "username: given without password or password_file");
+	if (ret == 0 && spec->tls_ca != NULL) {
+		if (tls_set && !spec->tls)
+			ret = spec_fail(err, size, "tls_ca: given with tls=no");
+		spec->tls = true;
+		if (!spec->tls_verify_set)
+			spec->tls_verify = true;
+	}
+	if (ret == 0 && spec->tls_verify_set && spec->tls_verify && !spec->tls)
+		ret = spec_fail(err, size, "tls_verify: given without tls=yes");
+	free(password_file);
+	if (ret < 0)
+		spec_free(spec);
+	return ret;
+}
+
+/* ---- statements ---- */
+
+enum stmt_id {
+	Q_META_GET,
+	Q_META_ALL,
+	Q_META_PUT,
+	Q_META_INSERT_IF,
+	Q_SITE_ADD,
+	Q_SITE_UPDATE,
+	Q_SITE_DELETE,
+	Q_SITE_GET,
+	Q_SITE_ALL,
+	Q_BACKEND_ADD,
+	Q_BACKEND_UPDATE,
+	Q_BACKEND_DELETE,
+	Q_BACKEND_GET,
+	Q_BACKEND_ALL,
+	Q_GROUP_GET,
+	Q_GROUP_ALL,
+	Q_GROUP_BACKENDS,
+	Q_GROUP_INSERT,
+	Q_GROUP_UPDATE_IF,
+	Q_GROUP_DELETE_IF,
+	Q_USER_GET,
+	Q_USER_ALL,
+	Q_USER_PUT,
+	Q_USER_DELETE,
+	Q_LEASE_INSERT,
+	Q_LEASE_UPDATE_IF,
+	Q_LEASE_DELETE_IF,
+	Q_HEALTH_PUT,
+	Q_HEALTH_GET,
+	Q_HEALTH_ALL,
+	Q_COUNT
+};
+
+/* %1$s is the keyspace */
+static const char *const stmt_templates[Q_COUNT] = {
+	[Q_META_GET] = "SELECT value FROM %1$s.meta WHERE key = ?",
+	[Q_META_ALL] = "SELECT key, value FROM %1$s.meta",
+	[Q_META_PUT] = "INSERT INTO %1$s.meta (key, value) VALUES (?, ?)",
+	[Q_META_INSERT_IF] = "INSERT INTO %1$s.meta (key, value) VALUES (?, ?) IF NOT EXISTS",
+	[Q_SITE_ADD] = "INSERT INTO %1$s.sites (name, status, tags, load_balancer, updated_by, "
+		       "updated_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+	[Q_SITE_UPDATE] = "UPDATE %1$s.sites SET status = ?, tags = ?, load_balancer = ?, "
+			  "updated_by = ?, updated_at = ? WHERE name = ? IF EXISTS",
+	[Q_SITE_DELETE] = "DELETE FROM %1$s.sites WHERE name = ? IF EXISTS",
+	[Q_SITE_GET] = "SELECT name, status, tags, load_balancer FROM %1$s.sites WHERE name = ?",
+	[Q_SITE_ALL] = "SELECT name, status, tags, load_balancer FROM %1$s.sites",
+	[Q_BACKEND_ADD] = "INSERT INTO %1$s.backends (name, site, address, status, load_factor, "
+			  "tags, updated_by, updated_at) VALUES (?, ?, ?, 'standby', 100, '', ?, "
+			  "?) IF NOT EXISTS",
+	[Q_BACKEND_UPDATE] = "UPDATE %1$s.backends SET status = ?, load_factor = ?, address = ?, "
+			     "updated_by = ?, updated_at = ? WHERE name = ? IF EXISTS",
+	[Q_BACKEND_DELETE] = "DELETE FROM %1$s.backends WHERE name = ? IF EXISTS",
+	[Q_BACKEND_GET] = "SELECT name, site, address, status, load_factor, updated_by, "
+			  "updated_at FROM %1$s.backends WHERE name = ?",
+	[Q_BACKEND_ALL] = "SELECT name, site, address, status, load_factor, updated_by, "
+			  "updated_at FROM %1$s.backends",
+	[Q_GROUP_GET] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
+			"%1$s.groups WHERE group_id = ?",
+	[Q_GROUP_ALL] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
+			"%1$s.groups",
+	[Q_GROUP_BACKENDS] = "SELECT group_id, backend FROM %1$s.groups",
+	[Q_GROUP_INSERT] = "INSERT INTO %1$s.groups (group_id, site, backend, epoch, written_by, "
+			   "written_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+	[Q_GROUP_UPDATE_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, epoch = ?, "
+			      "written_by = ?, written_at = ? WHERE group_id = ? IF epoch = ?",
+	[Q_GROUP_DELETE_IF] = "DELETE FROM %1$s.groups WHERE group_id = ? IF backend = ?",
+	[Q_USER_GET] = "SELECT username, group_id, written_by, written_at FROM %1$s.users "
+		       "WHERE username = ?",
+	[Q_USER_ALL] = "SELECT username, group_id, written_by, written_at FROM %1$s.users",
+	[Q_USER_PUT] = "INSERT INTO %1$s.users (username, group_id, written_by, written_at) "
+		       "VALUES (?, ?, ?, ?)",
+	[Q_USER_DELETE] = "DELETE FROM %1$s.users WHERE username = ? IF EXISTS",
+	[Q_LEASE_INSERT] = "INSERT INTO %1$s.leases (name, holder, expires_at) VALUES (?, ?, ?) "
+			   "IF NOT EXISTS USING TTL ?",
+	[Q_LEASE_UPDATE_IF] = "UPDATE %1$s.leases USING TTL ? SET holder = ?, expires_at = ? "
+			      "WHERE name = ? IF holder = ? AND expires_at = ?",
+	[Q_LEASE_DELETE_IF] = "DELETE FROM %1$s.leases WHERE name = ? IF holder = ? AND "
+			      "expires_at > ?",
+	[Q_HEALTH_PUT] = "INSERT INTO %1$s.health (backend, observer, ok, detail, observed_at) "
+			 "VALUES (?, ?, ?, ?, ?) USING TTL ?",
+	[Q_HEALTH_GET] = "SELECT backend, observer, ok, detail, observed_at FROM %1$s.health "
+			 "WHERE backend = ?",
+	[Q_HEALTH_ALL] = "SELECT backend, observer, ok, detail, observed_at FROM %1$s.health",
+};
+
+/* The schema, version by version: init applies every version newer than
+ * the one recorded in meta.  The Cassandra schema starts at version 2 (the
+ * first GeoDB version that had a Cassandra driver). */
+static const char *const schema_v2[] = {
+	"CREATE TABLE IF NOT EXISTS %1$s.meta (key text PRIMARY KEY, value text)",
+	"CREATE TABLE IF NOT EXISTS %1$s.sites (name text PRIMARY KEY, status text, tags text, "
+	"load_balancer text, updated_by text, updated_at bigint)",
+	"CREATE TABLE IF NOT EXISTS %1$s.backends (name text PRIMARY KEY, site text, address "
+	"text, status text, load_factor int, tags text, updated_by text, updated_at bigint)",
+	"CREATE TABLE IF NOT EXISTS %1$s.groups (group_id int PRIMARY KEY, site text, backend "
+	"text, epoch bigint, written_by text, written_at bigint)",
+	"CREATE TABLE IF NOT EXISTS %1$s.users (username text PRIMARY KEY, group_id int, "
+	"written_by text, written_at bigint)",
+	"CREATE TABLE IF NOT EXISTS %1$s.leases (name text PRIMARY KEY, holder text, expires_at "
+	"bigint)",
+	"CREATE TABLE IF NOT EXISTS %1$s.health (backend text, observer text, ok boolean, detail "
+	"text, observed_at bigint, PRIMARY KEY (backend, observer))",
+	NULL,
+};
+
+static const struct schema_version {
+	unsigned version;
+	const char *const *statements;
+} schema_versions[] = {
+	{2, schema_v2},
+};
+
+static char *format_ks(const char *template, const char *keyspace)
+{
+	char *out = NULL;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	if (asprintf(&out, template, keyspace) < 0)
+		abort();
+#pragma GCC diagnostic pop
+	return out;
+}
+
+/* ---- the handle ---- */
+
+struct async_job;
+
+struct cassdb {
+	struct geodb geo; /* first: the handle geodb.c sees */
+	struct cass_spec spec;
+	unsigned request_timeout_ms;
+	char *cql[Q_COUNT];
+	char *schema_text;
+	SSL_CTX *ssl_ctx;
+	struct event_base *sync_base;
+	struct cql_client *sync;
+	struct cql_client *async; /* on geo.base, after attach */
+	bool schema_ok;
+	struct async_job *jobs; /* asynchronous ops in flight */
+	char error[1024];
+};
+
+static int fail(struct cassdb *db, const char **error_r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct cassdb *db, const char **error_r, const char *fmt, ...)
+{
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(db->error, sizeof(db->error), fmt, args);
+	va_end(args);
+	*error_r = db->error;
+	return -1;
+}
+
+static int64_t now_seconds(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void no_schema_sentence(const struct cassdb *db, char *buf, size_t size)
+{
+	snprintf(buf, size,
+		 "geodb: keyspace %s has no mailcluster schema; run 'mailcluster geodb init'",
+		 db->spec.keyspace);
+}
+
+/* A server error that means our keyspace or tables are missing. */
+static bool is_missing_schema(const struct cql_reply *reply)
+{
+	if (reply->error_code != CQL_ERROR_INVALID)
+		return false;
+	return strstr(reply->error, "does not exist") != NULL ||
+	       strstr(reply->error, "unconfigured table") != NULL ||
+	       strstr(reply->error, "Keyspace") != NULL || strstr(reply->error, "keyspace") != NULL;
+}
+
+/* The sentence for a failed request: "geodb: WHAT: the server's words". */
+static void reply_error(const struct cassdb *db, const struct cql_reply *reply, const char *what,
+			char *buf, size_t size)
+{
+	if (is_missing_schema(reply))
+		no_schema_sentence(db, buf, size);
+	else
+		snprintf(buf, size, "geodb: %s: %s", what, reply->error);
+}
+
+/* ---- bound values ---- */
+
+struct vals {
+	struct cql_buf buf;
+	unsigned count;
+	const char *error;
+};
+
+static void v_text(struct vals *v, const char *text)
+{
+	const char *error;
+	if (cql_buf_put_text(&v->buf, text, &error) < 0)
+		v->error = error;
+	else
+		v->count++;
+}
+
+static void v_int(struct vals *v, int32_t value)
+{
+	cql_buf_put_int(&v->buf, value);
+	v->count++;
+}
+
+static void v_bigint(struct vals *v, int64_t value)
+{
+	cql_buf_put_bigint(&v->buf, value);
+	v->count++;
+}
+
+static void v_bool(struct vals *v, bool value)
+{
+	cql_buf_put_boolean(&v->buf, value);
+	v->count++;
+}
+
+static void v_free(struct vals *v)
+{
+	cql_buf_free(&v->buf);
+}
+
+enum req_flag {
+	F_READ = 0x01,   /* idempotent read at the configured consistency */
+	F_COND = 0x02,   /* conditional: serial consistency */
+	F_ALL = 0x04,    /* every page */
+	F_DDL = 0x08,    /* schema statement: not prepared */
+	F_LOCAL = 0x10,  /* system table: consistency ONE, not prepared */
+	F_SERIAL = 0x20, /* read at the serial consistency (linearizable) */
+};
+
+static void fill_request(const struct cassdb *db, struct cql_request *req, const char *cql,
+			 const struct vals *v, unsigned flags)
+{
+	memset(req, 0, sizeof(*req));
+	req->cql = cql;
+	req->prepare = (flags & (F_DDL | F_LOCAL)) == 0;
+	if (v != NULL) {
+		req->values = v->buf.data;
+		req->values_len = v->buf.len;
+		req->value_count = v->count;
+	}
+	req->consistency = db->spec.consistency;
+	if ((flags & F_LOCAL) != 0)
+		req->consistency = CQL_CONSISTENCY_ONE;
+	if ((flags & F_SERIAL) != 0)
+		req->consistency = db->spec.serial_consistency;
+	if ((flags & F_COND) != 0) {
+		req->with_serial_consistency = true;
+		req->serial_consistency = db->spec.serial_consistency;
+	}
+	if ((flags & F_ALL) != 0) {
+		req->page_size = (int32_t)db->spec.page_size;
+		req->all_pages = true;
+	}
+	req->idempotent = (flags & (F_READ | F_DDL | F_LOCAL | F_SERIAL)) != 0;
+}
+
+/* ---- reading rows ---- */
+
+typedef int reply_fn(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+		     size_t size);
+
+static int bad_cell(char *err, size_t size, const char *column, const char *error)
+{
+	snprintf(err, size, "bad row: column %s: %s", column, error);
+	return -1;
+}
+
+static int cell_text(const struct cql_value *v, const char *column, char *dst, size_t dst_size,
+		     char *err, size_t size)
+{
+	struct cql_string s;
+	const char *error;
+	int r = cql_value_text(v, &s, &error);
+	if (r < 0)
+		return bad_cell(err, size, column, error);
+	size_t len = r == 0 ? 0 : s.len;
+	if (len >= dst_size)
+		len = dst_size - 1;
+	if (len > 0)
+		memcpy(dst, s.data, len);
+	dst[len] = '\0';
+	return 0;
+}
+
+static int cell_int(const struct cql_value *v, const char *column, int32_t *value_r, char *err,
+		    size_t size)
+{
+	const char *error;
+	int r = cql_value_int(v, value_r, &error);
+	if (r < 0)
+		return bad_cell(err, size, column, error);
+	if (r == 0)
+		*value_r = 0;
+	return 0;
+}
+
+static int cell_bigint(const struct cql_value *v, const char *column, int64_t *value_r, char *err,
+		       size_t size)
+{
+	const char *error;
+	int r = cql_value_bigint(v, value_r, &error);
+	if (r < 0)
+		return bad_cell(err, size, column, error);
+	if (r == 0)
+		*value_r = 0;
+	return 0;
+}
+
+static int need_rows(const struct cql_reply *reply, char *err, size_t size)
+{
+	if (reply->kind != CQL_RESULT_ROWS) {
+		snprintf(err, size, "expected rows, got a result of kind %d", (int)reply->kind);
+		return -1;
+	}
+	return 0;
+}
+
+typedef int row_fn(const struct cql_value *cells, void *item, char *err, size_t size);
+
+/* Every row of every page into a new array of elem_size items. */
+static int collect_rows(const struct cql_reply *reply, unsigned columns, size_t elem_size,
+			row_fn *fn, void **items_r, size_t *count_r, char *err, size_t size)
+{
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	size_t total = cql_reply_row_count(reply), count = 0;
+	char *items = calloc(total > 0 ? total : 1, elem_size);
+	struct cql_reply_cursor cursor;
+	struct cql_value cells[8];
+	cql_reply_cursor_init(&cursor, reply);
+	while (count < total && cql_reply_next_row(&cursor, cells, columns)) {
+		if (fn(cells, items + count * elem_size, err, size) < 0) {
+			free(items);
+			return -1;
+		}
+		count++;
+	}
+	*items_r = items;
+	*count_r = count;
+	return 0;
+}
+
+static int row_site(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_site *site = item;
+	char status[32];
+	memset(site, 0, sizeof(*site));
+	if (cell_text(&c[0], "name", site->name, sizeof(site->name), err, size) < 0 ||
+	    cell_text(&c[1], "status", status, sizeof(status), err, size) < 0 ||
+	    cell_text(&c[2], "tags", site->tags, sizeof(site->tags), err, size) < 0 ||
+	    cell_text(&c[3], "load_balancer", site->load_balancer, sizeof(site->load_balancer), err,
+		      size) < 0)
+		return -1;
+	if (site_status_parse(status, &site->status) < 0)
+		site->status = SITE_STATUS_OFFLINE;
+	return 0;
+}
+
+static int row_backend(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_backend *backend = item;
+	char status[32];
+	int32_t load_factor;
+	memset(backend, 0, sizeof(*backend));
+	if (cell_text(&c[0], "name", backend->name, sizeof(backend->name), err, size) < 0 ||
+	    cell_text(&c[1], "site", backend->site, sizeof(backend->site), err, size) < 0 ||
+	    cell_text(&c[2], "address", backend->address, sizeof(backend->address), err, size) <
+		    0 ||
+	    cell_text(&c[3], "status", status, sizeof(status), err, size) < 0 ||
+	    cell_int(&c[4], "load_factor", &load_factor, err, size) < 0 ||
+	    cell_text(&c[5], "updated_by", backend->updated_by, sizeof(backend->updated_by), err,
+		      size) < 0 ||
+	    cell_bigint(&c[6], "updated_at", &backend->updated_at, err, size) < 0)
+		return -1;
+	if (backend_status_parse(status, &backend->status) < 0)
+		backend->status = BACKEND_STATUS_OFFLINE;
+	backend->load_factor = (unsigned)load_factor;
+	return 0;
+}
+
+static int row_group(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_group *group = item;
+	int32_t id;
+	int64_t epoch;
+	memset(group, 0, sizeof(*group));
+	if (cell_int(&c[0], "group_id", &id, err, size) < 0 ||
+	    cell_text(&c[1], "site", group->site, sizeof(group->site), err, size) < 0 ||
+	    cell_text(&c[2], "backend", group->backend, sizeof(group->backend), err, size) < 0 ||
+	    cell_bigint(&c[3], "epoch", &epoch, err, size) < 0 ||
+	    cell_text(&c[4], "written_by", group->written_by, sizeof(group->written_by), err,
+		      size) < 0 ||
+	    cell_bigint(&c[5], "written_at", &group->written_at, err, size) < 0)
+		return -1;
+	group->group_id = (unsigned)id;
+	group->epoch = (uint64_t)epoch;
+	return 0;
+}
+
+static int row_user(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_user *user = item;
+	int32_t id;
+	memset(user, 0, sizeof(*user));
+	if (cell_text(&c[0], "username", user->username, sizeof(user->username), err, size) < 0 ||
+	    cell_int(&c[1], "group_id", &id, err, size) < 0 ||
+	    cell_text(&c[2], "written_by", user->written_by, sizeof(user->written_by), err, size) <
+		    0 ||
+	    cell_bigint(&c[3], "written_at", &user->written_at, err, size) < 0)
+		return -1;
+	user->group_id = (unsigned)id;
+	return 0;
+}
+
+static int row_health(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_health *h = item;
+	const char *error;
+	memset(h, 0, sizeof(*h));
+	if (cell_text(&c[0], "backend", h->backend, sizeof(h->backend), err, size) < 0 ||
+	    cell_text(&c[1], "observer", h->observer, sizeof(h->observer), err, size) < 0)
+		return -1;
+	int r = cql_value_boolean(&c[2], &h->ok, &error);
+	if (r < 0)
+		return bad_cell(err, size, "ok", error);
+	if (r == 0)
+		h->ok = false;
+	if (cell_text(&c[3], "detail", h->detail, sizeof(h->detail), err, size) < 0 ||
+	    cell_bigint(&c[4], "observed_at", &h->observed_at, err, size) < 0)
+		return -1;
+	return 0;
+}
+
+/* Reads the first row (if any) with fn; returns 1 found, 0 none, -1. */
+static int first_row(const struct cql_reply *reply, unsigned columns, row_fn *fn, void *item,
+		     char *err, size_t size)
+{
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	struct cql_reply_cursor cursor;
+	struct cql_value cells[8];
+	cql_reply_cursor_init(&cursor, reply);
+	if (!cql_reply_next_row(&cursor, cells, columns))
+		return 0;
+	return fn(cells, item, err, size) < 0 ? -1 : 1;
+}
+
+/* The result of a conditional statement: [applied] and, when it was not
+ * applied, the columns of the row that is there (by name from the
+ * metadata; by position when the server sent none). */
+struct lwt_row {
+	bool applied;
+	unsigned count;
+	bool named;
+	char names[LWT_MAX_COLS][32];
+	struct cql_value cells[LWT_MAX_COLS];
+};
+
+static int lwt_parse(const struct cql_reply *reply, struct lwt_row *row, char *err, size_t size)
+{
+	memset(row, 0, sizeof(*row));
+	if (reply->kind != CQL_RESULT_ROWS || reply->page_count == 0) {
+		snprintf(err, size, "a conditional statement returned no [applied] row");
+		return -1;
+	}
+	const struct cql_rows *rows = &reply->pages[0];
+	struct cql_columns_cursor cc;
+	struct cql_column column;
+	unsigned n = 0;
+	cql_columns_cursor_init(&cc, &rows->metadata);
+	while (n < LWT_MAX_COLS && cql_columns_next(&cc, &column)) {
+		snprintf(row->names[n], sizeof(row->names[n]), "%.*s", (int)column.name.len,
+			 column.name.data);
+		n++;
+	}
+	row->named = n > 0;
+	unsigned count =
+		rows->metadata.column_count < 0 ? 0 : (unsigned)rows->metadata.column_count;
+	if (count > LWT_MAX_COLS)
+		count = LWT_MAX_COLS;
+	struct cql_rows_cursor rc;
+	cql_rows_cursor_init(&rc, rows);
+	const char *error;
+	if (count == 0 || !cql_rows_next(&rc, row->cells, count) ||
+	    cql_value_boolean(&row->cells[0], &row->applied, &error) != 1) {
+		snprintf(err, size, "a conditional statement returned no [applied] value");
+		return -1;
+	}
+	row->count = count;
+	return 0;
+}
+
+/* The column name, or position pos when there are no names; NULL if the
+ * row does not have it. */
+static const struct cql_value *lwt_col(const struct lwt_row *row, const char *name, unsigned pos)
+{
+	if (row->named) {
+		for (unsigned i = 0; i < row->count; i++) {
+			if (strcmp(row->names[i], name) == 0)
+				return &row->cells[i];
+		}
+		return NULL;
+	}
+	return pos < row->count ? &row->cells[pos] : NULL;
+}
+
+/* ---- running requests ---- */
+
+static int make_ssl_ctx(struct cassdb *db, const char **error_r)
+{
+	if (!db->spec.tls)
+		return 0;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		return fail(db, error_r, "geodb: cannot create a TLS context");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (db->spec.tls_ca != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, db->spec.tls_ca, NULL) != 1) {
+			unsigned long e = ERR_get_error();
+			SSL_CTX_free(ctx);
+			return fail(db, error_r, "geodb: tls_ca %s: %s", db->spec.tls_ca,
+				    e != 0 ? ERR_reason_error_string(e) : "not usable");
+		}
+	} else if (db->spec.tls_verify) {
+		SSL_CTX_set_default_verify_paths(ctx);
+	}
+	SSL_CTX_set_verify(ctx, db->spec.tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	db->ssl_ctx = ctx;
+	return 0;
+}
+
+static int client_create(struct cassdb *db, struct event_base *base, struct cql_client **client_r,
+			 const char **error_r)
+{
+	struct cql_client_settings set;
+	memset(&set, 0, sizeof(set));
+	set.hosts = (const char *const *)db->spec.hosts;
+	set.host_count = db->spec.host_count;
+	set.port = (uint16_t)db->spec.port;
+	set.keyspace = NULL; /* statements name it: it may not exist yet */
+	set.local_dc = db->spec.local_dc;
+	set.username = db->spec.username;
+	set.password = db->spec.password;
+	set.ssl_ctx = db->ssl_ctx;
+	set.tls_verify = db->spec.tls_verify;
+	set.connections_per_host = db->spec.connections;
+	set.connect_timeout_ms = db->spec.connect_timeout_ms;
+	set.request_timeout_ms = db->request_timeout_ms;
+	const char *error;
+	if (cql_client_create(base, &set, client_r, &error) < 0)
+		return fail(db, error_r, "geodb: cassandra client: %s", error);
+	return 0;
+}
+
+static int ensure_sync(struct cassdb *db, const char **error_r)
+{
+	if (db->sync != NULL)
+		return 0;
+	if (db->sync_base == NULL) {
+		db->sync_base = event_base_new();
+		if (db->sync_base == NULL)
+			return fail(db, error_r, "geodb: cannot create an event base");
+	}
+	return client_create(db, db->sync_base, &db->sync, error_r);
+}
+
+struct call {
+	struct cassdb *db;
+	const char *what;
+	reply_fn *fn;
+	void *context;
+	bool done;
+	int ret;
+};
+
+static void call_done(const struct cql_reply *reply, void *context)
+{
+	struct call *call = context;
+	struct cassdb *db = call->db;
+	char err[768];
+	if (reply->error != NULL) {
+		reply_error(db, reply, call->what, db->error, sizeof(db->error));
+		call->ret = -1;
+	} else if (call->fn != NULL) {
+		call->ret = call->fn(db, reply, call->context, err, sizeof(err));
+		if (call->ret < 0)
+			snprintf(db->error, sizeof(db->error), "geodb: %s: %s", call->what, err);
+	} else {
+		call->ret = 0;
+	}
+	call->done = true;
+}
+
+/* Runs one statement on the synchronous client and waits for it.  fn (if
+ * any) reads the reply; returns what fn returned (0 without fn) or -1. */
+static int run(struct cassdb *db, const char *what, enum stmt_id id, const char *cql,
+	       struct vals *v, unsigned flags, reply_fn *fn, void *context, const char **error_r)
+{
+	if (cql == NULL)
+		cql = db->cql[id];
+	if (v != NULL && v->error != NULL) {
+		fail(db, error_r, "geodb: %s: %s", what, v->error);
+		v_free(v);
+		return -1;
+	}
+	if (ensure_sync(db, error_r) < 0) {
+		if (v != NULL)
+			v_free(v);
+		return -1;
+	}
+	struct call call = {db, what, fn, context, false, 0};
+	struct cql_request req;
+	fill_request(db, &req, cql, v, flags);
+	struct cql_pending *pending = cql_client_execute(db->sync, &req, call_done, &call);
+	if (v != NULL)
+		v_free(v);
+	if (cql_client_wait(db->sync, &call.done) < 0 && !call.done) {
+		cql_client_cancel(&pending);
+		return fail(db, error_r, "geodb: %s: the CQL client stopped before the answer came",
+			    what);
+	}
+	if (call.ret < 0)
+		*error_r = db->error;
+	return call.ret;
+}
+
+static int reply_lwt_applied(struct cassdb *db, const struct cql_reply *reply, void *context,
+			     char *err, size_t size)
+{
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	return row.applied ? 1 : 0;
+}
+
+static int parse_version(const char *text, unsigned *version_r)
+{
+	unsigned long v;
+	char *end;
+	if (*text < '0' || *text > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno != 0 || *end != '\0' || v > 0xffffffffUL)
+		return -1;
+	*version_r = (unsigned)v;
+	return 0;
+}
+
+struct meta_value {
+	bool found;
+	char value[64];
+};
+
+static int reply_meta_value(struct cassdb *db, const struct cql_reply *reply, void *context,
+			    char *err, size_t size)
+{
+	struct meta_value *mv = context;
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	struct cql_reply_cursor cursor;
+	struct cql_value cell;
+	cql_reply_cursor_init(&cursor, reply);
+	mv->found = cql_reply_next_row(&cursor, &cell, 1);
+	if (mv->found && cell_text(&cell, "value", mv->value, sizeof(mv->value), err, size) < 0)
+		return -1;
+	return 0;
+}
+
+/* meta.schema_version: 1 found (*version_r), 0 none, -1 error.  A
+ * keyspace or meta table that does not exist is "none" when
+ * missing_is_none, else the no-schema error. */
+static int read_schema_version(struct cassdb *db, unsigned *version_r, const char **error_r)
+{
+	struct meta_value mv = {0};
+	struct vals v = {0};
+	v_text(&v, "schema_version");
+	if (run(db, "reading the schema version (table meta)", Q_META_GET, NULL, &v, F_READ,
+		reply_meta_value, &mv, error_r) < 0)
+		return -1;
+	if (!mv.found)
+		return 0;
+	if (parse_version(mv.value, version_r) < 0)
+		return fail(db, error_r,
+			    "geodb: keyspace %s: meta schema_version '%s' is not a number",
+			    db->spec.keyspace, mv.value);
+	return 1;
+}
+
+/* Before the first operation: the keyspace must have our schema, at our
+ * version. */
+static int ready(struct cassdb *db, const char **error_r)
+{
+	if (db->schema_ok)
+		return 0;
+	unsigned version = 0;
+	int found = read_schema_version(db, &version, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		no_schema_sentence(db, db->error, sizeof(db->error));
+		*error_r = db->error;
+		return -1;
+	}
+	if (version > GEODB_SCHEMA_VERSION)
+		return fail(db, error_r,
+			    "geodb: keyspace %s has schema version %u, newer than this "
+			    "mailcluster knows (%d): upgrade mailcluster",
+			    db->spec.keyspace, version, GEODB_SCHEMA_VERSION);
+	if (version < GEODB_SCHEMA_VERSION)
+		return fail(db, error_r,
+			    "geodb: keyspace %s has schema version %u; run 'mailcluster geodb "
+			    "init' to upgrade it to %d",
+			    db->spec.keyspace, version, GEODB_SCHEMA_VERSION);
+	db->schema_ok = true;
+	return 0;
+}
+
+/* ---- open, close, spec ---- */
+
+static int cass_spec_check(const char *args, const char **error_r)
+{
+	static __thread char error[512];
+	struct cass_spec spec;
+	if (parse_spec(args, &spec, error, sizeof(error)) < 0) {
+		*error_r = error;
+		return -1;
+	}
+	spec_free(&spec);
+	return 0;
+}
+
+static void build_schema_text(struct cassdb *db)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	fprintf(f,
+		"-- mailcluster GeoDB schema, version %d (Apache Cassandra)\n"
+		"CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': "
+		"'NetworkTopologyStrategy', %s} AND durable_writes = true;\n",
+		GEODB_SCHEMA_VERSION, db->spec.keyspace,
+		db->spec.replication != NULL ? db->spec.replication
+					     : "<every data centre>: <min(3, its nodes)>");
+	for (size_t i = 0; i < sizeof(schema_versions) / sizeof(schema_versions[0]); i++) {
+		fprintf(f, "-- version %u\n", schema_versions[i].version);
+		for (const char *const *s = schema_versions[i].statements; *s != NULL; s++) {
+			char *stmt = format_ks(*s, db->spec.keyspace);
+			fprintf(f, "%s;\n", stmt);
+			free(stmt);
+		}
+	}
+	fprintf(f, "INSERT INTO %s.meta (key, value) VALUES ('schema_version', '%d');\n",
+		db->spec.keyspace, GEODB_SCHEMA_VERSION);
+	fclose(f);
+	db->schema_text = text;
+}
+
+static void cass_close(struct geodb *geo);
+
+static int cass_open(const char *args, unsigned busy_timeout_ms, struct geodb **db_r,
+		     const char **error_r)
+{
+	static __thread char open_error[1024];
+	struct cassdb *db = calloc(1, sizeof(*db));
+	if (parse_spec(args, &db->spec, open_error, sizeof(open_error)) < 0) {
+		free(db);
+		*error_r = open_error;
+		return -1;
+	}
+	db->request_timeout_ms = db->spec.request_timeout_ms != 0 ? db->spec.request_timeout_ms
+				 : busy_timeout_ms != 0           ? busy_timeout_ms
+								  : 5000;
+	for (int i = 0; i < Q_COUNT; i++)
+		db->cql[i] = format_ks(stmt_templates[i], db->spec.keyspace);
+	build_schema_text(db);
+	const char *error;
+	if (make_ssl_ctx(db, &error) < 0) {
+		snprintf(open_error, sizeof(open_error), "%s", error);
+		*error_r = open_error;
+		cass_close(&db->geo);
+		return -1;
+	}
+	*db_r = &db->geo;
+	return 0;
+}
+
+/* ---- asynchronous jobs ---- */
+
+enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN };
+
+struct snap_part {
+	struct async_job *job;
+	unsigned index;
+	struct cql_pending *pending;
+};
+
+struct async_job {
+	struct async_job *next, *prev;
+	enum job_kind kind;
+	struct cassdb *db;
+	struct cql_client *client;
+	struct geodb_op *op; /* NULL: a synchronous caller waits on done */
+	bool done;
+	bool failed;
+	char error[1024];
+	struct event *deferred;
+	/* JOB_SNAPSHOT */
+	struct geodb_snapshot *snap;
+	struct snap_part parts[SNAP_PARTS];
+	unsigned remaining;
+	/* JOB_ASSIGN */
+	struct geodb_group group;
+	struct cql_pending *pending;
+	int result;
+};
+
+static void job_link(struct cassdb *db, struct async_job *job)
+{
+	job->next = db->jobs;
+	if (db->jobs != NULL)
+		db->jobs->prev = job;
+	db->jobs = job;
+}
+
+static void job_unlink(struct cassdb *db, struct async_job *job)
+{
+	if (job->prev != NULL)
+		job->prev->next = job->next;
+	else if (db->jobs == job)
+		db->jobs = job->next;
+	if (job->next != NULL)
+		job->next->prev = job->prev;
+	job->next = job->prev = NULL;
+}
+
+static void job_cancel_requests(struct async_job *job)
+{
+	for (unsigned i = 0; i < SNAP_PARTS; i++) {
+		if (job->parts[i].pending != NULL)
+			cql_client_cancel(&job->parts[i].pending);
+	}
+	if (job->pending != NULL)
+		cql_client_cancel(&job->pending);
+}
+
+static void snapshot_free_ptr(struct geodb_snapshot *snap)
+{
+	if (snap != NULL) {
+		geodb_snapshot_free(snap);
+		free(snap);
+	}
+}
+
+/* Finishes a job: hands the result to geodb.c (async) or marks it done
+ * (sync; the waiting caller then frees it). */
+static void job_finish(struct async_job *job)
+{
+	job_cancel_requests(job);
+	if (job->op == NULL) {
+		job->done = true;
+		return;
+	}
+	struct cassdb *db = job->db;
+	struct geodb_op *op = job->op;
+	job_unlink(db, job);
+	if (job->deferred != NULL)
+		event_free(job->deferred);
+	if (job->kind == JOB_SNAPSHOT) {
+		struct geodb_snapshot *snap = job->failed ? NULL : job->snap;
+		if (job->failed)
+			snapshot_free_ptr(job->snap);
+		geodb_op_done_snapshot(op, snap, job->failed ? job->error : NULL);
+	} else {
+		geodb_op_done_assign(op, job->failed ? -1 : job->result,
+				     job->failed ? NULL : &job->group,
+				     job->failed ? job->error : NULL);
+	}
+	free(job);
+}
+
+static void job_deferred_fail(evutil_socket_t fd, short what, void *context)
+{
+	job_finish(context);
+}
+
+/* Fails a job that could not even start: later, from the loop. */
+static void job_fail_later(struct async_job *job)
+{
+	job->failed = true;
+	struct event_base *base = job->db->geo.base;
+	job->deferred = evtimer_new(base, job_deferred_fail, job);
+	struct timeval zero = {0, 0};
+	evtimer_add(job->deferred, &zero);
+}
+
+/* ---- snapshot ---- */
+
+static const enum stmt_id snap_stmts[SNAP_PARTS] = {Q_META_ALL, Q_SITE_ALL, Q_BACKEND_ALL,
+						    Q_GROUP_ALL, Q_USER_ALL};
+static const char *const snap_what[SNAP_PARTS] = {
+	"reading the snapshot (table meta)", "reading the snapshot (table sites)",
+	"reading the snapshot (table backends)", "reading the snapshot (table groups)",
+	"reading the snapshot (table users)"};
+
+static int snap_meta(const struct cql_reply *reply, struct geodb_snapshot *snap, char *err,
+		     size_t size)
+{
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	struct cql_reply_cursor cursor;
+	struct cql_value cells[2];
+	cql_reply_cursor_init(&cursor, reply);
+	while (cql_reply_next_row(&cursor, cells, 2)) {
+		char key[64], value[64];
+		unsigned *target = NULL;
+		if (cell_text(&cells[0], "key", key, sizeof(key), err, size) < 0 ||
+		    cell_text(&cells[1], "value", value, sizeof(value), err, size) < 0)
+			return -1;
+		if (strcmp(key, "schema_version") == 0)
+			target = &snap->schema_version;
+		else if (strcmp(key, "group_count") == 0)
+			target = &snap->group_count;
+		if (target != NULL && parse_version(value, target) < 0) {
+			snprintf(err, size, "bad row: meta %s '%s' is not a number", key, value);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int snap_part_read(unsigned index, const struct cql_reply *reply,
+			  struct geodb_snapshot *snap, char *err, size_t size)
+{
+	switch (index) {
+	case 0:
+		return snap_meta(reply, snap, err, size);
+	case 1:
+		if (collect_rows(reply, 4, sizeof(struct geodb_site), row_site,
+				 (void **)&snap->sites, &snap->site_count, err, size) < 0)
+			return -1;
+		geodb_sort_sites(snap->sites, snap->site_count);
+		return 0;
+	case 2:
+		if (collect_rows(reply, 7, sizeof(struct geodb_backend), row_backend,
+				 (void **)&snap->backends, &snap->backend_count, err, size) < 0)
+			return -1;
+		geodb_sort_backends(snap->backends, snap->backend_count);
+		return 0;
+	case 3:
+		if (collect_rows(reply, 6, sizeof(struct geodb_group), row_group,
+				 (void **)&snap->groups, &snap->group_row_count, err, size) < 0)
+			return -1;
+		geodb_sort_groups(snap->groups, snap->group_row_count);
+		return 0;
+	default:
+		if (collect_rows(reply, 4, sizeof(struct geodb_user), row_user,
+				 (void **)&snap->users, &snap->user_count, err, size) < 0)
+			return -1;
+		geodb_sort_users(snap->users, snap->user_count);
+		return 0;
+	}
+}
+
+static void snap_part_done(const struct cql_reply *reply, void *context)
+{
+	struct snap_part *part = context;
+	struct async_job *job = part->job;
+	part->pending = NULL;
+	if (job->failed || job->done)
+		return;
+	char err[768];
+	if (reply->error != NULL) {
+		reply_error(job->db, reply, snap_what[part->index], job->error, sizeof(job->error));
+		job->failed = true;
+	} else if (snap_part_read(part->index, reply, job->snap, err, sizeof(err)) < 0) {
+		snprintf(job->error, sizeof(job->error), "geodb: %s: %s", snap_what[part->index],
+			 err);
+		job->failed = true;
+	}
+	if (!job->failed && --job->remaining > 0)
+		return;
+	if (!job->failed && job->snap->schema_version == 0) {
+		no_schema_sentence(job->db, job->error, sizeof(job->error));
+		job->failed = true;
+	}
+	job_finish(job);
+}
+
+static void snapshot_start(struct async_job *job)
+{
+	job->kind = JOB_SNAPSHOT;
+	job->snap = calloc(1, sizeof(*job->snap));
+	job->remaining = SNAP_PARTS;
+	for (unsigned i = 0; i < SNAP_PARTS; i++) {
+		struct cql_request req;
+		fill_request(job->db, &req, job->db->cql[snap_stmts[i]], NULL, F_READ | F_ALL);
+		job->parts[i].job = job;
+		job->parts[i].index = i;
+		job->parts[i].pending =
+			cql_client_execute(job->client, &req, snap_part_done, &job->parts[i]);
+	}
+}
+
+static int cass_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap_r,
+			      const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->client = db->sync;
+	snapshot_start(job);
+	int ret = 0;
+	if (cql_client_wait(db->sync, &job->done) < 0 && !job->done) {
+		job_cancel_requests(job);
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: reading the snapshot: the CQL client stopped before the answer "
+			 "came");
+		job->failed = true;
+	}
+	if (job->failed) {
+		ret = fail(db, error_r, "%s", job->error);
+		snapshot_free_ptr(job->snap);
+	} else {
+		*snap_r = *job->snap;
+		free(job->snap);
+	}
+	free(job);
+	return ret;
+}
+
+static void cass_snapshot_read_async(struct geodb *geo, struct geodb_op *op)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->op = op;
+	job->client = db->async;
+	job->kind = JOB_SNAPSHOT;
+	job_link(db, job);
+	if (db->async == NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: reading the snapshot: not attached to an event loop");
+		job_fail_later(job);
+		return;
+	}
+	snapshot_start(job);
+}
+
+/* ---- conditional group insert ---- */
+
+static void group_values(struct cassdb *db, struct vals *v, const struct geodb_group *group,
+			 int64_t now)
+{
+	v_int(v, (int32_t)group->group_id);
+	v_text(v, group->site);
+	v_text(v, group->backend);
+	v_bigint(v, (int64_t)group->epoch);
+	v_text(v, db->geo.writer);
+	v_bigint(v, now);
+}
+
+/* From a not-applied INSERT ... IF NOT EXISTS on groups: the stored row. */
+static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char *err, size_t size)
+{
+	/* by position: [applied], group_id, backend, epoch, site, written_at,
+	 * written_by (key, then the regular columns in name order) */
+	const struct cql_value *id = lwt_col(row, "group_id", 1);
+	const struct cql_value *backend = lwt_col(row, "backend", 2);
+	const struct cql_value *epoch = lwt_col(row, "epoch", 3);
+	const struct cql_value *site = lwt_col(row, "site", 4);
+	const struct cql_value *at = lwt_col(row, "written_at", 5);
+	const struct cql_value *by = lwt_col(row, "written_by", 6);
+	if (id == NULL || backend == NULL || epoch == NULL || site == NULL || at == NULL ||
+	    by == NULL) {
+		snprintf(err, size, "the conditional insert was not applied but returned no row");
+		return -1;
+	}
+	struct cql_value cells[6] = {*id, *site, *backend, *epoch, *by, *at};
+	return row_group(cells, group, err, size);
+}
+
+/* 1 ours stored, 0 another's (group filled with it), -1 */
+static int assign_reply(struct cassdb *db, const struct cql_reply *reply, struct geodb_group *group,
+			int64_t now, char *err, size_t size)
+{
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	if (row.applied) {
+		snprintf(group->written_by, sizeof(group->written_by), "%s", db->geo.writer);
+		group->written_at = now;
+		return 1;
+	}
+	struct geodb_group stored;
+	if (lwt_group(&row, &stored, err, size) < 0)
+		return -1;
+	*group = stored;
+	return 0;
+}
+
+struct assign_ctx {
+	struct geodb_group *group;
+	int64_t now;
+};
+
+static int reply_assign(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+			size_t size)
+{
+	struct assign_ctx *ctx = context;
+	return assign_reply(db, reply, ctx->group, ctx->now, err, size);
+}
+
+static int cass_group_assign_if_absent(struct geodb *geo, struct geodb_group *group,
+				       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "assigning group %u (table groups)", group->group_id);
+	struct assign_ctx ctx = {group, now_seconds()};
+	struct vals v = {0};
+	group_values(db, &v, group, ctx.now);
+	return run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_assign, &ctx, error_r);
+}
+
+static void assign_done(const struct cql_reply *reply, void *context)
+{
+	struct async_job *job = context;
+	job->pending = NULL;
+	char what[128], err[768];
+	snprintf(what, sizeof(what), "assigning group %u (table groups)", job->group.group_id);
+	if (reply->error != NULL) {
+		reply_error(job->db, reply, what, job->error, sizeof(job->error));
+		job->failed = true;
+	} else {
+		job->result = assign_reply(job->db, reply, &job->group, job->group.written_at, err,
+					   sizeof(err));
+		if (job->result < 0) {
+			snprintf(job->error, sizeof(job->error), "geodb: %s: %s", what, err);
+			job->failed = true;
+		}
+	}
+	job_finish(job);
+}
+
+static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
+				    const struct geodb_group *group)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->op = op;
+	job->kind = JOB_ASSIGN;
+	job->group = *group;
+	job->group.written_at = now_seconds();
+	job_link(db, job);
+	if (db->async == NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: assigning group %u (table groups): not attached to an event loop",
+			 group->group_id);
+		job_fail_later(job);
+		return;
+	}
+	struct vals v = {0};
+	group_values(db, &v, &job->group, job->group.written_at);
+	if (v.error != NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: assigning group %u (table groups): %s", group->group_id, v.error);
+		v_free(&v);
+		job_fail_later(job);
+		return;
+	}
+	struct cql_request req;
+	fill_request(db, &req, db->cql[Q_GROUP_INSERT], &v, F_COND);
+	job->pending = cql_client_execute(db->async, &req, assign_done, job);
+	v_free(&v);
+}
+
+static int cass_attach(struct geodb *geo, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (db->async != NULL)
+		return fail(db, error_r, "geodb: already attached to an event loop");
+	return client_create(db, geo->base, &db->async, error_r);
+}
+
+static void cass_close(struct geodb *geo)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	/* ops still in flight end with an error (their callbacks run unless
+	 * they were cancelled) */
+	while (db->jobs != NULL) {
+		struct async_job *job = db->jobs;
+		if (!job->failed) {
+			job->failed = true;
+			snprintf(job->error, sizeof(job->error),
+				 "geodb: the GeoDB was closed before the answer came");
+		}
+		job_finish(job);
+	}
+	if (db->async != NULL)
+		cql_client_destroy(&db->async);
+	if (db->sync != NULL)
+		cql_client_destroy(&db->sync);
+	if (db->sync_base != NULL)
+		event_base_free(db->sync_base);
+	if (db->ssl_ctx != NULL)
+		SSL_CTX_free(db->ssl_ctx);
+	for (int i = 0; i < Q_COUNT; i++)
+		free(db->cql[i]);
+	free(db->schema_text);
+	spec_free(&db->spec);
+	free(db);
+}
+
+/* ---- init ---- */
+
+struct strset {
+	char items[64][64];
+	unsigned count;
+};
+
+static void strset_add(struct strset *set, const char *item)
+{
+	for (unsigned i = 0; i < set->count; i++) {
+		if (strcmp(set->items[i], item) == 0)
+			return;
+	}
+	if (set->count < 64)
+		snprintf(set->items[set->count++], sizeof(set->items[0]), "%s", item);
+}
+
+static bool strset_has(const struct strset *set, const char *item)
+{
+	for (unsigned i = 0; i < set->count; i++) {
+		if (strcmp(set->items[i], item) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The cluster's nodes as system.local and system.peers describe them. */
+struct topology {
+	struct node {
+		char address[64]; /* hex of the inet bytes */
+		char dc[64];
+	} nodes[64];
+	unsigned node_count;
+	struct strset local_hosts, peer_hosts; /* which nodes answered */
+	struct strset versions;
+	unsigned version_nulls;
+};
+
+static void inet_key(const struct cql_value *v, char *buf, size_t size)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (int32_t i = 0; v->data != NULL && i < v->len && n + 3 < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, "%02x", v->data[i]);
+}
+
+static int reply_nodes(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+		       size_t size, bool local)
+{
+	struct topology *topo = context;
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	strset_add(local ? &topo->local_hosts : &topo->peer_hosts,
+		   reply->host != NULL ? reply->host : "?");
+	struct cql_reply_cursor cursor;
+	struct cql_value cells[2];
+	cql_reply_cursor_init(&cursor, reply);
+	while (cql_reply_next_row(&cursor, cells, 2)) {
+		char address[64], dc[64];
+		inet_key(&cells[0], address, sizeof(address));
+		if (cell_text(&cells[1], "data_center", dc, sizeof(dc), err, size) < 0)
+			return -1;
+		if (dc[0] == '\0')
+			continue;
+		bool known = false;
+		for (unsigned i = 0; i < topo->node_count && !known; i++)
+			known = strcmp(topo->nodes[i].address, address) == 0;
+		if (!known && topo->node_count < 64) {
+			struct node *node = &topo->nodes[topo->node_count++];
+			snprintf(node->address, sizeof(node->address), "%s", address);
+			snprintf(node->dc, sizeof(node->dc), "%s", dc);
+		}
+	}
+	return 0;
+}
+
+static int reply_local_nodes(struct cassdb *db, const struct cql_reply *reply, void *context,
+			     char *err, size_t size)
+{
+	return reply_nodes(db, reply, context, err, size, true);
+}
+
+static int reply_peer_nodes(struct cassdb *db, const struct cql_reply *reply, void *context,
+			    char *err, size_t size)
+{
+	return reply_nodes(db, reply, context, err, size, false);
+}
+
+/* "'dc1': 3, 'dc2': 1": every data centre with min(3, its nodes). */
+static int discover_replication(struct cassdb *db, char *out, size_t out_size, const char **error_r)
+{
+	struct topology *topo = calloc(1, sizeof(*topo));
+	int ret = 0;
+	/* system.local and system.peers may be answered by different nodes:
+	 * ask until one node answered both, or two nodes listed their peers
+	 * (between them they list every node) */
+	for (int round = 0; round < 6; round++) {
+		if (run(db, "reading the cluster's data centres (system.local)", 0,
+			"SELECT broadcast_address, data_center FROM system.local", NULL, F_LOCAL,
+			reply_local_nodes, topo, error_r) < 0 ||
+		    run(db, "reading the cluster's data centres (system.peers)", 0,
+			"SELECT peer, data_center FROM system.peers", NULL, F_LOCAL,
+			reply_peer_nodes, topo, error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		bool complete = topo->peer_hosts.count >= 2;
+		for (unsigned i = 0; i < topo->local_hosts.count && !complete; i++)
+			complete = strset_has(&topo->peer_hosts, topo->local_hosts.items[i]);
+		if (complete)
+			break;
+	}
+	if (ret == 0 && topo->node_count == 0)
+		ret = fail(db, error_r,
+			   "geodb: the cluster reported no data centres; give replication=dc1:3 "
+			   "in the spec");
+	size_t used = 0;
+	out[0] = '\0';
+	for (unsigned i = 0; ret == 0 && i < topo->node_count; i++) {
+		bool seen = false;
+		for (unsigned j = 0; j < i && !seen; j++)
+			seen = strcmp(topo->nodes[j].dc, topo->nodes[i].dc) == 0;
+		if (seen)
+			continue;
+		unsigned n = 0;
+		for (unsigned j = 0; j < topo->node_count; j++)
+			n += strcmp(topo->nodes[j].dc, topo->nodes[i].dc) == 0;
+		if (!text_is_plain(topo->nodes[i].dc)) {
+			ret = fail(db, error_r, "geodb: data centre name '%s' cannot be quoted",
+				   topo->nodes[i].dc);
+			break;
+		}
+		used += (size_t)snprintf(out + used, out_size - used, "%s'%s': %u",
+					 used > 0 ? ", " : "", topo->nodes[i].dc, n < 3 ? n : 3);
+		if (used >= out_size) {
+			ret = fail(db, error_r, "geodb: too many data centres");
+			break;
+		}
+	}
+	free(topo);
+	return ret;
+}
+
+static int reply_versions(struct cassdb *db, const struct cql_reply *reply, void *context,
+			  char *err, size_t size)
+{
+	struct topology *topo = context;
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	struct cql_reply_cursor cursor;
+	struct cql_value cell;
+	cql_reply_cursor_init(&cursor, reply);
+	while (cql_reply_next_row(&cursor, &cell, 1)) {
+		unsigned char uuid[CQL_UUID_LEN];
+		const char *error;
+		int r = cql_value_uuid(&cell, uuid, &error);
+		if (r < 0)
+			return bad_cell(err, size, "schema_version", error);
+		if (r == 0) {
+			topo->version_nulls++;
+			continue;
+		}
+		char key[64];
+		struct cql_value v = {uuid, CQL_UUID_LEN, CQL_TYPE_UUID};
+		inet_key(&v, key, sizeof(key));
+		strset_add(&topo->versions, key);
+	}
+	return 0;
+}
+
+/* After schema changes: until every node reports the same schema version
+ * (bounded).  A single node agrees at once. */
+static int wait_schema_agreement(struct cassdb *db, const char **error_r)
+{
+	unsigned limit = db->request_timeout_ms > 10000 ? db->request_timeout_ms : 10000;
+	int64_t deadline = now_ms() + limit;
+	unsigned agreed = 0;
+	for (;;) {
+		struct topology *topo = calloc(1, sizeof(*topo));
+		int ret = 0;
+		if (run(db, "checking schema agreement (system.local)", 0,
+			"SELECT schema_version FROM system.local", NULL, F_LOCAL, reply_versions,
+			topo, error_r) < 0 ||
+		    run(db, "checking schema agreement (system.peers)", 0,
+			"SELECT schema_version FROM system.peers", NULL, F_LOCAL, reply_versions,
+			topo, error_r) < 0)
+			ret = -1;
+		unsigned versions = topo->versions.count;
+		free(topo);
+		if (ret < 0)
+			return -1;
+		agreed = versions <= 1 ? agreed + 1 : 0;
+		/* two agreeing rounds: the two queries may reach different nodes */
+		if (agreed >= (db->spec.host_count > 1 ? 2u : 1u))
+			return 0;
+		if (now_ms() >= deadline)
+			return fail(
+				db, error_r,
+				"geodb: the nodes did not agree on the schema within %u ms; run "
+				"'mailcluster geodb init' again",
+				limit);
+		usleep(200 * 1000);
+	}
+}
+
+static int reply_count(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+		       size_t size)
+{
+	if (need_rows(reply, err, size) < 0)
+		return -1;
+	return (int)cql_reply_row_count(reply);
+}
+
+static int run_ddl(struct cassdb *db, const char *cql, const char **error_r)
+{
+	char what[160];
+	snprintf(what, sizeof(what), "creating the schema (%.100s...)", cql);
+	return run(db, what, 0, cql, NULL, F_DDL, NULL, NULL, error_r);
+}
+
+static int cass_init(struct geodb *geo, unsigned *from_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	const char *ks = db->spec.keyspace;
+	struct vals v = {0};
+	v_text(&v, ks);
+	int found = run(db, "looking for the keyspace (system_schema.keyspaces)", 0,
+			"SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+			&v, F_LOCAL, reply_count, NULL, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		char replication[1024];
+		if (db->spec.replication != NULL)
+			snprintf(replication, sizeof(replication), "%s", db->spec.replication);
+		else if (discover_replication(db, replication, sizeof(replication), error_r) < 0)
+			return -1;
+		char *cql = NULL;
+		if (asprintf(&cql,
+			     "CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': "
+			     "'NetworkTopologyStrategy', %s} AND durable_writes = true",
+			     ks, replication) < 0)
+			abort();
+		int ret = run_ddl(db, cql, error_r);
+		free(cql);
+		if (ret < 0 || wait_schema_agreement(db, error_r) < 0)
+			return -1;
+	}
+	/* the version recorded, if the meta table exists */
+	unsigned from = 0;
+	v = (struct vals){0};
+	v_text(&v, ks);
+	int has_meta = run(db, "looking for the meta table (system_schema.tables)", 0,
+			   "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? "
+			   "AND table_name = 'meta'",
+			   &v, F_LOCAL, reply_count, NULL, error_r);
+	if (has_meta < 0)
+		return -1;
+	if (has_meta > 0 && read_schema_version(db, &from, error_r) < 0)
+		return -1;
+	if (from > GEODB_SCHEMA_VERSION)
+		return fail(db, error_r,
+			    "geodb: keyspace %s has schema version %u, newer than this mailcluster "
+			    "knows (%d): upgrade mailcluster",
+			    ks, from, GEODB_SCHEMA_VERSION);
+	for (size_t i = 0; i < sizeof(schema_versions) / sizeof(schema_versions[0]); i++) {
+		const struct schema_version *sv = &schema_versions[i];
+		if (sv->version <= from)
+			continue;
+		for (const char *const *s = sv->statements; *s != NULL; s++) {
+			char *cql = format_ks(*s, ks);
+			int ret = run_ddl(db, cql, error_r);
+			free(cql);
+			if (ret < 0)
+				return -1;
+		}
+		if (wait_schema_agreement(db, error_r) < 0)
+			return -1;
+		char version[16];
+		snprintf(version, sizeof(version), "%u", sv->version);
+		v = (struct vals){0};
+		v_text(&v, "schema_version");
+		v_text(&v, version);
+		if (run(db, "recording the schema version (table meta)", Q_META_PUT, NULL, &v, 0,
+			NULL, NULL, error_r) < 0)
+			return -1;
+	}
+	*from_r = from;
+	db->schema_ok = true;
+	return 0;
+}
+
+static const char *cass_schema_text(struct geodb *geo)
+{
+	return ((struct cassdb *)geo)->schema_text;
+}
+
+static int cass_read_begin(struct geodb *geo, const char **error_r)
+{
+	return 0;
+}
+
+static void cass_read_end(struct geodb *geo)
+{
+}
+
+/* ---- meta ---- */
+
+static int reply_meta_insert(struct cassdb *db, const struct cql_reply *reply, void *context,
+			     char *err, size_t size)
+{
+	struct meta_value *mv = context;
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	if (row.applied)
+		return 1;
+	const struct cql_value *value = lwt_col(&row, "value", 2);
+	if (value == NULL) {
+		snprintf(err, size, "the conditional insert was not applied but returned no row");
+		return -1;
+	}
+	mv->found = true;
+	return cell_text(value, "value", mv->value, sizeof(mv->value), err, size) < 0 ? -1 : 0;
+}
+
+static int cass_check_group_count(struct geodb *geo, unsigned group_count, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	struct meta_value mv = {0};
+	struct vals v = {0};
+	v_text(&v, "group_count");
+	if (run(db, "reading group_count (table meta)", Q_META_GET, NULL, &v, F_READ,
+		reply_meta_value, &mv, error_r) < 0)
+		return -1;
+	if (!mv.found) {
+		char value[16];
+		snprintf(value, sizeof(value), "%u", group_count);
+		v = (struct vals){0};
+		v_text(&v, "group_count");
+		v_text(&v, value);
+		int applied = run(db, "recording group_count (table meta)", Q_META_INSERT_IF, NULL,
+				  &v, F_COND, reply_meta_insert, &mv, error_r);
+		if (applied < 0)
+			return -1;
+		if (applied > 0)
+			return 0;
+		/* another process won the insert: mv has its value */
+	}
+	unsigned stored;
+	if (parse_version(mv.value, &stored) < 0)
+		return fail(db, error_r,
+			    "geodb: keyspace %s: meta group_count '%s' is not a number",
+			    db->spec.keyspace, mv.value);
+	if (stored != group_count)
+		return fail(
+			db, error_r,
+			"geodb: group_count = %u in the configuration but the GeoDB keyspace %s "
+			"was set up with %u: changing it would move almost every user; use %u",
+			group_count, db->spec.keyspace, stored, stored);
+	return 0;
+}
+
+/* ---- sites ---- */
+
+struct get_ctx {
+	row_fn *fn;
+	unsigned columns;
+	void *item;
+};
+
+static int reply_get(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+		     size_t size)
+{
+	struct get_ctx *ctx = context;
+	return first_row(reply, ctx->columns, ctx->fn, ctx->item, err, size);
+}
+
+struct list_ctx {
+	row_fn *fn;
+	unsigned columns;
+	size_t elem_size;
+	void *items;
+	size_t count;
+};
+
+static int reply_list(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
+		      size_t size)
+{
+	struct list_ctx *ctx = context;
+	return collect_rows(reply, ctx->columns, ctx->elem_size, ctx->fn, &ctx->items, &ctx->count,
+			    err, size);
+}
+
+static int list_all(struct cassdb *db, const char *what, enum stmt_id id, row_fn *fn,
+		    unsigned columns, size_t elem_size, void **items_r, size_t *count_r,
+		    const char **error_r)
+{
+	if (ready(db, error_r) < 0)
+		return -1;
+	struct list_ctx ctx = {fn, columns, elem_size, NULL, 0};
+	if (run(db, what, id, NULL, NULL, F_READ | F_ALL, reply_list, &ctx, error_r) < 0)
+		return -1;
+	*items_r = ctx.items;
+	*count_r = ctx.count;
+	return 0;
+}
+
+static int cass_site_add(struct geodb *geo, const struct geodb_site *site, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "adding site %s (table sites)", site->name);
+	struct vals v = {0};
+	v_text(&v, site->name);
+	v_text(&v, site_status_name(site->status));
+	v_text(&v, site->tags);
+	v_text(&v, site->load_balancer);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	int applied = run(db, what, Q_SITE_ADD, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+	if (applied < 0)
+		return -1;
+	if (applied == 0)
+		return fail(db, error_r, "site %s already exists", site->name);
+	return 0;
+}
+
+static int cass_site_update(struct geodb *geo, const struct geodb_site *site, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "updating site %s (table sites)", site->name);
+	struct vals v = {0};
+	v_text(&v, site_status_name(site->status));
+	v_text(&v, site->tags);
+	v_text(&v, site->load_balancer);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	v_text(&v, site->name);
+	int applied =
+		run(db, what, Q_SITE_UPDATE, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+	if (applied < 0)
+		return -1;
+	if (applied == 0)
+		return fail(db, error_r, "site %s does not exist", site->name);
+	return 0;
+}
+
+static int cass_backend_list(struct geodb *geo, const char *site, struct geodb_backend **backends_r,
+			     size_t *count_r, const char **error_r);
+
+static int cass_site_remove(struct geodb *geo, const char *name, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_backend *backends;
+	size_t count;
+	if (cass_backend_list(geo, name, &backends, &count, error_r) < 0)
+		return -1;
+	free(backends);
+	if (count > 0)
+		return fail(db, error_r, "site %s still has %zu backend(s): remove them first",
+			    name, count);
+	char what[128];
+	snprintf(what, sizeof(what), "removing site %s (table sites)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	int applied =
+		run(db, what, Q_SITE_DELETE, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+	if (applied < 0)
+		return -1;
+	if (applied == 0)
+		return fail(db, error_r, "site %s does not exist", name);
+	return 0;
+}
+
+static int cass_site_get(struct geodb *geo, const char *name, struct geodb_site *site_r,
+			 const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "reading site %s (table sites)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	struct get_ctx ctx = {row_site, 4, site_r};
+	return run(db, what, Q_SITE_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+}
+
+static int cass_site_list(struct geodb *geo, struct geodb_site **sites_r, size_t *count_r,
+			  const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (list_all(db, "listing sites (table sites)", Q_SITE_ALL, row_site, 4, sizeof(**sites_r),
+		     (void **)sites_r, count_r, error_r) < 0)
+		return -1;
+	geodb_sort_sites(*sites_r, *count_r);
+	return 0;
+}
+
+/* ---- backends ---- */
+
+static int cass_backend_add(struct geodb *geo, const char *site, const char *name,
+			    const char *address, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_site site_row;
+	int found = cass_site_get(geo, site, &site_row, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0)
+		return fail(db, error_r, "site %s does not exist: add it first with 'site add %s'",
+			    site, site);
+	char what[128];
+	snprintf(what, sizeof(what), "adding backend %s (table backends)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	v_text(&v, site);
+	v_text(&v, address);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	int applied =
+		run(db, what, Q_BACKEND_ADD, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+	if (applied < 0)
+		return -1;
+	if (applied == 0)
+		return fail(db, error_r, "backend %s already exists", name);
+	return 0;
+}
+
+static int cass_backend_update(struct geodb *geo, const struct geodb_backend *backend,
+			       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "updating backend %s (table backends)", backend->name);
+	struct vals v = {0};
+	v_text(&v, backend_status_name(backend->status));
+	v_int(&v, (int32_t)backend->load_factor);
+	v_text(&v, backend->address);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	v_text(&v, backend->name);
+	int applied =
+		run(db, what, Q_BACKEND_UPDATE, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+	if (applied < 0)
+		return -1;
+	if (applied == 0)
+		return fail(db, error_r, "backend %s does not exist", backend->name);
+	return 0;
+}
+
+static int cass_backend_get(struct geodb *geo, const char *name, struct geodb_backend *backend_r,
+			    const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "reading backend %s (table backends)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	struct get_ctx ctx = {row_backend, 7, backend_r};
+	return run(db, what, Q_BACKEND_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+}
+
+static int cass_backend_list(struct geodb *geo, const char *site, struct geodb_backend **backends_r,
+			     size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_backend *items;
+	size_t count;
+	if (list_all(db, "listing backends (table backends)", Q_BACKEND_ALL, row_backend, 7,
+		     sizeof(*items), (void **)&items, &count, error_r) < 0)
+		return -1;
+	if (site != NULL) {
+		size_t kept = 0;
+		for (size_t i = 0; i < count; i++) {
+			if (strcmp(items[i].site, site) == 0)
+				items[kept++] = items[i];
+		}
+		count = kept;
+	}
+	geodb_sort_backends(items, count);
+	*backends_r = items;
+	*count_r = count;
+	return 0;
+}
+
+/* group_id + backend of every group (paged) */
+struct group_ref {
+	int32_t group_id;
+	char backend[NAME_MAX_LEN + 1];
+};
+
+static int row_group_ref(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct group_ref *ref = item;
+	if (cell_int(&c[0], "group_id", &ref->group_id, err, size) < 0 ||
+	    cell_text(&c[1], "backend", ref->backend, sizeof(ref->backend), err, size) < 0)
+		return -1;
+	return 0;
+}
+
+static int cass_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
+			       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_backend backend;
+	int found = cass_backend_get(geo, name, &backend, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0)
+		return fail(db, error_r, "backend %s does not exist", name);
+	if (backend.status == BACKEND_STATUS_ONLINE)
+		return fail(db, error_r,
+			    "backend %s is online: set it offline or standby first "
+			    "('backend update --status offline %s')",
+			    name, name);
+	struct group_ref *refs;
+	size_t count;
+	if (list_all(db, "unassigning groups (table groups)", Q_GROUP_BACKENDS, row_group_ref, 2,
+		     sizeof(*refs), (void **)&refs, &count, error_r) < 0)
+		return -1;
+	unsigned unassigned = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(refs[i].backend, name) != 0)
+			continue;
+		char what[128];
+		snprintf(what, sizeof(what), "unassigning group %d from backend %s (table groups)",
+			 (int)refs[i].group_id, name);
+		struct vals v = {0};
+		v_int(&v, refs[i].group_id);
+		v_text(&v, name);
+		/* only if it still is on this backend */
+		int applied = run(db, what, Q_GROUP_DELETE_IF, NULL, &v, F_COND, reply_lwt_applied,
+				  NULL, error_r);
+		if (applied < 0) {
+			free(refs);
+			return -1;
+		}
+		unassigned += (unsigned)applied;
+	}
+	free(refs);
+	char what[128];
+	snprintf(what, sizeof(what), "removing backend %s (table backends)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	if (run(db, what, Q_BACKEND_DELETE, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r) < 0)
+		return -1;
+	*groups_unassigned_r = unassigned;
+	return 0;
+}
+
+static int load_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct geodb_backend_load *)a)->backend,
+		      ((const struct geodb_backend_load *)b)->backend);
+}
+
+static int cass_backend_loads(struct geodb *geo, struct geodb_backend_load **loads_r,
+			      size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct group_ref *refs;
+	size_t count;
+	if (list_all(db, "counting groups per backend (table groups)", Q_GROUP_BACKENDS,
+		     row_group_ref, 2, sizeof(*refs), (void **)&refs, &count, error_r) < 0)
+		return -1;
+	struct geodb_backend_load *loads = calloc(count > 0 ? count : 1, sizeof(*loads));
+	size_t n = 0;
+	for (size_t i = 0; i < count; i++) {
+		size_t j;
+		for (j = 0; j < n; j++) {
+			if (strcmp(loads[j].backend, refs[i].backend) == 0)
+				break;
+		}
+		if (j == n)
+			snprintf(loads[n++].backend, sizeof(loads[0].backend), "%s",
+				 refs[i].backend);
+		loads[j].groups++;
+	}
+	free(refs);
+	if (n > 1)
+		qsort(loads, n, sizeof(*loads), load_cmp);
+	*loads_r = loads;
+	*count_r = n;
+	return 0;
+}
+
+/* ---- groups ---- */
+
+static int cass_group_get(struct geodb *geo, unsigned group_id, struct geodb_group *group_r,
+			  const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "reading group %u (table groups)", group_id);
+	struct vals v = {0};
+	v_int(&v, (int32_t)group_id);
+	struct get_ctx ctx = {row_group, 6, group_r};
+	return run(db, what, Q_GROUP_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+}
+
+struct set_ctx {
+	bool exists;   /* after a failed condition: is there a row? */
+	int64_t epoch; /* and its epoch */
+};
+
+static int reply_group_cas(struct cassdb *db, const struct cql_reply *reply, void *context,
+			   char *err, size_t size)
+{
+	struct set_ctx *ctx = context;
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	if (row.applied)
+		return 1;
+	/* [applied], epoch for UPDATE IF epoch = ?; the whole row for the
+	 * INSERT IF NOT EXISTS (epoch third) */
+	const struct cql_value *epoch = lwt_col(&row, "epoch", row.count > 3 ? 3 : 1);
+	ctx->exists = false;
+	if (epoch != NULL) {
+		const char *error;
+		int r = cql_value_bigint(epoch, &ctx->epoch, &error);
+		if (r < 0)
+			return bad_cell(err, size, "epoch", error);
+		ctx->exists = r == 1;
+	}
+	return 0;
+}
+
+static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site,
+			  const char *backend, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_group current;
+	int found = cass_group_get(geo, group_id, &current, error_r);
+	if (found < 0)
+		return -1;
+	struct set_ctx ctx = {found == 1, (int64_t)current.epoch};
+	char what[128];
+	snprintf(what, sizeof(what), "moving group %u (table groups)", group_id);
+	for (int attempt = 0; attempt < GROUP_SET_ATTEMPTS; attempt++) {
+		struct vals v = {0};
+		int64_t now = now_seconds();
+		int applied;
+		if (!ctx.exists) {
+			struct geodb_group group = {.group_id = group_id, .epoch = 1};
+			snprintf(group.site, sizeof(group.site), "%s", site);
+			snprintf(group.backend, sizeof(group.backend), "%s", backend);
+			group_values(db, &v, &group, now);
+			applied = run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_group_cas,
+				      &ctx, error_r);
+		} else {
+			v_text(&v, site);
+			v_text(&v, backend);
+			v_bigint(&v, ctx.epoch + 1);
+			v_text(&v, geo->writer);
+			v_bigint(&v, now);
+			v_int(&v, (int32_t)group_id);
+			v_bigint(&v, ctx.epoch);
+			applied = run(db, what, Q_GROUP_UPDATE_IF, NULL, &v, F_COND,
+				      reply_group_cas, &ctx, error_r);
+		}
+		if (applied < 0)
+			return -1;
+		if (applied > 0)
+			return 0;
+	}
+	return fail(db, error_r,
+		    "geodb: moving group %u (table groups): it kept changing under us (%d "
+		    "attempts); try again",
+		    group_id, GROUP_SET_ATTEMPTS);
+}
+
+static int cass_group_list(struct geodb *geo, struct geodb_group **groups_r, size_t *count_r,
+			   const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (list_all(db, "listing groups (table groups)", Q_GROUP_ALL, row_group, 6,
+		     sizeof(**groups_r), (void **)groups_r, count_r, error_r) < 0)
+		return -1;
+	geodb_sort_groups(*groups_r, *count_r);
+	return 0;
+}
+
+/* ---- users ---- */
+
+static int cass_user_get(struct geodb *geo, const char *username, struct geodb_user *user_r,
+			 const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[USERNAME_MAX_LEN + 64];
+	snprintf(what, sizeof(what), "reading user %s (table users)", username);
+	struct vals v = {0};
+	v_text(&v, username);
+	struct get_ctx ctx = {row_user, 4, user_r};
+	return run(db, what, Q_USER_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+}
+
+static int cass_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
+			       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[USERNAME_MAX_LEN + 64];
+	snprintf(what, sizeof(what), "moving user %s (table users)", username);
+	struct vals v = {0};
+	v_text(&v, username);
+	v_int(&v, (int32_t)group_id);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	return run(db, what, Q_USER_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int cass_user_delete(struct geodb *geo, const char *username, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[USERNAME_MAX_LEN + 64];
+	snprintf(what, sizeof(what), "deleting user %s (table users)", username);
+	struct vals v = {0};
+	v_text(&v, username);
+	return run(db, what, Q_USER_DELETE, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+}
+
+static int cass_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
+			  const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (list_all(db, "listing users (table users)", Q_USER_ALL, row_user, 4, sizeof(**users_r),
+		     (void **)users_r, count_r, error_r) < 0)
+		return -1;
+	geodb_sort_users(*users_r, *count_r);
+	return 0;
+}
+
+/* ---- leases ---- */
+
+struct lease_ctx {
+	bool exists;
+	char holder[NAME_MAX_LEN + 1];
+	int64_t expires_at;
+};
+
+static int reply_lease_cas(struct cassdb *db, const struct cql_reply *reply, void *context,
+			   char *err, size_t size)
+{
+	struct lease_ctx *ctx = context;
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	if (row.applied)
+		return 1;
+	/* by position: the insert returns [applied], name, expires_at,
+	 * holder; the update [applied], expires_at, holder */
+	bool insert = row.count >= 4;
+	const struct cql_value *holder = lwt_col(&row, "holder", insert ? 3 : 2);
+	const struct cql_value *expires = lwt_col(&row, "expires_at", insert ? 2 : 1);
+	ctx->exists = false;
+	if (holder == NULL || expires == NULL)
+		return 0;
+	struct cql_string s;
+	const char *error;
+	int r = cql_value_text(holder, &s, &error);
+	if (r < 0)
+		return bad_cell(err, size, "holder", error);
+	if (r == 0)
+		return 0; /* gone (expired) */
+	if (cell_text(holder, "holder", ctx->holder, sizeof(ctx->holder), err, size) < 0 ||
+	    cell_bigint(expires, "expires_at", &ctx->expires_at, err, size) < 0)
+		return -1;
+	ctx->exists = true;
+	return 0;
+}
+
+static int cass_lease_acquire(struct geodb *geo, const char *name, const char *holder,
+			      unsigned ttl_secs, struct geodb_lease *lease_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "acquiring lease %s (table leases)", name);
+	struct lease_ctx ctx = {0};
+	for (int attempt = 0; attempt < LEASE_ATTEMPTS; attempt++) {
+		int64_t now = now_seconds();
+		int64_t expires_at = now + (int64_t)ttl_secs;
+		struct vals v = {0};
+		int applied;
+		if (!ctx.exists) {
+			v_text(&v, name);
+			v_text(&v, holder);
+			v_bigint(&v, expires_at);
+			v_int(&v, (int32_t)ttl_secs);
+			applied = run(db, what, Q_LEASE_INSERT, NULL, &v, F_COND, reply_lease_cas,
+				      &ctx, error_r);
+		} else if (strcmp(ctx.holder, holder) != 0 && ctx.expires_at > now) {
+			memset(lease_r, 0, sizeof(*lease_r));
+			snprintf(lease_r->name, sizeof(lease_r->name), "%s", name);
+			snprintf(lease_r->holder, sizeof(lease_r->holder), "%s", ctx.holder);
+			lease_r->expires_at = ctx.expires_at;
+			return 0;
+		} else {
+			/* ours (renew), or another's that has expired but whose
+			 * row has not yet (take it over) */
+			v_int(&v, (int32_t)ttl_secs);
+			v_text(&v, holder);
+			v_bigint(&v, expires_at);
+			v_text(&v, name);
+			v_text(&v, ctx.holder);
+			v_bigint(&v, ctx.expires_at);
+			applied = run(db, what, Q_LEASE_UPDATE_IF, NULL, &v, F_COND,
+				      reply_lease_cas, &ctx, error_r);
+		}
+		if (applied < 0)
+			return -1;
+		if (applied > 0) {
+			memset(lease_r, 0, sizeof(*lease_r));
+			snprintf(lease_r->name, sizeof(lease_r->name), "%s", name);
+			snprintf(lease_r->holder, sizeof(lease_r->holder), "%s", holder);
+			lease_r->expires_at = expires_at;
+			return 1;
+		}
+	}
+	return fail(db, error_r,
+		    "geodb: acquiring lease %s (table leases): it kept changing under us (%d "
+		    "attempts)",
+		    name, LEASE_ATTEMPTS);
+}
+
+static int cass_lease_release(struct geodb *geo, const char *name, const char *holder,
+			      const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "releasing lease %s (table leases)", name);
+	struct vals v = {0};
+	v_text(&v, name);
+	v_text(&v, holder);
+	v_bigint(&v, now_seconds()); /* an expired lease is nobody's */
+	return run(db, what, Q_LEASE_DELETE_IF, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+}
+
+/* ---- health ---- */
+
+static int cass_health_put(struct geodb *geo, const struct geodb_health *health, unsigned ttl_secs,
+			   const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[192];
+	snprintf(what, sizeof(what), "recording the health of backend %s seen by %s (table health)",
+		 health->backend, health->observer);
+	struct vals v = {0};
+	v_text(&v, health->backend);
+	v_text(&v, health->observer);
+	v_bool(&v, health->ok);
+	v_text(&v, health->detail);
+	v_bigint(&v, health->observed_at);
+	v_int(&v, (int32_t)ttl_secs);
+	return run(db, what, Q_HEALTH_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int health_cmp(const void *a, const void *b)
+{
+	const struct geodb_health *x = a, *y = b;
+	int c = strcmp(x->backend, y->backend);
+	return c != 0 ? c : strcmp(x->observer, y->observer);
+}
+
+static int cass_health_list(struct geodb *geo, const char *backend, struct geodb_health **health_r,
+			    size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	struct list_ctx ctx = {row_health, 5, sizeof(**health_r), NULL, 0};
+	int ret;
+	if (backend != NULL) {
+		char what[128];
+		snprintf(what, sizeof(what), "listing the health of backend %s (table health)",
+			 backend);
+		struct vals v = {0};
+		v_text(&v, backend);
+		ret = run(db, what, Q_HEALTH_GET, NULL, &v, F_READ | F_ALL, reply_list, &ctx,
+			  error_r);
+	} else {
+		ret = run(db, "listing health observations (table health)", Q_HEALTH_ALL, NULL,
+			  NULL, F_READ | F_ALL, reply_list, &ctx, error_r);
+	}
+	if (ret < 0)
+		return -1;
+	struct geodb_health *items = ctx.items;
+	if (ctx.count > 1)
+		qsort(items, ctx.count, sizeof(*items), health_cmp);
+	*health_r = items;
+	*count_r = ctx.count;
+	return 0;
+}
+
+const struct geodb_driver geodb_driver_cassandra = {
+	.name = "cassandra",
+	.prefix = "cassandra:",
+	.open = cass_open,
+	.spec_check = cass_spec_check,
+	.close = cass_close,
+	.attach = cass_attach,
+	.init = cass_init,
+	.schema_text = cass_schema_text,
+	.snapshot_read = cass_snapshot_read,
+	.read_begin = cass_read_begin,
+	.read_end = cass_read_end,
+	.changed = NULL,
+	.check_group_count = cass_check_group_count,
+	.site_add = cass_site_add,
+	.site_update = cass_site_update,
+	.site_remove = cass_site_remove,
+	.site_get = cass_site_get,
+	.site_list = cass_site_list,
+	.backend_add = cass_backend_add,
+	.backend_update = cass_backend_update,
+	.backend_remove = cass_backend_remove,
+	.backend_get = cass_backend_get,
+	.backend_list = cass_backend_list,
+	.backend_loads = cass_backend_loads,
+	.group_get = cass_group_get,
+	.group_assign_if_absent = cass_group_assign_if_absent,
+	.group_set = cass_group_set,
+	.group_list = cass_group_list,
+	.user_get = cass_user_get,
+	.user_set_group = cass_user_set_group,
+	.user_delete = cass_user_delete,
+	.user_list = cass_user_list,
+	.lease_acquire = cass_lease_acquire,
+	.lease_release = cass_lease_release,
+	.health_put = cass_health_put,
+	.health_list = cass_health_list,
+	.snapshot_read_async = cass_snapshot_read_async,
+	.group_assign_async = cass_group_assign_async,
+};

@@ -1,0 +1,941 @@
+/* conformance.c - the GeoDB conformance suite: the same checks against any
+ * driver, so that sqlite and cassandra are proven to mean the same thing.
+ *
+ *   build/geodb_conformance sqlite:/tmp/conformance.sqlite
+ *   build/geodb_conformance 'cassandra:hosts=127.0.0.21;keyspace=mc_conf;page_size=50'
+ *
+ * The GeoDB must be fresh (a new file, a keyspace that does not exist yet):
+ * the suite runs geodb_init() itself and counts on an empty state.
+ *
+ * Cassandra specs should carry page_size=50 (or less): the suite writes
+ * more than 250 groups, so that the full-table reads (group list, loads,
+ * snapshot, backend remove) have to follow several pages.  For SQLite
+ * paging does not apply, but the listings must still hold every row in
+ * order.
+ *
+ * Prints the closing line "N passed, N failed" and exits nonzero on any
+ * failure.
+ */
+#include "../unit/unit.h"
+#include "store/geodb.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+unsigned unit_passed, unit_failed;
+
+#define GROUP_COUNT 64
+#define MANY_FIRST 10
+#define MANY_COUNT 250
+#define RACE_FIRST 1000
+#define RACE_COUNT 50
+
+static const char *spec;
+static bool is_cassandra;
+
+/* the error sentence contains what */
+#define CHECK_ERR(ret, error, what)                                                    \
+	do {                                                                           \
+		const char *ce_err_ = (error);                                         \
+		if ((ret) < 0 && ce_err_ != NULL && strstr(ce_err_, (what)) != NULL) { \
+			unit_passed++;                                                 \
+		} else {                                                               \
+			unit_failed++;                                                 \
+			fprintf(stderr,                                                \
+				"FAIL %s:%d: expected an error with \"%s\", got %d "   \
+				"\"%s\"\n",                                            \
+				__FILE__, __LINE__, (what), (int)(ret),                \
+				(ret) < 0 && ce_err_ != NULL ? ce_err_ : "");          \
+		}                                                                      \
+	} while (0)
+
+/* a call that must succeed (ret >= 0); prints the error otherwise */
+#define CHECK_OK(ret, error)                                                              \
+	do {                                                                              \
+		int co_ret_ = (ret);                                                      \
+		if (co_ret_ >= 0) {                                                       \
+			unit_passed++;                                                    \
+		} else {                                                                  \
+			unit_failed++;                                                    \
+			fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #ret, \
+				(error) != NULL ? (error) : "(no error)");                \
+		}                                                                         \
+	} while (0)
+
+static struct geodb *open_db(const char *writer)
+{
+	struct geodb *db;
+	const char *error;
+	if (geodb_open(spec, writer, 5000, &db, &error) < 0) {
+		fprintf(stderr, "cannot open %s: %s\n", spec, error);
+		exit(2);
+	}
+	return db;
+}
+
+/* ---- schema ---- */
+
+static void test_spec_and_schema(struct geodb *db)
+{
+	const char *error = NULL;
+	CHECK_STR(geodb_driver_name(db), is_cassandra ? "cassandra" : "sqlite");
+	CHECK_STR(geodb_writer(db), "conf-a");
+	CHECK(geodb_spec_check(spec, &error) == 0);
+
+	if (is_cassandra) {
+		char bad[2048];
+		int ret;
+		snprintf(bad, sizeof(bad), "%s;bogus=1", spec);
+		ret = geodb_spec_check(bad, &error);
+		CHECK_ERR(ret, error, "bogus");
+		snprintf(bad, sizeof(bad), "%s;page_size=lots", spec);
+		ret = geodb_spec_check(bad, &error);
+		CHECK_ERR(ret, error, "page_size");
+		snprintf(bad, sizeof(bad), "%s;request_timeout=3 weeks", spec);
+		ret = geodb_spec_check(bad, &error);
+		CHECK_ERR(ret, error, "request_timeout");
+		snprintf(bad, sizeof(bad), "%s;keyspace=Bad-Name", spec);
+		ret = geodb_spec_check(bad, &error);
+		CHECK_ERR(ret, error, "keyspace");
+		snprintf(bad, sizeof(bad), "%s;serial_consistency=quorum", spec);
+		ret = geodb_spec_check(bad, &error);
+		CHECK_ERR(ret, error, "serial_consistency");
+		snprintf(bad, sizeof(bad), "%s;request_timeout=2s;connect_timeout=1500ms", spec);
+		CHECK(geodb_spec_check(bad, &error) == 0);
+		ret = geodb_spec_check("cassandra:keyspace=x", &error);
+		CHECK_ERR(ret, error, "hosts");
+
+		/* before init: every operation refuses the keyspace */
+		struct geodb_site *sites = NULL;
+		size_t count = 0;
+		ret = geodb_site_list(db, &sites, &count, &error);
+		CHECK_ERR(ret, error, "has no mailcluster schema; run 'mailcluster geodb init'");
+		struct geodb_group group;
+		ret = geodb_group_get(db, 1, &group, &error);
+		CHECK_ERR(ret, error, "has no mailcluster schema");
+	}
+
+	unsigned from = 99;
+	CHECK_OK(geodb_init(db, &from, &error), error);
+	CHECK(from == 0);
+	const char *schema = geodb_schema_text(db);
+	CHECK(schema != NULL && strstr(schema, "groups") != NULL &&
+	      strstr(schema, "leases") != NULL && strstr(schema, "health") != NULL);
+
+	/* the GeoDB must start empty */
+	struct geodb_site *sites = NULL;
+	size_t count = 99;
+	CHECK_OK(geodb_site_list(db, &sites, &count, &error), error);
+	if (count != 0) {
+		fprintf(stderr, "the GeoDB %s is not empty: give a fresh file or keyspace\n", spec);
+		exit(2);
+	}
+	free(sites);
+}
+
+static void test_group_count(struct geodb *db)
+{
+	const char *error = NULL;
+	CHECK_OK(geodb_check_group_count(db, GROUP_COUNT, &error), error);
+	CHECK_OK(geodb_check_group_count(db, GROUP_COUNT, &error), error);
+	int ret = geodb_check_group_count(db, GROUP_COUNT + 1, &error);
+	CHECK_ERR(ret, error, "group_count = 65");
+	CHECK_ERR(ret, error, "use 64");
+}
+
+/* ---- sites ---- */
+
+static struct geodb_site make_site(const char *name, enum site_status status, const char *tags,
+				   const char *lb)
+{
+	struct geodb_site site;
+	memset(&site, 0, sizeof(site));
+	snprintf(site.name, sizeof(site.name), "%s", name);
+	site.status = status;
+	snprintf(site.tags, sizeof(site.tags), "%s", tags);
+	snprintf(site.load_balancer, sizeof(site.load_balancer), "%s", lb);
+	return site;
+}
+
+static void test_sites(struct geodb *db)
+{
+	const char *error = NULL;
+	struct geodb_site dc1 = make_site("dc1", SITE_STATUS_ONLINE, "gold,eu", "10.0.0.1");
+	struct geodb_site dc2 = make_site("dc2", SITE_STATUS_ONLINE, "", "");
+	CHECK_OK(geodb_site_add(db, &dc2, &error), error);
+	CHECK_OK(geodb_site_add(db, &dc1, &error), error);
+	int ret = geodb_site_add(db, &dc1, &error);
+	CHECK_ERR(ret, error, "site dc1 already exists");
+
+	struct geodb_site got;
+	CHECK(geodb_site_get(db, "dc1", &got, &error) == 1);
+	CHECK_STR(got.name, "dc1");
+	CHECK(got.status == SITE_STATUS_ONLINE);
+	CHECK_STR(got.tags, "gold,eu");
+	CHECK_STR(got.load_balancer, "10.0.0.1");
+	CHECK(geodb_site_get(db, "nosuch", &got, &error) == 0);
+
+	dc2.status = SITE_STATUS_EVACUATE;
+	snprintf(dc2.load_balancer, sizeof(dc2.load_balancer), "10.0.0.2");
+	snprintf(dc2.tags, sizeof(dc2.tags), "silver");
+	CHECK_OK(geodb_site_update(db, &dc2, &error), error);
+	CHECK(geodb_site_get(db, "dc2", &got, &error) == 1);
+	CHECK(got.status == SITE_STATUS_EVACUATE);
+	CHECK_STR(got.load_balancer, "10.0.0.2");
+	CHECK_STR(got.tags, "silver");
+	struct geodb_site ghost = make_site("ghost", SITE_STATUS_ONLINE, "", "");
+	ret = geodb_site_update(db, &ghost, &error);
+	CHECK_ERR(ret, error, "site ghost does not exist");
+	CHECK(geodb_site_get(db, "ghost", &got, &error) == 0);
+
+	struct geodb_site dc3 = make_site("dc0", SITE_STATUS_STANDBY, "", "");
+	CHECK_OK(geodb_site_add(db, &dc3, &error), error);
+	struct geodb_site *sites = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_list(db, &sites, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK_STR(sites[0].name, "dc0");
+		CHECK_STR(sites[1].name, "dc1");
+		CHECK_STR(sites[2].name, "dc2");
+		CHECK(sites[0].status == SITE_STATUS_STANDBY);
+		CHECK_STR(sites[1].tags, "gold,eu");
+	}
+	free(sites);
+
+	CHECK_OK(geodb_site_remove(db, "dc0", &error), error);
+	ret = geodb_site_remove(db, "dc0", &error);
+	CHECK_ERR(ret, error, "site dc0 does not exist");
+	CHECK(geodb_site_get(db, "dc0", &got, &error) == 0);
+	CHECK_OK(geodb_site_list(db, &sites, &count, &error), error);
+	CHECK(count == 2);
+	free(sites);
+}
+
+/* ---- backends ---- */
+
+static void test_backends(struct geodb *db)
+{
+	const char *error = NULL;
+	int ret = geodb_backend_add(db, "nosuch", "b9", "10.1.0.9", &error);
+	CHECK_ERR(ret, error, "site nosuch does not exist");
+	CHECK_OK(geodb_backend_add(db, "dc1", "b2", "10.1.0.2", &error), error);
+	CHECK_OK(geodb_backend_add(db, "dc1", "b1", "10.1.0.1", &error), error);
+	CHECK_OK(geodb_backend_add(db, "dc2", "b3", "10.2.0.3", &error), error);
+	CHECK_OK(geodb_backend_add(db, "dc2", "b4", "10.2.0.4", &error), error);
+	ret = geodb_backend_add(db, "dc2", "b1", "10.2.0.1", &error);
+	CHECK_ERR(ret, error, "backend b1 already exists");
+
+	struct geodb_backend b;
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
+	CHECK_STR(b.name, "b1");
+	CHECK_STR(b.site, "dc1");
+	CHECK_STR(b.address, "10.1.0.1");
+	CHECK(b.status == BACKEND_STATUS_STANDBY);
+	CHECK(b.load_factor == 100);
+	CHECK_STR(b.updated_by, "conf-a");
+	CHECK(b.updated_at > 0 && llabs((long long)(b.updated_at - time(NULL))) < 60);
+	CHECK(geodb_backend_get(db, "nosuch", &b, &error) == 0);
+
+	struct geodb_backend up;
+	memset(&up, 0, sizeof(up));
+	snprintf(up.name, sizeof(up.name), "b1");
+	snprintf(up.address, sizeof(up.address), "10.1.0.11");
+	up.status = BACKEND_STATUS_ONLINE;
+	up.load_factor = 50;
+	CHECK_OK(geodb_backend_update(db, &up, &error), error);
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
+	CHECK(b.status == BACKEND_STATUS_ONLINE);
+	CHECK(b.load_factor == 50);
+	CHECK_STR(b.address, "10.1.0.11");
+	CHECK_STR(b.site, "dc1");
+	snprintf(up.name, sizeof(up.name), "ghost");
+	ret = geodb_backend_update(db, &up, &error);
+	CHECK_ERR(ret, error, "backend ghost does not exist");
+	CHECK(geodb_backend_get(db, "ghost", &b, &error) == 0);
+
+	/* b2 and b3 online too, b4 stays standby */
+	snprintf(up.name, sizeof(up.name), "b2");
+	snprintf(up.address, sizeof(up.address), "10.1.0.2");
+	up.load_factor = 100;
+	CHECK_OK(geodb_backend_update(db, &up, &error), error);
+	snprintf(up.name, sizeof(up.name), "b3");
+	snprintf(up.address, sizeof(up.address), "10.2.0.3");
+	CHECK_OK(geodb_backend_update(db, &up, &error), error);
+
+	struct geodb_backend *list = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_backend_list(db, NULL, &list, &count, &error), error);
+	CHECK(count == 4);
+	if (count == 4) {
+		CHECK_STR(list[0].name, "b1");
+		CHECK_STR(list[1].name, "b2");
+		CHECK_STR(list[2].name, "b3");
+		CHECK_STR(list[3].name, "b4");
+		CHECK(list[3].status == BACKEND_STATUS_STANDBY);
+		CHECK_STR(list[2].site, "dc2");
+	}
+	free(list);
+	CHECK_OK(geodb_backend_list(db, "dc1", &list, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(list[0].name, "b1");
+		CHECK_STR(list[1].name, "b2");
+	}
+	free(list);
+	CHECK_OK(geodb_backend_list(db, "dc2", &list, &count, &error), error);
+	CHECK(count == 2);
+	free(list);
+	CHECK_OK(geodb_backend_list(db, "nosuch", &list, &count, &error), error);
+	CHECK(count == 0);
+	free(list);
+
+	ret = geodb_site_remove(db, "dc2", &error);
+	CHECK_ERR(ret, error, "site dc2 still has 2 backend(s)");
+	struct geodb_site site;
+	CHECK(geodb_site_get(db, "dc2", &site, &error) == 1);
+}
+
+/* ---- groups ---- */
+
+static const char *const backend_of_many[3] = {"b1", "b2", "b3"};
+
+static struct geodb_group make_group(unsigned id, const char *site, const char *backend,
+				     uint64_t epoch)
+{
+	struct geodb_group group;
+	memset(&group, 0, sizeof(group));
+	group.group_id = id;
+	snprintf(group.site, sizeof(group.site), "%s", site);
+	snprintf(group.backend, sizeof(group.backend), "%s", backend);
+	group.epoch = epoch;
+	return group;
+}
+
+static void test_groups(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_group got;
+	CHECK(geodb_group_get(db, 1, &got, &error) == 0);
+
+	struct geodb_group g = make_group(1, "dc1", "b1", 1);
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK_STR(g.backend, "b1");
+	CHECK_STR(g.written_by, "conf-a");
+	CHECK(g.epoch == 1);
+	struct geodb_group g2 = make_group(1, "dc2", "b3", 1);
+	CHECK(geodb_group_assign_if_absent(db2, &g2, &error) == 0);
+	CHECK_STR(g2.site, "dc1");
+	CHECK_STR(g2.backend, "b1");
+	CHECK_STR(g2.written_by, "conf-a");
+	CHECK(g2.epoch == 1);
+	CHECK(g2.written_at == g.written_at);
+	CHECK(geodb_group_get(db2, 1, &got, &error) == 1);
+	CHECK_STR(got.backend, "b1");
+	CHECK_STR(got.written_by, "conf-a");
+	CHECK(got.group_id == 1);
+
+	/* direct moves: epoch + 1 each time, absent groups start at 1 */
+	CHECK_OK(geodb_group_set(db2, 1, "dc1", "b2", &error), error);
+	CHECK(geodb_group_get(db, 1, &got, &error) == 1);
+	CHECK_STR(got.backend, "b2");
+	CHECK(got.epoch == 2);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK_OK(geodb_group_set(db, 1, "dc2", "b3", &error), error);
+	CHECK(geodb_group_get(db, 1, &got, &error) == 1);
+	CHECK_STR(got.site, "dc2");
+	CHECK_STR(got.backend, "b3");
+	CHECK(got.epoch == 3);
+	CHECK_STR(got.written_by, "conf-a");
+	CHECK_OK(geodb_group_set(db, 2, "dc1", "b1", &error), error);
+	CHECK(geodb_group_get(db, 2, &got, &error) == 1);
+	CHECK(got.epoch == 1);
+	CHECK_STR(got.backend, "b1");
+	CHECK_OK(geodb_group_set(db, 2, "dc1", "b2", &error), error);
+	CHECK(geodb_group_get(db, 2, &got, &error) == 1);
+	CHECK(got.epoch == 2);
+	CHECK_STR(got.backend, "b2");
+
+	/* more rows than one page */
+	unsigned assigned = 0;
+	for (unsigned i = 0; i < MANY_COUNT; i++) {
+		const char *backend = backend_of_many[i % 3];
+		struct geodb_group m =
+			make_group(MANY_FIRST + i, i % 3 == 2 ? "dc2" : "dc1", backend, 7);
+		int ret = geodb_group_assign_if_absent(i % 2 == 0 ? db : db2, &m, &error);
+		if (ret != 1)
+			fprintf(stderr, "group %u: %d %s\n", MANY_FIRST + i, ret,
+				ret < 0 ? error : "");
+		assigned += ret == 1;
+	}
+	CHECK(assigned == MANY_COUNT);
+
+	struct geodb_group *groups = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_group_list(db, &groups, &count, &error), error);
+	CHECK(count == 2 + MANY_COUNT);
+	if (count == 2 + MANY_COUNT) {
+		bool in_order = groups[0].group_id == 1 && groups[1].group_id == 2;
+		bool rows_ok = true;
+		for (unsigned i = 0; i < MANY_COUNT; i++) {
+			const struct geodb_group *m = &groups[2 + i];
+			in_order = in_order && m->group_id == MANY_FIRST + i;
+			rows_ok = rows_ok && strcmp(m->backend, backend_of_many[i % 3]) == 0 &&
+				  m->epoch == 7 &&
+				  strcmp(m->written_by, i % 2 == 0 ? "conf-a" : "conf-b") == 0 &&
+				  strcmp(m->site, i % 3 == 2 ? "dc2" : "dc1") == 0;
+		}
+		CHECK(in_order);
+		CHECK(rows_ok);
+		CHECK_STR(groups[0].backend, "b3");
+		CHECK(groups[0].epoch == 3);
+	}
+	free(groups);
+
+	/* loads: group 1 on b3, group 2 on b2, the many round robin */
+	unsigned expect[3] = {0, 1, 1};
+	for (unsigned i = 0; i < MANY_COUNT; i++)
+		expect[i % 3]++;
+	struct geodb_backend_load *loads = NULL;
+	CHECK_OK(geodb_backend_loads(db, &loads, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		for (unsigned i = 0; i < 3; i++) {
+			CHECK_STR(loads[i].backend, backend_of_many[i]);
+			CHECK(loads[i].groups == expect[i]);
+		}
+	}
+	free(loads);
+
+	/* removing a backend: refused while online, then unassigns */
+	unsigned unassigned = 12345;
+	int ret = geodb_backend_remove(db, "b1", &unassigned, &error);
+	CHECK_ERR(ret, error, "backend b1 is online");
+	CHECK(unassigned == 12345);
+	ret = geodb_backend_remove(db, "ghost", &unassigned, &error);
+	CHECK_ERR(ret, error, "backend ghost does not exist");
+	struct geodb_backend b;
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
+	b.status = BACKEND_STATUS_OFFLINE;
+	CHECK_OK(geodb_backend_update(db, &b, &error), error);
+	CHECK_OK(geodb_backend_remove(db, "b1", &unassigned, &error), error);
+	CHECK(unassigned == expect[0]);
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 0);
+	CHECK(geodb_group_get(db, MANY_FIRST, &got, &error) == 0);     /* was on b1 */
+	CHECK(geodb_group_get(db, MANY_FIRST + 1, &got, &error) == 1); /* b2 */
+	CHECK_OK(geodb_backend_loads(db, &loads, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(loads[0].backend, "b2");
+		CHECK(loads[0].groups == expect[1]);
+		CHECK_STR(loads[1].backend, "b3");
+		CHECK(loads[1].groups == expect[2]);
+	}
+	free(loads);
+	CHECK_OK(geodb_group_list(db, &groups, &count, &error), error);
+	CHECK(count == 2 + MANY_COUNT - expect[0]);
+	free(groups);
+	/* a standby backend without groups: 0 unassigned */
+	unassigned = 12345;
+	CHECK_OK(geodb_backend_remove(db, "b4", &unassigned, &error), error);
+	CHECK(unassigned == 0);
+}
+
+/* ---- users ---- */
+
+static void test_users(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_user u;
+	CHECK(geodb_user_get(db, "alice@example.com", &u, &error) == 0);
+	CHECK_OK(geodb_user_set_group(db, "alice@example.com", 5, &error), error);
+	CHECK(geodb_user_get(db2, "alice@example.com", &u, &error) == 1);
+	CHECK_STR(u.username, "alice@example.com");
+	CHECK(u.group_id == 5);
+	CHECK_STR(u.written_by, "conf-a");
+	CHECK(u.written_at > 0);
+	CHECK_OK(geodb_user_set_group(db2, "alice@example.com", 7, &error), error);
+	CHECK(geodb_user_get(db, "alice@example.com", &u, &error) == 1);
+	CHECK(u.group_id == 7);
+	CHECK_STR(u.written_by, "conf-b");
+	CHECK_OK(geodb_user_set_group(db, "bob", 3, &error), error);
+	CHECK_OK(geodb_user_set_group(db, "carol", 63, &error), error);
+
+	struct geodb_user *users = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK_STR(users[0].username, "alice@example.com");
+		CHECK_STR(users[1].username, "bob");
+		CHECK_STR(users[2].username, "carol");
+		CHECK(users[2].group_id == 63);
+	}
+	free(users);
+	CHECK(geodb_user_delete(db, "carol", &error) == 1);
+	CHECK(geodb_user_delete(db, "carol", &error) == 0);
+	CHECK(geodb_user_delete(db, "nobody", &error) == 0);
+	CHECK(geodb_user_get(db, "carol", &u, &error) == 0);
+	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
+	CHECK(count == 2);
+	free(users);
+}
+
+/* ---- the conditional insert race ---- */
+
+struct racer {
+	struct geodb *db;
+	const char *backend;
+	pthread_barrier_t *barrier;
+	int results[RACE_COUNT];
+	struct geodb_group stored[RACE_COUNT];
+	char errors[RACE_COUNT][256];
+};
+
+static void *race_run(void *context)
+{
+	struct racer *r = context;
+	for (unsigned i = 0; i < RACE_COUNT; i++) {
+		const char *error = NULL;
+		/* both writers fire the same group at the same moment */
+		pthread_barrier_wait(r->barrier);
+		struct geodb_group g = make_group(RACE_FIRST + i, "dc1", r->backend, 1);
+		r->results[i] = geodb_group_assign_if_absent(r->db, &g, &error);
+		r->stored[i] = g;
+		snprintf(r->errors[i], sizeof(r->errors[i]), "%s",
+			 r->results[i] < 0 && error != NULL ? error : "");
+	}
+	return NULL;
+}
+
+static void test_race(struct geodb *db, struct geodb *db2)
+{
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, 2);
+	struct racer *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	a->db = db;
+	a->backend = "b2";
+	a->barrier = &barrier;
+	b->db = db2;
+	b->backend = "b3";
+	b->barrier = &barrier;
+	pthread_t ta, tb;
+	pthread_create(&ta, NULL, race_run, a);
+	pthread_create(&tb, NULL, race_run, b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	pthread_barrier_destroy(&barrier);
+
+	unsigned one_winner = 0, agree = 0, stored_ok = 0, wins_a = 0;
+	for (unsigned i = 0; i < RACE_COUNT; i++) {
+		if (a->results[i] < 0 || b->results[i] < 0) {
+			fprintf(stderr, "race group %u: %s %s\n", RACE_FIRST + i, a->errors[i],
+				b->errors[i]);
+			continue;
+		}
+		one_winner += a->results[i] + b->results[i] == 1;
+		wins_a += a->results[i] == 1;
+		const struct geodb_group *x = &a->stored[i], *y = &b->stored[i];
+		bool same = x->group_id == y->group_id && strcmp(x->site, y->site) == 0 &&
+			    strcmp(x->backend, y->backend) == 0 && x->epoch == y->epoch &&
+			    strcmp(x->written_by, y->written_by) == 0 &&
+			    x->written_at == y->written_at;
+		agree += same;
+		const char *error = NULL;
+		struct geodb_group now;
+		const char *winner = a->results[i] == 1 ? "conf-a" : "conf-b";
+		const char *winner_backend = a->results[i] == 1 ? "b2" : "b3";
+		if (geodb_group_get(db, RACE_FIRST + i, &now, &error) == 1 &&
+		    strcmp(now.backend, x->backend) == 0 && strcmp(now.written_by, winner) == 0 &&
+		    strcmp(now.backend, winner_backend) == 0 && now.epoch == x->epoch)
+			stored_ok++;
+	}
+	CHECK(one_winner == RACE_COUNT);
+	CHECK(agree == RACE_COUNT);
+	CHECK(stored_ok == RACE_COUNT);
+	fprintf(stderr, "race: conf-a won %u of %u groups\n", wins_a, RACE_COUNT);
+	free(a);
+	free(b);
+}
+
+/* ---- leases and health ---- */
+
+static void test_leases_health(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_lease lease;
+	int64_t now = time(NULL);
+	CHECK(geodb_lease_acquire(db, "controller-dc1", "host1", 30, &lease, &error) == 1);
+	CHECK_STR(lease.name, "controller-dc1");
+	CHECK_STR(lease.holder, "host1");
+	CHECK(lease.expires_at >= now + 29 && lease.expires_at <= now + 32);
+	memset(&lease, 0, sizeof(lease));
+	CHECK(geodb_lease_acquire(db2, "controller-dc1", "host2", 30, &lease, &error) == 0);
+	CHECK_STR(lease.holder, "host1");
+	CHECK(lease.expires_at >= now + 29 && lease.expires_at <= now + 32);
+	/* renew */
+	CHECK(geodb_lease_acquire(db2, "controller-dc1", "host1", 60, &lease, &error) == 1);
+	CHECK_STR(lease.holder, "host1");
+	CHECK(lease.expires_at >= now + 59);
+	CHECK(geodb_lease_release(db, "controller-dc1", "host2", &error) == 0);
+	CHECK(geodb_lease_acquire(db, "controller-dc1", "host2", 30, &lease, &error) == 0);
+	CHECK(geodb_lease_release(db, "controller-dc1", "host1", &error) == 1);
+	CHECK(geodb_lease_release(db, "controller-dc1", "host1", &error) == 0);
+	CHECK(geodb_lease_acquire(db, "controller-dc1", "host2", 1, &lease, &error) == 1);
+	CHECK_STR(lease.holder, "host2");
+	CHECK(geodb_lease_acquire(db2, "controller-dc1", "host1", 30, &lease, &error) == 0);
+	CHECK_STR(lease.holder, "host2");
+	/* another lease is independent */
+	CHECK(geodb_lease_acquire(db, "controller-dc2", "host1", 30, &lease, &error) == 1);
+	CHECK(geodb_lease_acquire(db, "controller-dc3", "host3", 1, &lease, &error) == 1);
+
+	struct geodb_health h;
+	memset(&h, 0, sizeof(h));
+	now = time(NULL);
+	snprintf(h.backend, sizeof(h.backend), "b2");
+	snprintf(h.observer, sizeof(h.observer), "proxy-b");
+	h.ok = true;
+	snprintf(h.detail, sizeof(h.detail), "IMAP greeting in 3 ms");
+	h.observed_at = now;
+	CHECK_OK(geodb_health_put(db, &h, 60, &error), error);
+	snprintf(h.observer, sizeof(h.observer), "proxy-a");
+	h.ok = false;
+	snprintf(h.detail, sizeof(h.detail), "connection refused");
+	h.observed_at = now - 100; /* stored as given */
+	CHECK_OK(geodb_health_put(db2, &h, 60, &error), error);
+	h.observed_at = now;
+	snprintf(h.backend, sizeof(h.backend), "b3");
+	h.ok = true;
+	snprintf(h.detail, sizeof(h.detail), "short-lived");
+	CHECK_OK(geodb_health_put(db, &h, 1, &error), error);
+	/* replaces proxy-b's row for b2 */
+	snprintf(h.backend, sizeof(h.backend), "b2");
+	snprintf(h.observer, sizeof(h.observer), "proxy-b");
+	h.ok = false;
+	snprintf(h.detail, sizeof(h.detail), "timeout");
+	CHECK_OK(geodb_health_put(db, &h, 60, &error), error);
+
+	struct geodb_health *list = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_health_list(db, NULL, &list, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK_STR(list[0].backend, "b2");
+		CHECK_STR(list[0].observer, "proxy-a");
+		CHECK(!list[0].ok);
+		CHECK_STR(list[0].detail, "connection refused");
+		CHECK(list[0].observed_at == now - 100);
+		CHECK(list[1].observed_at == now);
+		CHECK_STR(list[1].backend, "b2");
+		CHECK_STR(list[1].observer, "proxy-b");
+		CHECK(!list[1].ok);
+		CHECK_STR(list[1].detail, "timeout");
+		CHECK_STR(list[2].backend, "b3");
+		CHECK(list[2].ok);
+	}
+	free(list);
+	CHECK_OK(geodb_health_list(db2, "b2", &list, &count, &error), error);
+	CHECK(count == 2);
+	free(list);
+	CHECK_OK(geodb_health_list(db2, "nosuch", &list, &count, &error), error);
+	CHECK(count == 0);
+	free(list);
+
+	/* expiry: the 1-second lease and health row */
+	sleep(3);
+	CHECK(geodb_lease_acquire(db2, "controller-dc1", "host1", 30, &lease, &error) == 1);
+	CHECK_STR(lease.holder, "host1");
+	CHECK(geodb_lease_acquire(db, "controller-dc1", "host2", 30, &lease, &error) == 0);
+	CHECK_STR(lease.holder, "host1");
+	/* an expired lease is nobody's: releasing it does nothing */
+	CHECK(geodb_lease_release(db, "controller-dc3", "host3", &error) == 0);
+	CHECK(geodb_lease_acquire(db2, "controller-dc2", "host2", 30, &lease, &error) == 0);
+	CHECK_STR(lease.holder, "host1");
+	CHECK_OK(geodb_health_list(db, NULL, &list, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2)
+		CHECK_STR(list[1].observer, "proxy-b");
+	free(list);
+	CHECK_OK(geodb_health_list(db, "b3", &list, &count, &error), error);
+	CHECK(count == 0);
+	free(list);
+}
+
+/* ---- snapshot ---- */
+
+static bool same_group(const struct geodb_group *x, const struct geodb_group *y)
+{
+	return x->group_id == y->group_id && strcmp(x->site, y->site) == 0 &&
+	       strcmp(x->backend, y->backend) == 0 && x->epoch == y->epoch &&
+	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at;
+}
+
+/* snap holds exactly what the list calls return */
+static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
+{
+	const char *error = NULL;
+	CHECK(snap->schema_version == GEODB_SCHEMA_VERSION);
+	CHECK(snap->group_count == GROUP_COUNT);
+
+	struct geodb_site *sites = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_list(db, &sites, &count, &error), error);
+	CHECK(snap->site_count == count && count == 2);
+	for (size_t i = 0; i < count && i < snap->site_count; i++) {
+		CHECK_STR(snap->sites[i].name, sites[i].name);
+		CHECK(snap->sites[i].status == sites[i].status);
+		CHECK_STR(snap->sites[i].tags, sites[i].tags);
+		CHECK_STR(snap->sites[i].load_balancer, sites[i].load_balancer);
+	}
+	free(sites);
+
+	struct geodb_backend *backends = NULL;
+	CHECK_OK(geodb_backend_list(db, NULL, &backends, &count, &error), error);
+	CHECK(snap->backend_count == count && count == 2);
+	for (size_t i = 0; i < count && i < snap->backend_count; i++) {
+		CHECK_STR(snap->backends[i].name, backends[i].name);
+		CHECK_STR(snap->backends[i].site, backends[i].site);
+		CHECK_STR(snap->backends[i].address, backends[i].address);
+		CHECK(snap->backends[i].status == backends[i].status);
+		CHECK(snap->backends[i].load_factor == backends[i].load_factor);
+	}
+	free(backends);
+
+	struct geodb_group *groups = NULL;
+	CHECK_OK(geodb_group_list(db, &groups, &count, &error), error);
+	CHECK(snap->group_row_count == count);
+	CHECK(count > MANY_COUNT / 2);
+	unsigned same = 0;
+	for (size_t i = 0; i < count && i < snap->group_row_count; i++)
+		same += same_group(&snap->groups[i], &groups[i]);
+	CHECK(same == count);
+	bool sorted = true;
+	for (size_t i = 1; i < snap->group_row_count; i++)
+		sorted = sorted && snap->groups[i - 1].group_id < snap->groups[i].group_id;
+	CHECK(sorted);
+	free(groups);
+
+	struct geodb_user *users = NULL;
+	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
+	CHECK(snap->user_count == count && count == 2);
+	for (size_t i = 0; i < count && i < snap->user_count; i++) {
+		CHECK_STR(snap->users[i].username, users[i].username);
+		CHECK(snap->users[i].group_id == users[i].group_id);
+		CHECK_STR(snap->users[i].written_by, users[i].written_by);
+	}
+	free(users);
+}
+
+static void test_snapshot(struct geodb *db)
+{
+	const char *error = NULL;
+	struct geodb_snapshot snap;
+	memset(&snap, 0, sizeof(snap));
+	CHECK_OK(geodb_snapshot_read(db, &snap, &error), error);
+	check_snapshot(db, &snap);
+	geodb_snapshot_free(&snap);
+}
+
+/* ---- asynchronous calls ---- */
+
+struct async_state {
+	struct event_base *base;
+	unsigned calls;
+	struct geodb_snapshot *snap;
+	char error[512];
+	int result;
+	struct geodb_group stored;
+	bool has_stored;
+	unsigned cancelled_calls;
+};
+
+static void on_snapshot(void *context, struct geodb_snapshot *snap, const char *error)
+{
+	struct async_state *st = context;
+	st->calls++;
+	st->snap = snap;
+	snprintf(st->error, sizeof(st->error), "%s", error != NULL ? error : "");
+	event_base_loopbreak(st->base);
+}
+
+static void on_assign(void *context, int result, const struct geodb_group *stored,
+		      const char *error)
+{
+	struct async_state *st = context;
+	st->calls++;
+	st->result = result;
+	st->has_stored = stored != NULL;
+	if (stored != NULL)
+		st->stored = *stored;
+	snprintf(st->error, sizeof(st->error), "%s", error != NULL ? error : "");
+	event_base_loopbreak(st->base);
+}
+
+static void on_cancelled(void *context, int result, const struct geodb_group *stored,
+			 const char *error)
+{
+	struct async_state *st = context;
+	st->cancelled_calls++;
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *context)
+{
+	event_base_loopbreak(context);
+}
+
+/* Runs base until a callback breaks the loop, or seconds pass. */
+static void dispatch(struct event_base *base, unsigned seconds)
+{
+	struct event *timer = evtimer_new(base, on_timeout, base);
+	struct timeval tv = {(time_t)seconds, 0};
+	evtimer_add(timer, &tv);
+	event_base_dispatch(base);
+	event_free(timer);
+}
+
+static void test_async(struct geodb *db)
+{
+	const char *error = NULL;
+	struct async_state st;
+	memset(&st, 0, sizeof(st));
+	st.base = event_base_new();
+	CHECK_OK(geodb_attach(db, st.base, &error), error);
+
+	struct geodb_op *op = geodb_snapshot_read_async(db, on_snapshot, &st);
+	CHECK(op != NULL);
+	CHECK(st.calls == 0); /* never inside the call */
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1);
+	CHECK(st.snap != NULL);
+	if (st.snap != NULL) {
+		check_snapshot(db, st.snap);
+		geodb_snapshot_free(st.snap);
+		free(st.snap);
+		st.snap = NULL;
+	} else {
+		fprintf(stderr, "async snapshot: %s\n", st.error);
+	}
+
+	struct geodb_group g = make_group(2000, "dc1", "b2", 4);
+	st.calls = 0;
+	op = geodb_group_assign_async(db, &g, on_assign, &st);
+	CHECK(op != NULL && st.calls == 0);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1);
+	CHECK(st.result == 1);
+	CHECK(st.has_stored && st.stored.group_id == 2000 && strcmp(st.stored.backend, "b2") == 0 &&
+	      st.stored.epoch == 4 && strcmp(st.stored.written_by, "conf-a") == 0);
+	if (st.result < 0)
+		fprintf(stderr, "async assign: %s\n", st.error);
+
+	g = make_group(2000, "dc2", "b3", 1);
+	st.calls = 0;
+	geodb_group_assign_async(db, &g, on_assign, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1);
+	CHECK(st.result == 0);
+	CHECK(st.has_stored && strcmp(st.stored.backend, "b2") == 0 && st.stored.epoch == 4 &&
+	      strcmp(st.stored.site, "dc1") == 0);
+	struct geodb_group got;
+	CHECK(geodb_group_get(db, 2000, &got, &error) == 1);
+	CHECK_STR(got.backend, "b2");
+
+	/* cancelled: the callback must not run */
+	g = make_group(2001, "dc1", "b2", 1);
+	op = geodb_group_assign_async(db, &g, on_cancelled, &st);
+	geodb_op_cancel(&op);
+	CHECK(op == NULL);
+	/* keep the loop running while the answer comes in */
+	st.calls = 0;
+	g = make_group(2002, "dc1", "b3", 1);
+	geodb_group_assign_async(db, &g, on_assign, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 1);
+	dispatch(st.base, 1);
+	CHECK(st.cancelled_calls == 0);
+
+	geodb_close(&db);
+	event_base_free(st.base);
+}
+
+/* ---- errors ---- */
+
+static void test_unreachable(void)
+{
+	/* a port where nothing listens: an error sentence within the timeout */
+	const char *error = NULL;
+	struct geodb *db = NULL;
+	const char *bad_spec = "cassandra:hosts=127.0.0.1:1;keyspace=mc_nowhere;"
+			       "connect_timeout=1000ms;request_timeout=2s";
+	CHECK_OK(geodb_open(bad_spec, "conf-x", 5000, &db, &error), error);
+	if (db == NULL)
+		return;
+	time_t start = time(NULL);
+	struct geodb_site *sites = NULL;
+	size_t count = 0;
+	int ret = geodb_site_list(db, &sites, &count, &error);
+	CHECK_ERR(ret, error, "geodb: ");
+	CHECK(time(NULL) - start <= 6);
+	if (ret < 0)
+		fprintf(stderr, "unreachable: %s\n", error);
+	unsigned from;
+	ret = geodb_init(db, &from, &error);
+	CHECK_ERR(ret, error, "geodb: ");
+	CHECK(time(NULL) - start <= 12);
+	geodb_close(&db);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n",
+			argv[0]);
+		return 2;
+	}
+	spec = argv[1];
+	is_cassandra = strncmp(spec, "cassandra:", 10) == 0;
+	if (is_cassandra && strstr(spec, "page_size=") == NULL)
+		fprintf(stderr,
+			"note: give page_size=50 in the spec so that the %u-group "
+			"listings span several pages\n",
+			MANY_COUNT);
+
+	struct geodb *db = open_db("conf-a");
+	test_spec_and_schema(db);
+	/* a second handle finds the schema and says so: init is idempotent */
+	struct geodb *db2 = open_db("conf-b");
+	unsigned from = 99;
+	const char *error = NULL;
+	CHECK_OK(geodb_init(db2, &from, &error), error);
+	CHECK(from == GEODB_SCHEMA_VERSION);
+	fprintf(stderr, "group count\n");
+	test_group_count(db);
+	fprintf(stderr, "sites\n");
+	test_sites(db);
+	fprintf(stderr, "backends\n");
+	test_backends(db);
+	fprintf(stderr, "groups\n");
+	test_groups(db, db2);
+	fprintf(stderr, "users\n");
+	test_users(db, db2);
+	fprintf(stderr, "snapshot\n");
+	test_snapshot(db);
+	fprintf(stderr, "race\n");
+	test_race(db, db2);
+	fprintf(stderr, "leases and health\n");
+	test_leases_health(db, db2);
+	geodb_close(&db2);
+	fprintf(stderr, "async\n");
+	test_async(db); /* closes db */
+	if (is_cassandra) {
+		fprintf(stderr, "unreachable\n");
+		test_unreachable();
+	}
+	printf("%u passed, %u failed\n", unit_passed, unit_failed);
+	return unit_failed == 0 ? 0 : 1;
+}
