@@ -7,6 +7,10 @@
   ``cluster(geodb=other.geodb_path, setup=False)`` starts a second daemon on the same GeoDB.
 * ``shared_cluster`` (module) - one default daemon (with TLS) for tests that do not change
   the GeoDB.
+* ``cassandra_node`` (session) - one real Cassandra 5.0 node (scripts/cassandra) on
+  127.0.0.21:19042 with PasswordAuthenticator and optional TLS; ``spec(keyspace)`` gives the
+  geodb setting.  Started on first use, stopped (by its PID) at the end of the session.  Java,
+  Maven or Cassandra missing FAILS the tests that use it: Cassandra is part of the suite.
 
 Daemons are stopped by PID (SIGTERM, then SIGKILL after a bound). The daemon log is printed
 on teardown when the test failed.
@@ -70,6 +74,34 @@ def _fleet_healthy(request):
                 b.start()
 
 
+CASSANDRA_IP = "127.0.0.21"
+CASSANDRA_PORT = 19042  # not 9042: a developer's own Cassandra may hold that
+# if another test session's node holds 127.0.0.21 (several engineers on one machine)
+CASSANDRA_SPARE_IPS = ("127.0.0.121", "127.0.0.131", "127.0.0.141")
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(tmp_path_factory):
+    """The session's Cassandra node: attributes host, port, username, password, ca_file (the
+    CA of its optional TLS), dir; spec(keyspace, **extra) -> "cassandra:hosts=...;...".
+    Give every test its own keyspace (mchelpers.unique_keyspace).  Do not stop it."""
+    root = str(tmp_path_factory.mktemp("cassandra"))
+    node, error = None, None
+    try:
+        node = mchelpers.start_cassandra_node(root, CASSANDRA_IP, CASSANDRA_PORT, tls=True,
+                                              spare_ips=CASSANDRA_SPARE_IPS)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        error = str(e)
+    if node is None:  # a failure, not a skip: Cassandra is part of the suite
+        pytest.fail(f"Cassandra for the integration tests: {error}", pytrace=False)
+    print(f"\ncassandra_node: {node.host}:{node.port} (TLS CA {node.ca_file}) up in "
+          f"{node.start_seconds:.1f} s, dir {node.dir}")
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
@@ -89,7 +121,10 @@ class ClusterFactory:
 
     def __call__(self, geodb: str | None = None, setup: bool = True, tls: bool = False,
                  start: bool = True, protocols: tuple = ("imap",), haproxy: tuple = (),
-                 **settings) -> Daemon:
+                 localdb: str | None = None, localdb_refresh: str | None = None,
+                 start_timeout: float = 15, **settings) -> Daemon:
+        """geodb: a SQLite path or a whole geodb setting (cassandra_node.spec(keyspace));
+        default: a fresh SQLite file.  setup: geodb init (not SQLite) + site + backends."""
         n = len(self.daemons) + 1
         name = f"mc{n}"
         if geodb is None:
@@ -97,12 +132,12 @@ class ClusterFactory:
         d = Daemon(str(self.workdir), geodb, self.fleet,
                    extra={k: str(v) for k, v in settings.items()},
                    tls=self.tls_files if tls else None, name=name, protocols=protocols,
-                   haproxy=haproxy)
+                   haproxy=haproxy, localdb=localdb, localdb_refresh=localdb_refresh)
         self.daemons.append(d)
         if setup:
             d.setup_geodb()
         if start:
-            d.start()
+            d.start(start_timeout)
         return d
 
     def teardown(self, failed: bool) -> None:

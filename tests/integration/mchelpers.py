@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from typing import Callable, Optional
@@ -250,6 +251,11 @@ def cli_json(config: str, *args: str) -> list:
 # --------------------------------------------------------------------------- daemon
 
 
+def is_geodb_spec(s: str) -> bool:
+    """A whole geodb setting ("sqlite:PATH", "cassandra:...") rather than a SQLite path."""
+    return re.match(r"[a-z]+:", s) is not None and not s.startswith("/")
+
+
 class Daemon:
     """One mailclusterd process with its config file and log."""
 
@@ -258,14 +264,26 @@ class Daemon:
 
     def __init__(self, workdir: str, geodb_path: str, fleet, extra: Optional[dict] = None,
                  tls: Optional[tuple[str, str]] = None, name: str = "mc",
-                 protocols: tuple = ("imap",), haproxy: tuple = ()):
-        """protocols: the plain listeners to open (imap, pop3, lmtp, sieve, submission); with
+                 protocols: tuple = ("imap",), haproxy: tuple = (),
+                 localdb: Optional[str] = None, localdb_refresh: Optional[str] = None):
+        """geodb_path: a SQLite file, or a whole geodb setting ("sqlite:PATH",
+        "cassandra:hosts=...;keyspace=..."); self.geodb is the setting, self.geodb_path the
+        SQLite file (None for other drivers).  localdb: the LocalDB file (default: one per
+        daemon in workdir); localdb_refresh: e.g. "1s" (default: the daemon's).
+        protocols: the plain listeners to open (imap, pop3, lmtp, sieve, submission); with
         tls, the implicit-TLS twins (imaps, pop3s, submissions) of those are opened too.
         self.ports maps every opened listener name to its port.  haproxy: listener names that
         get haproxy = yes (set haproxy_trusted_networks in extra)."""
         self.workdir = workdir
         self.name = name
-        self.geodb_path = geodb_path
+        if is_geodb_spec(geodb_path):
+            self.geodb = geodb_path
+            self.geodb_path = geodb_path[len("sqlite:"):] \
+                if geodb_path.startswith("sqlite:") else None
+        else:
+            self.geodb = f"sqlite:{geodb_path}"
+            self.geodb_path = geodb_path
+        self.localdb_path = localdb or os.path.join(workdir, f"{name}-localdb.sqlite")
         self.fleet = fleet
         listeners = list(protocols)
         if tls:
@@ -279,14 +297,16 @@ class Daemon:
         self.proc: Optional[subprocess.Popen] = None
         settings = {
             "site": SITE,
-            "geodb": f"sqlite:{geodb_path}",
-            "localdb": os.path.join(workdir, f"{name}-localdb.sqlite"),
+            "geodb": self.geodb,
+            "localdb": self.localdb_path,
             "group_count": "256",
             "admin_listen": f"127.0.0.1:{self.admin_port}",
             "proxy_timeout": "3s",
             "plaintext_auth": "tls",
             "log_level": "info",
         }
+        if localdb_refresh is not None:
+            settings["localdb_refresh"] = str(localdb_refresh)
         if tls:
             settings["tls_cert"], settings["tls_key"] = tls
         settings.update(extra or {})
@@ -312,14 +332,20 @@ class Daemon:
         return cli_json(self.config, *args)
 
     def setup_geodb(self) -> None:
-        """site add + every fleet backend added and put online."""
+        """geodb init (for a GeoDB other than SQLite, whose file the CLI creates by itself),
+        then site add + every fleet backend added and put online."""
+        if not self.geodb.startswith("sqlite:"):
+            r = self.cli("geodb", "init")
+            assert r.returncode == 0, f"mailcluster geodb init: {r.stdout}{r.stderr}"
         for args in [("site", "add", SITE)] + \
                 [("backend", "add", "--site", SITE, b.name, b.ip) for b in self.fleet.backends] + \
                 [("backend", "update", "--status", "online", b.name) for b in self.fleet.backends]:
             r = self.cli(*args)
             assert r.returncode == 0, f"mailcluster {' '.join(args)}: {r.stderr}"
 
-    def start(self, timeout: float = 15) -> None:
+    def start(self, timeout: float = 15, wait_loaded: bool = True) -> None:
+        """Start and wait (within timeout) until the listeners accept and, unless
+        wait_loaded is False, until the daemon has a routing state to route by."""
         log = open(self.log_path, "ab")
         try:
             self.proc = spawn_retrying(subprocess.Popen, [DAEMON, "-c", self.config, "-F"],
@@ -341,6 +367,17 @@ class Daemon:
         # Our readiness probe was a client too: start tests from a daemon with none.
         wait_for(lambda: self.status()["clients"] == 0, 5,
                  message="the readiness probe connection to be released")
+        if wait_loaded:
+            # A remote GeoDB (Cassandra) is read in the background after the start: the
+            # daemon is ready once its LocalDB holds a state (from the GeoDB or its file).
+            wait_for(lambda: self.status().get("localdb", {}).get("loaded", True),
+                     max(1.0, deadline - time.monotonic()), interval=0.1,
+                     message=f"{self.name} to load its LocalDB (status: localdb.loaded)")
+
+    def restart(self, timeout: float = 15, wait_loaded: bool = True) -> None:
+        rc = self.stop()
+        assert rc == 0, f"{self.name} exited with {rc} on SIGTERM"
+        self.start(timeout, wait_loaded)
 
     def stop(self, timeout: float = 10) -> Optional[int]:
         p = self.proc
@@ -396,6 +433,150 @@ class Daemon:
     def raw(self, tls: bool = False, **kw) -> RawIMAP:
         """A raw client on the imap port, or with tls=True on the imaps port."""
         return RawIMAP(self.imaps_port if tls else self.imap_port, tls=tls, **kw)
+
+
+# --------------------------------------------------------------------------- Cassandra
+
+CASSANDRA_SCRIPT = os.path.join(REPO, "scripts", "cassandra")
+CASSANDRA_USER = CASSANDRA_PASSWORD = "cassandra"  # the superuser of a node started with --auth
+CASSANDRA_PAGE_SIZE = 100  # small: with group_count 256, group lists come in several pages
+CASSANDRA_START_TIMEOUT = 240  # scripts/cassandra start --timeout (a start takes ~7-10 s)
+CASSANDRA_FETCH_TIMEOUT = 2000  # a cold fetch takes ~70 s; Maven gets 2 x 900 s at most
+
+
+def cassandra_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, CASSANDRA_SCRIPT] + list(args), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def cassandra_address_free(ip: str, cql_port: int) -> bool:
+    """Nothing listens on ip's CQL port nor on its storage port (7000, fixed by the script)."""
+    return not port_accepts(ip, cql_port, 0.3) and not port_accepts(ip, 7000, 0.3)
+
+
+_keyspace_seq = 0
+
+
+def unique_keyspace(prefix: str = "mc") -> str:
+    """A fresh CQL keyspace name (letters, digits, _; at most 48 characters)."""
+    global _keyspace_seq
+    _keyspace_seq += 1
+    name = re.sub(r"[^a-z0-9_]", "_", prefix.lower())[:24]
+    return f"{name}_{os.getpid()}_{_keyspace_seq}"
+
+
+class CassandraNode:
+    """One real Cassandra 5.0 node run by scripts/cassandra on a loopback address, with
+    PasswordAuthenticator (cassandra/cassandra) and, with tls_dir, optional TLS on its CQL
+    port (plain and TLS on the same port; ca_file verifies the node's certificate, whose SAN
+    is IP:host).
+
+    start()/stop() are for nodes a test module owns (e.g. an outage test); the session's
+    shared node (fixture cassandra_node) must not be stopped or restarted by tests."""
+
+    def __init__(self, directory: str, host: str, port: int, tls_dir: Optional[str] = None,
+                 heap: str = "512M"):
+        self.dir = directory
+        self.host = host
+        self.port = port
+        self.username = CASSANDRA_USER
+        self.password = CASSANDRA_PASSWORD
+        self.tls_dir = tls_dir
+        self.heap = heap
+        self.ca_file: Optional[str] = None
+        self.start_seconds: Optional[float] = None  # how long the last start() took
+
+    def start_args(self) -> list:
+        args = ["start", "--dir", self.dir, "--ip", self.host, "--cql-port", str(self.port),
+                "--auth", "--heap", self.heap, "--timeout", str(CASSANDRA_START_TIMEOUT)]
+        if self.tls_dir:
+            args += ["--tls-dir", self.tls_dir]
+        return args
+
+    def start(self) -> None:
+        """Start the node (fetching Cassandra first if needed) and wait until CQL answers.
+        Raises RuntimeError with the script's output if it cannot: Java, Maven or Cassandra
+        missing is a failure, never a skip."""
+        t0 = time.monotonic()
+        try:
+            r = cassandra_script(*self.start_args(), timeout=CASSANDRA_START_TIMEOUT + 60)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"scripts/cassandra start {self.host}:{self.port} hung: "
+                               f"{e.stdout!r} {e.stderr!r}")
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"could not start Cassandra on {self.host}:{self.port} (dir {self.dir}) with "
+                f"scripts/cassandra (exit {r.returncode}); Cassandra is part of the normal test "
+                f"suite: run 'make deps' (Java 17 + Maven) and 'scripts/cassandra fetch'.\n"
+                f"---- stdout\n{r.stdout[-5000:]}\n---- stderr\n{r.stderr[-10000:]}")
+        self.start_seconds = time.monotonic() - t0
+        if self.tls_dir:
+            self.ca_file = os.path.join(self.tls_dir, "ca.pem")
+            assert os.path.exists(self.ca_file), r.stdout
+
+    def stop(self, kill: bool = False, timeout: float = 60) -> None:
+        """Stop the node by the PID in its directory (scripts/cassandra stop checks that the
+        PID is this directory's CassandraDaemon); kill: SIGKILL at once (an outage)."""
+        args = ["stop", "--dir", self.dir, "--timeout", str(timeout)] + (["--kill"] if kill else [])
+        r = cassandra_script(*args, timeout=timeout + 30)
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/cassandra stop {self.dir}: {r.stdout}{r.stderr}")
+
+    def pid(self) -> Optional[int]:
+        try:
+            with open(os.path.join(self.dir, "pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def is_answering(self) -> bool:
+        return port_accepts(self.host, self.port, 0.5)
+
+    def spec(self, keyspace: str, **extra) -> str:
+        """The geodb setting for this node: cassandra:hosts=H;port=P;keyspace=K;username=..;
+        password=..;page_size=..; extra keys (local_dc=, tls=, tls_ca=, request_timeout=,
+        page_size=, ...) are appended or replace the defaults; True/False become yes/no."""
+        fields = {"hosts": self.host, "port": str(self.port), "keyspace": keyspace,
+                  "username": self.username, "password": self.password,
+                  "page_size": str(CASSANDRA_PAGE_SIZE)}
+        for k, v in extra.items():
+            fields[k] = ("yes" if v else "no") if isinstance(v, bool) else str(v)
+        return "cassandra:" + ";".join(f"{k}={v}" for k, v in fields.items())
+
+    def cql(self, statement: str, tls: bool = False, timeout: float = 30) -> str:
+        """Run one CQL statement with the script's built-in client; returns its output
+        (a header line and tab-separated rows)."""
+        args = ["cql", "--host", self.host, "--port", str(self.port), "--user", self.username,
+                "--password", self.password]
+        if tls:
+            args += ["--tls-ca", self.ca_file]
+        r = cassandra_script(*(args + [statement]), timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"CQL {statement!r} failed: {r.stderr.strip()}")
+        return r.stdout
+
+
+def start_cassandra_node(root: str, preferred_ip: str, port: int, tls: bool = False,
+                         spare_ips: tuple = ()) -> CassandraNode:
+    """Fetch Cassandra (bounded, its time shown) and start a node in root/node on the first of
+    preferred_ip + spare_ips whose CQL and storage ports are free (another engineer's test
+    session may hold one)."""
+    r = cassandra_script("fetch", timeout=CASSANDRA_FETCH_TIMEOUT)
+    if r.returncode != 0:
+        raise RuntimeError("scripts/cassandra fetch failed; Cassandra is part of the normal "
+                           "test suite: run 'make deps' (Java 17 + Maven).\n"
+                           f"{r.stdout[-3000:]}{r.stderr[-5000:]}")
+    busy = []
+    for ip in [preferred_ip] + list(spare_ips):
+        if not cassandra_address_free(ip, port):
+            busy.append(ip)
+            continue
+        node = CassandraNode(os.path.join(root, "node"), ip, port,
+                             tls_dir=os.path.join(root, "tls") if tls else None)
+        node.start()
+        return node
+    raise RuntimeError(f"no free address for a Cassandra node: CQL port {port} or storage port "
+                       f"7000 busy on {busy} (stray nodes? see 'ps -ef | grep CassandraDaemon')")
 
 
 def login_lands_on(daemon: Daemon, user: str) -> str:
