@@ -18,7 +18,8 @@
 
 struct router_wait {
 	struct router_wait *prev, *next;
-	struct pending_assign *pending;
+	struct router *router;
+	struct pending_assign *pending; /* NULL: waiting for the first load */
 	struct route_result route;
 	router_callback *callback;
 	void *context;
@@ -50,6 +51,9 @@ struct router {
 	struct event *timer;
 	struct geodb_op *refresh_op;
 	struct refresh_waiter *refresh_waiters;
+	/* logins that came before anything was loaded (no LocalDB file, first
+	 * refresh in flight): routed when it ends */
+	struct router_wait *load_waiters;
 	bool geodb_ok;
 	char geodb_error[512];
 	bool dirty; /* changed since the file was written */
@@ -165,6 +169,8 @@ static void schedule(struct router *router, unsigned msecs)
 	evtimer_add(router->timer, &tv);
 }
 
+static void route_load_waiters(struct router *router);
+
 static void refreshed(void *context, struct geodb_snapshot *snap, const char *error)
 {
 	struct router *router = context;
@@ -182,6 +188,7 @@ static void refreshed(void *context, struct geodb_snapshot *snap, const char *er
 	if (!router->geodb_ok && interval > RETRY_AFTER_FAILURE_MS)
 		interval = RETRY_AFTER_FAILURE_MS;
 	schedule(router, interval);
+	route_load_waiters(router);
 	refresh_finished(router, router->geodb_ok ? NULL : router->geodb_error);
 }
 
@@ -271,6 +278,11 @@ void router_deinit(struct daemon *daemon)
 		}
 		pending_free(pa);
 	}
+	while (router->load_waiters != NULL) {
+		struct router_wait *w = router->load_waiters;
+		router->load_waiters = w->next;
+		free(w);
+	}
 	geodb_op_cancel(&router->refresh_op);
 	refresh_finished(router, "the daemon is shutting down");
 	save_if_dirty(router);
@@ -329,48 +341,102 @@ static void assigned(void *context, int result, const struct geodb_group *stored
 	pending_free(pa);
 }
 
+static void unreachable_reason(struct router *router, const struct route_result *route,
+			       const char **reason_r)
+{
+	static char reason[700];
+	snprintf(reason, sizeof(reason),
+		 "group %u has no backend yet and the GeoDB is unreachable (%s)", route->group_id,
+		 router->geodb_error);
+	*reason_r = reason;
+}
+
+static void wait_link(struct router_wait **head, struct router_wait *w)
+{
+	w->prev = NULL;
+	w->next = *head;
+	if (w->next != NULL)
+		w->next->prev = w;
+	*head = w;
+}
+
+/* w's group needs a backend: join the conditional insert in flight for it,
+ * or start one. */
+static void wait_for_assignment(struct router *router, struct router_wait *w)
+{
+	struct pending_assign *pa = router->pending[w->route.group_id];
+	if (pa == NULL) {
+		pa = calloc(1, sizeof(*pa));
+		pa->router = router;
+		pa->group_id = w->route.group_id;
+		pa->proposal = w->route.group;
+		router->pending[pa->group_id] = pa;
+		pa->op = geodb_group_assign_async(router->daemon->geodb, &pa->proposal, assigned,
+						  pa);
+	}
+	w->pending = pa;
+	wait_link(&pa->waiters, w);
+}
+
+/* The first load ended (or failed): route the logins that waited for it. */
+static void route_load_waiters(struct router *router)
+{
+	while (router->load_waiters != NULL) {
+		struct router_wait *w = router->load_waiters;
+		router->load_waiters = w->next;
+		if (w->next != NULL)
+			w->next->prev = NULL;
+		w->next = w->prev = NULL;
+		char username[sizeof(w->route.username)];
+		memcpy(username, w->route.username, sizeof(username));
+		const char *reason = NULL;
+		enum route_status status = route_decide(router->ldb, router->daemon->set->site,
+							username, &w->route, &reason);
+		if (status == ROUTE_ASSIGN && router->geodb_ok) {
+			wait_for_assignment(router, w);
+			continue;
+		}
+		if (status == ROUTE_ASSIGN) {
+			unreachable_reason(router, &w->route, &reason);
+			status = ROUTE_UNAVAILABLE;
+		}
+		w->callback(w->context, status, &w->route, reason);
+		free(w);
+	}
+}
+
 enum route_status router_route(struct daemon *daemon, const char *username,
 			       struct route_result *route_r, const char **reason_r,
 			       router_callback *callback, void *context,
 			       struct router_wait **wait_r)
 {
-	static char reason[700];
 	struct router *router = router_of(daemon);
 	*wait_r = NULL;
 	if (router->watch && geodb_changed(daemon->geodb))
 		refresh_sync(router);
 	enum route_status status =
 		route_decide(router->ldb, daemon->set->site, username, route_r, reason_r);
-	if (status != ROUTE_ASSIGN) {
+	if (status != ROUTE_ASSIGN && (status == ROUTE_BAD_USER || localdb_loaded(router->ldb) ||
+				       router->refresh_op == NULL)) {
 		router->routed_local++;
 		return status;
 	}
 	if (!router->geodb_ok) {
-		snprintf(reason, sizeof(reason),
-			 "group %u has no backend yet and the GeoDB is unreachable (%s)",
-			 route_r->group_id, router->geodb_error);
-		*reason_r = reason;
+		unreachable_reason(router, route_r, reason_r);
 		return ROUTE_UNAVAILABLE;
 	}
 	struct router_wait *w = calloc(1, sizeof(*w));
+	w->router = router;
 	w->route = *route_r;
 	w->callback = callback;
 	w->context = context;
-	struct pending_assign *pa = router->pending[route_r->group_id];
-	if (pa == NULL) {
-		pa = calloc(1, sizeof(*pa));
-		pa->router = router;
-		pa->group_id = route_r->group_id;
-		pa->proposal = route_r->group;
-		router->pending[pa->group_id] = pa;
-		pa->op = geodb_group_assign_async(daemon->geodb, &pa->proposal, assigned, pa);
-	}
-	w->pending = pa;
-	w->next = pa->waiters;
-	if (w->next != NULL)
-		w->next->prev = w;
-	pa->waiters = w;
 	*wait_r = w;
+	if (!localdb_loaded(router->ldb) && router->refresh_op != NULL) {
+		/* nothing known yet: a proposal now would be a guess */
+		wait_link(&router->load_waiters, w);
+		return ROUTE_ASSIGN;
+	}
+	wait_for_assignment(router, w);
 	return ROUTE_ASSIGN;
 }
 
@@ -382,8 +448,10 @@ void router_wait_cancel(struct router_wait **_wait)
 	/* the assignment itself goes on: it is as good for the next login */
 	if (w->prev != NULL)
 		w->prev->next = w->next;
-	else
+	else if (w->pending != NULL)
 		w->pending->waiters = w->next;
+	else
+		w->router->load_waiters = w->next;
 	if (w->next != NULL)
 		w->next->prev = w->prev;
 	free(w);

@@ -1077,7 +1077,7 @@ static void conn_event(struct bufferevent *bev, short what, void *context)
 		int err = EVUTIL_SOCKET_ERROR();
 		unsigned long ssl_err =
 			client->ssl_ctx != NULL ? bufferevent_get_openssl_error(bev) : 0;
-		if (ssl_err != 0) {
+		if (ssl_err != 0 && (ERR_GET_LIB(ssl_err) != 0 || err == 0)) {
 			char detail[200];
 			SSL *ssl = bufferevent_openssl_get_ssl(bev);
 			long verify = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
@@ -1113,6 +1113,29 @@ static void conn_schedule_reconnect(struct cql_conn *conn)
 				   : conn->backoff_ms * 2;
 	struct timeval tv = ms_to_timeval(delay);
 	event_add(&conn->timer, &tv);
+}
+
+/* Every connection to every node has failed and waits for its reconnect
+ * timer: the queued requests fail now rather than at their timeout (a
+ * login needing the GeoDB hears "unavailable" at once, the CLI gives up at
+ * once).  Requests made afterwards queue again and wait for the reconnects. */
+static void fail_queue_if_all_down(struct cql_client *client)
+{
+	if (client->queue.head == NULL)
+		return;
+	for (unsigned i = 0; i < client->host_count; i++) {
+		for (unsigned j = 0; j < client->connections_per_host; j++) {
+			if (client->hosts[i].conns[j].state != CONN_DOWN)
+				return;
+		}
+	}
+	char sentence[ERROR_MAX];
+	no_connection_sentence(client, sentence, sizeof(sentence));
+	struct cql_pending *p;
+	while ((p = client->queue.head) != NULL) {
+		list_remove(&client->queue, p);
+		pending_fail(p, -1, "", "%s", sentence);
+	}
 }
 
 static void conn_fail(struct cql_conn *conn, const char *fmt, ...)
@@ -1184,6 +1207,7 @@ static void conn_fail(struct cql_conn *conn, const char *fmt, ...)
 	conn->state = CONN_DOWN;
 	conn_schedule_reconnect(conn);
 	dispatch(client);
+	fail_queue_if_all_down(client);
 }
 
 static void conn_timer(evutil_socket_t fd, short what, void *context)
