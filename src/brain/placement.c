@@ -13,14 +13,14 @@ static uint64_t tie_break(unsigned group_id, const char *name)
 	return hash_fnv1a64_add(h, name, strlen(name));
 }
 
-int placement_choose_backend(const struct placement_candidate *candidates, size_t count,
-			     unsigned group_id)
+static int choose(const struct placement_candidate *candidates, size_t count, size_t exclude,
+		  unsigned group_id)
 {
 	int best = -1;
 	uint64_t best_tie = 0;
 	for (size_t i = 0; i < count; i++) {
 		const struct placement_candidate *c = &candidates[i];
-		if (c->status != BACKEND_STATUS_ONLINE || c->load_factor == 0)
+		if (i == exclude || c->status != BACKEND_STATUS_ONLINE || c->load_factor == 0)
 			continue;
 		uint64_t tie = tie_break(group_id, c->name);
 		if (best < 0) {
@@ -38,4 +38,16 @@ int placement_choose_backend(const struct placement_candidate *candidates, size_
 		}
 	}
 	return best;
+}
+
+int placement_choose_backend(const struct placement_candidate *candidates, size_t count,
+			     unsigned group_id)
+{
+	return choose(candidates, count, SIZE_MAX, group_id);
+}
+
+int placement_choose_alternative(const struct placement_candidate *candidates, size_t count,
+				 size_t exclude, unsigned group_id)
+{
+	return choose(candidates, count, exclude, group_id);
 }

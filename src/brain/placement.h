@@ -29,4 +29,12 @@ struct placement_candidate {
 int placement_choose_backend(const struct placement_candidate *candidates, size_t count,
 			     unsigned group_id);
 
+/* The same rule for a group's alternative backend (failover.h): never
+ * candidates[exclude] (the group's own backend).  For an even failover the
+ * caller sets assigned_groups to the number of groups of the same backend
+ * that already have the candidate as their alternative, so that when one
+ * backend dies its groups spread over all the others by load factor. */
+int placement_choose_alternative(const struct placement_candidate *candidates, size_t count,
+				 size_t exclude, unsigned group_id);
+
 #endif

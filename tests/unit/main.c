@@ -13,6 +13,7 @@ void suite_sieve_parser(void);
 void suite_config(void);
 void suite_hash(void);
 void suite_placement(void);
+void suite_health(void);
 void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
 void suite_cql_client(void);
@@ -32,6 +33,7 @@ static const struct {
 	{"config", suite_config},
 	{"hash", suite_hash},
 	{"placement", suite_placement},
+	{"health", suite_health},
 	{"geodb_sqlite", suite_geodb_sqlite},
 	{"cql_protocol", suite_cql_protocol},
 	{"cql_client", suite_cql_client},

@@ -1,0 +1,140 @@
+/* sim.h - the deterministic simulator's shared pieces.
+ *
+ * The simulator (sim.c) runs one site: N daemons probing B backends, one of
+ * them holding the controller lease and running the very same brain code the
+ * daemon runs (brain/health.h, brain/failover.h), users logging in through
+ * random daemons, and injected faults, all in virtual milliseconds.  Every
+ * random choice comes from one seeded generator (rng below), and the GeoDB's
+ * replication delays from a hash of the seed (geo.c), so the same seed gives
+ * the same run, event by event.
+ *
+ *   rng      splitmix64: a seed in, a stream of 64-bit numbers out
+ *   geo.c    the GeoDB model: cells with last-write-wins versions whose
+ *            visibility to each daemon is delayed by up to repl_max_ms
+ *   sim.c    the world, the events, the controller glue and the invariants
+ *   main.c   command line, seed loop, worker processes, the summary
+ */
+#ifndef SIM_H
+#define SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- rng ---- */
+
+struct rng {
+	uint64_t state;
+};
+
+static inline uint64_t splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t rng_next(struct rng *rng)
+{
+	return splitmix64(&rng->state);
+}
+
+/* uniform in [lo, hi] */
+static inline int64_t rng_range(struct rng *rng, int64_t lo, int64_t hi)
+{
+	if (hi <= lo)
+		return lo;
+	return lo + (int64_t)(rng_next(rng) % (uint64_t)(hi - lo + 1));
+}
+
+/* uniform in [0, 1) */
+static inline double rng_double(struct rng *rng)
+{
+	return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- the GeoDB model (geo.c) ----
+ *
+ * A cell is one GeoDB value (a backend's mark, a group's assignment, one
+ * daemon's observation of one backend, ...).  Each write gets a global
+ * sequence number; daemon d sees write w from w.t + delay(w.seq, d) on, where
+ * delay is in [0, repl_max_ms] (0 for the writer itself: a daemon reads its
+ * own writes).  A read returns the newest write (by write time: Cassandra's
+ * last-write-wins) that has reached the reader, so a view may miss recent
+ * writes but never goes backwards past a write older than repl_max_ms. */
+
+#define GEO_VERSIONS 4 /* versions kept per cell; older ones are visible everywhere */
+#define GEO_WRITER_OPERATOR (-1)
+
+struct geo_write {
+	int64_t t;   /* write time */
+	int64_t aux; /* a second value: a mark's since, an observation's since */
+	uint32_t seq;
+	int32_t value;
+	int16_t writer; /* daemon index, or GEO_WRITER_OPERATOR */
+};
+
+struct geo_cell {
+	struct geo_write w[GEO_VERSIONS]; /* newest first */
+	uint8_t count;
+};
+
+struct geo {
+	uint64_t delay_seed;
+	int64_t repl_max_ms;
+	uint32_t seq;
+	bool overflow; /* a cell had to drop a version not yet visible everywhere */
+};
+
+void geo_init(struct geo *geo, uint64_t seed, int64_t repl_max_ms);
+void geo_put(struct geo *geo, struct geo_cell *cell, int writer, int64_t now, int32_t value,
+	     int64_t aux);
+/* The newest write daemon `reader` sees at now, or NULL. */
+const struct geo_write *geo_read(const struct geo *geo, const struct geo_cell *cell, int reader,
+				 int64_t now);
+/* The newest write made at or before t (the authoritative value at t), or NULL. */
+const struct geo_write *geo_at(const struct geo_cell *cell, int64_t t);
+/* The newest write of all (the authoritative value now), or NULL. */
+const struct geo_write *geo_head(const struct geo_cell *cell);
+int64_t geo_delay(const struct geo *geo, uint32_t seq, int reader);
+
+/* ---- one simulation (sim.c) ---- */
+
+struct sim_options {
+	uint64_t seed;
+	unsigned daemons;  /* 0: chosen by the seed, 2..5 */
+	unsigned backends; /* 0: chosen by the seed, 3..12 */
+	unsigned users;
+	double hours;
+	bool verbose;
+};
+
+enum sim_invariant {
+	INV_NO_EARLY_FAILOVER,
+	INV_SERVED_WITHIN_BOUND,
+	INV_ONE_MOVE_PER_OUTAGE,
+	INV_OPERATOR_STATUS,
+	INV_NO_LOGIN_TO_DOWN,
+	INV_NO_EARLY_RECOVERY,
+	INV_COUNT
+};
+
+extern const char *const sim_invariant_names[INV_COUNT];
+
+struct sim_result {
+	bool failed;
+	bool sim_error; /* the simulator itself gave up (not an invariant) */
+	uint64_t checks[INV_COUNT];
+	uint64_t violations[INV_COUNT];
+	uint64_t exempt[INV_COUNT];
+	uint64_t steps, logins, logins_ok, logins_failed, logins_unavailable;
+	uint64_t marks_down, marks_up, moves, alt_changes, takeovers;
+	uint64_t outages_long, outages_short, faults;
+	int64_t max_served_ms; /* worst measured time from crash to all groups served */
+};
+
+/* Runs one seed; prints violations (with seed and step) to stdout. */
+void sim_run(const struct sim_options *options, struct sim_result *result_r);
+
+#endif
