@@ -331,7 +331,7 @@ void geodb_sort_users(struct geodb_user *users, size_t count)
 
 /* ---- asynchronous calls ---- */
 
-enum op_kind { OP_SNAPSHOT, OP_ASSIGN };
+enum op_kind { OP_SNAPSHOT, OP_ASSIGN, OP_HEALTH };
 
 struct geodb_op {
 	struct geodb *db;
@@ -339,12 +339,15 @@ struct geodb_op {
 	bool cancelled;
 	geodb_snapshot_callback *snapshot_callback;
 	geodb_assign_callback *assign_callback;
+	geodb_done_callback *done_callback;
 	void *context;
 	/* the synchronous fallback: run from a zero timeout; queued in
 	 * db->deferred meanwhile */
 	struct event *deferred;
 	struct geodb_op *prev, *next;
 	struct geodb_group group;
+	struct geodb_health health;
+	unsigned ttl_secs;
 };
 
 int geodb_attach(struct geodb *db, struct event_base *base, const char **error_r)
@@ -402,6 +405,13 @@ static void deferred_unlink(struct geodb_op *op)
 	op->prev = op->next = NULL;
 }
 
+void geodb_op_done(struct geodb_op *op, const char *error)
+{
+	if (!op->cancelled)
+		op->done_callback(op->context, error);
+	op_free(op);
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *context)
 {
 	struct geodb_op *op = context;
@@ -414,9 +424,12 @@ static void run_deferred(evutil_socket_t fd, short what, void *context)
 			snap = NULL;
 		}
 		geodb_op_done_snapshot(op, snap, error);
-	} else {
+	} else if (op->kind == OP_ASSIGN) {
 		int result = op->db->driver->group_assign_if_absent(op->db, &op->group, &error);
 		geodb_op_done_assign(op, result, result < 0 ? NULL : &op->group, error);
+	} else {
+		int result = geodb_health_put(op->db, &op->health, op->ttl_secs, &error);
+		geodb_op_done(op, result < 0 ? error : NULL);
 	}
 }
 
@@ -436,10 +449,13 @@ static void deferred_fail_all(struct geodb *db)
 	while (db->deferred != NULL) {
 		struct geodb_op *op = db->deferred;
 		deferred_unlink(op);
+		const char *closed = "geodb: closed before the answer came";
 		if (op->kind == OP_SNAPSHOT)
-			geodb_op_done_snapshot(op, NULL, "geodb: closed before the answer came");
+			geodb_op_done_snapshot(op, NULL, closed);
+		else if (op->kind == OP_ASSIGN)
+			geodb_op_done_assign(op, -1, NULL, closed);
 		else
-			geodb_op_done_assign(op, -1, NULL, "geodb: closed before the answer came");
+			geodb_op_done(op, closed);
 	}
 }
 
@@ -474,6 +490,21 @@ struct geodb_op *geodb_group_assign_async(struct geodb *db, const struct geodb_g
 	op->group = *group;
 	if (db->driver->group_assign_async != NULL)
 		db->driver->group_assign_async(db, op, group);
+	else
+		op_defer(op);
+	return op;
+}
+
+struct geodb_op *geodb_health_put_async(struct geodb *db, const struct geodb_health *health,
+					unsigned ttl_secs, geodb_done_callback *callback,
+					void *context)
+{
+	struct geodb_op *op = op_new(db, OP_HEALTH, context);
+	op->done_callback = callback;
+	op->health = *health;
+	op->ttl_secs = ttl_secs;
+	if (db->driver->health_put_async != NULL)
+		db->driver->health_put_async(db, op, health, ttl_secs);
 	else
 		op_defer(op);
 	return op;

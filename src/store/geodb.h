@@ -96,6 +96,7 @@ struct geodb_health {
 	char observer[NAME_MAX_LEN + 1];
 	bool ok;
 	char detail[256];
+	int64_t since;       /* unix seconds: when the current ok/failing streak began */
 	int64_t observed_at; /* unix seconds */
 };
 
@@ -259,5 +260,11 @@ typedef void geodb_assign_callback(void *context, int result, const struct geodb
 				   const char *error);
 struct geodb_op *geodb_group_assign_async(struct geodb *db, const struct geodb_group *group,
 					  geodb_assign_callback *callback, void *context);
+
+/* geodb_health_put(): error NULL on success. */
+typedef void geodb_done_callback(void *context, const char *error);
+struct geodb_op *geodb_health_put_async(struct geodb *db, const struct geodb_health *health,
+					unsigned ttl_secs, geodb_done_callback *callback,
+					void *context);
 
 #endif

@@ -105,6 +105,8 @@ struct geodb_driver {
 	void (*snapshot_read_async)(struct geodb *db, struct geodb_op *op);
 	void (*group_assign_async)(struct geodb *db, struct geodb_op *op,
 				   const struct geodb_group *group);
+	void (*health_put_async)(struct geodb *db, struct geodb_op *op,
+				 const struct geodb_health *health, unsigned ttl_secs);
 };
 
 extern const struct geodb_driver geodb_driver_sqlite;
@@ -116,5 +118,6 @@ extern const struct geodb_driver geodb_driver_cassandra;
 void geodb_op_done_snapshot(struct geodb_op *op, struct geodb_snapshot *snap, const char *error);
 void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_group *stored,
 			  const char *error);
+void geodb_op_done(struct geodb_op *op, const char *error);
 
 #endif

@@ -39,7 +39,8 @@ static const char *const schema_sql =
 	" name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS health ("
 	" backend TEXT NOT NULL, observer TEXT NOT NULL, ok INTEGER NOT NULL,"
-	" detail TEXT NOT NULL, observed_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL,"
 	" PRIMARY KEY (backend, observer));";
 
 #define WAL_INDEX_HEADER_SIZE 48
@@ -974,9 +975,10 @@ static int sqlite_health_put(struct geodb *geo, const struct geodb_health *healt
 	struct sqldb *db = (struct sqldb *)geo;
 	sqlite3_stmt *stmt =
 		prepare(db,
-			"INSERT INTO health (backend, observer, ok, detail, observed_at, expires_at)"
-			" VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(backend, observer) DO UPDATE"
-			" SET ok = ?3, detail = ?4, observed_at = ?5, expires_at = ?6",
+			"INSERT INTO health (backend, observer, ok, detail, observed_at, expires_at,"
+			" since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(backend, observer)"
+			" DO UPDATE SET ok = ?3, detail = ?4, observed_at = ?5, expires_at = ?6,"
+			" since = ?7",
 			error_r);
 	if (stmt == NULL)
 		return -1;
@@ -986,6 +988,7 @@ static int sqlite_health_put(struct geodb *geo, const struct geodb_health *healt
 	sqlite3_bind_text(stmt, 4, health->detail, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 5, health->observed_at);
 	sqlite3_bind_int64(stmt, 6, now_seconds() + ttl_secs);
+	sqlite3_bind_int64(stmt, 7, health->since);
 	int changes = step_done(db, stmt, "recording a health observation", error_r);
 	sqlite3_finalize(stmt);
 	if (changes < 0)
@@ -1009,6 +1012,7 @@ static void read_health_row(sqlite3_stmt *stmt, void *item)
 	health->ok = sqlite3_column_int(stmt, 2) != 0;
 	copy_text(health->detail, sizeof(health->detail), stmt, 3);
 	health->observed_at = sqlite3_column_int64(stmt, 4);
+	health->since = sqlite3_column_int64(stmt, 5);
 }
 
 static int sqlite_health_list(struct geodb *geo, const char *backend,
@@ -1019,9 +1023,9 @@ static int sqlite_health_list(struct geodb *geo, const char *backend,
 	sqlite3_stmt *stmt = prepare(
 		db,
 		backend != NULL
-			? "SELECT backend, observer, ok, detail, observed_at FROM health"
+			? "SELECT backend, observer, ok, detail, observed_at, since FROM health"
 			  " WHERE expires_at > ?1 AND backend = ?2 ORDER BY backend, observer"
-			: "SELECT backend, observer, ok, detail, observed_at FROM health"
+			: "SELECT backend, observer, ok, detail, observed_at, since FROM health"
 			  " WHERE expires_at > ?1 ORDER BY backend, observer",
 		error_r);
 	if (stmt == NULL)
