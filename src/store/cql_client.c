@@ -140,6 +140,7 @@ struct cql_host {
 	char *dc;   /* from system.local; NULL until known */
 	struct cql_conn *conns;
 	unsigned ready_count;
+	bool tried; /* a connection to it was ready, or failed, at least once */
 };
 
 struct statement {
@@ -648,6 +649,7 @@ static void conn_ready(struct cql_conn *conn)
 	event_del(&conn->timer);
 	conn->backoff_ms = client->reconnect_min_ms;
 	conn->last_error[0] = '\0';
+	host->tried = true;
 	if (host->ready_count++ == 0) {
 		log_info("event=cql_up host=%s dc=%s local=%s", host->name,
 			 host->dc != NULL ? host->dc : "unknown",
@@ -1166,6 +1168,7 @@ static void conn_fail(struct cql_conn *conn, const char *fmt, ...)
 	}
 	snprintf(conn->last_error, sizeof(conn->last_error), "%s", reason);
 	snprintf(client->last_error, sizeof(client->last_error), "%s", reason);
+	host->tried = true;
 
 	if (conn->bev != NULL) {
 		bufferevent_free(conn->bev);
@@ -1316,14 +1319,31 @@ static void conn_connect(struct cql_conn *conn)
 
 /* ---- choosing a connection ---- */
 
+/* A node that may be in the local data centre (its DC is learnt during the
+ * handshake) has not had a first connection ready or failed yet: at start,
+ * requests wait for it rather than go to a remote node whose handshake
+ * happened to finish first (bounded: a handshake that does not finish fails
+ * after connect_timeout_ms). */
+static bool local_node_pending(const struct cql_client *client)
+{
+	for (unsigned i = 0; i < client->host_count; i++) {
+		const struct cql_host *host = &client->hosts[i];
+		if (!host->tried && (host->dc == NULL || host_is_local(client, host)))
+			return true;
+	}
+	return false;
+}
+
 /* A ready connection with a free stream: round robin over the nodes of the
- * local data centre, then, only if none of them has a ready connection,
- * over the others.  NULL when there is none (or all are busy).  exclude:
- * a node not to use. */
+ * local data centre, then, only if none of them has a ready connection
+ * (and each has been tried once), over the others.  NULL when there is none
+ * (or all are busy).  exclude: a node not to use. */
 static struct cql_conn *conn_pick(struct cql_client *client, const struct cql_host *exclude)
 {
 	unsigned total = client->host_count * client->connections_per_host;
 	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && local_node_pending(client))
+			return NULL;
 		bool want_local = pass == 0;
 		bool any_ready = false;
 		for (unsigned i = 0; i < total; i++) {

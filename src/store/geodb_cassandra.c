@@ -26,6 +26,7 @@
  */
 #include "store/cql_client.h"
 #include "store/geodb_driver.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -43,6 +44,17 @@
 #define SNAP_PARTS 5
 #define LWT_MAX_COLS 12
 #define GROUP_SET_ATTEMPTS 8
+/* An assignment's INSERT ... IF NOT EXISTS that failed with a write timeout
+ * has an unknown outcome.  When it came back at once, it was contention, not
+ * a slow replica: two proxies met the same new group at the same moment and
+ * our proposal was accepted by only part of the replicas (Cassandra answers
+ * that with a WRITE_TIMEOUT of type CAS right away, before any timeout).
+ * Sending the same insert again is safe and tells: applied, or the row that
+ * won (ours, if the first try got in after all).  A write timeout that took
+ * its time (a replica gone) is not retried: the login hears UNAVAILABLE as
+ * soon as before. */
+#define ASSIGN_ATTEMPTS 3
+#define ASSIGN_RETRY_WITHIN_MS 1000 /* since the first try */
 #define LEASE_ATTEMPTS 5
 
 /* ---- the spec ---- */
@@ -547,6 +559,7 @@ struct cassdb {
 	bool schema_ok;
 	struct async_job *jobs; /* asynchronous ops in flight */
 	char error[1024];
+	int32_t error_code; /* of the last run() that failed with a server error, else 0 */
 };
 
 static int fail(struct cassdb *db, const char **error_r, const char *fmt, ...)
@@ -1002,6 +1015,7 @@ static void call_done(const struct cql_reply *reply, void *context)
 	char err[768];
 	if (reply->error != NULL) {
 		reply_error(db, reply, call->what, db->error, sizeof(db->error));
+		db->error_code = reply->error_code;
 		call->ret = -1;
 	} else if (call->fn != NULL) {
 		call->ret = call->fn(db, reply, call->context, err, sizeof(err));
@@ -1020,6 +1034,7 @@ static int run(struct cassdb *db, const char *what, enum stmt_id id, const char 
 {
 	if (cql == NULL)
 		cql = db->cql[id];
+	db->error_code = 0;
 	if (v != NULL && v->error != NULL) {
 		fail(db, error_r, "geodb: %s: %s", what, v->error);
 		v_free(v);
@@ -1235,6 +1250,8 @@ struct async_job {
 	struct geodb_group group;
 	struct cql_pending *pending;
 	int result;
+	unsigned attempts;
+	int64_t started_ms; /* of the first try */
 };
 
 static void job_link(struct cassdb *db, struct async_job *job)
@@ -1544,9 +1561,41 @@ static int cass_group_assign_if_absent(struct geodb *geo, struct geodb_group *gr
 	char what[128];
 	snprintf(what, sizeof(what), "assigning group %u (table groups)", group->group_id);
 	struct assign_ctx ctx = {group, now_seconds()};
+	int64_t started = now_ms();
+	for (unsigned attempt = 1;; attempt++) {
+		struct vals v = {0};
+		group_values(db, &v, group, ctx.now);
+		int ret = run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_assign, &ctx,
+			      error_r);
+		if (ret >= 0 || db->error_code != CQL_ERROR_WRITE_TIMEOUT ||
+		    attempt >= ASSIGN_ATTEMPTS || now_ms() - started >= ASSIGN_RETRY_WITHIN_MS)
+			return ret;
+		log_info("event=geodb_retry op=assign group=%u attempt=%u reason=\"%s\"",
+			 group->group_id, attempt + 1, *error_r);
+	}
+}
+
+static void assign_done(const struct cql_reply *reply, void *context);
+
+/* Sends job's conditional insert; false (job->error set) if it cannot. */
+static bool assign_send(struct async_job *job)
+{
+	struct cassdb *db = job->db;
 	struct vals v = {0};
-	group_values(db, &v, group, ctx.now);
-	return run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_assign, &ctx, error_r);
+	group_values(db, &v, &job->group, job->group.written_at);
+	if (v.error != NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: assigning group %u (table groups): %s", job->group.group_id,
+			 v.error);
+		v_free(&v);
+		return false;
+	}
+	struct cql_request req;
+	fill_request(db, &req, db->cql[Q_GROUP_INSERT], &v, F_COND);
+	job->attempts++;
+	job->pending = cql_client_execute(db->async, &req, assign_done, job);
+	v_free(&v);
+	return true;
 }
 
 static void assign_done(const struct cql_reply *reply, void *context)
@@ -1557,6 +1606,13 @@ static void assign_done(const struct cql_reply *reply, void *context)
 	snprintf(what, sizeof(what), "assigning group %u (table groups)", job->group.group_id);
 	if (reply->error != NULL) {
 		reply_error(job->db, reply, what, job->error, sizeof(job->error));
+		if (reply->error_code == CQL_ERROR_WRITE_TIMEOUT && job->attempts < ASSIGN_ATTEMPTS &&
+		    now_ms() - job->started_ms < ASSIGN_RETRY_WITHIN_MS) {
+			log_info("event=geodb_retry op=assign group=%u attempt=%u reason=\"%s\"",
+				 job->group.group_id, job->attempts + 1, job->error);
+			if (assign_send(job))
+				return;
+		}
 		job->failed = true;
 	} else {
 		job->result = assign_reply(job->db, reply, &job->group, job->group.written_at, err,
@@ -1579,6 +1635,7 @@ static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
 	job->kind = JOB_ASSIGN;
 	job->group = *group;
 	job->group.written_at = now_seconds();
+	job->started_ms = now_ms();
 	job_link(db, job);
 	if (db->async == NULL) {
 		snprintf(job->error, sizeof(job->error),
@@ -1587,19 +1644,8 @@ static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
 		job_fail_later(job);
 		return;
 	}
-	struct vals v = {0};
-	group_values(db, &v, &job->group, job->group.written_at);
-	if (v.error != NULL) {
-		snprintf(job->error, sizeof(job->error),
-			 "geodb: assigning group %u (table groups): %s", group->group_id, v.error);
-		v_free(&v);
+	if (!assign_send(job))
 		job_fail_later(job);
-		return;
-	}
-	struct cql_request req;
-	fill_request(db, &req, db->cql[Q_GROUP_INSERT], &v, F_COND);
-	job->pending = cql_client_execute(db->async, &req, assign_done, job);
-	v_free(&v);
 }
 
 static int cass_attach(struct geodb *geo, const char **error_r)
@@ -1727,31 +1773,61 @@ static int reply_peer_nodes(struct cassdb *db, const struct cql_reply *reply, vo
 	return reply_nodes(db, reply, context, err, size, false);
 }
 
+/* The answers so far cover every node: one node answered both system.local
+ * and system.peers, or two nodes listed their peers (between them they list
+ * every node). */
+static bool topology_complete(const struct topology *topo)
+{
+	if (topo->peer_hosts.count >= 2)
+		return true;
+	for (unsigned i = 0; i < topo->local_hosts.count; i++) {
+		if (strset_has(&topo->peer_hosts, topo->local_hosts.items[i]))
+			return true;
+	}
+	return false;
+}
+
+/* system.local from one node, then system.peers until the answers cover
+ * every node (topology_complete()).  The client takes the nodes in turn, so
+ * asked in pairs, system.local and system.peers would reach two different
+ * nodes every time and the second node's own row would never be read.
+ * 1 complete, 0 not (after a bound), -1 error. */
+static int read_topology(struct cassdb *db, const char *what, const char *local_cql,
+			 reply_fn *local_fn, const char *peers_cql, reply_fn *peers_fn,
+			 struct topology *topo, const char **error_r)
+{
+	char what_local[160], what_peers[160];
+	snprintf(what_local, sizeof(what_local), "%s (system.local)", what);
+	snprintf(what_peers, sizeof(what_peers), "%s (system.peers)", what);
+	if (run(db, what_local, 0, local_cql, NULL, F_LOCAL, local_fn, topo, error_r) < 0)
+		return -1;
+	unsigned tries = db->spec.host_count * db->spec.connections + 1;
+	for (unsigned i = 0; i < tries; i++) {
+		if (run(db, what_peers, 0, peers_cql, NULL, F_LOCAL, peers_fn, topo, error_r) < 0)
+			return -1;
+		if (topology_complete(topo))
+			return 1;
+	}
+	return 0;
+}
+
 /* "'dc1': 3, 'dc2': 1": every data centre with min(3, its nodes). */
 static int discover_replication(struct cassdb *db, char *out, size_t out_size, const char **error_r)
 {
 	struct topology *topo = calloc(1, sizeof(*topo));
 	int ret = 0;
-	/* system.local and system.peers may be answered by different nodes:
-	 * ask until one node answered both, or two nodes listed their peers
-	 * (between them they list every node) */
-	for (int round = 0; round < 6; round++) {
-		if (run(db, "reading the cluster's data centres (system.local)", 0,
-			"SELECT broadcast_address, data_center FROM system.local", NULL, F_LOCAL,
-			reply_local_nodes, topo, error_r) < 0 ||
-		    run(db, "reading the cluster's data centres (system.peers)", 0,
-			"SELECT peer, data_center FROM system.peers", NULL, F_LOCAL,
-			reply_peer_nodes, topo, error_r) < 0) {
-			ret = -1;
-			break;
-		}
-		bool complete = topo->peer_hosts.count >= 2;
-		for (unsigned i = 0; i < topo->local_hosts.count && !complete; i++)
-			complete = strset_has(&topo->peer_hosts, topo->local_hosts.items[i]);
-		if (complete)
-			break;
-	}
-	if (ret == 0 && topo->node_count == 0)
+	int complete = read_topology(db, "reading the cluster's data centres",
+				     "SELECT broadcast_address, data_center FROM system.local",
+				     reply_local_nodes, "SELECT peer, data_center FROM system.peers",
+				     reply_peer_nodes, topo, error_r);
+	if (complete < 0)
+		ret = -1;
+	else if (complete == 0)
+		ret = fail(db, error_r,
+			   "geodb: could not read the whole cluster's data centres (no node answered "
+			   "both system.local and system.peers); give replication=dc1:3,dc2:3 in the "
+			   "spec");
+	else if (topo->node_count == 0)
 		ret = fail(db, error_r,
 			   "geodb: the cluster reported no data centres; give replication=dc1:3 "
 			   "in the spec");
@@ -1783,11 +1859,13 @@ static int discover_replication(struct cassdb *db, char *out, size_t out_size, c
 }
 
 static int reply_versions(struct cassdb *db, const struct cql_reply *reply, void *context,
-			  char *err, size_t size)
+			  char *err, size_t size, bool local)
 {
 	struct topology *topo = context;
 	if (need_rows(reply, err, size) < 0)
 		return -1;
+	strset_add(local ? &topo->local_hosts : &topo->peer_hosts,
+		   reply->host != NULL ? reply->host : "?");
 	struct cql_reply_cursor cursor;
 	struct cql_value cell;
 	cql_reply_cursor_init(&cursor, reply);
@@ -1809,8 +1887,22 @@ static int reply_versions(struct cassdb *db, const struct cql_reply *reply, void
 	return 0;
 }
 
+static int reply_local_versions(struct cassdb *db, const struct cql_reply *reply, void *context,
+				char *err, size_t size)
+{
+	return reply_versions(db, reply, context, err, size, true);
+}
+
+static int reply_peer_versions(struct cassdb *db, const struct cql_reply *reply, void *context,
+			       char *err, size_t size)
+{
+	return reply_versions(db, reply, context, err, size, false);
+}
+
 /* After schema changes: until every node reports the same schema version
- * (bounded).  A single node agrees at once. */
+ * (bounded): a node's own version (system.local) and the versions it has
+ * heard of from every other node (system.peers: a node announces its new
+ * version once it has applied the change).  A single node agrees at once. */
 static int wait_schema_agreement(struct cassdb *db, const char **error_r)
 {
 	unsigned limit = db->request_timeout_ms > 10000 ? db->request_timeout_ms : 10000;
@@ -1818,20 +1910,17 @@ static int wait_schema_agreement(struct cassdb *db, const char **error_r)
 	unsigned agreed = 0;
 	for (;;) {
 		struct topology *topo = calloc(1, sizeof(*topo));
-		int ret = 0;
-		if (run(db, "checking schema agreement (system.local)", 0,
-			"SELECT schema_version FROM system.local", NULL, F_LOCAL, reply_versions,
-			topo, error_r) < 0 ||
-		    run(db, "checking schema agreement (system.peers)", 0,
-			"SELECT schema_version FROM system.peers", NULL, F_LOCAL, reply_versions,
-			topo, error_r) < 0)
-			ret = -1;
+		int complete = read_topology(db, "checking schema agreement",
+					     "SELECT schema_version FROM system.local",
+					     reply_local_versions,
+					     "SELECT schema_version FROM system.peers",
+					     reply_peer_versions, topo, error_r);
 		unsigned versions = topo->versions.count;
 		free(topo);
-		if (ret < 0)
+		if (complete < 0)
 			return -1;
-		agreed = versions <= 1 ? agreed + 1 : 0;
-		/* two agreeing rounds: the two queries may reach different nodes */
+		agreed = complete == 1 && versions <= 1 ? agreed + 1 : 0;
+		/* two agreeing rounds in a row (different nodes may answer them) */
 		if (agreed >= (db->spec.host_count > 1 ? 2u : 1u))
 			return 0;
 		if (now_ms() >= deadline)

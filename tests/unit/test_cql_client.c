@@ -1326,6 +1326,47 @@ out:
 	env_free(&env);
 }
 
+/* A request made before any connection is up is not sent to whichever node's
+ * handshake happens to finish first: it waits for the local data centre's
+ * nodes to have had a first try. */
+static void test_local_dc_at_start(void)
+{
+	struct env env;
+	struct result res;
+	env_init(&env, 2); /* node 0 in dc1 (connected to first), node 1 in dc2 */
+	env.set.local_dc = "dc2";
+	if (!env_client(&env))
+		goto out;
+	for (int i = 0; i < 3; i++) {
+		query(&env, "WHO", &res);
+		CHECK_STR(res.first, "dc2");
+		CHECK_STR(res.host, env.nodes[1].name);
+	}
+out:
+	env_free(&env);
+}
+
+/* ... but not forever: a local node that does not answer its handshake is
+ * given up after connect_timeout_ms, and the remote one serves. */
+static void test_local_dc_silent_at_start(void)
+{
+	struct env env;
+	struct result res;
+	env_init(&env, 2);
+	env.set.local_dc = "dc2";
+	env.nodes[1].mute = true;
+	if (!env_client(&env))
+		goto out;
+	execute(&env, "WHO", false, &res);
+	CHECK(!run_until(&env, WAIT_CALLS, &res.calls, 1, 100)); /* < connect_timeout_ms */
+	CHECK(run_until(&env, WAIT_CALLS, &res.calls, 1, 2000));
+	CHECK_STR(res.error, "");
+	CHECK_STR(res.first, "dc1");
+	CHECK_STR(res.host, env.nodes[0].name);
+out:
+	env_free(&env);
+}
+
 static void test_no_local_dc_round_robin(void)
 {
 	struct env env;
@@ -1611,6 +1652,8 @@ void suite_cql_client(void)
 	test_request_timeout();
 	test_reconnect();
 	test_local_dc();
+	test_local_dc_at_start();
+	test_local_dc_silent_at_start();
 	test_no_local_dc_round_robin();
 	test_queue_max();
 	test_streams_exhausted();
