@@ -305,8 +305,8 @@ static void assigned(void *context, int result, const struct geodb_group *stored
 		router->assign_failures++;
 		log_error("event=geodb_error op=assign group=%u reason=\"%s\"", pa->group_id,
 			  error);
-		set_geodb_down(router, error);
-		/* find out soon whether it is back */
+		/* one failed write (a timeout, a lost race) does not make the
+		 * GeoDB down; a refresh soon finds out whether it is */
 		if (router->refresh_op == NULL && !router->watch) {
 			evtimer_del(router->timer);
 			schedule(router, RETRY_AFTER_FAILURE_MS);
@@ -456,6 +456,11 @@ void router_wait_cancel(struct router_wait **_wait)
 		w->next->prev = w->prev;
 	free(w);
 	*_wait = NULL;
+}
+
+const struct localdb *router_localdb(struct daemon *daemon)
+{
+	return router_of(daemon)->ldb;
 }
 
 void router_refresh_now(struct daemon *daemon, router_refresh_callback *callback, void *context)

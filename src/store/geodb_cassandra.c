@@ -497,11 +497,12 @@ static const char *const stmt_templates[Q_COUNT] = {
 			      "WHERE name = ? IF holder = ? AND expires_at = ?",
 	[Q_LEASE_DELETE_IF] = "DELETE FROM %1$s.leases WHERE name = ? IF holder = ? AND "
 			      "expires_at > ?",
-	[Q_HEALTH_PUT] = "INSERT INTO %1$s.health (backend, observer, ok, detail, observed_at) "
-			 "VALUES (?, ?, ?, ?, ?) USING TTL ?",
-	[Q_HEALTH_GET] = "SELECT backend, observer, ok, detail, observed_at FROM %1$s.health "
-			 "WHERE backend = ?",
-	[Q_HEALTH_ALL] = "SELECT backend, observer, ok, detail, observed_at FROM %1$s.health",
+	[Q_HEALTH_PUT] = "INSERT INTO %1$s.health (backend, observer, ok, detail, observed_at, "
+			 "since) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?",
+	[Q_HEALTH_GET] = "SELECT backend, observer, ok, detail, observed_at, since FROM "
+			 "%1$s.health WHERE backend = ?",
+	[Q_HEALTH_ALL] = "SELECT backend, observer, ok, detail, observed_at, since FROM "
+			 "%1$s.health",
 };
 
 /* The schema, version by version: init applies every version newer than
@@ -520,7 +521,7 @@ static const char *const schema_v2[] = {
 	"CREATE TABLE IF NOT EXISTS %1$s.leases (name text PRIMARY KEY, holder text, expires_at "
 	"bigint)",
 	"CREATE TABLE IF NOT EXISTS %1$s.health (backend text, observer text, ok boolean, detail "
-	"text, observed_at bigint, PRIMARY KEY (backend, observer))",
+	"text, observed_at bigint, since bigint, PRIMARY KEY (backend, observer))",
 	NULL,
 };
 
@@ -861,7 +862,8 @@ static int row_health(const struct cql_value *c, void *item, char *err, size_t s
 	if (r == 0)
 		h->ok = false;
 	if (cell_text(&c[3], "detail", h->detail, sizeof(h->detail), err, size) < 0 ||
-	    cell_bigint(&c[4], "observed_at", &h->observed_at, err, size) < 0)
+	    cell_bigint(&c[4], "observed_at", &h->observed_at, err, size) < 0 ||
+	    cell_bigint(&c[5], "since", &h->since, err, size) < 0)
 		return -1;
 	return 0;
 }
@@ -1224,7 +1226,7 @@ static int cass_open(const char *args, unsigned busy_timeout_ms, struct geodb **
 
 /* ---- asynchronous jobs ---- */
 
-enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN };
+enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN, JOB_HEALTH };
 
 struct snap_part {
 	struct async_job *job;
@@ -1252,6 +1254,8 @@ struct async_job {
 	int result;
 	unsigned attempts;
 	int64_t started_ms; /* of the first try */
+	/* JOB_HEALTH */
+	char health_backend[NAME_MAX_LEN + 1];
 };
 
 static void job_link(struct cassdb *db, struct async_job *job)
@@ -1310,6 +1314,8 @@ static void job_finish(struct async_job *job)
 		if (job->failed)
 			snapshot_free_ptr(job->snap);
 		geodb_op_done_snapshot(op, snap, job->failed ? job->error : NULL);
+	} else if (job->kind == JOB_HEALTH) {
+		geodb_op_done(op, job->failed ? job->error : NULL);
 	} else {
 		geodb_op_done_assign(op, job->failed ? -1 : job->result,
 				     job->failed ? NULL : &job->group,
@@ -2692,6 +2698,17 @@ static int cass_lease_release(struct geodb *geo, const char *name, const char *h
 
 /* ---- health ---- */
 
+static void health_values(struct vals *v, const struct geodb_health *health, unsigned ttl_secs)
+{
+	v_text(v, health->backend);
+	v_text(v, health->observer);
+	v_bool(v, health->ok);
+	v_text(v, health->detail);
+	v_bigint(v, health->observed_at);
+	v_bigint(v, health->since);
+	v_int(v, (int32_t)ttl_secs);
+}
+
 static int cass_health_put(struct geodb *geo, const struct geodb_health *health, unsigned ttl_secs,
 			   const char **error_r)
 {
@@ -2702,13 +2719,54 @@ static int cass_health_put(struct geodb *geo, const struct geodb_health *health,
 	snprintf(what, sizeof(what), "recording the health of backend %s seen by %s (table health)",
 		 health->backend, health->observer);
 	struct vals v = {0};
-	v_text(&v, health->backend);
-	v_text(&v, health->observer);
-	v_bool(&v, health->ok);
-	v_text(&v, health->detail);
-	v_bigint(&v, health->observed_at);
-	v_int(&v, (int32_t)ttl_secs);
+	health_values(&v, health, ttl_secs);
 	return run(db, what, Q_HEALTH_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static void health_done(const struct cql_reply *reply, void *context)
+{
+	struct async_job *job = context;
+	job->pending = NULL;
+	if (reply->error != NULL) {
+		char what[192];
+		snprintf(what, sizeof(what), "recording the health of backend %s (table health)",
+			 job->health_backend);
+		reply_error(job->db, reply, what, job->error, sizeof(job->error));
+		job->failed = true;
+	}
+	job_finish(job);
+}
+
+static void cass_health_put_async(struct geodb *geo, struct geodb_op *op,
+				  const struct geodb_health *health, unsigned ttl_secs)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->op = op;
+	job->kind = JOB_HEALTH;
+	snprintf(job->health_backend, sizeof(job->health_backend), "%s", health->backend);
+	job_link(db, job);
+	if (db->async == NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: recording the health of backend %s: not attached to an event loop",
+			 health->backend);
+		job_fail_later(job);
+		return;
+	}
+	struct vals v = {0};
+	health_values(&v, health, ttl_secs);
+	if (v.error != NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: recording the health of backend %s: %s", health->backend, v.error);
+		v_free(&v);
+		job_fail_later(job);
+		return;
+	}
+	struct cql_request req;
+	fill_request(db, &req, db->cql[Q_HEALTH_PUT], &v, 0);
+	job->pending = cql_client_execute(db->async, &req, health_done, job);
+	v_free(&v);
 }
 
 static int health_cmp(const void *a, const void *b)
@@ -2724,7 +2782,7 @@ static int cass_health_list(struct geodb *geo, const char *backend, struct geodb
 	struct cassdb *db = (struct cassdb *)geo;
 	if (ready(db, error_r) < 0)
 		return -1;
-	struct list_ctx ctx = {row_health, 5, sizeof(**health_r), NULL, 0};
+	struct list_ctx ctx = {row_health, 6, sizeof(**health_r), NULL, 0};
 	int ret;
 	if (backend != NULL) {
 		char what[128];
@@ -2787,4 +2845,5 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.health_list = cass_health_list,
 	.snapshot_read_async = cass_snapshot_read_async,
 	.group_assign_async = cass_group_assign_async,
+	.health_put_async = cass_health_put_async,
 };

@@ -618,6 +618,7 @@ static void test_leases_health(struct geodb *db, struct geodb *db2)
 	snprintf(h.observer, sizeof(h.observer), "proxy-b");
 	h.ok = false;
 	snprintf(h.detail, sizeof(h.detail), "timeout");
+	h.since = now - 42; /* failing for 42 s */
 	CHECK_OK(geodb_health_put(db, &h, 60, &error), error);
 
 	struct geodb_health *list = NULL;
@@ -635,6 +636,8 @@ static void test_leases_health(struct geodb *db, struct geodb *db2)
 		CHECK_STR(list[1].observer, "proxy-b");
 		CHECK(!list[1].ok);
 		CHECK_STR(list[1].detail, "timeout");
+		CHECK(list[1].since == now - 42);
+		CHECK(list[0].since == 0);
 		CHECK_STR(list[2].backend, "b3");
 		CHECK(list[2].ok);
 	}
@@ -776,6 +779,14 @@ static void on_assign(void *context, int result, const struct geodb_group *store
 	event_base_loopbreak(st->base);
 }
 
+static void on_done(void *context, const char *error)
+{
+	struct async_state *st = context;
+	st->calls++;
+	snprintf(st->error, sizeof(st->error), "%s", error != NULL ? error : "");
+	event_base_loopbreak(st->base);
+}
+
 static void on_cancelled(void *context, int result, const struct geodb_group *stored,
 			 const char *error)
 {
@@ -858,6 +869,29 @@ static void test_async(struct geodb *db)
 	CHECK(st.calls == 1 && st.result == 1);
 	dispatch(st.base, 1);
 	CHECK(st.cancelled_calls == 0);
+
+	/* a health observation written asynchronously, read back */
+	struct geodb_health h;
+	memset(&h, 0, sizeof(h));
+	snprintf(h.backend, sizeof(h.backend), "async-b");
+	snprintf(h.observer, sizeof(h.observer), "proxy-async");
+	h.ok = true;
+	h.since = time(NULL) - 5;
+	h.observed_at = time(NULL);
+	snprintf(h.detail, sizeof(h.detail), "greeting ok");
+	st.calls = 0;
+	snprintf(st.error, sizeof(st.error), "not called");
+	op = geodb_health_put_async(db, &h, 60, on_done, &st);
+	CHECK(op != NULL && st.calls == 0);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1);
+	CHECK_STR(st.error, "");
+	struct geodb_health *list = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_health_list(db, "async-b", &list, &count, &error), error);
+	CHECK(count == 1 && list != NULL && list[0].ok && list[0].since == h.since &&
+	      strcmp(list[0].observer, "proxy-async") == 0);
+	free(list);
 
 	geodb_close(&db);
 	event_base_free(st.base);
