@@ -62,7 +62,7 @@ static const char usage_text[] =
 	"  backend add --site SITE NAME ADDRESS      (added in standby)\n"
 	"  backend update [--status online|offline|standby] [--load-factor 0..100] NAME\n"
 	"  backend remove NAME\n"
-	"  backend status NAME\n"
+	"  backend status NAME                       (and every daemon's probe of it)\n"
 	"  backend list [--site SITE]\n"
 	"  group list\n"
 	"  group status GROUP\n"
@@ -277,16 +277,16 @@ static unsigned backend_group_count(struct geodb_backend_load *loads, size_t cou
 	return 0;
 }
 
-static int print_backends(struct cli *cli, const struct geodb_backend *backends, size_t count)
+static struct output *backends_output(struct cli *cli, const struct geodb_backend *backends,
+				      size_t count, const char **error_r)
 {
 	static const char *const cols[] = {"backend",    "site",        "address",
 					   "status",     "load_factor", "groups",
 					   "updated_by", "updated_at",  NULL};
 	struct geodb_backend_load *loads;
 	size_t load_count;
-	const char *error;
-	if (geodb_backend_loads(cli->geodb, &loads, &load_count, &error) < 0)
-		return refused("%s", error);
+	if (geodb_backend_loads(cli->geodb, &loads, &load_count, error_r) < 0)
+		return NULL;
 	struct output *out = output_create(cli->format, cols);
 	for (size_t i = 0; i < count; i++) {
 		char lf[16], groups[16], at[32];
@@ -304,9 +304,51 @@ static int print_backends(struct cli *cli, const struct geodb_backend *backends,
 				     at};
 		output_row(out, row);
 	}
+	free(loads);
+	return out;
+}
+
+static int print_backends(struct cli *cli, const struct geodb_backend *backends, size_t count)
+{
+	const char *error;
+	struct output *out = backends_output(cli, backends, count, &error);
+	if (out == NULL)
+		return refused("%s", error);
 	output_print(out, stdout);
 	output_destroy(&out);
-	free(loads);
+	return 0;
+}
+
+/* `backend status`: the backend, then every daemon's latest probe of it
+ * (json: as its member "observations"). */
+static int print_backend_status(struct cli *cli, const struct geodb_backend *backend)
+{
+	static const char *const cols[] = {"observer", "health", "since", "age", "detail", NULL};
+	const char *error;
+	struct geodb_health *health;
+	size_t count;
+	if (geodb_health_list(cli->geodb, backend->name, &health, &count, &error) < 0)
+		return refused("%s", error);
+	struct output *out = backends_output(cli, backend, 1, &error);
+	if (out == NULL) {
+		free(health);
+		return refused("%s", error);
+	}
+	struct output *observations = output_create(cli->format, cols);
+	int64_t now = (int64_t)time(NULL);
+	for (size_t i = 0; i < count; i++) {
+		char since[32], age[32];
+		format_time(health[i].since, since, sizeof(since));
+		int64_t seconds = now - health[i].observed_at;
+		snprintf(age, sizeof(age), "%llds", (long long)(seconds > 0 ? seconds : 0));
+		const char *row[] = {health[i].observer, health[i].ok ? "ok" : "failing", since,
+				     age, health[i].detail};
+		output_row(observations, row);
+	}
+	free(health);
+	output_attach(out, "observations", observations);
+	output_print(out, stdout);
+	output_destroy(&out);
 	return 0;
 }
 
@@ -370,7 +412,7 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 	if (found == 0)
 		return refused("backend %s does not exist", name);
 	if (strcmp(sub, "status") == 0)
-		return print_backends(cli, &backend, 1);
+		return print_backend_status(cli, &backend);
 	if (strcmp(sub, "update") == 0) {
 		const char *status = opt(&args, "status"), *lf = opt(&args, "load-factor");
 		if (status == NULL && lf == NULL)

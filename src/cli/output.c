@@ -13,6 +13,8 @@ struct output {
 	char **columns;
 	char **cells; /* row-major */
 	size_t row_count;
+	char *child_name; /* output_attach() */
+	struct output *child;
 };
 
 int output_format_parse(const char *name, enum output_format *format_r)
@@ -54,10 +56,12 @@ static bool needs_quotes(const char *value)
 	return *value == '\0' || strpbrk(value, " \t\"=") != NULL;
 }
 
-void output_print(struct output *output, FILE *out)
+static void print_json(const struct output *output, struct strbuf *buf);
+
+/* Appends output (and its child) in its format to buf. */
+static void print_to(const struct output *output, struct strbuf *buf)
 {
 	size_t n = output->column_count;
-	struct strbuf buf = {0};
 	switch (output->format) {
 	case OUTPUT_TABLE: {
 		size_t *width = calloc(n, sizeof(size_t));
@@ -70,11 +74,11 @@ void output_print(struct output *output, FILE *out)
 			}
 		}
 		for (size_t c = 0; c < n; c++)
-			strbuf_printf(&buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
+			strbuf_printf(buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
 				      output->columns[c], c + 1 < n ? " " : "\n");
 		for (size_t r = 0; r < output->row_count; r++) {
 			for (size_t c = 0; c < n; c++)
-				strbuf_printf(&buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
+				strbuf_printf(buf, "%-*s%s", c + 1 < n ? (int)width[c] : 0,
 					      output->cells[r * n + c], c + 1 < n ? " " : "\n");
 		}
 		free(width);
@@ -82,10 +86,10 @@ void output_print(struct output *output, FILE *out)
 	}
 	case OUTPUT_TAB:
 		for (size_t c = 0; c < n; c++)
-			strbuf_printf(&buf, "%s%s", output->columns[c], c + 1 < n ? "\t" : "\n");
+			strbuf_printf(buf, "%s%s", output->columns[c], c + 1 < n ? "\t" : "\n");
 		for (size_t r = 0; r < output->row_count; r++) {
 			for (size_t c = 0; c < n; c++)
-				strbuf_printf(&buf, "%s%s", output->cells[r * n + c],
+				strbuf_printf(buf, "%s%s", output->cells[r * n + c],
 					      c + 1 < n ? "\t" : "\n");
 		}
 		break;
@@ -93,31 +97,62 @@ void output_print(struct output *output, FILE *out)
 		for (size_t r = 0; r < output->row_count; r++) {
 			for (size_t c = 0; c < n; c++) {
 				const char *value = output->cells[r * n + c];
-				strbuf_printf(&buf, "%s=", output->columns[c]);
+				strbuf_printf(buf, "%s=", output->columns[c]);
 				if (needs_quotes(value))
-					strbuf_append_json_string(&buf, value);
+					strbuf_append_json_string(buf, value);
 				else
-					strbuf_append(&buf, value);
-				strbuf_append(&buf, c + 1 < n ? " " : "\n");
+					strbuf_append(buf, value);
+				strbuf_append(buf, c + 1 < n ? " " : "\n");
 			}
 		}
 		break;
 	case OUTPUT_JSON:
-		strbuf_append(&buf, "[");
-		for (size_t r = 0; r < output->row_count; r++) {
-			strbuf_append(&buf, r == 0 ? "{" : ",{");
-			for (size_t c = 0; c < n; c++) {
-				if (c > 0)
-					strbuf_append(&buf, ",");
-				strbuf_append_json_string(&buf, output->columns[c]);
-				strbuf_append(&buf, ":");
-				strbuf_append_json_string(&buf, output->cells[r * n + c]);
-			}
-			strbuf_append(&buf, "}");
-		}
-		strbuf_append(&buf, "]\n");
-		break;
+		print_json(output, buf);
+		strbuf_append(buf, "\n");
+		return;
 	}
+	if (output->child != NULL) {
+		strbuf_append(buf, "\n");
+		print_to(output->child, buf);
+	}
+}
+
+static void print_json(const struct output *output, struct strbuf *buf)
+{
+	size_t n = output->column_count;
+	strbuf_append(buf, "[");
+	for (size_t r = 0; r < output->row_count; r++) {
+		strbuf_append(buf, r == 0 ? "{" : ",{");
+		for (size_t c = 0; c < n; c++) {
+			if (c > 0)
+				strbuf_append(buf, ",");
+			strbuf_append_json_string(buf, output->columns[c]);
+			strbuf_append(buf, ":");
+			strbuf_append_json_string(buf, output->cells[r * n + c]);
+		}
+		if (output->child != NULL) {
+			strbuf_append(buf, n > 0 ? "," : "");
+			strbuf_append_json_string(buf, output->child_name);
+			strbuf_append(buf, ":");
+			print_json(output->child, buf);
+		}
+		strbuf_append(buf, "}");
+	}
+	strbuf_append(buf, "]");
+}
+
+void output_attach(struct output *output, const char *name, struct output *child)
+{
+	output_destroy(&output->child);
+	free(output->child_name);
+	output->child_name = strdup(name);
+	output->child = child;
+}
+
+void output_print(struct output *output, FILE *out)
+{
+	struct strbuf buf = {0};
+	print_to(output, &buf);
 	if (buf.len > 0)
 		fwrite(buf.data, 1, buf.len, out);
 	strbuf_free(&buf);
@@ -134,6 +169,8 @@ void output_destroy(struct output **_output)
 		free(output->cells[i]);
 	free(output->columns);
 	free(output->cells);
+	free(output->child_name);
+	output_destroy(&output->child);
 	free(output);
 	*_output = NULL;
 }

@@ -16,6 +16,11 @@ int output_format_parse(const char *name, enum output_format *format_r);
 struct output *output_create(enum output_format format, const char *const *columns);
 /* One row: values in column order (NULL prints as empty). */
 void output_row(struct output *output, const char *const *values);
+/* Attaches a second table that belongs to output's one row (`backend
+ * status`: the backend, then every daemon's observation of it); output
+ * owns it from now on.  table, tab and flow print it after an empty line;
+ * json makes its rows the member `name` of output's row(s). */
+void output_attach(struct output *output, const char *name, struct output *child);
 void output_print(struct output *output, FILE *out);
 void output_destroy(struct output **output);
 

@@ -15,6 +15,7 @@ struct listener_context;
 struct evhttp;
 struct geodb;
 struct router;
+struct prober;
 struct relay_pipe_pool;
 struct net_network;
 struct session;
@@ -48,6 +49,7 @@ struct daemon {
 	struct event_base *base;
 	struct geodb *geodb;
 	struct router *router; /* LocalDB + GeoDB refresh (router.h) */
+	struct prober *prober; /* backend health probes (prober.h) */
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[LISTENER_COUNT];

@@ -14,6 +14,7 @@
 #include "daemon/session.h"
 #include "net/relay.h"
 #include "net/tls.h"
+#include "daemon/prober.h"
 #include "daemon/router.h"
 #include "store/geodb.h"
 #include "store/route.h"
@@ -337,6 +338,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "mailclusterd: %s\n", error);
 		return 1;
 	}
+	prober_init(&daemon);
 	for (int k = 0; k < LISTENER_COUNT; k++) {
 		if (listen_on(&daemon, (enum listener_kind)k, &error) < 0)
 			break;
@@ -365,6 +367,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	relay_pipe_pool_destroy(&daemon.pipe_pool);
+	prober_deinit(&daemon);
 	router_deinit(&daemon);
 	geodb_close(&daemon.geodb);
 	tls_context_destroy(&daemon.ssl_ctx);

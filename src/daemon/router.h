@@ -23,12 +23,18 @@
 #include <stdbool.h>
 
 struct daemon;
+struct localdb;
 struct strbuf;
 
 /* Loads the LocalDB file (remote GeoDBs), attaches the GeoDB to the loop,
  * reads it once (SQLite: now; Cassandra: in the background). */
 int router_init(struct daemon *daemon, const char **error_r);
 void router_deinit(struct daemon *daemon);
+
+/* The LocalDB routed from (the prober lists the site's backends in it).
+ * Rows read from it are valid until the next return to the event loop,
+ * when a refresh may replace them. */
+const struct localdb *router_localdb(struct daemon *daemon);
 
 /* status: ROUTE_OK, ROUTE_UNAVAILABLE or ROUTE_ERROR. */
 typedef void router_callback(void *context, enum route_status status,

@@ -97,6 +97,10 @@ static const struct setting_def setting_defs[] = {
 	{"", "bad_commands_max", SET_UINT, OFF(bad_commands_max), "10", 1, 1000},
 	{"", "client_limit", SET_UINT, OFF(client_limit), "100000", 1, 10000000},
 	{"", "relay_buffer_max", SET_SIZE, OFF(relay_buffer_max), "256k", 4096, 64 * 1024 * 1024},
+	{"", "probe_interval", SET_DURATION, OFF(probe_interval_ms), "2s", 0, 0},
+	{"", "probe_timeout", SET_DURATION, OFF(probe_timeout_ms), "3s", 0, 0},
+	{"", "backend_test_username", SET_STRING, OFF(backend_test_username), "", 0, 0},
+	{"", "backend_test_password", SET_STRING, OFF(backend_test_password), "", 0, 0},
 };
 
 static char settings_error[768];
@@ -294,6 +298,18 @@ static int apply(struct settings *set, const struct setting_def *def, const char
 	return -1;
 }
 
+/* The length of backend_test_username once every %{backend} in it is
+ * replaced by a backend name of the longest kind. */
+static size_t test_username_max_len(const char *username)
+{
+	static const char variable[] = "%{backend}";
+	size_t len = strlen(username);
+	for (const char *p = strstr(username, variable); p != NULL;
+	     p = strstr(p + sizeof(variable) - 1, variable))
+		len += 63 - (sizeof(variable) - 1); /* object names have at most 63 bytes */
+	return len;
+}
+
 static int valid_object_name(const char *s)
 {
 	if (*s == '\0' || strlen(s) > 63)
@@ -384,6 +400,27 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   path, set->geodb);
 		else if (set->localdb_refresh_ms < 100)
 			ret = fail(error_r, "%s: localdb_refresh must be at least 100ms", path);
+		else if (set->probe_interval_ms < 100 || set->probe_timeout_ms < 100)
+			ret = fail(error_r,
+				   "%s: probe_interval and probe_timeout must be 100ms or more",
+				   path);
+		else if ((set->backend_test_username[0] == '\0') !=
+			 (set->backend_test_password[0] == '\0'))
+			ret = fail(
+				error_r,
+				"%s: backend_test_username and backend_test_password must be set "
+				"together",
+				path);
+		else if (strpbrk(set->backend_test_username, "\r\n") != NULL ||
+			 strpbrk(set->backend_test_password, "\r\n") != NULL ||
+			 test_username_max_len(set->backend_test_username) >
+				 SETTINGS_TEST_CREDENTIAL_MAX ||
+			 strlen(set->backend_test_password) > SETTINGS_TEST_CREDENTIAL_MAX)
+			ret = fail(error_r,
+				   "%s: backend_test_username and backend_test_password must be at "
+				   "most %d bytes (the username with %%{backend} expanded to a "
+				   "63-byte name) without CR or LF",
+				   path, SETTINGS_TEST_CREDENTIAL_MAX);
 		else if ((set->tls_cert[0] == '\0') != (set->tls_key[0] == '\0'))
 			ret = fail(error_r, "%s: tls_cert and tls_key must be set together", path);
 		else {

@@ -71,7 +71,17 @@ struct settings {
 	size_t lmtp_message_max;         /* largest message LMTP accepts */
 	unsigned lmtp_recipients_max;    /* recipients per LMTP transaction */
 	unsigned haproxy_timeout_ms;     /* to receive the PROXY header */
+
+	/* the backend prober (daemon/prober.h) */
+	unsigned probe_interval_ms; /* between the starts of two probes of a backend */
+	unsigned probe_timeout_ms;  /* connect + greeting + test login */
+	/* "" = no test login; "%{backend}" in the username is the backend's name */
+	char *backend_test_username, *backend_test_password;
 };
+
+/* The longest backend_test_username (once %{backend} is expanded) and
+ * backend_test_password. */
+#define SETTINGS_TEST_CREDENTIAL_MAX 255
 
 /* Loads and validates path.  On error returns -1 and error_r is a sentence
  * naming the file, the line and what was expected. */

@@ -59,6 +59,14 @@ CASES = [
     ("duplicate_key", lambda l: l + ["site = dc2"], 12, ["site"]),
     ("missing_site", lambda l: l[1:], None, ["site"]),
     ("unclosed_section", lambda l: l + ["listen {", "  imaps = 127.0.0.1:1"], 12, ["listen"]),
+    ("probe_interval_too_short", lambda l: l + ["probe_interval = 50ms"], None,
+     ["probe_interval", "100ms"]),
+    ("test_username_without_password", lambda l: l + ["backend_test_username = probe"], None,
+     ["backend_test_username", "backend_test_password"]),
+    # 5 x %{backend} may become 5 x 63 bytes: more than 255
+    ("test_username_too_long", lambda l: l + ["backend_test_username = " + "%{backend}" * 5,
+                                              "backend_test_password = secret"], None,
+     ["backend_test_username", "255"]),
 ]
 
 

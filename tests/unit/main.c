@@ -18,6 +18,7 @@ void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
 void suite_cql_client(void);
 void suite_proxy_protocol(void);
+void suite_imap_probe(void);
 
 static const struct {
 	const char *name;
@@ -38,6 +39,7 @@ static const struct {
 	{"cql_protocol", suite_cql_protocol},
 	{"cql_client", suite_cql_client},
 	{"proxy_protocol", suite_proxy_protocol},
+	{"imap_probe", suite_imap_probe},
 };
 
 int main(int argc, char **argv)
