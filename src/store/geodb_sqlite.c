@@ -41,7 +41,35 @@ static const char *const schema_sql =
 	" backend TEXT NOT NULL, observer TEXT NOT NULL, ok INTEGER NOT NULL,"
 	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
 	" expires_at INTEGER NOT NULL,"
-	" PRIMARY KEY (backend, observer));";
+	" PRIMARY KEY (backend, observer));"
+	/* every change of what routing reads bumps routing_generation in the
+	 * same transaction, so that a reader can tell a routing change from
+	 * other commits (health observations, leases) with one tiny query */
+	"INSERT INTO meta (key, value) VALUES ('routing_generation', 0) ON CONFLICT DO NOTHING;"
+	"CREATE TRIGGER IF NOT EXISTS routing_sites_insert AFTER INSERT ON sites"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_sites_update AFTER UPDATE ON sites"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_sites_delete AFTER DELETE ON sites"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_backends_insert AFTER INSERT ON backends"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_backends_update AFTER UPDATE ON backends"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_backends_delete AFTER DELETE ON backends"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_groups_insert AFTER INSERT ON groups"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_groups_update AFTER UPDATE ON groups"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_groups_delete AFTER DELETE ON groups"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_users_insert AFTER INSERT ON users"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_users_update AFTER UPDATE ON users"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_users_delete AFTER DELETE ON users"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;";
 
 #define WAL_INDEX_HEADER_SIZE 48
 
@@ -50,6 +78,7 @@ enum stmt_id {
 	STMT_GROUP_INSERT,
 	STMT_USER_GET,
 	STMT_BACKEND_GET,
+	STMT_GENERATION,
 	STMT_BEGIN,
 	STMT_COMMIT,
 	STMT_COUNT
@@ -68,6 +97,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
 		" FROM backends WHERE name = ?",
 	[STMT_BEGIN] = "BEGIN",
 	[STMT_COMMIT] = "COMMIT",
+	[STMT_GENERATION] = "SELECT value FROM meta WHERE key = 'routing_generation'",
 };
 
 struct sqldb {
@@ -81,6 +111,7 @@ struct sqldb {
 	/* the first copy of the WAL-index header in the -shm file */
 	const volatile unsigned char *shm;
 	unsigned char shm_seen[WAL_INDEX_HEADER_SIZE];
+	int64_t generation_seen; /* routing_generation at the last geodb_changed() */
 };
 
 static int fail(struct sqldb *db, const char **error_r, const char *fmt, ...)
@@ -262,7 +293,16 @@ static bool sqlite_changed(struct geodb *geo)
 	/* a header caught half-written differs from the last one too: the
 	 * cache is dropped once more than needed, never kept wrongly */
 	memcpy(db->shm_seen, now, sizeof(now));
-	return true;
+	/* something was committed: was it something routing reads? */
+	sqlite3_stmt *stmt = cached(db, STMT_GENERATION);
+	bool changed = true;
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		int64_t generation = sqlite3_column_int64(stmt, 0);
+		changed = generation != db->generation_seen;
+		db->generation_seen = generation;
+	}
+	sqlite3_reset(stmt);
+	return changed;
 }
 
 static int sqlite_read_begin(struct geodb *geo, const char **error_r)

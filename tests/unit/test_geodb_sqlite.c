@@ -214,6 +214,14 @@ static void test_localdb(struct geodb *a, struct geodb *b)
 	CHECK_STR(r2.backend.name, first);
 	CHECK(r2.group_id == group);
 
+	/* commits that routing does not read (health observations) are not
+	 * changes for it; a routing change is */
+	geodb_changed(a);
+	struct geodb_health h = {.ok = true, .observed_at = 1};
+	snprintf(h.backend, sizeof(h.backend), "b1");
+	snprintf(h.observer, sizeof(h.observer), "probe");
+	CHECK(geodb_health_put(b, &h, 10, &reason) == 0);
+	CHECK(!geodb_changed(a));
 	/* another handle moves the group: the refreshed LocalDB follows */
 	const char *other = strcmp(first, "b1") == 0 ? "b2" : "b1";
 	CHECK(geodb_group_set(b, group, "dc1", other, &reason) == 0);
