@@ -3,6 +3,7 @@
 
 #include "brain/user.h"
 #include "daemon/daemon.h"
+#include "daemon/controller.h"
 #include "daemon/prober.h"
 #include "daemon/router.h"
 #include "daemon/session.h"
@@ -67,6 +68,8 @@ static void handle_status(struct evhttp_request *req, void *context)
 	router_status_json(daemon, &body);
 	strbuf_append(&body, ",");
 	prober_status_json(daemon, &body);
+	strbuf_append(&body, ",");
+	controller_status_json(daemon, &body);
 	strbuf_append(&body, "}\n");
 	reply(req, 200, "OK", "application/json", &body);
 	strbuf_free(&body);
@@ -212,6 +215,7 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 		      (unsigned long long)m->lmtp_recipients_tempfailed);
 	router_metrics(daemon, &body);
 	prober_metrics(daemon, &body);
+	controller_metrics(daemon, &body);
 	reply(req, 200, "OK", "text/plain; version=0.0.4", &body);
 	strbuf_free(&body);
 }

@@ -16,6 +16,7 @@ struct evhttp;
 struct geodb;
 struct router;
 struct prober;
+struct controller;
 struct relay_pipe_pool;
 struct net_network;
 struct session;
@@ -48,8 +49,9 @@ struct daemon {
 	const char *config_path;
 	struct event_base *base;
 	struct geodb *geodb;
-	struct router *router; /* LocalDB + GeoDB refresh (router.h) */
-	struct prober *prober; /* backend health probes (prober.h) */
+	struct router *router;         /* LocalDB + GeoDB refresh (router.h) */
+	struct prober *prober;         /* backend health probes (prober.h) */
+	struct controller *controller; /* the site's controller lease (controller.h) */
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[LISTENER_COUNT];

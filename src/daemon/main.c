@@ -14,6 +14,7 @@
 #include "daemon/session.h"
 #include "net/relay.h"
 #include "net/tls.h"
+#include "daemon/controller.h"
 #include "daemon/prober.h"
 #include "daemon/router.h"
 #include "store/geodb.h"
@@ -193,11 +194,20 @@ static void stop_listeners(struct daemon *daemon)
 	daemon->listener_count = 0;
 }
 
+static void on_lease_released(struct daemon *daemon)
+{
+	event_base_loopexit(daemon->base, NULL);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *context)
 {
 	struct daemon *daemon = context;
 	log_info("event=shutdown signal=%s sessions=%u", strsignal((int)sig),
 		 daemon->session_count);
+	/* the controller lease first (at most a second), so that another
+	 * daemon takes over at once; a second signal does not wait */
+	if (controller_stop(daemon, on_lease_released))
+		return;
 	event_base_loopexit(daemon->base, NULL);
 }
 
@@ -339,6 +349,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	prober_init(&daemon);
+	controller_init(&daemon);
 	for (int k = 0; k < LISTENER_COUNT; k++) {
 		if (listen_on(&daemon, (enum listener_kind)k, &error) < 0)
 			break;
@@ -367,6 +378,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	relay_pipe_pool_destroy(&daemon.pipe_pool);
+	controller_deinit(&daemon);
 	prober_deinit(&daemon);
 	router_deinit(&daemon);
 	geodb_close(&daemon.geodb);

@@ -115,7 +115,11 @@ static void observation_write(struct probe_target *target)
 	struct geodb_health health;
 	memset(&health, 0, sizeof(health));
 	snprintf(health.backend, sizeof(health.backend), "%s", target->backend);
-	snprintf(health.observer, sizeof(health.observer), "%s", daemon->writer);
+	/* one observer per daemon process, also when several run on one host
+	 * (the controller's majority counts daemons); rows of a daemon that
+	 * restarted under another pid expire with their TTL */
+	snprintf(health.observer, sizeof(health.observer), "%.52s/%d", daemon->writer,
+		 (int)getpid());
 	health.ok = target->ok;
 	snprintf(health.detail, sizeof(health.detail), "%s", target->detail);
 	health.since = target->since;

@@ -180,6 +180,25 @@ int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r)
 {
+	/* the rule is the same for every driver, so it is here */
+	static __thread char error[256];
+	struct geodb_backend backend;
+	int found = geodb_backend_get(db, name, &backend, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		snprintf(error, sizeof(error), "backend %s does not exist", name);
+		*error_r = error;
+		return -1;
+	}
+	if (backend.status == BACKEND_STATUS_ONLINE) {
+		snprintf(error, sizeof(error),
+			 "backend %s is online: set it offline or standby first "
+			 "('backend update --status offline %s')",
+			 name, name);
+		*error_r = error;
+		return -1;
+	}
 	return db->driver->backend_remove(db, name, groups_unassigned_r, error_r);
 }
 
@@ -331,7 +350,7 @@ void geodb_sort_users(struct geodb_user *users, size_t count)
 
 /* ---- asynchronous calls ---- */
 
-enum op_kind { OP_SNAPSHOT, OP_ASSIGN, OP_HEALTH };
+enum op_kind { OP_SNAPSHOT, OP_ASSIGN, OP_HEALTH, OP_LEASE, OP_LEASE_RELEASE };
 
 struct geodb_op {
 	struct geodb *db;
@@ -340,6 +359,7 @@ struct geodb_op {
 	geodb_snapshot_callback *snapshot_callback;
 	geodb_assign_callback *assign_callback;
 	geodb_done_callback *done_callback;
+	geodb_lease_callback *lease_callback;
 	void *context;
 	/* the synchronous fallback: run from a zero timeout; queued in
 	 * db->deferred meanwhile */
@@ -347,6 +367,7 @@ struct geodb_op {
 	struct geodb_op *prev, *next;
 	struct geodb_group group;
 	struct geodb_health health;
+	struct geodb_lease lease; /* OP_LEASE*: name and holder asked for */
 	unsigned ttl_secs;
 };
 
@@ -412,6 +433,14 @@ void geodb_op_done(struct geodb_op *op, const char *error)
 	op_free(op);
 }
 
+void geodb_op_done_lease(struct geodb_op *op, int result, const struct geodb_lease *lease,
+			 const char *error)
+{
+	if (!op->cancelled)
+		op->lease_callback(op->context, result, lease, error);
+	op_free(op);
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *context)
 {
 	struct geodb_op *op = context;
@@ -427,6 +456,14 @@ static void run_deferred(evutil_socket_t fd, short what, void *context)
 	} else if (op->kind == OP_ASSIGN) {
 		int result = op->db->driver->group_assign_if_absent(op->db, &op->group, &error);
 		geodb_op_done_assign(op, result, result < 0 ? NULL : &op->group, error);
+	} else if (op->kind == OP_LEASE) {
+		struct geodb_lease lease;
+		int result = geodb_lease_acquire(op->db, op->lease.name, op->lease.holder,
+						 op->ttl_secs, &lease, &error);
+		geodb_op_done_lease(op, result, result < 0 ? NULL : &lease, error);
+	} else if (op->kind == OP_LEASE_RELEASE) {
+		int result = geodb_lease_release(op->db, op->lease.name, op->lease.holder, &error);
+		geodb_op_done(op, result < 0 ? error : NULL);
 	} else {
 		int result = geodb_health_put(op->db, &op->health, op->ttl_secs, &error);
 		geodb_op_done(op, result < 0 ? error : NULL);
@@ -454,6 +491,8 @@ static void deferred_fail_all(struct geodb *db)
 			geodb_op_done_snapshot(op, NULL, closed);
 		else if (op->kind == OP_ASSIGN)
 			geodb_op_done_assign(op, -1, NULL, closed);
+		else if (op->kind == OP_LEASE)
+			geodb_op_done_lease(op, -1, NULL, closed);
 		else
 			geodb_op_done(op, closed);
 	}
@@ -505,6 +544,37 @@ struct geodb_op *geodb_health_put_async(struct geodb *db, const struct geodb_hea
 	op->ttl_secs = ttl_secs;
 	if (db->driver->health_put_async != NULL)
 		db->driver->health_put_async(db, op, health, ttl_secs);
+	else
+		op_defer(op);
+	return op;
+}
+
+struct geodb_op *geodb_lease_acquire_async(struct geodb *db, const char *name, const char *holder,
+					   unsigned ttl_secs, geodb_lease_callback *callback,
+					   void *context)
+{
+	struct geodb_op *op = op_new(db, OP_LEASE, context);
+	op->lease_callback = callback;
+	snprintf(op->lease.name, sizeof(op->lease.name), "%s", name);
+	snprintf(op->lease.holder, sizeof(op->lease.holder), "%s", holder);
+	op->ttl_secs = ttl_secs;
+	/* a TTL of 0 takes the fallback, whose synchronous call says why not */
+	if (db->driver->lease_acquire_async != NULL && ttl_secs >= 1)
+		db->driver->lease_acquire_async(db, op, op->lease.name, op->lease.holder, ttl_secs);
+	else
+		op_defer(op);
+	return op;
+}
+
+struct geodb_op *geodb_lease_release_async(struct geodb *db, const char *name, const char *holder,
+					   geodb_done_callback *callback, void *context)
+{
+	struct geodb_op *op = op_new(db, OP_LEASE_RELEASE, context);
+	op->done_callback = callback;
+	snprintf(op->lease.name, sizeof(op->lease.name), "%s", name);
+	snprintf(op->lease.holder, sizeof(op->lease.holder), "%s", holder);
+	if (db->driver->lease_release_async != NULL)
+		db->driver->lease_release_async(db, op, op->lease.name, op->lease.holder);
 	else
 		op_defer(op);
 	return op;

@@ -122,7 +122,6 @@ void geodb_sort_backends(struct geodb_backend *backends, size_t count);
 void geodb_sort_groups(struct geodb_group *groups, size_t count);
 void geodb_sort_users(struct geodb_user *users, size_t count);
 
-
 /* Opens spec (see above).  writer names this process in every row it
  * writes.  busy_timeout_ms bounds how long a call waits for another
  * process's write lock (SQLite) or for a node's answer (Cassandra, when
@@ -266,5 +265,17 @@ typedef void geodb_done_callback(void *context, const char *error);
 struct geodb_op *geodb_health_put_async(struct geodb *db, const struct geodb_health *health,
 					unsigned ttl_secs, geodb_done_callback *callback,
 					void *context);
+
+/* geodb_lease_acquire(): result 1 held by us (lease says until when), 0
+ * held by another (lease says who), -1 error (lease NULL). */
+typedef void geodb_lease_callback(void *context, int result, const struct geodb_lease *lease,
+				  const char *error);
+struct geodb_op *geodb_lease_acquire_async(struct geodb *db, const char *name, const char *holder,
+					   unsigned ttl_secs, geodb_lease_callback *callback,
+					   void *context);
+/* geodb_lease_release(): error NULL on success, whether or not the lease
+ * was still ours. */
+struct geodb_op *geodb_lease_release_async(struct geodb *db, const char *name, const char *holder,
+					   geodb_done_callback *callback, void *context);
 
 #endif

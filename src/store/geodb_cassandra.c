@@ -1226,7 +1226,13 @@ static int cass_open(const char *args, unsigned busy_timeout_ms, struct geodb **
 
 /* ---- asynchronous jobs ---- */
 
-enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN, JOB_HEALTH };
+enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN, JOB_HEALTH, JOB_LEASE, JOB_LEASE_RELEASE };
+
+struct lease_ctx {
+	bool exists;
+	char holder[NAME_MAX_LEN + 1];
+	int64_t expires_at;
+};
 
 struct snap_part {
 	struct async_job *job;
@@ -1256,6 +1262,11 @@ struct async_job {
 	int64_t started_ms; /* of the first try */
 	/* JOB_HEALTH */
 	char health_backend[NAME_MAX_LEN + 1];
+	/* JOB_LEASE, JOB_LEASE_RELEASE (attempts above counts the tries) */
+	struct geodb_lease lease;    /* name, holder asked for; then the answer */
+	struct lease_ctx lease_seen; /* the row as the last refused write saw it */
+	unsigned lease_ttl_secs;
+	int64_t lease_expires_at; /* of the write in flight */
 };
 
 static void job_link(struct cassdb *db, struct async_job *job)
@@ -1314,8 +1325,12 @@ static void job_finish(struct async_job *job)
 		if (job->failed)
 			snapshot_free_ptr(job->snap);
 		geodb_op_done_snapshot(op, snap, job->failed ? job->error : NULL);
-	} else if (job->kind == JOB_HEALTH) {
+	} else if (job->kind == JOB_HEALTH || job->kind == JOB_LEASE_RELEASE) {
 		geodb_op_done(op, job->failed ? job->error : NULL);
+	} else if (job->kind == JOB_LEASE) {
+		geodb_op_done_lease(op, job->failed ? -1 : job->result,
+				    job->failed ? NULL : &job->lease,
+				    job->failed ? job->error : NULL);
 	} else {
 		geodb_op_done_assign(op, job->failed ? -1 : job->result,
 				     job->failed ? NULL : &job->group,
@@ -2351,17 +2366,7 @@ static int cass_backend_remove(struct geodb *geo, const char *name, unsigned *gr
 			       const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
-	struct geodb_backend backend;
-	int found = cass_backend_get(geo, name, &backend, error_r);
-	if (found < 0)
-		return -1;
-	if (found == 0)
-		return fail(db, error_r, "backend %s does not exist", name);
-	if (backend.status == BACKEND_STATUS_ONLINE)
-		return fail(db, error_r,
-			    "backend %s is online: set it offline or standby first "
-			    "('backend update --status offline %s')",
-			    name, name);
+	/* geodb.c checked that it exists and is not online */
 	struct group_ref *refs;
 	size_t count;
 	if (list_all(db, "unassigning groups (table groups)", Q_GROUP_BACKENDS, row_group_ref, 2,
@@ -2589,12 +2594,6 @@ static int cass_user_list(struct geodb *geo, struct geodb_user **users_r, size_t
 
 /* ---- leases ---- */
 
-struct lease_ctx {
-	bool exists;
-	char holder[NAME_MAX_LEN + 1];
-	int64_t expires_at;
-};
-
 static int reply_lease_cas(struct cassdb *db, const struct cql_reply *reply, void *context,
 			   char *err, size_t size)
 {
@@ -2694,6 +2693,157 @@ static int cass_lease_release(struct geodb *geo, const char *name, const char *h
 	v_text(&v, holder);
 	v_bigint(&v, now_seconds()); /* an expired lease is nobody's */
 	return run(db, what, Q_LEASE_DELETE_IF, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+}
+
+/* The asynchronous acquire: the same steps as cass_lease_acquire(), one
+ * request at a time.  lease_step() decides from what the last refused
+ * write saw (job->lease_seen) and sends the next write, or finishes;
+ * lease_done() reads each answer and steps again. */
+static void lease_done(const struct cql_reply *reply, void *context);
+
+static void lease_step(struct async_job *job)
+{
+	struct cassdb *db = job->db;
+	const struct lease_ctx *seen = &job->lease_seen;
+	const char *name = job->lease.name, *holder = job->lease.holder;
+	int64_t now = now_seconds();
+	if (seen->exists && strcmp(seen->holder, holder) != 0 && seen->expires_at > now) {
+		/* another's, and alive */
+		snprintf(job->lease.holder, sizeof(job->lease.holder), "%s", seen->holder);
+		job->lease.expires_at = seen->expires_at;
+		job->result = 0;
+		job_finish(job);
+		return;
+	}
+	if (job->attempts >= LEASE_ATTEMPTS) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: acquiring lease %s (table leases): it kept changing under us (%d "
+			 "attempts)",
+			 name, LEASE_ATTEMPTS);
+		job->failed = true;
+		job_finish(job);
+		return;
+	}
+	job->attempts++;
+	job->lease_expires_at = now + (int64_t)job->lease_ttl_secs;
+	struct vals v = {0};
+	enum stmt_id id;
+	if (!seen->exists) {
+		id = Q_LEASE_INSERT;
+		v_text(&v, name);
+		v_text(&v, holder);
+		v_bigint(&v, job->lease_expires_at);
+		v_int(&v, (int32_t)job->lease_ttl_secs);
+	} else {
+		/* ours (renew), or another's that has expired but whose row
+		 * has not yet (take it over) */
+		id = Q_LEASE_UPDATE_IF;
+		v_int(&v, (int32_t)job->lease_ttl_secs);
+		v_text(&v, holder);
+		v_bigint(&v, job->lease_expires_at);
+		v_text(&v, name);
+		v_text(&v, seen->holder);
+		v_bigint(&v, seen->expires_at);
+	}
+	if (v.error != NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: acquiring lease %s (table leases): %s", name, v.error);
+		v_free(&v);
+		job_fail_later(job); /* maybe still inside the call that started it */
+		return;
+	}
+	struct cql_request req;
+	fill_request(db, &req, db->cql[id], &v, F_COND);
+	job->pending = cql_client_execute(db->async, &req, lease_done, job);
+	v_free(&v);
+}
+
+static void lease_done(const struct cql_reply *reply, void *context)
+{
+	struct async_job *job = context;
+	job->pending = NULL;
+	char what[128], err[768];
+	snprintf(what, sizeof(what), "acquiring lease %s (table leases)", job->lease.name);
+	if (reply->error != NULL) {
+		reply_error(job->db, reply, what, job->error, sizeof(job->error));
+		job->failed = true;
+		job_finish(job);
+		return;
+	}
+	int applied = reply_lease_cas(job->db, reply, &job->lease_seen, err, sizeof(err));
+	if (applied < 0) {
+		snprintf(job->error, sizeof(job->error), "geodb: %s: %s", what, err);
+		job->failed = true;
+		job_finish(job);
+	} else if (applied > 0) {
+		job->lease.expires_at = job->lease_expires_at;
+		job->result = 1;
+		job_finish(job);
+	} else {
+		lease_step(job);
+	}
+}
+
+static struct async_job *lease_job_new(struct cassdb *db, struct geodb_op *op, enum job_kind kind,
+				       const char *name, const char *holder)
+{
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->op = op;
+	job->kind = kind;
+	snprintf(job->lease.name, sizeof(job->lease.name), "%s", name);
+	snprintf(job->lease.holder, sizeof(job->lease.holder), "%s", holder);
+	job_link(db, job);
+	return job;
+}
+
+static void cass_lease_acquire_async(struct geodb *geo, struct geodb_op *op, const char *name,
+				     const char *holder, unsigned ttl_secs)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct async_job *job = lease_job_new(db, op, JOB_LEASE, name, holder);
+	job->lease_ttl_secs = ttl_secs;
+	if (db->async == NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: acquiring lease %s: not attached to an event loop", name);
+		job_fail_later(job);
+		return;
+	}
+	lease_step(job);
+}
+
+static void lease_release_done(const struct cql_reply *reply, void *context)
+{
+	struct async_job *job = context;
+	job->pending = NULL;
+	if (reply->error != NULL) {
+		char what[128];
+		snprintf(what, sizeof(what), "releasing lease %s (table leases)", job->lease.name);
+		reply_error(job->db, reply, what, job->error, sizeof(job->error));
+		job->failed = true;
+	}
+	job_finish(job);
+}
+
+static void cass_lease_release_async(struct geodb *geo, struct geodb_op *op, const char *name,
+				     const char *holder)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct async_job *job = lease_job_new(db, op, JOB_LEASE_RELEASE, name, holder);
+	if (db->async == NULL) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: releasing lease %s: not attached to an event loop", name);
+		job_fail_later(job);
+		return;
+	}
+	struct vals v = {0};
+	v_text(&v, name);
+	v_text(&v, holder);
+	v_bigint(&v, now_seconds()); /* an expired lease is nobody's */
+	struct cql_request req;
+	fill_request(db, &req, db->cql[Q_LEASE_DELETE_IF], &v, F_COND);
+	job->pending = cql_client_execute(db->async, &req, lease_release_done, job);
+	v_free(&v);
 }
 
 /* ---- health ---- */
@@ -2846,4 +2996,6 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.snapshot_read_async = cass_snapshot_read_async,
 	.group_assign_async = cass_group_assign_async,
 	.health_put_async = cass_health_put_async,
+	.lease_acquire_async = cass_lease_acquire_async,
+	.lease_release_async = cass_lease_release_async,
 };

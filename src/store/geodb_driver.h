@@ -15,7 +15,8 @@
  * attached event base when a driver leaves them NULL (fine for SQLite,
  * whose calls take microseconds).  A driver that implements them gets the
  * op that geodb.c allocated and must finish it exactly once, later (never
- * inside the call), with geodb_op_done_snapshot() / geodb_op_done_assign();
+ * inside the call), with geodb_op_done_snapshot() / geodb_op_done_assign() /
+ * geodb_op_done_lease() / geodb_op_done();
  * geodb.c then runs the caller's callback unless it was cancelled, and
  * frees the op.
  */
@@ -66,6 +67,7 @@ struct geodb_driver {
 			   const char *address, const char **error_r);
 	int (*backend_update)(struct geodb *db, const struct geodb_backend *backend,
 			      const char **error_r);
+	/* geodb.c has checked that the backend exists and is not online */
 	int (*backend_remove)(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
 			      const char **error_r);
 	int (*backend_get)(struct geodb *db, const char *name, struct geodb_backend *backend_r,
@@ -107,6 +109,10 @@ struct geodb_driver {
 				   const struct geodb_group *group);
 	void (*health_put_async)(struct geodb *db, struct geodb_op *op,
 				 const struct geodb_health *health, unsigned ttl_secs);
+	void (*lease_acquire_async)(struct geodb *db, struct geodb_op *op, const char *name,
+				    const char *holder, unsigned ttl_secs);
+	void (*lease_release_async)(struct geodb *db, struct geodb_op *op, const char *name,
+				    const char *holder);
 };
 
 extern const struct geodb_driver geodb_driver_sqlite;
@@ -119,5 +125,8 @@ void geodb_op_done_snapshot(struct geodb_op *op, struct geodb_snapshot *snap, co
 void geodb_op_done_assign(struct geodb_op *op, int result, const struct geodb_group *stored,
 			  const char *error);
 void geodb_op_done(struct geodb_op *op, const char *error);
+/* lease: NULL on error. */
+void geodb_op_done_lease(struct geodb_op *op, int result, const struct geodb_lease *lease,
+			 const char *error);
 
 #endif

@@ -616,17 +616,7 @@ static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *
 			 const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	struct geodb_backend backend;
-	int found = sqlite_backend_get(geo, name, &backend, error_r);
-	if (found < 0)
-		return -1;
-	if (found == 0)
-		return fail(db, error_r, "backend %s does not exist", name);
-	if (backend.status == BACKEND_STATUS_ONLINE)
-		return fail(db, error_r,
-			    "backend %s is online: set it offline or standby first "
-			    "('backend update --status offline %s')",
-			    name, name);
+	/* geodb.c checked that it exists and is not online */
 	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
 		return -1;
 	sqlite3_stmt *stmt = prepare(db, "DELETE FROM groups WHERE backend = ?", error_r);

@@ -99,6 +99,7 @@ static const struct setting_def setting_defs[] = {
 	{"", "relay_buffer_max", SET_SIZE, OFF(relay_buffer_max), "256k", 4096, 64 * 1024 * 1024},
 	{"", "probe_interval", SET_DURATION, OFF(probe_interval_ms), "2s", 0, 0},
 	{"", "probe_timeout", SET_DURATION, OFF(probe_timeout_ms), "3s", 0, 0},
+	{"", "controller_lease", SET_DURATION, OFF(controller_lease_ms), "10s", 0, 0},
 	{"", "backend_test_username", SET_STRING, OFF(backend_test_username), "", 0, 0},
 	{"", "backend_test_password", SET_STRING, OFF(backend_test_password), "", 0, 0},
 };
@@ -404,6 +405,10 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 			ret = fail(error_r,
 				   "%s: probe_interval and probe_timeout must be 100ms or more",
 				   path);
+		else if (set->controller_lease_ms < 2000 || set->controller_lease_ms > 3600 * 1000)
+			ret = fail(error_r,
+				   "%s: controller_lease must be between 2s and 1h, not %ums", path,
+				   set->controller_lease_ms);
 		else if ((set->backend_test_username[0] == '\0') !=
 			 (set->backend_test_password[0] == '\0'))
 			ret = fail(

@@ -75,6 +75,9 @@ struct settings {
 	/* the backend prober (daemon/prober.h) */
 	unsigned probe_interval_ms; /* between the starts of two probes of a backend */
 	unsigned probe_timeout_ms;  /* connect + greeting + test login */
+
+	/* the controller lease (daemon/controller.h): its TTL */
+	unsigned controller_lease_ms;
 	/* "" = no test login; "%{backend}" in the username is the backend's name */
 	char *backend_test_username, *backend_test_password;
 };

@@ -755,6 +755,8 @@ struct async_state {
 	struct geodb_group stored;
 	bool has_stored;
 	unsigned cancelled_calls;
+	struct geodb_lease lease;
+	bool has_lease;
 };
 
 static void on_snapshot(void *context, struct geodb_snapshot *snap, const char *error)
@@ -783,6 +785,18 @@ static void on_done(void *context, const char *error)
 {
 	struct async_state *st = context;
 	st->calls++;
+	snprintf(st->error, sizeof(st->error), "%s", error != NULL ? error : "");
+	event_base_loopbreak(st->base);
+}
+
+static void on_lease(void *context, int result, const struct geodb_lease *lease, const char *error)
+{
+	struct async_state *st = context;
+	st->calls++;
+	st->result = result;
+	st->has_lease = lease != NULL;
+	if (lease != NULL)
+		st->lease = *lease;
 	snprintf(st->error, sizeof(st->error), "%s", error != NULL ? error : "");
 	event_base_loopbreak(st->base);
 }
@@ -892,6 +906,46 @@ static void test_async(struct geodb *db)
 	CHECK(count == 1 && list != NULL && list[0].ok && list[0].since == h.since &&
 	      strcmp(list[0].observer, "proxy-async") == 0);
 	free(list);
+
+	/* leases asynchronously: A gets it, B is told A has it, A renews,
+	 * A releases, then B gets it */
+	time_t now = time(NULL);
+	st.calls = 0;
+	op = geodb_lease_acquire_async(db, "async-lease", "holder-a", 30, on_lease, &st);
+	CHECK(op != NULL && st.calls == 0);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 1 && st.has_lease);
+	CHECK_STR(st.lease.holder, "holder-a");
+	CHECK(st.lease.expires_at >= now + 29 && st.lease.expires_at <= now + 32);
+	if (st.result < 0)
+		fprintf(stderr, "async lease: %s\n", st.error);
+	st.calls = 0;
+	geodb_lease_acquire_async(db, "async-lease", "holder-b", 30, on_lease, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 0 && st.has_lease);
+	CHECK_STR(st.lease.name, "async-lease");
+	CHECK_STR(st.lease.holder, "holder-a");
+	CHECK(st.lease.expires_at >= now + 29);
+	st.calls = 0;
+	geodb_lease_acquire_async(db, "async-lease", "holder-a", 30, on_lease, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 1);
+	CHECK_STR(st.lease.holder, "holder-a");
+	st.calls = 0;
+	snprintf(st.error, sizeof(st.error), "not called");
+	op = geodb_lease_release_async(db, "async-lease", "holder-a", on_done, &st);
+	CHECK(op != NULL && st.calls == 0);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1);
+	CHECK_STR(st.error, "");
+	st.calls = 0;
+	geodb_lease_acquire_async(db, "async-lease", "holder-b", 30, on_lease, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 1);
+	CHECK_STR(st.lease.holder, "holder-b");
+	struct geodb_lease got_lease;
+	CHECK(geodb_lease_acquire(db, "async-lease", "holder-a", 30, &got_lease, &error) == 0);
+	CHECK_STR(got_lease.holder, "holder-b");
 
 	geodb_close(&db);
 	event_base_free(st.base);

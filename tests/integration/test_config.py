@@ -61,6 +61,8 @@ CASES = [
     ("unclosed_section", lambda l: l + ["listen {", "  imaps = 127.0.0.1:1"], 12, ["listen"]),
     ("probe_interval_too_short", lambda l: l + ["probe_interval = 50ms"], None,
      ["probe_interval", "100ms"]),
+    ("controller_lease_too_short", lambda l: l + ["controller_lease = 1s"], None,
+     ["controller_lease", "2s"]),
     ("test_username_without_password", lambda l: l + ["backend_test_username = probe"], None,
      ["backend_test_username", "backend_test_password"]),
     # 5 x %{backend} may become 5 x 63 bytes: more than 255

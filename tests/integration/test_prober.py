@@ -23,9 +23,10 @@ FAILING_LOGIN_PROBE = {"probe_interval": "1s", "probe_timeout": "15s"}
 WAIT = 20  # seconds for a probe verdict to show (many probe intervals)
 
 
-def _observer():
-    """How the daemon names itself in GeoDB rows (main.c: "%.40s/%.20s" of host and site)."""
-    return f"{socket.gethostname()[:40]}/dc1"
+def _observer(d):
+    """How the daemon names itself in its observations: its writer name (main.c: "%.40s/%.20s"
+    of host and site) and its pid, one observer per daemon process."""
+    return f"{socket.gethostname()[:40]}/dc1/{d.proc.pid}"
 
 
 def _probes(d) -> dict:
@@ -68,7 +69,7 @@ def test_every_backend_of_the_site_is_seen_ok(cluster, fleet):
         obs = wait_for(lambda: _observations(d, b.name), WAIT,
                        message=f"an observation of {b.name} in the GeoDB")
         assert [(o["observer"], o["health"], o["detail"]) for o in obs] == \
-            [(_observer(), "ok", "")], obs
+            [(_observer(d), "ok", "")], obs
         assert re.fullmatch(r"\d+s", obs[0]["age"]) and obs[0]["since"].endswith("Z"), obs
 
     m = d.metrics()
@@ -85,9 +86,9 @@ def test_every_backend_of_the_site_is_seen_ok(cluster, fleet):
     table = d.cli("backend", "status", names[0])
     assert table.returncode == 0, table.stderr
     assert re.search(r"^observer +health +since +age +detail$", table.stdout, re.M), table.stdout
-    assert re.search(rf"^{re.escape(_observer())} +ok ", table.stdout, re.M), table.stdout
+    assert re.search(rf"^{re.escape(_observer(d))} +ok ", table.stdout, re.M), table.stdout
     flow = d.cli("backend", "status", names[0], fmt="flow")
-    assert f"observer={_observer()} health=ok " in flow.stdout, flow.stdout
+    assert f"observer={_observer(d)} health=ok " in flow.stdout, flow.stdout
     assert "event=probe_failing" not in d.log_text()
 
 

@@ -1,0 +1,310 @@
+/* controller.c - see controller.h.
+ *
+ * One timer (tick) starts a try every controller_lease/3 (jittered while
+ * this daemon does not hold the lease, so that a site's daemons do not
+ * race in lockstep); at most one try is in flight.  While this daemon
+ * holds the lease a second timer (step_down) is armed for the moment,
+ * counted from the start of the latest successful try, when it must stop
+ * believing it holds the lease; every successful renewal re-arms it.  The
+ * GeoDB computes expires_at from its own clock at or after that start, so
+ * the lease stays ours in the GeoDB at least until the step-down.
+ */
+#include "daemon/controller.h"
+
+#include "daemon/daemon.h"
+#include "store/geodb.h"
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/strbuf.h"
+
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The longest a SIGTERM waits for the release of the lease. */
+#define RELEASE_TIMEOUT_MS 1000
+
+struct controller {
+	struct daemon *daemon;
+	char lease_name[NAME_MAX_LEN + 1]; /* "controller/<site>" */
+	char me_name[NAME_MAX_LEN + 1];    /* this process, as a holder */
+	unsigned ttl_secs;
+	unsigned interval_ms;  /* between two tries: TTL/3 */
+	unsigned step_down_ms; /* without a renewal for this long, stop holding */
+
+	struct event *tick;      /* the next try */
+	struct event *step_down; /* armed while we hold the lease */
+	struct event *release_timer;
+	struct geodb_op *acquire; /* the try in flight */
+	struct geodb_op *release;
+	struct timespec try_started; /* of the try in flight */
+	uint64_t tries;              /* all of them: varies the jitter */
+	void (*released)(struct daemon *daemon);
+
+	/* the view */
+	bool me;                       /* we hold the lease */
+	bool stopping;                 /* controller_stop() was called */
+	bool geodb_failing;            /* the latest try got an error */
+	char holder[NAME_MAX_LEN + 1]; /* as last seen; "" unknown */
+	int64_t expires_at;            /* the holder's, as last seen */
+	uint64_t elections, losses;
+};
+
+static struct timeval timeval_ms(long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	return tv;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+static void tick_schedule(struct controller *c)
+{
+	long delay = c->interval_ms;
+	if (!c->me) {
+		/* 3/4 to 5/4 of the interval, differently for each daemon and
+		 * each try */
+		uint64_t h = hash_fnv1a64(c->me_name, strlen(c->me_name));
+		h = hash_fnv1a64_add(h, &c->tries, sizeof(c->tries));
+		delay = c->interval_ms * 3 / 4 + (long)(h % (c->interval_ms / 2 + 1));
+	}
+	struct timeval tv = timeval_ms(delay);
+	evtimer_add(c->tick, &tv);
+}
+
+static void lose(struct controller *c, const char *reason)
+{
+	c->me = false;
+	c->losses++;
+	evtimer_del(c->step_down);
+	log_warning("event=controller_lost site=%s lease=%s holder=%s reason=\"%s\"",
+		    c->daemon->set->site, c->lease_name, c->me_name, reason);
+}
+
+static void step_down_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct controller *c = context;
+	char reason[128];
+	snprintf(reason, sizeof(reason), "not renewed for %ums (controller_lease %us)",
+		 c->step_down_ms, c->ttl_secs);
+	lose(c, reason);
+	/* in the GeoDB the lease may still be ours for a moment; who will
+	 * have it next is not known */
+	c->holder[0] = '\0';
+	c->expires_at = 0;
+}
+
+/* Runs once per successful try while this daemon holds the lease. */
+static void controller_act(struct controller *c)
+{
+	/* The controller's decisions go here (later issues: backends marked
+	 * offline when most of the site's daemons see them failing, the
+	 * failover table, moves).  Nothing is decided yet. */
+	(void)c;
+}
+
+static void acquired(void *context, int result, const struct geodb_lease *lease, const char *error)
+{
+	struct controller *c = context;
+	struct daemon *daemon = c->daemon;
+	c->acquire = NULL;
+	if (result < 0) {
+		if (!c->geodb_failing)
+			log_warning("event=controller_geodb_failing site=%s lease=%s reason=\"%s\"",
+				    daemon->set->site, c->lease_name, error);
+		c->geodb_failing = true;
+		return; /* a holder steps down when step_down fires */
+	}
+	if (c->geodb_failing)
+		log_info("event=controller_geodb_ok site=%s lease=%s", daemon->set->site,
+			 c->lease_name);
+	c->geodb_failing = false;
+
+	if (result == 0) {
+		if (c->me) {
+			char reason[160];
+			snprintf(reason, sizeof(reason), "held by %s", lease->holder);
+			lose(c, reason);
+		}
+		snprintf(c->holder, sizeof(c->holder), "%s", lease->holder);
+		c->expires_at = lease->expires_at;
+		return;
+	}
+
+	/* ours in the GeoDB, for as long as the step-down allows */
+	long remaining = (long)c->step_down_ms - elapsed_ms(&c->try_started);
+	if (remaining <= 0) {
+		/* the answer came too late to rely on */
+		if (c->me)
+			lose(c, "the renewal was answered too late");
+		return;
+	}
+	struct timeval tv = timeval_ms(remaining);
+	evtimer_add(c->step_down, &tv);
+	if (!c->me) {
+		const char *reason = "lease free";
+		char previous[160];
+		if (c->holder[0] != '\0' && strcmp(c->holder, c->me_name) != 0) {
+			snprintf(previous, sizeof(previous), "lease of %s released or expired",
+				 c->holder);
+			reason = previous;
+		}
+		c->me = true;
+		c->elections++;
+		log_info("event=controller_elected site=%s lease=%s holder=%s expires_at=%lld "
+			 "reason=\"%s\"",
+			 daemon->set->site, c->lease_name, c->me_name, (long long)lease->expires_at,
+			 reason);
+	}
+	snprintf(c->holder, sizeof(c->holder), "%s", c->me_name);
+	c->expires_at = lease->expires_at;
+	controller_act(c);
+}
+
+static void release_timeout(evutil_socket_t fd, short what, void *context);
+
+static void tick_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct controller *c = context;
+	if (c->acquire == NULL) {
+		clock_gettime(CLOCK_MONOTONIC, &c->try_started);
+		c->acquire = geodb_lease_acquire_async(c->daemon->geodb, c->lease_name, c->me_name,
+						       c->ttl_secs, acquired, c);
+	}
+	c->tries++;
+	tick_schedule(c);
+}
+
+void controller_init(struct daemon *daemon)
+{
+	struct controller *c = calloc(1, sizeof(*c));
+	daemon->controller = c;
+	c->daemon = daemon;
+	/* a site name longer than 52 characters is cut (the GeoDB's names
+	 * are at most NAME_MAX_LEN) */
+	snprintf(c->lease_name, sizeof(c->lease_name), "controller/%s", daemon->set->site);
+	snprintf(c->me_name, sizeof(c->me_name), "%.52s/%d", daemon->writer, (int)getpid());
+	unsigned ttl_ms = daemon->set->controller_lease_ms;
+	c->ttl_secs = (ttl_ms + 999) / 1000;
+	c->interval_ms = ttl_ms / 3;
+	c->step_down_ms = ttl_ms * 2 / 3;
+	if (c->step_down_ms > c->ttl_secs * 1000 - 1000)
+		c->step_down_ms = c->ttl_secs * 1000 - 1000;
+	c->tick = evtimer_new(daemon->base, tick_fired, c);
+	c->step_down = evtimer_new(daemon->base, step_down_fired, c);
+	c->release_timer = evtimer_new(daemon->base, release_timeout, c);
+	tick_schedule(c);
+}
+
+static void release_finish(struct controller *c)
+{
+	evtimer_del(c->release_timer);
+	void (*released)(struct daemon * daemon) = c->released;
+	c->released = NULL;
+	if (released != NULL)
+		released(c->daemon);
+}
+
+static void release_done(void *context, const char *error)
+{
+	struct controller *c = context;
+	c->release = NULL;
+	if (error != NULL)
+		log_warning("event=controller_release_failed site=%s lease=%s holder=%s "
+			    "reason=\"%s\"",
+			    c->daemon->set->site, c->lease_name, c->me_name, error);
+	else
+		log_info("event=controller_released site=%s lease=%s holder=%s",
+			 c->daemon->set->site, c->lease_name, c->me_name);
+	release_finish(c);
+}
+
+static void release_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct controller *c = context;
+	geodb_op_cancel(&c->release);
+	log_warning("event=controller_release_failed site=%s lease=%s holder=%s reason=\"no answer "
+		    "within %ums\"",
+		    c->daemon->set->site, c->lease_name, c->me_name, RELEASE_TIMEOUT_MS);
+	release_finish(c);
+}
+
+bool controller_stop(struct daemon *daemon, void (*released)(struct daemon *daemon))
+{
+	struct controller *c = daemon->controller;
+	if (c == NULL || c->stopping)
+		return false;
+	c->stopping = true;
+	evtimer_del(c->tick);
+	evtimer_del(c->step_down);
+	/* a try in flight may yet make us the holder: release in that case
+	 * too (the release is conditional on the holder, so it is harmless) */
+	bool maybe_holder = c->me || c->acquire != NULL;
+	geodb_op_cancel(&c->acquire);
+	c->me = false;
+	if (!maybe_holder)
+		return false;
+	c->released = released;
+	c->release = geodb_lease_release_async(daemon->geodb, c->lease_name, c->me_name,
+					       release_done, c);
+	struct timeval tv = timeval_ms(RELEASE_TIMEOUT_MS);
+	evtimer_add(c->release_timer, &tv);
+	return true;
+}
+
+void controller_deinit(struct daemon *daemon)
+{
+	struct controller *c = daemon->controller;
+	if (c == NULL)
+		return;
+	geodb_op_cancel(&c->acquire);
+	geodb_op_cancel(&c->release);
+	event_free(c->tick);
+	event_free(c->step_down);
+	event_free(c->release_timer);
+	free(c);
+	daemon->controller = NULL;
+}
+
+/* ---- exposure ---- */
+
+void controller_status_json(struct daemon *daemon, struct strbuf *out)
+{
+	const struct controller *c = daemon->controller;
+	strbuf_append(out, "\"controller\":{\"lease\":");
+	strbuf_append_json_string(out, c->lease_name);
+	strbuf_append(out, ",\"holder\":");
+	strbuf_append_json_string(out, c->holder);
+	strbuf_printf(out, ",\"me\":%s,\"expires_at\":%lld,\"elections\":%llu}",
+		      c->me ? "true" : "false", (long long)c->expires_at,
+		      (unsigned long long)c->elections);
+}
+
+void controller_metrics(struct daemon *daemon, struct strbuf *out)
+{
+	const struct controller *c = daemon->controller;
+	strbuf_printf(out,
+		      "# HELP mailcluster_controller Whether this daemon holds its site's "
+		      "controller lease.\n"
+		      "# TYPE mailcluster_controller gauge\n"
+		      "mailcluster_controller %d\n"
+		      "# HELP mailcluster_controller_elections_total Times this daemon gained the "
+		      "controller lease.\n"
+		      "# TYPE mailcluster_controller_elections_total counter\n"
+		      "mailcluster_controller_elections_total %llu\n"
+		      "# HELP mailcluster_controller_losses_total Times this daemon lost the "
+		      "controller lease (not counting shutdown).\n"
+		      "# TYPE mailcluster_controller_losses_total counter\n"
+		      "mailcluster_controller_losses_total %llu\n",
+		      c->me ? 1 : 0, (unsigned long long)c->elections,
+		      (unsigned long long)c->losses);
+}
