@@ -43,6 +43,7 @@ def run_conformance(spec: str) -> None:
     assert int(m.group(1)) > 300, f"too few checks ran: {last}\n{output}"
     assert m.group(2) == "0", f"{last}\n{output}"
     assert r.returncode == 0, f"exit {r.returncode}\n{output}"
+    print(f"geodb_conformance on Cassandra: {last}")
 
 
 def test_conformance_plain(cassandra_node):
