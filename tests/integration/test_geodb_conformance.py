@@ -51,7 +51,7 @@ def test_conformance_plain(cassandra_node):
 
 
 def test_conformance_tls(cassandra_node):
-    if cassandra_node.ca_file is None:
-        pytest.skip("the session's Cassandra node has no TLS")
+    # the session's node is always started with TLS (conftest.py): no CA file is a failure
+    assert cassandra_node.ca_file is not None, "the session's Cassandra node has no TLS"
     run_conformance(cassandra_node.spec(mchelpers.unique_keyspace("conf_tls"), page_size=50,
                                         tls=True, tls_ca=cassandra_node.ca_file))
