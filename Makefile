@@ -29,11 +29,12 @@ HDRS   := $(wildcard src/*/*.h tests/unit/*.h tests/geodb/*.h)
 CORE_OBJ   := $(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO))
 DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
 CLI_OBJ    := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(CLI))
-UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT))
+UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT)) \
+	      $(B)/san/src/net/doveadm.o
 
 .PHONY: all deps check unit integration integration-asan demo demo-stop bench clean format
 
-all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload $(B)/geodbbench
+all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload $(B)/geodbbench $(B)/doveadm_tool
 
 $(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -68,6 +69,11 @@ $(B)/geodb_conformance: $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LIBS)
 
 $(B)/geodbbench: bench/geodbbench.c $(CORE_OBJ)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(LIBS)
+
+# who / kick / kick-group against a backend's doveadm HTTP API (tests/integration/test_doveadm.py)
+$(B)/doveadm_tool: tests/tools/doveadm_tool.c $(B)/src/net/doveadm.o \
+		$(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN))
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(LIBS)
 
 $(B)/imapload: bench/imapload.c

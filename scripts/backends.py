@@ -41,12 +41,19 @@ Useful facts for test writers
 * doveadm: ``doveadm -c DIR/dovecot.conf who`` (or any other doveadm command) talks to that
   backend; ``instance_name`` is "mc-backendN". ``doveadm -i`` is NOT usable because the
   instance registry lives in the private state_dir, not /var/lib/dovecot.
+* doveadm HTTP API: each backend also runs doveadm's HTTP listener on its own IP,
+  ``http://IP:DOVEADM_PORT/doveadm/v1`` (``Backend.doveadm_url``), with
+  ``doveadm_api_key = DOVEADM_API_KEY`` (send ``Authorization: X-Dovecot-API
+  base64(key)``).  Both are in backends.json (``doveadm_url``, ``doveadm_api_key``,
+  ``doveadm_port``).  The port is not in ``ports`` (those are the mail protocols a proxy
+  forwards to); ``--doveadm-port 0`` starts backends without the listener.
 
 CLI
 ---
     backends.py start --dir DIR [--count 3] [--first-ip 127.0.0.2] [--imap-port 14300]
                       [--pop3-port 14310] [--lmtp-port 14320] [--sieve-port 14340]
-                      [--submission-port 14350] [--users 100] [--messages 3]
+                      [--submission-port 14350] [--doveadm-port 14360] [--users 100]
+                      [--messages 3]
     backends.py stop --dir DIR [--name backendN]
     backends.py start-one --dir DIR --name backendN
 """
@@ -71,6 +78,9 @@ from typing import Optional
 
 DEFAULT_PORTS = {"imap": 14300, "pop3": 14310, "lmtp": 14320, "sieve": 14340, "submission": 14350}
 PROTOCOLS = tuple(DEFAULT_PORTS)
+# doveadm's HTTP API (service doveadm { inet_listener http }); 0 = no listener.
+DEFAULT_DOVEADM_PORT = 14360
+DOVEADM_API_KEY = "mailcluster-test-doveadm-key"
 MAIL_USER = "mcvmail"
 PASSWORD = "password"
 STATE_FILE = "backends.json"
@@ -185,10 +195,13 @@ def _write_file(path: str, text: str, mode: int = 0o644) -> None:
 class Backend:
     """One Dovecot instance: its own dir, config, base_dir, log and loopback IP."""
 
-    def __init__(self, name: str, ip: str, ports: dict, dir: str, pid: Optional[int] = None):
+    def __init__(self, name: str, ip: str, ports: dict, dir: str, pid: Optional[int] = None,
+                 doveadm_port: int = 0, doveadm_api_key: str = DOVEADM_API_KEY):
         self.name = name
         self.ip = ip
         self.ports = dict(ports)
+        self.doveadm_port = doveadm_port
+        self.doveadm_api_key = doveadm_api_key
         self.dir = os.path.abspath(dir)
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.out_path = os.path.join(self.dir, "dovecot.out")
@@ -198,6 +211,21 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name} {self.ip} pid={self.pid})"
+
+    @property
+    def doveadm_url(self) -> Optional[str]:
+        """The doveadm HTTP API endpoint, or None without a listener."""
+        if not self.doveadm_port:
+            return None
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.doveadm_port}/doveadm/v1"
+
+    def _listen_ports(self) -> dict:
+        """Every (name -> port) this backend binds on its IP."""
+        ports = dict(self.ports)
+        if self.doveadm_port:
+            ports["doveadm"] = self.doveadm_port
+        return ports
 
     # ---- setup -------------------------------------------------------------
 
@@ -384,9 +412,23 @@ protocol sieve {{
 
 submission_relay_host = {RELAY_HOST}
 submission_relay_port = {RELAY_PORT}
-
+{self._render_doveadm()}
 plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+"""
+
+    def _render_doveadm(self) -> str:
+        if not self.doveadm_port:
+            return ""
+        return f"""
+# doveadm HTTP API (kicks during group moves): Authorization: X-Dovecot-API base64(key)
+doveadm_api_key = {self.doveadm_api_key}
+service doveadm {{
+  inet_listener http {{
+    address = {self.ip}
+    port = {self.doveadm_port}
+  }}
 }}
 """
 
@@ -408,7 +450,7 @@ plugin {{
         """Launch the master without waiting (use start() for launch + wait)."""
         if self.is_running():
             raise BackendError(f"{self.name} is already running (pid {self.pid})")
-        busy = [f"{proto} {self.ip}:{port} ({err})" for proto, port in self.ports.items()
+        busy = [f"{proto} {self.ip}:{port} ({err})" for proto, port in self._listen_ports().items()
                  if (err := _check_free(self.ip, port))]
         if busy:
             raise BackendError(f"{self.name}: cannot start, address in use: " + ", ".join(busy))
@@ -500,7 +542,8 @@ plugin {{
 
     def to_dict(self) -> dict:
         return {"name": self.name, "ip": self.ip, "pid": self.pid, "ports": self.ports,
-                "dir": self.dir, "log_path": self.log_path}
+                "dir": self.dir, "log_path": self.log_path, "doveadm_port": self.doveadm_port,
+                "doveadm_url": self.doveadm_url, "doveadm_api_key": self.doveadm_api_key}
 
 
 # --------------------------------------------------------------------------- Fleet
@@ -510,7 +553,8 @@ class Fleet:
     """N backends backendN on consecutive loopback IPs, sharing the same port numbers."""
 
     def __init__(self, root_dir: str, count: int = 3, first_ip: str = "127.0.0.2",
-                 ports: Optional[dict] = None, users: int = 100, messages: int = 3):
+                 ports: Optional[dict] = None, users: int = 100, messages: int = 3,
+                 doveadm_port: int = DEFAULT_DOVEADM_PORT):
         unknown = set(ports or {}) - set(PROTOCOLS)
         if unknown:
             raise ValueError(f"unknown port keys: {sorted(unknown)}")
@@ -520,10 +564,11 @@ class Fleet:
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
         self.users = users
         self.messages = messages
+        self.doveadm_port = doveadm_port
         base = ipaddress.ip_address(first_ip)
         self.backends: list[Backend] = [
             Backend(f"backend{i}", str(base + (i - 1)), self.ports,
-                    os.path.join(self.root_dir, f"backend{i}"))
+                    os.path.join(self.root_dir, f"backend{i}"), doveadm_port=doveadm_port)
             for i in range(1, count + 1)]
 
     def backend(self, name: str) -> Backend:
@@ -579,11 +624,14 @@ class Fleet:
             entries = json.load(f)
         fleet = cls.__new__(cls)
         fleet.root_dir = root_dir
-        fleet.backends = [Backend(e["name"], e["ip"], e["ports"], e["dir"], e.get("pid"))
+        fleet.backends = [Backend(e["name"], e["ip"], e["ports"], e["dir"], e.get("pid"),
+                                  doveadm_port=e.get("doveadm_port") or 0,
+                                  doveadm_api_key=e.get("doveadm_api_key", DOVEADM_API_KEY))
                           for e in entries]
         fleet.count = len(fleet.backends)
         fleet.first_ip = fleet.backends[0].ip if fleet.backends else "127.0.0.2"
         fleet.ports = dict(fleet.backends[0].ports) if fleet.backends else dict(DEFAULT_PORTS)
+        fleet.doveadm_port = fleet.backends[0].doveadm_port if fleet.backends else 0
         fleet.users = fleet.messages = None  # unknown; only needed to (re)create mail
         return fleet
 
@@ -592,7 +640,7 @@ class Fleet:
 
 
 def _describe(b: Backend) -> str:
-    ports = " ".join(f"{k}={v}" for k, v in b.ports.items())
+    ports = " ".join(f"{k}={v}" for k, v in b._listen_ports().items())
     return f"{b.name} {b.ip} pid={b.pid} {ports}"
 
 
@@ -605,6 +653,8 @@ def main(argv: Optional[list] = None) -> int:
     st.add_argument("--first-ip", default="127.0.0.2")
     for proto, port in DEFAULT_PORTS.items():
         st.add_argument(f"--{proto}-port", type=int, default=port)
+    st.add_argument("--doveadm-port", type=int, default=DEFAULT_DOVEADM_PORT,
+                    help="doveadm HTTP API port (0 = none)")
     st.add_argument("--users", type=int, default=100)
     st.add_argument("--messages", type=int, default=3)
     sp = sub.add_parser("stop", help="stop the fleet or one backend")
@@ -619,7 +669,8 @@ def main(argv: Optional[list] = None) -> int:
         if args.cmd == "start":
             ports = {p: getattr(args, f"{p}_port") for p in PROTOCOLS}
             fleet = Fleet(args.dir, count=args.count, first_ip=args.first_ip, ports=ports,
-                          users=args.users, messages=args.messages)
+                          users=args.users, messages=args.messages,
+                          doveadm_port=args.doveadm_port)
             fleet.start()
             for b in fleet.backends:
                 print(_describe(b))

@@ -10,6 +10,8 @@
  * Every command exits 0 on success, 1 when the request was refused or
  * failed (with a sentence on stderr naming the object), 2 on bad usage.
  */
+#include "brain/move.h"
+#include "brain/placement.h"
 #include "brain/types.h"
 #include "brain/user.h"
 #include "cli/output.h"
@@ -64,9 +66,12 @@ static const char usage_text[] =
 	"  backend remove NAME\n"
 	"  backend status NAME                       (and every daemon's probe of it)\n"
 	"  backend list [--site SITE]\n"
+	"  backend evacuate [--rate N] [--wait no] NAME\n"
+	"                                            (load factor 0, then move every group away)\n"
 	"  group list\n"
 	"  group status GROUP\n"
-	"  group move --direct GROUP BACKEND\n"
+	"  group move [--direct] [--wait yes] GROUP BACKEND\n"
+	"                                            (without --direct: sessions close first)\n"
 	"  user access USER\n"
 	"  user status USER\n"
 	"  user move --direct USER GROUP\n"
@@ -280,16 +285,17 @@ static unsigned backend_group_count(struct geodb_backend_load *loads, size_t cou
 static struct output *backends_output(struct cli *cli, const struct geodb_backend *backends,
 				      size_t count, const char **error_r)
 {
-	static const char *const cols[] = {"backend",    "site",        "address",
-					   "status",     "load_factor", "groups",
-					   "updated_by", "updated_at",  NULL};
+	static const char *const cols[] = {"backend",    "site",        "address", "status",
+					   "load_factor", "groups",     "updated_by", "updated_at",
+					   "mark",        "mark_since", "mark_reason", NULL};
 	struct geodb_backend_load *loads;
 	size_t load_count;
 	if (geodb_backend_loads(cli->geodb, &loads, &load_count, error_r) < 0)
 		return NULL;
 	struct output *out = output_create(cli->format, cols);
 	for (size_t i = 0; i < count; i++) {
-		char lf[16], groups[16], at[32];
+		char lf[16], groups[16], at[32], mark_since[32];
+		format_time(backends[i].mark_since, mark_since, sizeof(mark_since));
 		snprintf(lf, sizeof(lf), "%u", backends[i].load_factor);
 		snprintf(groups, sizeof(groups), "%u",
 			 backend_group_count(loads, load_count, backends[i].name));
@@ -301,7 +307,10 @@ static struct output *backends_output(struct cli *cli, const struct geodb_backen
 				     lf,
 				     groups,
 				     backends[i].updated_by,
-				     at};
+				     at,
+				     health_mark_name(backends[i].mark),
+				     mark_since,
+				     backends[i].mark_reason};
 		output_row(out, row);
 	}
 	free(loads);
@@ -352,9 +361,13 @@ static int print_backend_status(struct cli *cli, const struct geodb_backend *bac
 	return 0;
 }
 
+static int backend_evacuate(struct cli *cli, const struct geodb_backend *backend, unsigned rate,
+			    bool wait);
+
 static int cmd_backend(struct cli *cli, int argc, char **argv)
 {
-	static const char *const allowed[] = {"site", "status", "load-factor", NULL};
+	static const char *const allowed[] = {"site", "status", "load-factor", "rate", "wait",
+					      NULL};
 	struct args args;
 	const char *error;
 	if (argc < 1)
@@ -413,6 +426,14 @@ static int cmd_backend(struct cli *cli, int argc, char **argv)
 		return refused("backend %s does not exist", name);
 	if (strcmp(sub, "status") == 0)
 		return print_backend_status(cli, &backend);
+	if (strcmp(sub, "evacuate") == 0) {
+		unsigned rate = cli->set->move_rate;
+		const char *r = opt(&args, "rate");
+		if (r != NULL && (parse_uint(r, 10000, &rate) < 0 || rate == 0))
+			return refused("invalid --rate '%s': expected 1..10000 groups per second", r);
+		const char *wait = opt(&args, "wait");
+		return backend_evacuate(cli, &backend, rate, wait == NULL || strcmp(wait, "no") != 0);
+	}
 	if (strcmp(sub, "update") == 0) {
 		const char *status = opt(&args, "status"), *lf = opt(&args, "load-factor");
 		if (status == NULL && lf == NULL)
@@ -442,12 +463,213 @@ static void group_row(struct output *out, const struct geodb_group *g)
 	snprintf(id, sizeof(id), "%u", g->group_id);
 	snprintf(epoch, sizeof(epoch), "%llu", (unsigned long long)g->epoch);
 	format_time(g->written_at, at, sizeof(at));
-	const char *row[] = {id, g->site, g->backend, epoch, g->written_by, at};
+	char started[32];
+	format_time(g->move_started_ms / 1000, started, sizeof(started));
+	const char *row[] = {id,
+			     g->site,
+			     g->backend,
+			     epoch,
+			     g->written_by,
+			     at,
+			     g->alt_backend,
+			     g->move_to,
+			     g->move_to[0] != '\0' ? started : "",
+			     g->move_reason};
 	output_row(out, row);
 }
 
-static const char *const group_cols[] = {"group",      "site",       "backend", "epoch",
-					 "written_by", "written_at", NULL};
+static const char *const group_cols[] = {
+	"group",       "site",    "backend",      "epoch",       "written_by", "written_at",
+	"alt_backend", "move_to", "move_started", "move_reason", NULL};
+
+static int64_t unix_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Starts a move of group to backend (brain/move.h): the daemons hold the
+ * group's logins and close its sessions, the controller finishes it.
+ * Returns 1 started, 0 not needed (printed why), -1 refused (printed). */
+static int move_start(struct cli *cli, unsigned group_id, const struct geodb_backend *backend,
+		      const char *reason, bool quiet)
+{
+	const char *error;
+	struct geodb_group group;
+	int found;
+	unsigned tries = 0;
+again:
+	found = geodb_group_get(cli->geodb, group_id, &group, &error);
+	if (found < 0)
+		return refused("%s", error), -1;
+	if (found == 0 || group.backend[0] == '\0') {
+		/* nobody can have sessions of a group without a backend */
+		if (geodb_group_set(cli->geodb, group_id, backend->site, backend->name, &error) < 0)
+			return refused("%s", error), -1;
+		if (!quiet)
+			printf("group %u had no backend: assigned to %s (site %s)\n", group_id,
+			       backend->name, backend->site);
+		return 0;
+	}
+	if (group.move_to[0] != '\0')
+		return refused("group %u is already moving from %s to %s (%s); wait for it to "
+			       "finish, or use --direct",
+			       group_id, group.backend, group.move_to, group.move_reason),
+		       -1;
+	if (strcmp(group.backend, backend->name) == 0) {
+		if (!quiet)
+			printf("group %u is already on backend %s\n", group_id, backend->name);
+		return 0;
+	}
+	struct geodb_group row = group, stored;
+	snprintf(row.move_to, sizeof(row.move_to), "%s", backend->name);
+	row.move_started_ms = unix_ms();
+	snprintf(row.move_reason, sizeof(row.move_reason), "%s", reason);
+	int r = geodb_group_cas(cli->geodb, &row, group.epoch, &stored, &error);
+	if (r < 0)
+		return refused("%s", error), -1;
+	if (r == 0 && ++tries < 5)
+		goto again; /* e.g. the controller chose a new alternative meanwhile */
+	if (r == 0)
+		return refused("group %u changed while the move was being started (now on %s, "
+			       "epoch %llu); try again",
+			       group_id, stored.backend, (unsigned long long)stored.epoch),
+		       -1;
+	if (!quiet)
+		printf("group %u: moving from %s to %s (the proxies hold its logins and close its "
+		       "sessions; the controller switches it once they all have, within "
+		       "move_timeout %us)\n",
+		       group_id, group.backend, backend->name, cli->set->move_timeout_ms / 1000);
+	return 1;
+}
+
+
+static int move_wait(struct cli *cli, unsigned group_id, unsigned timeout_ms);
+
+/* `backend evacuate`: load factor 0 (no new groups), then every group of
+ * the backend moves (the full protocol: brain/move.h) to its alternative,
+ * or to the backend placement picks, at move_rate groups per second. */
+static int backend_evacuate(struct cli *cli, const struct geodb_backend *backend, unsigned rate,
+			    bool wait)
+{
+	const char *error;
+	if (backend->load_factor != 0) {
+		struct geodb_backend updated = *backend;
+		updated.load_factor = 0;
+		if (geodb_backend_update(cli->geodb, &updated, &error) < 0)
+			return refused("%s", error);
+		printf("backend %s: load factor 0 (it takes no new groups; 'backend update "
+		       "--load-factor N %s' undoes it)\n",
+		       backend->name, backend->name);
+	}
+	struct geodb_backend *backends;
+	size_t backend_count;
+	if (geodb_backend_list(cli->geodb, backend->site, &backends, &backend_count, &error) < 0)
+		return refused("%s", error);
+	struct geodb_group *groups;
+	size_t group_count;
+	if (geodb_group_list(cli->geodb, &groups, &group_count, &error) < 0) {
+		free(backends);
+		return refused("%s", error);
+	}
+	struct placement_candidate *cand = calloc(backend_count + 1, sizeof(*cand));
+	size_t self = backend_count;
+	for (size_t b = 0; b < backend_count; b++) {
+		const struct geodb_backend *be = &backends[b];
+		if (strcmp(be->name, backend->name) == 0)
+			self = b;
+		cand[b].name = be->name;
+		cand[b].load_factor = strcmp(be->name, backend->name) == 0 ? 0 : be->load_factor;
+		cand[b].status = be->mark == HEALTH_MARK_DOWN ? BACKEND_STATUS_OFFLINE : be->status;
+		for (size_t g = 0; g < group_count; g++)
+			cand[b].assigned_groups += strcmp(groups[g].backend, be->name) == 0;
+	}
+	unsigned *moving = calloc(group_count + 1, sizeof(*moving));
+	size_t moving_count = 0, todo = 0, stranded = 0;
+	for (size_t g = 0; g < group_count; g++)
+		todo += strcmp(groups[g].backend, backend->name) == 0;
+	printf("backend %s: %zu group(s) to move at %u per second\n", backend->name, todo, rate);
+	int64_t t0 = unix_ms();
+	uint64_t started = 0;
+	int ret = 0;
+	for (size_t g = 0; g < group_count && self < backend_count; g++) {
+		const struct geodb_group *gr = &groups[g];
+		if (strcmp(gr->backend, backend->name) != 0)
+			continue;
+		if (gr->move_to[0] != '\0') {
+			moving[moving_count++] = gr->group_id;
+			continue;
+		}
+		int target = -1;
+		for (size_t b = 0; b < backend_count && gr->alt_backend[0] != '\0'; b++) {
+			if (b != self && strcmp(backends[b].name, gr->alt_backend) == 0 &&
+			    cand[b].status == BACKEND_STATUS_ONLINE && cand[b].load_factor > 0)
+				target = (int)b;
+		}
+		if (target < 0)
+			target = placement_choose_alternative(cand, backend_count, self, gr->group_id);
+		if (target < 0) {
+			stranded++;
+			continue;
+		}
+		while (move_rate_allowance(rate, t0, started, unix_ms()) == 0)
+			usleep(20 * 1000);
+		char reason[96];
+		snprintf(reason, sizeof(reason), "operator: backend evacuate %.60s", backend->name);
+		int r = move_start(cli, gr->group_id, &backends[target], reason, true);
+		if (r < 0) {
+			ret = EXIT_REFUSED;
+			break;
+		}
+		started++;
+		cand[target].assigned_groups++;
+		if (r == 1) {
+			moving[moving_count++] = gr->group_id;
+			printf("group %u: moving from %s to %s\n", gr->group_id, backend->name,
+			       backends[target].name);
+			fflush(stdout);
+		}
+	}
+	if (stranded > 0)
+		printf("backend %s: %zu group(s) stay: no other online backend of site %s with load "
+		       "factor > 0 can take them\n",
+		       backend->name, stranded, backend->site);
+	for (size_t i = 0; i < moving_count && wait && ret == 0; i++) {
+		if (move_wait(cli, moving[i], cli->set->move_timeout_ms + 30000) != 0)
+			ret = EXIT_REFUSED;
+	}
+	if (ret == 0 && wait)
+		printf("backend %s: evacuated (%zu group(s) moved)\n", backend->name, moving_count);
+	free(moving);
+	free(cand);
+	free(groups);
+	free(backends);
+	return ret != 0 ? ret : (stranded > 0 ? EXIT_REFUSED : 0);
+}
+
+/* Waits until group_id is no longer moving; prints where it ended. */
+static int move_wait(struct cli *cli, unsigned group_id, unsigned timeout_ms)
+{
+	const char *error;
+	int64_t deadline = unix_ms() + timeout_ms;
+	for (;;) {
+		struct geodb_group group;
+		int found = geodb_group_get(cli->geodb, group_id, &group, &error);
+		if (found < 0)
+			return refused("%s", error);
+		if (found == 0 || group.move_to[0] == '\0') {
+			printf("group %u: on backend %s\n", group_id, found ? group.backend : "-");
+			return 0;
+		}
+		if (unix_ms() >= deadline)
+			return refused("group %u is still moving from %s to %s after %us: is a "
+				       "daemon of site %s running (its controller finishes moves)?",
+				       group_id, group.backend, group.move_to, timeout_ms / 1000,
+				       group.site);
+		usleep(200 * 1000);
+	}
+}
 
 static int parse_group(struct cli *cli, const char *s, unsigned *group_r)
 {
@@ -460,7 +682,7 @@ static int parse_group(struct cli *cli, const char *s, unsigned *group_r)
 
 static int cmd_group(struct cli *cli, int argc, char **argv)
 {
-	static const char *const allowed[] = {"direct", NULL};
+	static const char *const allowed[] = {"direct", "wait", NULL};
 	struct args args;
 	const char *error;
 	if (argc < 1)
@@ -505,13 +727,7 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 	}
 	if (strcmp(sub, "move") == 0) {
 		if (args.pos_count != 2)
-			return usage("group move: expected --direct GROUP BACKEND");
-		if (!args.direct)
-			return refused(
-				"group move without --direct (a move that first closes the group's "
-				"sessions) is not available in this version; use --direct, which "
-				"switches new logins at once and leaves open sessions where they "
-				"are");
+			return usage("group move: expected [--direct] [--wait yes] GROUP BACKEND");
 		if (parse_group(cli, args.pos[0], &group_id) != 0)
 			return EXIT_REFUSED;
 		struct geodb_backend backend;
@@ -520,6 +736,23 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 			return refused("%s", error);
 		if (found == 0)
 			return refused("backend %s does not exist", args.pos[1]);
+		if (!args.direct) {
+			if (backend.status != BACKEND_STATUS_ONLINE ||
+			    backend.mark != HEALTH_MARK_UP)
+				return refused("backend %s cannot take groups now (status %s, "
+					       "marked %s)",
+					       backend.name, backend_status_name(backend.status),
+					       health_mark_name(backend.mark));
+			char reason[96];
+			snprintf(reason, sizeof(reason), "operator: group move");
+			int r = move_start(cli, group_id, &backend, reason, false);
+			if (r < 0)
+				return EXIT_REFUSED;
+			const char *wait = opt(&args, "wait");
+			if (r == 1 && wait != NULL && strcmp(wait, "no") != 0)
+				return move_wait(cli, group_id, cli->set->move_timeout_ms + 30000);
+			return 0;
+		}
 		if (geodb_group_set(cli->geodb, group_id, backend.site, backend.name, &error) < 0)
 			return refused("%s", error);
 		printf("group %u moved to backend %s (site %s); new logins go there, open sessions "

@@ -11,13 +11,16 @@
  */
 #include "daemon/controller.h"
 
+#include "daemon/controller_act.h"
 #include "daemon/daemon.h"
+#include "daemon/worker.h"
 #include "store/geodb.h"
 #include "util/hash.h"
 #include "util/log.h"
 #include "util/strbuf.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +55,17 @@ struct controller {
 	char holder[NAME_MAX_LEN + 1]; /* as last seen; "" unknown */
 	int64_t expires_at;            /* the holder's, as last seen */
 	uint64_t elections, losses;
+
+	/* acting (controller_act.h): a pass every probe_interval while we
+	 * hold the lease, in the worker thread; it writes only while
+	 * CLOCK_MONOTONIC ms < act_until (the step-down moment) */
+	struct event *act_timer;
+	_Atomic int64_t act_until;
+	bool act_in_flight;
+	struct controller_act_counts counts; /* summed over passes */
+	time_t last_pass;
+	unsigned live_daemons, backends, groups, moving;
+	char last_error[512];
 };
 
 static struct timeval timeval_ms(long ms)
@@ -81,8 +95,16 @@ static void tick_schedule(struct controller *c)
 	evtimer_add(c->tick, &tv);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void lose(struct controller *c, const char *reason)
 {
+	atomic_store(&c->act_until, 0);
 	c->me = false;
 	c->losses++;
 	evtimer_del(c->step_down);
@@ -103,13 +125,69 @@ static void step_down_fired(evutil_socket_t fd, short what, void *context)
 	c->expires_at = 0;
 }
 
-/* Runs once per successful try while this daemon holds the lease. */
-static void controller_act(struct controller *c)
+static void counts_add(struct controller_act_counts *sum, const struct controller_act_counts *add)
 {
-	/* The controller's decisions go here (later issues: backends marked
-	 * offline when most of the site's daemons see them failing, the
-	 * failover table, moves).  Nothing is decided yet. */
-	(void)c;
+	uint64_t *d = (uint64_t *)sum;
+	const uint64_t *a = (const uint64_t *)add;
+	for (size_t i = 0; i < sizeof(*sum) / sizeof(uint64_t); i++)
+		d[i] += a[i];
+}
+
+static void act_done(void *arg, bool cancelled)
+{
+	struct controller_act_job *job = arg;
+	if (cancelled) {
+		free(job);
+		return;
+	}
+	struct controller *c = job->owner;
+	c->act_in_flight = false;
+	counts_add(&c->counts, &job->counts);
+	c->last_pass = time(NULL);
+	c->live_daemons = job->live_daemons;
+	c->backends = job->backends;
+	c->groups = job->groups;
+	c->moving = job->moving;
+	if (job->failed) {
+		if (strcmp(c->last_error, job->error) != 0)
+			log_warning("event=controller_pass_failed site=%s reason=\"%s\"",
+				    c->daemon->set->site, job->error);
+		snprintf(c->last_error, sizeof(c->last_error), "%s", job->error);
+	} else {
+		if (c->last_error[0] != '\0')
+			log_info("event=controller_pass_ok site=%s", c->daemon->set->site);
+		c->last_error[0] = '\0';
+	}
+	free(job);
+}
+
+/* Every probe_interval: one pass of decisions while we hold the lease. */
+static void act_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct controller *c = context;
+	struct daemon *daemon = c->daemon;
+	if (!c->me || c->stopping || c->act_in_flight)
+		return;
+	const struct settings *set = daemon->set;
+	struct controller_act_job *job = calloc(1, sizeof(*job));
+	snprintf(job->site, sizeof(job->site), "%s", set->site);
+	health_settings_init(&job->health);
+	job->health.failover_delay_ms = set->backend_failover_delay_ms;
+	job->health.recovery_delay_ms = set->backend_recovery_delay_ms;
+	job->health.probe_interval_ms = set->probe_interval_ms;
+	job->move_timeout_ms = set->move_timeout_ms;
+	job->group_count = set->group_count;
+	snprintf(job->doveadm_url, sizeof(job->doveadm_url), "%s", set->backend_doveadm_url);
+	snprintf(job->doveadm_api_key, sizeof(job->doveadm_api_key), "%s",
+		 set->backend_doveadm_api_key);
+	job->doveadm_timeout_ms = set->probe_timeout_ms;
+	snprintf(job->move_hook, sizeof(job->move_hook), "%s", set->move_hook);
+	job->move_hook_timeout_ms = set->move_hook_timeout_ms;
+	job->owner = c;
+	job->act_until = &c->act_until;
+	job->worker = daemon->worker;
+	c->act_in_flight = true;
+	worker_submit(daemon->worker, controller_act_run, act_done, job);
 }
 
 static void acquired(void *context, int result, const struct geodb_lease *lease, const char *error)
@@ -167,7 +245,8 @@ static void acquired(void *context, int result, const struct geodb_lease *lease,
 	}
 	snprintf(c->holder, sizeof(c->holder), "%s", c->me_name);
 	c->expires_at = lease->expires_at;
-	controller_act(c);
+	/* the worker may write until the step-down moment */
+	atomic_store(&c->act_until, mono_ms() + remaining);
 }
 
 static void release_timeout(evutil_socket_t fd, short what, void *context);
@@ -202,6 +281,9 @@ void controller_init(struct daemon *daemon)
 	c->tick = evtimer_new(daemon->base, tick_fired, c);
 	c->step_down = evtimer_new(daemon->base, step_down_fired, c);
 	c->release_timer = evtimer_new(daemon->base, release_timeout, c);
+	c->act_timer = event_new(daemon->base, -1, EV_PERSIST, act_fired, c);
+	struct timeval act_tv = timeval_ms(daemon->set->probe_interval_ms);
+	evtimer_add(c->act_timer, &act_tv);
 	tick_schedule(c);
 }
 
@@ -246,6 +328,8 @@ bool controller_stop(struct daemon *daemon, void (*released)(struct daemon *daem
 	c->stopping = true;
 	evtimer_del(c->tick);
 	evtimer_del(c->step_down);
+	evtimer_del(c->act_timer);
+	atomic_store(&c->act_until, 0);
 	/* a try in flight may yet make us the holder: release in that case
 	 * too (the release is conditional on the holder, so it is harmless) */
 	bool maybe_holder = c->me || c->acquire != NULL;
@@ -271,6 +355,7 @@ void controller_deinit(struct daemon *daemon)
 	event_free(c->tick);
 	event_free(c->step_down);
 	event_free(c->release_timer);
+	event_free(c->act_timer);
 	free(c);
 	daemon->controller = NULL;
 }
@@ -284,9 +369,27 @@ void controller_status_json(struct daemon *daemon, struct strbuf *out)
 	strbuf_append_json_string(out, c->lease_name);
 	strbuf_append(out, ",\"holder\":");
 	strbuf_append_json_string(out, c->holder);
-	strbuf_printf(out, ",\"me\":%s,\"expires_at\":%lld,\"elections\":%llu}",
+	strbuf_printf(out, ",\"me\":%s,\"expires_at\":%lld,\"elections\":%llu",
 		      c->me ? "true" : "false", (long long)c->expires_at,
 		      (unsigned long long)c->elections);
+	const struct controller_act_counts *k = &c->counts;
+	strbuf_printf(out,
+		      ",\"last_pass\":%ld,\"live_daemons\":%u,\"backends\":%u,\"groups\":%u,"
+		      "\"moving\":%u,\"passes\":%llu,\"pass_failures\":%llu,\"marks_down\":%llu,"
+		      "\"marks_up\":%llu,\"failovers\":%llu,\"stranded\":%llu,"
+		      "\"moves_acked\":%llu,\"moves_source_down\":%llu,\"moves_timed_out\":%llu,"
+		      "\"alt_changes\":%llu,\"doveadm_kicks\":%llu,\"doveadm_failures\":%llu,"
+		      "\"hook_runs\":%llu,\"hook_failures\":%llu,\"error\":",
+		      (long)c->last_pass, c->live_daemons, c->backends, c->groups, c->moving,
+		      (unsigned long long)k->passes, (unsigned long long)k->pass_failures,
+		      (unsigned long long)k->marks_down, (unsigned long long)k->marks_up,
+		      (unsigned long long)k->failovers, (unsigned long long)k->stranded,
+		      (unsigned long long)k->moves_acked, (unsigned long long)k->moves_source_down,
+		      (unsigned long long)k->moves_timed_out, (unsigned long long)k->alt_changes,
+		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
+		      (unsigned long long)k->hook_runs, (unsigned long long)k->hook_failures);
+	strbuf_append_json_string(out, c->last_error);
+	strbuf_append(out, "}");
 }
 
 void controller_metrics(struct daemon *daemon, struct strbuf *out)
@@ -307,4 +410,49 @@ void controller_metrics(struct daemon *daemon, struct strbuf *out)
 		      "mailcluster_controller_losses_total %llu\n",
 		      c->me ? 1 : 0, (unsigned long long)c->elections,
 		      (unsigned long long)c->losses);
+	const struct controller_act_counts *k = &c->counts;
+	strbuf_printf(out,
+		      "# HELP mailcluster_controller_passes_total Decision passes this daemon ran "
+		      "as controller.\n"
+		      "# TYPE mailcluster_controller_passes_total counter\n"
+		      "mailcluster_controller_passes_total %llu\n"
+		      "# HELP mailcluster_controller_pass_failures_total Passes that stopped on an "
+		      "error.\n"
+		      "# TYPE mailcluster_controller_pass_failures_total counter\n"
+		      "mailcluster_controller_pass_failures_total %llu\n"
+		      "# HELP mailcluster_backend_marks_total Backends this controller marked, by "
+		      "mark.\n"
+		      "# TYPE mailcluster_backend_marks_total counter\n"
+		      "mailcluster_backend_marks_total{mark=\"down\"} %llu\n"
+		      "mailcluster_backend_marks_total{mark=\"up\"} %llu\n"
+		      "# HELP mailcluster_group_failovers_total Groups moved off a backend marked "
+		      "down.\n"
+		      "# TYPE mailcluster_group_failovers_total counter\n"
+		      "mailcluster_group_failovers_total %llu\n"
+		      "# HELP mailcluster_moves_finished_total Moves this controller finished, by "
+		      "outcome.\n"
+		      "# TYPE mailcluster_moves_finished_total counter\n"
+		      "mailcluster_moves_finished_total{outcome=\"acknowledged\"} %llu\n"
+		      "mailcluster_moves_finished_total{outcome=\"source_down\"} %llu\n"
+		      "mailcluster_moves_finished_total{outcome=\"timeout\"} %llu\n"
+		      "# HELP mailcluster_group_alternative_changes_total Alternative backends "
+		      "chosen.\n"
+		      "# TYPE mailcluster_group_alternative_changes_total counter\n"
+		      "mailcluster_group_alternative_changes_total %llu\n"
+		      "# HELP mailcluster_move_doveadm_kicks_total doveadm kicks, by result.\n"
+		      "# TYPE mailcluster_move_doveadm_kicks_total counter\n"
+		      "mailcluster_move_doveadm_kicks_total{result=\"ok\"} %llu\n"
+		      "mailcluster_move_doveadm_kicks_total{result=\"failed\"} %llu\n"
+		      "# HELP mailcluster_move_hook_runs_total move_hook runs, by result.\n"
+		      "# TYPE mailcluster_move_hook_runs_total counter\n"
+		      "mailcluster_move_hook_runs_total{result=\"ok\"} %llu\n"
+		      "mailcluster_move_hook_runs_total{result=\"failed\"} %llu\n",
+		      (unsigned long long)k->passes, (unsigned long long)k->pass_failures,
+		      (unsigned long long)k->marks_down, (unsigned long long)k->marks_up,
+		      (unsigned long long)k->failovers, (unsigned long long)k->moves_acked,
+		      (unsigned long long)k->moves_source_down,
+		      (unsigned long long)k->moves_timed_out, (unsigned long long)k->alt_changes,
+		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
+		      (unsigned long long)k->hook_runs,
+		      (unsigned long long)k->hook_failures);
 }

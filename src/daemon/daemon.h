@@ -17,6 +17,7 @@ struct geodb;
 struct router;
 struct prober;
 struct controller;
+struct worker;
 struct relay_pipe_pool;
 struct net_network;
 struct session;
@@ -52,6 +53,10 @@ struct daemon {
 	struct router *router;         /* LocalDB + GeoDB refresh (router.h) */
 	struct prober *prober;         /* backend health probes (prober.h) */
 	struct controller *controller; /* the site's controller lease (controller.h) */
+	struct worker *worker;         /* GeoDB work off the loop (worker.h) */
+	/* per group: LMTP recipients in transactions now (a move waits for
+	 * them before it is acknowledged) */
+	uint32_t *lmtp_inflight;
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[LISTENER_COUNT];

@@ -157,6 +157,7 @@ struct lmtp_rcpt {
 	unsigned group_id;
 	struct lmtp_backend *backend;
 	char *reply; /* its reply to DATA, CRLF-terminated, once known */
+	bool inflight; /* counted in daemon->lmtp_inflight[group_id] */
 };
 
 struct lmtp_client {
@@ -933,8 +934,10 @@ static struct lmtp_backend *backend_find(struct lmtp_client *client, const char 
 
 /* ---- the transaction ---- */
 
-static void rcpt_clear(struct lmtp_rcpt *rcpt)
+static void rcpt_clear(struct lmtp_client *client, struct lmtp_rcpt *rcpt)
 {
+	if (rcpt->inflight)
+		client->daemon->lmtp_inflight[rcpt->group_id]--;
 	free(rcpt->address);
 	free(rcpt->reply);
 	memset(rcpt, 0, sizeof(*rcpt));
@@ -976,11 +979,11 @@ static void transaction_reset(struct lmtp_client *client, bool keep_backends)
 		backend_free(backend);
 	}
 	for (size_t i = 0; i < client->rcpt_count; i++)
-		rcpt_clear(&client->rcpts[i]);
+		rcpt_clear(client, &client->rcpts[i]);
 	free(client->rcpts);
 	client->rcpts = NULL;
 	client->rcpt_count = client->rcpt_size = 0;
-	rcpt_clear(&client->pending);
+	rcpt_clear(client, &client->pending);
 	free(client->pending_reply);
 	client->pending_reply = NULL;
 	free(client->mail_from);
@@ -1081,7 +1084,7 @@ static void rcpt_finish(struct lmtp_client *client)
 		memset(&client->pending, 0, sizeof(client->pending));
 	} else {
 		log_rcpt(client, &client->pending, "rcpt", reply, client->pending_reason);
-		rcpt_clear(&client->pending);
+		rcpt_clear(client, &client->pending);
 	}
 	free(reply);
 }
@@ -1242,7 +1245,7 @@ static bool cmd_rcpt(struct lmtp_client *client, const struct smtp_command *cmd)
 		user = local_part;
 	}
 	struct lmtp_rcpt *rcpt = &client->pending;
-	rcpt_clear(rcpt);
+	rcpt_clear(client, rcpt);
 	rcpt->address = strdup(cmd->path);
 	struct route_result route;
 	const char *reason = NULL;
@@ -1273,7 +1276,7 @@ static void rcpt_reply_ours(struct lmtp_client *client, const char *reply, const
 	}
 	client_send(client, reply);
 	log_rcpt(client, &client->pending, "rcpt", reply, reason);
-	rcpt_clear(&client->pending);
+	rcpt_clear(client, &client->pending);
 }
 
 static void rcpt_routed(void *context, enum route_status status, const struct route_result *route,
@@ -1319,6 +1322,12 @@ static bool rcpt_route(struct lmtp_client *client, enum route_status status,
 		backend = NULL;
 	}
 	rcpt->backend = backend;
+	/* from here until the transaction ends this recipient is in flight
+	 * for its group: a move of the group waits for it (router.h) */
+	if (!rcpt->inflight) {
+		rcpt->inflight = true;
+		client->daemon->lmtp_inflight[rcpt->group_id]++;
+	}
 	if (backend != NULL && backend->state == BACKEND_FAILED) {
 		char *failure = backend_failure_reply(backend, path);
 		if (async) {
@@ -1331,7 +1340,7 @@ static bool rcpt_route(struct lmtp_client *client, enum route_status status,
 		client_send(client, failure);
 		log_rcpt(client, rcpt, "rcpt", failure, backend->failure);
 		free(failure);
-		rcpt_clear(rcpt);
+		rcpt_clear(client, rcpt);
 		return true;
 	}
 	/* wait for the backend's answer; read nothing meanwhile */

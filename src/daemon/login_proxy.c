@@ -311,6 +311,17 @@ static void proxy_now(struct login_proxy *lp)
 	/* the session counts this connection from now on; the front-end
 	 * uncounts its own when it frees itself */
 	daemon->client_count++;
+	/* routed just before a change (a move, a failover) the LocalDB has
+	 * since brought: end it now rather than leave the user on two
+	 * backends */
+	char why[256];
+	if (router_session_misplaced(daemon, session, why, sizeof(why))) {
+		log_info("event=session_moved user=%s group=%u backend=%s session=%s "
+			 "reason=\"%s (at login)\"",
+			 session->user, session->group_id, session->backend, session->session_id,
+			 why);
+		session_kick_moving(session, why);
+	}
 }
 
 static void retry_timer_fired(evutil_socket_t fd, short what, void *context)

@@ -12,6 +12,7 @@
 #include "daemon/frontend.h"
 #include "daemon/imap_client.h"
 #include "daemon/session.h"
+#include "daemon/worker.h"
 #include "net/relay.h"
 #include "net/tls.h"
 #include "daemon/controller.h"
@@ -342,7 +343,10 @@ int main(int argc, char **argv)
 	event_config_free(event_config);
 	daemon.pipe_pool = relay_pipe_pool_create(PIPE_POOL_SPARE);
 	daemon.started = time(NULL);
-	if (router_init(&daemon, &error) < 0) {
+	daemon.lmtp_inflight = calloc(daemon.set->group_count, sizeof(*daemon.lmtp_inflight));
+	if (worker_create(daemon.base, daemon.set->geodb, daemon.writer, 1000, &daemon.worker,
+			  &error) < 0 ||
+	    router_init(&daemon, &error) < 0) {
 		log_error("event=startup_failed reason=\"%s\"", error);
 		if (foreground)
 			fprintf(stderr, "mailclusterd: %s\n", error);
@@ -372,6 +376,9 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(daemon.base);
 
+	/* the worker's running job ends first (the controller's checks
+	 * worker_stopping()); queued ones are dropped */
+	worker_destroy(&daemon.worker);
 	stop_listeners(&daemon);
 	admin_stop(&daemon);
 	session_destroy_all(&daemon);
@@ -385,6 +392,7 @@ int main(int argc, char **argv)
 	tls_context_destroy(&daemon.ssl_ctx);
 	event_base_free(daemon.base);
 	free(daemon.haproxy_trusted);
+	free(daemon.lmtp_inflight);
 	settings_free(&daemon.set);
 	log_info("event=stopped");
 	return 0;

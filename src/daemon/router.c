@@ -1,7 +1,10 @@
 /* router.c - see router.h. */
 #include "daemon/router.h"
 
+#include "brain/move.h"
 #include "daemon/daemon.h"
+#include "daemon/session.h"
+#include "daemon/worker.h"
 #include "store/geodb.h"
 #include "store/localdb.h"
 #include "util/log.h"
@@ -12,14 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* After a failed refresh or assignment, the next refresh comes sooner. */
 #define RETRY_AFTER_FAILURE_MS 1000
+/* While logins are held for a move, or acknowledgements wait: how often the
+ * GeoDB is looked at (at most), and held logins and LMTP drains checked. */
+#define MOVE_REFRESH_MS 500
+#define MOVE_CHECK_MS 100
 
 struct router_wait {
 	struct router_wait *prev, *next;
 	struct router *router;
-	struct pending_assign *pending; /* NULL: waiting for the first load */
+	struct pending_assign *pending; /* NULL: waiting for the first load, or held */
+	bool held;                      /* in router->holds: its group is moving */
 	struct route_result route;
 	router_callback *callback;
 	void *context;
@@ -33,6 +42,15 @@ struct pending_assign {
 	struct geodb_op *op;
 	struct geodb_group proposal;
 	struct router_wait *waiters;
+};
+
+/* A move this daemon acknowledges once its LMTP transactions for the group
+ * are over. */
+struct pending_ack {
+	struct pending_ack *next;
+	unsigned group_id;
+	uint64_t epoch;
+	bool submitted;
 };
 
 struct refresh_waiter {
@@ -61,6 +79,17 @@ struct router {
 	time_t last_refresh_ok, last_saved;
 	uint64_t refreshes, refresh_failures, assignments, assign_failures, saves;
 	uint64_t routed_local; /* decisions made from the LocalDB alone */
+
+	/* moves (brain/move.h): per group, the epoch of the latest move seen
+	 * and when it was first seen (unix ms) */
+	uint64_t *move_epoch;
+	int64_t *move_seen_ms;
+	struct router_wait *holds; /* logins held for a moving group */
+	struct pending_ack *acks;
+	struct event *move_timer; /* armed while holds or acks wait */
+	char observer[NAME_MAX_LEN + 1];
+	uint64_t holds_total, holds_expired, acks_sent, ack_failures, moves_seen;
+	uint64_t sessions_moved; /* sessions ended because their group's backend changed */
 };
 
 static struct router *router_of(struct daemon *daemon)
@@ -106,6 +135,196 @@ static void save_if_dirty(struct router *router)
 		  (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
 }
 
+static int64_t now_unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void move_timer_arm(struct router *router)
+{
+	if (evtimer_pending(router->move_timer, NULL))
+		return;
+	struct timeval tv = {0, MOVE_CHECK_MS * 1000};
+	evtimer_add(router->move_timer, &tv);
+}
+
+/* ---- moves: acknowledgements ---- */
+
+struct ack_job {
+	struct router *router;
+	struct pending_ack *pa;
+	struct geodb_move_ack ack;
+	unsigned ttl_secs;
+	int result;
+	char error[400];
+};
+
+static void ack_run(struct geodb *db, const char *open_error, void *arg)
+{
+	struct ack_job *job = arg;
+	const char *error = open_error;
+	job->result = db == NULL ? -1 : geodb_move_ack_put(db, &job->ack, job->ttl_secs, &error);
+	if (job->result < 0)
+		snprintf(job->error, sizeof(job->error), "%s", error);
+}
+
+static void ack_unlink(struct router *router, struct pending_ack *pa)
+{
+	for (struct pending_ack **p = &router->acks; *p != NULL; p = &(*p)->next) {
+		if (*p == pa) {
+			*p = pa->next;
+			free(pa);
+			return;
+		}
+	}
+}
+
+static void ack_done(void *arg, bool cancelled)
+{
+	struct ack_job *job = arg;
+	if (cancelled) {
+		free(job);
+		return;
+	}
+	struct router *router = job->router;
+	if (job->result < 0) {
+		router->ack_failures++;
+		log_warning("event=move_ack_failed group=%u epoch=%llu reason=\"%s\" note=\"retried\"",
+			    job->ack.group_id, (unsigned long long)job->ack.epoch, job->error);
+		job->pa->submitted = false;
+		move_timer_arm(router);
+	} else {
+		router->acks_sent++;
+		log_info("event=move_ack group=%u epoch=%llu observer=%s", job->ack.group_id,
+			 (unsigned long long)job->ack.epoch, job->ack.observer);
+		ack_unlink(router, job->pa);
+	}
+	free(job);
+}
+
+/* Submits the acknowledgements whose group has no LMTP transaction left;
+ * drops those whose move is over.  Returns whether some still wait. */
+static bool acks_check(struct router *router)
+{
+	struct daemon *daemon = router->daemon;
+	bool waiting = false;
+	struct pending_ack *pa = router->acks, *next;
+	for (; pa != NULL; pa = next) {
+		next = pa->next;
+		if (pa->submitted)
+			continue;
+		const struct geodb_group *g = localdb_group(router->ldb, pa->group_id);
+		if (g == NULL || g->move_to[0] == '\0' || g->epoch != pa->epoch) {
+			ack_unlink(router, pa); /* the move is over (or another began) */
+			continue;
+		}
+		if (daemon->lmtp_inflight[pa->group_id] > 0) {
+			waiting = true; /* LMTP transactions in flight finish first */
+			continue;
+		}
+		struct ack_job *job = calloc(1, sizeof(*job));
+		job->router = router;
+		job->pa = pa;
+		job->ack.group_id = pa->group_id;
+		job->ack.epoch = pa->epoch;
+		snprintf(job->ack.observer, sizeof(job->ack.observer), "%s", router->observer);
+		job->ack.acked_at = time(NULL);
+		job->ttl_secs = 2 * (daemon->set->move_timeout_ms / 1000) + 10;
+		pa->submitted = true;
+		worker_submit(daemon->worker, ack_run, ack_done, job);
+	}
+	return waiting;
+}
+
+/* After a change: moves this daemon has not seen yet.  Its sessions of the
+ * group on the old backend are ended by sessions_reconcile(); the
+ * acknowledgement follows once LMTP is drained. */
+static void moves_scan(struct router *router)
+{
+	unsigned count = localdb_group_count(router->ldb);
+	int64_t now = now_unix_ms();
+	for (unsigned id = 0; id < count; id++) {
+		const struct geodb_group *g = localdb_group(router->ldb, id);
+		if (g == NULL || g->move_to[0] == '\0' || router->move_epoch[id] == g->epoch)
+			continue;
+		router->move_epoch[id] = g->epoch;
+		router->move_seen_ms[id] = now;
+		router->moves_seen++;
+		log_info("event=move_seen group=%u from=%s to=%s epoch=%llu reason=\"%s\"", id,
+			 g->backend, g->move_to, (unsigned long long)g->epoch, g->move_reason);
+		struct pending_ack *pa = calloc(1, sizeof(*pa));
+		pa->group_id = id;
+		pa->epoch = g->epoch;
+		pa->next = router->acks;
+		router->acks = pa;
+	}
+	if (router->acks != NULL)
+		move_timer_arm(router);
+}
+
+/* Where a session of group_id should be now: its backend's name, "" when
+ * the group is moving (nowhere: its sessions on the old backend end), NULL
+ * when the group cannot be routed (nothing to say). */
+static const char *session_target(struct router *router, const char *user, unsigned group_id,
+				  struct route_result *route)
+{
+	const char *reason;
+	enum route_status status =
+		route_decide(router->ldb, router->daemon->set->site, user, route, &reason);
+	if (status != ROUTE_OK)
+		return NULL;
+	if (route->group.move_to[0] != '\0')
+		return "";
+	/* also when the user was moved to another group: only its backend
+	 * matters */
+	return route->backend.name;
+}
+
+static bool session_misplaced(struct router *router, const struct session *s, char *why,
+			      size_t why_size)
+{
+	struct route_result route;
+	const char *target = session_target(router, s->user, s->group_id, &route);
+	if (target == NULL || strcmp(target, s->backend) == 0)
+		return false;
+	if (route.group_id != s->group_id)
+		snprintf(why, why_size, "user moved from group %u to group %u on %s", s->group_id,
+			 route.group_id, route.group.move_to[0] != '\0' ? "-" : target);
+	else if (route.group.move_to[0] != '\0')
+		snprintf(why, why_size, "group %u moving from %s to %s", s->group_id,
+			 route.group.backend, route.group.move_to);
+	else if (route.failover)
+		snprintf(why, why_size, "backend %s marked down: group %u now served by %s",
+			 s->backend, s->group_id, target);
+	else
+		snprintf(why, why_size, "group %u moved from %s to %s", s->group_id, s->backend,
+			 target);
+	return true;
+}
+
+/* After a change: every session whose user now belongs elsewhere ends, so
+ * that no user keeps sessions on two backends. */
+static void sessions_reconcile(struct router *router)
+{
+	struct daemon *daemon = router->daemon;
+	struct session *s = daemon->sessions, *next;
+	char why[256];
+	for (; s != NULL; s = next) {
+		next = s->next;
+		if (!session_misplaced(router, s, why, sizeof(why)))
+			continue;
+		log_info("event=session_moved user=%s group=%u backend=%s session=%s reason=\"%s\"",
+			 s->user, s->group_id, s->backend, s->session_id, why);
+		router->sessions_moved++;
+		session_kick_moving(s, why); /* may free s, not others */
+	}
+}
+
+static void holds_recheck(struct router *router);
+static void move_timer_fired(evutil_socket_t fd, short what, void *context);
+
 /* Installs a snapshot (taking it); returns false if it was refused. */
 static bool install(struct router *router, struct geodb_snapshot *snap)
 {
@@ -120,6 +339,9 @@ static bool install(struct router *router, struct geodb_snapshot *snap)
 	router->last_refresh_ok = time(NULL);
 	if (changed > 0) {
 		router->dirty = true;
+		moves_scan(router);
+		sessions_reconcile(router);
+		holds_recheck(router);
 		struct localdb_stats stats;
 		localdb_stats(router->ldb, &stats);
 		log_debug("event=localdb_refreshed backends=%zu groups=%zu users=%zu",
@@ -187,9 +409,21 @@ static void refreshed(void *context, struct geodb_snapshot *snap, const char *er
 	unsigned interval = router->daemon->set->localdb_refresh_ms;
 	if (!router->geodb_ok && interval > RETRY_AFTER_FAILURE_MS)
 		interval = RETRY_AFTER_FAILURE_MS;
+	if ((router->holds != NULL || router->acks != NULL) && interval > MOVE_REFRESH_MS)
+		interval = MOVE_REFRESH_MS; /* a move is on: see its end soon */
 	schedule(router, interval);
 	route_load_waiters(router);
 	refresh_finished(router, router->geodb_ok ? NULL : router->geodb_error);
+}
+
+/* A local GeoDB is looked at this often (a memory compare, no system
+ * call), so that a move started by the CLI is seen at once. */
+#define WATCH_CHECK_MS 250
+
+static unsigned watch_interval(const struct router *router)
+{
+	unsigned ms = router->daemon->set->localdb_refresh_ms;
+	return ms < WATCH_CHECK_MS ? ms : WATCH_CHECK_MS;
 }
 
 static void refresh_start(struct router *router)
@@ -198,7 +432,7 @@ static void refresh_start(struct router *router)
 		return; /* one at a time; its end reschedules */
 	if (router->watch) {
 		refresh_sync(router);
-		schedule(router, router->daemon->set->localdb_refresh_ms);
+		schedule(router, watch_interval(router));
 		refresh_finished(router, router->geodb_ok ? NULL : router->geodb_error);
 		return;
 	}
@@ -210,7 +444,7 @@ static void timer_fired(evutil_socket_t fd, short what, void *context)
 {
 	struct router *router = context;
 	if (router->watch && !geodb_changed(router->daemon->geodb) && router->geodb_ok) {
-		schedule(router, router->daemon->set->localdb_refresh_ms);
+		schedule(router, watch_interval(router));
 		return;
 	}
 	refresh_start(router);
@@ -227,6 +461,12 @@ int router_init(struct daemon *daemon, const char **error_r)
 	router->remote = !router->watch;
 	router->geodb_ok = true; /* until something says otherwise */
 	router->timer = evtimer_new(daemon->base, timer_fired, router);
+	router->move_timer = evtimer_new(daemon->base, move_timer_fired, router);
+	router->move_epoch = calloc(daemon->set->group_count, sizeof(*router->move_epoch));
+	router->move_seen_ms = calloc(daemon->set->group_count, sizeof(*router->move_seen_ms));
+	/* the prober's observer name: what the controller counts as live */
+	snprintf(router->observer, sizeof(router->observer), "%.52s/%d", daemon->writer,
+		 (int)getpid());
 	if (geodb_attach(daemon->geodb, daemon->base, error_r) < 0)
 		return -1;
 	const char *path = daemon->set->localdb;
@@ -249,7 +489,7 @@ int router_init(struct daemon *daemon, const char **error_r)
 			*error_r = router->geodb_error;
 			return -1;
 		}
-		schedule(router, daemon->set->localdb_refresh_ms);
+		schedule(router, watch_interval(router));
 	} else {
 		refresh_start(router);
 	}
@@ -283,6 +523,19 @@ void router_deinit(struct daemon *daemon)
 		router->load_waiters = w->next;
 		free(w);
 	}
+	while (router->holds != NULL) {
+		struct router_wait *w = router->holds;
+		router->holds = w->next;
+		free(w);
+	}
+	while (router->acks != NULL) {
+		struct pending_ack *pa = router->acks;
+		router->acks = pa->next;
+		free(pa);
+	}
+	event_free(router->move_timer);
+	free(router->move_epoch);
+	free(router->move_seen_ms);
 	geodb_op_cancel(&router->refresh_op);
 	refresh_finished(router, "the daemon is shutting down");
 	save_if_dirty(router);
@@ -405,6 +658,137 @@ static void route_load_waiters(struct router *router)
 	}
 }
 
+/* The group of route is moving (brain/move.h: move_login()): ROUTE_ASSIGN
+ * with the login held (*wait_r), or ROUTE_OK with route->backend the move's
+ * target once this daemon has held its logins for move_timeout, or
+ * ROUTE_UNAVAILABLE when that target cannot take them. */
+static enum route_status move_target(struct router *router, struct route_result *route,
+				     const char **reason_r)
+{
+	static char reason[300];
+	const struct geodb_backend *to = localdb_backend(router->ldb, route->group.move_to);
+	if (to == NULL || to->status != BACKEND_STATUS_ONLINE || to->mark != HEALTH_MARK_UP) {
+		snprintf(reason, sizeof(reason),
+			 "group %u is moving to backend %s, which cannot take it now",
+			 route->group_id, route->group.move_to);
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	route->backend = *to;
+	return ROUTE_OK;
+}
+
+static enum route_status move_hold(struct router *router, struct route_result *route,
+				   const char **reason_r, router_callback *callback, void *context,
+				   struct router_wait **wait_r)
+{
+	unsigned id = route->group_id;
+	int64_t now = now_unix_ms();
+	if (router->move_epoch[id] != route->group.epoch) {
+		/* seen here first (a refresh scans too, but a CLI move on
+		 * SQLite may arrive with this very login) */
+		moves_scan(router);
+		sessions_reconcile(router);
+	}
+	int64_t deadline;
+	enum move_login what = move_login(router->daemon->set->move_timeout_ms, true,
+					  router->move_seen_ms[id], now, &deadline);
+	if (what == MOVE_LOGIN_TARGET) {
+		router->holds_expired++;
+		return move_target(router, route, reason_r);
+	}
+	struct router_wait *w = calloc(1, sizeof(*w));
+	w->router = router;
+	w->route = *route;
+	w->held = true;
+	w->callback = callback;
+	w->context = context;
+	wait_link(&router->holds, w);
+	*wait_r = w;
+	router->holds_total++;
+	move_timer_arm(router);
+	return ROUTE_ASSIGN;
+}
+
+/* Held logins whose group is no longer moving, or whose hold ran out, go
+ * on.  Returns whether some are still held. */
+static bool holds_check(struct router *router)
+{
+	int64_t now = now_unix_ms();
+	struct router_wait *w = router->holds, *next;
+	for (; w != NULL; w = next) {
+		next = w->next;
+		unsigned id = w->route.group_id;
+		const struct geodb_group *g = localdb_group(router->ldb, id);
+		bool moving = g != NULL && g->move_to[0] != '\0';
+		int64_t deadline;
+		enum move_login what = move_login(router->daemon->set->move_timeout_ms, moving,
+						  router->move_seen_ms[id], now, &deadline);
+		if (what == MOVE_LOGIN_HOLD)
+			continue;
+		/* unlink, then answer */
+		if (w->prev != NULL)
+			w->prev->next = w->next;
+		else
+			router->holds = w->next;
+		if (w->next != NULL)
+			w->next->prev = w->prev;
+		char username[sizeof(w->route.username)];
+		memcpy(username, w->route.username, sizeof(username));
+		const char *reason = NULL;
+		enum route_status status;
+		if (what == MOVE_LOGIN_TARGET) {
+			router->holds_expired++;
+			log_warning("event=move_hold_expired user=%s group=%u to=%s "
+				    "reason=\"held for move_timeout %ums: going to the target\"",
+				    username, id, g->move_to, router->daemon->set->move_timeout_ms);
+			w->route.group = *g;
+			status = move_target(router, &w->route, &reason);
+		} else {
+			status = route_decide(router->ldb, router->daemon->set->site, username,
+					      &w->route, &reason);
+			if (status == ROUTE_ASSIGN) {
+				/* unassigned meanwhile (its backend was removed) */
+				w->held = false;
+				if (router->geodb_ok) {
+					wait_for_assignment(router, w);
+					continue;
+				}
+				unreachable_reason(router, &w->route, &reason);
+				status = ROUTE_UNAVAILABLE;
+			}
+		}
+		w->callback(w->context, status, &w->route, reason);
+		free(w);
+	}
+	return router->holds != NULL;
+}
+
+static void holds_recheck(struct router *router)
+{
+	if (router->holds != NULL)
+		holds_check(router);
+}
+
+static void move_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct router *router = context;
+	if (router->watch && geodb_changed(router->daemon->geodb))
+		refresh_sync(router);
+	bool more = holds_check(router);
+	more = acks_check(router) || more;
+	for (struct pending_ack *pa = router->acks; pa != NULL && !more; pa = pa->next)
+		more = true; /* submitted, not answered yet: a failure re-arms */
+	if (more || router->holds != NULL)
+		move_timer_arm(router);
+}
+
+bool router_session_misplaced(struct daemon *daemon, const struct session *s, char *why,
+			      size_t why_size)
+{
+	return session_misplaced(router_of(daemon), s, why, why_size);
+}
+
 enum route_status router_route(struct daemon *daemon, const char *username,
 			       struct route_result *route_r, const char **reason_r,
 			       router_callback *callback, void *context,
@@ -416,6 +800,11 @@ enum route_status router_route(struct daemon *daemon, const char *username,
 		refresh_sync(router);
 	enum route_status status =
 		route_decide(router->ldb, daemon->set->site, username, route_r, reason_r);
+	if (status == ROUTE_OK && route_r->group.move_to[0] != '\0') {
+		enum route_status held = move_hold(router, route_r, reason_r, callback, context, wait_r);
+		if (held != ROUTE_OK)
+			return held;
+	}
 	if (status != ROUTE_ASSIGN && (status == ROUTE_BAD_USER || localdb_loaded(router->ldb) ||
 				       router->refresh_op == NULL)) {
 		router->routed_local++;
@@ -450,6 +839,8 @@ void router_wait_cancel(struct router_wait **_wait)
 		w->prev->next = w->next;
 	else if (w->pending != NULL)
 		w->pending->waiters = w->next;
+	else if (w->held)
+		w->router->holds = w->next;
 	else
 		w->router->load_waiters = w->next;
 	if (w->next != NULL)
@@ -498,6 +889,21 @@ void router_status_json(struct daemon *daemon, struct strbuf *out)
 		      localdb_loaded(router->ldb) ? "true" : "false", stats.sites, stats.backends,
 		      stats.groups_assigned, stats.users, daemon->set->localdb_refresh_ms,
 		      (long)router->last_saved, (unsigned long long)router->routed_local);
+	unsigned held = 0, acks = 0;
+	for (const struct router_wait *w = router->holds; w != NULL; w = w->next)
+		held++;
+	for (const struct pending_ack *pa = router->acks; pa != NULL; pa = pa->next)
+		acks++;
+	strbuf_printf(out,
+		      ",\"moves\":{\"held_logins\":%u,\"acks_pending\":%u,\"moves_seen\":%llu,"
+		      "\"holds\":%llu,\"holds_expired\":%llu,\"acks_sent\":%llu,"
+		      "\"ack_failures\":%llu,\"sessions_moved\":%llu}",
+		      held, acks, (unsigned long long)router->moves_seen,
+		      (unsigned long long)router->holds_total,
+		      (unsigned long long)router->holds_expired,
+		      (unsigned long long)router->acks_sent,
+		      (unsigned long long)router->ack_failures,
+		      (unsigned long long)router->sessions_moved);
 }
 
 void router_metrics(struct daemon *daemon, struct strbuf *out)
@@ -532,4 +938,27 @@ void router_metrics(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)router->refresh_failures, stats.groups_assigned,
 		      (unsigned long long)router->assign_failures,
 		      (unsigned long long)router->routed_local);
+	strbuf_printf(out,
+		      "# HELP mailcluster_moves_seen_total Group moves this daemon has seen "
+		      "start.\n"
+		      "# TYPE mailcluster_moves_seen_total counter\n"
+		      "mailcluster_moves_seen_total %llu\n"
+		      "# HELP mailcluster_move_holds_total Logins held because their group was "
+		      "moving.\n"
+		      "# TYPE mailcluster_move_holds_total counter\n"
+		      "mailcluster_move_holds_total %llu\n"
+		      "# HELP mailcluster_move_holds_expired_total Held logins sent to the move's "
+		      "target after move_timeout.\n"
+		      "# TYPE mailcluster_move_holds_expired_total counter\n"
+		      "mailcluster_move_holds_expired_total %llu\n"
+		      "# HELP mailcluster_move_acks_total Moves this daemon acknowledged.\n"
+		      "# TYPE mailcluster_move_acks_total counter\n"
+		      "mailcluster_move_acks_total %llu\n"
+		      "# HELP mailcluster_sessions_moved_total Sessions ended because their user "
+		      "now belongs on another backend.\n"
+		      "# TYPE mailcluster_sessions_moved_total counter\n"
+		      "mailcluster_sessions_moved_total %llu\n",
+		      (unsigned long long)router->moves_seen, (unsigned long long)router->holds_total,
+		      (unsigned long long)router->holds_expired, (unsigned long long)router->acks_sent,
+		      (unsigned long long)router->sessions_moved);
 }

@@ -14,6 +14,17 @@
  *                  so CLI changes are seen by the next login.
  *   GeoDB down     routing goes on from the LocalDB; refreshes keep being
  *                  tried, and the first that succeeds brings it back.
+ *   failover       a group whose backend the controller marked down goes to
+ *                  its alternative backend at once (route.h).
+ *   moves          (brain/move.h) a group seen moving: its logins are held
+ *                  (at most move_timeout, then sent to the target), this
+ *                  daemon's sessions of the group on the old backend end
+ *                  (IMAP BYE, POP3 -ERR, ManageSieve BYE), and once its LMTP
+ *                  transactions for the group are over the move is
+ *                  acknowledged in the GeoDB (through the worker thread).
+ *                  After every change of the LocalDB, every session whose
+ *                  user now belongs on another backend ends, so no user
+ *                  keeps sessions on two backends.
  */
 #ifndef ROUTER_H
 #define ROUTER_H
@@ -21,6 +32,7 @@
 #include "store/route.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct daemon;
 struct localdb;
@@ -50,6 +62,14 @@ enum route_status router_route(struct daemon *daemon, const char *username,
 			       router_callback *callback, void *context,
 			       struct router_wait **wait_r);
 void router_wait_cancel(struct router_wait **wait);
+
+/* Whether session s belongs elsewhere now (its group moved or is moving,
+ * its backend is marked down, its user moved to another group); why gets a
+ * sentence.  Every change the LocalDB brings ends such sessions; a login
+ * that was routed just before the change checks its new session with this. */
+struct session;
+bool router_session_misplaced(struct daemon *daemon, const struct session *s, char *why,
+			      size_t why_size);
 
 /* Refresh from the GeoDB now (`mailcluster geodb refresh`); callback runs
  * when it is done, with error NULL on success. */

@@ -66,6 +66,23 @@ void session_relay_closed(void *context, const char *reason)
 	session_destroy(context, reason);
 }
 
+/* The goodbye when a session's group moves to another backend: the client
+ * is told to come back (it will land on the new backend). */
+static const char *goodbye_moving(const char *protocol)
+{
+	if (strcmp(protocol, "imap") == 0)
+		return "* BYE [UNAVAILABLE] Your mailbox is moving to another server, please "
+		       "reconnect.\r\n";
+	if (strcmp(protocol, "submission") == 0)
+		return "421 4.3.2 Mailbox moving to another server, please reconnect\r\n";
+	if (strcmp(protocol, "pop3") == 0)
+		return "-ERR [IN-USE] Your mailbox is moving to another server, please "
+		       "reconnect.\r\n";
+	if (strcmp(protocol, "sieve") == 0)
+		return "BYE \"Your mailbox is moving to another server, please reconnect.\"\r\n";
+	return NULL;
+}
+
 static const char *goodbye(const char *protocol)
 {
 	if (strcmp(protocol, "imap") == 0)
@@ -94,6 +111,12 @@ unsigned session_kick_user(struct daemon *daemon, const char *user, const char *
 		relay_kick(s->relay, goodbye(s->protocol), reason);
 	}
 	return count;
+}
+
+void session_kick_moving(struct session *s, const char *reason)
+{
+	s->daemon->metrics.sessions_kicked++;
+	relay_kick(s->relay, goodbye_moving(s->protocol), reason);
 }
 
 void session_destroy_all(struct daemon *daemon)

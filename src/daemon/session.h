@@ -33,6 +33,9 @@ struct session *session_create(struct daemon *daemon, struct relay *relay, const
 void session_relay_closed(void *context, const char *reason);
 /* Ends every session of user with the protocol's goodbye; returns how many. */
 unsigned session_kick_user(struct daemon *daemon, const char *user, const char *reason);
+/* Moves: ends s telling the client to reconnect (its next login lands on
+ * the group's new backend).  Frees s now or later, no other session. */
+void session_kick_moving(struct session *s, const char *reason);
 /* Ends every session (shutdown). */
 void session_destroy_all(struct daemon *daemon);
 

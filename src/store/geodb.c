@@ -237,6 +237,54 @@ int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const
 	return db->driver->group_set(db, group_id, site, backend, error_r);
 }
 
+/* name is a valid object name, or "" where empty_ok. */
+static int check_name(const char *what, const char *name, size_t size, bool empty_ok,
+		      const char **error_r)
+{
+	static __thread char error[256];
+	if (strnlen(name, size) == size) {
+		snprintf(error, sizeof(error), "geodb: %s is not terminated within %zu bytes", what,
+			 size);
+		*error_r = error;
+		return -1;
+	}
+	if ((empty_ok && name[0] == '\0') || object_name_is_valid(name))
+		return 0;
+	snprintf(error, sizeof(error),
+		 "geodb: %s '%.80s' is not a valid name (1-%d of [A-Za-z0-9._-])", what, name,
+		 NAME_MAX_LEN);
+	*error_r = error;
+	return -1;
+}
+
+int geodb_group_cas(struct geodb *db, const struct geodb_group *row, uint64_t expected_epoch,
+		    struct geodb_group *stored_r, const char **error_r)
+{
+	static __thread char error[256];
+	if (check_name("the group's site", row->site, sizeof(row->site), false, error_r) < 0 ||
+	    check_name("the group's backend", row->backend, sizeof(row->backend), false,
+		       error_r) < 0 ||
+	    check_name("the group's alt_backend", row->alt_backend, sizeof(row->alt_backend),
+		       true, error_r) < 0 ||
+	    check_name("the group's move_to", row->move_to, sizeof(row->move_to), true,
+		       error_r) < 0)
+		return -1;
+	if (strnlen(row->move_reason, sizeof(row->move_reason)) == sizeof(row->move_reason)) {
+		snprintf(error, sizeof(error),
+			 "geodb: group %u: move_reason is not terminated within %zu bytes",
+			 row->group_id, sizeof(row->move_reason));
+		*error_r = error;
+		return -1;
+	}
+	if (row->move_started_ms < 0) {
+		snprintf(error, sizeof(error), "geodb: group %u: move_started %lld is negative",
+			 row->group_id, (long long)row->move_started_ms);
+		*error_r = error;
+		return -1;
+	}
+	return db->driver->group_cas(db, row, expected_epoch, stored_r, error_r);
+}
+
 int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
 		     const char **error_r)
 {
@@ -264,6 +312,64 @@ int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count
 		    const char **error_r)
 {
 	return db->driver->user_list(db, users_r, count_r, error_r);
+}
+
+int geodb_backend_mark(struct geodb *db, const char *name, enum health_mark mark,
+		       int64_t mark_since, const char *reason, const char **error_r)
+{
+	static __thread char error[256];
+	const struct geodb_backend *sizes = NULL;
+	if (check_name("backend name", name, sizeof(sizes->name), false, error_r) < 0)
+		return -1;
+	if (mark != HEALTH_MARK_UP && mark != HEALTH_MARK_DOWN) {
+		snprintf(error, sizeof(error), "geodb: backend %s: mark %d is neither up nor down",
+			 name, (int)mark);
+		*error_r = error;
+		return -1;
+	}
+	if (reason == NULL)
+		reason = "";
+	size_t len = strlen(reason);
+	if (len >= sizeof(sizes->mark_reason)) {
+		snprintf(error, sizeof(error),
+			 "geodb: backend %s: the mark reason has %zu characters, at most %zu fit",
+			 name, len, sizeof(sizes->mark_reason) - 1);
+		*error_r = error;
+		return -1;
+	}
+	if (mark_since < 0) {
+		snprintf(error, sizeof(error), "geodb: backend %s: mark_since %lld is negative",
+			 name, (long long)mark_since);
+		*error_r = error;
+		return -1;
+	}
+	return db->driver->backend_mark(db, name, mark, mark_since, reason, error_r);
+}
+
+int geodb_move_ack_put(struct geodb *db, const struct geodb_move_ack *ack, unsigned ttl_secs,
+		       const char **error_r)
+{
+	static __thread char error[256];
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a move acknowledgement needs a TTL of at least one second";
+		return -1;
+	}
+	size_t len = strnlen(ack->observer, sizeof(ack->observer));
+	if (len == 0 || len == sizeof(ack->observer)) {
+		snprintf(error, sizeof(error),
+			 "geodb: group %u: a move acknowledgement needs an observer name of "
+			 "1-%zu characters",
+			 ack->group_id, sizeof(ack->observer) - 1);
+		*error_r = error;
+		return -1;
+	}
+	return db->driver->move_ack_put(db, ack, ttl_secs, error_r);
+}
+
+int geodb_move_ack_list(struct geodb *db, unsigned group_id, struct geodb_move_ack **acks_r,
+			size_t *count_r, const char **error_r)
+{
+	return db->driver->move_ack_list(db, group_id, acks_r, count_r, error_r);
 }
 
 int geodb_lease_acquire(struct geodb *db, const char *name, const char *holder, unsigned ttl_secs,

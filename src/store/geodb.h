@@ -3,10 +3,15 @@
  * Tables (geodb_sqlite.c has the SQL, geodb_cassandra.c the CQL):
  *   sites     name, status, tags, load_balancer
  *   backends  name, site, address, status, load_factor
- *   groups    group_id -> site, backend, epoch, written_by, written_at
+ *   backends  ... and the controller's health mark: mark, mark_since, mark_reason
+ *   groups    group_id -> site, backend, epoch, written_by, written_at,
+ *             alt_backend (pre-chosen failover target), and a move in
+ *             progress: move_to, move_started, move_reason
  *   users     username -> group_id (overrides only; most users are not stored)
- *   leases    name -> holder, expiry (the controller lease of later issues)
+ *   leases    name -> holder, expiry (the controller lease)
  *   health    (backend, observer) -> ok, detail, observed_at
+ *   move_acks (group_id, observer) -> epoch, acked_at: "this daemon has
+ *             closed its sessions of the group for the move of that epoch"
  *   meta      schema_version, group_count
  *
  * Every write carries who wrote it (the writer name given at open) and when,
@@ -33,13 +38,14 @@
 #ifndef GEODB_H
 #define GEODB_H
 
+#include "brain/health.h"
 #include "brain/types.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define GEODB_SCHEMA_VERSION 2
+#define GEODB_SCHEMA_VERSION 3
 
 struct geodb;
 struct event_base;
@@ -59,6 +65,12 @@ struct geodb_backend {
 	unsigned load_factor; /* 0..100 */
 	char updated_by[NAME_MAX_LEN + 1];
 	int64_t updated_at; /* unix seconds */
+	/* the controller's mark (brain/health.h), separate from the operator's
+	 * status: geodb_backend_update() never changes it, geodb_backend_mark()
+	 * changes nothing else.  A new backend is marked up. */
+	enum health_mark mark;
+	int64_t mark_since; /* unix seconds; 0: never marked */
+	char mark_reason[200];
 };
 
 struct geodb_group {
@@ -68,6 +80,12 @@ struct geodb_group {
 	uint64_t epoch;
 	char written_by[NAME_MAX_LEN + 1];
 	int64_t written_at;
+	/* the pre-chosen failover target in the same site; "" none */
+	char alt_backend[NAME_MAX_LEN + 1];
+	/* a move in progress (brain/move.h): "" none */
+	char move_to[NAME_MAX_LEN + 1];
+	int64_t move_started_ms; /* unix milliseconds */
+	char move_reason[96];
 };
 
 struct geodb_user {
@@ -98,6 +116,14 @@ struct geodb_health {
 	char detail[256];
 	int64_t since;       /* unix seconds: when the current ok/failing streak began */
 	int64_t observed_at; /* unix seconds */
+};
+
+/* One daemon's acknowledgement of a group's move (brain/move.h). */
+struct geodb_move_ack {
+	unsigned group_id;
+	char observer[NAME_MAX_LEN + 1];
+	uint64_t epoch; /* the group's epoch when the move started */
+	int64_t acked_at; /* unix seconds */
 };
 
 /* Everything a daemon routes by, read in one go (the LocalDB's source). */
@@ -186,7 +212,10 @@ int geodb_backend_add(struct geodb *db, const char *site, const char *name, cons
 int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 			 const char **error_r);
 /* Refuses an online backend; unassigns the groups of the removed one and
- * returns their number in *groups_unassigned_r. */
+ * returns their number in *groups_unassigned_r.  Other groups forget it: a
+ * move to it is ended (move_to "", epoch + 1) and where it is alt_backend
+ * that is cleared (the epoch stays: it is no change of the assignment, and
+ * a move in progress keeps its acknowledgements). */
 int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r);
 int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *backend_r,
@@ -203,9 +232,20 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
  * way *group is filled with the row that is stored afterwards, so two
  * writers racing agree.  Returns 1 if ours was stored, 0 if another won. */
 int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r);
-/* Direct move: sets the group's site and backend, epoch + 1. */
+/* Direct move: sets the group's site and backend, epoch + 1, and clears a
+ * move in progress (alt_backend is kept unless it is the new backend). */
 int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r);
+/* Compare and set, for the controller and the move protocol: if the
+ * group's row exists and its epoch is expected_epoch, replaces site,
+ * backend, alt_backend, move_to, move_started_ms and move_reason by row's,
+ * with epoch expected_epoch + 1 and this writer and now as written_by /
+ * written_at.  *stored_r is the row stored afterwards either way (found
+ * false in neither case: then the group has no row and 0 is returned with
+ * stored_r->backend "").  Returns 1 applied, 0 not (another epoch, or no
+ * row), -1 error.  row->group_id names the group; row->epoch is ignored. */
+int geodb_group_cas(struct geodb *db, const struct geodb_group *row, uint64_t expected_epoch,
+		    struct geodb_group *stored_r, const char **error_r);
 int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
 		     const char **error_r);
 
@@ -217,6 +257,19 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r);
 int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
 		    const char **error_r);
+
+/* The controller's mark of a backend: sets mark, mark_since and
+ * mark_reason and nothing else.  0 if the backend does not exist. */
+int geodb_backend_mark(struct geodb *db, const char *name, enum health_mark mark,
+		       int64_t mark_since, const char *reason, const char **error_r);
+
+/* Move acknowledgements: one row per (group, observer), replaced by each
+ * put, expiring after ttl_secs (at least 1). */
+int geodb_move_ack_put(struct geodb *db, const struct geodb_move_ack *ack, unsigned ttl_secs,
+		       const char **error_r);
+/* All acknowledgements of group_id (sorted by observer). */
+int geodb_move_ack_list(struct geodb *db, unsigned group_id, struct geodb_move_ack **acks_r,
+			size_t *count_r, const char **error_r);
 
 /* Leases: acquires name for holder for ttl_secs if it is free or expired,
  * or renews it if holder has it.  Returns 1 held (lease_r says until when),

@@ -18,11 +18,16 @@
  * every uniqueness rule is a lightweight transaction (INSERT ... IF NOT
  * EXISTS, UPDATE ... IF EXISTS / IF col = ?) at the serial consistency, and a
  * transaction that was not applied returns the row that won, which is what
- * the caller gets.  Tables that are read whole (groups, users, ...) are read
- * in pages.  Lists come out sorted like SQLite's (geodb_sort_*()).
+ * the caller gets (where Cassandra returns only the condition's columns, a
+ * read at the serial consistency fetches the row: group_cas, group_set).
+ * Tables that are read whole (groups, users, ...) are read in pages.  Lists
+ * come out sorted like SQLite's (geodb_sort_*()).  Health observations and
+ * move acknowledgements expire by USING TTL.
  *
- * The schema is versioned (meta.schema_version) and created by geodb_init();
- * every other call refuses a keyspace without it.
+ * The schema is versioned (meta.schema_version) and created by geodb_init(),
+ * which also upgrades an older keyspace (schema_versions: CREATE TABLE IF NOT
+ * EXISTS, ALTER TABLE ADD IF NOT EXISTS); every other call refuses a keyspace
+ * without it, or at an older version.
  */
 #include "store/cql_client.h"
 #include "store/geodb_driver.h"
@@ -42,7 +47,8 @@
 
 #define KEYSPACE_MAX_LEN 48
 #define SNAP_PARTS 5
-#define LWT_MAX_COLS 12
+#define LWT_MAX_COLS 16
+#define ROW_MAX_COLS 16 /* the widest SELECT below */
 #define GROUP_SET_ATTEMPTS 8
 /* An assignment's INSERT ... IF NOT EXISTS that failed with a write timeout
  * has an unknown outcome.  When it came back at once, it was contention, not
@@ -436,9 +442,15 @@ enum stmt_id {
 	Q_GROUP_GET,
 	Q_GROUP_ALL,
 	Q_GROUP_BACKENDS,
+	Q_GROUP_REFS,
 	Q_GROUP_INSERT,
 	Q_GROUP_UPDATE_IF,
 	Q_GROUP_DELETE_IF,
+	Q_GROUP_END_MOVE_IF,
+	Q_GROUP_CLEAR_ALT_IF,
+	Q_BACKEND_MARK,
+	Q_MOVE_ACK_PUT,
+	Q_MOVE_ACK_LIST,
 	Q_USER_GET,
 	Q_USER_ALL,
 	Q_USER_PUT,
@@ -451,6 +463,15 @@ enum stmt_id {
 	Q_HEALTH_ALL,
 	Q_COUNT
 };
+
+#define BACKEND_COLUMNS                                                                   \
+	"name, site, address, status, load_factor, updated_by, updated_at, mark, mark_since, " \
+	"mark_reason"
+#define GROUP_COLUMNS                                                                     \
+	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to, "       \
+	"move_started, move_reason"
+#define BACKEND_COLUMN_COUNT 10
+#define GROUP_COLUMN_COUNT 10
 
 /* %1$s is the keyspace */
 static const char *const stmt_templates[Q_COUNT] = {
@@ -466,25 +487,34 @@ static const char *const stmt_templates[Q_COUNT] = {
 	[Q_SITE_GET] = "SELECT name, status, tags, load_balancer FROM %1$s.sites WHERE name = ?",
 	[Q_SITE_ALL] = "SELECT name, status, tags, load_balancer FROM %1$s.sites",
 	[Q_BACKEND_ADD] = "INSERT INTO %1$s.backends (name, site, address, status, load_factor, "
-			  "tags, updated_by, updated_at) VALUES (?, ?, ?, 'standby', 100, '', ?, "
-			  "?) IF NOT EXISTS",
+			  "tags, updated_by, updated_at, mark, mark_since, mark_reason) VALUES (?, "
+			  "?, ?, 'standby', 100, '', ?, ?, 'up', 0, '') IF NOT EXISTS",
 	[Q_BACKEND_UPDATE] = "UPDATE %1$s.backends SET status = ?, load_factor = ?, address = ?, "
 			     "updated_by = ?, updated_at = ? WHERE name = ? IF EXISTS",
 	[Q_BACKEND_DELETE] = "DELETE FROM %1$s.backends WHERE name = ? IF EXISTS",
-	[Q_BACKEND_GET] = "SELECT name, site, address, status, load_factor, updated_by, "
-			  "updated_at FROM %1$s.backends WHERE name = ?",
-	[Q_BACKEND_ALL] = "SELECT name, site, address, status, load_factor, updated_by, "
-			  "updated_at FROM %1$s.backends",
-	[Q_GROUP_GET] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
-			"%1$s.groups WHERE group_id = ?",
-	[Q_GROUP_ALL] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
-			"%1$s.groups",
+	[Q_BACKEND_GET] = "SELECT " BACKEND_COLUMNS " FROM %1$s.backends WHERE name = ?",
+	[Q_BACKEND_ALL] = "SELECT " BACKEND_COLUMNS " FROM %1$s.backends",
+	[Q_GROUP_GET] = "SELECT " GROUP_COLUMNS " FROM %1$s.groups WHERE group_id = ?",
+	[Q_GROUP_ALL] = "SELECT " GROUP_COLUMNS " FROM %1$s.groups",
 	[Q_GROUP_BACKENDS] = "SELECT group_id, backend FROM %1$s.groups",
-	[Q_GROUP_INSERT] = "INSERT INTO %1$s.groups (group_id, site, backend, epoch, written_by, "
-			   "written_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
-	[Q_GROUP_UPDATE_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, epoch = ?, "
+	[Q_GROUP_REFS] = "SELECT group_id, backend, alt_backend, move_to, epoch FROM %1$s.groups",
+	[Q_GROUP_INSERT] = "INSERT INTO %1$s.groups (" GROUP_COLUMNS ") VALUES (?, ?, ?, ?, ?, "
+			   "?, ?, ?, ?, ?) IF NOT EXISTS",
+	[Q_GROUP_UPDATE_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
+			      "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
 			      "written_by = ?, written_at = ? WHERE group_id = ? IF epoch = ?",
 	[Q_GROUP_DELETE_IF] = "DELETE FROM %1$s.groups WHERE group_id = ? IF backend = ?",
+	[Q_GROUP_END_MOVE_IF] = "UPDATE %1$s.groups SET move_to = '', move_started = 0, "
+				"move_reason = '', epoch = ?, written_by = ?, written_at = ? "
+				"WHERE group_id = ? IF epoch = ? AND move_to = ?",
+	[Q_GROUP_CLEAR_ALT_IF] = "UPDATE %1$s.groups SET alt_backend = '', written_by = ?, "
+				 "written_at = ? WHERE group_id = ? IF alt_backend = ?",
+	[Q_BACKEND_MARK] = "UPDATE %1$s.backends SET mark = ?, mark_since = ?, mark_reason = ? "
+			   "WHERE name = ? IF EXISTS",
+	[Q_MOVE_ACK_PUT] = "INSERT INTO %1$s.move_acks (group_id, observer, epoch, acked_at) "
+			   "VALUES (?, ?, ?, ?) USING TTL ?",
+	[Q_MOVE_ACK_LIST] = "SELECT group_id, observer, epoch, acked_at FROM %1$s.move_acks "
+			    "WHERE group_id = ?",
 	[Q_USER_GET] = "SELECT username, group_id, written_by, written_at FROM %1$s.users "
 		       "WHERE username = ?",
 	[Q_USER_ALL] = "SELECT username, group_id, written_by, written_at FROM %1$s.users",
@@ -525,11 +555,25 @@ static const char *const schema_v2[] = {
 	NULL,
 };
 
+/* The controller's marks, failover alternatives, moves and their
+ * acknowledgements.  ADD IF NOT EXISTS: an init that stopped half-way can
+ * run again. */
+static const char *const schema_v3[] = {
+	"ALTER TABLE %1$s.backends ADD IF NOT EXISTS (mark text, mark_since bigint, "
+	"mark_reason text)",
+	"ALTER TABLE %1$s.groups ADD IF NOT EXISTS (alt_backend text, move_to text, move_started "
+	"bigint, move_reason text)",
+	"CREATE TABLE IF NOT EXISTS %1$s.move_acks (group_id int, observer text, epoch bigint, "
+	"acked_at bigint, PRIMARY KEY (group_id, observer))",
+	NULL,
+};
+
 static const struct schema_version {
 	unsigned version;
 	const char *const *statements;
 } schema_versions[] = {
 	{2, schema_v2},
+	{3, schema_v3},
 };
 
 static char *format_ks(const char *template, const char *keyspace)
@@ -762,7 +806,11 @@ static int collect_rows(const struct cql_reply *reply, unsigned columns, size_t 
 	size_t total = cql_reply_row_count(reply), count = 0;
 	char *items = calloc(total > 0 ? total : 1, elem_size);
 	struct cql_reply_cursor cursor;
-	struct cql_value cells[8];
+	struct cql_value cells[ROW_MAX_COLS];
+	if (columns > ROW_MAX_COLS) {
+		snprintf(err, size, "%u columns asked for, at most %d", columns, ROW_MAX_COLS);
+		return -1;
+	}
 	cql_reply_cursor_init(&cursor, reply);
 	while (count < total && cql_reply_next_row(&cursor, cells, columns)) {
 		if (fn(cells, items + count * elem_size, err, size) < 0) {
@@ -795,7 +843,7 @@ static int row_site(const struct cql_value *c, void *item, char *err, size_t siz
 static int row_backend(const struct cql_value *c, void *item, char *err, size_t size)
 {
 	struct geodb_backend *backend = item;
-	char status[32];
+	char status[32], mark[32];
 	int32_t load_factor;
 	memset(backend, 0, sizeof(*backend));
 	if (cell_text(&c[0], "name", backend->name, sizeof(backend->name), err, size) < 0 ||
@@ -806,11 +854,18 @@ static int row_backend(const struct cql_value *c, void *item, char *err, size_t 
 	    cell_int(&c[4], "load_factor", &load_factor, err, size) < 0 ||
 	    cell_text(&c[5], "updated_by", backend->updated_by, sizeof(backend->updated_by), err,
 		      size) < 0 ||
-	    cell_bigint(&c[6], "updated_at", &backend->updated_at, err, size) < 0)
+	    cell_bigint(&c[6], "updated_at", &backend->updated_at, err, size) < 0 ||
+	    cell_text(&c[7], "mark", mark, sizeof(mark), err, size) < 0 ||
+	    cell_bigint(&c[8], "mark_since", &backend->mark_since, err, size) < 0 ||
+	    cell_text(&c[9], "mark_reason", backend->mark_reason, sizeof(backend->mark_reason), err,
+		      size) < 0)
 		return -1;
 	if (backend_status_parse(status, &backend->status) < 0)
 		backend->status = BACKEND_STATUS_OFFLINE;
 	backend->load_factor = (unsigned)load_factor;
+	/* null (a row from before version 3) is up, like a new backend */
+	backend->mark = strcmp(mark, health_mark_name(HEALTH_MARK_DOWN)) == 0 ? HEALTH_MARK_DOWN
+									       : HEALTH_MARK_UP;
 	return 0;
 }
 
@@ -826,7 +881,13 @@ static int row_group(const struct cql_value *c, void *item, char *err, size_t si
 	    cell_bigint(&c[3], "epoch", &epoch, err, size) < 0 ||
 	    cell_text(&c[4], "written_by", group->written_by, sizeof(group->written_by), err,
 		      size) < 0 ||
-	    cell_bigint(&c[5], "written_at", &group->written_at, err, size) < 0)
+	    cell_bigint(&c[5], "written_at", &group->written_at, err, size) < 0 ||
+	    cell_text(&c[6], "alt_backend", group->alt_backend, sizeof(group->alt_backend), err,
+		      size) < 0 ||
+	    cell_text(&c[7], "move_to", group->move_to, sizeof(group->move_to), err, size) < 0 ||
+	    cell_bigint(&c[8], "move_started", &group->move_started_ms, err, size) < 0 ||
+	    cell_text(&c[9], "move_reason", group->move_reason, sizeof(group->move_reason), err,
+		      size) < 0)
 		return -1;
 	group->group_id = (unsigned)id;
 	group->epoch = (uint64_t)epoch;
@@ -875,7 +936,11 @@ static int first_row(const struct cql_reply *reply, unsigned columns, row_fn *fn
 	if (need_rows(reply, err, size) < 0)
 		return -1;
 	struct cql_reply_cursor cursor;
-	struct cql_value cells[8];
+	struct cql_value cells[ROW_MAX_COLS];
+	if (columns > ROW_MAX_COLS) {
+		snprintf(err, size, "%u columns asked for, at most %d", columns, ROW_MAX_COLS);
+		return -1;
+	}
 	cql_reply_cursor_init(&cursor, reply);
 	if (!cql_reply_next_row(&cursor, cells, columns))
 		return 0;
@@ -1402,13 +1467,14 @@ static int snap_part_read(unsigned index, const struct cql_reply *reply,
 		geodb_sort_sites(snap->sites, snap->site_count);
 		return 0;
 	case 2:
-		if (collect_rows(reply, 7, sizeof(struct geodb_backend), row_backend,
-				 (void **)&snap->backends, &snap->backend_count, err, size) < 0)
+		if (collect_rows(reply, BACKEND_COLUMN_COUNT, sizeof(struct geodb_backend),
+				 row_backend, (void **)&snap->backends, &snap->backend_count, err,
+				 size) < 0)
 			return -1;
 		geodb_sort_backends(snap->backends, snap->backend_count);
 		return 0;
 	case 3:
-		if (collect_rows(reply, 6, sizeof(struct geodb_group), row_group,
+		if (collect_rows(reply, GROUP_COLUMN_COUNT, sizeof(struct geodb_group), row_group,
 				 (void **)&snap->groups, &snap->group_row_count, err, size) < 0)
 			return -1;
 		geodb_sort_groups(snap->groups, snap->group_row_count);
@@ -1520,25 +1586,46 @@ static void group_values(struct cassdb *db, struct vals *v, const struct geodb_g
 	v_bigint(v, (int64_t)group->epoch);
 	v_text(v, db->geo.writer);
 	v_bigint(v, now);
+	v_text(v, group->alt_backend);
+	v_text(v, group->move_to);
+	v_bigint(v, group->move_started_ms);
+	v_text(v, group->move_reason);
 }
 
 /* From a not-applied INSERT ... IF NOT EXISTS on groups: the stored row. */
 static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char *err, size_t size)
 {
-	/* by position: [applied], group_id, backend, epoch, site, written_at,
-	 * written_by (key, then the regular columns in name order) */
+	/* by position: [applied], group_id, alt_backend, backend, epoch,
+	 * move_reason, move_started, move_to, site, written_at, written_by (key,
+	 * then the regular columns in name order) */
 	const struct cql_value *id = lwt_col(row, "group_id", 1);
-	const struct cql_value *backend = lwt_col(row, "backend", 2);
-	const struct cql_value *epoch = lwt_col(row, "epoch", 3);
-	const struct cql_value *site = lwt_col(row, "site", 4);
-	const struct cql_value *at = lwt_col(row, "written_at", 5);
-	const struct cql_value *by = lwt_col(row, "written_by", 6);
+	const struct cql_value *backend = lwt_col(row, "backend", 3);
+	const struct cql_value *epoch = lwt_col(row, "epoch", 4);
+	const struct cql_value *site = lwt_col(row, "site", 8);
+	const struct cql_value *at = lwt_col(row, "written_at", 9);
+	const struct cql_value *by = lwt_col(row, "written_by", 10);
 	if (id == NULL || backend == NULL || epoch == NULL || site == NULL || at == NULL ||
 	    by == NULL) {
 		snprintf(err, size, "the conditional insert was not applied but returned no row");
 		return -1;
 	}
-	struct cql_value cells[6] = {*id, *site, *backend, *epoch, *by, *at};
+	const struct cql_value null_cell = {.data = NULL, .len = -1, .type = CQL_TYPE_UNKNOWN};
+	const struct cql_value *alt = lwt_col(row, "alt_backend", 2);
+	const struct cql_value *move_reason = lwt_col(row, "move_reason", 5);
+	const struct cql_value *move_started = lwt_col(row, "move_started", 6);
+	const struct cql_value *move_to = lwt_col(row, "move_to", 7);
+	struct cql_value cells[GROUP_COLUMN_COUNT] = {
+		*id,
+		*site,
+		*backend,
+		*epoch,
+		*by,
+		*at,
+		alt != NULL ? *alt : null_cell,
+		move_to != NULL ? *move_to : null_cell,
+		move_started != NULL ? *move_started : null_cell,
+		move_reason != NULL ? *move_reason : null_cell,
+	};
 	return row_group(cells, group, err, size);
 }
 
@@ -2320,7 +2407,7 @@ static int cass_backend_get(struct geodb *geo, const char *name, struct geodb_ba
 	snprintf(what, sizeof(what), "reading backend %s (table backends)", name);
 	struct vals v = {0};
 	v_text(&v, name);
-	struct get_ctx ctx = {row_backend, 7, backend_r};
+	struct get_ctx ctx = {row_backend, BACKEND_COLUMN_COUNT, backend_r};
 	return run(db, what, Q_BACKEND_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
 }
 
@@ -2330,8 +2417,8 @@ static int cass_backend_list(struct geodb *geo, const char *site, struct geodb_b
 	struct cassdb *db = (struct cassdb *)geo;
 	struct geodb_backend *items;
 	size_t count;
-	if (list_all(db, "listing backends (table backends)", Q_BACKEND_ALL, row_backend, 7,
-		     sizeof(*items), (void **)&items, &count, error_r) < 0)
+	if (list_all(db, "listing backends (table backends)", Q_BACKEND_ALL, row_backend,
+		     BACKEND_COLUMN_COUNT, sizeof(*items), (void **)&items, &count, error_r) < 0)
 		return -1;
 	if (site != NULL) {
 		size_t kept = 0;
@@ -2362,34 +2449,112 @@ static int row_group_ref(const struct cql_value *c, void *item, char *err, size_
 	return 0;
 }
 
+/* group_id, backend, alt_backend, move_to and epoch of every group */
+struct group_refs {
+	int32_t group_id;
+	char backend[NAME_MAX_LEN + 1];
+	char alt_backend[NAME_MAX_LEN + 1];
+	char move_to[NAME_MAX_LEN + 1];
+	int64_t epoch;
+};
+
+static int row_group_refs(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct group_refs *ref = item;
+	if (cell_int(&c[0], "group_id", &ref->group_id, err, size) < 0 ||
+	    cell_text(&c[1], "backend", ref->backend, sizeof(ref->backend), err, size) < 0 ||
+	    cell_text(&c[2], "alt_backend", ref->alt_backend, sizeof(ref->alt_backend), err,
+		      size) < 0 ||
+	    cell_text(&c[3], "move_to", ref->move_to, sizeof(ref->move_to), err, size) < 0 ||
+	    cell_bigint(&c[4], "epoch", &ref->epoch, err, size) < 0)
+		return -1;
+	return 0;
+}
+
+static int group_get_serial(struct cassdb *db, unsigned group_id, struct geodb_group *group_r,
+			    const char **error_r);
+
+/* Ends the group's move to the removed backend name (epoch + 1), for as
+ * long as it is moving there. */
+static int end_move_to(struct cassdb *db, const struct group_refs *ref, const char *name,
+		       const char **error_r)
+{
+	char what[160];
+	snprintf(what, sizeof(what), "ending the move of group %d to backend %s (table groups)",
+		 (int)ref->group_id, name);
+	int64_t epoch = ref->epoch;
+	for (int attempt = 0; attempt < GROUP_SET_ATTEMPTS; attempt++) {
+		struct vals v = {0};
+		v_bigint(&v, epoch + 1);
+		v_text(&v, db->geo.writer);
+		v_bigint(&v, now_seconds());
+		v_int(&v, ref->group_id);
+		v_bigint(&v, epoch);
+		v_text(&v, name);
+		int applied = run(db, what, Q_GROUP_END_MOVE_IF, NULL, &v, F_COND,
+				  reply_lwt_applied, NULL, error_r);
+		if (applied != 0)
+			return applied < 0 ? -1 : 0;
+		struct geodb_group now;
+		int found = group_get_serial(db, (unsigned)ref->group_id, &now, error_r);
+		if (found < 0)
+			return -1;
+		if (found == 0 || strcmp(now.move_to, name) != 0)
+			return 0; /* no longer moving there */
+		epoch = (int64_t)now.epoch;
+	}
+	return fail(db, error_r, "geodb: %s: it kept changing under us (%d attempts); try again",
+		    what, GROUP_SET_ATTEMPTS);
+}
+
 static int cass_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
 			       const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
 	/* geodb.c checked that it exists and is not online */
-	struct group_ref *refs;
+	struct group_refs *refs;
 	size_t count;
-	if (list_all(db, "unassigning groups (table groups)", Q_GROUP_BACKENDS, row_group_ref, 2,
+	if (list_all(db, "unassigning groups (table groups)", Q_GROUP_REFS, row_group_refs, 5,
 		     sizeof(*refs), (void **)&refs, &count, error_r) < 0)
 		return -1;
 	unsigned unassigned = 0;
 	for (size_t i = 0; i < count; i++) {
-		if (strcmp(refs[i].backend, name) != 0)
-			continue;
 		char what[128];
-		snprintf(what, sizeof(what), "unassigning group %d from backend %s (table groups)",
-			 (int)refs[i].group_id, name);
 		struct vals v = {0};
-		v_int(&v, refs[i].group_id);
-		v_text(&v, name);
-		/* only if it still is on this backend */
-		int applied = run(db, what, Q_GROUP_DELETE_IF, NULL, &v, F_COND, reply_lwt_applied,
-				  NULL, error_r);
-		if (applied < 0) {
+		int deleted = 0, ret = 0;
+		if (strcmp(refs[i].backend, name) == 0) {
+			snprintf(what, sizeof(what),
+				 "unassigning group %d from backend %s (table groups)",
+				 (int)refs[i].group_id, name);
+			v_int(&v, refs[i].group_id);
+			v_text(&v, name);
+			/* only if it still is on this backend */
+			deleted = run(db, what, Q_GROUP_DELETE_IF, NULL, &v, F_COND,
+				      reply_lwt_applied, NULL, error_r);
+			ret = deleted < 0 ? -1 : 0;
+			unassigned += deleted > 0;
+		}
+		/* a move to it is over (epoch + 1, like any change of the
+		 * move); being the alternative of a group is only a reference:
+		 * cleared, if it still is */
+		if (ret == 0 && deleted == 0 && strcmp(refs[i].move_to, name) == 0)
+			ret = end_move_to(db, &refs[i], name, error_r);
+		if (ret == 0 && deleted == 0 && strcmp(refs[i].alt_backend, name) == 0) {
+			snprintf(what, sizeof(what),
+				 "clearing the alternative backend %s of group %d (table groups)",
+				 name, (int)refs[i].group_id);
+			v = (struct vals){0};
+			v_text(&v, geo->writer);
+			v_bigint(&v, now_seconds());
+			v_int(&v, refs[i].group_id);
+			v_text(&v, name);
+			ret = run(db, what, Q_GROUP_CLEAR_ALT_IF, NULL, &v, F_COND,
+				  reply_lwt_applied, NULL, error_r);
+		}
+		if (ret < 0) {
 			free(refs);
 			return -1;
 		}
-		unassigned += (unsigned)applied;
 	}
 	free(refs);
 	char what[128];
@@ -2450,8 +2615,22 @@ static int cass_group_get(struct geodb *geo, unsigned group_id, struct geodb_gro
 	snprintf(what, sizeof(what), "reading group %u (table groups)", group_id);
 	struct vals v = {0};
 	v_int(&v, (int32_t)group_id);
-	struct get_ctx ctx = {row_group, 6, group_r};
+	struct get_ctx ctx = {row_group, GROUP_COLUMN_COUNT, group_r};
 	return run(db, what, Q_GROUP_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+}
+
+/* The group's row at the serial consistency: after a conditional write
+ * that was not applied, what is there (an unfinished Paxos round of
+ * another writer completed first). */
+static int group_get_serial(struct cassdb *db, unsigned group_id, struct geodb_group *group_r,
+			    const char **error_r)
+{
+	char what[128];
+	snprintf(what, sizeof(what), "reading group %u (table groups, serial)", group_id);
+	struct vals v = {0};
+	v_int(&v, (int32_t)group_id);
+	struct get_ctx ctx = {row_group, GROUP_COLUMN_COUNT, group_r};
+	return run(db, what, Q_GROUP_GET, NULL, &v, F_SERIAL, reply_get, &ctx, error_r);
 }
 
 struct set_ctx {
@@ -2469,8 +2648,8 @@ static int reply_group_cas(struct cassdb *db, const struct cql_reply *reply, voi
 	if (row.applied)
 		return 1;
 	/* [applied], epoch for UPDATE IF epoch = ?; the whole row for the
-	 * INSERT IF NOT EXISTS (epoch third) */
-	const struct cql_value *epoch = lwt_col(&row, "epoch", row.count > 3 ? 3 : 1);
+	 * INSERT IF NOT EXISTS (epoch fifth: see lwt_group()) */
+	const struct cql_value *epoch = lwt_col(&row, "epoch", row.count > 2 ? 4 : 1);
 	ctx->exists = false;
 	if (epoch != NULL) {
 		const char *error;
@@ -2482,6 +2661,23 @@ static int reply_group_cas(struct cassdb *db, const struct cql_reply *reply, voi
 	return 0;
 }
 
+/* The values of Q_GROUP_UPDATE_IF: row's fields, epoch expected + 1. */
+static void group_update_values(struct cassdb *db, struct vals *v, const struct geodb_group *row,
+				int64_t expected_epoch, int64_t now)
+{
+	v_text(v, row->site);
+	v_text(v, row->backend);
+	v_text(v, row->alt_backend);
+	v_text(v, row->move_to);
+	v_bigint(v, row->move_started_ms);
+	v_text(v, row->move_reason);
+	v_bigint(v, expected_epoch + 1);
+	v_text(v, db->geo.writer);
+	v_bigint(v, now);
+	v_int(v, (int32_t)row->group_id);
+	v_bigint(v, expected_epoch);
+}
+
 static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site,
 			  const char *backend, const char **error_r)
 {
@@ -2490,14 +2686,14 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 	int found = cass_group_get(geo, group_id, &current, error_r);
 	if (found < 0)
 		return -1;
-	struct set_ctx ctx = {found == 1, (int64_t)current.epoch};
 	char what[128];
 	snprintf(what, sizeof(what), "moving group %u (table groups)", group_id);
 	for (int attempt = 0; attempt < GROUP_SET_ATTEMPTS; attempt++) {
 		struct vals v = {0};
 		int64_t now = now_seconds();
+		struct set_ctx ctx = {false, 0};
 		int applied;
-		if (!ctx.exists) {
+		if (found == 0) {
 			struct geodb_group group = {.group_id = group_id, .epoch = 1};
 			snprintf(group.site, sizeof(group.site), "%s", site);
 			snprintf(group.backend, sizeof(group.backend), "%s", backend);
@@ -2505,13 +2701,17 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 			applied = run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_group_cas,
 				      &ctx, error_r);
 		} else {
-			v_text(&v, site);
-			v_text(&v, backend);
-			v_bigint(&v, ctx.epoch + 1);
-			v_text(&v, geo->writer);
-			v_bigint(&v, now);
-			v_int(&v, (int32_t)group_id);
-			v_bigint(&v, ctx.epoch);
+			/* a direct move ends a move in progress; the alternative
+			 * stays unless it is where the group goes now */
+			struct geodb_group row = current;
+			snprintf(row.site, sizeof(row.site), "%s", site);
+			snprintf(row.backend, sizeof(row.backend), "%s", backend);
+			if (strcmp(row.alt_backend, backend) == 0)
+				row.alt_backend[0] = '\0';
+			row.move_to[0] = '\0';
+			row.move_started_ms = 0;
+			row.move_reason[0] = '\0';
+			group_update_values(db, &v, &row, (int64_t)current.epoch, now);
 			applied = run(db, what, Q_GROUP_UPDATE_IF, NULL, &v, F_COND,
 				      reply_group_cas, &ctx, error_r);
 		}
@@ -2519,6 +2719,10 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 			return -1;
 		if (applied > 0)
 			return 0;
+		/* changed under us: the whole row again, as it is now */
+		found = group_get_serial(db, group_id, &current, error_r);
+		if (found < 0)
+			return -1;
 	}
 	return fail(db, error_r,
 		    "geodb: moving group %u (table groups): it kept changing under us (%d "
@@ -2526,12 +2730,72 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 		    group_id, GROUP_SET_ATTEMPTS);
 }
 
+static bool same_group_row(const struct geodb_group *x, const struct geodb_group *y)
+{
+	return x->group_id == y->group_id && x->epoch == y->epoch &&
+	       strcmp(x->site, y->site) == 0 && strcmp(x->backend, y->backend) == 0 &&
+	       strcmp(x->alt_backend, y->alt_backend) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
+	       x->move_started_ms == y->move_started_ms &&
+	       strcmp(x->move_reason, y->move_reason) == 0 &&
+	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at;
+}
+
+static int cass_group_cas(struct geodb *geo, const struct geodb_group *row,
+			  uint64_t expected_epoch, struct geodb_group *stored_r,
+			  const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "changing group %u (table groups)", row->group_id);
+	/* what we write, as group_get would read it back */
+	struct geodb_group ours = *row;
+	ours.epoch = expected_epoch + 1;
+	snprintf(ours.written_by, sizeof(ours.written_by), "%s", geo->writer);
+	ours.written_at = now_seconds();
+	int64_t started = now_ms();
+	int applied;
+	bool retried = false;
+	for (unsigned attempt = 1;; attempt++) {
+		struct vals v = {0};
+		group_update_values(db, &v, &ours, (int64_t)expected_epoch, ours.written_at);
+		applied = run(db, what, Q_GROUP_UPDATE_IF, NULL, &v, F_COND, reply_lwt_applied,
+			      NULL, error_r);
+		if (applied >= 0)
+			break;
+		/* contention (a write timeout at once): the outcome is unknown,
+		 * and the same write again tells (see ASSIGN_ATTEMPTS) */
+		if (db->error_code != CQL_ERROR_WRITE_TIMEOUT || attempt >= ASSIGN_ATTEMPTS ||
+		    now_ms() - started >= ASSIGN_RETRY_WITHIN_MS)
+			return -1;
+		log_info("event=geodb_retry op=group_cas group=%u attempt=%u reason=\"%s\"",
+			 row->group_id, attempt + 1, *error_r);
+		retried = true;
+	}
+	if (applied == 1) {
+		*stored_r = ours;
+		return 1;
+	}
+	int found = group_get_serial(db, row->group_id, stored_r, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		memset(stored_r, 0, sizeof(*stored_r));
+		stored_r->group_id = row->group_id;
+		return 0;
+	}
+	/* after a retry, "not applied" may only mean that the first try got in */
+	return retried && same_group_row(stored_r, &ours) ? 1 : 0;
+}
+
 static int cass_group_list(struct geodb *geo, struct geodb_group **groups_r, size_t *count_r,
 			   const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
-	if (list_all(db, "listing groups (table groups)", Q_GROUP_ALL, row_group, 6,
-		     sizeof(**groups_r), (void **)groups_r, count_r, error_r) < 0)
+	if (list_all(db, "listing groups (table groups)", Q_GROUP_ALL, row_group,
+		     GROUP_COLUMN_COUNT, sizeof(**groups_r), (void **)groups_r, count_r,
+		     error_r) < 0)
 		return -1;
 	geodb_sort_groups(*groups_r, *count_r);
 	return 0;
@@ -2956,6 +3220,91 @@ static int cass_health_list(struct geodb *geo, const char *backend, struct geodb
 	return 0;
 }
 
+/* ---- the controller's marks ---- */
+
+static int cass_backend_mark(struct geodb *geo, const char *name, enum health_mark mark,
+			     int64_t mark_since, const char *reason, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "marking backend %s %s (table backends)", name,
+		 health_mark_name(mark));
+	struct vals v = {0};
+	v_text(&v, health_mark_name(mark));
+	v_bigint(&v, mark_since);
+	v_text(&v, reason);
+	v_text(&v, name);
+	/* IF EXISTS: never a row of only a mark for a backend that is gone */
+	return run(db, what, Q_BACKEND_MARK, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
+}
+
+/* ---- move acknowledgements ---- */
+
+static int cass_move_ack_put(struct geodb *geo, const struct geodb_move_ack *ack,
+			     unsigned ttl_secs, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[192];
+	snprintf(what, sizeof(what),
+		 "recording the move acknowledgement of group %u by %s (table move_acks)",
+		 ack->group_id, ack->observer);
+	struct vals v = {0};
+	v_int(&v, (int32_t)ack->group_id);
+	v_text(&v, ack->observer);
+	v_bigint(&v, (int64_t)ack->epoch);
+	v_bigint(&v, ack->acked_at);
+	v_int(&v, (int32_t)ttl_secs);
+	return run(db, what, Q_MOVE_ACK_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int row_move_ack(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_move_ack *ack = item;
+	int32_t id;
+	int64_t epoch;
+	memset(ack, 0, sizeof(*ack));
+	if (cell_int(&c[0], "group_id", &id, err, size) < 0 ||
+	    cell_text(&c[1], "observer", ack->observer, sizeof(ack->observer), err, size) < 0 ||
+	    cell_bigint(&c[2], "epoch", &epoch, err, size) < 0 ||
+	    cell_bigint(&c[3], "acked_at", &ack->acked_at, err, size) < 0)
+		return -1;
+	ack->group_id = (unsigned)id;
+	ack->epoch = (uint64_t)epoch;
+	return 0;
+}
+
+static int move_ack_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct geodb_move_ack *)a)->observer,
+		      ((const struct geodb_move_ack *)b)->observer);
+}
+
+static int cass_move_ack_list(struct geodb *geo, unsigned group_id, struct geodb_move_ack **acks_r,
+			      size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "listing the move acknowledgements of group %u (table "
+		 "move_acks)", group_id);
+	struct list_ctx ctx = {row_move_ack, 4, sizeof(**acks_r), NULL, 0};
+	struct vals v = {0};
+	v_int(&v, (int32_t)group_id);
+	if (run(db, what, Q_MOVE_ACK_LIST, NULL, &v, F_READ | F_ALL, reply_list, &ctx, error_r) < 0)
+		return -1;
+	struct geodb_move_ack *items = ctx.items;
+	if (ctx.count > 1)
+		qsort(items, ctx.count, sizeof(*items), move_ack_cmp);
+	*acks_r = items;
+	*count_r = ctx.count;
+	return 0;
+}
+
 const struct geodb_driver geodb_driver_cassandra = {
 	.name = "cassandra",
 	.prefix = "cassandra:",
@@ -2984,6 +3333,7 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.group_get = cass_group_get,
 	.group_assign_if_absent = cass_group_assign_if_absent,
 	.group_set = cass_group_set,
+	.group_cas = cass_group_cas,
 	.group_list = cass_group_list,
 	.user_get = cass_user_get,
 	.user_set_group = cass_user_set_group,
@@ -2993,6 +3343,9 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.lease_release = cass_lease_release,
 	.health_put = cass_health_put,
 	.health_list = cass_health_list,
+	.backend_mark = cass_backend_mark,
+	.move_ack_put = cass_move_ack_put,
+	.move_ack_list = cass_move_ack_list,
 	.snapshot_read_async = cass_snapshot_read_async,
 	.group_assign_async = cass_group_assign_async,
 	.health_put_async = cass_health_put_async,

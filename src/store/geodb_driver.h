@@ -83,6 +83,9 @@ struct geodb_driver {
 				      const char **error_r);
 	int (*group_set)(struct geodb *db, unsigned group_id, const char *site,
 			 const char *backend, const char **error_r);
+	/* geodb.c has checked row's names and move_reason */
+	int (*group_cas)(struct geodb *db, const struct geodb_group *row, uint64_t expected_epoch,
+			 struct geodb_group *stored_r, const char **error_r);
 	int (*group_list)(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
 			  const char **error_r);
 
@@ -93,6 +96,14 @@ struct geodb_driver {
 	int (*user_delete)(struct geodb *db, const char *username, const char **error_r);
 	int (*user_list)(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
 			 const char **error_r);
+
+	/* geodb.c has checked the name, the mark and the reason's length */
+	int (*backend_mark)(struct geodb *db, const char *name, enum health_mark mark,
+			    int64_t mark_since, const char *reason, const char **error_r);
+	int (*move_ack_put)(struct geodb *db, const struct geodb_move_ack *ack, unsigned ttl_secs,
+			    const char **error_r);
+	int (*move_ack_list)(struct geodb *db, unsigned group_id, struct geodb_move_ack **acks_r,
+			     size_t *count_r, const char **error_r);
 
 	int (*lease_acquire)(struct geodb *db, const char *name, const char *holder,
 			     unsigned ttl_secs, struct geodb_lease *lease_r, const char **error_r);

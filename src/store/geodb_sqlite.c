@@ -5,6 +5,13 @@
  * the write lock.  Statements used on the login path are prepared once.
  * The conditional group insert is INSERT ... ON CONFLICT DO NOTHING followed
  * by a read of the stored row, which is atomic under SQLite's write lock.
+ *
+ * The schema is created on open, and upgraded there too: every table is
+ * CREATE TABLE IF NOT EXISTS (with the newest columns), and the columns that
+ * later versions added to existing tables are added to an older file by
+ * ALTER TABLE ADD COLUMN (schema_added_columns).  Rows that expire (health
+ * observations, move acknowledgements) carry expires_at: reads skip expired
+ * rows and writes delete them, like Cassandra's TTL.
  */
 #include "store/geodb_driver.h"
 
@@ -26,10 +33,14 @@ static const char *const schema_sql =
 	"NULL);"
 	"CREATE TABLE IF NOT EXISTS backends ("
 	" name TEXT PRIMARY KEY, site TEXT NOT NULL, address TEXT NOT NULL, status TEXT NOT NULL,"
-	" load_factor INTEGER NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);"
+	" load_factor INTEGER NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL,"
+	" mark TEXT NOT NULL DEFAULT 'up', mark_since INTEGER NOT NULL DEFAULT 0,"
+	" mark_reason TEXT NOT NULL DEFAULT '');"
 	"CREATE TABLE IF NOT EXISTS groups ("
 	" group_id INTEGER PRIMARY KEY, site TEXT NOT NULL, backend TEXT NOT NULL,"
-	" epoch INTEGER NOT NULL, written_by TEXT NOT NULL, written_at INTEGER NOT NULL);"
+	" epoch INTEGER NOT NULL, written_by TEXT NOT NULL, written_at INTEGER NOT NULL,"
+	" alt_backend TEXT NOT NULL DEFAULT '', move_to TEXT NOT NULL DEFAULT '',"
+	" move_started INTEGER NOT NULL DEFAULT 0, move_reason TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX IF NOT EXISTS groups_backend ON groups(backend);"
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
@@ -42,6 +53,12 @@ static const char *const schema_sql =
 	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
 	" expires_at INTEGER NOT NULL,"
 	" PRIMARY KEY (backend, observer));"
+	/* version 3: backends.mark*, groups.alt_backend and move_* (above; added
+	 * to older files by schema_added_columns) and the move acknowledgements */
+	"CREATE TABLE IF NOT EXISTS move_acks ("
+	" group_id INTEGER NOT NULL, observer TEXT NOT NULL, epoch INTEGER NOT NULL,"
+	" acked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" PRIMARY KEY (group_id, observer));"
 	/* every change of what routing reads bumps routing_generation in the
 	 * same transaction, so that a reader can tell a routing change from
 	 * other commits (health observations, leases) with one tiny query */
@@ -71,6 +88,27 @@ static const char *const schema_sql =
 	"CREATE TRIGGER IF NOT EXISTS routing_users_delete AFTER DELETE ON users"
 	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;";
 
+/* Columns that a version added to a table an older file already has. */
+static const struct added_column {
+	const char *table, *column, *definition;
+} schema_added_columns[] = {
+	/* version 3 */
+	{"backends", "mark", "TEXT NOT NULL DEFAULT 'up'"},
+	{"backends", "mark_since", "INTEGER NOT NULL DEFAULT 0"},
+	{"backends", "mark_reason", "TEXT NOT NULL DEFAULT ''"},
+	{"groups", "alt_backend", "TEXT NOT NULL DEFAULT ''"},
+	{"groups", "move_to", "TEXT NOT NULL DEFAULT ''"},
+	{"groups", "move_started", "INTEGER NOT NULL DEFAULT 0"},
+	{"groups", "move_reason", "TEXT NOT NULL DEFAULT ''"},
+};
+
+#define BACKEND_COLUMNS                                                                   \
+	"name, site, address, status, load_factor, updated_by, updated_at, mark, mark_since," \
+	" mark_reason"
+#define GROUP_COLUMNS                                                                     \
+	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to,"       \
+	" move_started, move_reason"
+
 #define WAL_INDEX_HEADER_SIZE 48
 
 enum stmt_id {
@@ -85,16 +123,13 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[STMT_COUNT] = {
-	[STMT_GROUP_GET] = "SELECT group_id, site, backend, epoch, written_by, written_at FROM "
-			   "groups WHERE group_id = ?",
-	[STMT_GROUP_INSERT] =
-		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
-		" VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING",
+	[STMT_GROUP_GET] = "SELECT " GROUP_COLUMNS " FROM groups WHERE group_id = ?",
+	[STMT_GROUP_INSERT] = "INSERT INTO groups (" GROUP_COLUMNS ")"
+			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+			      " ON CONFLICT(group_id) DO NOTHING",
 	[STMT_USER_GET] =
 		"SELECT username, group_id, written_by, written_at FROM users WHERE username = ?",
-	[STMT_BACKEND_GET] =
-		"SELECT name, site, address, status, load_factor, updated_by, updated_at"
-		" FROM backends WHERE name = ?",
+	[STMT_BACKEND_GET] = "SELECT " BACKEND_COLUMNS " FROM backends WHERE name = ?",
 	[STMT_BEGIN] = "BEGIN",
 	[STMT_COMMIT] = "COMMIT",
 	[STMT_GENERATION] = "SELECT value FROM meta WHERE key = 'routing_generation'",
@@ -182,6 +217,37 @@ static int sqlite_group_get(struct geodb *geo, unsigned group_id, struct geodb_g
 static int sqlite_site_get(struct geodb *geo, const char *name, struct geodb_site *site_r,
 			   const char **error_r);
 
+/* The upgrade of an older file: the columns its tables lack (inside
+ * sqlite_open()'s transaction). */
+static int add_missing_columns(struct sqldb *db, const char **error_r)
+{
+	sqlite3_stmt *has = prepare(db, "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?",
+				    error_r);
+	if (has == NULL)
+		return -1;
+	int ret = 0;
+	for (size_t i = 0; i < sizeof(schema_added_columns) / sizeof(schema_added_columns[0]) &&
+			   ret == 0;
+	     i++) {
+		const struct added_column *add = &schema_added_columns[i];
+		sqlite3_reset(has);
+		sqlite3_bind_text(has, 1, add->table, -1, SQLITE_STATIC);
+		sqlite3_bind_text(has, 2, add->column, -1, SQLITE_STATIC);
+		if (sqlite3_step(has) != SQLITE_ROW) {
+			ret = sql_fail(db, error_r, "looking at the schema");
+			break;
+		}
+		if (sqlite3_column_int(has, 0) > 0)
+			continue;
+		char sql[256];
+		snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s;", add->table,
+			 add->column, add->definition);
+		ret = exec(db, sql, error_r);
+	}
+	sqlite3_finalize(has);
+	return ret;
+}
+
 static int sqlite_spec_check(const char *path, const char **error_r)
 {
 	if (path[0] == '\0') {
@@ -232,6 +298,10 @@ static int sqlite_open(const char *path, unsigned busy_timeout_ms, struct geodb 
 		fail(db, error_r,
 		     "geodb: %s has schema version %u, newer than this mailcluster knows (%d)",
 		     db->path, db->found_version, GEODB_SCHEMA_VERSION);
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		goto failed;
+	}
+	if (add_missing_columns(db, error_r) < 0) {
 		exec(db, "ROLLBACK;", &(const char *){NULL});
 		goto failed;
 	}
@@ -546,6 +616,12 @@ static void read_backend(sqlite3_stmt *stmt, struct geodb_backend *backend)
 	backend->load_factor = (unsigned)sqlite3_column_int(stmt, 4);
 	copy_text(backend->updated_by, sizeof(backend->updated_by), stmt, 5);
 	backend->updated_at = sqlite3_column_int64(stmt, 6);
+	const char *mark = (const char *)sqlite3_column_text(stmt, 7);
+	backend->mark = mark != NULL && strcmp(mark, health_mark_name(HEALTH_MARK_DOWN)) == 0
+				? HEALTH_MARK_DOWN
+				: HEALTH_MARK_UP;
+	backend->mark_since = sqlite3_column_int64(stmt, 8);
+	copy_text(backend->mark_reason, sizeof(backend->mark_reason), stmt, 9);
 }
 
 static void read_backend_row(sqlite3_stmt *stmt, void *item)
@@ -567,8 +643,9 @@ static int sqlite_backend_add(struct geodb *geo, const char *site, const char *n
 	sqlite3_stmt *stmt =
 		prepare(db,
 			"INSERT INTO backends (name, site, address, status, load_factor, "
-			"updated_by, updated_at)"
-			" VALUES (?, ?, ?, 'standby', 100, ?, ?) ON CONFLICT(name) DO NOTHING",
+			"updated_by, updated_at, mark, mark_since, mark_reason)"
+			" VALUES (?, ?, ?, 'standby', 100, ?, ?, 'up', 0, '')"
+			" ON CONFLICT(name) DO NOTHING",
 			error_r);
 	if (stmt == NULL)
 		return -1;
@@ -612,6 +689,21 @@ static int sqlite_backend_update(struct geodb *geo, const struct geodb_backend *
 	return 0;
 }
 
+/* Runs sql (?1 writer, ?2 now, ?3 name) for backend_remove(). */
+static int groups_forget(struct sqldb *db, const char *sql, const char *name, const char *what,
+			 const char **error_r)
+{
+	sqlite3_stmt *stmt = prepare(db, sql, error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, db->writer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, now_seconds());
+	sqlite3_bind_text(stmt, 3, name, -1, SQLITE_STATIC);
+	int changes = step_done(db, stmt, what, error_r);
+	sqlite3_finalize(stmt);
+	return changes;
+}
+
 static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r)
 {
@@ -626,8 +718,21 @@ static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *
 		groups = step_done(db, stmt, "unassigning groups", error_r);
 		sqlite3_finalize(stmt);
 	}
+	/* a move to it is over (epoch + 1, like any change of the move); being
+	 * the alternative of a group is only a reference: cleared */
+	int cleared = groups < 0 ? -1
+				 : groups_forget(db,
+						 "UPDATE groups SET move_to = '', move_started = 0,"
+						 " move_reason = '', epoch = epoch + 1, written_by = ?1,"
+						 " written_at = ?2 WHERE move_to = ?3",
+						 name, "ending the moves to a removed backend", error_r);
+	if (cleared >= 0)
+		cleared = groups_forget(db,
+					"UPDATE groups SET alt_backend = '', written_by = ?1,"
+					" written_at = ?2 WHERE alt_backend = ?3",
+					name, "clearing a removed alternative backend", error_r);
 	int changes = -1;
-	if (groups >= 0 &&
+	if (cleared >= 0 &&
 	    (stmt = prepare(db, "DELETE FROM backends WHERE name = ?", error_r)) != NULL) {
 		sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 		changes = step_done(db, stmt, "removing a backend", error_r);
@@ -670,10 +775,8 @@ static int sqlite_backend_list(struct geodb *geo, const char *site, struct geodb
 	sqlite3_stmt *stmt = prepare(
 		db,
 		site != NULL
-			? "SELECT name, site, address, status, load_factor, updated_by, updated_at"
-			  " FROM backends WHERE site = ? ORDER BY name"
-			: "SELECT name, site, address, status, load_factor, updated_by, updated_at"
-			  " FROM backends ORDER BY name",
+			? "SELECT " BACKEND_COLUMNS " FROM backends WHERE site = ? ORDER BY name"
+			: "SELECT " BACKEND_COLUMNS " FROM backends ORDER BY name",
 		error_r);
 	if (stmt == NULL)
 		return -1;
@@ -714,6 +817,10 @@ static void read_group(sqlite3_stmt *stmt, struct geodb_group *group)
 	group->epoch = (uint64_t)sqlite3_column_int64(stmt, 3);
 	copy_text(group->written_by, sizeof(group->written_by), stmt, 4);
 	group->written_at = sqlite3_column_int64(stmt, 5);
+	copy_text(group->alt_backend, sizeof(group->alt_backend), stmt, 6);
+	copy_text(group->move_to, sizeof(group->move_to), stmt, 7);
+	group->move_started_ms = sqlite3_column_int64(stmt, 8);
+	copy_text(group->move_reason, sizeof(group->move_reason), stmt, 9);
 }
 
 static void read_group_row(sqlite3_stmt *stmt, void *item)
@@ -750,6 +857,10 @@ static int sqlite_group_assign_if_absent(struct geodb *geo, struct geodb_group *
 	sqlite3_bind_int64(stmt, 4, (sqlite3_int64)group->epoch);
 	sqlite3_bind_text(stmt, 5, db->writer, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 6, now_seconds());
+	sqlite3_bind_text(stmt, 7, group->alt_backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 8, group->move_to, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 9, group->move_started_ms);
+	sqlite3_bind_text(stmt, 10, group->move_reason, -1, SQLITE_STATIC);
 	int changes = step_done(db, stmt, "assigning a group", error_r);
 	sqlite3_reset(stmt);
 	if (changes < 0)
@@ -771,7 +882,9 @@ static int sqlite_group_set(struct geodb *geo, unsigned group_id, const char *si
 		db,
 		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
 		" VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(group_id) DO UPDATE SET"
-		" site = ?2, backend = ?3, epoch = epoch + 1, written_by = ?4, written_at = ?5",
+		" site = ?2, backend = ?3, epoch = epoch + 1, written_by = ?4, written_at = ?5,"
+		" move_to = '', move_started = 0, move_reason = '',"
+		" alt_backend = CASE WHEN alt_backend = ?3 THEN '' ELSE alt_backend END",
 		error_r);
 	if (stmt == NULL)
 		return -1;
@@ -785,14 +898,57 @@ static int sqlite_group_set(struct geodb *geo, unsigned group_id, const char *si
 	return changes < 0 ? -1 : 0;
 }
 
+static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
+			    uint64_t expected_epoch, struct geodb_group *stored_r,
+			    const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	/* the update and the read of what it left, under one write lock */
+	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
+		return -1;
+	sqlite3_stmt *stmt = prepare(
+		db,
+		"UPDATE groups SET site = ?1, backend = ?2, alt_backend = ?3, move_to = ?4,"
+		" move_started = ?5, move_reason = ?6, epoch = ?7 + 1, written_by = ?8,"
+		" written_at = ?9 WHERE group_id = ?10 AND epoch = ?7",
+		error_r);
+	int changes = -1, found = -1;
+	if (stmt != NULL) {
+		sqlite3_bind_text(stmt, 1, row->site, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, row->backend, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, row->alt_backend, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, row->move_to, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 5, row->move_started_ms);
+		sqlite3_bind_text(stmt, 6, row->move_reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 7, (sqlite3_int64)expected_epoch);
+		sqlite3_bind_text(stmt, 8, db->writer, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 9, now_seconds());
+		sqlite3_bind_int64(stmt, 10, row->group_id);
+		changes = step_done(db, stmt, "changing a group", error_r);
+		sqlite3_finalize(stmt);
+	}
+	if (changes >= 0)
+		found = sqlite_group_get(geo, row->group_id, stored_r, error_r);
+	if (found < 0) {
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		return -1;
+	}
+	if (exec(db, "COMMIT;", error_r) < 0)
+		return -1;
+	if (found == 0) {
+		memset(stored_r, 0, sizeof(*stored_r));
+		stored_r->group_id = row->group_id;
+		return 0;
+	}
+	return changes > 0 ? 1 : 0;
+}
+
 static int sqlite_group_list(struct geodb *geo, struct geodb_group **groups_r, size_t *count_r,
 		     const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(db,
-				     "SELECT group_id, site, backend, epoch, written_by, "
-				     "written_at FROM groups ORDER BY group_id",
-				     error_r);
+	sqlite3_stmt *stmt =
+		prepare(db, "SELECT " GROUP_COLUMNS " FROM groups ORDER BY group_id", error_r);
 	if (stmt == NULL)
 		return -1;
 	return collect(db, stmt, sizeof(**groups_r), read_group_row, (void **)groups_r, count_r,
@@ -1067,6 +1223,86 @@ static int sqlite_health_list(struct geodb *geo, const char *backend,
 		       error_r);
 }
 
+/* ---- the controller's marks ---- */
+
+static int sqlite_backend_mark(struct geodb *geo, const char *name, enum health_mark mark,
+			       int64_t mark_since, const char *reason, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "UPDATE backends SET mark = ?, mark_since = ?, mark_reason = ? WHERE name = ?",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, health_mark_name(mark), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, mark_since);
+	sqlite3_bind_text(stmt, 3, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 4, name, -1, SQLITE_STATIC);
+	int changes = step_done(db, stmt, "marking a backend", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : (changes > 0 ? 1 : 0);
+}
+
+/* ---- move acknowledgements ---- */
+
+static int sqlite_move_ack_put(struct geodb *geo, const struct geodb_move_ack *ack,
+			       unsigned ttl_secs, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT INTO move_acks (group_id, observer, epoch, acked_at,"
+				     " expires_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+				     " ON CONFLICT(group_id, observer) DO UPDATE SET epoch = ?3,"
+				     " acked_at = ?4, expires_at = ?5",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, ack->group_id);
+	sqlite3_bind_text(stmt, 2, ack->observer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, (sqlite3_int64)ack->epoch);
+	sqlite3_bind_int64(stmt, 4, ack->acked_at);
+	sqlite3_bind_int64(stmt, 5, now_seconds() + ttl_secs);
+	int changes = step_done(db, stmt, "recording a move acknowledgement", error_r);
+	sqlite3_finalize(stmt);
+	if (changes < 0)
+		return -1;
+	/* expired rows go away like Cassandra's TTL'd ones */
+	stmt = prepare(db, "DELETE FROM move_acks WHERE expires_at <= ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	changes = step_done(db, stmt, "expiring move acknowledgements", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static void read_move_ack_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_move_ack *ack = item;
+	memset(ack, 0, sizeof(*ack));
+	ack->group_id = (unsigned)sqlite3_column_int64(stmt, 0);
+	copy_text(ack->observer, sizeof(ack->observer), stmt, 1);
+	ack->epoch = (uint64_t)sqlite3_column_int64(stmt, 2);
+	ack->acked_at = sqlite3_column_int64(stmt, 3);
+}
+
+static int sqlite_move_ack_list(struct geodb *geo, unsigned group_id,
+				struct geodb_move_ack **acks_r, size_t *count_r,
+				const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(db,
+				     "SELECT group_id, observer, epoch, acked_at FROM move_acks"
+				     " WHERE group_id = ?1 AND expires_at > ?2 ORDER BY observer",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, group_id);
+	sqlite3_bind_int64(stmt, 2, now_seconds());
+	return collect(db, stmt, sizeof(**acks_r), read_move_ack_row, (void **)acks_r, count_r,
+		       error_r);
+}
+
 /* ---- the LocalDB file ---- */
 
 static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const char **error_r)
@@ -1096,8 +1332,8 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 	}
 	sqlite3_finalize(stmt);
 	stmt = prepare(db,
-		       "INSERT INTO backends (name, site, address, status, load_factor, updated_by,"
-		       " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		       "INSERT INTO backends (" BACKEND_COLUMNS
+		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		       error_r);
 	if (stmt == NULL)
 		return -1;
@@ -1111,6 +1347,9 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		sqlite3_bind_int(stmt, 5, (int)b->load_factor);
 		sqlite3_bind_text(stmt, 6, b->updated_by, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 7, b->updated_at);
+		sqlite3_bind_text(stmt, 8, health_mark_name(b->mark), -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 9, b->mark_since);
+		sqlite3_bind_text(stmt, 10, b->mark_reason, -1, SQLITE_STATIC);
 		if (step_done(db, stmt, "storing a backend", error_r) < 0) {
 			sqlite3_finalize(stmt);
 			return -1;
@@ -1118,8 +1357,8 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 	}
 	sqlite3_finalize(stmt);
 	stmt = prepare(db,
-		       "INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
-		       " VALUES (?, ?, ?, ?, ?, ?)",
+		       "INSERT INTO groups (" GROUP_COLUMNS
+		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		       error_r);
 	if (stmt == NULL)
 		return -1;
@@ -1132,6 +1371,10 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		sqlite3_bind_int64(stmt, 4, (sqlite3_int64)g->epoch);
 		sqlite3_bind_text(stmt, 5, g->written_by, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 6, g->written_at);
+		sqlite3_bind_text(stmt, 7, g->alt_backend, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 8, g->move_to, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 9, g->move_started_ms);
+		sqlite3_bind_text(stmt, 10, g->move_reason, -1, SQLITE_STATIC);
 		if (step_done(db, stmt, "storing a group", error_r) < 0) {
 			sqlite3_finalize(stmt);
 			return -1;
@@ -1210,6 +1453,7 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.group_get = sqlite_group_get,
 	.group_assign_if_absent = sqlite_group_assign_if_absent,
 	.group_set = sqlite_group_set,
+	.group_cas = sqlite_group_cas,
 	.group_list = sqlite_group_list,
 	.user_get = sqlite_user_get,
 	.user_set_group = sqlite_user_set_group,
@@ -1219,4 +1463,7 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.lease_release = sqlite_lease_release,
 	.health_put = sqlite_health_put,
 	.health_list = sqlite_health_list,
+	.backend_mark = sqlite_backend_mark,
+	.move_ack_put = sqlite_move_ack_put,
+	.move_ack_list = sqlite_move_ack_list,
 };

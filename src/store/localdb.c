@@ -97,6 +97,8 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_STR(snap->backends[i].address);
 		MIX_INT(snap->backends[i].status);
 		MIX_INT(snap->backends[i].load_factor);
+		MIX_INT(snap->backends[i].mark);
+		MIX_INT(snap->backends[i].mark_since);
 	}
 	MIX_INT(snap->backend_count);
 	for (unsigned i = 0; i < ldb->group_count; i++) {
@@ -106,6 +108,9 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_STR(ldb->groups[i].site);
 		MIX_STR(ldb->groups[i].backend);
 		MIX_INT(ldb->groups[i].epoch);
+		MIX_STR(ldb->groups[i].alt_backend);
+		MIX_STR(ldb->groups[i].move_to);
+		MIX_INT(ldb->groups[i].move_started_ms);
 	}
 	for (size_t i = 0; i < snap->user_count; i++) {
 		MIX_STR(snap->users[i].username);

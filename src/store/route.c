@@ -29,6 +29,34 @@ static enum route_status check_backend(struct route_result *r, const struct geod
 	return ROUTE_OK;
 }
 
+/* The group's backend is marked down by the controller: its users go to the
+ * pre-chosen alternative at once (failover.h: failover_route()), even before
+ * this host sees the group moved there. */
+static enum route_status check_marked(const struct localdb *ldb, struct route_result *r,
+				      enum route_status status, const char **reason_r)
+{
+	static char reason[512];
+	if (status != ROUTE_OK || r->backend.mark != HEALTH_MARK_DOWN)
+		return status;
+	const struct geodb_backend *alt =
+		r->group.alt_backend[0] != '\0' ? localdb_backend(ldb, r->group.alt_backend) : NULL;
+	/* the same rule as failover_route() */
+	if (alt == NULL || strcmp(alt->name, r->backend.name) == 0 ||
+	    alt->status != BACKEND_STATUS_ONLINE || alt->mark != HEALTH_MARK_UP) {
+		snprintf(reason, sizeof(reason),
+			 "backend %s of group %u is marked down (%s) and the group has no usable "
+			 "alternative backend%s%s",
+			 r->backend.name, r->group_id, r->backend.mark_reason,
+			 r->group.alt_backend[0] != '\0' ? " (" : "",
+			 r->group.alt_backend[0] != '\0' ? "its alternative cannot take it)" : "");
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	r->failover = true;
+	r->backend = *alt;
+	return ROUTE_OK;
+}
+
 static enum route_status propose(const struct localdb *ldb, const char *site,
 				 struct route_result *r, const char **reason_r)
 {
@@ -42,7 +70,9 @@ static enum route_status propose(const struct localdb *ldb, const char *site,
 		if (strcmp(backends[i].site, site) != 0)
 			continue;
 		candidates[n].name = backends[i].name;
-		candidates[n].status = backends[i].status;
+		/* a backend the controller marked down takes no new group */
+		candidates[n].status = backends[i].mark == HEALTH_MARK_DOWN ? BACKEND_STATUS_OFFLINE
+									    : backends[i].status;
 		candidates[n].load_factor = backends[i].load_factor;
 		candidates[n].assigned_groups = localdb_backend_group_count(ldb, i);
 		index[n++] = i;
@@ -87,7 +117,8 @@ enum route_status route_decide(const struct localdb *ldb, const char *site, cons
 	if (group == NULL)
 		return propose(ldb, site, r, reason_r);
 	r->group = *group;
-	return check_backend(r, localdb_group_backend(ldb, r->group_id), reason_r);
+	return check_marked(ldb, r, check_backend(r, localdb_group_backend(ldb, r->group_id), reason_r),
+			    reason_r);
 }
 
 enum route_status route_assigned(struct localdb *ldb, struct route_result *r,
@@ -97,7 +128,8 @@ enum route_status route_assigned(struct localdb *ldb, struct route_result *r,
 	localdb_put_group(ldb, stored);
 	r->group = *stored;
 	r->assigned_now = ours_won;
-	return check_backend(r, localdb_backend(ldb, stored->backend), reason_r);
+	return check_marked(ldb, r, check_backend(r, localdb_backend(ldb, stored->backend), reason_r),
+			    reason_r);
 }
 
 enum route_status route_user_sync(struct geodb *db, struct localdb *ldb, const char *site,

@@ -16,7 +16,8 @@
 #include "store/localdb.h"
 
 enum route_status {
-	ROUTE_OK,          /* backend is online: go there */
+	ROUTE_OK,          /* backend is online: go there (the group's, or its
+			    * alternative while the group's is marked down) */
 	ROUTE_UNAVAILABLE, /* no usable backend now: NO [UNAVAILABLE] */
 	ROUTE_BAD_USER,    /* the username cannot be a user */
 	ROUTE_ASSIGN,      /* the group needs a backend: store result->group */
@@ -28,6 +29,8 @@ struct route_result {
 	unsigned group_id;
 	bool group_override; /* the user has an explicit group */
 	bool assigned_now;   /* this call assigned the group */
+	/* the group's backend is marked down: backend is its alternative */
+	bool failover;
 	struct geodb_group group;
 	struct geodb_backend backend;
 };

@@ -102,6 +102,14 @@ static const struct setting_def setting_defs[] = {
 	{"", "controller_lease", SET_DURATION, OFF(controller_lease_ms), "10s", 0, 0},
 	{"", "backend_test_username", SET_STRING, OFF(backend_test_username), "", 0, 0},
 	{"", "backend_test_password", SET_STRING, OFF(backend_test_password), "", 0, 0},
+	{"", "backend_failover_delay", SET_DURATION, OFF(backend_failover_delay_ms), "30s", 0, 0},
+	{"", "backend_recovery_delay", SET_DURATION, OFF(backend_recovery_delay_ms), "30s", 0, 0},
+	{"", "move_timeout", SET_DURATION, OFF(move_timeout_ms), "30s", 0, 0},
+	{"", "move_rate", SET_UINT, OFF(move_rate), "1", 1, 10000},
+	{"", "backend_doveadm_url", SET_STRING, OFF(backend_doveadm_url), "", 0, 0},
+	{"", "backend_doveadm_api_key", SET_STRING, OFF(backend_doveadm_api_key), "", 0, 0},
+	{"", "move_hook", SET_STRING, OFF(move_hook), "", 0, 0},
+	{"", "move_hook_timeout", SET_DURATION, OFF(move_hook_timeout_ms), "30s", 0, 0},
 };
 
 static char settings_error[768];
@@ -428,6 +436,25 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   path, SETTINGS_TEST_CREDENTIAL_MAX);
 		else if ((set->tls_cert[0] == '\0') != (set->tls_key[0] == '\0'))
 			ret = fail(error_r, "%s: tls_cert and tls_key must be set together", path);
+		else if (set->backend_failover_delay_ms < 1000 || set->backend_recovery_delay_ms < 1000)
+			ret = fail(error_r,
+				   "%s: backend_failover_delay and backend_recovery_delay must be "
+				   "1s or more",
+				   path);
+		else if (set->move_timeout_ms < 1000)
+			ret = fail(error_r, "%s: move_timeout must be 1s or more", path);
+		else if (set->backend_doveadm_url[0] != '\0' &&
+			 strncmp(set->backend_doveadm_url, "http://", 7) != 0)
+			ret = fail(error_r,
+				   "%s: backend_doveadm_url must start with http:// (e.g. "
+				   "http://%%{address}:8080/doveadm/v1), not '%s'",
+				   path, set->backend_doveadm_url);
+		else if ((set->backend_doveadm_url[0] == '\0') !=
+			 (set->backend_doveadm_api_key[0] == '\0'))
+			ret = fail(error_r,
+				   "%s: backend_doveadm_url and backend_doveadm_api_key must be set "
+				   "together",
+				   path);
 		else {
 			static const enum listener_kind implicit_tls[] = {
 				LISTENER_IMAPS, LISTENER_POP3S, LISTENER_SUBMISSIONS};

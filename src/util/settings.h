@@ -80,6 +80,20 @@ struct settings {
 	unsigned controller_lease_ms;
 	/* "" = no test login; "%{backend}" in the username is the backend's name */
 	char *backend_test_username, *backend_test_password;
+
+	/* health and failover (brain/health.h, brain/failover.h) */
+	unsigned backend_failover_delay_ms;
+	unsigned backend_recovery_delay_ms;
+	/* moves (brain/move.h) */
+	unsigned move_timeout_ms;
+	unsigned move_rate; /* groups per second started by evacuate */
+	/* Dovecot's doveadm HTTP API on each backend: "" = no kicks there;
+	 * %{backend} and %{address} expand ("http://%{address}:8080/doveadm/v1") */
+	char *backend_doveadm_url, *backend_doveadm_api_key;
+	/* a shell command run before a move switches (%{user} %{group} %{from}
+	 * %{to}); "" = none */
+	char *move_hook;
+	unsigned move_hook_timeout_ms;
 };
 
 /* The longest backend_test_username (once %{backend} is expanded) and

@@ -15,12 +15,20 @@
  *
  * Prints the closing line "N passed, N failed" and exits nonzero on any
  * failure.
+ *
+ * Upgrades: `build/geodb_conformance --upgrade SPEC` checks a GeoDB of
+ * schema version 2 holding the rows of V2_FIXTURE below (a SQLite file that
+ * does not exist yet is created so; a Cassandra keyspace must have been
+ * made so, as tests/integration/test_geodb_conformance.py does) after
+ * geodb_init() brought it to the current version.  A run on SQLite does
+ * that too, on SPEC's file name + "-v2".
  */
 #include "../unit/unit.h"
 #include "store/geodb.h"
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +42,10 @@ unsigned unit_passed, unit_failed;
 #define MANY_COUNT 250
 #define RACE_FIRST 1000
 #define RACE_COUNT 50
+#define CAS_FIRST 3000      /* group_cas, group_set clearing a move */
+#define CAS_RACE_FIRST 3100 /* two handles racing one epoch */
+#define CAS_RACE_COUNT 20
+#define REMOVE_FIRST 3200 /* backend_remove clearing alternatives and moves */
 
 static const char *spec;
 static bool is_cassandra;
@@ -126,6 +138,11 @@ static void test_spec_and_schema(struct geodb *db)
 	const char *schema = geodb_schema_text(db);
 	CHECK(schema != NULL && strstr(schema, "groups") != NULL &&
 	      strstr(schema, "leases") != NULL && strstr(schema, "health") != NULL);
+	/* version 3 */
+	CHECK(schema != NULL && strstr(schema, "mark_since") != NULL &&
+	      strstr(schema, "mark_reason") != NULL && strstr(schema, "alt_backend") != NULL &&
+	      strstr(schema, "move_to") != NULL && strstr(schema, "move_started") != NULL &&
+	      strstr(schema, "move_reason") != NULL && strstr(schema, "move_acks") != NULL);
 
 	/* the GeoDB must start empty */
 	struct geodb_site *sites = NULL;
@@ -301,6 +318,95 @@ static void test_backends(struct geodb *db)
 	CHECK(geodb_site_get(db, "dc2", &site, &error) == 1);
 }
 
+/* ---- the controller's marks ---- */
+
+static void test_marks(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_backend b, before;
+	/* a new backend is up, never marked */
+	CHECK(geodb_backend_get(db, "b2", &before, &error) == 1);
+	CHECK(before.mark == HEALTH_MARK_UP);
+	CHECK(before.mark_since == 0);
+	CHECK_STR(before.mark_reason, "");
+
+	int64_t since = (int64_t)time(NULL) - 5;
+	const char *reason = "3 of 4 daemons have seen it failing for 31 s "
+			     "(backend_failover_delay 30 s)";
+	CHECK(geodb_backend_mark(db, "b2", HEALTH_MARK_DOWN, since, reason, &error) == 1);
+	CHECK(geodb_backend_get(db2, "b2", &b, &error) == 1);
+	CHECK(b.mark == HEALTH_MARK_DOWN);
+	CHECK(b.mark_since == since);
+	CHECK_STR(b.mark_reason, reason);
+	/* nothing else changed */
+	CHECK(b.status == before.status);
+	CHECK(b.load_factor == before.load_factor);
+	CHECK_STR(b.address, before.address);
+	CHECK_STR(b.site, before.site);
+	CHECK_STR(b.updated_by, before.updated_by);
+	CHECK(b.updated_at == before.updated_at);
+
+	/* the operator's update leaves the mark alone */
+	b.load_factor = 80;
+	CHECK_OK(geodb_backend_update(db2, &b, &error), error);
+	CHECK(geodb_backend_get(db, "b2", &b, &error) == 1);
+	CHECK(b.load_factor == 80);
+	CHECK_STR(b.updated_by, "conf-b");
+	CHECK(b.mark == HEALTH_MARK_DOWN);
+	CHECK(b.mark_since == since);
+	CHECK_STR(b.mark_reason, reason);
+	/* even one that carries another mark: update never writes it */
+	b.mark = HEALTH_MARK_UP;
+	b.mark_since = 1;
+	snprintf(b.mark_reason, sizeof(b.mark_reason), "from an update");
+	b.load_factor = 100;
+	CHECK_OK(geodb_backend_update(db, &b, &error), error);
+	CHECK(geodb_backend_get(db2, "b2", &b, &error) == 1);
+	CHECK(b.load_factor == 100);
+	CHECK(b.mark == HEALTH_MARK_DOWN);
+	CHECK(b.mark_since == since);
+	CHECK_STR(b.mark_reason, reason);
+
+	/* an unknown backend: 0, and no row appears */
+	CHECK(geodb_backend_mark(db, "ghost", HEALTH_MARK_DOWN, since, "gone", &error) == 0);
+	CHECK(geodb_backend_get(db, "ghost", &b, &error) == 0);
+	/* arguments */
+	char long_reason[300];
+	memset(long_reason, 'x', sizeof(long_reason) - 1);
+	long_reason[sizeof(long_reason) - 1] = '\0';
+	int ret = geodb_backend_mark(db, "b2", HEALTH_MARK_UP, since, long_reason, &error);
+	CHECK_ERR(ret, error, "reason");
+	ret = geodb_backend_mark(db, "no such name", HEALTH_MARK_UP, since, "", &error);
+	CHECK_ERR(ret, error, "not a valid name");
+	ret = geodb_backend_mark(db, "b2", (enum health_mark)7, since, "", &error);
+	CHECK_ERR(ret, error, "neither up nor down");
+	CHECK(geodb_backend_get(db, "b2", &b, &error) == 1 && b.mark == HEALTH_MARK_DOWN);
+
+	/* back up; b3 goes down and stays so (the snapshot checks carry it) */
+	CHECK(geodb_backend_mark(db2, "b2", HEALTH_MARK_UP, since + 60, "recovered", &error) == 1);
+	CHECK(geodb_backend_mark(db2, "b3", HEALTH_MARK_DOWN, since + 61, "b3 failing", &error) ==
+	      1);
+	struct geodb_backend *list = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_backend_list(db, NULL, &list, &count, &error), error);
+	CHECK(count == 4);
+	if (count == 4) {
+		CHECK(list[0].mark == HEALTH_MARK_UP && list[0].mark_since == 0);
+		CHECK(list[1].mark == HEALTH_MARK_UP);
+		CHECK(list[1].mark_since == since + 60);
+		CHECK_STR(list[1].mark_reason, "recovered");
+		CHECK(list[2].mark == HEALTH_MARK_DOWN);
+		CHECK(list[2].mark_since == since + 61);
+		CHECK_STR(list[2].mark_reason, "b3 failing");
+		CHECK(list[3].mark == HEALTH_MARK_UP);
+	}
+	free(list);
+	CHECK_OK(geodb_backend_list(db2, "dc2", &list, &count, &error), error);
+	CHECK(count == 2 && list != NULL && list[0].mark == HEALTH_MARK_DOWN &&
+	      strcmp(list[0].mark_reason, "b3 failing") == 0);
+	free(list);
+}
+
 /* ---- groups ---- */
 
 static const char *const backend_of_many[3] = {"b1", "b2", "b3"};
@@ -444,6 +550,356 @@ static void test_groups(struct geodb *db, struct geodb *db2)
 	unassigned = 12345;
 	CHECK_OK(geodb_backend_remove(db, "b4", &unassigned, &error), error);
 	CHECK(unassigned == 0);
+}
+
+/* ---- compare and set, moves ---- */
+
+static bool same_group(const struct geodb_group *x, const struct geodb_group *y)
+{
+	return x->group_id == y->group_id && strcmp(x->site, y->site) == 0 &&
+	       strcmp(x->backend, y->backend) == 0 && x->epoch == y->epoch &&
+	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at &&
+	       strcmp(x->alt_backend, y->alt_backend) == 0 &&
+	       strcmp(x->move_to, y->move_to) == 0 && x->move_started_ms == y->move_started_ms &&
+	       strcmp(x->move_reason, y->move_reason) == 0;
+}
+
+static int64_t unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_group_cas(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_group got, stored;
+	const unsigned id = CAS_FIRST;
+
+	/* no row: not applied, nothing written */
+	struct geodb_group row = make_group(id, "dc1", "b2", 0);
+	memset(&stored, 0x55, sizeof(stored));
+	CHECK(geodb_group_cas(db, &row, 0, &stored, &error) == 0);
+	CHECK(stored.group_id == id);
+	CHECK_STR(stored.backend, "");
+	CHECK(geodb_group_cas(db, &row, 1, &stored, &error) == 0);
+	CHECK_STR(stored.backend, "");
+	CHECK(geodb_group_get(db, id, &got, &error) == 0);
+
+	/* an assignment stores the alternative (and move fields) it is given */
+	struct geodb_group g = make_group(id, "dc1", "b2", 1);
+	snprintf(g.alt_backend, sizeof(g.alt_backend), "b3");
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK_STR(g.alt_backend, "b3");
+	struct geodb_group g2 = make_group(id, "dc2", "b3", 1);
+	snprintf(g2.alt_backend, sizeof(g2.alt_backend), "b9");
+	CHECK(geodb_group_assign_if_absent(db2, &g2, &error) == 0);
+	CHECK_STR(g2.backend, "b2");
+	CHECK_STR(g2.alt_backend, "b3"); /* the winner's */
+	CHECK_STR(g2.move_to, "");
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&got, &g2));
+
+	/* start a move: epoch 1 -> 2, written by this handle */
+	int64_t started = unix_ms();
+	row = make_group(id, "dc1", "b2", 99 /* ignored */);
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b3");
+	snprintf(row.move_to, sizeof(row.move_to), "b3");
+	row.move_started_ms = started;
+	snprintf(row.move_reason, sizeof(row.move_reason), "evacuate b2");
+	time_t before = time(NULL);
+	CHECK(geodb_group_cas(db2, &row, 1, &stored, &error) == 1);
+	CHECK(stored.group_id == id);
+	CHECK(stored.epoch == 2);
+	CHECK_STR(stored.written_by, "conf-b");
+	CHECK(stored.written_at >= before && stored.written_at <= time(NULL));
+	CHECK_STR(stored.site, "dc1");
+	CHECK_STR(stored.backend, "b2");
+	CHECK_STR(stored.alt_backend, "b3");
+	CHECK_STR(stored.move_to, "b3");
+	CHECK(stored.move_started_ms == started);
+	CHECK_STR(stored.move_reason, "evacuate b2");
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+
+	/* the wrong epoch: not applied, stored_r is the row as it is */
+	struct geodb_group other = make_group(id, "dc2", "b3", 0);
+	memset(&stored, 0, sizeof(stored));
+	CHECK(geodb_group_cas(db, &other, 1, &stored, &error) == 0);
+	CHECK(same_group(&stored, &got));
+	CHECK(geodb_group_cas(db, &other, 3, &stored, &error) == 0);
+	CHECK(same_group(&stored, &got));
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(got.epoch == 2);
+	CHECK_STR(got.backend, "b2");
+
+	/* finish the move: epoch 2 -> 3, the move cleared */
+	row = make_group(id, "dc1", "b3", 0);
+	CHECK(geodb_group_cas(db, &row, 2, &stored, &error) == 1);
+	CHECK(stored.epoch == 3);
+	CHECK_STR(stored.written_by, "conf-a");
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+	CHECK_STR(got.backend, "b3");
+	CHECK_STR(got.alt_backend, "");
+	CHECK_STR(got.move_to, "");
+	CHECK(got.move_started_ms == 0);
+	CHECK_STR(got.move_reason, "");
+
+	/* arguments */
+	row = make_group(id, "dc1", "", 0);
+	int ret = geodb_group_cas(db, &row, 3, &stored, &error);
+	CHECK_ERR(ret, error, "backend");
+	row = make_group(id, "dc1", "b2", 0);
+	snprintf(row.move_to, sizeof(row.move_to), "not a name");
+	ret = geodb_group_cas(db, &row, 3, &stored, &error);
+	CHECK_ERR(ret, error, "move_to");
+	CHECK(geodb_group_get(db, id, &got, &error) == 1 && got.epoch == 3);
+
+	/* a direct move clears a move in progress and an alternative that is
+	 * the new backend... */
+	row = make_group(id, "dc1", "b3", 0);
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b2");
+	snprintf(row.move_to, sizeof(row.move_to), "b2");
+	row.move_started_ms = unix_ms();
+	snprintf(row.move_reason, sizeof(row.move_reason), "rebalance");
+	CHECK(geodb_group_cas(db, &row, 3, &stored, &error) == 1);
+	CHECK(stored.epoch == 4);
+	CHECK_OK(geodb_group_set(db2, id, "dc1", "b2", &error), error);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.epoch == 5);
+	CHECK_STR(got.backend, "b2");
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK_STR(got.move_to, "");
+	CHECK(got.move_started_ms == 0);
+	CHECK_STR(got.move_reason, "");
+	CHECK_STR(got.alt_backend, "");
+	/* ... but keeps another alternative */
+	row = make_group(id, "dc1", "b2", 0);
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b3");
+	snprintf(row.move_to, sizeof(row.move_to), "b4");
+	row.move_started_ms = unix_ms();
+	snprintf(row.move_reason, sizeof(row.move_reason), "operator");
+	CHECK(geodb_group_cas(db2, &row, 5, &stored, &error) == 1);
+	CHECK_OK(geodb_group_set(db, id, "dc2", "b4", &error), error);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(got.epoch == 7);
+	CHECK_STR(got.site, "dc2");
+	CHECK_STR(got.backend, "b4");
+	CHECK_STR(got.alt_backend, "b3");
+	CHECK_STR(got.move_to, "");
+	CHECK_STR(got.move_reason, "");
+	/* a group_set of a group without a row starts it bare */
+	CHECK_OK(geodb_group_set(db, id + 1, "dc1", "b2", &error), error);
+	CHECK(geodb_group_get(db2, id + 1, &got, &error) == 1);
+	CHECK(got.epoch == 1 && got.alt_backend[0] == '\0' && got.move_to[0] == '\0');
+}
+
+/* Two handles race compare-and-sets on the same epoch. */
+struct cas_racer {
+	struct geodb *db;
+	const char *backend;
+	pthread_barrier_t *barrier;
+	int results[CAS_RACE_COUNT];
+	struct geodb_group stored[CAS_RACE_COUNT];
+	char errors[CAS_RACE_COUNT][256];
+};
+
+static void *cas_race_run(void *context)
+{
+	struct cas_racer *r = context;
+	for (unsigned i = 0; i < CAS_RACE_COUNT; i++) {
+		const char *error = NULL;
+		struct geodb_group row = make_group(CAS_RACE_FIRST + i, "dc1", r->backend, 0);
+		snprintf(row.move_to, sizeof(row.move_to), "%s", r->backend);
+		row.move_started_ms = 1000 + i;
+		snprintf(row.move_reason, sizeof(row.move_reason), "race %s", r->backend);
+		pthread_barrier_wait(r->barrier);
+		r->results[i] = geodb_group_cas(r->db, &row, 1, &r->stored[i], &error);
+		snprintf(r->errors[i], sizeof(r->errors[i]), "%s",
+			 r->results[i] < 0 && error != NULL ? error : "");
+	}
+	return NULL;
+}
+
+static void test_cas_race(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	for (unsigned i = 0; i < CAS_RACE_COUNT; i++) {
+		struct geodb_group g = make_group(CAS_RACE_FIRST + i, "dc1", "b1", 1);
+		CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	}
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, 2);
+	struct cas_racer *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	a->db = db;
+	a->backend = "b2";
+	a->barrier = &barrier;
+	b->db = db2;
+	b->backend = "b3";
+	b->barrier = &barrier;
+	pthread_t ta, tb;
+	pthread_create(&ta, NULL, cas_race_run, a);
+	pthread_create(&tb, NULL, cas_race_run, b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	pthread_barrier_destroy(&barrier);
+
+	unsigned one_winner = 0, agree = 0, stored_ok = 0, wins_a = 0;
+	for (unsigned i = 0; i < CAS_RACE_COUNT; i++) {
+		if (a->results[i] < 0 || b->results[i] < 0) {
+			fprintf(stderr, "cas race group %u: %s %s\n", CAS_RACE_FIRST + i,
+				a->errors[i], b->errors[i]);
+			continue;
+		}
+		one_winner += a->results[i] + b->results[i] == 1;
+		wins_a += a->results[i] == 1;
+		/* both were told the row that is stored */
+		agree += same_group(&a->stored[i], &b->stored[i]);
+		struct geodb_group now;
+		const char *winner = a->results[i] == 1 ? "conf-a" : "conf-b";
+		const char *winner_backend = a->results[i] == 1 ? "b2" : "b3";
+		if (geodb_group_get(db, CAS_RACE_FIRST + i, &now, &error) == 1 &&
+		    same_group(&now, &a->stored[i]) && now.epoch == 2 &&
+		    strcmp(now.written_by, winner) == 0 &&
+		    strcmp(now.backend, winner_backend) == 0 &&
+		    strcmp(now.move_to, winner_backend) == 0 && now.move_started_ms == 1000 + i)
+			stored_ok++;
+	}
+	CHECK(one_winner == CAS_RACE_COUNT);
+	CHECK(agree == CAS_RACE_COUNT);
+	CHECK(stored_ok == CAS_RACE_COUNT);
+	fprintf(stderr, "cas race: conf-a won %u of %u groups\n", wins_a, CAS_RACE_COUNT);
+	free(a);
+	free(b);
+}
+
+/* Removing a backend unassigns its groups, ends the moves to it and clears
+ * it as anybody's alternative. */
+static void test_remove_references(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	CHECK_OK(geodb_backend_add(db, "dc1", "b5", "10.1.0.5", &error), error);
+	const unsigned on_b2_alt_b5 = REMOVE_FIRST, moving_to_b5 = REMOVE_FIRST + 1,
+		       on_b5 = REMOVE_FIRST + 2, untouched = REMOVE_FIRST + 3;
+	struct geodb_group g = make_group(on_b2_alt_b5, "dc1", "b2", 4);
+	snprintf(g.alt_backend, sizeof(g.alt_backend), "b5");
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	g = make_group(moving_to_b5, "dc1", "b3", 6);
+	snprintf(g.alt_backend, sizeof(g.alt_backend), "b2");
+	snprintf(g.move_to, sizeof(g.move_to), "b5");
+	g.move_started_ms = unix_ms();
+	snprintf(g.move_reason, sizeof(g.move_reason), "to b5");
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	g = make_group(on_b5, "dc1", "b5", 1);
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	g = make_group(untouched, "dc1", "b2", 2);
+	snprintf(g.alt_backend, sizeof(g.alt_backend), "b3");
+	snprintf(g.move_to, sizeof(g.move_to), "b3");
+	g.move_started_ms = 12345;
+	snprintf(g.move_reason, sizeof(g.move_reason), "to b3");
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	struct geodb_group keep;
+	CHECK(geodb_group_get(db, untouched, &keep, &error) == 1);
+
+	unsigned unassigned = 12345;
+	CHECK_OK(geodb_backend_remove(db2, "b5", &unassigned, &error), error);
+	CHECK(unassigned == 1);
+	struct geodb_group got;
+	CHECK(geodb_group_get(db, on_b5, &got, &error) == 0);
+	/* the alternative is cleared; that is no change of the assignment */
+	CHECK(geodb_group_get(db, on_b2_alt_b5, &got, &error) == 1);
+	CHECK_STR(got.backend, "b2");
+	CHECK_STR(got.alt_backend, "");
+	CHECK(got.epoch == 4);
+	/* the move is over: epoch + 1; its alternative stays */
+	CHECK(geodb_group_get(db, moving_to_b5, &got, &error) == 1);
+	CHECK_STR(got.backend, "b3");
+	CHECK_STR(got.move_to, "");
+	CHECK(got.move_started_ms == 0);
+	CHECK_STR(got.move_reason, "");
+	CHECK_STR(got.alt_backend, "b2");
+	CHECK(got.epoch == 7);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK(geodb_group_get(db, untouched, &got, &error) == 1);
+	CHECK(same_group(&got, &keep));
+}
+
+/* ---- move acknowledgements ---- */
+
+static struct geodb_move_ack make_ack(unsigned group_id, const char *observer, uint64_t epoch,
+				      int64_t acked_at)
+{
+	struct geodb_move_ack ack;
+	memset(&ack, 0, sizeof(ack));
+	ack.group_id = group_id;
+	snprintf(ack.observer, sizeof(ack.observer), "%s", observer);
+	ack.epoch = epoch;
+	ack.acked_at = acked_at;
+	return ack;
+}
+
+static void test_move_acks(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_move_ack *acks = NULL;
+	size_t count = 99;
+	CHECK_OK(geodb_move_ack_list(db, CAS_FIRST, &acks, &count, &error), error);
+	CHECK(count == 0);
+	free(acks);
+
+	int64_t now = time(NULL);
+	struct geodb_move_ack ack = make_ack(CAS_FIRST, "daemon-b/12", 4, now);
+	CHECK_OK(geodb_move_ack_put(db, &ack, 60, &error), error);
+	ack = make_ack(CAS_FIRST, "daemon-a/7", 4, now - 1);
+	CHECK_OK(geodb_move_ack_put(db2, &ack, 60, &error), error);
+	ack = make_ack(CAS_FIRST, "daemon-c/1", 4, now);
+	CHECK_OK(geodb_move_ack_put(db, &ack, 1, &error), error); /* short-lived */
+	ack = make_ack(CAS_FIRST + 1, "daemon-a/7", 9, now);
+	CHECK_OK(geodb_move_ack_put(db, &ack, 60, &error), error);
+	/* replaces daemon-b's row */
+	ack = make_ack(CAS_FIRST, "daemon-b/12", 5, now + 1);
+	CHECK_OK(geodb_move_ack_put(db2, &ack, 60, &error), error);
+	/* arguments */
+	int ret = geodb_move_ack_put(db, &ack, 0, &error);
+	CHECK_ERR(ret, error, "TTL");
+	ack = make_ack(CAS_FIRST, "", 5, now);
+	ret = geodb_move_ack_put(db, &ack, 60, &error);
+	CHECK_ERR(ret, error, "observer");
+
+	CHECK_OK(geodb_move_ack_list(db, CAS_FIRST, &acks, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK(acks[0].group_id == CAS_FIRST);
+		CHECK_STR(acks[0].observer, "daemon-a/7");
+		CHECK(acks[0].epoch == 4);
+		CHECK(acks[0].acked_at == now - 1);
+		CHECK_STR(acks[1].observer, "daemon-b/12");
+		CHECK(acks[1].epoch == 5);
+		CHECK(acks[1].acked_at == now + 1);
+		CHECK(acks[1].group_id == CAS_FIRST);
+		CHECK_STR(acks[2].observer, "daemon-c/1");
+	}
+	free(acks);
+	CHECK_OK(geodb_move_ack_list(db2, CAS_FIRST + 1, &acks, &count, &error), error);
+	CHECK(count == 1 && acks != NULL && acks[0].epoch == 9 &&
+	      acks[0].group_id == CAS_FIRST + 1 &&
+	      strcmp(acks[0].observer, "daemon-a/7") == 0);
+	free(acks);
+	CHECK_OK(geodb_move_ack_list(db2, CAS_FIRST + 2, &acks, &count, &error), error);
+	CHECK(count == 0);
+	free(acks);
+
+	/* expiry: the 1-second acknowledgement */
+	sleep(3);
+	CHECK_OK(geodb_move_ack_list(db, CAS_FIRST, &acks, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(acks[0].observer, "daemon-a/7");
+		CHECK_STR(acks[1].observer, "daemon-b/12");
+	}
+	free(acks);
 }
 
 /* ---- users ---- */
@@ -671,13 +1127,6 @@ static void test_leases_health(struct geodb *db, struct geodb *db2)
 
 /* ---- snapshot ---- */
 
-static bool same_group(const struct geodb_group *x, const struct geodb_group *y)
-{
-	return x->group_id == y->group_id && strcmp(x->site, y->site) == 0 &&
-	       strcmp(x->backend, y->backend) == 0 && x->epoch == y->epoch &&
-	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at;
-}
-
 /* snap holds exactly what the list calls return */
 static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 {
@@ -706,8 +1155,18 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 		CHECK_STR(snap->backends[i].address, backends[i].address);
 		CHECK(snap->backends[i].status == backends[i].status);
 		CHECK(snap->backends[i].load_factor == backends[i].load_factor);
+		CHECK(snap->backends[i].mark == backends[i].mark);
+		CHECK(snap->backends[i].mark_since == backends[i].mark_since);
+		CHECK_STR(snap->backends[i].mark_reason, backends[i].mark_reason);
 	}
 	free(backends);
+	/* test_marks() left b3 marked down */
+	if (snap->backend_count == 2) {
+		CHECK_STR(snap->backends[1].name, "b3");
+		CHECK(snap->backends[1].mark == HEALTH_MARK_DOWN);
+		CHECK_STR(snap->backends[1].mark_reason, "b3 failing");
+		CHECK(snap->backends[0].mark == HEALTH_MARK_UP);
+	}
 
 	struct geodb_group *groups = NULL;
 	CHECK_OK(geodb_group_list(db, &groups, &count, &error), error);
@@ -722,6 +1181,19 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 		sorted = sorted && snap->groups[i - 1].group_id < snap->groups[i].group_id;
 	CHECK(sorted);
 	free(groups);
+	/* the alternative and the move of a group (test_remove_references()) */
+	bool seen = false;
+	for (size_t i = 0; i < snap->group_row_count; i++) {
+		const struct geodb_group *g = &snap->groups[i];
+		if (g->group_id != REMOVE_FIRST + 3)
+			continue;
+		seen = true;
+		CHECK_STR(g->alt_backend, "b3");
+		CHECK_STR(g->move_to, "b3");
+		CHECK(g->move_started_ms == 12345);
+		CHECK_STR(g->move_reason, "to b3");
+	}
+	CHECK(seen);
 
 	struct geodb_user *users = NULL;
 	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
@@ -978,11 +1450,190 @@ static void test_unreachable(void)
 	geodb_close(&db);
 }
 
+/* ---- upgrading a version 2 GeoDB ---- */
+
+/* V2_FIXTURE: site dc1 online; backends b1 (online) and b2 (standby) of dc1,
+ * written by "v2" at 1700000000; groups 5 -> b1 (epoch 3) and 6 -> b2
+ * (epoch 1); user alice -> group 5; group_count 64.  The tables are
+ * version 2's, as geodb_sqlite.c created them. */
+static const char *const v2_sqlite_fixture =
+	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE sites (name TEXT PRIMARY KEY, status TEXT NOT NULL, tags TEXT NOT NULL "
+	"DEFAULT '', load_balancer TEXT NOT NULL DEFAULT '', updated_by TEXT NOT NULL, "
+	"updated_at INTEGER NOT NULL);"
+	"CREATE TABLE backends (name TEXT PRIMARY KEY, site TEXT NOT NULL, address TEXT NOT NULL,"
+	" status TEXT NOT NULL, load_factor INTEGER NOT NULL, updated_by TEXT NOT NULL,"
+	" updated_at INTEGER NOT NULL);"
+	"CREATE TABLE groups (group_id INTEGER PRIMARY KEY, site TEXT NOT NULL, backend TEXT NOT "
+	"NULL, epoch INTEGER NOT NULL, written_by TEXT NOT NULL, written_at INTEGER NOT NULL);"
+	"CREATE INDEX groups_backend ON groups(backend);"
+	"CREATE TABLE users (username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
+	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL);"
+	"CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT "
+	"NULL);"
+	"CREATE TABLE health (backend TEXT NOT NULL, observer TEXT NOT NULL, ok INTEGER NOT NULL,"
+	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL, PRIMARY KEY (backend, observer));"
+	"INSERT INTO meta (key, value) VALUES ('routing_generation', 0);"
+	"CREATE TRIGGER routing_backends_update AFTER UPDATE ON backends"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER routing_groups_update AFTER UPDATE ON groups"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"INSERT INTO meta VALUES ('schema_version', '2'), ('group_count', '64');"
+	"INSERT INTO sites VALUES ('dc1', 'online', '', '', 'v2', 1700000000);"
+	"INSERT INTO backends VALUES ('b1', 'dc1', '10.9.0.1', 'online', 100, 'v2', 1700000000),"
+	" ('b2', 'dc1', '10.9.0.2', 'standby', 100, 'v2', 1700000000);"
+	"INSERT INTO groups VALUES (5, 'dc1', 'b1', 3, 'v2', 1700000000),"
+	" (6, 'dc1', 'b2', 1, 'v2', 1700000000);"
+	"INSERT INTO users VALUES ('alice', 5, 'v2', 1700000000);";
+
+static int make_v2_sqlite(const char *path)
+{
+	sqlite3 *db;
+	char *msg = NULL;
+	if (sqlite3_open(path, &db) != SQLITE_OK ||
+	    sqlite3_exec(db, v2_sqlite_fixture, NULL, NULL, &msg) != SQLITE_OK) {
+		fprintf(stderr, "cannot create the version 2 file %s: %s\n", path,
+			msg != NULL ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_close(db);
+	return 0;
+}
+
+static void test_upgrade(const char *upgrade_spec)
+{
+	const char *error = NULL;
+	bool cassandra = strncmp(upgrade_spec, "cassandra:", 10) == 0;
+	struct geodb *db = NULL, *db2 = NULL;
+	if (geodb_open(upgrade_spec, "conf-u", 5000, &db, &error) < 0) {
+		fprintf(stderr, "cannot open %s: %s\n", upgrade_spec, error);
+		unit_failed++;
+		return;
+	}
+	struct geodb_backend b;
+	if (cassandra) {
+		/* not usable before `geodb init` */
+		int ret = geodb_backend_get(db, "b1", &b, &error);
+		CHECK_ERR(ret, error, "has schema version 2; run 'mailcluster geodb init'");
+	}
+	unsigned from = 99;
+	CHECK_OK(geodb_init(db, &from, &error), error);
+	CHECK(from == 2);
+	CHECK_OK(geodb_open(upgrade_spec, "conf-v", 5000, &db2, &error), error);
+	if (db2 == NULL) {
+		geodb_close(&db);
+		return;
+	}
+	CHECK_OK(geodb_init(db2, &from, &error), error);
+	CHECK(from == GEODB_SCHEMA_VERSION);
+
+	/* the old rows, with the new columns at their defaults */
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
+	CHECK(b.status == BACKEND_STATUS_ONLINE);
+	CHECK_STR(b.address, "10.9.0.1");
+	CHECK_STR(b.updated_by, "v2");
+	CHECK(b.updated_at == 1700000000);
+	CHECK(b.mark == HEALTH_MARK_UP);
+	CHECK(b.mark_since == 0);
+	CHECK_STR(b.mark_reason, "");
+	struct geodb_group g;
+	CHECK(geodb_group_get(db, 5, &g, &error) == 1);
+	CHECK_STR(g.backend, "b1");
+	CHECK(g.epoch == 3);
+	CHECK_STR(g.written_by, "v2");
+	CHECK_STR(g.alt_backend, "");
+	CHECK_STR(g.move_to, "");
+	CHECK(g.move_started_ms == 0);
+	CHECK_STR(g.move_reason, "");
+	struct geodb_snapshot snap;
+	memset(&snap, 0, sizeof(snap));
+	CHECK_OK(geodb_snapshot_read(db2, &snap, &error), error);
+	CHECK(snap.schema_version == GEODB_SCHEMA_VERSION);
+	CHECK(snap.group_count == 64);
+	CHECK(snap.site_count == 1 && snap.backend_count == 2 && snap.group_row_count == 2 &&
+	      snap.user_count == 1);
+	if (snap.backend_count == 2)
+		CHECK(snap.backends[0].mark == HEALTH_MARK_UP &&
+		      snap.backends[1].mark == HEALTH_MARK_UP &&
+		      snap.backends[1].mark_reason[0] == '\0');
+	if (snap.group_row_count == 2)
+		CHECK(snap.groups[0].group_id == 5 && snap.groups[0].epoch == 3 &&
+		      snap.groups[0].alt_backend[0] == '\0' && snap.groups[0].move_to[0] == '\0');
+	geodb_snapshot_free(&snap);
+
+	/* and everything of version 3 works on them */
+	CHECK(geodb_backend_mark(db, "b1", HEALTH_MARK_DOWN, 1700000100, "upgraded", &error) == 1);
+	CHECK(geodb_backend_get(db2, "b1", &b, &error) == 1);
+	CHECK(b.mark == HEALTH_MARK_DOWN && b.mark_since == 1700000100);
+	CHECK_STR(b.mark_reason, "upgraded");
+	CHECK(b.updated_at == 1700000000);
+	struct geodb_group row, stored;
+	memset(&row, 0, sizeof(row));
+	row.group_id = 5;
+	snprintf(row.site, sizeof(row.site), "dc1");
+	snprintf(row.backend, sizeof(row.backend), "b1");
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b2");
+	snprintf(row.move_to, sizeof(row.move_to), "b2");
+	row.move_started_ms = 1700000100000;
+	snprintf(row.move_reason, sizeof(row.move_reason), "b1 down");
+	CHECK(geodb_group_cas(db, &row, 3, &stored, &error) == 1);
+	CHECK(stored.epoch == 4);
+	CHECK(geodb_group_cas(db2, &row, 3, &stored, &error) == 0);
+	CHECK(stored.epoch == 4 && strcmp(stored.move_to, "b2") == 0);
+	struct geodb_move_ack ack;
+	memset(&ack, 0, sizeof(ack));
+	ack.group_id = 5;
+	snprintf(ack.observer, sizeof(ack.observer), "daemon/1");
+	ack.epoch = 4;
+	ack.acked_at = 1700000101;
+	CHECK_OK(geodb_move_ack_put(db2, &ack, 60, &error), error);
+	struct geodb_move_ack *acks = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_move_ack_list(db, 5, &acks, &count, &error), error);
+	CHECK(count == 1 && acks != NULL && acks[0].epoch == 4);
+	free(acks);
+	CHECK_OK(geodb_group_set(db2, 6, "dc1", "b1", &error), error);
+	CHECK(geodb_group_get(db, 6, &g, &error) == 1);
+	CHECK(g.epoch == 2 && strcmp(g.backend, "b1") == 0 && g.alt_backend[0] == '\0');
+	unsigned unassigned = 99;
+	CHECK_OK(geodb_backend_remove(db, "b2", &unassigned, &error), error);
+	CHECK(unassigned == 0);
+	CHECK(geodb_group_get(db2, 5, &g, &error) == 1);
+	CHECK(g.epoch == 5 && g.move_to[0] == '\0' && g.alt_backend[0] == '\0');
+	geodb_close(&db2);
+	geodb_close(&db);
+}
+
+static void remove_sqlite_file(const char *path)
+{
+	char side[4200];
+	unlink(path);
+	snprintf(side, sizeof(side), "%s-wal", path);
+	unlink(side);
+	snprintf(side, sizeof(side), "%s-shm", path);
+	unlink(side);
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && strcmp(argv[1], "--upgrade") == 0) {
+		spec = argv[2];
+		if (strncmp(spec, "sqlite:", 7) == 0 && access(spec + 7, F_OK) < 0 &&
+		    make_v2_sqlite(spec + 7) < 0)
+			return 2;
+		fprintf(stderr, "upgrade from version 2\n");
+		test_upgrade(spec);
+		printf("%u passed, %u failed\n", unit_passed, unit_failed);
+		return unit_failed == 0 ? 0 : 1;
+	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n",
-			argv[0]);
+		fprintf(stderr,
+			"usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n"
+			"       %s --upgrade SPEC   (a version 2 GeoDB holding V2_FIXTURE)\n",
+			argv[0], argv[0]);
 		return 2;
 	}
 	spec = argv[1];
@@ -1007,8 +1658,17 @@ int main(int argc, char **argv)
 	test_sites(db);
 	fprintf(stderr, "backends\n");
 	test_backends(db);
+	fprintf(stderr, "marks\n");
+	test_marks(db, db2);
 	fprintf(stderr, "groups\n");
 	test_groups(db, db2);
+	fprintf(stderr, "group compare and set\n");
+	test_group_cas(db, db2);
+	test_cas_race(db, db2);
+	fprintf(stderr, "removing a backend clears references\n");
+	test_remove_references(db, db2);
+	fprintf(stderr, "move acknowledgements\n");
+	test_move_acks(db, db2);
 	fprintf(stderr, "users\n");
 	test_users(db, db2);
 	fprintf(stderr, "snapshot\n");
@@ -1023,6 +1683,17 @@ int main(int argc, char **argv)
 	if (is_cassandra) {
 		fprintf(stderr, "unreachable\n");
 		test_unreachable();
+	} else {
+		char v2_path[4200], v2_spec[4300];
+		snprintf(v2_path, sizeof(v2_path), "%s-v2", spec + 7);
+		snprintf(v2_spec, sizeof(v2_spec), "sqlite:%s", v2_path);
+		remove_sqlite_file(v2_path);
+		fprintf(stderr, "upgrade from version 2\n");
+		if (make_v2_sqlite(v2_path) == 0)
+			test_upgrade(v2_spec);
+		else
+			unit_failed++;
+		remove_sqlite_file(v2_path);
 	}
 	printf("%u passed, %u failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;

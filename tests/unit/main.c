@@ -14,11 +14,14 @@ void suite_config(void);
 void suite_hash(void);
 void suite_placement(void);
 void suite_health(void);
+void suite_move(void);
 void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
 void suite_cql_client(void);
 void suite_proxy_protocol(void);
 void suite_imap_probe(void);
+void suite_doveadm(void);
+void suite_command(void);
 
 static const struct {
 	const char *name;
@@ -35,11 +38,14 @@ static const struct {
 	{"hash", suite_hash},
 	{"placement", suite_placement},
 	{"health", suite_health},
+	{"move", suite_move},
 	{"geodb_sqlite", suite_geodb_sqlite},
 	{"cql_protocol", suite_cql_protocol},
 	{"cql_client", suite_cql_client},
 	{"proxy_protocol", suite_proxy_protocol},
 	{"imap_probe", suite_imap_probe},
+	{"doveadm", suite_doveadm},
+	{"command", suite_command},
 };
 
 int main(int argc, char **argv)

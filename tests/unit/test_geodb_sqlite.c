@@ -301,6 +301,90 @@ static void test_localdb(struct geodb *a, struct geodb *b)
 	CHECK(ldb == NULL);
 }
 
+/* Schema version 3 through the LocalDB: a refresh notices a change of a
+ * backend's mark and of a group's alternative or move (even without a new
+ * epoch), and the file keeps them. */
+static void test_localdb_marks_moves(struct geodb *a, struct geodb *b)
+{
+	const char *reason;
+	struct localdb *ldb = localdb_create(64);
+	struct geodb_snapshot snap;
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+
+	/* a mark: nothing else changes, yet routing must hear of it */
+	CHECK(geodb_backend_mark(b, "b1", HEALTH_MARK_DOWN, 1700000000, "failing", &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	const struct geodb_backend *be = localdb_backend(ldb, "b1");
+	CHECK(be != NULL && be->mark == HEALTH_MARK_DOWN && be->mark_since == 1700000000);
+	CHECK(be != NULL && strcmp(be->mark_reason, "failing") == 0);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+
+	/* a move of group 7 (test_groups_race() assigned it) */
+	struct geodb_group g, stored;
+	CHECK(geodb_group_get(a, 7, &g, &reason) == 1);
+	struct geodb_group row = g;
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b1");
+	snprintf(row.move_to, sizeof(row.move_to), "b1");
+	row.move_started_ms = 1700000000123;
+	snprintf(row.move_reason, sizeof(row.move_reason), "operator");
+	CHECK(geodb_group_cas(b, &row, g.epoch, &stored, &reason) == 1);
+	CHECK(stored.epoch == g.epoch + 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	const struct geodb_group *lg = localdb_group(ldb, 7);
+	CHECK(lg != NULL && strcmp(lg->move_to, "b1") == 0 && strcmp(lg->alt_backend, "b1") == 0 &&
+	      lg->move_started_ms == 1700000000123 && strcmp(lg->move_reason, "operator") == 0);
+
+	/* the same epoch with another alternative, move target or start (a
+	 * snapshot made by hand): still a change */
+	const char *fields[3] = {"alt_backend", "move_to", "move_started"};
+	for (int f = 0; f < 3; f++) {
+		CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+		for (size_t i = 0; i < snap.group_row_count; i++) {
+			if (snap.groups[i].group_id != 7)
+				continue;
+			if (f == 0)
+				snprintf(snap.groups[i].alt_backend, NAME_MAX_LEN + 1, "b2");
+			else if (f == 1)
+				snprintf(snap.groups[i].move_to, NAME_MAX_LEN + 1, "b2");
+			else
+				snap.groups[i].move_started_ms++;
+		}
+		int changed = localdb_replace(ldb, &snap, &reason);
+		CHECK(changed == 1);
+		if (changed != 1)
+			fprintf(stderr, "  a change of %s went unnoticed\n", fields[f]);
+		CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+		CHECK(localdb_replace(ldb, &snap, &reason) == 1); /* and back */
+	}
+
+	/* the file keeps marks, alternatives and moves */
+	char path[128];
+	snprintf(path, sizeof(path), "/tmp/mc-unit-localdb3-%d.sqlite", (int)getpid());
+	unlink(path);
+	CHECK(localdb_save(ldb, path, &reason) == 0);
+	struct localdb *loaded = localdb_create(64);
+	CHECK(localdb_load(loaded, path, &reason) == 1);
+	be = localdb_backend(loaded, "b1");
+	CHECK(be != NULL && be->mark == HEALTH_MARK_DOWN && be->mark_since == 1700000000 &&
+	      strcmp(be->mark_reason, "failing") == 0);
+	be = localdb_backend(loaded, "b2");
+	CHECK(be != NULL && be->mark == HEALTH_MARK_UP);
+	lg = localdb_group(loaded, 7);
+	CHECK(lg != NULL && strcmp(lg->move_to, "b1") == 0 && strcmp(lg->alt_backend, "b1") == 0 &&
+	      lg->move_started_ms == 1700000000123 && strcmp(lg->move_reason, "operator") == 0 &&
+	      lg->epoch == stored.epoch);
+	unlink(path);
+	localdb_destroy(&loaded);
+	localdb_destroy(&ldb);
+	CHECK(geodb_backend_mark(b, "b1", HEALTH_MARK_UP, 1700000001, "", &reason) == 1);
+}
+
 static void test_group_count(struct geodb *db)
 {
 	const char *error;
@@ -332,6 +416,7 @@ void suite_geodb_sqlite(void)
 	test_users(a);
 	test_route(a, b);
 	test_localdb(a, b);
+	test_localdb_marks_moves(a, b);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);

@@ -1,0 +1,525 @@
+/* controller_act.c - see controller_act.h. */
+#include "daemon/controller_act.h"
+
+#include "brain/failover.h"
+#include "brain/move.h"
+#include "net/doveadm.h"
+#include "daemon/worker.h"
+#include "store/geodb.h"
+#include "util/command.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ALTERNATIVE_CHANGES_PER_PASS FAILOVER_ALTERNATIVE_CHANGES_DEFAULT
+
+struct pass {
+	struct controller_act_job *job;
+	struct geodb *db;
+	struct geodb_snapshot snap;
+	struct geodb_health *obs;
+	size_t obs_count;
+	int64_t now_ms;
+	/* the site's live daemons (observer names), sorted */
+	char (*live)[NAME_MAX_LEN + 1];
+	size_t live_count;
+	/* the site's backends: indexes into snap.backends */
+	size_t *bidx;
+	struct failover_backend *fb;
+	size_t backend_count;
+	/* the site's groups: indexes into snap.groups */
+	size_t *gidx;
+	struct failover_group *fg;
+	size_t group_count;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether this pass may still write: the lease is ours and we are not
+ * shutting down. */
+static bool may_write(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	if (worker_stopping(job->worker)) {
+		snprintf(job->error, sizeof(job->error), "the daemon is shutting down");
+		job->failed = true;
+		return false;
+	}
+	if (mono_ms() >= atomic_load(job->act_until)) {
+		snprintf(job->error, sizeof(job->error),
+			 "the controller lease was not renewed in time: stopped writing");
+		job->failed = true;
+		return false;
+	}
+	return true;
+}
+
+static int fail(struct pass *p, const char *what, const char *error)
+{
+	snprintf(p->job->error, sizeof(p->job->error), "%s: %s", what, error);
+	p->job->failed = true;
+	return -1;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static bool is_live(const struct pass *p, const char *observer)
+{
+	return bsearch(observer, p->live, p->live_count, sizeof(*p->live), cmp_name) != NULL;
+}
+
+static int backend_index(const struct pass *p, const char *name)
+{
+	for (size_t i = 0; i < p->backend_count; i++) {
+		if (strcmp(p->fb[i].name, name) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static struct geodb_backend *site_backend(struct pass *p, size_t i)
+{
+	return &p->snap.backends[p->bidx[i]];
+}
+
+static struct geodb_group *site_group(struct pass *p, size_t i)
+{
+	return &p->snap.groups[p->gidx[i]];
+}
+
+/* Reads the state; collects the site's backends, groups and live daemons. */
+static int load(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	const char *error;
+	if (geodb_snapshot_read(p->db, &p->snap, &error) < 0)
+		return fail(p, "reading the state", error);
+	if (geodb_health_list(p->db, NULL, &p->obs, &p->obs_count, &error) < 0)
+		return fail(p, "reading health observations", error);
+	p->now_ms = unix_ms();
+
+	p->bidx = calloc(p->snap.backend_count + 1, sizeof(*p->bidx));
+	p->fb = calloc(p->snap.backend_count + 1, sizeof(*p->fb));
+	for (size_t i = 0; i < p->snap.backend_count; i++) {
+		const struct geodb_backend *b = &p->snap.backends[i];
+		if (strcmp(b->site, job->site) != 0)
+			continue;
+		p->bidx[p->backend_count] = i;
+		p->fb[p->backend_count] = (struct failover_backend){
+			.name = b->name,
+			.status = b->status,
+			.load_factor = b->load_factor,
+			.mark = b->mark,
+		};
+		p->backend_count++;
+	}
+
+	/* live daemons: a fresh observation of one of the site's backends */
+	p->live = calloc(p->obs_count + 1, sizeof(*p->live));
+	for (size_t i = 0; i < p->obs_count; i++) {
+		const struct geodb_health *h = &p->obs[i];
+		if (backend_index(p, h->backend) < 0 ||
+		    !health_observer_is_live(&job->health, h->observed_at * 1000, p->now_ms))
+			continue;
+		bool seen = false;
+		for (size_t j = 0; j < p->live_count && !seen; j++)
+			seen = strcmp(p->live[j], h->observer) == 0;
+		if (!seen)
+			snprintf(p->live[p->live_count++], sizeof(*p->live), "%s", h->observer);
+	}
+	qsort(p->live, p->live_count, sizeof(*p->live), cmp_name);
+
+	p->gidx = calloc(p->snap.group_row_count + 1, sizeof(*p->gidx));
+	p->fg = calloc(p->snap.group_row_count + 1, sizeof(*p->fg));
+	for (size_t i = 0; i < p->snap.group_row_count; i++) {
+		const struct geodb_group *g = &p->snap.groups[i];
+		if (strcmp(g->site, job->site) != 0 || g->backend[0] == '\0')
+			continue;
+		p->gidx[p->group_count] = i;
+		p->fg[p->group_count] = (struct failover_group){
+			.group_id = g->group_id,
+			.backend = backend_index(p, g->backend),
+			.alt_backend = g->alt_backend[0] != '\0' ? backend_index(p, g->alt_backend) : -1,
+		};
+		p->group_count++;
+		if (g->move_to[0] != '\0')
+			job->moving++;
+	}
+	job->live_daemons = (unsigned)p->live_count;
+	job->backends = (unsigned)p->backend_count;
+	job->groups = (unsigned)p->group_count;
+	return 0;
+}
+
+/* ---- health ---- */
+
+static int decide_health(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	struct health_observation *obs = calloc(p->obs_count + 1, sizeof(*obs));
+	int ret = 0;
+	for (size_t i = 0; i < p->backend_count && ret == 0; i++) {
+		struct geodb_backend *b = site_backend(p, i);
+		size_t n = 0;
+		for (size_t j = 0; j < p->obs_count; j++) {
+			const struct geodb_health *h = &p->obs[j];
+			if (strcmp(h->backend, b->name) != 0 || !is_live(p, h->observer))
+				continue;
+			obs[n++] = (struct health_observation){
+				.ok = h->ok,
+				.since_ms = h->since * 1000,
+				.observed_at_ms = h->observed_at * 1000,
+			};
+		}
+		struct health_backend hb = {
+			.name = b->name,
+			.status = b->status,
+			.mark = b->mark,
+			.mark_since_ms = b->mark_since * 1000,
+		};
+		struct health_decision d;
+		health_decide(&job->health, &hb, obs, n, (unsigned)p->live_count, p->now_ms, &d);
+		p->fb[i].suspect = d.suspect;
+		if (!d.changed)
+			continue;
+		if (!may_write(p)) {
+			ret = -1;
+			break;
+		}
+		const char *error;
+		int r = geodb_backend_mark(p->db, b->name, d.mark, p->now_ms / 1000, d.reason, &error);
+		if (r < 0) {
+			ret = fail(p, "marking a backend", error);
+			break;
+		}
+		if (r == 0)
+			continue; /* removed meanwhile */
+		b->mark = d.mark;
+		b->mark_since = p->now_ms / 1000;
+		p->fb[i].mark = d.mark;
+		if (d.mark == HEALTH_MARK_DOWN)
+			job->counts.marks_down++;
+		else
+			job->counts.marks_up++;
+		log_msg(d.mark == HEALTH_MARK_DOWN ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
+			"event=backend_marked backend=%s site=%s mark=%s reason=\"%s\"", b->name,
+			job->site, health_mark_name(d.mark), d.reason);
+	}
+	free(obs);
+	return ret;
+}
+
+/* ---- group writes ---- */
+
+/* Compare-and-set of group i to row; updates the pass's copy.  Returns 1
+ * applied, 0 someone else changed it first (looked at next pass), -1. */
+static int group_write(struct pass *p, size_t i, const struct geodb_group *row, const char *what)
+{
+	if (!may_write(p))
+		return -1;
+	struct geodb_group *g = site_group(p, i);
+	struct geodb_group stored;
+	const char *error;
+	int r = geodb_group_cas(p->db, row, g->epoch, &stored, &error);
+	if (r < 0)
+		return fail(p, what, error);
+	if (r == 0) {
+		p->job->counts.cas_conflicts++;
+		log_info("event=controller_conflict group=%u what=\"%s\" reason=\"the group changed "
+			 "meanwhile (epoch %llu, now %llu): looked at again next pass\"",
+			 g->group_id, what, (unsigned long long)g->epoch,
+			 (unsigned long long)stored.epoch);
+	}
+	if (stored.backend[0] != '\0') {
+		*g = stored;
+		p->fg[i].backend = backend_index(p, g->backend);
+		p->fg[i].alt_backend = g->alt_backend[0] != '\0' ? backend_index(p, g->alt_backend) : -1;
+	}
+	return r;
+}
+
+/* ---- moves in progress ---- */
+
+static void kick_old_backend(struct pass *p, const struct geodb_group *g)
+{
+	struct controller_act_job *job = p->job;
+	if (job->doveadm_url[0] == '\0')
+		return;
+	int bi = backend_index(p, g->backend);
+	const char *address = bi >= 0 ? site_backend(p, (size_t)bi)->address : "";
+	char url[600];
+	if (doveadm_url_expand(job->doveadm_url, g->backend, address, url, sizeof(url)) < 0) {
+		job->counts.doveadm_failures++;
+		log_warning("event=move_kick_failed group=%u backend=%s reason=\"the expanded "
+			    "backend_doveadm_url is too long\"",
+			    g->group_id, g->backend);
+		return;
+	}
+	unsigned kicked = 0;
+	const char *error;
+	if (doveadm_kick_group(url, job->doveadm_api_key, job->group_count, g->group_id,
+			       job->doveadm_timeout_ms, &kicked, &error) < 0) {
+		job->counts.doveadm_failures++;
+		log_warning("event=move_kick_failed group=%u backend=%s reason=\"%s\" note=\"the "
+			    "move goes on: the proxies have closed their sessions already\"",
+			    g->group_id, g->backend, error);
+		return;
+	}
+	/* users overridden into the group: doveadm_kick_group() sees only the
+	 * hash */
+	const char **users = calloc(p->snap.user_count + 1, sizeof(*users));
+	size_t n = 0;
+	for (size_t i = 0; i < p->snap.user_count; i++) {
+		if (p->snap.users[i].group_id == g->group_id)
+			users[n++] = p->snap.users[i].username;
+	}
+	unsigned kicked_overrides = 0;
+	if (n > 0 && doveadm_kick(url, job->doveadm_api_key, users, n, job->doveadm_timeout_ms,
+				  &kicked_overrides, &error) < 0) {
+		job->counts.doveadm_failures++;
+		log_warning("event=move_kick_failed group=%u backend=%s reason=\"%s\" note=\"the "
+			    "move goes on\"",
+			    g->group_id, g->backend, error);
+	}
+	free(users);
+	job->counts.doveadm_kicks++;
+	log_info("event=move_kick group=%u backend=%s kicked=%u", g->group_id, g->backend,
+		 kicked + kicked_overrides);
+}
+
+static void run_hook(struct pass *p, const struct geodb_group *g)
+{
+	struct controller_act_job *job = p->job;
+	if (job->move_hook[0] == '\0')
+		return;
+	char group[16];
+	snprintf(group, sizeof(group), "%u", g->group_id);
+	const struct command_var vars[] = {
+		{"user", ""}, {"group", group}, {"from", g->backend}, {"to", g->move_to}};
+	int status = 0;
+	char output[512] = "";
+	const char *error;
+	if (command_run(job->move_hook, vars, sizeof(vars) / sizeof(vars[0]),
+			job->move_hook_timeout_ms, &status, output, sizeof(output), &error) < 0) {
+		job->counts.hook_failures++;
+		log_warning("event=move_hook_failed group=%u from=%s to=%s reason=\"%s\" "
+			    "output=\"%s\" note=\"the move goes on\"",
+			    g->group_id, g->backend, g->move_to, error, output);
+		return;
+	}
+	job->counts.hook_runs++;
+	log_info("event=move_hook group=%u from=%s to=%s exit=0 output=\"%s\"", g->group_id,
+		 g->backend, g->move_to, output);
+}
+
+static int count_acks(struct pass *p, const struct geodb_group *g, unsigned *acked_r)
+{
+	struct geodb_move_ack *acks;
+	size_t count;
+	const char *error;
+	if (geodb_move_ack_list(p->db, g->group_id, &acks, &count, &error) < 0)
+		return fail(p, "reading move acknowledgements", error);
+	unsigned acked = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (acks[i].epoch == g->epoch && is_live(p, acks[i].observer))
+			acked++;
+	}
+	free(acks);
+	*acked_r = acked;
+	return 0;
+}
+
+static int progress_moves(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	for (size_t i = 0; i < p->group_count; i++) {
+		struct geodb_group *g = site_group(p, i);
+		if (g->move_to[0] == '\0')
+			continue;
+		int from = p->fg[i].backend;
+		int to = backend_index(p, g->move_to);
+		struct move_view view = {
+			.started_ms = g->move_started_ms,
+			.from_down = from < 0 || p->fb[from].mark == HEALTH_MARK_DOWN ||
+				     p->fb[from].status == BACKEND_STATUS_OFFLINE,
+			.live = (unsigned)p->live_count,
+		};
+		if (!view.from_down && count_acks(p, g, &view.acked) < 0)
+			return -1;
+		char reason[200];
+		enum move_outcome outcome =
+			move_progress(job->move_timeout_ms, &view, p->now_ms, reason, sizeof(reason));
+		if (outcome == MOVE_WAIT)
+			continue;
+		if (to < 0) {
+			/* the target is gone (removed): the move cannot finish;
+			 * it is cancelled, the group stays */
+			struct geodb_group row = *g;
+			row.move_to[0] = '\0';
+			row.move_reason[0] = '\0';
+			row.move_started_ms = 0;
+			int r = group_write(p, i, &row, "cancelling a move");
+			if (r < 0)
+				return -1;
+			if (r == 1)
+				log_warning("event=move_cancelled group=%u backend=%s reason=\"the "
+					    "move's target backend no longer exists in site %s\"",
+					    g->group_id, g->backend, job->site);
+			continue;
+		}
+		if (outcome != MOVE_FINISH_DOWN)
+			kick_old_backend(p, g);
+		run_hook(p, g);
+		char from_name[NAME_MAX_LEN + 1], to_name[NAME_MAX_LEN + 1], why[96];
+		snprintf(from_name, sizeof(from_name), "%s", g->backend);
+		snprintf(to_name, sizeof(to_name), "%s", g->move_to);
+		snprintf(why, sizeof(why), "%s", g->move_reason);
+		struct geodb_group row = *g;
+		snprintf(row.backend, sizeof(row.backend), "%s", g->move_to);
+		snprintf(row.site, sizeof(row.site), "%s", site_backend(p, (size_t)to)->site);
+		if (strcmp(row.alt_backend, row.backend) == 0)
+			row.alt_backend[0] = '\0';
+		row.move_to[0] = '\0';
+		row.move_reason[0] = '\0';
+		row.move_started_ms = 0;
+		int r = group_write(p, i, &row, "finishing a move");
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			continue;
+		if (outcome == MOVE_FINISH_ACKED)
+			job->counts.moves_acked++;
+		else if (outcome == MOVE_FINISH_DOWN)
+			job->counts.moves_source_down++;
+		else
+			job->counts.moves_timed_out++;
+		log_msg(outcome == MOVE_FINISH_TIMEOUT ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
+			"event=move_finished group=%u from=%s to=%s outcome=%s move_reason=\"%s\" "
+			"reason=\"%s\" msecs=%lld",
+			g->group_id, from_name, to_name, move_outcome_name(outcome), why, reason,
+			(long long)(p->now_ms - view.started_ms));
+	}
+	return 0;
+}
+
+/* ---- failover and alternatives ---- */
+
+static int failover(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	struct failover_change *moves = calloc(p->group_count + 1, sizeof(*moves));
+	size_t count = 0, stranded = 0;
+	if (failover_plan(p->fb, p->backend_count, p->fg, p->group_count, moves, &count,
+			  &stranded) < 0) {
+		free(moves);
+		return fail(p, "planning the failover", "out of memory");
+	}
+	if (stranded > 0) {
+		job->counts.stranded += stranded;
+		log_warning("event=failover_stranded site=%s groups=%zu reason=\"their backend is "
+			    "marked down and no backend of the site can take them\"",
+			    job->site, stranded);
+	}
+	int ret = 0;
+	for (size_t m = 0; m < count; m++) {
+		size_t i = moves[m].group;
+		struct geodb_group *g = site_group(p, i);
+		if (g->move_to[0] != '\0')
+			continue; /* progress_moves() finishes it (source down) */
+		struct geodb_group row = *g;
+		const char *target = p->fb[moves[m].backend].name;
+		bool to_alt = strcmp(g->alt_backend, target) == 0;
+		snprintf(row.backend, sizeof(row.backend), "%s", target);
+		row.alt_backend[0] = '\0'; /* chosen afresh below */
+		char from[NAME_MAX_LEN + 1];
+		snprintf(from, sizeof(from), "%s", g->backend);
+		int r = group_write(p, i, &row, "failing a group over");
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+		if (r == 0)
+			continue;
+		job->counts.failovers++;
+		log_info("event=group_failover group=%u from=%s to=%s site=%s reason=\"backend %s is "
+			 "marked down; %s\"",
+			 g->group_id, from, target, job->site, from,
+			 to_alt ? "to its pre-chosen alternative" : "its alternative could not take it");
+	}
+	free(moves);
+	return ret;
+}
+
+static int alternatives(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	struct failover_change *changes = calloc(ALTERNATIVE_CHANGES_PER_PASS, sizeof(*changes));
+	size_t count = 0;
+	if (failover_alternatives(p->fb, p->backend_count, p->fg, p->group_count,
+				  ALTERNATIVE_CHANGES_PER_PASS, changes, &count) < 0) {
+		free(changes);
+		return fail(p, "choosing alternatives", "out of memory");
+	}
+	int ret = 0;
+	for (size_t c = 0; c < count; c++) {
+		size_t i = changes[c].group;
+		struct geodb_group *g = site_group(p, i);
+		if (g->move_to[0] != '\0')
+			continue; /* an epoch change would void the move's acknowledgements */
+		struct geodb_group row = *g;
+		snprintf(row.alt_backend, sizeof(row.alt_backend), "%s",
+			 p->fb[changes[c].backend].name);
+		int r = group_write(p, i, &row, "choosing an alternative");
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+		if (r == 1) {
+			job->counts.alt_changes++;
+			log_debug("event=group_alternative group=%u backend=%s alternative=%s",
+				  g->group_id, g->backend, g->alt_backend);
+		}
+	}
+	free(changes);
+	return ret;
+}
+
+void controller_act_run(struct geodb *db, const char *open_error, void *arg)
+{
+	struct controller_act_job *job = arg;
+	struct pass p = {.job = job, .db = db};
+	job->counts.passes = 1;
+	if (db == NULL) {
+		fail(&p, "opening the GeoDB", open_error);
+	} else if (load(&p) == 0 && decide_health(&p) == 0 && progress_moves(&p) == 0 &&
+		   failover(&p) == 0) {
+		alternatives(&p);
+	}
+	if (job->failed)
+		job->counts.pass_failures = 1;
+	geodb_snapshot_free(&p.snap);
+	free(p.obs);
+	free(p.live);
+	free(p.bidx);
+	free(p.fb);
+	free(p.gidx);
+	free(p.fg);
+}

@@ -1,0 +1,72 @@
+/* controller_act.h - one pass of the site controller's decisions, run in the
+ * worker thread (worker.h) with its own GeoDB handle while this daemon
+ * holds the controller lease (controller.h):
+ *
+ *   1. read the state (snapshot) and every daemon's health observations;
+ *      the site's live daemons are those with a fresh observation;
+ *   2. health: brain/health.h decides each backend's mark; changes are
+ *      written with geodb_backend_mark() and logged with their reason;
+ *   3. moves in progress: brain/move.h decides (acknowledged by every live
+ *      daemon, source down, or timed out); a finishing move kicks the
+ *      group's users on the old backend through doveadm (when configured),
+ *      runs the move_hook, and switches the group (compare-and-set);
+ *   4. failover: brain/failover.h moves the groups of backends marked down
+ *      to their alternatives (finishing at once: nobody is served there);
+ *   5. alternatives: brain/failover.h keeps every group's alternative
+ *      current (a bounded number of changes per pass).
+ *
+ * Every write first checks that the lease is still ours (act_until, a
+ * CLOCK_MONOTONIC millisecond deadline the event loop extends at every
+ * renewal), so a controller that lost the lease mid-pass stops writing.
+ * Every write is a compare-and-set on the group's epoch, so an operator's
+ * change made meanwhile wins and the controller looks again next pass.
+ */
+#ifndef CONTROLLER_ACT_H
+#define CONTROLLER_ACT_H
+
+#include "brain/health.h"
+#include "brain/types.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct geodb;
+struct worker;
+
+struct controller_act_counts {
+	uint64_t passes, pass_failures;
+	uint64_t marks_down, marks_up;
+	uint64_t failovers, stranded;
+	uint64_t moves_acked, moves_source_down, moves_timed_out;
+	uint64_t alt_changes;
+	uint64_t doveadm_kicks, doveadm_failures;
+	uint64_t hook_runs, hook_failures; /* runs: exit 0; failures: the rest */
+	uint64_t cas_conflicts;
+};
+
+struct controller_act_job {
+	/* in */
+	char site[NAME_MAX_LEN + 1];
+	struct health_settings health;
+	unsigned move_timeout_ms;
+	unsigned group_count;
+	char doveadm_url[512], doveadm_api_key[256];
+	unsigned doveadm_timeout_ms;
+	char move_hook[1024];
+	unsigned move_hook_timeout_ms;
+	const _Atomic int64_t *act_until; /* monotonic ms; the controller's */
+	const struct worker *worker;      /* worker_stopping(): shutdown */
+	void *owner;                      /* the controller (on the loop only) */
+
+	/* out */
+	struct controller_act_counts counts; /* this pass's */
+	unsigned live_daemons, backends, groups, moving;
+	bool failed;
+	char error[512];
+};
+
+/* worker_run_fn */
+void controller_act_run(struct geodb *db, const char *open_error, void *arg);
+
+#endif

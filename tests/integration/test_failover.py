@@ -1,0 +1,284 @@
+"""Automatic failover and safe moves (issue 5) with real Dovecot backends.
+
+- a backend down for less than backend_failover_delay moves nobody;
+- a backend down for longer is marked down by the controller (majority of live daemons), its
+  users log in on other backends (the time from its death to the first successful login
+  elsewhere is printed), and when it comes back it is marked up but nobody moves back;
+- a move while a client IDLEs gives that client a BYE and its reconnect lands on the new
+  backend; `backend evacuate` empties a backend at move_rate;
+- an LMTP transaction in flight holds the move's acknowledgement until it is over.
+
+Delays are shortened (probe_interval 1s, backend_failover_delay 15s) so that the suite stays
+fast; every wait is bounded and generous, timings are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import smtplib
+import socket
+import time
+
+from mchelpers import PASSWORD, backend_of, close_quietly, imap_login, wait_for
+
+FAILOVER_DELAY = 15
+SETTINGS = {
+    "probe_interval": "1s",
+    "probe_timeout": "1s",
+    "backend_failover_delay": f"{FAILOVER_DELAY}s",
+    "backend_recovery_delay": "4s",
+    "controller_lease": "3s",
+    "move_timeout": "20s",
+}
+WAIT = 60
+
+
+def _backend_row(d, name: str) -> dict:
+    rows = d.cli_json("backend", "status", name)
+    return rows[0]
+
+
+def _groups(d) -> dict:
+    return {int(g["group"]): g for g in d.cli_json("group", "list")}
+
+
+def _controller(d) -> dict:
+    return d.status()["controller"]
+
+
+def _users_by_backend(d, count: int) -> dict:
+    """Logs in user1..userN once each; returns backend -> [users]."""
+    where: dict = {}
+    for i in range(1, count + 1):
+        user = f"user{i}"
+        c = d.login(user)
+        try:
+            where.setdefault(backend_of(c), []).append(user)
+        finally:
+            close_quietly(c)
+    return where
+
+
+def _try_login(d, user: str):
+    """The backend a login of user lands on, or None if it fails now."""
+    try:
+        c = imap_login(d.imap_port, user, timeout=5)
+    except (imaplib.IMAP4.error, OSError, AssertionError):
+        return None
+    try:
+        return backend_of(c)
+    finally:
+        close_quietly(c)
+
+
+def _wait_controller_ready(d) -> None:
+    """The daemon holds the lease and has passed over every backend with alternatives."""
+    wait_for(lambda: _controller(d)["me"] and _controller(d)["passes"] >= 2, WAIT,
+             message="the daemon to be controller and to have run its passes")
+    wait_for(lambda: all(g["alt_backend"] for g in _groups(d).values()), WAIT,
+             message="every assigned group to have an alternative backend")
+
+
+def test_short_outage_moves_nobody_long_one_fails_over_and_nothing_moves_back(cluster, fleet):
+    d = cluster(**SETTINGS)
+    where = _users_by_backend(d, 40)
+    assert len(where) == 3, where
+    _wait_controller_ready(d)
+    victim = fleet.backend(sorted(where)[0])
+    victim_users = where[victim.name]
+    before = _groups(d)
+
+    # ---- a 10 s outage: below backend_failover_delay (15 s)
+    victim.stop()
+    try:
+        time.sleep(10)
+        row = _backend_row(d, victim.name)
+        assert row["mark"] == "up", row
+    finally:
+        victim.start()
+    wait_for(lambda: all(o["health"] == "ok"
+                         for o in _backend_row(d, victim.name)["observations"]), WAIT,
+             message=f"{victim.name} seen ok again")
+    time.sleep(2)  # a few more controller passes
+    after = _groups(d)
+    assert {g: r["backend"] for g, r in after.items()} == \
+        {g: r["backend"] for g, r in before.items()}, "a short outage moved groups"
+    m = d.metrics()
+    assert m['mailcluster_backend_marks_total{mark="down"}'] == 0, m
+    assert m["mailcluster_group_failovers_total"] == 0, m
+    for user in victim_users[:3]:
+        assert _try_login(d, user) == victim.name
+
+    # ---- a long outage: marked down after the delay, its users log in elsewhere
+    # a client logged in on the victim when it dies
+    idle = imap_login(d.imap_port, victim_users[0])
+    victim.stop()
+    died = time.monotonic()
+    try:
+        user = victim_users[1]
+        landed = wait_for(lambda: _try_login(d, user), FAILOVER_DELAY + WAIT, interval=0.2,
+                          message=f"{user} (of {victim.name}) to log in elsewhere")
+        took = time.monotonic() - died
+        print(f"\nbackend death -> first successful login elsewhere: {took:.1f} s "
+              f"(backend_failover_delay {FAILOVER_DELAY} s, probe_interval 1 s)")
+        assert landed != victim.name
+        assert took >= FAILOVER_DELAY - 2, f"failed over after {took:.1f} s: too early"
+        row = _backend_row(d, victim.name)
+        assert row["mark"] == "down", row
+        assert "failing" in row["mark_reason"] and "backend_failover_delay" in \
+            row["mark_reason"], row
+        assert re.search(rf'event=backend_marked backend={victim.name} site=dc1 mark=down '
+                         rf'reason="[^"]*failing', d.log_text())
+        # every group of the victim moves at once, to another backend
+        groups = wait_for(lambda: (lambda g: g if all(
+            r["backend"] != victim.name for r in g.values()) else None)(_groups(d)), WAIT,
+            message=f"every group off {victim.name}")
+        moved = {g for g, r in before.items() if r["backend"] == victim.name}
+        assert moved and all(groups[g]["backend"] != victim.name for g in moved)
+        for u in victim_users:
+            assert _try_login(d, u) not in (None, victim.name), u
+        m = d.metrics()
+        assert m['mailcluster_backend_marks_total{mark="down"}'] == 1, m
+        assert m["mailcluster_group_failovers_total"] == len(moved), m
+    finally:
+        close_quietly(idle)
+        victim.start()
+
+    # ---- it comes back: marked up again, nobody moves back
+    wait_for(lambda: _backend_row(d, victim.name)["mark"] == "up", WAIT,
+             message=f"{victim.name} marked up again")
+    time.sleep(3)
+    final = _groups(d)
+    for g in moved:
+        assert final[g]["backend"] == groups[g]["backend"], (g, final[g], groups[g])
+    for u in victim_users:
+        assert _try_login(d, u) not in (None, victim.name), u
+    assert re.search(rf'event=backend_marked backend={victim.name} site=dc1 mark=up',
+                     d.log_text())
+
+
+def _idle(c: imaplib.IMAP4) -> None:
+    c.select("INBOX")
+    tag = c._new_tag()
+    c.send(tag + b" IDLE\r\n")
+    line = c.readline()
+    assert line.startswith(b"+"), line
+
+
+def test_move_while_idle_gives_bye_and_reconnect_lands_on_new_backend(cluster, fleet):
+    d = cluster(**SETTINGS)
+    user = "user7"
+    c = imap_login(d.imap_port, user)
+    old = backend_of(c)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    _idle(c)
+    started = time.monotonic()
+    r = d.cli("group", "move", "--wait", "yes", str(group), target)
+    assert r.returncode == 0, r.stderr
+    assert f"moving from {old} to {target}" in r.stdout, r.stdout
+    c.sock.settimeout(30)
+    line = c.readline()
+    assert line.startswith(b"* BYE"), line
+    assert b"moving" in line, line
+    print(f"\nmove with an IDLE client: BYE after {time.monotonic() - started:.1f} s")
+    close_quietly(c)
+    assert _try_login(d, user) == target
+    log = d.log_text()
+    assert re.search(rf"event=move_seen group={group} from={old} to={target}", log)
+    assert re.search(rf"event=session_moved user={user} group={group} backend={old}", log)
+    assert re.search(rf"event=move_finished group={group} from={old} to={target} "
+                     rf"outcome=acknowledged", log)
+    row = _groups(d)[int(group)]
+    assert row["backend"] == target and row["move_to"] == "", row
+    m = d.metrics()
+    assert m['mailcluster_moves_finished_total{outcome="acknowledged"}'] >= 1, m
+    assert m["mailcluster_move_acks_total"] >= 1, m
+
+
+def test_logins_are_held_during_a_move(cluster, fleet):
+    """While the group moves, its logins wait (not refused) and then land on the target."""
+    d = cluster(**SETTINGS)
+    user = "user11"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    r = d.cli("group", "move", "--wait", "no", str(group), target)
+    assert r.returncode == 0, r.stderr
+    started = time.monotonic()
+    assert _try_login(d, user) == target  # held until the switch, then the new backend
+    print(f"\nlogin held during a move for {time.monotonic() - started:.1f} s")
+    moves = d.status()["moves"]
+    assert moves["holds"] == 1 and moves["holds_expired"] == 0, moves
+    assert d.metrics()["mailcluster_move_holds_total"] == 1
+
+
+def test_evacuate_moves_every_group_at_move_rate(cluster, fleet):
+    d = cluster(**SETTINGS)
+    where = _users_by_backend(d, 30)
+    victim = sorted(where)[0]
+    sessions = [imap_login(d.imap_port, u) for u in where[victim][:3]]
+    try:
+        _wait_controller_ready(d)
+        count = sum(1 for g in _groups(d).values() if g["backend"] == victim)
+        started = time.monotonic()
+        r = d.cli("backend", "evacuate", "--rate", "5", victim)
+        took = time.monotonic() - started
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{count} group(s) to move at 5 per second" in r.stdout, r.stdout
+        assert f"backend {victim}: evacuated ({count} group(s) moved)" in r.stdout, r.stdout
+        assert took >= (count - 1) / 5 - 0.5, f"{count} groups in {took:.1f} s"
+        print(f"\nevacuate: {count} groups in {took:.1f} s at move_rate 5")
+        assert all(g["backend"] != victim for g in _groups(d).values())
+        assert _backend_row(d, victim)["load_factor"] == "0"
+        for c in sessions:  # each got a BYE (or the socket closed)
+            c.sock.settimeout(10)
+            data = b""
+            try:
+                data = c.readline()
+            except OSError:
+                pass
+            assert data == b"" or data.startswith(b"* BYE"), data
+        for u in where[victim]:
+            assert _try_login(d, u) not in (None, victim), u
+    finally:
+        for c in sessions:
+            close_quietly(c)
+        d.cli("backend", "update", "--load-factor", "100", victim)
+
+
+def test_lmtp_transaction_in_flight_delays_the_acknowledgement(cluster, fleet):
+    d = cluster(protocols=("imap", "lmtp"), **SETTINGS)
+    user = "user21"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    try:
+        lmtp.ehlo_or_helo_if_needed()
+        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
+        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250
+        r = d.cli("group", "move", "--wait", "no", str(group), target)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: d.status()["moves"]["moves_seen"] >= 1, WAIT,
+                 message="the daemon to see the move")
+        time.sleep(3)
+        # the transaction is open: no acknowledgement, the group still moving
+        assert d.status()["moves"]["acks_pending"] == 1
+        assert _groups(d)[int(group)]["move_to"] == target
+        code, _ = lmtp.docmd("DATA")
+        assert code == 354
+        lmtp.send(b"Subject: in flight\r\n\r\ndelivered during a move\r\n.\r\n")
+        code, reply = lmtp.getreply()
+        assert code == 250, reply
+    finally:
+        try:
+            lmtp.quit()
+        except Exception:
+            pass
+    wait_for(lambda: _groups(d)[int(group)]["backend"] == target, WAIT,
+             message="the move to finish once the LMTP transaction is over")
+    assert re.search(rf"event=move_finished group={group} from={old} to={target} "
+                     rf"outcome=acknowledged", d.log_text())
