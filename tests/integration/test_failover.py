@@ -17,11 +17,11 @@ from __future__ import annotations
 import imaplib
 import os
 import re
+import signal
 import smtplib
-import socket
 import time
 
-from mchelpers import PASSWORD, backend_of, close_quietly, imap_login, wait_for
+from mchelpers import backend_of, close_quietly, imap_login, unique_keyspace, wait_for
 
 FAILOVER_DELAY = 15
 SETTINGS = {
@@ -33,6 +33,7 @@ SETTINGS = {
     "move_timeout": "20s",
 }
 WAIT = 60
+DAEMON_START = 30  # seconds: a daemon on Cassandra connects and reads the GeoDB first
 
 
 def _backend_row(d, name: str) -> dict:
@@ -282,3 +283,113 @@ def test_lmtp_transaction_in_flight_delays_the_acknowledgement(cluster, fleet):
              message="the move to finish once the LMTP transaction is over")
     assert re.search(rf"event=move_finished group={group} from={old} to={target} "
                      rf"outcome=acknowledged", d.log_text())
+
+
+def _kill(d) -> None:
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(timeout=10)
+    d.proc = None
+
+
+def _holder(daemons):
+    mine = [d for d in daemons if _controller(d)["me"]]
+    return mine[0] if len(mine) == 1 else None
+
+
+def test_two_daemons_on_cassandra_failover_moves_and_takeover(cluster, cassandra_node, fleet):
+    """Two daemons of one site on Cassandra: the backend failure needs both (the majority) to
+    see it; a move started while a client IDLEs on the daemon that is NOT the controller
+    gives that client a BYE once that daemon has seen the move; both daemons acknowledge; the
+    holder is killed and the other takes over and finishes the next move, no longer waiting
+    for the dead daemon once its observations have gone stale."""
+    spec = cassandra_node.spec(unique_keyspace("fo"))
+    a = cluster(geodb=spec, localdb_refresh="1s", start_timeout=DAEMON_START, **SETTINGS)
+    b = cluster(geodb=spec, setup=False, localdb_refresh="1s", start_timeout=DAEMON_START,
+                **SETTINGS)
+    holder = wait_for(lambda: _holder([a, b]), WAIT, message="one controller")
+    other = b if holder is a else a
+    where = _users_by_backend(other, 30)
+    wait_for(lambda: _controller(holder)["live_daemons"] == 2, WAIT,
+             message="the controller to count both daemons live")
+    _wait_controller_ready(holder)
+
+    # ---- failover with two daemons: both see it failing
+    victim = fleet.backend(sorted(where)[-1])
+    victim.stop()
+    died = time.monotonic()
+    try:
+        user = where[victim.name][0]
+        landed = wait_for(lambda: _try_login(other, user), FAILOVER_DELAY + WAIT,
+                          interval=0.2, message=f"{user} to log in elsewhere")
+        took = time.monotonic() - died
+        print(f"\nCassandra, 2 daemons: backend death -> first login elsewhere: {took:.1f} s")
+        assert landed != victim.name
+        reason = _backend_row(holder, victim.name)["mark_reason"]
+        assert reason.startswith("2 of 2 daemons"), reason
+    finally:
+        victim.start()
+    wait_for(lambda: _backend_row(holder, victim.name)["mark"] == "up", WAIT,
+             message=f"{victim.name} marked up again")
+
+    # ---- a move with an IDLE client on the non-controller daemon
+    user = where[sorted(where)[0]][0]
+    c = imap_login(other.imap_port, user)
+    old = backend_of(c)
+    group = other.cli_json("user", "status", user)[0]["group"]
+    target = next(bk.name for bk in fleet.backends if bk.name not in (old, victim.name))
+    _idle(c)
+    r = holder.cli("group", "move", "--wait", "yes", str(group), target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    c.sock.settimeout(30)
+    line = c.readline()
+    assert line.startswith(b"* BYE"), line
+    close_quietly(c)
+    assert _try_login(other, user) == target
+    assert re.search(rf'event=move_finished group={group} from={old} to={target} '
+                     rf'outcome=acknowledged .*reason="2 of 2 live daemons acknowledged',
+                     holder.log_text())
+    for d in (a, b):
+        assert re.search(rf"event=move_ack group={group} ", d.log_text()), d.name
+
+    # ---- the controller is killed: the other takes over and finishes the next move
+    _kill(holder)
+    wait_for(lambda: _controller(other)["me"], WAIT, message="the other daemon to take over")
+    user2 = next(u for u in where[old] if u != user)
+    group2 = other.cli_json("user", "status", user2)[0]["group"]
+    back = _try_login(other, user2)
+    target2 = next(bk.name for bk in fleet.backends if bk.name != back)
+    r = other.cli("group", "move", "--wait", "yes", str(group2), target2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _try_login(other, user2) == target2
+    assert re.search(rf'event=move_finished group={group2} from={back} to={target2} '
+                     rf'outcome=acknowledged .*reason="1 of 1 live daemons',
+                     other.log_text())
+
+
+def test_move_ends_pop3_and_managesieve_sessions_with_their_goodbyes(cluster, fleet):
+    from test_sieve import ManageSieve
+    import poplib
+    d = cluster(protocols=("imap", "pop3", "sieve"), **SETTINGS)
+    user = "user33"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    p = poplib.POP3("127.0.0.1", d.ports["pop3"], timeout=30)
+    p.user(user)
+    p.pass_("password")
+    s = ManageSieve(d.ports["sieve"], timeout=30)
+    ok = s.authenticate(user)
+    assert ok.startswith(b"OK"), ok
+    r = d.cli("group", "move", "--wait", "yes", str(group), target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = p.file.readline()
+    assert line.startswith(b"-ERR [IN-USE]") and b"moving" in line, line
+    _, bye = s.response()
+    assert bye.startswith(b"BYE") and b"moving" in bye, bye
+    p.close()
+    s.close()
+    p2 = poplib.POP3("127.0.0.1", d.ports["pop3"], timeout=30)
+    p2.user(user)
+    assert p2.pass_("password").startswith(b"+OK")
+    p2.quit()
+    assert _try_login(d, user) == target
