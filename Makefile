@@ -96,7 +96,7 @@ check: deps
 	python3 scripts/cassandra fetch
 	$(MAKE) all $(B)/unit_tests $(B)/geodb_conformance
 	./$(B)/unit_tests
-	# the failover simulator: a few hundred seeds (~13 s CPU: 7-12 s on 2 idle cores)
+	# the failover and move simulator: a few hundred seeds (~19 s CPU: ~12 s on 2 idle cores)
 	$(MAKE) $(B)/sim
 	./$(B)/sim --seeds 300 --jobs 2
 	rm -f $(B)/conformance.sqlite*

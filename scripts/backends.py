@@ -510,6 +510,13 @@ service doveadm {{
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        # Children that outlive the master (Dovecot 2.3.19's doveadm-server hangs forever on a
+        # POST whose API key is wrong, and keeps log/config/stats alive) are in its process
+        # group; the group id cannot be reused while any of them lives.
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         deadline = time.monotonic() + STOP_TIMEOUT
         while not _port_refuses(self.ip, self.ports["imap"]):
             if time.monotonic() > deadline:

@@ -150,14 +150,16 @@ static long json_scan_string(const char *text, size_t len, size_t pos, const cha
 		if (c == '"')
 			return (long)i;
 		if (c < 0x20)
-			return fail(error_r, "control character 0x%02x in a string at byte %zu", c, i);
+			return fail(error_r, "control character 0x%02x in a string at byte %zu", c,
+				    i);
 		if (c != '\\')
 			continue;
 		if (++i == len)
 			break;
 		if (text[i] == 'u') {
-			if (len - i < 5 || hex_value(text[i + 1]) < 0 || hex_value(text[i + 2]) < 0 ||
-			    hex_value(text[i + 3]) < 0 || hex_value(text[i + 4]) < 0)
+			if (len - i < 5 || hex_value(text[i + 1]) < 0 ||
+			    hex_value(text[i + 2]) < 0 || hex_value(text[i + 3]) < 0 ||
+			    hex_value(text[i + 4]) < 0)
 				return fail(error_r, "bad \\u escape at byte %zu", i - 1);
 			i += 4;
 		} else if (strchr("\"\\/bfnrt", text[i]) == NULL || text[i] == '\0') {
@@ -295,7 +297,8 @@ static int json_parse(struct json_doc *doc, const char *text, size_t len, const 
 		case EXPECT_VALUE:
 			if (c == '[' || c == '{') {
 				if (depth == JSON_DEPTH_MAX)
-					return fail(error_r, "JSON nested deeper than %d at byte %zu",
+					return fail(error_r,
+						    "JSON nested deeper than %d at byte %zu",
 						    JSON_DEPTH_MAX, pos);
 				int tok = json_add(doc, c == '[' ? JSON_ARRAY : JSON_OBJECT, pos,
 						   error_r);
@@ -526,10 +529,12 @@ static int answers_walk(const char *body, size_t len, doveadm_answer_callback *c
 					    ? json_object_get(&doc, answer.first, "exitCode")
 					    : -1;
 			if (code >= 0 && doc.tokens[code].type == JSON_SCALAR)
-				answer.exit_code = strtol(doc.text + doc.tokens[code].start, NULL, 10);
+				answer.exit_code =
+					strtol(doc.text + doc.tokens[code].start, NULL, 10);
 		} else {
-			ret = fail(error_r, "answer entry %u (tag %s) is neither doveadmResponse nor "
-					    "error",
+			ret = fail(error_r,
+				   "answer entry %u (tag %s) is neither doveadmResponse nor "
+				   "error",
 				   n, answer.tag);
 			break;
 		}
@@ -606,7 +611,8 @@ static int answer_failure(const struct doveadm_answer *answer, const char *comma
 		return fail(error_r, "%s failed with exit code %ld (%s)", command,
 			    answer->exit_code, exit_code_name(answer->exit_code));
 	if (strcmp(answer->error_type, "unAuthorized") == 0)
-		return fail(error_r, "%s is not allowed (see doveadm_allowed_commands on the backend)",
+		return fail(error_r,
+			    "%s is not allowed (see doveadm_allowed_commands on the backend)",
 			    command);
 	if (strcmp(answer->error_type, "unknownMethod") == 0)
 		return fail(error_r, "this Dovecot does not know the command %s", command);
@@ -735,8 +741,8 @@ static int kick_answer(void *context, const struct json_doc *doc, size_t index,
 	else
 		snprintf(command, sizeof(command), "kick %s", tag);
 	if (strcmp(answer->tag, tag) != 0)
-		return fail(error_r, "answer %zu has the tag '%s', expected '%s'", index, answer->tag,
-			    tag);
+		return fail(error_r, "answer %zu has the tag '%s', expected '%s'", index,
+			    answer->tag, tag);
 	if (!answer->ok) {
 		if (strcmp(answer->error_type, "exitCode") == 0 &&
 		    answer->exit_code == DOVEADM_EX_NOTFOUND)
@@ -806,8 +812,8 @@ int doveadm_kick_mask(const char *username, char *dst, size_t size)
 
 /* ---- URL and HTTP ---- */
 
-int doveadm_url_expand(const char *template, const char *backend, const char *address,
-		       char *dst, size_t size)
+int doveadm_url_expand(const char *template, const char *backend, const char *address, char *dst,
+		       size_t size)
 {
 	size_t n = 0;
 	for (const char *p = template; *p != '\0';) {
@@ -1146,7 +1152,8 @@ static int http_feed(struct http_reader *r, const char *data, size_t len, const 
 			    errno != 0)
 				return fail(error_r, "bad chunk-size line '%s'", r->line);
 			if (size > DOVEADM_RESPONSE_MAX)
-				return fail(error_r, "the answer is larger than the %u bytes accepted",
+				return fail(error_r,
+					    "the answer is larger than the %u bytes accepted",
 					    DOVEADM_RESPONSE_MAX);
 			r->line_len = 0;
 			r->remaining = size;
@@ -1254,9 +1261,8 @@ static int http_connect(const char *url, const struct http_url *u, uint64_t dead
 /* POSTs body to url (or, with body NULL, GETs url and reads only the
  * status line and headers) and reads the answer, all before the deadline.
  * answer->body is the decoded body (free it). */
-static int http_request(const char *url, const char *api_key, const char *body,
-			uint64_t deadline, unsigned timeout_ms, struct http_answer *answer,
-			const char **error_r)
+static int http_request(const char *url, const char *api_key, const char *body, uint64_t deadline,
+			unsigned timeout_ms, struct http_answer *answer, const char **error_r)
 {
 	struct http_url u;
 	struct strbuf request = {0};
@@ -1314,7 +1320,8 @@ static int http_request(const char *url, const char *api_key, const char *body,
 			int ready = wait_fd(fd, POLLOUT, deadline);
 			if (ready == 0) {
 				fail_url(url, error_r,
-					 "timed out after %u ms while sending the request", timeout_ms);
+					 "timed out after %u ms while sending the request",
+					 timeout_ms);
 				goto out;
 			}
 			if (ready > 0)
@@ -1343,8 +1350,9 @@ static int http_request(const char *url, const char *api_key, const char *body,
 			if (reader.head_done && reader.mode == BODY_UNTIL_CLOSE)
 				break;
 			if (received == 0 && sent < request.len)
-				fail_url(url, error_r, "the connection was closed while sending the "
-						       "request");
+				fail_url(url, error_r,
+					 "the connection was closed while sending the "
+					 "request");
 			else
 				fail_url(url, error_r,
 					 "the connection was closed after %zu bytes of the answer, "
@@ -1390,7 +1398,8 @@ static int http_status_failure(const char *url, const struct http_answer *answer
 	case 401:
 		return fail_url(url, error_r, "HTTP 401 (wrong backend_doveadm_api_key?)");
 	case 403:
-		return fail_url(url, error_r, "HTTP 403 %s (is doveadm_api_key set on the backend?)",
+		return fail_url(url, error_r,
+				"HTTP 403 %s (is doveadm_api_key set on the backend?)",
 				answer->reason);
 	case 404:
 		return fail_url(url, error_r, "HTTP 404 %s (the path should be /doveadm/v1)",
@@ -1398,8 +1407,8 @@ static int http_status_failure(const char *url, const struct http_answer *answer
 	default: {
 		/* a short quote of the body for 400 "Bad Request" and kin */
 		char quote[161];
-		size_t len = answer->body.len < sizeof(quote) - 1 ? answer->body.len
-								  : sizeof(quote) - 1;
+		size_t len =
+			answer->body.len < sizeof(quote) - 1 ? answer->body.len : sizeof(quote) - 1;
 		for (size_t i = 0; i < len; i++) {
 			unsigned char c = (unsigned char)answer->body.data[i];
 			quote[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
@@ -1421,8 +1430,8 @@ static uint64_t deadline_after(unsigned timeout_ms)
  * whose authentication fails: the doveadm-server process waits forever on
  * the unread body, and stays.  A GET gets its 401 at once, so commands are
  * POSTed only with a key the backend accepted. */
-static int check_key(const char *url, const char *api_key, uint64_t deadline,
-		     unsigned timeout_ms, const char **error_r)
+static int check_key(const char *url, const char *api_key, uint64_t deadline, unsigned timeout_ms,
+		     const char **error_r)
 {
 	struct http_answer answer;
 	if (http_request(url, api_key, NULL, deadline, timeout_ms, &answer, error_r) < 0)
@@ -1461,8 +1470,8 @@ int doveadm_who(const char *url, const char *api_key, unsigned timeout_ms,
 	return who_until(url, api_key, deadline, timeout_ms, users_r, error_r);
 }
 
-static int kick_until(const char *url, const char *api_key, const char *const *users,
-		      size_t count, uint64_t deadline, unsigned timeout_ms, unsigned *kicked_r,
+static int kick_until(const char *url, const char *api_key, const char *const *users, size_t count,
+		      uint64_t deadline, unsigned timeout_ms, unsigned *kicked_r,
 		      const char **error_r)
 {
 	*kicked_r = 0;
@@ -1475,11 +1484,13 @@ static int kick_until(const char *url, const char *api_key, const char *const *u
 		for (size_t i = 0; i < n; i++) {
 			if (doveadm_kick_mask(users[first + i], mask, sizeof(mask)) < 0) {
 				strbuf_free(&body);
-				return fail_url(url, error_r, "cannot kick user '%.64s': empty or "
-							      "too long a name",
+				return fail_url(url, error_r,
+						"cannot kick user '%.64s': empty or "
+						"too long a name",
 						users[first + i]);
 			}
-			strbuf_append(&body, i == 0 ? "[\"kick\",{\"mask\":[" : ",[\"kick\",{\"mask\":[");
+			strbuf_append(&body,
+				      i == 0 ? "[\"kick\",{\"mask\":[" : ",[\"kick\",{\"mask\":[");
 			strbuf_append_json_string(&body, mask);
 			strbuf_printf(&body, "]},\"k%zu\"]", i);
 		}

@@ -15,6 +15,12 @@
  * Dovecot 2.3.19 closes the row array after the first row when there are
  * several ([..., [{row1}], {row2}, {row3}, "tag"]); both shapes are read.
  *
+ * Dovecot 2.3.19 also never answers a POST whose key is wrong: the
+ * doveadm-server process waits forever on the unread body, and stays.  So
+ * every call first checks the key with a bodyless GET of the URL (whose 401
+ * comes at once; only the status line and headers are read) and POSTs only
+ * with a key the backend accepted.  A call is thus two or three requests.
+ *
  * Errors are sentences that start with "doveadm on URL: " and say what to
  * check ("HTTP 401 (wrong backend_doveadm_api_key?)", "timed out after
  * 3000 ms while waiting for the answer", "connection refused").  The text
@@ -44,8 +50,8 @@ void doveadm_user_list_free(struct doveadm_user_list *list);
  * "[" before %{address}.  -1 if the template holds another %{...} or an
  * unterminated "%{", or if the result does not fit into size bytes.  A "%"
  * not followed by "{" is copied as it is. */
-int doveadm_url_expand(const char *template, const char *backend, const char *address,
-		       char *dst, size_t size);
+int doveadm_url_expand(const char *template, const char *backend, const char *address, char *dst,
+		       size_t size);
 
 /* The users with a connection (any service) on the backend at url.
  * Returns 0 with *users_r filled (free it), or -1 with *error_r and an

@@ -16,6 +16,7 @@
 
 #include "util/strbuf.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -172,6 +173,44 @@ static bool wait_exit(pid_t pid, int pidfd, int *pipe_fd, struct capture *out, u
 	}
 }
 
+/* Whether a process of group pgid is still running.  Zombies do not
+ * count: killed orphans wait as zombies until init reaps them, which some
+ * inits (in containers) do only every few seconds.  Without /proc, any
+ * member counts. */
+static bool group_alive(pid_t pgid)
+{
+	if (kill(-pgid, 0) < 0 && errno == ESRCH)
+		return false;
+	DIR *dir = opendir("/proc");
+	if (dir == NULL)
+		return true;
+	bool alive = false;
+	struct dirent *entry;
+	while (!alive && (entry = readdir(dir)) != NULL) {
+		if (entry->d_name[0] < '1' || entry->d_name[0] > '9')
+			continue;
+		char path[300], stat[512];
+		snprintf(path, sizeof(path), "/proc/%s/stat", entry->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, stat, sizeof(stat) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		stat[n] = '\0';
+		/* "pid (comm) state ppid pgrp ...": comm may hold anything */
+		const char *p = strrchr(stat, ')');
+		char state;
+		int ppid, pgrp;
+		if (p != NULL && sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 &&
+		    pgrp == pgid && state != 'Z' && state != 'X')
+			alive = true;
+	}
+	closedir(dir);
+	return alive;
+}
+
 static int open_pidfd(pid_t pid)
 {
 #ifdef SYS_pidfd_open
@@ -226,8 +265,10 @@ int command_run(const char *template, const struct command_var *vars, size_t var
 	*exit_status_r = -1;
 	if (out.size > 0)
 		output_r[0] = '\0';
-	if (command_expand(template, vars, var_count, &command, error_r) < 0)
+	if (command_expand(template, vars, var_count, &command, error_r) < 0) {
+		strbuf_free(&command);
 		return -1;
+	}
 	uint64_t deadline = now_ms() + timeout_ms;
 
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
@@ -260,12 +301,12 @@ int command_run(const char *template, const struct command_var *vars, size_t var
 				;
 			reaped = true;
 		}
-		while (kill(-pid, 0) == 0 && now_ms() < grace) {
+		while (group_alive(pid) && now_ms() < grace) {
 			struct timespec tick = {0, COMMAND_TICK_MS * 1000000L};
 			nanosleep(&tick, NULL);
 			pipe_drain(&pipe_fd, &out);
 		}
-		if (kill(-pid, SIGKILL) == 0)
+		if (group_alive(pid) && kill(-pid, SIGKILL) == 0)
 			needed_kill = true;
 	}
 	/* whatever is already in the pipe; output of leftover background
@@ -290,7 +331,8 @@ int command_run(const char *template, const struct command_var *vars, size_t var
 			     "then SIGKILL %d ms later",
 			     timeout_ms, COMMAND_KILL_GRACE_MS);
 		else
-			fail(error_r, "timed out after %u ms: killed its process group with SIGTERM",
+			fail(error_r,
+			     "timed out after %u ms: killed its process group with SIGTERM",
 			     timeout_ms);
 	} else if (WIFEXITED(status)) {
 		*exit_status_r = WEXITSTATUS(status);

@@ -1,6 +1,7 @@
 """Fixtures for the mailcluster integration tests.
 
-* ``fleet``    (session) - 3 real Dovecot backends on 127.0.3.2-4, users user1..user300.
+* ``fleet``    (session) - 3 real Dovecot backends on 127.0.3.2-4, users user1..user300, each
+  with doveadm's HTTP API (``backend.doveadm_url``, ``backend.doveadm_api_key``).
 * ``tls_files`` (session) - a self-signed certificate/key made with the openssl CLI.
 * ``cluster``  (function) - factory: ``cluster(**settings)`` writes a config with free ports,
   creates a fresh GeoDB (site dc1 + the fleet's backends, online) and starts mailclusterd.
@@ -57,7 +58,8 @@ def _failed(request) -> bool:
 def fleet(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
     f = Fleet(str(root), count=3, first_ip=mchelpers.FLEET_FIRST_IP, ports=mchelpers.FLEET_PORTS,
-              users=mchelpers.FLEET_USERS, messages=mchelpers.FLEET_MESSAGES)
+              users=mchelpers.FLEET_USERS, messages=mchelpers.FLEET_MESSAGES,
+              doveadm_port=mchelpers.FLEET_DOVEADM_PORT)
     f.start()
     yield f
     f.stop()

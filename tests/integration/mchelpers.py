@@ -27,6 +27,8 @@ CLI = os.path.join(REPO, "build", "mailcluster")
 
 FLEET_FIRST_IP = "127.0.3.2"
 FLEET_PORTS = {"imap": 35300, "pop3": 35310, "lmtp": 35320, "sieve": 35340, "submission": 35350}
+# each backend's doveadm HTTP API (scripts/backends.py: Backend.doveadm_url / doveadm_api_key)
+FLEET_DOVEADM_PORT = 35360
 FLEET_USERS = 300
 FLEET_MESSAGES = 3
 PASSWORD = "password"

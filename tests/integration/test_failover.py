@@ -393,3 +393,62 @@ def test_move_ends_pop3_and_managesieve_sessions_with_their_goodbyes(cluster, fl
     assert p2.pass_("password").startswith(b"+OK")
     p2.quit()
     assert _try_login(d, user) == target
+
+
+def test_move_kicks_through_doveadm_and_runs_the_hook(cluster, fleet, tmp_path):
+    """A session the proxies do not know (logged in on the backend directly: another
+    proxy, a cut-off one) is kicked by the controller through Dovecot's doveadm HTTP API
+    before the group switches, and move_hook runs with the move's variables."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+    from backends import DOVEADM_API_KEY
+    from mchelpers import FLEET_DOVEADM_PORT
+    hook_out = tmp_path / "hook.txt"
+    d = cluster(backend_doveadm_url=f"http://%{{address}}:{FLEET_DOVEADM_PORT}/doveadm/v1",
+                backend_doveadm_api_key=DOVEADM_API_KEY,
+                move_hook=f"echo user=%{{user}} group=%{{group}} from=%{{from}} to=%{{to}} "
+                          f">> {hook_out}",
+                **SETTINGS)
+    user = "user41"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    backend = fleet.backend(old)
+    direct = imap_login(backend.ports["imap"], user, host=backend.ip)
+    _idle(direct)
+    r = d.cli("group", "move", "--wait", "yes", str(group), target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    direct.sock.settimeout(20)
+    line = direct.readline()
+    assert line.startswith(b"* BYE"), line  # Dovecot's own goodbye: kicked there
+    close_quietly(direct)
+    log = d.log_text()
+    assert re.search(rf"event=move_kick group={group} backend={old} kicked=1", log), log[-3000:]
+    assert re.search(rf"event=move_hook group={group} from={old} to={target} exit=0", log)
+    assert hook_out.read_text() == f"user= group={group} from={old} to={target}\n"
+    m = d.metrics()
+    assert m['mailcluster_move_doveadm_kicks_total{result="ok"}'] == 1, m
+    assert m['mailcluster_move_hook_runs_total{result="ok"}'] == 1, m
+    assert _try_login(d, user) == target
+
+
+def test_failing_hook_and_unreachable_doveadm_do_not_stop_the_move(cluster, fleet):
+    d = cluster(backend_doveadm_url="http://127.0.0.1:1/doveadm/v1",
+                backend_doveadm_api_key="k", move_hook="echo oops; exit 3", **SETTINGS)
+    user = "user43"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    r = d.cli("group", "move", "--wait", "yes", str(group), target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = d.log_text()
+    assert re.search(rf'event=move_kick_failed group={group} backend={old} reason="[^"]*'
+                     rf'connection refused', log), log[-3000:]
+    assert re.search(rf'event=move_hook_failed group={group} from={old} to={target} '
+                     rf'reason="[^"]*3[^"]*" output="oops"', log), log[-3000:]
+    assert re.search(rf"event=move_finished group={group} from={old} to={target} "
+                     rf"outcome=acknowledged", log)
+    m = d.metrics()
+    assert m['mailcluster_move_doveadm_kicks_total{result="failed"}'] == 1, m
+    assert m['mailcluster_move_hook_runs_total{result="failed"}'] == 1, m
+    assert _try_login(d, user) == target

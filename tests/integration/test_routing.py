@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import collections
+import re
 import concurrent.futures
 import threading
 import time
 
-from mchelpers import backend_of, close_quietly, login_lands_on
+from mchelpers import backend_of, close_quietly, login_lands_on, wait_for
 
 N_USERS = 300
 CONNS_PER_USER = 3
@@ -218,7 +219,10 @@ def test_the_daemon_logs_the_hash_group(cluster):
         assert f"event=login result=ok protocol=imap user={u} group={group} " in d.log_text()
 
 
-def test_open_sessions_stay_where_they_are_after_group_move(cluster, fleet):
+def test_direct_group_move_ends_open_sessions_on_the_old_backend(cluster, fleet):
+    """--direct switches at once (no hold, no acknowledgement), but a session left on the
+    old backend would leave the user on two backends: the daemon ends it as soon as it sees
+    the change, and the reconnect lands on the new backend."""
     d = cluster()
     user = "user113"
     c = d.login(user)
@@ -228,10 +232,13 @@ def test_open_sessions_stay_where_they_are_after_group_move(cluster, fleet):
         target = _other_backend(fleet, first)
         assert d.cli("group", "move", "--direct", group, target).returncode == 0
         assert login_lands_on(d, user) == target
-        # the session opened before the move still talks to the old backend
-        assert backend_of(c) == first
-        assert c.noop()[0] == "OK"
-        assert [r["backend"] for r in d.cli_json("who", user)] == [first]
+        c.sock.settimeout(10)
+        line = c.readline()
+        assert line.startswith(b"* BYE [UNAVAILABLE]") and b"moving" in line, line
+        assert wait_for(lambda: [r["backend"] for r in d.cli_json("who", user)] == [], 10)
+        assert re.search(rf"event=session_moved user={user} group={group} backend={first} "
+                         rf'.*reason="group {group} moved from {first} to {target}"',
+                         d.log_text())
     finally:
         close_quietly(c)
 

@@ -17,9 +17,10 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: doveadm_tool [-t TIMEOUT_MS] who URL KEY\n"
-			"       doveadm_tool [-t TIMEOUT_MS] kick URL KEY USER...\n"
-			"       doveadm_tool [-t TIMEOUT_MS] kick-group URL KEY GROUP_COUNT GROUP\n");
+	fprintf(stderr,
+		"usage: doveadm_tool [-t TIMEOUT_MS] who URL KEY\n"
+		"       doveadm_tool [-t TIMEOUT_MS] kick URL KEY USER...\n"
+		"       doveadm_tool [-t TIMEOUT_MS] kick-group URL KEY GROUP_COUNT GROUP\n");
 	return 2;
 }
 
@@ -65,8 +66,7 @@ int main(int argc, char **argv)
 		unsigned group_count, group;
 		if (parse_uint(argv[3], &group_count) < 0 || parse_uint(argv[4], &group) < 0)
 			return usage();
-		ret = doveadm_kick_group(url, key, group_count, group, timeout_ms, &kicked,
-					 &error);
+		ret = doveadm_kick_group(url, key, group_count, group, timeout_ms, &kicked, &error);
 		printf("kicked=%u\n", kicked);
 	} else {
 		return usage();

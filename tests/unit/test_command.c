@@ -113,8 +113,8 @@ static void test_run_quoting(void)
 	CHECK(access("/tmp/mc-command-test-pwned", F_OK) < 0);
 
 	const struct command_var multi[] = {{"v", "line1\nline2\t'x'"}};
-	CHECK(command_run("printf %s %{v} | wc -l", multi, 1, 5000, &status, output,
-			  sizeof(output), &error) == 0);
+	CHECK(command_run("printf %s %{v} | wc -l", multi, 1, 5000, &status, output, sizeof(output),
+			  &error) == 0);
 	CHECK_STR(output, "1");
 
 	/* an unknown variable runs nothing */
@@ -146,8 +146,8 @@ static void test_run_status_and_output(void)
 	CHECK(status == -1);
 	CHECK_STR(error, "the command was killed by signal 10 (SIGUSR1)");
 
-	CHECK(command_run("exec /nonexistent/hook", NULL, 0, 5000, &status, output,
-			  sizeof(output), &error) == -1);
+	CHECK(command_run("exec /nonexistent/hook", NULL, 0, 5000, &status, output, sizeof(output),
+			  &error) == -1);
 	CHECK(status == 127 || status == 2);
 	CHECK(contains(output, "/nonexistent/hook"));
 
@@ -242,8 +242,7 @@ static void test_run_timeout(void)
 
 	/* a plain foreground sleep 60 */
 	start = mono_ms();
-	CHECK(command_run("sleep 60", NULL, 0, 200, &status, output, sizeof(output), &error) ==
-	      -1);
+	CHECK(command_run("sleep 60", NULL, 0, 200, &status, output, sizeof(output), &error) == -1);
 	CHECK(mono_ms() - start < 2000);
 	CHECK(contains(error, "timed out after 200 ms"));
 
@@ -252,7 +251,8 @@ static void test_run_timeout(void)
 	CHECK(command_run("trap '' TERM; echo $$; sleep 60; echo survived", NULL, 0, 200, &status,
 			  output, sizeof(output), &error) == -1);
 	took = mono_ms() - start;
-	CHECK(took >= 200 + COMMAND_KILL_GRACE_MS - 50 && took < 200 + COMMAND_KILL_GRACE_MS + 2000);
+	CHECK(took >= 200 + COMMAND_KILL_GRACE_MS - 50 &&
+	      took < 200 + COMMAND_KILL_GRACE_MS + 2000);
 	CHECK_STR(error, "timed out after 200 ms: killed its process group with SIGTERM, then "
 			 "SIGKILL 2000 ms later");
 	CHECK(sscanf(output, "%d", &shell) == 1 && process_gone(shell));
