@@ -264,9 +264,9 @@ static void moves_scan(struct router *router)
 		move_timer_arm(router);
 }
 
-/* Where a session of group_id should be now: its backend's name, "" when
- * the group is moving (nowhere: its sessions on the old backend end), NULL
- * when the group cannot be routed (nothing to say). */
+/* Where a session of group_id should be now: its backend's name, the
+ * move's target when the group is moving (its sessions on the old backend
+ * end), NULL when the group cannot be routed (nothing to say). */
 static const char *session_target(struct router *router, const char *user, unsigned group_id,
 				  struct route_result *route)
 {
@@ -275,8 +275,10 @@ static const char *session_target(struct router *router, const char *user, unsig
 		route_decide(router->ldb, router->daemon->set->site, user, route, &reason);
 	if (status != ROUTE_OK)
 		return NULL;
+	/* a moving group's sessions belong on the target only (a login held
+	 * for move_timeout goes there before the switch) */
 	if (route->group.move_to[0] != '\0')
-		return "";
+		return route->group.move_to;
 	/* also when the user was moved to another group: only its backend
 	 * matters */
 	return route->backend.name;
@@ -291,7 +293,7 @@ static bool session_misplaced(struct router *router, const struct session *s, ch
 		return false;
 	if (route.group_id != s->group_id)
 		snprintf(why, why_size, "user moved from group %u to group %u on %s", s->group_id,
-			 route.group_id, route.group.move_to[0] != '\0' ? "-" : target);
+			 route.group_id, target);
 	else if (route.group.move_to[0] != '\0')
 		snprintf(why, why_size, "group %u moving from %s to %s", s->group_id,
 			 route.group.backend, route.group.move_to);

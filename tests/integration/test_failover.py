@@ -62,10 +62,10 @@ def _users_by_backend(d, count: int) -> dict:
     return where
 
 
-def _try_login(d, user: str):
+def _try_login(d, user: str, timeout: float = 5):
     """The backend a login of user lands on, or None if it fails now."""
     try:
-        c = imap_login(d.imap_port, user, timeout=5)
+        c = imap_login(d.imap_port, user, timeout=timeout)
     except (imaplib.IMAP4.error, OSError, AssertionError):
         return None
     try:
@@ -209,7 +209,8 @@ def test_logins_are_held_during_a_move(cluster, fleet):
     r = d.cli("group", "move", "--wait", "no", str(group), target)
     assert r.returncode == 0, r.stderr
     started = time.monotonic()
-    assert _try_login(d, user) == target  # held until the switch, then the new backend
+    # held until the switch, then the new backend
+    assert _try_login(d, user, timeout=30) == target
     print(f"\nlogin held during a move for {time.monotonic() - started:.1f} s")
     moves = d.status()["moves"]
     assert moves["holds"] == 1 and moves["holds_expired"] == 0, moves
@@ -452,3 +453,38 @@ def test_failing_hook_and_unreachable_doveadm_do_not_stop_the_move(cluster, flee
     assert m['mailcluster_move_doveadm_kicks_total{result="failed"}'] == 1, m
     assert m['mailcluster_move_hook_runs_total{result="failed"}'] == 1, m
     assert _try_login(d, user) == target
+
+
+def test_move_that_times_out_finishes_anyway_and_says_so(cluster, fleet):
+    """An LMTP transaction that stays open keeps this daemon from acknowledging: the move
+    finishes after move_timeout with outcome=timeout (a warning), and a login held meanwhile
+    waits at most move_timeout and lands on the target."""
+    d = cluster(protocols=("imap", "lmtp"), **dict(SETTINGS, move_timeout="5s"))
+    user = "user45"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    try:
+        lmtp.ehlo_or_helo_if_needed()
+        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
+        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250
+        r = d.cli("group", "move", "--wait", "no", str(group), target)
+        assert r.returncode == 0, r.stderr
+        started = time.monotonic()
+        assert _try_login(d, user, timeout=30) == target
+        held = time.monotonic() - started
+        print(f"\nlogin held by a move that timed out: {held:.1f} s (move_timeout 5 s)")
+        assert held < 5 + 2.5, held
+        wait_for(lambda: _groups(d)[int(group)]["backend"] == target, WAIT,
+                 message="the move to finish after move_timeout")
+        assert re.search(rf'level=warning event=move_finished group={group} from={old} '
+                         rf'to={target} outcome=timeout .*reason="only 0 of 1 live daemons '
+                         rf'acknowledged within move_timeout 5000 ms: finishing anyway"',
+                         d.log_text()), d.log_text()[-3000:]
+        assert d.metrics()['mailcluster_moves_finished_total{outcome="timeout"}'] == 1
+    finally:
+        try:
+            lmtp.quit()
+        except Exception:
+            pass
