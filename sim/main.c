@@ -2,13 +2,16 @@
  * seed broke an invariant.
  *
  *   build/sim --seeds N [--first S] [--users U] [--backends B] [--daemons D]
- *             [--hours H] [--jobs J] [--verbose]
+ *             [--hours H] [--jobs J] [--verbose] [--break NAME]...
  *
  * Seeds S .. S+N-1 (S defaults to 1).  Backends and daemons default to a
  * choice made by each seed (3..12 backends, 2..5 daemons).  --jobs runs the
  * seeds in J worker processes (seed i in worker i mod J); every seed's run
  * is the same whatever the number of workers.  A violation prints the seed
  * and the step; `--seeds 1 --first SEED --verbose` replays it with a log.
+ * --break NAME breaks the move protocol's glue on purpose (see
+ * sim_break_names; `--break list` lists them) to show that the invariants
+ * catch it: such a run is expected to fail.
  */
 #include "sim.h"
 
@@ -50,6 +53,26 @@ static void add(struct totals *t, const struct sim_result *r)
 	t->sum.faults += r->faults;
 	if (r->max_served_ms > t->sum.max_served_ms)
 		t->sum.max_served_ms = r->max_served_ms;
+	t->sum.sessions += r->sessions;
+	t->sum.kicks += r->kicks;
+	t->sum.relogins += r->relogins;
+	t->sum.logins_held += r->logins_held;
+	t->sum.partitions += r->partitions;
+	t->sum.moves_operator += r->moves_operator;
+	t->sum.moves_evacuate += r->moves_evacuate;
+	t->sum.evacuations += r->evacuations;
+	t->sum.cas_failed += r->cas_failed;
+	t->sum.finish_acked += r->finish_acked;
+	t->sum.finish_down += r->finish_down;
+	t->sum.finish_timeout += r->finish_timeout;
+	t->sum.cancelled += r->cancelled;
+	t->sum.two_backends_mark += r->two_backends_mark;
+	t->sum.two_backends_row += r->two_backends_row;
+	t->sum.two_backends_cut += r->two_backends_cut;
+	if (r->max_hold_ms > t->sum.max_hold_ms)
+		t->sum.max_hold_ms = r->max_hold_ms;
+	if (r->max_move_ms > t->sum.max_move_ms)
+		t->sum.max_move_ms = r->max_move_ms;
 	t->sum.sim_error |= r->sim_error;
 }
 
@@ -68,7 +91,19 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 static void usage(void)
 {
 	fprintf(stderr, "usage: sim --seeds N [--first S] [--users U] [--backends B] "
-			"[--daemons D] [--hours H] [--jobs J] [--verbose]\n");
+			"[--daemons D] [--hours H] [--jobs J] [--verbose] [--break NAME]...\n");
+	exit(2);
+}
+
+static unsigned break_flag(const char *name)
+{
+	for (const struct sim_break_name *b = sim_break_names; b->name != NULL; b++) {
+		if (strcmp(b->name, name) == 0)
+			return b->flag;
+	}
+	fprintf(stderr, "sim: --break takes one of:\n");
+	for (const struct sim_break_name *b = sim_break_names; b->name != NULL; b++)
+		fprintf(stderr, "  %-16s %s\n", b->name, b->what);
 	exit(2);
 }
 
@@ -101,6 +136,8 @@ int main(int argc, char **argv)
 			o.hours = strtod(v, NULL);
 		else if (strcmp(a, "--jobs") == 0)
 			jobs = (unsigned)strtoul(v, NULL, 10);
+		else if (strcmp(a, "--break") == 0)
+			o.breaks |= break_flag(v);
 		else
 			usage();
 	}
@@ -119,6 +156,10 @@ int main(int argc, char **argv)
 		printf("sim: backends=%u\n", o.backends);
 	if (o.daemons)
 		printf("sim: daemons=%u\n", o.daemons);
+	for (const struct sim_break_name *b = sim_break_names; b->name != NULL; b++) {
+		if (o.breaks & b->flag)
+			printf("sim: BROKEN on purpose: %s (%s)\n", b->name, b->what);
+	}
 	fflush(stdout);
 
 	struct timespec t0, t1;
@@ -187,11 +228,27 @@ int main(int argc, char **argv)
 	       (unsigned long long)r->marks_down, (unsigned long long)r->marks_up,
 	       (unsigned long long)r->moves, (unsigned long long)r->alt_changes,
 	       (unsigned long long)r->takeovers);
-	printf("stats: logins=%llu ok=%llu failed=%llu unavailable=%llu "
-	       "max_crash_to_mark_down=%.3fs (any outage, exempt ones too) wall=%.1fs\n",
+	printf("stats: logins=%llu ok=%llu failed=%llu unavailable=%llu held=%llu "
+	       "max_crash_to_mark_down=%.3fs (any outage, exempt ones too)\n",
 	       (unsigned long long)r->logins, (unsigned long long)r->logins_ok,
 	       (unsigned long long)r->logins_failed, (unsigned long long)r->logins_unavailable,
-	       r->max_served_ms / 1000.0, secs);
+	       (unsigned long long)r->logins_held, r->max_served_ms / 1000.0);
+	printf("stats: sessions=%llu kicks=%llu relogins=%llu geodb_cuts=%llu "
+	       "operator_moves=%llu evacuations=%llu evacuate_moves=%llu\n",
+	       (unsigned long long)r->sessions, (unsigned long long)r->kicks,
+	       (unsigned long long)r->relogins, (unsigned long long)r->partitions,
+	       (unsigned long long)r->moves_operator, (unsigned long long)r->evacuations,
+	       (unsigned long long)r->moves_evacuate);
+	printf("stats: no_two_backends exempt by class: unseen_mark_or_status=%llu "
+	       "unseen_switch=%llu geodb_cut=%llu\n",
+	       (unsigned long long)r->two_backends_mark, (unsigned long long)r->two_backends_row,
+	       (unsigned long long)r->two_backends_cut);
+	printf("stats: moves finished acked=%llu source_down=%llu timeout=%llu cancelled=%llu "
+	       "cas_failed=%llu max_move=%.3fs max_hold=%.3fs wall=%.1fs\n",
+	       (unsigned long long)r->finish_acked, (unsigned long long)r->finish_down,
+	       (unsigned long long)r->finish_timeout, (unsigned long long)r->cancelled,
+	       (unsigned long long)r->cas_failed, r->max_move_ms / 1000.0, r->max_hold_ms / 1000.0,
+	       secs);
 	if (r->sim_error)
 		printf("sim: the simulator itself failed on some seed (see above)\n");
 	printf("%llu seeds passed, %llu failed\n", (unsigned long long)total.passed,

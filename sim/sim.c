@@ -9,40 +9,102 @@
  *     the controller lease when it is free;
  *   - the lease holder, after settling for repl_max (so that it has seen its
  *     predecessor's writes), runs the controller: health_decide() for every
- *     backend, failover_plan(), failover_alternatives(), and writes the
- *     results - exactly the glue the daemon's controller does;
- *   - users logging in through random daemons, routed by failover_route()
- *     on that daemon's view of the GeoDB; each user keeps a session record
- *     (backend, daemon, since) for the moves protocol of later work;
+ *     backend, move_progress() for every moving group, failover_plan(),
+ *     failover_alternatives(), and writes the results - exactly the glue the
+ *     daemon's controller does;
+ *   - users logging in through random daemons, routed by move_login() and
+ *     failover_route() on that daemon's view of the GeoDB; a login that
+ *     reaches its backend opens a session there (through that daemon) that
+ *     lasts an exponential time (mean 10 min) unless its backend crashes,
+ *     its daemon crashes or is cut from the backend, or its daemon kicks it;
+ *     a client whose session was cut short logs in again 0.2-5 s later;
+ *   - group moves through the move protocol (brain/move.h): the operator's
+ *     `group move` (one every 5-60 s, at random, failures or not), the
+ *     operator's `backend evacuate` (every 3-15 min: every group of one
+ *     backend, paced by move_rate_allowance() at 1-4 moves a second, to the
+ *     group's alternative or the least loaded backend; up to 3 passes for
+ *     groups that were moving or whose move was cancelled), and the
+ *     controller's failover (a group of a backend marked down switches at once);
  *   - faults drawn from the seed: long and short backend crashes, flapping,
  *     slow probes, one daemon cut off from one backend, the controller (or
- *     another daemon) crashing, the operator setting a backend offline or
- *     standby (often one that is failing right then).
+ *     another daemon) crashing, one daemon cut off from the GeoDB (it keeps
+ *     serving from its frozen view, writes nothing, and is no controller),
+ *     the operator setting a backend offline or standby (often one that is
+ *     failing right then).
+ *
+ * The group row (as in store/geodb.h: backend, alt_backend, epoch, move_to,
+ * move_started) is one GeoDB cell, so that a reader sees all of one write or
+ * none of it.  Every change is a compare-and-set on the epoch (a Cassandra
+ * lightweight transaction: linearizable, so modelled at the authoritative
+ * head; the writer's expected epoch is the one in its own, possibly stale,
+ * view).  A move: start (epoch e -> e+1, move_to, move_started), then the
+ * finish (e+1 -> e+2, backend = move_to); the new alternative, when the
+ * finish needs one, goes into the same write.  A failover switch off a
+ * backend marked down is one write (move_progress() says source_down at
+ * once).  Acknowledgements are cells (group, daemon) -> epoch.
+ *
+ * What every daemon does (the rules src/daemon must follow; the simulator's
+ * daemons do exactly this whenever a write becomes visible to them, before
+ * anything else at that millisecond):
+ *   - the group's row shows a move of an epoch it has not handled: note when
+ *     it first saw it (seen), close its sessions of the group that are not on
+ *     move_to, and acknowledge the epoch after draining (usually 0-0.3 s,
+ *     5%: 0.3-8 s, 1%: 30-45 s - longer than move_timeout);
+ *   - otherwise, whenever its route for the group (failover_route() on the
+ *     group's row and its backends' marks and statuses) may have changed:
+ *     close its sessions of the group that are not on the route (when there
+ *     is none: those not on the group's backend, and those on it too if it
+ *     sees it marked down), and let its held logins of the group go by the
+ *     route;
+ *   - a login of a group its view shows moving is held (move_login()); at its
+ *     deadline (seen + move_timeout) it goes to move_to;
+ *   - a restarted daemon closes nothing (it has no sessions), acknowledges
+ *     every move it sees, and takes logins only from its first heartbeat +
+ *     2 R on (see no_two_backends below); a daemon cut off from the GeoDB
+ *     keeps serving and, back, re-reads everything and acknowledges again.
+ *
+ * What the controller does with a moving group, every tick (its view):
+ *   - the target can no longer take groups (marked down, or not online, or
+ *     load factor 0) while the source is online and up: it cancels the move
+ *     (backend stays, move cleared, epoch + 1).  move.h has no outcome for
+ *     this; without it a move to a backend that crashed before it was marked
+ *     down holds the group's logins and then sends them to a dead backend;
+ *   - otherwise move_progress(), with from_down = the source is marked down
+ *     (not merely offline or standby: such a backend may still serve
+ *     sessions, and finishing at once would leave them there - see
+ *     --break offline_is_down), live = the daemons whose heartbeat it sees
+ *     fresh, acked = those of them whose acknowledgement of the move's epoch
+ *     it sees;
+ *   - a move finished into a backend marked down goes on at once to where
+ *     failover_plan() sends it, in the same write (a redirect, not a second
+ *     move of an outage);
+ *   - the alternative of a group still moving is left alone (a write would
+ *     change the epoch the daemons acknowledge).
  *
  * Timing (ms; see struct timing):
  *   P = probe_interval 2000, J = probe jitter 200 (each interval P +- J),
  *   T = probe timeout 800, C = controller tick 1000, R = replication delay
  *   bound 1500, L = lease ttl 10000, D = backend_failover_delay 30000,
- *   Drec = backend_recovery_delay 30000, stale = 3 P.
- *   A probe's outcome is the backend's state when it starts: a crashed
- *   backend refuses at once (1-5 ms), a cut link or a slow probe times out
- *   (T), a healthy backend answers in 1-30 ms.  An observation's since is the
- *   completion time of the first probe of its streak.
+ *   Drec = backend_recovery_delay 30000, stale = 3 P, M = move_timeout
+ *   30000.  A probe's outcome is the backend's state when it starts: a
+ *   crashed backend refuses at once (1-5 ms), a cut link or a slow probe
+ *   times out (T), a healthy backend answers in 1-30 ms.  An observation's
+ *   since is the completion time of the first probe of its streak.
  *
  * The invariants, checked at every step that can break them:
  *
- *   no_early_failover  A backend is marked down, and a group moved off it,
- *       at time t only if it was in an outage (a crash; down periods with up
- *       gaps shorter than P + J merged, since no probe need land in such a
- *       gap) that began at or before t - D and had not ended before t - E,
- *       E = max(P + J + T + R, 3P + T) = 6800 ms: after an outage ends the
- *       controller may still see failing observations for that long (the ok
- *       probe comes within P + J + T and is visible within R more; or a
- *       witness that crashed keeps a failing observation fresh for 3 P).
- *       So an outage shorter than D - E = 23.2 s moves nobody; the short
- *       crashes injected last 0.5 .. 22.2 s, a flap's down periods 0.5 ..
- *       12 s (with up gaps 0.2 .. 10 s: merged, a flap may be a long outage
- *       and then legitimately moves groups).
+ *   no_early_failover  A backend is marked down, and a group moved off it
+ *       by failover, at time t only if it was in an outage (a crash; down
+ *       periods with up gaps shorter than P + J merged, since no probe need
+ *       land in such a gap) that began at or before t - D and had not ended
+ *       before t - E, E = max(P + J + T + R, 3P + T) = 6800 ms: after an
+ *       outage ends the controller may still see failing observations for
+ *       that long (the ok probe comes within P + J + T and is visible within
+ *       R more; or a witness that crashed keeps a failing observation fresh
+ *       for 3 P).  So an outage shorter than D - E = 23.2 s moves nobody; the
+ *       short crashes injected last 0.5 .. 22.2 s, a flap's down periods 0.5
+ *       .. 12 s (with up gaps 0.2 .. 10 s: merged, a flap may be a long
+ *       outage and then legitimately moves groups).
  *   served_within_bound  When a backend X crashes at c0 and stays down, then
  *       from c0 + BOUND on no daemon routes any group to X: every group that
  *       was on X at c0 or is on X in that daemon's view has a route (unless
@@ -58,39 +120,80 @@
  *       P + J + T before and visible after at most R, is fresh (R + P + J + T
  *       <= 3P); the controller ticks within C, marks X down and writes the
  *       moves; every daemon sees them within R.  If the controller (lease
- *       holder) crashed at tc in [c0 - L - 2C - R, c0 + BOUND]:
+ *       holder) crashed or was cut off from the GeoDB at tc in
+ *       [c0 - L - 2C - R, c0 + BOUND]:
  *           BOUND_takeover = BOUND + L + C + R = 48 s
  *       (its lease expires within L, another daemon takes it within C,
  *       settles R, acts within C).  Exempt (counted): X's operator status
- *       not online at some point from c0 - R on; the daemons alive throughout
- *       [c0 - 3P - R, deadline] are not a strict majority of those alive at
- *       any time in it (a restarted daemon starts a new streak, a crashed one
- *       is counted live for up to 3P); two controller crashes in the window.
- *       Also checked at every later login while X stays down.
- *   one_move_per_outage  Every move is attributed to the outage of its source
- *       backend that justifies it (no_early_failover); no group has two moves
- *       attributed to the same outage, and every move goes to a backend the
- *       controller sees online, marked up and with load factor > 0 (a move
- *       elsewhere would have to be followed by a second one).  Groups never
- *       move back: a move off a healthy backend fails no_early_failover.
+ *       not online at some point from c0 - R on; the daemons alive (and
+ *       connected to the GeoDB) throughout [c0 - 3P - R, deadline] are not a
+ *       strict majority of those alive at any time in it (a restarted daemon
+ *       starts a new streak, a crashed one is counted live for up to 3P);
+ *       two controller crashes in the window; a daemon cut off from the
+ *       GeoDB (its view is frozen).  Also checked at every later login while
+ *       X stays down.
+ *   one_move_per_outage  Every failover move is attributed to the outage of
+ *       its source backend that justifies it (no_early_failover); no group
+ *       has two failover moves attributed to the same outage (an operator's
+ *       or an evacuation's move in between starts the count again), and
+ *       every failover move goes to a backend the controller sees online,
+ *       marked up and with load factor > 0 (a move elsewhere would have to
+ *       be followed by a second one).  Groups never move back by failover: a
+ *       failover move off a healthy backend fails no_early_failover.
  *   operator_status  The status cells are written by the operator only and
  *       always hold what the operator last wrote (checked every controller
  *       tick); the controller never changes the mark of a backend whose
  *       status it sees not online, and never picks a backend it sees not
- *       online as a move target or alternative.
+ *       online as a failover target or alternative.
  *   no_login_to_down  A login routed by daemon d to backend b at t: (a) the
  *       mark of b in the cells d read is not down and b's status there is
  *       online; (b) the controller's mark of b as of t - R (every write made
  *       by then has reached every daemon) is not down, unless d's view holds
- *       a newer write of that mark.
+ *       a newer write of that mark (exempt: d cut off from the GeoDB).
  *   no_early_recovery  A backend is marked up again at t only if no crash
  *       period overlapped [t - Drec, t - 3P] by P + J or more (every witness
  *       of the recovery probed it at least once in any such stretch).
+ *   no_two_backends  At no moment has a user open sessions on two different
+ *       backends.  Checked whenever a session opens (the only way a conflict
+ *       can start) and again whenever an exempt conflict's grace ends.  A
+ *       conflict is exempt (counted) when there is a backend Z such that
+ *       every session of the user not on Z is held by a daemon d that has
+ *       not yet seen a write which, by design, does not wait for d:
+ *         (a) a mark or status write of the session's backend or of a
+ *             backend of the group's row in d's view (failover_route() sends
+ *             logins to the alternative as soon as a daemon sees the mark,
+ *             so a backend marked down but in fact alive - flapping - can
+ *             have sessions through daemons that have not seen it yet);
+ *         (b) a write of the group's row that switches it without
+ *             acknowledgements: a failover switch, a move finished at once
+ *             because its source is marked down (source_down), a new
+ *             alternative;
+ *         (c) d is cut off from the GeoDB, or was less than C + 2R ago (its
+ *             view is frozen; back, it sees within R everything written
+ *             before, and the controller counts it again within C + R).
+ *       The grace ends when d sees the write (at most R after it was made)
+ *       or, for (c), C + 2R after d is back; then the conflict must be gone.
+ *       Nothing else is exempt: a move finished with acknowledgements, or at
+ *       move_timeout, must never leave a user on two backends.  That needs
+ *       the restart rule above: the controller waits only for the daemons it
+ *       counts live, and it counts a restarted daemon only once it sees its
+ *       heartbeat (written at h, seen by h + R).  A move finished before
+ *       h + R without the daemon's acknowledgement reaches its view by
+ *       h + 2 R; one finished later waited for its acknowledgement.  So from
+ *       h + 2 R on its view never routes a login to a source the others have
+ *       left.  Without the rule (--break no_ready) a daemon that restarts
+ *       just as a move starts serves the old backend while the others serve
+ *       the new one (seeds 841 and 1097 of the first 3000 show it).
+ *   login_wait_bound  No login is held longer than M = move_timeout = 30 s:
+ *       the time from a login's arrival to its routing is at most M, exactly
+ *       (the simulator has no step granularity: a held login is released at
+ *       its deadline seen + M <= arrival + M, to the millisecond).
  */
 #include "sim.h"
 
 #include "brain/failover.h"
 #include "brain/health.h"
+#include "brain/move.h"
 #include "brain/placement.h"
 #include "brain/user.h"
 
@@ -101,13 +204,27 @@
 #include <string.h>
 
 const char *const sim_invariant_names[INV_COUNT] = {
-	"no_early_failover", "served_within_bound", "one_move_per_outage",
-	"operator_status",   "no_login_to_down",    "no_early_recovery",
+	"no_early_failover", "served_within_bound", "one_move_per_outage", "operator_status",
+	"no_login_to_down",  "no_early_recovery",   "no_two_backends",     "login_wait_bound",
+};
+
+const struct sim_break_name sim_break_names[] = {
+	{"no_move_kick", SIM_BREAK_NO_MOVE_KICK, "daemons acknowledge a move without kicking"},
+	{"no_route_kick", SIM_BREAK_NO_ROUTE_KICK,
+	 "daemons keep sessions off their route (a backend marked down, a finished move)"},
+	{"no_hold", SIM_BREAK_NO_HOLD, "logins of a moving group go to the old backend"},
+	{"no_ack_wait", SIM_BREAK_NO_ACK_WAIT, "the controller finishes moves without acks"},
+	{"no_ready", SIM_BREAK_NO_READY, "a restarted daemon takes logins at once"},
+	{"no_deadline", SIM_BREAK_NO_DEADLINE, "held logins wait for the switch however long"},
+	{"offline_is_down", SIM_BREAK_OFFLINE_IS_DOWN,
+	 "a move off an offline backend finishes at once, like one off a backend marked down"},
+	{NULL, 0, NULL},
 };
 
 struct timing {
 	int64_t probe_interval, probe_jitter, probe_timeout, controller_tick, repl_max, lease_ttl,
 		failover_delay, recovery_delay, early_slack, bound, bound_takeover;
+	int64_t move_timeout, session_mean, ready_delay;
 };
 
 enum event_type {
@@ -124,7 +241,19 @@ enum event_type {
 	EV_OPERATOR,
 	EV_DEADLINE,
 	EV_END,
+	EV_SEE,         /* a: daemon, b: enum see_kind, x: group or backend */
+	EV_ACK,         /* a: daemon, b: group, x: epoch, c: incarnation */
+	EV_SESSION_END, /* a: session, c: generation */
+	EV_RELOGIN,     /* a: user */
+	EV_HOLD_END,    /* a: held login, c: generation */
+	EV_RECHECK,     /* a: user */
+	EV_OP_MOVE,
+	EV_EVACUATE,
+	EV_EVAC_STEP,
+	EV_HEAL, /* a: daemon */
 };
+
+enum see_kind { SEE_ROW, SEE_MARK, SEE_STATUS };
 
 struct event {
 	int64_t t;
@@ -162,18 +291,67 @@ struct backend {
 
 struct daemon {
 	bool alive;
+	bool partitioned; /* cut off from the GeoDB: reads a frozen view, writes nothing */
+	bool first_hb_pending;
 	uint32_t inc; /* incarnation: events of an older one are dropped */
 	int64_t restarted_at, crashed_at;
-	int cut_backend; /* -1: none */
+	int64_t part_start, part_end, heal_at; /* the latest cut from the GeoDB */
+	int64_t serve_from;                    /* takes logins from then on (a restarted daemon) */
+	int64_t exempt_until; /* back from a GeoDB cut: its sessions may be stale */
+	int cut_backend;      /* -1: none */
 	bool *has_streak;
 	bool *streak_ok;
 	int64_t *streak_since;
+	uint32_t *handled; /* per group: the epoch of the move it has handled */
+	int64_t *seen_ms;  /* ... and when it first saw it */
+	unsigned held;     /* logins it holds */
 };
 
+/* One version of a group's row (the cell's value is the backend, its aux
+ * the index of the row version in struct sim.rows). */
+enum row_kind {
+	ROW_INITIAL,
+	ROW_START,
+	ROW_FINISH_ACKED,
+	ROW_FINISH_TIMEOUT,
+	ROW_FINISH_DOWN,         /* the source marked down */
+	ROW_FINISH_DOWN_OFFLINE, /* only with --break offline_is_down */
+	ROW_SWITCH,              /* failover off a backend marked down, at once */
+	ROW_ALT,                 /* a new alternative only */
+	ROW_CANCEL,              /* the target cannot take it: back to the source */
+};
+enum move_reason { REASON_NONE, REASON_OPERATOR, REASON_EVACUATE, REASON_FAILOVER };
+
+struct row {
+	int32_t backend, alt, move_to; /* move_to -1: not moving */
+	uint32_t epoch;
+	int64_t move_started;
+	uint8_t kind, reason;
+};
+
+/* A row write a daemon need not acknowledge: see no_two_backends (b). */
+static bool row_kind_no_ack(uint8_t kind)
+{
+	return kind == ROW_FINISH_DOWN || kind == ROW_SWITCH || kind == ROW_ALT ||
+	       kind == ROW_CANCEL;
+}
+
 struct session {
-	int32_t backend; /* -1: none */
-	int16_t daemon;
 	int64_t since;
+	int32_t user, group, backend;
+	int32_t u_prev, u_next, g_prev, g_next, b_prev, b_next;
+	uint32_t gen;
+	int16_t daemon;
+	bool open;
+};
+
+struct held_login {
+	int64_t arrival, deadline;
+	int32_t user, group;
+	uint32_t gen, inc;
+	int32_t next_free;
+	int16_t daemon;
+	bool active;
 };
 
 struct sim {
@@ -187,17 +365,30 @@ struct sim {
 	int64_t now, end;
 	uint64_t step, event_seq;
 	bool stop;
+	double login_clock; /* the next arrival, fractional ms */
 
 	struct event *heap;
 	size_t heap_count, heap_cap;
 
 	struct backend *backends;
 	struct daemon *daemons;
-	struct geo_cell *status, *mark, *assign, *alt, *obs, *hb;
+	struct geo_cell *status, *mark, *assign, *acks, *obs, *hb;
+	struct row *rows; /* every version of every group row written */
+	size_t row_count, row_cap;
 	uint32_t *group_last_move_outage; /* (backend << 20 | outage id) + 1, 0: none */
-	int64_t *group_move_t;            /* time of the group's last move */
+	int64_t *group_move_t;            /* time of the group's last failover move */
+	int32_t *group_move_to;           /* ... and its target */
 	unsigned *user_group;
-	struct session *sessions;
+
+	/* sessions: a pool with lists per user, group and backend */
+	struct session *pool;
+	size_t pool_count, pool_cap;
+	int32_t pool_free;
+	int32_t *user_head, *group_head, *backend_head;
+
+	struct held_login *held;
+	size_t held_count, held_cap;
+	int32_t held_free;
 
 	/* the lease: linearizable (a conditional write), so global */
 	int lease_holder;
@@ -207,7 +398,18 @@ struct sim {
 	size_t controller_crash_count;
 
 	bool cut_active;
-	int daemon_down; /* -1: none */
+	int daemon_down; /* -1: none; a crashed daemon or one cut off from the GeoDB */
+	int partitioned; /* -1: none */
+	struct geo_write *snap_assign, *snap_mark, *snap_status; /* its frozen view */
+
+	/* the operator's evacuation in progress */
+	int evac_backend; /* -1: none */
+	unsigned evac_rate;
+	int64_t evac_since;
+	uint64_t evac_started;
+	unsigned evac_pass;
+	unsigned *evac_groups;
+	size_t evac_count, evac_pos;
 
 	/* controller scratch */
 	bool *live;
@@ -215,13 +417,29 @@ struct sim {
 	struct failover_backend *fb;
 	struct failover_group *fg;
 	struct failover_change *changes;
+	struct row *crow;    /* the rows as the controller sees them */
+	uint8_t *pending;    /* 0 or the row kind to write this tick */
+	int32_t *plan_from;  /* a failover move's source, -1: none */
+	int64_t *move_begin; /* per group: its move's start (for max_move_ms) */
 };
+
+static bool brk(const struct sim *s, unsigned flag)
+{
+	return (s->opt.breaks & flag) != 0;
+}
 
 /* ---- events ---- */
 
+/* A write becoming visible to a daemon is handled before anything else that
+ * happens at the same millisecond (the daemon reacts to what it sees). */
 static bool ev_before(const struct event *x, const struct event *y)
 {
-	return x->t < y->t || (x->t == y->t && x->seq < y->seq);
+	if (x->t != y->t)
+		return x->t < y->t;
+	bool xs = x->type == EV_SEE, ys = y->type == EV_SEE;
+	if (xs != ys)
+		return xs;
+	return x->seq < y->seq;
 }
 
 static void ev_push(struct sim *s, int64_t t, int type, int a, int b, int x, uint32_t c)
@@ -269,7 +487,7 @@ static struct event ev_pop(struct sim *s)
 
 static void violation(struct sim *s, enum sim_invariant inv, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[1024];
 	va_list args;
 	if (s->stop)
 		return; /* the first violation of a seed is the one to read */
@@ -307,10 +525,261 @@ static void *xcalloc(size_t count, size_t size)
 	return p;
 }
 
-static int64_t exp_ms(struct sim *s, double mean_ms)
+static void *xrealloc(void *p, size_t size)
+{
+	p = realloc(p, size);
+	if (p == NULL) {
+		fprintf(stderr, "sim: out of memory\n");
+		exit(2);
+	}
+	return p;
+}
+
+static double exp_double(struct sim *s, double mean_ms)
 {
 	double u = rng_double(&s->rng);
-	return (int64_t)(-log(1.0 - u) * mean_ms);
+	return -log(1.0 - u) * mean_ms;
+}
+
+static int64_t exp_ms(struct sim *s, double mean_ms)
+{
+	return (int64_t)exp_double(s, mean_ms);
+}
+
+/* ---- the GeoDB cells as each daemon sees them ---- */
+
+static const struct geo_write *view_cell(const struct sim *s, const struct geo_cell *cells,
+					 const struct geo_write *snap, size_t index, unsigned d)
+{
+	if (s->partitioned == (int)d)
+		return &snap[index];
+	return geo_read(&s->geo, &cells[index], (int)d, s->now);
+}
+
+static const struct row *view_row(const struct sim *s, unsigned d, unsigned g)
+{
+	return &s->rows[view_cell(s, s->assign, s->snap_assign, g, d)->aux];
+}
+
+static const struct geo_write *view_mark(const struct sim *s, unsigned d, unsigned b)
+{
+	return view_cell(s, s->mark, s->snap_mark, b, d);
+}
+
+static const struct geo_write *view_status(const struct sim *s, unsigned d, unsigned b)
+{
+	return view_cell(s, s->status, s->snap_status, b, d);
+}
+
+static const struct row *head_row(const struct sim *s, unsigned g)
+{
+	return &s->rows[geo_head(&s->assign[g])->aux];
+}
+
+/* Every daemon handles a write of a row, mark or status when it sees it. */
+static void see_schedule(struct sim *s, const struct geo_cell *cell, int writer, enum see_kind kind,
+			 unsigned index)
+{
+	const struct geo_write *w = geo_head(cell);
+	for (unsigned d = 0; d < s->n; d++) {
+		int64_t t = writer == (int)d ? s->now : w->t + geo_delay(&s->geo, w->seq, (int)d);
+		ev_push(s, t, EV_SEE, (int)d, kind, (int)index, 0);
+	}
+}
+
+static void row_put(struct sim *s, unsigned g, int writer, int64_t t, const struct row *r, bool see)
+{
+	if (s->row_count == s->row_cap) {
+		s->row_cap = s->row_cap ? s->row_cap * 2 : 4096;
+		s->rows = xrealloc(s->rows, s->row_cap * sizeof(*s->rows));
+	}
+	s->rows[s->row_count] = *r;
+	geo_put(&s->geo, &s->assign[g], writer, t, r->backend, (int64_t)s->row_count);
+	s->row_count++;
+	if (see)
+		see_schedule(s, &s->assign[g], writer, SEE_ROW, g);
+}
+
+/* The compare-and-set on the epoch (at the head: a lightweight transaction
+ * is linearizable).  r gets epoch expected + 1. */
+static bool row_cas(struct sim *s, unsigned g, int writer, uint32_t expected, struct row *r)
+{
+	if (head_row(s, g)->epoch != expected) {
+		s->res->cas_failed++;
+		return false;
+	}
+	r->epoch = expected + 1;
+	row_put(s, g, writer, s->now, r, true);
+	return true;
+}
+
+static void mark_put(struct sim *s, unsigned b, int writer, int32_t mark)
+{
+	geo_put(&s->geo, &s->mark[b], writer, s->now, mark, s->now);
+	see_schedule(s, &s->mark[b], writer, SEE_MARK, b);
+}
+
+static void status_put(struct sim *s, unsigned b, int32_t status)
+{
+	geo_put(&s->geo, &s->status[b], GEO_WRITER_OPERATOR, s->now, status, 0);
+	see_schedule(s, &s->status[b], GEO_WRITER_OPERATOR, SEE_STATUS, b);
+}
+
+/* As the operator (the CLI reads the GeoDB at quorum: the head) sees it. */
+static bool head_can_take(const struct sim *s, unsigned b)
+{
+	struct failover_backend fb = {
+		.status = (enum backend_status)geo_head(&s->status[b])->value,
+		.load_factor = s->backends[b].load_factor,
+		.mark = (enum health_mark)geo_head(&s->mark[b])->value,
+	};
+	return failover_backend_can_take(&fb);
+}
+
+/* How daemon d routes group g now, by its view: the group's row and its
+ * two backends' cells, through failover_route().  override >= 0 routes as
+ * if the group's backend were that one (a held login past its deadline goes
+ * to move_to).  Returns 0 or 1 (the backend is idx_r[that]) or -1; fb_r
+ * gets the two backends as seen. */
+static int view_route(struct sim *s, unsigned d, unsigned g, int override,
+		      struct failover_backend fb_r[2], int idx_r[2])
+{
+	const struct row *r = view_row(s, d, g);
+	idx_r[0] = override >= 0 ? override : r->backend;
+	idx_r[1] = r->alt;
+	memset(fb_r, 0, 2 * sizeof(*fb_r));
+	for (int i = 0; i < 2; i++) {
+		if (idx_r[i] < 0)
+			continue;
+		const struct geo_write *st = view_status(s, d, (unsigned)idx_r[i]);
+		const struct geo_write *mk = view_mark(s, d, (unsigned)idx_r[i]);
+		fb_r[i] = (struct failover_backend){
+			s->backends[idx_r[i]].name, (enum backend_status)st->value,
+			s->backends[idx_r[i]].load_factor, (enum health_mark)mk->value, false};
+	}
+	struct failover_group fg = {g, idx_r[0] >= 0 ? 0 : -1,
+				    idx_r[1] < 0 ? -1 : (idx_r[1] == idx_r[0] ? 0 : 1)};
+	return failover_route(fb_r, 2, &fg);
+}
+
+static int view_route_backend(struct sim *s, unsigned d, unsigned g)
+{
+	struct failover_backend fb[2];
+	int idx[2];
+	int r = view_route(s, d, g, -1, fb, idx);
+	return r < 0 ? -1 : idx[r];
+}
+
+/* ---- sessions ---- */
+
+static void list_unlink(struct sim *s, int32_t id)
+{
+	struct session *o = &s->pool[id];
+#define UNLINK(prev, next, head)                         \
+	do {                                             \
+		if (o->prev >= 0)                        \
+			s->pool[o->prev].next = o->next; \
+		else                                     \
+			head = o->next;                  \
+		if (o->next >= 0)                        \
+			s->pool[o->next].prev = o->prev; \
+	} while (0)
+	UNLINK(u_prev, u_next, s->user_head[o->user]);
+	UNLINK(g_prev, g_next, s->group_head[o->group]);
+	UNLINK(b_prev, b_next, s->backend_head[o->backend]);
+#undef UNLINK
+}
+
+static int32_t session_open(struct sim *s, unsigned u, unsigned g, unsigned b, unsigned d)
+{
+	int32_t id;
+	if (s->pool_free >= 0) {
+		id = s->pool_free;
+		s->pool_free = s->pool[id].u_next;
+	} else {
+		if (s->pool_count == s->pool_cap) {
+			s->pool_cap = s->pool_cap ? s->pool_cap * 2 : 4096;
+			s->pool = xrealloc(s->pool, s->pool_cap * sizeof(*s->pool));
+		}
+		id = (int32_t)s->pool_count++;
+		s->pool[id].gen = 0;
+	}
+	struct session *o = &s->pool[id];
+	o->since = s->now;
+	o->user = (int32_t)u;
+	o->group = (int32_t)g;
+	o->backend = (int32_t)b;
+	o->daemon = (int16_t)d;
+	o->open = true;
+	o->u_prev = o->g_prev = o->b_prev = -1;
+	o->u_next = s->user_head[u];
+	o->g_next = s->group_head[g];
+	o->b_next = s->backend_head[b];
+	if (o->u_next >= 0)
+		s->pool[o->u_next].u_prev = id;
+	if (o->g_next >= 0)
+		s->pool[o->g_next].g_prev = id;
+	if (o->b_next >= 0)
+		s->pool[o->b_next].b_prev = id;
+	s->user_head[u] = s->group_head[g] = s->backend_head[b] = id;
+	s->res->sessions++;
+	ev_push(s, s->now + 1 + exp_ms(s, (double)s->tm.session_mean), EV_SESSION_END, id, 0, 0,
+		o->gen);
+	return id;
+}
+
+/* relogin: the client was cut off and comes back soon (through any daemon) */
+static void session_close(struct sim *s, int32_t id, bool relogin)
+{
+	struct session *o = &s->pool[id];
+	list_unlink(s, id);
+	o->open = false;
+	o->gen++;
+	o->u_next = s->pool_free;
+	s->pool_free = id;
+	if (relogin) {
+		s->res->relogins++;
+		ev_push(s, s->now + rng_range(&s->rng, 200, 5000), EV_RELOGIN, o->user, 0, 0, 0);
+	}
+}
+
+/* relogin: not when the backend died (its clients would only fail again) */
+static void sessions_close_backend(struct sim *s, unsigned b, int daemon, bool relogin)
+{
+	for (int32_t i = s->backend_head[b], next; i >= 0; i = next) {
+		next = s->pool[i].b_next;
+		if (daemon < 0 || s->pool[i].daemon == daemon)
+			session_close(s, i, relogin);
+	}
+}
+
+static void sessions_close_daemon(struct sim *s, unsigned d)
+{
+	for (size_t i = 0; i < s->pool_count; i++) {
+		if (s->pool[i].open && s->pool[i].daemon == (int)d)
+			session_close(s, (int32_t)i, true);
+	}
+}
+
+/* Daemon d closes its sessions of group g that are not on keep; keep < 0
+ * (no route): those not on the group's backend in its view, and those on it
+ * too when it sees it marked down (an offline backend's sessions are the
+ * operator's business). */
+static void kick_group(struct sim *s, unsigned d, unsigned g, int keep)
+{
+	if (keep < 0) {
+		int b = view_row(s, d, g)->backend;
+		if (b >= 0 && view_mark(s, d, (unsigned)b)->value != HEALTH_MARK_DOWN)
+			keep = b;
+	}
+	for (int32_t i = s->group_head[g], next; i >= 0; i = next) {
+		const struct session *o = &s->pool[i];
+		next = o->g_next;
+		if (o->daemon != (int)d || o->backend == keep)
+			continue;
+		s->res->kicks++;
+		session_close(s, i, true);
+	}
 }
 
 /* ---- ground truth ---- */
@@ -329,7 +798,7 @@ static void backend_down(struct sim *s, unsigned b)
 	be->down_seq++;
 	if (be->period_count == be->period_cap) {
 		be->period_cap = be->period_cap ? be->period_cap * 2 : 8;
-		be->periods = realloc(be->periods, be->period_cap * sizeof(*be->periods));
+		be->periods = xrealloc(be->periods, be->period_cap * sizeof(*be->periods));
 	}
 	be->periods[be->period_count++] = (struct period){s->now, INT64_MAX};
 	struct outage *last = be->outage_count ? &be->outages[be->outage_count - 1] : NULL;
@@ -338,13 +807,14 @@ static void backend_down(struct sim *s, unsigned b)
 	} else {
 		if (be->outage_count == be->outage_cap) {
 			be->outage_cap = be->outage_cap ? be->outage_cap * 2 : 8;
-			be->outages = realloc(be->outages, be->outage_cap * sizeof(*be->outages));
+			be->outages = xrealloc(be->outages, be->outage_cap * sizeof(*be->outages));
 		}
 		be->outages[be->outage_count] =
 			(struct outage){s->now, INT64_MAX, (uint32_t)be->outage_count + 1};
 		be->outage_count++;
 	}
 	ev_push(s, s->now + s->tm.bound, EV_DEADLINE, 0, (int)b, 0, be->down_seq);
+	sessions_close_backend(s, b, -1, false);
 	logf_(s, "fault backend=%s crashed", be->name);
 }
 
@@ -421,6 +891,116 @@ static void check_early_recovery(struct sim *s, unsigned b)
 	}
 }
 
+/* Whether cell has writes daemon d has not seen yet (with rows: only those
+ * of a kind that does not wait for d's acknowledgement count); *until_r
+ * gets the earliest time d sees one of the newer writes, whatever they are. */
+static bool unseen_writes(const struct sim *s, const struct geo_cell *cell, unsigned d, bool rows,
+			  int64_t *until_r)
+{
+	const struct geo_write *seen = geo_read(&s->geo, cell, (int)d, s->now);
+	bool any = false;
+	for (unsigned i = 0; i < cell->count && &cell->w[i] != seen; i++) {
+		const struct geo_write *w = &cell->w[i];
+		int64_t visible = w->t + geo_delay(&s->geo, w->seq, (int)d);
+		if (visible < *until_r)
+			*until_r = visible;
+		if (!rows || row_kind_no_ack(s->rows[w->aux].kind))
+			any = true;
+	}
+	return any;
+}
+
+enum stale_class { STALE_MARK = 1, STALE_ROW = 2, STALE_CUT = 4 };
+
+/* no_two_backends (a), (b), (c): whether the session is stale by design
+ * (a mask of enum stale_class, 0: it is not), until *until_r at the latest
+ * (then it must be closed, or agree). */
+static unsigned session_stale_by_design(const struct sim *s, const struct session *o,
+					int64_t *until_r)
+{
+	unsigned d = (unsigned)o->daemon;
+	const struct daemon *dm = &s->daemons[d];
+	if (dm->partitioned) {
+		*until_r = dm->heal_at + s->tm.controller_tick + s->tm.ready_delay;
+		return STALE_CUT;
+	}
+	if (s->now < dm->exempt_until) {
+		*until_r = dm->exempt_until;
+		return STALE_CUT;
+	}
+	unsigned stale = 0;
+	if (unseen_writes(s, &s->assign[o->group], d, true, until_r))
+		stale |= STALE_ROW;
+	const struct row *r = view_row(s, d, (unsigned)o->group);
+	int32_t backends[4] = {o->backend, r->backend, r->alt, r->move_to};
+	for (int i = 0; i < 4; i++) {
+		if (backends[i] < 0)
+			continue;
+		if (unseen_writes(s, &s->mark[backends[i]], d, false, until_r) ||
+		    unseen_writes(s, &s->status[backends[i]], d, false, until_r))
+			stale |= STALE_MARK;
+	}
+	return stale;
+}
+
+/* no_two_backends for user u, now. */
+static void check_user(struct sim *s, unsigned u)
+{
+	int32_t distinct[16];
+	unsigned count = 0;
+	for (int32_t i = s->user_head[u]; i >= 0; i = s->pool[i].u_next) {
+		int32_t b = s->pool[i].backend;
+		unsigned k = 0;
+		while (k < count && distinct[k] != b)
+			k++;
+		if (k == count && count < 16)
+			distinct[count++] = b;
+	}
+	s->res->checks[INV_NO_TWO_BACKENDS]++;
+	if (count <= 1)
+		return;
+	for (unsigned z = 0; z < count; z++) {
+		bool exempt = true;
+		unsigned classes = 0;
+		int64_t until = INT64_MAX;
+		for (int32_t i = s->user_head[u]; i >= 0 && exempt; i = s->pool[i].u_next) {
+			if (s->pool[i].backend == distinct[z])
+				continue;
+			unsigned c = session_stale_by_design(s, &s->pool[i], &until);
+			exempt = c != 0;
+			classes |= c;
+		}
+		if (exempt) {
+			s->res->exempt[INV_NO_TWO_BACKENDS]++;
+			s->res->two_backends_mark += (classes & STALE_MARK) != 0;
+			s->res->two_backends_row += (classes & STALE_ROW) != 0;
+			s->res->two_backends_cut += (classes & STALE_CUT) != 0;
+			logf_(s, "user=%u two backends, exempt until %.3f:%s%s%s", u,
+			      until / 1000.0, classes & STALE_MARK ? " mark" : "",
+			      classes & STALE_ROW ? " row" : "", classes & STALE_CUT ? " cut" : "");
+			ev_push(s, until, EV_RECHECK, (int)u, 0, 0, 0);
+			return;
+		}
+	}
+	char desc[700];
+	size_t len = 0;
+	for (int32_t i = s->user_head[u]; i >= 0 && len < sizeof(desc) - 120;
+	     i = s->pool[i].u_next) {
+		const struct session *o = &s->pool[i];
+		const struct row *r = view_row(s, (unsigned)o->daemon, (unsigned)o->group);
+		len += (size_t)snprintf(desc + len, sizeof(desc) - len,
+					"%s%s via d%d since %.3f (its view: group on %d, moving "
+					"to %d, epoch %u)",
+					len ? "; " : "", s->backends[o->backend].name, o->daemon,
+					o->since / 1000.0, r->backend, r->move_to, r->epoch);
+	}
+	const struct row *h = head_row(s, s->user_group[u]);
+	violation(s, INV_NO_TWO_BACKENDS,
+		  "user %u (group %u, now on %d, moving to %d, epoch %u) has sessions on %u "
+		  "backends: %s",
+		  u, s->user_group[u], h->backend, h->move_to, h->epoch, count, desc);
+}
+
 /* ---- daemons: probing ---- */
 
 static void probe_start(struct sim *s, const struct event *e)
@@ -463,10 +1043,340 @@ static void probe_done(struct sim *s, const struct event *e)
 		dm->streak_ok[b] = ok;
 		dm->streak_since[b] = s->now;
 	}
-	geo_put(&s->geo, &s->obs[d * s->b + b], (int)d, s->now, ok, dm->streak_since[b]);
+	if (!dm->partitioned)
+		geo_put(&s->geo, &s->obs[d * s->b + b], (int)d, s->now, ok, dm->streak_since[b]);
+}
+
+/* ---- daemons: routing logins, holding them, following moves ---- */
+
+static void route_login(struct sim *s, unsigned u, unsigned d, unsigned g, int override,
+			int64_t arrival)
+{
+	if (arrival < s->now) {
+		int64_t waited = s->now - arrival;
+		s->res->checks[INV_LOGIN_WAIT_BOUND]++;
+		if (waited > s->res->max_hold_ms)
+			s->res->max_hold_ms = waited;
+		if (waited > s->tm.move_timeout)
+			violation(s, INV_LOGIN_WAIT_BOUND,
+				  "daemon d%u held a login of user %u (group %u) for %.3f s "
+				  "(move_timeout %.1f s)",
+				  d, u, g, waited / 1000.0, s->tm.move_timeout / 1000.0);
+	}
+	struct failover_backend fb[2];
+	int idx[2];
+	int r = view_route(s, d, g, override, fb, idx);
+	if (r < 0) {
+		s->res->logins_unavailable++;
+		return;
+	}
+	unsigned b = (unsigned)idx[r];
+	struct backend *be = &s->backends[b];
+	bool frozen = s->daemons[d].partitioned;
+
+	s->res->checks[INV_NO_LOGIN_TO_DOWN]++;
+	if (fb[r].mark == HEALTH_MARK_DOWN || fb[r].status != BACKEND_STATUS_ONLINE)
+		violation(s, INV_NO_LOGIN_TO_DOWN,
+			  "daemon d%u routed user %u (group %u) to backend %s, which it sees "
+			  "marked %s, status %s",
+			  d, u, g, be->name, health_mark_name(fb[r].mark),
+			  backend_status_name(fb[r].status));
+	const struct geo_write *auth = geo_at(&s->mark[b], s->now - s->tm.repl_max);
+	const struct geo_write *seen = view_mark(s, d, b);
+	if (auth != NULL && auth->value == HEALTH_MARK_DOWN && seen->t <= auth->t) {
+		if (frozen)
+			s->res->exempt[INV_NO_LOGIN_TO_DOWN]++;
+		else
+			violation(s, INV_NO_LOGIN_TO_DOWN,
+				  "daemon d%u routed user %u to backend %s, marked down at %.3f "
+				  "s, more than the replication bound ago",
+				  d, u, be->name, auth->t / 1000.0);
+	}
+	if (be->crashed && be->deadline_seq == be->down_seq) {
+		if (frozen) {
+			s->res->exempt[INV_SERVED_WITHIN_BOUND]++;
+		} else {
+			s->res->checks[INV_SERVED_WITHIN_BOUND]++;
+			violation(s, INV_SERVED_WITHIN_BOUND,
+				  "daemon d%u routed user %u (group %u) to backend %s, dead "
+				  "since %.3f s",
+				  d, u, g, be->name,
+				  be->periods[be->period_count - 1].start / 1000.0);
+		}
+	}
+
+	if (!reachable(s, d, b)) {
+		s->res->logins_failed++;
+		return;
+	}
+	s->res->logins_ok++;
+	session_open(s, u, g, b, d);
+	check_user(s, u);
+}
+
+static int32_t held_alloc(struct sim *s)
+{
+	int32_t id;
+	if (s->held_free >= 0) {
+		id = s->held_free;
+		s->held_free = s->held[id].next_free;
+	} else {
+		if (s->held_count == s->held_cap) {
+			s->held_cap = s->held_cap ? s->held_cap * 2 : 256;
+			s->held = xrealloc(s->held, s->held_cap * sizeof(*s->held));
+		}
+		id = (int32_t)s->held_count++;
+		s->held[id].gen = 0;
+	}
+	return id;
+}
+
+static void held_drop(struct sim *s, int32_t id)
+{
+	struct held_login *h = &s->held[id];
+	h->active = false;
+	h->gen++;
+	s->daemons[h->daemon].held--;
+	h->next_free = s->held_free;
+	s->held_free = id;
+}
+
+/* A held login goes on: by the route when the daemon sees the move
+ * finished, to move_to when its deadline has come (MOVE_LOGIN_TARGET). */
+static void held_release(struct sim *s, int32_t id)
+{
+	const struct held_login h = s->held[id];
+	held_drop(s, id);
+	const struct row *r = view_row(s, (unsigned)h.daemon, (unsigned)h.group);
+	route_login(s, (unsigned)h.user, (unsigned)h.daemon, (unsigned)h.group,
+		    r->move_to >= 0 ? r->move_to : -1, h.arrival);
+}
+
+static void held_release_group(struct sim *s, unsigned d, unsigned g)
+{
+	if (s->daemons[d].held == 0)
+		return;
+	for (size_t i = 0; i < s->held_count && !s->stop; i++) {
+		if (s->held[i].active && s->held[i].daemon == (int)d && s->held[i].group == (int)g)
+			held_release(s, (int32_t)i);
+	}
+}
+
+static void held_end(struct sim *s, const struct event *e)
+{
+	struct held_login *h = &s->held[e->a];
+	if (!h->active || h->gen != e->c)
+		return;
+	if (brk(s, SIM_BREAK_NO_DEADLINE)) {
+		const struct row *r = view_row(s, (unsigned)h->daemon, (unsigned)h->group);
+		if (r->move_to >= 0) {
+			ev_push(s, s->now + s->tm.controller_tick, EV_HOLD_END, e->a, 0, 0, e->c);
+			return;
+		}
+	}
+	held_release(s, e->a);
+}
+
+/* A login of user u arriving at daemon d. */
+static void login_at(struct sim *s, unsigned u, unsigned d)
+{
+	unsigned g = s->user_group[u];
+	struct daemon *dm = &s->daemons[d];
+	s->res->logins++;
+	const struct row *r = view_row(s, d, g);
+	if (r->move_to < 0 || brk(s, SIM_BREAK_NO_HOLD)) {
+		route_login(s, u, d, g, -1, s->now);
+		return;
+	}
+	if (dm->handled[g] != r->epoch) {
+		/* cannot happen: a daemon handles every write it sees at once */
+		printf("seed %llu step %llu: simulator error: d%u routes group %u moving in "
+		       "epoch %u without having handled it\n",
+		       (unsigned long long)s->opt.seed, (unsigned long long)s->step, d, g,
+		       r->epoch);
+		s->res->sim_error = s->res->failed = true;
+		s->stop = true;
+		return;
+	}
+	int64_t deadline;
+	switch (move_login(s->tm.move_timeout, true, dm->seen_ms[g], s->now, &deadline)) {
+	case MOVE_LOGIN_HOLD: {
+		int32_t id = held_alloc(s);
+		struct held_login *h = &s->held[id];
+		h->arrival = s->now;
+		h->deadline = deadline;
+		h->user = (int32_t)u;
+		h->group = (int32_t)g;
+		h->daemon = (int16_t)d;
+		h->inc = dm->inc;
+		h->active = true;
+		dm->held++;
+		s->res->logins_held++;
+		ev_push(s, deadline, EV_HOLD_END, id, 0, 0, h->gen);
+		break;
+	}
+	case MOVE_LOGIN_TARGET:
+		route_login(s, u, d, g, r->move_to, s->now);
+		break;
+	case MOVE_LOGIN_ROUTE:
+		route_login(s, u, d, g, -1, s->now);
+		break;
+	}
+}
+
+static bool serving(const struct sim *s, unsigned d)
+{
+	const struct daemon *dm = &s->daemons[d];
+	return dm->alive && (s->now >= dm->serve_from || brk(s, SIM_BREAK_NO_READY));
+}
+
+/* A login of user u through a random daemon (the load balancer sends none
+ * to a daemon that is down or not ready yet). */
+static void login_user(struct sim *s, unsigned u)
+{
+	unsigned d = (unsigned)rng_range(&s->rng, 0, s->n - 1);
+	for (unsigned tries = 0; tries < s->n && !serving(s, d); tries++)
+		d = (d + 1) % s->n;
+	if (!serving(s, d)) {
+		s->res->logins++;
+		s->res->logins_unavailable++;
+		return;
+	}
+	login_at(s, u, d);
+}
+
+static void login(struct sim *s)
+{
+	double rate_per_ms = (s->users / 600.0) / 1000.0; /* each user every 10 min */
+	if (rate_per_ms < 0.001)
+		rate_per_ms = 0.001;
+	s->login_clock += exp_double(s, 1.0 / rate_per_ms);
+	ev_push(s, (int64_t)s->login_clock, EV_LOGIN, 0, 0, 0, 0);
+	login_user(s, (unsigned)rng_range(&s->rng, 0, s->users - 1));
+}
+
+/* How long a daemon takes to acknowledge a move after closing its sessions
+ * (its LMTP transactions to the old backend finish first). */
+static int64_t drain_ms(struct sim *s)
+{
+	unsigned p = (unsigned)rng_range(&s->rng, 0, 99);
+	if (p < 94)
+		return rng_range(&s->rng, 0, 300);
+	if (p < 99)
+		return rng_range(&s->rng, 300, 8000);
+	return rng_range(&s->rng, 30000, 45000);
+}
+
+/* Daemon d follows its view of group g (the rules in the header). */
+static void daemon_follow_group(struct sim *s, unsigned d, unsigned g, bool ack_again)
+{
+	struct daemon *dm = &s->daemons[d];
+	const struct row *r = view_row(s, d, g);
+	if (r->move_to >= 0) {
+		bool fresh = dm->handled[g] != r->epoch;
+		if (fresh) {
+			dm->handled[g] = r->epoch;
+			dm->seen_ms[g] = s->now;
+		}
+		if (!brk(s, SIM_BREAK_NO_MOVE_KICK))
+			kick_group(s, d, g, r->move_to);
+		if (fresh || ack_again)
+			ev_push(s, s->now + drain_ms(s), EV_ACK, (int)d, (int)g, (int)r->epoch,
+				dm->inc);
+		return;
+	}
+	if (!brk(s, SIM_BREAK_NO_ROUTE_KICK))
+		kick_group(s, d, g, view_route_backend(s, d, g));
+	held_release_group(s, d, g);
+}
+
+/* Daemon d sees a mark or status change of backend b: every group whose
+ * route may involve b. */
+static void daemon_follow_backend(struct sim *s, unsigned d, unsigned b)
+{
+	for (unsigned g = 0; g < s->g && !s->stop; g++) {
+		const struct row *r = view_row(s, d, g);
+		if (r->backend == (int)b || r->alt == (int)b || r->move_to == (int)b)
+			daemon_follow_group(s, d, g, false);
+	}
+}
+
+static void daemon_follow_all(struct sim *s, unsigned d, bool ack_again)
+{
+	for (unsigned g = 0; g < s->g && !s->stop; g++)
+		daemon_follow_group(s, d, g, ack_again);
+}
+
+static void see(struct sim *s, const struct event *e)
+{
+	unsigned d = (unsigned)e->a;
+	const struct daemon *dm = &s->daemons[d];
+	if (!dm->alive || dm->partitioned)
+		return; /* it reads everything again when back */
+	if (e->b == SEE_ROW)
+		daemon_follow_group(s, d, (unsigned)e->x, false);
+	else
+		daemon_follow_backend(s, d, (unsigned)e->x);
+}
+
+static void ack(struct sim *s, const struct event *e)
+{
+	unsigned d = (unsigned)e->a, g = (unsigned)e->b;
+	const struct daemon *dm = &s->daemons[d];
+	if (!dm->alive || dm->inc != e->c || dm->partitioned)
+		return; /* a daemon cut off from the GeoDB acknowledges again when back */
+	geo_put(&s->geo, &s->acks[(size_t)g * s->n + d], (int)d, s->now, e->x, 0);
 }
 
 /* ---- the controller: the same glue the daemon's controller runs ---- */
+
+static const char *reason_name(unsigned reason)
+{
+	switch (reason) {
+	case REASON_OPERATOR:
+		return "operator";
+	case REASON_EVACUATE:
+		return "evacuate";
+	case REASON_FAILOVER:
+		return "failover";
+	}
+	return "none";
+}
+
+/* The failover checks of one group switched off a backend marked down.
+ * redirect: a move finished into a backend marked down and sent on at once
+ * (the group was never served there: no outage of `from` to attribute). */
+static void check_failover_move(struct sim *s, unsigned d, unsigned g, unsigned from, int to,
+				bool redirect)
+{
+	s->res->checks[INV_OPERATOR_STATUS]++;
+	if (s->fb[to].status != BACKEND_STATUS_ONLINE)
+		violation(s, INV_OPERATOR_STATUS, "group %u moved to backend %s, which is %s", g,
+			  s->backends[to].name, backend_status_name(s->fb[to].status));
+	s->res->checks[INV_ONE_MOVE_PER_OUTAGE]++;
+	if (!failover_backend_can_take(&s->fb[to]))
+		violation(s, INV_ONE_MOVE_PER_OUTAGE,
+			  "group %u moved to backend %s, which cannot take it (mark %s, load "
+			  "factor %u): it will have to move again",
+			  g, s->backends[to].name, health_mark_name(s->fb[to].mark),
+			  s->fb[to].load_factor);
+	s->group_move_t[g] = s->now;
+	s->group_move_to[g] = to;
+	s->res->moves++;
+	logf_(s, "controller=d%u group=%u move from=%s to=%s reason=failover%s", d, g,
+	      s->backends[from].name, s->backends[to].name, redirect ? " (redirect)" : "");
+	if (redirect)
+		return;
+	check_early_failover(s, from, "moved a group off");
+	uint32_t oid = justifying_outage(s, from);
+	uint32_t key = ((uint32_t)from << 20 | oid) + 1;
+	s->res->checks[INV_ONE_MOVE_PER_OUTAGE]++;
+	if (oid != 0 && s->group_last_move_outage[g] == key)
+		violation(s, INV_ONE_MOVE_PER_OUTAGE,
+			  "group %u moved off backend %s twice in outage %u", g,
+			  s->backends[from].name, oid);
+	s->group_last_move_outage[g] = key;
+}
 
 static void controller_act(struct sim *s, unsigned d)
 {
@@ -491,8 +1401,8 @@ static void controller_act(struct sim *s, unsigned d)
 
 	for (unsigned b = 0; b < s->b; b++) {
 		struct backend *be = &s->backends[b];
-		const struct geo_write *st = geo_read(&s->geo, &s->status[b], (int)d, now);
-		const struct geo_write *mk = geo_read(&s->geo, &s->mark[b], (int)d, now);
+		const struct geo_write *st = view_status(s, d, b);
+		const struct geo_write *mk = view_mark(s, d, b);
 		struct health_backend hb = {
 			.name = be->name,
 			.status = (enum backend_status)st->value,
@@ -534,7 +1444,7 @@ static void controller_act(struct sim *s, unsigned d)
 				check_early_recovery(s, b);
 				s->res->marks_up++;
 			}
-			geo_put(&s->geo, &s->mark[b], (int)d, now, dec.mark, now);
+			mark_put(s, b, (int)d, dec.mark);
 			logf_(s, "controller=d%u backend=%s mark=%s reason=\"%s\"", d, be->name,
 			      health_mark_name(dec.mark), dec.reason);
 		}
@@ -548,11 +1458,64 @@ static void controller_act(struct sim *s, unsigned d)
 	}
 
 	for (unsigned g = 0; g < s->g; g++) {
-		const struct geo_write *a = geo_read(&s->geo, &s->assign[g], (int)d, now);
-		const struct geo_write *al = geo_read(&s->geo, &s->alt[g], (int)d, now);
-		s->fg[g] = (struct failover_group){g, a->value, al->value};
+		s->crow[g] = *view_row(s, d, g);
+		s->fg[g] = (struct failover_group){g, s->crow[g].backend, s->crow[g].alt};
+		s->pending[g] = 0;
+		s->plan_from[g] = -1;
 	}
 
+	/* 1. the moves in progress: move_progress() on the acknowledgements the
+	 * controller sees from the live daemons */
+	for (unsigned g = 0; g < s->g; g++) {
+		const struct row *r = &s->crow[g];
+		if (r->move_to < 0)
+			continue;
+		unsigned acked = 0;
+		for (unsigned e = 0; e < s->n; e++) {
+			if (!s->live[e])
+				continue;
+			const struct geo_write *w =
+				geo_read(&s->geo, &s->acks[(size_t)g * s->n + e], (int)d, now);
+			acked += w != NULL && (uint32_t)w->value == r->epoch;
+		}
+		bool down = s->fb[r->backend].mark == HEALTH_MARK_DOWN;
+		bool offline = s->fb[r->backend].status != BACKEND_STATUS_ONLINE;
+		if (!failover_backend_can_take(&s->fb[r->move_to]) && !down && !offline) {
+			/* the target went away (marked down, or taken offline by the
+			 * operator) while its source still serves: cancel.  Daemons
+			 * that saw the move let their held logins go to the source;
+			 * those that did not never left it. */
+			s->pending[g] = ROW_CANCEL;
+			logf_(s,
+			      "controller=d%u group=%u cancel from=%s to=%s reason=%s "
+			      "(the target is %s, marked %s)",
+			      d, g, s->backends[r->backend].name, s->backends[r->move_to].name,
+			      reason_name(r->reason), backend_status_name(s->fb[r->move_to].status),
+			      health_mark_name(s->fb[r->move_to].mark));
+			continue;
+		}
+		struct move_view mv = {
+			.started_ms = r->move_started,
+			.from_down = down || (offline && brk(s, SIM_BREAK_OFFLINE_IS_DOWN)),
+			.live = live_count,
+			.acked = brk(s, SIM_BREAK_NO_ACK_WAIT) ? live_count : acked,
+		};
+		char reason[160];
+		enum move_outcome out =
+			move_progress(s->tm.move_timeout, &mv, now, reason, sizeof(reason));
+		if (out == MOVE_WAIT)
+			continue;
+		s->pending[g] = out == MOVE_FINISH_ACKED     ? ROW_FINISH_ACKED
+				: out == MOVE_FINISH_TIMEOUT ? ROW_FINISH_TIMEOUT
+				: down                       ? ROW_FINISH_DOWN
+							     : ROW_FINISH_DOWN_OFFLINE;
+		s->fg[g].backend = r->move_to;
+		logf_(s, "controller=d%u group=%u finish from=%s to=%s reason=%s outcome=%s (%s)",
+		      d, g, s->backends[r->backend].name, s->backends[r->move_to].name,
+		      reason_name(r->reason), move_outcome_name(out), reason);
+	}
+
+	/* 2. failover: groups of a backend marked down switch at once */
 	size_t move_count, stranded;
 	if (failover_plan(s->fb, s->b, s->fg, s->g, s->changes, &move_count, &stranded) < 0) {
 		fprintf(stderr, "sim: failover_plan failed\n");
@@ -560,43 +1523,26 @@ static void controller_act(struct sim *s, unsigned d)
 	}
 	for (size_t i = 0; i < move_count; i++) {
 		const struct failover_change *m = &s->changes[i];
-		const struct geo_write *before = geo_head(&s->assign[m->group]);
-		if (before->value == m->backend)
-			continue;
-		unsigned from = (unsigned)before->value;
-		s->res->checks[INV_OPERATOR_STATUS]++;
-		if (s->fb[m->backend].status != BACKEND_STATUS_ONLINE)
-			violation(s, INV_OPERATOR_STATUS,
-				  "group %zu moved to backend %s, which is %s", m->group,
-				  s->backends[m->backend].name,
-				  backend_status_name(s->fb[m->backend].status));
-		s->res->checks[INV_ONE_MOVE_PER_OUTAGE]++;
-		if (!failover_backend_can_take(&s->fb[m->backend]))
-			violation(s, INV_ONE_MOVE_PER_OUTAGE,
-				  "group %zu moved to backend %s, which cannot take it (mark %s, "
-				  "load factor %u): it will have to move again",
-				  m->group, s->backends[m->backend].name,
-				  health_mark_name(s->fb[m->backend].mark),
-				  s->fb[m->backend].load_factor);
-		check_early_failover(s, from, "moved a group off");
-		uint32_t oid = justifying_outage(s, from);
-		uint32_t key = ((uint32_t)from << 20 | oid) + 1;
-		s->res->checks[INV_ONE_MOVE_PER_OUTAGE]++;
-		if (oid != 0 && s->group_last_move_outage[m->group] == key)
-			violation(s, INV_ONE_MOVE_PER_OUTAGE,
-				  "group %zu moved off backend %s twice in outage %u", m->group,
-				  s->backends[from].name, oid);
-		s->group_last_move_outage[m->group] = key;
-		s->group_move_t[m->group] = now;
-		geo_put(&s->geo, &s->assign[m->group], (int)d, now, m->backend, 0);
-		s->fg[m->group].backend = m->backend;
-		s->res->moves++;
-		logf_(s, "controller=d%u group=%zu move from=%s to=%s", d, m->group,
-		      s->backends[from].name, s->backends[m->backend].name);
+		unsigned g = (unsigned)m->group;
+		if (s->crow[g].move_to >= 0 && s->pending[g] == 0)
+			continue; /* moving, and its source is not down: cannot happen */
+		struct move_view mv = {.started_ms = now, .from_down = true, .live = live_count};
+		char reason[160];
+		if (move_progress(s->tm.move_timeout, &mv, now, reason, sizeof(reason)) !=
+		    MOVE_FINISH_DOWN) {
+			fprintf(stderr, "sim: move_progress does not finish a move off a backend "
+					"marked down\n");
+			exit(2);
+		}
+		s->plan_from[g] = s->fg[g].backend;
+		s->fg[g].backend = m->backend;
+		s->pending[g] = ROW_SWITCH;
 	}
 	if (stranded > 0)
 		logf_(s, "controller=d%u stranded_groups=%zu", d, stranded);
 
+	/* 3. alternatives (not of a group still moving: that would change its
+	 * epoch under the daemons' acknowledgements) */
 	size_t alt_count;
 	if (failover_alternatives(s->fb, s->b, s->fg, s->g, FAILOVER_ALTERNATIVE_CHANGES_DEFAULT,
 				  s->changes, &alt_count) < 0) {
@@ -605,15 +1551,63 @@ static void controller_act(struct sim *s, unsigned d)
 	}
 	for (size_t i = 0; i < alt_count; i++) {
 		const struct failover_change *c = &s->changes[i];
+		unsigned g = (unsigned)c->group;
+		if (s->crow[g].move_to >= 0 && s->pending[g] == 0)
+			continue;
 		s->res->checks[INV_OPERATOR_STATUS]++;
 		if (s->fb[c->backend].status != BACKEND_STATUS_ONLINE ||
-		    c->backend == s->fg[c->group].backend)
+		    c->backend == s->fg[g].backend)
 			violation(s, INV_OPERATOR_STATUS,
-				  "group %zu got alternative %s, which is %s or its own backend",
-				  c->group, s->backends[c->backend].name,
+				  "group %u got alternative %s, which is %s or its own backend", g,
+				  s->backends[c->backend].name,
 				  backend_status_name(s->fb[c->backend].status));
-		geo_put(&s->geo, &s->alt[c->group], (int)d, now, c->backend, 0);
+		s->fg[g].alt_backend = c->backend;
+		if (s->pending[g] == 0)
+			s->pending[g] = ROW_ALT;
 		s->res->alt_changes++;
+	}
+
+	/* 4. one compare-and-set per group changed */
+	for (unsigned g = 0; g < s->g && !s->stop; g++) {
+		if (s->pending[g] == 0)
+			continue;
+		const struct row *r = &s->crow[g];
+		struct row w = {
+			.backend = s->fg[g].backend,
+			.alt = s->fg[g].alt_backend,
+			.move_to = -1,
+			.kind = s->pending[g],
+			.reason = s->pending[g] == ROW_SWITCH ? REASON_FAILOVER : r->reason,
+		};
+		if (w.kind == ROW_SWITCH && r->move_to < 0 &&
+		    geo_head(&s->assign[g])->value == w.backend)
+			continue; /* already there */
+		uint32_t expected = r->epoch;
+		if (!row_cas(s, g, (int)d, expected, &w))
+			continue;
+		if (r->move_to >= 0) {
+			switch (s->pending[g] == ROW_SWITCH ? ROW_FINISH_DOWN : s->pending[g]) {
+			case ROW_FINISH_ACKED:
+				s->res->finish_acked++;
+				break;
+			case ROW_FINISH_TIMEOUT:
+				s->res->finish_timeout++;
+				break;
+			case ROW_CANCEL:
+				s->res->cancelled++;
+				break;
+			default:
+				s->res->finish_down++;
+				break;
+			}
+			if (now - r->move_started > s->res->max_move_ms)
+				s->res->max_move_ms = now - r->move_started;
+			/* an operator's placement: a later failover starts counting again */
+			s->group_last_move_outage[g] = 0;
+		}
+		if (s->plan_from[g] >= 0)
+			check_failover_move(s, d, g, (unsigned)s->plan_from[g], w.backend,
+					    r->move_to >= 0);
 	}
 }
 
@@ -623,7 +1617,16 @@ static void tick(struct sim *s, const struct event *e)
 	struct daemon *dm = &s->daemons[d];
 	if (!dm->alive || dm->inc != e->c)
 		return;
+	ev_push(s, s->now + s->tm.controller_tick, EV_TICK, (int)d, 0, 0, dm->inc);
+	if (dm->partitioned)
+		return; /* no heartbeat, no lease, no controller */
 	geo_put(&s->geo, &s->hb[d], (int)d, s->now, 1, 0);
+	if (dm->first_hb_pending) {
+		/* every controller decision from now + R on counts it; one made
+		 * before reaches its view by now + 2 R */
+		dm->first_hb_pending = false;
+		dm->serve_from = s->now + s->tm.ready_delay;
+	}
 	if (s->lease_holder == (int)d && s->lease_inc == dm->inc && s->lease_expires > s->now) {
 		s->lease_expires = s->now + s->tm.lease_ttl;
 	} else if (s->lease_expires <= s->now) {
@@ -638,88 +1641,6 @@ static void tick(struct sim *s, const struct event *e)
 	if (s->lease_holder == (int)d && s->lease_inc == dm->inc &&
 	    s->now >= s->lease_acquired + s->tm.repl_max)
 		controller_act(s, d);
-	ev_push(s, s->now + s->tm.controller_tick, EV_TICK, (int)d, 0, 0, dm->inc);
-}
-
-/* ---- users ---- */
-
-/* How daemon d routes group g now, by its view: the group's cells and its
- * two backends' cells, through failover_route().  Returns 0 or 1 (the
- * backend is idx_r[that]) or -1; fb_r gets the two backends as seen. */
-static int view_route(struct sim *s, unsigned d, unsigned g, struct failover_backend fb_r[2],
-		      int idx_r[2])
-{
-	const struct geo_write *a = geo_read(&s->geo, &s->assign[g], (int)d, s->now);
-	const struct geo_write *al = geo_read(&s->geo, &s->alt[g], (int)d, s->now);
-	idx_r[0] = a->value;
-	idx_r[1] = al->value;
-	memset(fb_r, 0, 2 * sizeof(*fb_r));
-	for (int i = 0; i < 2; i++) {
-		if (idx_r[i] < 0)
-			continue;
-		const struct geo_write *st =
-			geo_read(&s->geo, &s->status[idx_r[i]], (int)d, s->now);
-		const struct geo_write *mk = geo_read(&s->geo, &s->mark[idx_r[i]], (int)d, s->now);
-		fb_r[i] = (struct failover_backend){
-			s->backends[idx_r[i]].name, (enum backend_status)st->value,
-			s->backends[idx_r[i]].load_factor, (enum health_mark)mk->value, false};
-	}
-	struct failover_group fg = {g, idx_r[0] >= 0 ? 0 : -1,
-				    idx_r[1] < 0 ? -1 : (idx_r[1] == idx_r[0] ? 0 : 1)};
-	return failover_route(fb_r, 2, &fg);
-}
-
-static void login(struct sim *s)
-{
-	double rate_per_ms = (s->users / 600.0) / 1000.0; /* each user every 10 min */
-	if (rate_per_ms < 0.001)
-		rate_per_ms = 0.001;
-	ev_push(s, s->now + exp_ms(s, 1.0 / rate_per_ms), EV_LOGIN, 0, 0, 0, 0);
-
-	unsigned d = (unsigned)rng_range(&s->rng, 0, s->n - 1);
-	if (!s->daemons[d].alive)
-		d = (d + 1) % s->n; /* at most one daemon is down */
-	unsigned u = (unsigned)rng_range(&s->rng, 0, s->users - 1);
-	unsigned g = s->user_group[u];
-	s->res->logins++;
-
-	struct failover_backend fb[2];
-	int idx[2];
-	int r = view_route(s, d, g, fb, idx);
-	if (r < 0) {
-		s->res->logins_unavailable++;
-		return;
-	}
-	unsigned b = (unsigned)idx[r];
-	struct backend *be = &s->backends[b];
-
-	s->res->checks[INV_NO_LOGIN_TO_DOWN]++;
-	if (fb[r].mark == HEALTH_MARK_DOWN || fb[r].status != BACKEND_STATUS_ONLINE)
-		violation(s, INV_NO_LOGIN_TO_DOWN,
-			  "daemon d%u routed user %u (group %u) to backend %s, which it sees "
-			  "marked %s, status %s",
-			  d, u, g, be->name, health_mark_name(fb[r].mark),
-			  backend_status_name(fb[r].status));
-	const struct geo_write *auth = geo_at(&s->mark[b], s->now - s->tm.repl_max);
-	const struct geo_write *seen = geo_read(&s->geo, &s->mark[b], (int)d, s->now);
-	if (auth != NULL && auth->value == HEALTH_MARK_DOWN && seen->t <= auth->t)
-		violation(s, INV_NO_LOGIN_TO_DOWN,
-			  "daemon d%u routed user %u to backend %s, marked down at %.3f s, more "
-			  "than the replication bound ago",
-			  d, u, be->name, auth->t / 1000.0);
-	if (be->crashed && be->deadline_seq == be->down_seq) {
-		s->res->checks[INV_SERVED_WITHIN_BOUND]++;
-		violation(s, INV_SERVED_WITHIN_BOUND,
-			  "daemon d%u routed user %u (group %u) to backend %s, dead since %.3f s",
-			  d, u, g, be->name, be->periods[be->period_count - 1].start / 1000.0);
-	}
-
-	if (!reachable(s, d, b)) {
-		s->res->logins_failed++;
-		return;
-	}
-	s->res->logins_ok++;
-	s->sessions[u] = (struct session){(int32_t)b, (int16_t)d, s->now};
 }
 
 /* ---- the served-within-bound deadline ---- */
@@ -754,7 +1675,8 @@ static void deadline(struct sim *s, const struct event *e)
 	unsigned cont = 0, other = 0;
 	for (unsigned d = 0; d < s->n; d++) {
 		const struct daemon *dm = &s->daemons[d];
-		if (dm->alive && dm->restarted_at < window)
+		bool cut = dm->partitioned || dm->part_end >= window;
+		if (dm->alive && dm->restarted_at < window && !cut)
 			cont++;
 		else if (dm->alive || dm->crashed_at >= window)
 			other++;
@@ -770,24 +1692,31 @@ static void deadline(struct sim *s, const struct event *e)
 	for (unsigned d = 0; d < s->n && !s->stop; d++) {
 		if (!s->daemons[d].alive)
 			continue;
+		if (s->daemons[d].partitioned) {
+			s->res->exempt[INV_SERVED_WITHIN_BOUND]++; /* its view is frozen */
+			continue;
+		}
 		for (unsigned g = 0; g < s->g && !s->stop; g++) {
 			const struct geo_write *then = geo_at(&s->assign[g], c0);
-			const struct geo_write *a =
-				geo_read(&s->geo, &s->assign[g], (int)d, s->now);
-			if (a->value != (int32_t)x && (then == NULL || then->value != (int32_t)x))
+			const struct row *a = view_row(s, d, g);
+			if (a->backend != (int32_t)x && (then == NULL || then->value != (int32_t)x))
 				continue;
+			/* a login of a moving group is held, then goes to move_to */
 			struct failover_backend fb[2];
 			int idx[2];
-			int r = view_route(s, d, g, fb, idx);
+			int r = view_route(s, d, g, a->move_to, fb, idx);
 			if (r >= 0 && idx[r] != (int)x) {
-				/* served: unless it was moved to a backend that every
-				 * daemon had seen failing by then (P + J + T + R after
-				 * that backend's crash), which the plan must avoid */
+				/* served: unless failover moved it to a backend that
+				 * every daemon had seen failing by then (P + J + T + R
+				 * after that backend's crash), which the plan must
+				 * avoid (where an operator's move sends it later is the
+				 * operator's choice) */
 				const struct backend *y = &s->backends[idx[r]];
 				int64_t cy = y->crashed ? y->periods[y->period_count - 1].start : 0;
 				int64_t margin = s->tm.probe_interval + s->tm.probe_jitter +
 						 s->tm.probe_timeout + s->tm.repl_max;
-				if (!y->crashed || s->group_move_t[g] < c0 ||
+				if (!y->crashed || a->move_to >= 0 ||
+				    s->group_move_to[g] != idx[r] || s->group_move_t[g] < c0 ||
 				    s->group_move_t[g] < cy + margin)
 					continue;
 				violation(s, INV_SERVED_WITHIN_BOUND,
@@ -797,7 +1726,7 @@ static void deadline(struct sim *s, const struct event *e)
 					  y->name, cy / 1000.0);
 				continue;
 			}
-			if (r < 0 && a->value != (int32_t)x &&
+			if (r < 0 && a->backend != (int32_t)x &&
 			    fb[0].status != BACKEND_STATUS_ONLINE)
 				continue; /* its new backend is offline by the operator */
 			violation(s, INV_SERVED_WITHIN_BOUND,
@@ -806,7 +1735,8 @@ static void deadline(struct sim *s, const struct event *e)
 				  be->name, c0 / 1000.0, (s->now - c0) / 1000.0,
 				  (takeover ? s->tm.bound_takeover : s->tm.bound) / 1000.0, d, g,
 				  r < 0 ? "nowhere" : "to ", r < 0 ? "" : be->name,
-				  s->backends[a->value].name, health_mark_name(fb[0].mark), idx[1]);
+				  s->backends[a->backend].name, health_mark_name(fb[0].mark),
+				  idx[1]);
 		}
 	}
 	be->deadline_seq = be->down_seq;
@@ -838,12 +1768,75 @@ static int pick_backend(struct sim *s, bool takes_away)
 	return -1;
 }
 
+static bool is_lease_holder(const struct sim *s, unsigned d)
+{
+	return s->lease_holder == (int)d && s->lease_inc == s->daemons[d].inc &&
+	       s->lease_expires > s->now;
+}
+
+static void daemon_crash(struct sim *s, unsigned d)
+{
+	struct daemon *dm = &s->daemons[d];
+	bool is_holder = is_lease_holder(s, d);
+	dm->alive = false;
+	dm->inc++;
+	dm->crashed_at = s->now;
+	s->daemon_down = (int)d;
+	if (is_holder && s->controller_crash_count < 16)
+		s->controller_crashes[s->controller_crash_count++] = s->now;
+	sessions_close_daemon(s, d);
+	for (size_t i = 0; i < s->held_count; i++) {
+		if (s->held[i].active && s->held[i].daemon == (int)d)
+			held_drop(s, (int32_t)i); /* its clients lost their connections */
+	}
+	logf_(s, "fault daemon=d%u crashed%s", d, is_holder ? " holding the lease" : "");
+	ev_push(s, s->now + rng_range(&s->rng, 5000, 120000), EV_DAEMON_RESTART, (int)d, 0, 0, 0);
+}
+
+/* d loses the GeoDB: it keeps serving from the view it has (the LocalDB). */
+static void daemon_partition(struct sim *s, unsigned d)
+{
+	struct daemon *dm = &s->daemons[d];
+	bool is_holder = is_lease_holder(s, d);
+	for (unsigned g = 0; g < s->g; g++)
+		s->snap_assign[g] = *geo_read(&s->geo, &s->assign[g], (int)d, s->now);
+	for (unsigned b = 0; b < s->b; b++) {
+		s->snap_mark[b] = *geo_read(&s->geo, &s->mark[b], (int)d, s->now);
+		s->snap_status[b] = *geo_read(&s->geo, &s->status[b], (int)d, s->now);
+	}
+	dm->partitioned = true;
+	dm->part_start = s->now;
+	dm->heal_at = s->now + rng_range(&s->rng, 3000, 90000);
+	s->partitioned = (int)d;
+	s->daemon_down = (int)d;
+	if (is_holder && s->controller_crash_count < 16)
+		s->controller_crashes[s->controller_crash_count++] = s->now;
+	s->res->partitions++;
+	logf_(s, "fault daemon=d%u cut from the GeoDB until %.3f%s", d, dm->heal_at / 1000.0,
+	      is_holder ? " holding the lease" : "");
+	ev_push(s, dm->heal_at, EV_HEAL, (int)d, 0, 0, 0);
+}
+
+static void daemon_heal(struct sim *s, unsigned d)
+{
+	struct daemon *dm = &s->daemons[d];
+	dm->partitioned = false;
+	dm->part_end = s->now;
+	/* its next heartbeat comes within C, the controller sees it within R
+	 * more, and a decision made before that reaches it within R */
+	dm->exempt_until = s->now + s->tm.controller_tick + s->tm.ready_delay;
+	s->partitioned = -1;
+	s->daemon_down = -1;
+	logf_(s, "daemon=d%u back to the GeoDB", d);
+	daemon_follow_all(s, d, true);
+}
+
 static void fault(struct sim *s)
 {
 	ev_push(s, s->now + rng_range(&s->rng, 20000, 100000), EV_FAULT, 0, 0, 0, 0);
 	const struct timing *tm = &s->tm;
 	int64_t short_max = tm->failover_delay - tm->early_slack - 1000;
-	unsigned kind = (unsigned)rng_range(&s->rng, 0, 99);
+	unsigned kind = (unsigned)rng_range(&s->rng, 0, 107);
 	int b;
 	s->res->faults++;
 
@@ -892,6 +1885,7 @@ static void fault(struct sim *s)
 		s->cut_active = true;
 		s->backends[b].fault_busy = true;
 		s->daemons[d].cut_backend = b;
+		sessions_close_backend(s, (unsigned)b, (int)d, true);
 		logf_(s, "fault daemon=d%u cut from backend=%s", d, s->backends[b].name);
 		ev_push(s, s->now + rng_range(&s->rng, 10000, 200000), EV_CUT_END, (int)d, b, 0, 0);
 	} else if (kind < 90) { /* a daemon crashes; often the controller */
@@ -903,20 +1897,10 @@ static void fault(struct sim *s)
 			d = (unsigned)s->lease_holder;
 		else
 			d = (unsigned)rng_range(&s->rng, 0, s->n - 1);
-		struct daemon *dm = &s->daemons[d];
-		if (!dm->alive)
+		if (!s->daemons[d].alive)
 			return;
-		bool is_holder = s->lease_holder == (int)d && s->lease_inc == dm->inc;
-		dm->alive = false;
-		dm->inc++;
-		dm->crashed_at = s->now;
-		s->daemon_down = (int)d;
-		if (is_holder && s->controller_crash_count < 16)
-			s->controller_crashes[s->controller_crash_count++] = s->now;
-		logf_(s, "fault daemon=d%u crashed%s", d, is_holder ? " holding the lease" : "");
-		ev_push(s, s->now + rng_range(&s->rng, 5000, 120000), EV_DAEMON_RESTART, (int)d, 0,
-			0, 0);
-	} else { /* the operator sets a backend offline or standby, often a failing one */
+		daemon_crash(s, d);
+	} else if (kind < 100) { /* the operator sets a backend offline or standby */
 		b = -1;
 		if (rng_range(&s->rng, 0, 1) == 0) {
 			for (unsigned i = 0; i < s->b && b < 0; i++) {
@@ -935,6 +1919,17 @@ static void fault(struct sim *s)
 		ev_push(s, s->now, EV_OPERATOR, 0, b, st, 0);
 		ev_push(s, s->now + rng_range(&s->rng, 10000, 300000), EV_OPERATOR, 0, b,
 			BACKEND_STATUS_ONLINE, 1);
+	} else { /* a daemon cut off from the GeoDB; often the controller */
+		if (s->daemon_down >= 0)
+			return;
+		unsigned d;
+		if (kind < 104 && s->lease_holder >= 0 && s->lease_expires > s->now)
+			d = (unsigned)s->lease_holder;
+		else
+			d = (unsigned)rng_range(&s->rng, 0, s->n - 1);
+		if (!s->daemons[d].alive || s->now < s->daemons[d].serve_from)
+			return;
+		daemon_partition(s, d);
 	}
 }
 
@@ -943,7 +1938,7 @@ static void operator_set(struct sim *s, const struct event *e)
 	struct backend *be = &s->backends[e->b];
 	be->op_status = (enum backend_status)e->x;
 	be->op_status_t = s->now;
-	geo_put(&s->geo, &s->status[e->b], GEO_WRITER_OPERATOR, s->now, e->x, 0);
+	status_put(s, (unsigned)e->b, e->x);
 	if (e->c == 1)
 		be->op_busy = false;
 	logf_(s, "operator backend=%s status=%s", be->name, backend_status_name(be->op_status));
@@ -954,6 +1949,8 @@ static void daemon_restart(struct sim *s, unsigned d)
 	struct daemon *dm = &s->daemons[d];
 	dm->alive = true;
 	dm->restarted_at = s->now;
+	dm->first_hb_pending = true;
+	dm->serve_from = INT64_MAX;
 	s->daemon_down = -1;
 	for (unsigned b = 0; b < s->b; b++) {
 		dm->has_streak[b] = false;
@@ -962,7 +1959,131 @@ static void daemon_restart(struct sim *s, unsigned d)
 	}
 	ev_push(s, s->now + rng_range(&s->rng, 0, s->tm.controller_tick), EV_TICK, (int)d, 0, 0,
 		dm->inc);
+	/* a new process: no sessions, nothing handled; it acknowledges every
+	 * move it sees */
+	memset(dm->handled, 0, s->g * sizeof(*dm->handled));
+	daemon_follow_all(s, d, false);
 	logf_(s, "daemon=d%u restarted", d);
+}
+
+/* ---- the operator: group move, backend evacuate ---- */
+
+/* The CLI's start of a move: reads the row at quorum (the head) and
+ * compare-and-sets it. */
+static bool operator_start_move(struct sim *s, unsigned g, int target, unsigned reason)
+{
+	const struct row *h = head_row(s, g);
+	if (h->move_to >= 0 || target < 0 || target == h->backend)
+		return false;
+	struct row w = *h;
+	w.move_to = target;
+	w.move_started = s->now;
+	w.kind = ROW_START;
+	w.reason = (uint8_t)reason;
+	int from = h->backend;
+	if (!row_cas(s, g, GEO_WRITER_OPERATOR, h->epoch, &w))
+		return false;
+	s->move_begin[g] = s->now;
+	logf_(s, "operator group=%u move from=%s to=%s reason=%s epoch=%u", g,
+	      s->backends[from].name, s->backends[target].name, reason_name(reason), w.epoch);
+	return true;
+}
+
+static void operator_move(struct sim *s)
+{
+	ev_push(s, s->now + rng_range(&s->rng, 5000, 60000), EV_OP_MOVE, 0, 0, 0, 0);
+	unsigned g = (unsigned)rng_range(&s->rng, 0, s->g - 1);
+	const struct row *h = head_row(s, g);
+	if (h->move_to >= 0)
+		return; /* "group 7 is already moving" */
+	for (int tries = 0; tries < 8; tries++) {
+		unsigned b = (unsigned)rng_range(&s->rng, 0, s->b - 1);
+		if ((int)b == h->backend || !head_can_take(s, b))
+			continue;
+		if (operator_start_move(s, g, (int)b, REASON_OPERATOR))
+			s->res->moves_operator++;
+		return;
+	}
+}
+
+/* The groups still on the backend being evacuated; how many. */
+static size_t evacuate_collect(struct sim *s, unsigned b)
+{
+	s->evac_count = 0;
+	s->evac_pos = 0;
+	for (unsigned g = 0; g < s->g; g++) {
+		if (head_row(s, g)->backend == (int)b)
+			s->evac_groups[s->evac_count++] = g;
+	}
+	return s->evac_count;
+}
+
+static void evacuate(struct sim *s)
+{
+	ev_push(s, s->now + rng_range(&s->rng, 180000, 900000), EV_EVACUATE, 0, 0, 0, 0);
+	if (s->evac_backend >= 0)
+		return;
+	unsigned b = (unsigned)rng_range(&s->rng, 0, s->b - 1);
+	if (evacuate_collect(s, b) == 0)
+		return;
+	s->evac_backend = (int)b;
+	s->evac_rate = (unsigned)rng_range(&s->rng, MOVE_RATE_DEFAULT, 4);
+	s->evac_since = s->now;
+	s->evac_started = 0;
+	s->evac_pass = 1;
+	s->res->evacuations++;
+	logf_(s, "operator backend=%s evacuate groups=%zu move_rate=%u", s->backends[b].name,
+	      s->evac_count, s->evac_rate);
+	ev_push(s, s->now, EV_EVAC_STEP, 0, 0, 0, 0);
+}
+
+/* Where an evacuated group goes: its alternative, or the least loaded
+ * backend that can take it. */
+static int evacuate_target(struct sim *s, unsigned g, unsigned from)
+{
+	const struct row *h = head_row(s, g);
+	if (h->alt >= 0 && h->alt != (int)from && head_can_take(s, (unsigned)h->alt))
+		return h->alt;
+	struct placement_candidate *pc = xcalloc(s->b, sizeof(*pc));
+	for (unsigned b = 0; b < s->b; b++) {
+		pc[b].name = s->backends[b].name;
+		pc[b].load_factor = s->backends[b].load_factor;
+		pc[b].status = head_can_take(s, b) ? BACKEND_STATUS_ONLINE : BACKEND_STATUS_OFFLINE;
+	}
+	for (unsigned i = 0; i < s->g; i++)
+		pc[head_row(s, i)->backend].assigned_groups++;
+	int target = placement_choose_alternative(pc, s->b, from, g);
+	free(pc);
+	return target;
+}
+
+static void evacuate_step(struct sim *s)
+{
+	unsigned from = (unsigned)s->evac_backend;
+	unsigned allowance =
+		move_rate_allowance(s->evac_rate, s->evac_since, s->evac_started, s->now);
+	while (allowance > 0 && s->evac_pos < s->evac_count) {
+		unsigned g = s->evac_groups[s->evac_pos++];
+		const struct row *h = head_row(s, g);
+		if (h->backend != (int)from || h->move_to >= 0)
+			continue; /* gone already, or moving */
+		if (operator_start_move(s, g, evacuate_target(s, g, from), REASON_EVACUATE)) {
+			s->evac_started++;
+			s->res->moves_evacuate++;
+			allowance--;
+		}
+	}
+	/* groups that were moving, or whose move was cancelled, or that came
+	 * back by failover: another pass, a few times (then the operator looks) */
+	if (s->evac_pos == s->evac_count && s->evac_pass < 3 && evacuate_collect(s, from) > 0)
+		s->evac_pass++;
+	if (s->evac_pos < s->evac_count) {
+		ev_push(s, s->now + 250, EV_EVAC_STEP, 0, 0, 0, 0);
+		return;
+	}
+	logf_(s, "operator backend=%s evacuated moves=%llu", s->backends[from].name,
+	      (unsigned long long)s->evac_started);
+	s->evac_backend = -1;
 }
 
 /* ---- setup and run ---- */
@@ -978,6 +2099,9 @@ static void setup(struct sim *s)
 	tm->lease_ttl = 10000;
 	tm->failover_delay = HEALTH_FAILOVER_DELAY_MS_DEFAULT;
 	tm->recovery_delay = HEALTH_RECOVERY_DELAY_MS_DEFAULT;
+	tm->move_timeout = MOVE_TIMEOUT_MS_DEFAULT;
+	tm->session_mean = 600000;
+	tm->ready_delay = 2 * tm->repl_max;
 	int64_t e1 = tm->probe_interval + tm->probe_jitter + tm->probe_timeout + tm->repl_max;
 	int64_t e2 = 3 * tm->probe_interval + tm->probe_timeout;
 	tm->early_slack = e1 > e2 ? e1 : e2;
@@ -1004,11 +2128,16 @@ static void setup(struct sim *s)
 	s->end = (int64_t)(s->opt.hours * 3600000.0);
 	s->lease_holder = -1;
 	s->daemon_down = -1;
+	s->partitioned = -1;
+	s->evac_backend = -1;
+	s->pool_free = -1;
+	s->held_free = -1;
 	int64_t t0 = -tm->repl_max - 1; /* initial writes: visible everywhere at 0 */
 
 	s->backends = xcalloc(s->b, sizeof(*s->backends));
 	s->status = xcalloc(s->b, sizeof(*s->status));
 	s->mark = xcalloc(s->b, sizeof(*s->mark));
+	s->backend_head = xcalloc(s->b, sizeof(*s->backend_head));
 	bool lf_zero = s->b >= 5 && rng_range(&s->rng, 0, 2) == 0;
 	for (unsigned b = 0; b < s->b; b++) {
 		struct backend *be = &s->backends[b];
@@ -1020,15 +2149,25 @@ static void setup(struct sim *s)
 		be->op_status_t = t0;
 		geo_put(&s->geo, &s->status[b], GEO_WRITER_OPERATOR, t0, BACKEND_STATUS_ONLINE, 0);
 		geo_put(&s->geo, &s->mark[b], GEO_WRITER_OPERATOR, t0, HEALTH_MARK_UP, t0);
+		s->backend_head[b] = -1;
 	}
 
 	s->assign = xcalloc(s->g, sizeof(*s->assign));
-	s->alt = xcalloc(s->g, sizeof(*s->alt));
 	s->group_last_move_outage = xcalloc(s->g, sizeof(*s->group_last_move_outage));
 	s->group_move_t = xcalloc(s->g, sizeof(*s->group_move_t));
+	s->group_move_to = xcalloc(s->g, sizeof(*s->group_move_to));
 	s->fb = xcalloc(s->b, sizeof(*s->fb));
 	s->fg = xcalloc(s->g, sizeof(*s->fg));
 	s->changes = xcalloc(s->g, sizeof(*s->changes));
+	s->crow = xcalloc(s->g, sizeof(*s->crow));
+	s->pending = xcalloc(s->g, sizeof(*s->pending));
+	s->plan_from = xcalloc(s->g, sizeof(*s->plan_from));
+	s->move_begin = xcalloc(s->g, sizeof(*s->move_begin));
+	s->evac_groups = xcalloc(s->g, sizeof(*s->evac_groups));
+	s->snap_assign = xcalloc(s->g, sizeof(*s->snap_assign));
+	s->snap_mark = xcalloc(s->b, sizeof(*s->snap_mark));
+	s->snap_status = xcalloc(s->b, sizeof(*s->snap_status));
+	s->group_head = xcalloc(s->g, sizeof(*s->group_head));
 	struct placement_candidate *pc = xcalloc(s->b, sizeof(*pc));
 	for (unsigned b = 0; b < s->b; b++) {
 		pc[b] = (struct placement_candidate){s->backends[b].name, BACKEND_STATUS_ONLINE,
@@ -1041,6 +2180,7 @@ static void setup(struct sim *s)
 		int b = placement_choose_backend(pc, s->b, g);
 		pc[b].assigned_groups++;
 		s->fg[g] = (struct failover_group){g, b, -1};
+		s->group_head[g] = -1;
 	}
 	free(pc);
 	size_t count;
@@ -1049,13 +2189,20 @@ static void setup(struct sim *s)
 	for (size_t i = 0; i < count; i++)
 		s->fg[s->changes[i].group].alt_backend = s->changes[i].backend;
 	for (unsigned g = 0; g < s->g; g++) {
-		geo_put(&s->geo, &s->assign[g], GEO_WRITER_OPERATOR, t0, s->fg[g].backend, 0);
-		geo_put(&s->geo, &s->alt[g], GEO_WRITER_OPERATOR, t0, s->fg[g].alt_backend, 0);
+		struct row r = {
+			.backend = s->fg[g].backend,
+			.alt = s->fg[g].alt_backend,
+			.move_to = -1,
+			.epoch = 1,
+			.kind = ROW_INITIAL,
+		};
+		row_put(s, g, GEO_WRITER_OPERATOR, t0, &r, false);
 	}
 
 	s->daemons = xcalloc(s->n, sizeof(*s->daemons));
 	s->obs = xcalloc((size_t)s->n * s->b, sizeof(*s->obs));
 	s->hb = xcalloc(s->n, sizeof(*s->hb));
+	s->acks = xcalloc((size_t)s->n * s->g, sizeof(*s->acks));
 	s->live = xcalloc(s->n, sizeof(*s->live));
 	s->hobs = xcalloc(s->n, sizeof(*s->hobs));
 	for (unsigned d = 0; d < s->n; d++) {
@@ -1063,10 +2210,15 @@ static void setup(struct sim *s)
 		dm->alive = true;
 		dm->restarted_at = INT64_MIN;
 		dm->crashed_at = INT64_MIN;
+		dm->part_start = dm->part_end = dm->heal_at = INT64_MIN;
+		dm->serve_from = INT64_MIN;
+		dm->exempt_until = INT64_MIN;
 		dm->cut_backend = -1;
 		dm->has_streak = xcalloc(s->b, sizeof(bool));
 		dm->streak_ok = xcalloc(s->b, sizeof(bool));
 		dm->streak_since = xcalloc(s->b, sizeof(int64_t));
+		dm->handled = xcalloc(s->g, sizeof(*dm->handled));
+		dm->seen_ms = xcalloc(s->g, sizeof(*dm->seen_ms));
 		for (unsigned b = 0; b < s->b; b++)
 			ev_push(s, rng_range(&s->rng, 0, tm->probe_interval), EV_PROBE_START,
 				(int)d, (int)b, 0, 0);
@@ -1074,16 +2226,18 @@ static void setup(struct sim *s)
 	}
 
 	s->user_group = xcalloc(s->users, sizeof(*s->user_group));
-	s->sessions = xcalloc(s->users, sizeof(*s->sessions));
+	s->user_head = xcalloc(s->users, sizeof(*s->user_head));
 	for (unsigned u = 0; u < s->users; u++) {
 		char name[48];
 		snprintf(name, sizeof(name), "user%u@example.org", u);
 		s->user_group[u] = user_hash_group(name, s->g);
-		s->sessions[u].backend = -1;
+		s->user_head[u] = -1;
 	}
 
 	ev_push(s, 0, EV_LOGIN, 0, 0, 0, 0);
 	ev_push(s, rng_range(&s->rng, 30000, 90000), EV_FAULT, 0, 0, 0, 0);
+	ev_push(s, rng_range(&s->rng, 5000, 60000), EV_OP_MOVE, 0, 0, 0, 0);
+	ev_push(s, rng_range(&s->rng, 60000, 600000), EV_EVACUATE, 0, 0, 0, 0);
 	ev_push(s, s->end, EV_END, 0, 0, 0, 0);
 }
 
@@ -1097,25 +2251,41 @@ static void teardown(struct sim *s)
 		free(s->daemons[d].has_streak);
 		free(s->daemons[d].streak_ok);
 		free(s->daemons[d].streak_since);
+		free(s->daemons[d].handled);
+		free(s->daemons[d].seen_ms);
 	}
 	free(s->backends);
 	free(s->daemons);
 	free(s->status);
 	free(s->mark);
 	free(s->assign);
-	free(s->alt);
+	free(s->acks);
+	free(s->rows);
 	free(s->obs);
 	free(s->hb);
 	free(s->group_last_move_outage);
 	free(s->group_move_t);
+	free(s->group_move_to);
 	free(s->user_group);
-	free(s->sessions);
+	free(s->user_head);
+	free(s->group_head);
+	free(s->backend_head);
+	free(s->pool);
+	free(s->held);
 	free(s->heap);
 	free(s->live);
 	free(s->hobs);
 	free(s->fb);
 	free(s->fg);
 	free(s->changes);
+	free(s->crow);
+	free(s->pending);
+	free(s->plan_from);
+	free(s->move_begin);
+	free(s->evac_groups);
+	free(s->snap_assign);
+	free(s->snap_mark);
+	free(s->snap_status);
 }
 
 void sim_run(const struct sim_options *options, struct sim_result *result_r)
@@ -1178,6 +2348,37 @@ void sim_run(const struct sim_options *options, struct sim_result *result_r)
 			break;
 		case EV_END:
 			s->heap_count = 0;
+			break;
+		case EV_SEE:
+			see(s, &e);
+			break;
+		case EV_ACK:
+			ack(s, &e);
+			break;
+		case EV_SESSION_END:
+			if (s->pool[e.a].open && s->pool[e.a].gen == e.c)
+				session_close(s, e.a, false);
+			break;
+		case EV_RELOGIN:
+			login_user(s, (unsigned)e.a);
+			break;
+		case EV_HOLD_END:
+			held_end(s, &e);
+			break;
+		case EV_RECHECK:
+			check_user(s, (unsigned)e.a);
+			break;
+		case EV_OP_MOVE:
+			operator_move(s);
+			break;
+		case EV_EVACUATE:
+			evacuate(s);
+			break;
+		case EV_EVAC_STEP:
+			evacuate_step(s);
+			break;
+		case EV_HEAL:
+			daemon_heal(s, (unsigned)e.a);
 			break;
 		}
 		if (s->geo.overflow && !s->stop) {

@@ -2,8 +2,10 @@
  *
  * The simulator (sim.c) runs one site: N daemons probing B backends, one of
  * them holding the controller lease and running the very same brain code the
- * daemon runs (brain/health.h, brain/failover.h), users logging in through
- * random daemons, and injected faults, all in virtual milliseconds.  Every
+ * daemon runs (brain/health.h, brain/failover.h, brain/move.h), users logging
+ * in through random daemons and keeping sessions open, groups moved by the
+ * operator, by evacuations and by failover, and injected faults, all in
+ * virtual milliseconds.  Every
  * random choice comes from one seeded generator (rng below), and the GeoDB's
  * replication delays from a hash of the seed (geo.c), so the same seed gives
  * the same run, event by event.
@@ -101,6 +103,24 @@ int64_t geo_delay(const struct geo *geo, uint32_t seq, int reader);
 
 /* ---- one simulation (sim.c) ---- */
 
+/* Deliberate breaks of the move protocol's glue (--break NAME), to show
+ * that the invariants catch them: a run with a break is expected to fail. */
+enum sim_break {
+	SIM_BREAK_NO_MOVE_KICK = 1 << 0,    /* daemons ack a move without closing sessions */
+	SIM_BREAK_NO_ROUTE_KICK = 1 << 1,   /* daemons keep sessions off their changed route */
+	SIM_BREAK_NO_HOLD = 1 << 2,         /* logins of a moving group go to the old backend */
+	SIM_BREAK_NO_ACK_WAIT = 1 << 3,     /* the controller finishes moves without acks */
+	SIM_BREAK_NO_READY = 1 << 4,        /* a restarted daemon takes logins at once */
+	SIM_BREAK_NO_DEADLINE = 1 << 5,     /* held logins wait for the switch, however long */
+	SIM_BREAK_OFFLINE_IS_DOWN = 1 << 6, /* an offline source finishes a move at once */
+};
+struct sim_break_name {
+	const char *name;
+	unsigned flag;
+	const char *what;
+};
+extern const struct sim_break_name sim_break_names[];
+
 struct sim_options {
 	uint64_t seed;
 	unsigned daemons;  /* 0: chosen by the seed, 2..5 */
@@ -108,6 +128,7 @@ struct sim_options {
 	unsigned users;
 	double hours;
 	bool verbose;
+	unsigned breaks; /* enum sim_break flags; 0 in every real run */
 };
 
 enum sim_invariant {
@@ -117,6 +138,8 @@ enum sim_invariant {
 	INV_OPERATOR_STATUS,
 	INV_NO_LOGIN_TO_DOWN,
 	INV_NO_EARLY_RECOVERY,
+	INV_NO_TWO_BACKENDS,
+	INV_LOGIN_WAIT_BOUND,
 	INV_COUNT
 };
 
@@ -132,6 +155,14 @@ struct sim_result {
 	uint64_t marks_down, marks_up, moves, alt_changes, takeovers;
 	uint64_t outages_long, outages_short, faults;
 	int64_t max_served_ms; /* worst measured time from crash to all groups served */
+	/* sessions and the move protocol */
+	uint64_t sessions, kicks, relogins, logins_held, partitions;
+	uint64_t moves_operator, moves_evacuate, evacuations, cas_failed;
+	uint64_t finish_acked, finish_down, finish_timeout, cancelled;
+	/* exempt no_two_backends conflicts by class (one may have several) */
+	uint64_t two_backends_mark, two_backends_row, two_backends_cut;
+	int64_t max_hold_ms; /* longest a login was held */
+	int64_t max_move_ms; /* longest from a move's start to its finish */
 };
 
 /* Runs one seed; prints violations (with seed and step) to stdout. */

@@ -356,12 +356,35 @@ static int progress_moves(struct pass *p)
 			continue;
 		int from = p->fg[i].backend;
 		int to = backend_index(p, g->move_to);
+		/* down means marked down (or removed): an operator's offline
+		 * backend may still hold sessions, so that move waits */
 		struct move_view view = {
 			.started_ms = g->move_started_ms,
-			.from_down = from < 0 || p->fb[from].mark == HEALTH_MARK_DOWN ||
-				     p->fb[from].status == BACKEND_STATUS_OFFLINE,
+			.from_down = from < 0 || p->fb[from].mark == HEALTH_MARK_DOWN,
 			.live = (unsigned)p->live_count,
 		};
+		if (to >= 0 && !failover_backend_can_take(&p->fb[to])) {
+			/* the target died (or was taken out) mid-move: the move
+			 * is cancelled; a group whose own backend is down is
+			 * failed over below like any other */
+			struct geodb_group row = *g;
+			char target[NAME_MAX_LEN + 1];
+			snprintf(target, sizeof(target), "%s", g->move_to);
+			row.move_to[0] = '\0';
+			row.move_reason[0] = '\0';
+			row.move_started_ms = 0;
+			int r = group_write(p, i, &row, "cancelling a move");
+			if (r < 0)
+				return -1;
+			if (r == 1)
+				log_warning("event=move_cancelled group=%u backend=%s to=%s reason=\"the "
+					    "target can no longer take groups (status %s, marked %s, "
+					    "load factor %u)\"",
+					    g->group_id, g->backend, target,
+					    backend_status_name(p->fb[to].status),
+					    health_mark_name(p->fb[to].mark), p->fb[to].load_factor);
+			continue;
+		}
 		if (!view.from_down && count_acks(p, g, &view.acked) < 0)
 			return -1;
 		char reason[200];

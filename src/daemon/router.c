@@ -273,8 +273,20 @@ static const char *session_target(struct router *router, const char *user, unsig
 	const char *reason;
 	enum route_status status =
 		route_decide(router->ldb, router->daemon->set->site, user, route, &reason);
-	if (status != ROUTE_OK)
-		return NULL;
+	if (status != ROUTE_OK) {
+		/* no backend for new logins (standby, offline, marked down
+		 * without an alternative): sessions may stay on the group's own
+		 * backend (or the move's target), nowhere else */
+		if (status != ROUTE_UNAVAILABLE || route->group.backend[0] == '\0' ||
+		    route->group_id != group_id)
+			return NULL;
+		if (route->group.move_to[0] != '\0')
+			return route->group.move_to;
+		const struct geodb_backend *b = localdb_backend(router->ldb, route->group.backend);
+		if (b == NULL || b->mark == HEALTH_MARK_DOWN)
+			return NULL;
+		return route->group.backend;
+	}
 	/* a moving group's sessions belong on the target only (a login held
 	 * for move_timeout goes there before the switch) */
 	if (route->group.move_to[0] != '\0')

@@ -303,6 +303,21 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
 	return db->driver->user_set_group(db, username, group_id, error_r);
 }
 
+int geodb_user_move(struct geodb *db, const char *username, unsigned group_id,
+		    int64_t hold_until_ms, const char **error_r)
+{
+	static __thread char error[256];
+	if (hold_until_ms < 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: user %.100s: hold_until %lld is negative (unix milliseconds, or "
+			 "0 for no hold)",
+			 username, (long long)hold_until_ms);
+		*error_r = error;
+		return -1;
+	}
+	return db->driver->user_move(db, username, group_id, hold_until_ms, error_r);
+}
+
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r)
 {
 	return db->driver->user_delete(db, username, error_r);

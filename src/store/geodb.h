@@ -7,7 +7,11 @@
  *   groups    group_id -> site, backend, epoch, written_by, written_at,
  *             alt_backend (pre-chosen failover target), and a move in
  *             progress: move_to, move_started, move_reason
- *   users     username -> group_id (overrides only; most users are not stored)
+ *   users     username -> group_id (overrides only; most users are not stored),
+ *             written_by, written_at, and hold_until: "this user was just
+ *             moved to another group; proxies hold the user's logins until
+ *             then, while every proxy sees the move and ends the user's
+ *             sessions on the old backend" (unix ms; 0 none)
  *   leases    name -> holder, expiry (the controller lease)
  *   health    (backend, observer) -> ok, detail, observed_at
  *   move_acks (group_id, observer) -> epoch, acked_at: "this daemon has
@@ -93,6 +97,11 @@ struct geodb_user {
 	unsigned group_id;
 	char written_by[NAME_MAX_LEN + 1];
 	int64_t written_at;
+	/* the user was just moved to another group (geodb_user_move()):
+	 * proxies hold this user's logins until then, while every proxy sees
+	 * the move and ends the user's sessions on the old backend.  Unix
+	 * milliseconds; 0: no hold. */
+	int64_t hold_until_ms;
 };
 
 /* Per-backend count of assigned groups, for placement. */
@@ -251,8 +260,15 @@ int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *co
 
 int geodb_user_get(struct geodb *db, const char *username, struct geodb_user *user_r,
 		   const char **error_r);
+/* Sets the user's group (creating the row), this writer and now as
+ * written_by / written_at, and no hold (hold_until_ms 0). */
 int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_id,
 			 const char **error_r);
+/* Moves the user to group_id like geodb_user_set_group() and sets the
+ * user's login hold until hold_until_ms (unix milliseconds; 0: none;
+ * negative is refused). */
+int geodb_user_move(struct geodb *db, const char *username, unsigned group_id,
+		    int64_t hold_until_ms, const char **error_r);
 /* Returns 1 if a row was deleted, 0 if there was none. */
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r);
 int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count_r,

@@ -26,8 +26,10 @@
  *
  * The schema is versioned (meta.schema_version) and created by geodb_init(),
  * which also upgrades an older keyspace (schema_versions: CREATE TABLE IF NOT
- * EXISTS, ALTER TABLE ADD IF NOT EXISTS); every other call refuses a keyspace
- * without it, or at an older version.
+ * EXISTS, ALTER TABLE ADD IF NOT EXISTS), and runs the current version's
+ * statements again on a keyspace at it (columns added to the version before
+ * its release); every other call refuses a keyspace without it, or at an
+ * older version.
  */
 #include "store/cql_client.h"
 #include "store/geodb_driver.h"
@@ -470,8 +472,10 @@ enum stmt_id {
 #define GROUP_COLUMNS                                                                     \
 	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to, "       \
 	"move_started, move_reason"
+#define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 #define BACKEND_COLUMN_COUNT 10
 #define GROUP_COLUMN_COUNT 10
+#define USER_COLUMN_COUNT 5
 
 /* %1$s is the keyspace */
 static const char *const stmt_templates[Q_COUNT] = {
@@ -515,11 +519,9 @@ static const char *const stmt_templates[Q_COUNT] = {
 			   "VALUES (?, ?, ?, ?) USING TTL ?",
 	[Q_MOVE_ACK_LIST] = "SELECT group_id, observer, epoch, acked_at FROM %1$s.move_acks "
 			    "WHERE group_id = ?",
-	[Q_USER_GET] = "SELECT username, group_id, written_by, written_at FROM %1$s.users "
-		       "WHERE username = ?",
-	[Q_USER_ALL] = "SELECT username, group_id, written_by, written_at FROM %1$s.users",
-	[Q_USER_PUT] = "INSERT INTO %1$s.users (username, group_id, written_by, written_at) "
-		       "VALUES (?, ?, ?, ?)",
+	[Q_USER_GET] = "SELECT " USER_COLUMNS " FROM %1$s.users WHERE username = ?",
+	[Q_USER_ALL] = "SELECT " USER_COLUMNS " FROM %1$s.users",
+	[Q_USER_PUT] = "INSERT INTO %1$s.users (" USER_COLUMNS ") VALUES (?, ?, ?, ?, ?)",
 	[Q_USER_DELETE] = "DELETE FROM %1$s.users WHERE username = ? IF EXISTS",
 	[Q_LEASE_INSERT] = "INSERT INTO %1$s.leases (name, holder, expires_at) VALUES (?, ?, ?) "
 			   "IF NOT EXISTS USING TTL ?",
@@ -556,13 +558,15 @@ static const char *const schema_v2[] = {
 };
 
 /* The controller's marks, failover alternatives, moves and their
- * acknowledgements.  ADD IF NOT EXISTS: an init that stopped half-way can
- * run again. */
+ * acknowledgements, users' login holds.  ADD IF NOT EXISTS: an init that
+ * stopped half-way can run again, and so can the current version's
+ * statements on a keyspace already at it (see cass_init()). */
 static const char *const schema_v3[] = {
 	"ALTER TABLE %1$s.backends ADD IF NOT EXISTS (mark text, mark_since bigint, "
 	"mark_reason text)",
 	"ALTER TABLE %1$s.groups ADD IF NOT EXISTS (alt_backend text, move_to text, move_started "
 	"bigint, move_reason text)",
+	"ALTER TABLE %1$s.users ADD IF NOT EXISTS (hold_until bigint)",
 	"CREATE TABLE IF NOT EXISTS %1$s.move_acks (group_id int, observer text, epoch bigint, "
 	"acked_at bigint, PRIMARY KEY (group_id, observer))",
 	NULL,
@@ -903,7 +907,8 @@ static int row_user(const struct cql_value *c, void *item, char *err, size_t siz
 	    cell_int(&c[1], "group_id", &id, err, size) < 0 ||
 	    cell_text(&c[2], "written_by", user->written_by, sizeof(user->written_by), err, size) <
 		    0 ||
-	    cell_bigint(&c[3], "written_at", &user->written_at, err, size) < 0)
+	    cell_bigint(&c[3], "written_at", &user->written_at, err, size) < 0 ||
+	    cell_bigint(&c[4], "hold_until", &user->hold_until_ms, err, size) < 0)
 		return -1;
 	user->group_id = (unsigned)id;
 	return 0;
@@ -1480,7 +1485,7 @@ static int snap_part_read(unsigned index, const struct cql_reply *reply,
 		geodb_sort_groups(snap->groups, snap->group_row_count);
 		return 0;
 	default:
-		if (collect_rows(reply, 4, sizeof(struct geodb_user), row_user,
+		if (collect_rows(reply, USER_COLUMN_COUNT, sizeof(struct geodb_user), row_user,
 				 (void **)&snap->users, &snap->user_count, err, size) < 0)
 			return -1;
 		geodb_sort_users(snap->users, snap->user_count);
@@ -2103,7 +2108,11 @@ static int cass_init(struct geodb *geo, unsigned *from_r, const char **error_r)
 			    ks, from, GEODB_SCHEMA_VERSION);
 	for (size_t i = 0; i < sizeof(schema_versions) / sizeof(schema_versions[0]); i++) {
 		const struct schema_version *sv = &schema_versions[i];
-		if (sv->version <= from)
+		/* the current version's statements run even on a keyspace that
+		 * is at it already: they are idempotent, and a keyspace made
+		 * before the version's last column was added (users.hold_until
+		 * came to version 3 before its release) gains what it lacks */
+		if (sv->version <= from && sv->version != GEODB_SCHEMA_VERSION)
 			continue;
 		for (const char *const *s = sv->statements; *s != NULL; s++) {
 			char *cql = format_ks(*s, ks);
@@ -2813,12 +2822,12 @@ static int cass_user_get(struct geodb *geo, const char *username, struct geodb_u
 	snprintf(what, sizeof(what), "reading user %s (table users)", username);
 	struct vals v = {0};
 	v_text(&v, username);
-	struct get_ctx ctx = {row_user, 4, user_r};
+	struct get_ctx ctx = {row_user, USER_COLUMN_COUNT, user_r};
 	return run(db, what, Q_USER_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
 }
 
-static int cass_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
-			       const char **error_r)
+static int cass_user_move(struct geodb *geo, const char *username, unsigned group_id,
+			  int64_t hold_until_ms, const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
 	if (ready(db, error_r) < 0)
@@ -2830,7 +2839,14 @@ static int cass_user_set_group(struct geodb *geo, const char *username, unsigned
 	v_int(&v, (int32_t)group_id);
 	v_text(&v, geo->writer);
 	v_bigint(&v, now_seconds());
+	v_bigint(&v, hold_until_ms);
 	return run(db, what, Q_USER_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int cass_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
+			       const char **error_r)
+{
+	return cass_user_move(geo, username, group_id, 0, error_r);
 }
 
 static int cass_user_delete(struct geodb *geo, const char *username, const char **error_r)
@@ -2849,8 +2865,8 @@ static int cass_user_list(struct geodb *geo, struct geodb_user **users_r, size_t
 			  const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
-	if (list_all(db, "listing users (table users)", Q_USER_ALL, row_user, 4, sizeof(**users_r),
-		     (void **)users_r, count_r, error_r) < 0)
+	if (list_all(db, "listing users (table users)", Q_USER_ALL, row_user, USER_COLUMN_COUNT,
+		     sizeof(**users_r), (void **)users_r, count_r, error_r) < 0)
 		return -1;
 	geodb_sort_users(*users_r, *count_r);
 	return 0;
@@ -3337,6 +3353,7 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.group_list = cass_group_list,
 	.user_get = cass_user_get,
 	.user_set_group = cass_user_set_group,
+	.user_move = cass_user_move,
 	.user_delete = cass_user_delete,
 	.user_list = cass_user_list,
 	.lease_acquire = cass_lease_acquire,

@@ -93,6 +93,9 @@ struct geodb_driver {
 			const char **error_r);
 	int (*user_set_group)(struct geodb *db, const char *username, unsigned group_id,
 			      const char **error_r);
+	/* geodb.c has checked that hold_until_ms is not negative */
+	int (*user_move)(struct geodb *db, const char *username, unsigned group_id,
+			 int64_t hold_until_ms, const char **error_r);
 	int (*user_delete)(struct geodb *db, const char *username, const char **error_r);
 	int (*user_list)(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
 			 const char **error_r);

@@ -9,9 +9,13 @@
  * The schema is created on open, and upgraded there too: every table is
  * CREATE TABLE IF NOT EXISTS (with the newest columns), and the columns that
  * later versions added to existing tables are added to an older file by
- * ALTER TABLE ADD COLUMN (schema_added_columns).  Rows that expire (health
- * observations, move acknowledgements) carry expires_at: reads skip expired
- * rows and writes delete them, like Cassandra's TTL.
+ * ALTER TABLE ADD COLUMN (schema_added_columns).  That looks at the columns
+ * themselves, not at the recorded version, on every open: a file of the
+ * current version written before one of its columns was added gains it
+ * too (users.hold_until, added to version 3 before its release).  Rows
+ * that expire (health observations, move acknowledgements) carry
+ * expires_at: reads skip expired rows and writes delete them, like
+ * Cassandra's TTL.
  */
 #include "store/geodb_driver.h"
 
@@ -44,7 +48,8 @@ static const char *const schema_sql =
 	"CREATE INDEX IF NOT EXISTS groups_backend ON groups(backend);"
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
-	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL);"
+	" written_by TEXT NOT NULL, written_at INTEGER NOT NULL,"
+	" hold_until INTEGER NOT NULL DEFAULT 0);"
 	/* version 2 */
 	"CREATE TABLE IF NOT EXISTS leases ("
 	" name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);"
@@ -53,8 +58,9 @@ static const char *const schema_sql =
 	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
 	" expires_at INTEGER NOT NULL,"
 	" PRIMARY KEY (backend, observer));"
-	/* version 3: backends.mark*, groups.alt_backend and move_* (above; added
-	 * to older files by schema_added_columns) and the move acknowledgements */
+	/* version 3: backends.mark*, groups.alt_backend and move_*,
+	 * users.hold_until (above; added to older files by
+	 * schema_added_columns) and the move acknowledgements */
 	"CREATE TABLE IF NOT EXISTS move_acks ("
 	" group_id INTEGER NOT NULL, observer TEXT NOT NULL, epoch INTEGER NOT NULL,"
 	" acked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
@@ -100,6 +106,7 @@ static const struct added_column {
 	{"groups", "move_to", "TEXT NOT NULL DEFAULT ''"},
 	{"groups", "move_started", "INTEGER NOT NULL DEFAULT 0"},
 	{"groups", "move_reason", "TEXT NOT NULL DEFAULT ''"},
+	{"users", "hold_until", "INTEGER NOT NULL DEFAULT 0"},
 };
 
 #define BACKEND_COLUMNS                                                                   \
@@ -108,6 +115,7 @@ static const struct added_column {
 #define GROUP_COLUMNS                                                                     \
 	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to,"       \
 	" move_started, move_reason"
+#define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 
 #define WAL_INDEX_HEADER_SIZE 48
 
@@ -127,8 +135,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_GROUP_INSERT] = "INSERT INTO groups (" GROUP_COLUMNS ")"
 			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 			      " ON CONFLICT(group_id) DO NOTHING",
-	[STMT_USER_GET] =
-		"SELECT username, group_id, written_by, written_at FROM users WHERE username = ?",
+	[STMT_USER_GET] = "SELECT " USER_COLUMNS " FROM users WHERE username = ?",
 	[STMT_BACKEND_GET] = "SELECT " BACKEND_COLUMNS " FROM backends WHERE name = ?",
 	[STMT_BEGIN] = "BEGIN",
 	[STMT_COMMIT] = "COMMIT",
@@ -957,6 +964,18 @@ static int sqlite_group_list(struct geodb *geo, struct geodb_group **groups_r, s
 
 /* ---- users ---- */
 
+/* a row of USER_COLUMNS */
+static void read_user_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_user *user = item;
+	memset(user, 0, sizeof(*user));
+	copy_text(user->username, sizeof(user->username), stmt, 0);
+	user->group_id = (unsigned)sqlite3_column_int64(stmt, 1);
+	copy_text(user->written_by, sizeof(user->written_by), stmt, 2);
+	user->written_at = sqlite3_column_int64(stmt, 3);
+	user->hold_until_ms = sqlite3_column_int64(stmt, 4);
+}
+
 static int sqlite_user_get(struct geodb *geo, const char *username, struct geodb_user *user_r,
 		   const char **error_r)
 {
@@ -965,11 +984,7 @@ static int sqlite_user_get(struct geodb *geo, const char *username, struct geodb
 	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(stmt), ret;
 	if (rc == SQLITE_ROW) {
-		memset(user_r, 0, sizeof(*user_r));
-		copy_text(user_r->username, sizeof(user_r->username), stmt, 0);
-		user_r->group_id = (unsigned)sqlite3_column_int64(stmt, 1);
-		copy_text(user_r->written_by, sizeof(user_r->written_by), stmt, 2);
-		user_r->written_at = sqlite3_column_int64(stmt, 3);
+		read_user_row(stmt, user_r);
 		ret = 1;
 	} else if (rc == SQLITE_DONE) {
 		ret = 0;
@@ -980,25 +995,32 @@ static int sqlite_user_get(struct geodb *geo, const char *username, struct geodb
 	return ret;
 }
 
-static int sqlite_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
-			 const char **error_r)
+static int sqlite_user_move(struct geodb *geo, const char *username, unsigned group_id,
+			    int64_t hold_until_ms, const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(db,
-				     "INSERT INTO users (username, group_id, written_by, "
-				     "written_at) VALUES (?1, ?2, ?3, ?4)"
-				     " ON CONFLICT(username) DO UPDATE SET group_id = ?2, "
-				     "written_by = ?3, written_at = ?4",
-				     error_r);
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT INTO users (" USER_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5)"
+			" ON CONFLICT(username) DO UPDATE SET group_id = ?2, "
+			"written_by = ?3, written_at = ?4, hold_until = ?5",
+			error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 2, group_id);
 	sqlite3_bind_text(stmt, 3, db->writer, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 4, now_seconds());
+	sqlite3_bind_int64(stmt, 5, hold_until_ms);
 	int changes = step_done(db, stmt, "moving a user", error_r);
 	sqlite3_finalize(stmt);
 	return changes < 0 ? -1 : 0;
+}
+
+static int sqlite_user_set_group(struct geodb *geo, const char *username, unsigned group_id,
+				 const char **error_r)
+{
+	return sqlite_user_move(geo, username, group_id, 0, error_r);
 }
 
 static int sqlite_user_delete(struct geodb *geo, const char *username, const char **error_r)
@@ -1070,24 +1092,12 @@ static int sqlite_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap,
 
 /* ---- users (list) ---- */
 
-static void read_user_row(sqlite3_stmt *stmt, void *item)
-{
-	struct geodb_user *user = item;
-	memset(user, 0, sizeof(*user));
-	copy_text(user->username, sizeof(user->username), stmt, 0);
-	user->group_id = (unsigned)sqlite3_column_int64(stmt, 1);
-	copy_text(user->written_by, sizeof(user->written_by), stmt, 2);
-	user->written_at = sqlite3_column_int64(stmt, 3);
-}
-
 static int sqlite_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
 			    const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(db,
-				     "SELECT username, group_id, written_by, written_at FROM users"
-				     " ORDER BY username",
-				     error_r);
+	sqlite3_stmt *stmt =
+		prepare(db, "SELECT " USER_COLUMNS " FROM users ORDER BY username", error_r);
 	if (stmt == NULL)
 		return -1;
 	return collect(db, stmt, sizeof(**users_r), read_user_row, (void **)users_r, count_r,
@@ -1381,10 +1391,7 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		}
 	}
 	sqlite3_finalize(stmt);
-	stmt = prepare(db,
-		       "INSERT INTO users (username, group_id, written_by, written_at)"
-		       " VALUES (?, ?, ?, ?)",
-		       error_r);
+	stmt = prepare(db, "INSERT INTO users (" USER_COLUMNS ") VALUES (?, ?, ?, ?, ?)", error_r);
 	if (stmt == NULL)
 		return -1;
 	for (size_t i = 0; i < snap->user_count; i++) {
@@ -1394,6 +1401,7 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		sqlite3_bind_int64(stmt, 2, u->group_id);
 		sqlite3_bind_text(stmt, 3, u->written_by, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 4, u->written_at);
+		sqlite3_bind_int64(stmt, 5, u->hold_until_ms);
 		if (step_done(db, stmt, "storing a user", error_r) < 0) {
 			sqlite3_finalize(stmt);
 			return -1;
@@ -1457,6 +1465,7 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.group_list = sqlite_group_list,
 	.user_get = sqlite_user_get,
 	.user_set_group = sqlite_user_set_group,
+	.user_move = sqlite_user_move,
 	.user_delete = sqlite_user_delete,
 	.user_list = sqlite_user_list,
 	.lease_acquire = sqlite_lease_acquire,

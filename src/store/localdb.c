@@ -115,6 +115,7 @@ static uint64_t routing_hash(const struct localdb *ldb)
 	for (size_t i = 0; i < snap->user_count; i++) {
 		MIX_STR(snap->users[i].username);
 		MIX_INT(snap->users[i].group_id);
+		MIX_INT(snap->users[i].hold_until_ms);
 	}
 	MIX_INT(snap->user_count);
 #undef MIX_STR
@@ -224,22 +225,28 @@ const struct geodb_site *localdb_site(const struct localdb *ldb, const char *nam
 	return NULL;
 }
 
-int localdb_user_group(const struct localdb *ldb, const char *username)
+const struct geodb_user *localdb_user(const struct localdb *ldb, const char *username)
 {
 	size_t lo = 0, hi = ldb->snap.user_count;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		int cmp = strcmp(username, ldb->snap.users[mid].username);
-		if (cmp == 0) {
-			unsigned group = ldb->snap.users[mid].group_id;
-			return group < ldb->group_count ? (int)group : -1;
-		}
+		if (cmp == 0)
+			return &ldb->snap.users[mid];
 		if (cmp < 0)
 			hi = mid;
 		else
 			lo = mid + 1;
 	}
-	return -1;
+	return NULL;
+}
+
+int localdb_user_group(const struct localdb *ldb, const char *username)
+{
+	const struct geodb_user *user = localdb_user(ldb, username);
+	if (user == NULL)
+		return -1;
+	return user->group_id < ldb->group_count ? (int)user->group_id : -1;
 }
 
 const struct geodb_backend *localdb_backends(const struct localdb *ldb, size_t *count_r)

@@ -48,6 +48,8 @@ const struct geodb_backend *localdb_backend(const struct localdb *ldb, const cha
 const struct geodb_site *localdb_site(const struct localdb *ldb, const char *name);
 /* The user's override group, or -1. */
 int localdb_user_group(const struct localdb *ldb, const char *username);
+/* The user's override row (group, writer, login hold), or NULL. */
+const struct geodb_user *localdb_user(const struct localdb *ldb, const char *username);
 /* All backends (sorted by name) and the groups assigned to each. */
 const struct geodb_backend *localdb_backends(const struct localdb *ldb, size_t *count_r);
 unsigned localdb_backend_group_count(const struct localdb *ldb, size_t backend_index);

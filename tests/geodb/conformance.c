@@ -20,8 +20,10 @@
  * schema version 2 holding the rows of V2_FIXTURE below (a SQLite file that
  * does not exist yet is created so; a Cassandra keyspace must have been
  * made so, as tests/integration/test_geodb_conformance.py does) after
- * geodb_init() brought it to the current version.  A run on SQLite does
- * that too, on SPEC's file name + "-v2".
+ * geodb_init() brought it to the current version.  `--upgrade-v3 SPEC`
+ * does the same for a GeoDB of version 3 as it was before users.hold_until
+ * was added to it (V3_EARLY below, with the same rows).  A run on SQLite
+ * does both too, on SPEC's file name + "-v2" and + "-v3".
  */
 #include "../unit/unit.h"
 #include "store/geodb.h"
@@ -143,6 +145,7 @@ static void test_spec_and_schema(struct geodb *db)
 	      strstr(schema, "mark_reason") != NULL && strstr(schema, "alt_backend") != NULL &&
 	      strstr(schema, "move_to") != NULL && strstr(schema, "move_started") != NULL &&
 	      strstr(schema, "move_reason") != NULL && strstr(schema, "move_acks") != NULL);
+	CHECK(schema != NULL && strstr(schema, "hold_until") != NULL);
 
 	/* the GeoDB must start empty */
 	struct geodb_site *sites = NULL;
@@ -908,6 +911,7 @@ static void test_users(struct geodb *db, struct geodb *db2)
 {
 	const char *error = NULL;
 	struct geodb_user u;
+	memset(&u, 0, sizeof(u));
 	CHECK(geodb_user_get(db, "alice@example.com", &u, &error) == 0);
 	CHECK_OK(geodb_user_set_group(db, "alice@example.com", 5, &error), error);
 	CHECK(geodb_user_get(db2, "alice@example.com", &u, &error) == 1);
@@ -939,6 +943,46 @@ static void test_users(struct geodb *db, struct geodb *db2)
 	CHECK(geodb_user_get(db, "carol", &u, &error) == 0);
 	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
 	CHECK(count == 2);
+	free(users);
+
+	/* a move with a login hold: group, writer and hold_until, which
+	 * geodb_user_set_group() clears again */
+	CHECK_OK(geodb_user_move(db2, "alice@example.com", 9, 1700000000123, &error), error);
+	CHECK(geodb_user_get(db, "alice@example.com", &u, &error) == 1);
+	CHECK(u.group_id == 9);
+	CHECK(u.hold_until_ms == 1700000000123);
+	CHECK_STR(u.written_by, "conf-b");
+	CHECK(u.written_at > 0);
+	CHECK_OK(geodb_user_set_group(db, "alice@example.com", 7, &error), error);
+	CHECK(geodb_user_get(db2, "alice@example.com", &u, &error) == 1);
+	CHECK(u.group_id == 7);
+	CHECK(u.hold_until_ms == 0);
+	CHECK_STR(u.written_by, "conf-a");
+	/* a user without a row gets one; a move without a hold clears it */
+	CHECK_OK(geodb_user_move(db, "dave", 11, 1700000000456, &error), error);
+	CHECK(geodb_user_get(db2, "dave", &u, &error) == 1);
+	CHECK(u.group_id == 11 && u.hold_until_ms == 1700000000456);
+	CHECK_OK(geodb_user_move(db2, "dave", 12, 0, &error), error);
+	CHECK(geodb_user_get(db, "dave", &u, &error) == 1);
+	CHECK(u.group_id == 12 && u.hold_until_ms == 0);
+	/* a negative hold is refused and changes nothing */
+	int ret = geodb_user_move(db, "dave", 13, -1, &error);
+	CHECK_ERR(ret, error, "hold_until -1 is negative");
+	CHECK(geodb_user_get(db, "dave", &u, &error) == 1);
+	CHECK(u.group_id == 12 && u.hold_until_ms == 0);
+	CHECK(geodb_user_delete(db, "dave", &error) == 1);
+
+	/* bob keeps a hold: the listing, and check_snapshot(), carry it */
+	CHECK_OK(geodb_user_move(db2, "bob", 4, 1700000000789, &error), error);
+	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(users[0].username, "alice@example.com");
+		CHECK(users[0].group_id == 7 && users[0].hold_until_ms == 0);
+		CHECK_STR(users[1].username, "bob");
+		CHECK(users[1].group_id == 4 && users[1].hold_until_ms == 1700000000789);
+		CHECK_STR(users[1].written_by, "conf-b");
+	}
 	free(users);
 }
 
@@ -1202,8 +1246,17 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 		CHECK_STR(snap->users[i].username, users[i].username);
 		CHECK(snap->users[i].group_id == users[i].group_id);
 		CHECK_STR(snap->users[i].written_by, users[i].written_by);
+		CHECK(snap->users[i].written_at == users[i].written_at);
+		CHECK(snap->users[i].hold_until_ms == users[i].hold_until_ms);
 	}
 	free(users);
+	/* bob's login hold (test_users()) */
+	if (snap->user_count == 2) {
+		CHECK_STR(snap->users[1].username, "bob");
+		CHECK(snap->users[1].group_id == 4);
+		CHECK(snap->users[1].hold_until_ms == 1700000000789);
+		CHECK(snap->users[0].hold_until_ms == 0);
+	}
 }
 
 static void test_snapshot(struct geodb *db)
@@ -1487,13 +1540,32 @@ static const char *const v2_sqlite_fixture =
 	" (6, 'dc1', 'b2', 1, 'v2', 1700000000);"
 	"INSERT INTO users VALUES ('alice', 5, 'v2', 1700000000);";
 
-static int make_v2_sqlite(const char *path)
+/* V3_EARLY: version 3 as geodb_sqlite.c first made it, before
+ * users.hold_until: V2_FIXTURE's file with version 3's other columns and
+ * tables, recorded as version 3. */
+static const char *const v3_early_sqlite_upgrade =
+	"ALTER TABLE backends ADD COLUMN mark TEXT NOT NULL DEFAULT 'up';"
+	"ALTER TABLE backends ADD COLUMN mark_since INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE backends ADD COLUMN mark_reason TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE groups ADD COLUMN alt_backend TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE groups ADD COLUMN move_to TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE groups ADD COLUMN move_started INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE groups ADD COLUMN move_reason TEXT NOT NULL DEFAULT '';"
+	"CREATE TABLE move_acks (group_id INTEGER NOT NULL, observer TEXT NOT NULL,"
+	" epoch INTEGER NOT NULL, acked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" PRIMARY KEY (group_id, observer));"
+	"UPDATE meta SET value = '3' WHERE key = 'schema_version';";
+
+/* A SQLite file at version from_version (2 or 3: V2_FIXTURE or V3_EARLY). */
+static int make_old_sqlite(const char *path, unsigned from_version)
 {
 	sqlite3 *db;
 	char *msg = NULL;
 	if (sqlite3_open(path, &db) != SQLITE_OK ||
-	    sqlite3_exec(db, v2_sqlite_fixture, NULL, NULL, &msg) != SQLITE_OK) {
-		fprintf(stderr, "cannot create the version 2 file %s: %s\n", path,
+	    sqlite3_exec(db, v2_sqlite_fixture, NULL, NULL, &msg) != SQLITE_OK ||
+	    (from_version == 3 &&
+	     sqlite3_exec(db, v3_early_sqlite_upgrade, NULL, NULL, &msg) != SQLITE_OK)) {
+		fprintf(stderr, "cannot create the version %u file %s: %s\n", from_version, path,
 			msg != NULL ? msg : sqlite3_errmsg(db));
 		sqlite3_free(msg);
 		sqlite3_close(db);
@@ -1503,7 +1575,9 @@ static int make_v2_sqlite(const char *path)
 	return 0;
 }
 
-static void test_upgrade(const char *upgrade_spec)
+/* upgrade_spec holds V2_FIXTURE's rows at from_version (2, or 3 without
+ * users.hold_until). */
+static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 {
 	const char *error = NULL;
 	bool cassandra = strncmp(upgrade_spec, "cassandra:", 10) == 0;
@@ -1514,14 +1588,14 @@ static void test_upgrade(const char *upgrade_spec)
 		return;
 	}
 	struct geodb_backend b;
-	if (cassandra) {
+	if (cassandra && from_version == 2) {
 		/* not usable before `geodb init` */
 		int ret = geodb_backend_get(db, "b1", &b, &error);
 		CHECK_ERR(ret, error, "has schema version 2; run 'mailcluster geodb init'");
 	}
 	unsigned from = 99;
 	CHECK_OK(geodb_init(db, &from, &error), error);
-	CHECK(from == 2);
+	CHECK(from == from_version);
 	CHECK_OK(geodb_open(upgrade_spec, "conf-v", 5000, &db2, &error), error);
 	if (db2 == NULL) {
 		geodb_close(&db);
@@ -1548,6 +1622,13 @@ static void test_upgrade(const char *upgrade_spec)
 	CHECK_STR(g.move_to, "");
 	CHECK(g.move_started_ms == 0);
 	CHECK_STR(g.move_reason, "");
+	struct geodb_user u;
+	memset(&u, 0, sizeof(u));
+	CHECK(geodb_user_get(db, "alice", &u, &error) == 1);
+	CHECK(u.group_id == 5);
+	CHECK_STR(u.written_by, "v2");
+	CHECK(u.written_at == 1700000000);
+	CHECK(u.hold_until_ms == 0);
 	struct geodb_snapshot snap;
 	memset(&snap, 0, sizeof(snap));
 	CHECK_OK(geodb_snapshot_read(db2, &snap, &error), error);
@@ -1562,6 +1643,9 @@ static void test_upgrade(const char *upgrade_spec)
 	if (snap.group_row_count == 2)
 		CHECK(snap.groups[0].group_id == 5 && snap.groups[0].epoch == 3 &&
 		      snap.groups[0].alt_backend[0] == '\0' && snap.groups[0].move_to[0] == '\0');
+	if (snap.user_count == 1)
+		CHECK(strcmp(snap.users[0].username, "alice") == 0 && snap.users[0].group_id == 5 &&
+		      snap.users[0].hold_until_ms == 0);
 	geodb_snapshot_free(&snap);
 
 	/* and everything of version 3 works on them */
@@ -1603,6 +1687,19 @@ static void test_upgrade(const char *upgrade_spec)
 	CHECK(unassigned == 0);
 	CHECK(geodb_group_get(db2, 5, &g, &error) == 1);
 	CHECK(g.epoch == 5 && g.move_to[0] == '\0' && g.alt_backend[0] == '\0');
+	/* a user's login hold on the old row */
+	CHECK_OK(geodb_user_move(db, "alice", 6, 1700000100500, &error), error);
+	CHECK(geodb_user_get(db2, "alice", &u, &error) == 1);
+	CHECK(u.group_id == 6 && u.hold_until_ms == 1700000100500);
+	CHECK_STR(u.written_by, "conf-u");
+	memset(&snap, 0, sizeof(snap));
+	CHECK_OK(geodb_snapshot_read(db2, &snap, &error), error);
+	CHECK(snap.user_count == 1 && snap.users != NULL &&
+	      snap.users[0].hold_until_ms == 1700000100500);
+	geodb_snapshot_free(&snap);
+	CHECK_OK(geodb_user_set_group(db2, "alice", 5, &error), error);
+	CHECK(geodb_user_get(db, "alice", &u, &error) == 1);
+	CHECK(u.group_id == 5 && u.hold_until_ms == 0);
 	geodb_close(&db2);
 	geodb_close(&db);
 }
@@ -1617,23 +1714,44 @@ static void remove_sqlite_file(const char *path)
 	unlink(side);
 }
 
+/* The upgrade run on SQLite: a file of its own, from_version as
+ * make_old_sqlite() makes it. */
+static void test_sqlite_upgrade(unsigned from_version)
+{
+	char old_path[4200], old_spec[4300];
+	snprintf(old_path, sizeof(old_path), "%s-v%u", spec + 7, from_version);
+	snprintf(old_spec, sizeof(old_spec), "sqlite:%s", old_path);
+	remove_sqlite_file(old_path);
+	fprintf(stderr, "upgrade from version %u%s\n", from_version,
+		from_version == 3 ? " (before users.hold_until)" : "");
+	if (make_old_sqlite(old_path, from_version) == 0)
+		test_upgrade(old_spec, from_version);
+	else
+		unit_failed++;
+	remove_sqlite_file(old_path);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc == 3 && strcmp(argv[1], "--upgrade") == 0) {
+	if (argc == 3 &&
+	    (strcmp(argv[1], "--upgrade") == 0 || strcmp(argv[1], "--upgrade-v3") == 0)) {
+		unsigned from_version = strcmp(argv[1], "--upgrade") == 0 ? 2 : 3;
 		spec = argv[2];
 		if (strncmp(spec, "sqlite:", 7) == 0 && access(spec + 7, F_OK) < 0 &&
-		    make_v2_sqlite(spec + 7) < 0)
+		    make_old_sqlite(spec + 7, from_version) < 0)
 			return 2;
-		fprintf(stderr, "upgrade from version 2\n");
-		test_upgrade(spec);
+		fprintf(stderr, "upgrade from version %u\n", from_version);
+		test_upgrade(spec, from_version);
 		printf("%u passed, %u failed\n", unit_passed, unit_failed);
 		return unit_failed == 0 ? 0 : 1;
 	}
 	if (argc != 2) {
 		fprintf(stderr,
 			"usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n"
-			"       %s --upgrade SPEC   (a version 2 GeoDB holding V2_FIXTURE)\n",
-			argv[0], argv[0]);
+			"       %s --upgrade SPEC   (a version 2 GeoDB holding V2_FIXTURE)\n"
+			"       %s --upgrade-v3 SPEC   (V2_FIXTURE's rows at version 3 before "
+			"users.hold_until: V3_EARLY)\n",
+			argv[0], argv[0], argv[0]);
 		return 2;
 	}
 	spec = argv[1];
@@ -1684,16 +1802,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "unreachable\n");
 		test_unreachable();
 	} else {
-		char v2_path[4200], v2_spec[4300];
-		snprintf(v2_path, sizeof(v2_path), "%s-v2", spec + 7);
-		snprintf(v2_spec, sizeof(v2_spec), "sqlite:%s", v2_path);
-		remove_sqlite_file(v2_path);
-		fprintf(stderr, "upgrade from version 2\n");
-		if (make_v2_sqlite(v2_path) == 0)
-			test_upgrade(v2_spec);
-		else
-			unit_failed++;
-		remove_sqlite_file(v2_path);
+		test_sqlite_upgrade(2);
+		test_sqlite_upgrade(3);
 	}
 	printf("%u passed, %u failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;

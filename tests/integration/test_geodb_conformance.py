@@ -9,7 +9,9 @@ the node's CA) when the node has TLS.
 
 The upgrade run makes a keyspace as schema version 2 left it, holding the conformance suite's
 V2_FIXTURE rows, and has `geodb_conformance --upgrade` check that geodb_init() brings it to the
-current version with those rows intact (the SQLite run does the same on a file of its own).
+current version with those rows intact (the SQLite run does the same on a file of its own).  A
+second one does the same for a keyspace at version 3 as it was before users.hold_until was added
+to it (`--upgrade-v3`): init must add the column to a keyspace already at the current version.
 """
 
 from __future__ import annotations
@@ -102,3 +104,24 @@ def test_conformance_upgrade_from_v2(cassandra_node):
     for statement in [V2_KEYSPACE] + V2_SCHEMA + V2_ROWS:
         cassandra_node.cql(statement.format(ks=ks))
     run_conformance(cassandra_node.spec(ks, page_size=50), "--upgrade", min_checks=30)
+
+
+# Version 3 as geodb_cassandra.c first made it, before users.hold_until (V3_EARLY in
+# tests/geodb/conformance.c): version 2's tables with version 3's other columns and tables, and
+# V2_FIXTURE's rows recorded as version 3.
+V3_EARLY_SCHEMA = V2_SCHEMA + [
+    "ALTER TABLE {ks}.backends ADD (mark text, mark_since bigint, mark_reason text)",
+    "ALTER TABLE {ks}.groups ADD (alt_backend text, move_to text, move_started bigint, "
+    "move_reason text)",
+    "CREATE TABLE {ks}.move_acks (group_id int, observer text, epoch bigint, acked_at bigint, "
+    "PRIMARY KEY (group_id, observer))",
+]
+V3_EARLY_ROWS = [r.replace("'schema_version', '2'", "'schema_version', '3'") for r in V2_ROWS]
+assert V3_EARLY_ROWS != V2_ROWS
+
+
+def test_conformance_upgrade_from_early_v3(cassandra_node):
+    ks = mchelpers.unique_keyspace("conf_v3")
+    for statement in [V2_KEYSPACE] + V3_EARLY_SCHEMA + V3_EARLY_ROWS:
+        cassandra_node.cql(statement.format(ks=ks))
+    run_conformance(cassandra_node.spec(ks, page_size=50), "--upgrade-v3", min_checks=30)

@@ -110,6 +110,12 @@ static void test_users(struct geodb *db)
 	CHECK(geodb_user_get(db, "alice", &u, &error) == 1 && u.group_id == 3);
 	CHECK(geodb_user_set_group(db, "alice", 4, &error) == 0);
 	CHECK(geodb_user_get(db, "alice", &u, &error) == 1 && u.group_id == 4);
+	CHECK(u.hold_until_ms == 0);
+	CHECK(geodb_user_move(db, "alice", 5, 1700000000321, &error) == 0);
+	CHECK(geodb_user_get(db, "alice", &u, &error) == 1 && u.group_id == 5 &&
+	      u.hold_until_ms == 1700000000321);
+	CHECK(geodb_user_set_group(db, "alice", 4, &error) == 0);
+	CHECK(geodb_user_get(db, "alice", &u, &error) == 1 && u.hold_until_ms == 0);
 	CHECK(geodb_user_delete(db, "alice", &error) == 1);
 	CHECK(geodb_user_delete(db, "alice", &error) == 0);
 }
@@ -385,6 +391,54 @@ static void test_localdb_marks_moves(struct geodb *a, struct geodb *b)
 	CHECK(geodb_backend_mark(b, "b1", HEALTH_MARK_UP, 1700000001, "", &reason) == 1);
 }
 
+/* A user's login hold through the LocalDB: a refresh notices a new hold
+ * (even for the same group), and the file keeps it. */
+static void test_localdb_user_hold(struct geodb *a, struct geodb *b)
+{
+	const char *reason;
+	struct localdb *ldb = localdb_create(64);
+	struct geodb_snapshot snap;
+	CHECK(geodb_user_set_group(b, "held", 9, &reason) == 0);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	const struct geodb_user *u = localdb_user(ldb, "held");
+	CHECK(u != NULL && u->group_id == 9 && u->hold_until_ms == 0);
+
+	/* the same group with a hold: a change */
+	CHECK(geodb_user_move(b, "held", 9, 1700000000555, &reason) == 0);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	u = localdb_user(ldb, "held");
+	CHECK(u != NULL && u->group_id == 9 && u->hold_until_ms == 1700000000555);
+	CHECK(localdb_user_group(ldb, "held") == 9);
+	CHECK(localdb_user(ldb, "nobody") == NULL);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+	/* another hold only (a snapshot made by hand): still a change */
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	for (size_t i = 0; i < snap.user_count; i++) {
+		if (strcmp(snap.users[i].username, "held") == 0)
+			snap.users[i].hold_until_ms++;
+	}
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1); /* and back */
+
+	/* the file keeps it */
+	char path[128];
+	snprintf(path, sizeof(path), "/tmp/mc-unit-localdb-hold-%d.sqlite", (int)getpid());
+	unlink(path);
+	CHECK(localdb_save(ldb, path, &reason) == 0);
+	struct localdb *loaded = localdb_create(64);
+	CHECK(localdb_load(loaded, path, &reason) == 1);
+	u = localdb_user(loaded, "held");
+	CHECK(u != NULL && u->group_id == 9 && u->hold_until_ms == 1700000000555);
+	unlink(path);
+	localdb_destroy(&loaded);
+	localdb_destroy(&ldb);
+	CHECK(geodb_user_delete(b, "held", &reason) == 1);
+}
+
 static void test_group_count(struct geodb *db)
 {
 	const char *error;
@@ -417,6 +471,7 @@ void suite_geodb_sqlite(void)
 	test_route(a, b);
 	test_localdb(a, b);
 	test_localdb_marks_moves(a, b);
+	test_localdb_user_hold(a, b);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);
