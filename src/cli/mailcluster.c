@@ -74,7 +74,7 @@ static const char usage_text[] =
 	"                                            (without --direct: sessions close first)\n"
 	"  user access USER\n"
 	"  user status USER\n"
-	"  user move --direct USER GROUP\n"
+	"  user move [--direct] USER GROUP           (without --direct: sessions close first)\n"
 	"  user delete USER\n"
 	"  who [USER]                                (asks the running daemon)\n"
 	"  kick USER                                 (asks the running daemon)\n"
@@ -765,6 +765,52 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 
 /* ---- user ---- */
 
+/* `user move` without --direct: the user's new group is written with a
+ * hold: every proxy holds the user's logins until then, and sees the move
+ * meanwhile (a local GeoDB within 250 ms, a remote one within
+ * localdb_refresh) and ends the user's sessions on the old backend. */
+static int user_move(struct cli *cli, const char *user, unsigned group_id)
+{
+	const char *error;
+	struct geodb_user row;
+	int found = geodb_user_get(cli->geodb, user, &row, &error);
+	if (found < 0)
+		return refused("%s", error);
+	unsigned old_group = found ? row.group_id : user_hash_group(user, cli->set->group_count);
+	struct geodb_group from, to;
+	int from_found = geodb_group_get(cli->geodb, old_group, &from, &error);
+	if (from_found < 0)
+		return refused("%s", error);
+	int to_found = geodb_group_get(cli->geodb, group_id, &to, &error);
+	if (to_found < 0)
+		return refused("%s", error);
+	bool same = from_found == 1 && to_found == 1 && from.move_to[0] == '\0' &&
+		    to.move_to[0] == '\0' && strcmp(from.backend, to.backend) == 0;
+	int64_t hold_ms = 0;
+	if (!same && from_found == 1) {
+		/* how long until every proxy has seen it, with a margin */
+		hold_ms = (strncmp(cli->set->geodb, "sqlite:", 7) == 0
+				   ? 250
+				   : (int64_t)cli->set->localdb_refresh_ms) +
+			  1000;
+		if (hold_ms > (int64_t)cli->set->move_timeout_ms)
+			hold_ms = cli->set->move_timeout_ms;
+	}
+	if (geodb_user_move(cli->geodb, user, group_id, hold_ms > 0 ? unix_ms() + hold_ms : 0,
+			    &error) < 0)
+		return refused("%s", error);
+	if (hold_ms == 0) {
+		printf("user %s moved to group %u%s%s\n", user, group_id,
+		       same ? " on the same backend " : "", same ? to.backend : "");
+		return 0;
+	}
+	printf("user %s moved from group %u (backend %s) to group %u (backend %s); its logins "
+	       "are held for %lld ms while every proxy ends its sessions on %s\n",
+	       user, old_group, from.backend, group_id, to_found == 1 ? to.backend : "-",
+	       (long long)hold_ms, from.backend);
+	return 0;
+}
+
 static int cmd_user(struct cli *cli, int argc, char **argv)
 {
 	static const char *const allowed[] = {"direct", NULL};
@@ -777,21 +823,20 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		return EXIT_USAGE;
 	if (strcmp(sub, "move") == 0) {
 		if (args.pos_count != 2)
-			return usage("user move: expected --direct USER GROUP");
-		if (!args.direct)
-			return refused(
-				"user move without --direct (a move that first closes the user's "
-				"sessions) is not available in this version; use --direct");
+			return usage("user move: expected [--direct] USER GROUP");
 		char normalized[USERNAME_MAX_LEN + 1];
 		if (user_normalize(args.pos[0], normalized, sizeof(normalized)) < 0)
 			return refused("invalid user name '%s'", args.pos[0]);
 		unsigned group_id;
 		if (parse_group(cli, args.pos[1], &group_id) != 0)
 			return EXIT_REFUSED;
-		if (geodb_user_set_group(cli->geodb, normalized, group_id, &error) < 0)
-			return refused("%s", error);
-		printf("user %s moved to group %u\n", normalized, group_id);
-		return 0;
+		if (args.direct) {
+			if (geodb_user_set_group(cli->geodb, normalized, group_id, &error) < 0)
+				return refused("%s", error);
+			printf("user %s moved to group %u\n", normalized, group_id);
+			return 0;
+		}
+		return user_move(cli, normalized, group_id);
 	}
 	if (args.pos_count != 1)
 		return usage("user %s: expected USER", sub);

@@ -29,6 +29,7 @@ struct router_wait {
 	struct router *router;
 	struct pending_assign *pending; /* NULL: waiting for the first load, or held */
 	bool held;                      /* in router->holds: its group is moving */
+	int64_t user_hold_until;        /* held because its user was just moved (unix ms) */
 	struct route_result route;
 	router_callback *callback;
 	void *context;
@@ -724,6 +725,27 @@ static enum route_status move_hold(struct router *router, struct route_result *r
 	return ROUTE_ASSIGN;
 }
 
+/* The user was just moved to another group (`user move`): its logins wait
+ * until hold_until, by when every daemon has seen the move and ended the
+ * user's sessions on the old backend. */
+static enum route_status user_hold(struct router *router, struct route_result *route,
+				   int64_t hold_until, router_callback *callback, void *context,
+				   struct router_wait **wait_r)
+{
+	struct router_wait *w = calloc(1, sizeof(*w));
+	w->router = router;
+	w->route = *route;
+	w->held = true;
+	w->user_hold_until = hold_until;
+	w->callback = callback;
+	w->context = context;
+	wait_link(&router->holds, w);
+	*wait_r = w;
+	router->holds_total++;
+	move_timer_arm(router);
+	return ROUTE_ASSIGN;
+}
+
 /* Held logins whose group is no longer moving, or whose hold ran out, go
  * on.  Returns whether some are still held. */
 static bool holds_check(struct router *router)
@@ -738,6 +760,13 @@ static bool holds_check(struct router *router)
 		int64_t deadline;
 		enum move_login what = move_login(router->daemon->set->move_timeout_ms, moving,
 						  router->move_seen_ms[id], now, &deadline);
+		if (w->user_hold_until != 0) {
+			/* a user move's hold: until its time, then routed afresh
+			 * (which may hold it again for its new group's move) */
+			if (now < w->user_hold_until)
+				continue;
+			what = MOVE_LOGIN_ROUTE;
+		}
 		if (what == MOVE_LOGIN_HOLD)
 			continue;
 		/* unlink, then answer */
@@ -770,6 +799,17 @@ static bool holds_check(struct router *router)
 				}
 				unreachable_reason(router, &w->route, &reason);
 				status = ROUTE_UNAVAILABLE;
+			}
+			if (status == ROUTE_OK && w->route.group.move_to[0] != '\0' &&
+			    w->user_hold_until != 0) {
+				/* the user's hold is over, its new group is moving:
+				 * held for that move now (counted from when this
+				 * daemon saw it) */
+				if (router->move_epoch[w->route.group_id] != w->route.group.epoch)
+					moves_scan(router);
+				w->user_hold_until = 0;
+				wait_link(&router->holds, w);
+				continue;
 			}
 		}
 		w->callback(w->context, status, &w->route, reason);
@@ -814,6 +854,12 @@ enum route_status router_route(struct daemon *daemon, const char *username,
 		refresh_sync(router);
 	enum route_status status =
 		route_decide(router->ldb, daemon->set->site, username, route_r, reason_r);
+	if (status == ROUTE_OK && route_r->group_override) {
+		const struct geodb_user *u = localdb_user(router->ldb, route_r->username);
+		if (u != NULL && u->hold_until_ms > now_unix_ms())
+			return user_hold(router, route_r, u->hold_until_ms, callback, context,
+					 wait_r);
+	}
 	if (status == ROUTE_OK && route_r->group.move_to[0] != '\0') {
 		enum route_status held = move_hold(router, route_r, reason_r, callback, context, wait_r);
 		if (held != ROUTE_OK)

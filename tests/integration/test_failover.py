@@ -488,3 +488,39 @@ def test_move_that_times_out_finishes_anyway_and_says_so(cluster, fleet):
             lmtp.quit()
         except Exception:
             pass
+
+
+def test_user_move_closes_the_users_sessions_and_holds_its_logins(cluster, fleet):
+    d = cluster(**SETTINGS)
+    user = "user51"
+    c = imap_login(d.imap_port, user)
+    old = backend_of(c)
+    # a group on another backend, assigned by logging in one of its users
+    other_user, target_group, target = None, None, None
+    for i in range(100, 200):
+        b = _try_login(d, f"user{i}")
+        if b not in (None, old):
+            other_user = f"user{i}"
+            target = b
+            target_group = d.cli_json("user", "status", other_user)[0]["group"]
+            break
+    assert other_user, "no user on another backend"
+    _idle(c)
+    r = d.cli("user", "move", user, str(target_group))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"to group {target_group} (backend {target}); its logins are held" in r.stdout, \
+        r.stdout
+    started = time.monotonic()
+    assert _try_login(d, user, timeout=30) == target
+    held = time.monotonic() - started
+    c.sock.settimeout(20)
+    line = c.readline()
+    assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+    close_quietly(c)
+    print(f"\nuser move: login held {held:.2f} s")
+    assert 0.3 < held < 5, held
+    assert re.search(rf"event=session_moved user={user} group=\d+ backend={old} "
+                     rf'.*reason="user moved from group \d+ to group {target_group} on '
+                     rf'{target}"', d.log_text())
+    row = d.cli_json("user", "status", user)[0]
+    assert row["group"] == str(target_group) and row["override"] == "yes", row
