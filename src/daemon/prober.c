@@ -67,6 +67,7 @@ struct prober {
 	struct event *round_timer; /* re-reads the site's backends */
 	unsigned ttl_secs;         /* of the observations written */
 	bool write_failing;        /* the last write to the GeoDB failed */
+	bool written_once;         /* an observation reached the GeoDB */
 	uint64_t probes_ok, probes_failed, write_failures;
 };
 
@@ -100,9 +101,13 @@ static void written(void *context, const char *error)
 				    "observations until the GeoDB takes them again\"",
 				    target->backend, error);
 		prober->write_failing = true;
-	} else if (prober->write_failing) {
-		log_info("event=probe_write_ok backend=%s", target->backend);
-		prober->write_failing = false;
+	} else {
+		if (prober->write_failing) {
+			log_info("event=probe_write_ok backend=%s", target->backend);
+			prober->write_failing = false;
+		}
+		prober->written_once = true;
+		router_observation_written(prober->daemon);
 	}
 }
 
@@ -341,9 +346,13 @@ static struct probe_target *target_create(struct prober *prober,
 				       target->username, sizeof(target->username)) < 0)
 		target->username[0] = '\0';
 	evtimer_assign(&target->timer, daemon->base, probe_timer, target);
-	/* the phase: the same for this backend on every run and every host */
+	/* the phase: the same for this backend on every run and every host;
+	 * before this daemon's first observation is written, within the first
+	 * 100 ms (logins wait for that: router.h) */
 	uint64_t phase =
 		hash_fnv1a64(target->backend, strlen(target->backend)) % set->probe_interval_ms;
+	if (!prober->written_once)
+		phase %= 100;
 	struct timeval tv = timeval_ms((long)phase);
 	evtimer_add(&target->timer, &tv);
 	log_debug("event=probe_target_added backend=%s address=%s phase_ms=%llu", target->backend,
@@ -395,6 +404,12 @@ static void targets_sync(struct prober *prober)
 static void round_timer_fired(evutil_socket_t fd, short what, void *context)
 {
 	targets_sync(context);
+}
+
+void prober_sync_now(struct daemon *daemon)
+{
+	if (daemon->prober != NULL)
+		targets_sync(daemon->prober);
 }
 
 void prober_init(struct daemon *daemon)

@@ -36,4 +36,8 @@ void prober_deinit(struct daemon *daemon);
 void prober_status_json(struct daemon *daemon, struct strbuf *out);
 void prober_metrics(struct daemon *daemon, struct strbuf *out);
 
+/* Re-reads the site's backends from the LocalDB now (the router calls it
+ * after its first load, so that the first probes need not wait a round). */
+void prober_sync_now(struct daemon *daemon);
+
 #endif

@@ -3,6 +3,7 @@
 
 #include "brain/move.h"
 #include "daemon/daemon.h"
+#include "daemon/prober.h"
 #include "daemon/session.h"
 #include "daemon/worker.h"
 #include "store/geodb.h"
@@ -89,6 +90,14 @@ struct router {
 	struct pending_ack *acks;
 	struct event *move_timer; /* armed while holds or acks wait */
 	char observer[NAME_MAX_LEN + 1];
+
+	/* readiness (see router_observation_written()): logins wait until
+	 * this daemon's first observation is in the GeoDB and a LocalDB read
+	 * started after it has been installed */
+	bool ready;
+	bool observed;        /* the first observation was written */
+	bool read_after;      /* the refresh in flight started after that */
+	struct event *ready_timer;
 	uint64_t holds_total, holds_expired, acks_sent, ack_failures, moves_seen;
 	uint64_t sessions_moved; /* sessions ended because their group's backend changed */
 };
@@ -340,6 +349,46 @@ static void sessions_reconcile(struct router *router)
 static void holds_recheck(struct router *router);
 static void move_timer_fired(evutil_socket_t fd, short what, void *context);
 
+static void route_load_waiters(struct router *router);
+static void refresh_start(struct router *router);
+static void refresh_sync(struct router *router);
+
+/* Logins may be routed from now on; reason: why without the usual path
+ * (NULL: the usual one). */
+static void set_ready(struct router *router, const char *reason)
+{
+	router->ready = true;
+	evtimer_del(router->ready_timer);
+	if (reason != NULL)
+		log_warning("event=router_ready reason=\"%s\"", reason);
+	else
+		log_info("event=router_ready reason=\"this daemon's observations are in the "
+			 "GeoDB and its LocalDB was read after them\"");
+}
+
+static void ready_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct router *router = context;
+	if (router->ready)
+		return;
+	set_ready(router, "no observation of this daemon reached the GeoDB in time: routing "
+			  "anyway");
+	route_load_waiters(router);
+}
+
+/* Whether the site has a backend to probe: without one this daemon writes
+ * no observation and has nothing to wait for. */
+static bool site_has_backends(struct router *router)
+{
+	size_t count;
+	const struct geodb_backend *backends = localdb_backends(router->ldb, &count);
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(backends[i].site, router->daemon->set->site) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Installs a snapshot (taking it); returns false if it was refused. */
 static bool install(struct router *router, struct geodb_snapshot *snap)
 {
@@ -363,6 +412,10 @@ static bool install(struct router *router, struct geodb_snapshot *snap)
 			  stats.backends, stats.groups_assigned, stats.users);
 	}
 	set_geodb_up(router);
+	if (router->refreshes == 1)
+		prober_sync_now(router->daemon); /* the first probes need not wait a round */
+	if (!router->ready && !site_has_backends(router))
+		set_ready(router, "no backend in this daemon's site: nothing to probe");
 	if (!router->site_checked) {
 		router->site_checked = true;
 		if (localdb_site(router->ldb, router->daemon->set->site) == NULL)
@@ -408,25 +461,55 @@ static void schedule(struct router *router, unsigned msecs)
 
 static void route_load_waiters(struct router *router);
 
+void router_observation_written(struct daemon *daemon)
+{
+	struct router *router = router_of(daemon);
+	if (router == NULL || router->observed)
+		return;
+	router->observed = true;
+	if (router->ready)
+		return;
+	if (router->watch) {
+		refresh_sync(router);
+		if (router->geodb_ok) {
+			set_ready(router, NULL);
+			route_load_waiters(router);
+		}
+		return;
+	}
+	if (router->refresh_op == NULL)
+		refresh_start(router);
+	/* else: refreshed() starts another once this one is in */
+}
+
 static void refreshed(void *context, struct geodb_snapshot *snap, const char *error)
 {
 	struct router *router = context;
+	bool refresh_again = false;
 	router->refresh_op = NULL;
+	bool after = router->read_after;
+	router->read_after = false;
 	if (snap == NULL) {
 		router->refresh_failures++;
 		set_geodb_down(router, error);
+		if (!router->ready)
+			set_ready(router, "the GeoDB is unreachable: routing from the LocalDB file");
 	} else {
 		if (!install(router, snap))
 			geodb_snapshot_free(snap);
 		free(snap);
 		save_if_dirty(router);
+		if (!router->ready && after)
+			set_ready(router, NULL);
+		else if (!router->ready && router->observed)
+			refresh_again = true; /* started before the observation */
 	}
 	unsigned interval = router->daemon->set->localdb_refresh_ms;
 	if (!router->geodb_ok && interval > RETRY_AFTER_FAILURE_MS)
 		interval = RETRY_AFTER_FAILURE_MS;
 	if ((router->holds != NULL || router->acks != NULL) && interval > MOVE_REFRESH_MS)
 		interval = MOVE_REFRESH_MS; /* a move is on: see its end soon */
-	schedule(router, interval);
+	schedule(router, refresh_again ? 0 : interval);
 	route_load_waiters(router);
 	refresh_finished(router, router->geodb_ok ? NULL : router->geodb_error);
 }
@@ -452,6 +535,7 @@ static void refresh_start(struct router *router)
 		return;
 	}
 	evtimer_del(router->timer);
+	router->read_after = router->observed;
 	router->refresh_op = geodb_snapshot_read_async(router->daemon->geodb, refreshed, router);
 }
 
@@ -477,6 +561,13 @@ int router_init(struct daemon *daemon, const char **error_r)
 	router->geodb_ok = true; /* until something says otherwise */
 	router->timer = evtimer_new(daemon->base, timer_fired, router);
 	router->move_timer = evtimer_new(daemon->base, move_timer_fired, router);
+	/* not ready until this daemon's first observation is in the GeoDB
+	 * (prober.c calls router_observation_written()) and a LocalDB read
+	 * after it is installed; bounded, for a GeoDB that takes no writes */
+	router->ready_timer = evtimer_new(daemon->base, ready_timeout, router);
+	unsigned ready_ms = daemon->set->probe_interval_ms + daemon->set->probe_timeout_ms + 1000;
+	struct timeval ready_tv = {ready_ms / 1000, (ready_ms % 1000) * 1000};
+	evtimer_add(router->ready_timer, &ready_tv);
 	router->move_epoch = calloc(daemon->set->group_count, sizeof(*router->move_epoch));
 	router->move_seen_ms = calloc(daemon->set->group_count, sizeof(*router->move_seen_ms));
 	/* the prober's observer name: what the controller counts as live */
@@ -549,6 +640,7 @@ void router_deinit(struct daemon *daemon)
 		free(pa);
 	}
 	event_free(router->move_timer);
+	event_free(router->ready_timer);
 	free(router->move_epoch);
 	free(router->move_seen_ms);
 	geodb_op_cancel(&router->refresh_op);
@@ -646,37 +738,17 @@ static void wait_for_assignment(struct router *router, struct router_wait *w)
 	wait_link(&pa->waiters, w);
 }
 
-/* The first load ended (or failed): route the logins that waited for it. */
-static void route_load_waiters(struct router *router)
-{
-	while (router->load_waiters != NULL) {
-		struct router_wait *w = router->load_waiters;
-		router->load_waiters = w->next;
-		if (w->next != NULL)
-			w->next->prev = NULL;
-		w->next = w->prev = NULL;
-		char username[sizeof(w->route.username)];
-		memcpy(username, w->route.username, sizeof(username));
-		const char *reason = NULL;
-		enum route_status status = route_decide(router->ldb, router->daemon->set->site,
-							username, &w->route, &reason);
-		if (status == ROUTE_ASSIGN && router->geodb_ok) {
-			wait_for_assignment(router, w);
-			continue;
-		}
-		if (status == ROUTE_ASSIGN) {
-			unreachable_reason(router, &w->route, &reason);
-			status = ROUTE_UNAVAILABLE;
-		}
-		w->callback(w->context, status, &w->route, reason);
-		free(w);
-	}
-}
+/* ---- deciding, or waiting ---- */
 
-/* The group of route is moving (brain/move.h: move_login()): ROUTE_ASSIGN
- * with the login held (*wait_r), or ROUTE_OK with route->backend the move's
- * target once this daemon has held its logins for move_timeout, or
- * ROUTE_UNAVAILABLE when that target cannot take them. */
+enum decision {
+	DECIDED,      /* answer now with the status */
+	WAIT_LOAD,    /* until the first load, or until this daemon is ready */
+	WAIT_HOLD,    /* held: the group is moving, or the user was just moved */
+	WAIT_ASSIGN,  /* the group is being assigned */
+};
+
+/* A moving group's login held for move_timeout goes to the move's target
+ * (ROUTE_OK), or is unavailable when the target cannot take it. */
 static enum route_status move_target(struct router *router, struct route_result *route,
 				     const char **reason_r)
 {
@@ -693,127 +765,149 @@ static enum route_status move_target(struct router *router, struct route_result 
 	return ROUTE_OK;
 }
 
-static enum route_status move_hold(struct router *router, struct route_result *route,
-				   const char **reason_r, router_callback *callback, void *context,
-				   struct router_wait **wait_r)
+/* Routes username into *route: DECIDED with *status_r and *reason_r, or
+ * what to wait for (*user_hold_r: until when, for a user move's hold). */
+static enum decision decide(struct router *router, const char *username,
+			    struct route_result *route, int64_t *user_hold_r,
+			    enum route_status *status_r, const char **reason_r)
 {
-	unsigned id = route->group_id;
-	int64_t now = now_unix_ms();
-	if (router->move_epoch[id] != route->group.epoch) {
-		/* seen here first (a refresh scans too, but a CLI move on
-		 * SQLite may arrive with this very login) */
-		moves_scan(router);
-		sessions_reconcile(router);
+	struct daemon *daemon = router->daemon;
+	*user_hold_r = 0;
+	enum route_status status =
+		route_decide(router->ldb, daemon->set->site, username, route, reason_r);
+	*status_r = status;
+	if (status == ROUTE_BAD_USER)
+		return DECIDED;
+	if ((!localdb_loaded(router->ldb) && router->refresh_op != NULL) ||
+	    (!router->ready && router->geodb_ok))
+		return WAIT_LOAD; /* nothing known yet, or this daemon is not ready */
+	if (status == ROUTE_OK && route->group_override) {
+		const struct geodb_user *u = localdb_user(router->ldb, route->username);
+		if (u != NULL && u->hold_until_ms > now_unix_ms()) {
+			*user_hold_r = u->hold_until_ms;
+			return WAIT_HOLD;
+		}
 	}
-	int64_t deadline;
-	enum move_login what = move_login(router->daemon->set->move_timeout_ms, true,
-					  router->move_seen_ms[id], now, &deadline);
-	if (what == MOVE_LOGIN_TARGET) {
+	if (status == ROUTE_OK && route->group.move_to[0] != '\0') {
+		unsigned id = route->group_id;
+		if (router->move_epoch[id] != route->group.epoch) {
+			/* seen here first (a refresh scans too, but a CLI move on
+			 * SQLite may arrive with this very login) */
+			moves_scan(router);
+			sessions_reconcile(router);
+		}
+		int64_t deadline;
+		if (move_login(daemon->set->move_timeout_ms, true, router->move_seen_ms[id],
+			       now_unix_ms(), &deadline) == MOVE_LOGIN_HOLD)
+			return WAIT_HOLD;
 		router->holds_expired++;
-		return move_target(router, route, reason_r);
+		log_warning("event=move_hold_expired user=%s group=%u to=%s reason=\"held for "
+			    "move_timeout %ums: going to the target\"",
+			    route->username, id, route->group.move_to, daemon->set->move_timeout_ms);
+		*status_r = move_target(router, route, reason_r);
+		return DECIDED;
 	}
-	struct router_wait *w = calloc(1, sizeof(*w));
-	w->router = router;
-	w->route = *route;
-	w->held = true;
-	w->callback = callback;
-	w->context = context;
-	wait_link(&router->holds, w);
-	*wait_r = w;
-	router->holds_total++;
-	move_timer_arm(router);
-	return ROUTE_ASSIGN;
+	if (status == ROUTE_ASSIGN) {
+		if (router->geodb_ok)
+			return WAIT_ASSIGN;
+		unreachable_reason(router, route, reason_r);
+		*status_r = ROUTE_UNAVAILABLE;
+		return DECIDED;
+	}
+	router->routed_local++;
+	return DECIDED;
 }
 
-/* The user was just moved to another group (`user move`): its logins wait
- * until hold_until, by when every daemon has seen the move and ended the
- * user's sessions on the old backend. */
-static enum route_status user_hold(struct router *router, struct route_result *route,
-				   int64_t hold_until, router_callback *callback, void *context,
-				   struct router_wait **wait_r)
+/* Puts w where decision d says it waits. */
+static void wait_place(struct router *router, struct router_wait *w, enum decision d,
+		       int64_t user_hold)
 {
-	struct router_wait *w = calloc(1, sizeof(*w));
-	w->router = router;
-	w->route = *route;
-	w->held = true;
-	w->user_hold_until = hold_until;
-	w->callback = callback;
-	w->context = context;
-	wait_link(&router->holds, w);
-	*wait_r = w;
-	router->holds_total++;
-	move_timer_arm(router);
-	return ROUTE_ASSIGN;
+	w->held = false;
+	w->pending = NULL;
+	w->user_hold_until = 0;
+	switch (d) {
+	case DECIDED:
+		break; /* not called */
+	case WAIT_LOAD:
+		wait_link(&router->load_waiters, w);
+		break;
+	case WAIT_HOLD:
+		w->held = true;
+		w->user_hold_until = user_hold;
+		wait_link(&router->holds, w);
+		router->holds_total++;
+		move_timer_arm(router);
+		break;
+	case WAIT_ASSIGN:
+		wait_for_assignment(router, w);
+		break;
+	}
 }
 
-/* Held logins whose group is no longer moving, or whose hold ran out, go
- * on.  Returns whether some are still held. */
+/* Routes a waiting login afresh: answers it (and frees w) or places it. */
+static void redecide(struct router *router, struct router_wait *w)
+{
+	char username[sizeof(w->route.username)];
+	memcpy(username, w->route.username, sizeof(username));
+	int64_t user_hold;
+	enum route_status status;
+	const char *reason = NULL;
+	enum decision d = decide(router, username, &w->route, &user_hold, &status, &reason);
+	if (d != DECIDED) {
+		wait_place(router, w, d, user_hold);
+		return;
+	}
+	w->callback(w->context, status, &w->route, reason);
+	free(w);
+}
+
+/* The first load ended (or failed), or this daemon became ready: route the
+ * logins that waited for it. */
+static void route_load_waiters(struct router *router)
+{
+	if (!router->ready && router->geodb_ok)
+		return;
+	struct router_wait *list = router->load_waiters;
+	router->load_waiters = NULL;
+	while (list != NULL) {
+		struct router_wait *w = list;
+		list = w->next;
+		w->next = w->prev = NULL;
+		redecide(router, w);
+	}
+}
+
+/* Held logins whose hold is over (the user's hold time passed, the group
+ * is no longer moving, or move_timeout passed) are routed afresh.
+ * Returns whether some are still held. */
 static bool holds_check(struct router *router)
 {
 	int64_t now = now_unix_ms();
 	struct router_wait *w = router->holds, *next;
 	for (; w != NULL; w = next) {
 		next = w->next;
-		unsigned id = w->route.group_id;
-		const struct geodb_group *g = localdb_group(router->ldb, id);
-		bool moving = g != NULL && g->move_to[0] != '\0';
-		int64_t deadline;
-		enum move_login what = move_login(router->daemon->set->move_timeout_ms, moving,
-						  router->move_seen_ms[id], now, &deadline);
 		if (w->user_hold_until != 0) {
-			/* a user move's hold: until its time, then routed afresh
-			 * (which may hold it again for its new group's move) */
 			if (now < w->user_hold_until)
 				continue;
-			what = MOVE_LOGIN_ROUTE;
+		} else {
+			unsigned id = w->route.group_id;
+			const struct geodb_group *g = localdb_group(router->ldb, id);
+			int64_t deadline;
+			if (g != NULL && g->move_to[0] != '\0' &&
+			    move_login(router->daemon->set->move_timeout_ms, true,
+				       router->move_seen_ms[id], now, &deadline) == MOVE_LOGIN_HOLD)
+				continue;
 		}
-		if (what == MOVE_LOGIN_HOLD)
-			continue;
-		/* unlink, then answer */
 		if (w->prev != NULL)
 			w->prev->next = w->next;
 		else
 			router->holds = w->next;
 		if (w->next != NULL)
 			w->next->prev = w->prev;
-		char username[sizeof(w->route.username)];
-		memcpy(username, w->route.username, sizeof(username));
-		const char *reason = NULL;
-		enum route_status status;
-		if (what == MOVE_LOGIN_TARGET) {
-			router->holds_expired++;
-			log_warning("event=move_hold_expired user=%s group=%u to=%s "
-				    "reason=\"held for move_timeout %ums: going to the target\"",
-				    username, id, g->move_to, router->daemon->set->move_timeout_ms);
-			w->route.group = *g;
-			status = move_target(router, &w->route, &reason);
-		} else {
-			status = route_decide(router->ldb, router->daemon->set->site, username,
-					      &w->route, &reason);
-			if (status == ROUTE_ASSIGN) {
-				/* unassigned meanwhile (its backend was removed) */
-				w->held = false;
-				if (router->geodb_ok) {
-					wait_for_assignment(router, w);
-					continue;
-				}
-				unreachable_reason(router, &w->route, &reason);
-				status = ROUTE_UNAVAILABLE;
-			}
-			if (status == ROUTE_OK && w->route.group.move_to[0] != '\0' &&
-			    w->user_hold_until != 0) {
-				/* the user's hold is over, its new group is moving:
-				 * held for that move now (counted from when this
-				 * daemon saw it) */
-				if (router->move_epoch[w->route.group_id] != w->route.group.epoch)
-					moves_scan(router);
-				w->user_hold_until = 0;
-				wait_link(&router->holds, w);
-				continue;
-			}
-		}
-		w->callback(w->context, status, &w->route, reason);
-		free(w);
+		w->next = w->prev = NULL;
+		/* placed again at the head if it must wait on: not seen again
+		 * in this loop */
+		redecide(router, w);
 	}
 	return router->holds != NULL;
 }
@@ -852,40 +946,18 @@ enum route_status router_route(struct daemon *daemon, const char *username,
 	*wait_r = NULL;
 	if (router->watch && geodb_changed(daemon->geodb))
 		refresh_sync(router);
-	enum route_status status =
-		route_decide(router->ldb, daemon->set->site, username, route_r, reason_r);
-	if (status == ROUTE_OK && route_r->group_override) {
-		const struct geodb_user *u = localdb_user(router->ldb, route_r->username);
-		if (u != NULL && u->hold_until_ms > now_unix_ms())
-			return user_hold(router, route_r, u->hold_until_ms, callback, context,
-					 wait_r);
-	}
-	if (status == ROUTE_OK && route_r->group.move_to[0] != '\0') {
-		enum route_status held = move_hold(router, route_r, reason_r, callback, context, wait_r);
-		if (held != ROUTE_OK)
-			return held;
-	}
-	if (status != ROUTE_ASSIGN && (status == ROUTE_BAD_USER || localdb_loaded(router->ldb) ||
-				       router->refresh_op == NULL)) {
-		router->routed_local++;
+	int64_t user_hold;
+	enum route_status status;
+	enum decision d = decide(router, username, route_r, &user_hold, &status, reason_r);
+	if (d == DECIDED)
 		return status;
-	}
-	if (!router->geodb_ok) {
-		unreachable_reason(router, route_r, reason_r);
-		return ROUTE_UNAVAILABLE;
-	}
 	struct router_wait *w = calloc(1, sizeof(*w));
 	w->router = router;
 	w->route = *route_r;
 	w->callback = callback;
 	w->context = context;
 	*wait_r = w;
-	if (!localdb_loaded(router->ldb) && router->refresh_op != NULL) {
-		/* nothing known yet: a proposal now would be a guess */
-		wait_link(&router->load_waiters, w);
-		return ROUTE_ASSIGN;
-	}
-	wait_for_assignment(router, w);
+	wait_place(router, w, d, user_hold);
 	return ROUTE_ASSIGN;
 }
 

@@ -71,6 +71,15 @@ struct session;
 bool router_session_misplaced(struct daemon *daemon, const struct session *s, char *why,
 			      size_t why_size);
 
+/* The prober's first observation reached the GeoDB: from now on the
+ * site's controller counts this daemon among the live ones, whose
+ * acknowledgements a move waits for.  Logins wait (at most probe_interval +
+ * probe_timeout + 1s, and not while the GeoDB is unreachable) until this
+ * has happened and a LocalDB read started after it is installed: a daemon
+ * that routed before the controller could see it might serve a group whose
+ * move the controller finished without it. */
+void router_observation_written(struct daemon *daemon);
+
 /* Refresh from the GeoDB now (`mailcluster geodb refresh`); callback runs
  * when it is done, with error NULL on success. */
 typedef void router_refresh_callback(void *context, const char *error);

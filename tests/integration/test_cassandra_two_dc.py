@@ -427,6 +427,12 @@ def test_daemons_in_two_dcs_use_their_own_and_agree(two_dc, cluster, fleet):
     # Each logs its own data centre's node as local, the other's as remote...
     _wait_cql_up(a, local_n=2, remote_n=1)
     _wait_cql_up(b, local_n=1, remote_n=2)
+    # Each daemon is its site's controller, whose passes run in a worker thread with a
+    # connection pool of its own (opened at the first pass; its handshake with the remote
+    # node is no request routed there): let it open before counting.
+    for d in (a, b):
+        wait_for(lambda: d.status()["controller"]["passes"] >= 2, 60,
+                 message=f"{d.name}'s controller to run its passes")
     # ...and sends its requests there only (refreshes every second): what the nodes count
     # on the daemons' connections (each daemon has its own role) over a few seconds.
     before = {(role, n): two_dc.client_requests(n, role) for role in ("dc1", "dc2")
