@@ -28,7 +28,7 @@ HDRS   := $(wildcard src/*/*.h tests/unit/*.h tests/geodb/*.h)
 
 CORE_OBJ   := $(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO))
 DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
-CLI_OBJ    := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(CLI))
+CLI_OBJ    := $(CORE_OBJ) $(B)/src/net/doveadm.o $(patsubst %.c,$(B)/%.o,$(CLI))
 UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT)) \
 	      $(B)/san/src/net/doveadm.o
 

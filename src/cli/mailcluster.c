@@ -15,6 +15,8 @@
 #include "brain/types.h"
 #include "brain/user.h"
 #include "cli/output.h"
+#include "net/doveadm.h"
+#include "util/command.h"
 #include "util/net_util.h"
 #include "store/geodb.h"
 #include "store/localdb.h"
@@ -796,7 +798,21 @@ static int user_move(struct cli *cli, const char *user, unsigned group_id)
 		if (hold_ms > (int64_t)cli->set->move_timeout_ms)
 			hold_ms = cli->set->move_timeout_ms;
 	}
-	if (geodb_user_move(cli->geodb, user, group_id, hold_ms > 0 ? unix_ms() + hold_ms : 0,
+	/* the doveadm kick and the hook run once every proxy has seen the
+	 * move, while the logins are still held: the hold covers them too
+	 * (the hook's budget, within move_timeout), and is released after */
+	bool extra = hold_ms > 0 &&
+		     (cli->set->backend_doveadm_url[0] != '\0' || cli->set->move_hook[0] != '\0');
+	int64_t budget = 0;
+	if (extra) {
+		budget = (int64_t)cli->set->move_timeout_ms - hold_ms;
+		if (budget > (int64_t)cli->set->move_hook_timeout_ms + 2000)
+			budget = (int64_t)cli->set->move_hook_timeout_ms + 2000;
+		if (budget < 0)
+			budget = 0;
+	}
+	int64_t start = unix_ms();
+	if (geodb_user_move(cli->geodb, user, group_id, hold_ms > 0 ? start + hold_ms + budget : 0,
 			    &error) < 0)
 		return refused("%s", error);
 	if (hold_ms == 0) {
@@ -807,8 +823,58 @@ static int user_move(struct cli *cli, const char *user, unsigned group_id)
 	printf("user %s moved from group %u (backend %s) to group %u (backend %s); its logins "
 	       "are held for %lld ms while every proxy ends its sessions on %s\n",
 	       user, old_group, from.backend, group_id, to_found == 1 ? to.backend : "-",
-	       (long long)hold_ms, from.backend);
-	return 0;
+	       (long long)(hold_ms + budget), from.backend);
+	fflush(stdout);
+	if (!extra)
+		return 0;
+	int64_t wait = start + hold_ms - unix_ms();
+	if (wait > 0)
+		usleep((useconds_t)wait * 1000);
+	int ret = 0;
+	if (cli->set->backend_doveadm_url[0] != '\0') {
+		struct geodb_backend old_backend;
+		char url[600];
+		unsigned kicked = 0;
+		const char *users[] = {user};
+		if (geodb_backend_get(cli->geodb, from.backend, &old_backend, &error) != 1 ||
+		    doveadm_url_expand(cli->set->backend_doveadm_url, old_backend.name,
+				       old_backend.address, url, sizeof(url)) < 0) {
+			fprintf(stderr, "mailcluster: user %s: no doveadm URL for backend %s\n", user,
+				from.backend);
+			ret = EXIT_REFUSED;
+		} else if (doveadm_kick(url, cli->set->backend_doveadm_api_key, users, 1,
+					cli->set->probe_timeout_ms, &kicked, &error) < 0) {
+			fprintf(stderr, "mailcluster: user %s: kicking on %s failed (the move goes on): "
+				"%s\n", user, from.backend, error);
+			ret = EXIT_REFUSED;
+		} else {
+			printf("user %s: %u kicked on %s through doveadm\n", user, kicked, from.backend);
+		}
+	}
+	if (cli->set->move_hook[0] != '\0') {
+		char group[16];
+		snprintf(group, sizeof(group), "%u", group_id);
+		const struct command_var vars[] = {{"user", user},
+						   {"group", group},
+						   {"from", from.backend},
+						   {"to", to_found == 1 ? to.backend : ""}};
+		int status;
+		char output[512] = "";
+		unsigned timeout = (unsigned)(budget > 2000 ? budget - 2000 : 1000);
+		if (command_run(cli->set->move_hook, vars, 4, timeout, &status, output,
+				sizeof(output), &error) < 0) {
+			fprintf(stderr, "mailcluster: user %s: move_hook failed (the move goes on): %s; "
+				"output: %s\n", user, error, output);
+			ret = EXIT_REFUSED;
+		} else {
+			printf("user %s: move_hook ran (exit 0)%s%s\n", user, output[0] ? ": " : "",
+			       output);
+		}
+	}
+	/* release the hold: the user's logins go on now */
+	if (geodb_user_move(cli->geodb, user, group_id, 0, &error) < 0)
+		return refused("%s (the hold ends by itself at its time)", error);
+	return ret;
 }
 
 static int cmd_user(struct cli *cli, int argc, char **argv)

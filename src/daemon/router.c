@@ -887,7 +887,10 @@ static bool holds_check(struct router *router)
 	for (; w != NULL; w = next) {
 		next = w->next;
 		if (w->user_hold_until != 0) {
-			if (now < w->user_hold_until)
+			/* the hold as the LocalDB has it now: `user move`
+			 * releases it early once its kick and hook are done */
+			const struct geodb_user *u = localdb_user(router->ldb, w->route.username);
+			if (u != NULL && now < u->hold_until_ms)
 				continue;
 		} else {
 			unsigned id = w->route.group_id;

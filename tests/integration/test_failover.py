@@ -524,3 +524,44 @@ def test_user_move_closes_the_users_sessions_and_holds_its_logins(cluster, fleet
                      rf'{target}"', d.log_text())
     row = d.cli_json("user", "status", user)[0]
     assert row["group"] == str(target_group) and row["override"] == "yes", row
+
+
+def test_user_move_kicks_through_doveadm_runs_the_hook_then_releases(cluster, fleet, tmp_path):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+    from backends import DOVEADM_API_KEY
+    from mchelpers import FLEET_DOVEADM_PORT
+    hook_out = tmp_path / "hook.txt"
+    d = cluster(backend_doveadm_url=f"http://%{{address}}:{FLEET_DOVEADM_PORT}/doveadm/v1",
+                backend_doveadm_api_key=DOVEADM_API_KEY,
+                move_hook=f"sleep 1; echo user=%{{user}} group=%{{group}} from=%{{from}} "
+                          f"to=%{{to}} >> {hook_out}",
+                **SETTINGS)
+    user = "user53"
+    old = _try_login(d, user)
+    target_group, target = None, None
+    for i in range(200, 260):
+        b = _try_login(d, f"user{i}")
+        if b not in (None, old):
+            target = b
+            target_group = d.cli_json("user", "status", f"user{i}")[0]["group"]
+            break
+    assert target
+    backend = fleet.backend(old)
+    direct = imap_login(backend.ports["imap"], user, host=backend.ip)
+    _idle(direct)
+    r = d.cli("user", "move", user, str(target_group))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"user {user}: 1 kicked on {old} through doveadm" in r.stdout, r.stdout
+    assert f"user {user}: move_hook ran (exit 0)" in r.stdout, r.stdout
+    direct.sock.settimeout(20)
+    assert direct.readline().startswith(b"* BYE")
+    close_quietly(direct)
+    assert hook_out.read_text() == \
+        f"user={user} group={target_group} from={old} to={target}\n"
+    # the hold is released: a login goes through at once
+    started = time.monotonic()
+    assert _try_login(d, user, timeout=30) == target
+    assert time.monotonic() - started < 1.0
+    rows = [u for u in d.cli_json("user", "status", user)]
+    assert rows[0]["group"] == str(target_group), rows
