@@ -519,6 +519,11 @@ again:
 			       "finish, or use --direct",
 			       group_id, group.backend, group.move_to, group.move_reason),
 		       -1;
+	if (strcmp(group.site, backend->site) != 0)
+		return refused("group %u is in site %s and backend %s in site %s: moves between "
+			       "sites are not supported yet; use --direct",
+			       group_id, group.site, backend->name, backend->site),
+		       -1;
 	if (strcmp(group.backend, backend->name) == 0) {
 		if (!quiet)
 			printf("group %u is already on backend %s\n", group_id, backend->name);

@@ -347,6 +347,21 @@ static int count_acks(struct pass *p, const struct geodb_group *g, unsigned *ack
 	return 0;
 }
 
+/* Ends group i's move without switching: the group stays where it is. */
+static int cancel_move(struct pass *p, size_t i, const char *why)
+{
+	struct geodb_group *g = site_group(p, i);
+	struct geodb_group row = *g;
+	row.move_to[0] = '\0';
+	row.move_reason[0] = '\0';
+	row.move_started_ms = 0;
+	int r = group_write(p, i, &row, "cancelling a move");
+	if (r == 1)
+		log_warning("event=move_cancelled group=%u backend=%s reason=\"%s\"", g->group_id,
+			    g->backend, why);
+	return r < 0 ? -1 : 0;
+}
+
 static int progress_moves(struct pass *p)
 {
 	struct controller_act_job *job = p->job;
@@ -363,26 +378,25 @@ static int progress_moves(struct pass *p)
 			.from_down = from < 0 || p->fb[from].mark == HEALTH_MARK_DOWN,
 			.live = (unsigned)p->live_count,
 		};
-		if (to >= 0 && !failover_backend_can_take(&p->fb[to])) {
+		if (to < 0) {
+			char why[200];
+			snprintf(why, sizeof(why), "its target %s no longer exists in site %s",
+				 g->move_to, job->site);
+			if (cancel_move(p, i, why) < 0)
+				return -1;
+			continue;
+		}
+		if (p->fb[to].status != BACKEND_STATUS_ONLINE ||
+		    p->fb[to].mark == HEALTH_MARK_DOWN) {
 			/* the target died (or was taken out) mid-move: the move
 			 * is cancelled; a group whose own backend is down is
-			 * failed over below like any other */
-			struct geodb_group row = *g;
-			char target[NAME_MAX_LEN + 1];
-			snprintf(target, sizeof(target), "%s", g->move_to);
-			row.move_to[0] = '\0';
-			row.move_reason[0] = '\0';
-			row.move_started_ms = 0;
-			int r = group_write(p, i, &row, "cancelling a move");
-			if (r < 0)
+			 * failed over below like any other (an operator's target
+			 * with load factor 0 is the operator's choice: kept) */
+			char why[200];
+			snprintf(why, sizeof(why), "its target %s is %s and marked %s", g->move_to,
+				 backend_status_name(p->fb[to].status), health_mark_name(p->fb[to].mark));
+			if (cancel_move(p, i, why) < 0)
 				return -1;
-			if (r == 1)
-				log_warning("event=move_cancelled group=%u backend=%s to=%s reason=\"the "
-					    "target can no longer take groups (status %s, marked %s, "
-					    "load factor %u)\"",
-					    g->group_id, g->backend, target,
-					    backend_status_name(p->fb[to].status),
-					    health_mark_name(p->fb[to].mark), p->fb[to].load_factor);
 			continue;
 		}
 		if (!view.from_down && count_acks(p, g, &view.acked) < 0)
@@ -392,22 +406,6 @@ static int progress_moves(struct pass *p)
 			move_progress(job->move_timeout_ms, &view, p->now_ms, reason, sizeof(reason));
 		if (outcome == MOVE_WAIT)
 			continue;
-		if (to < 0) {
-			/* the target is gone (removed): the move cannot finish;
-			 * it is cancelled, the group stays */
-			struct geodb_group row = *g;
-			row.move_to[0] = '\0';
-			row.move_reason[0] = '\0';
-			row.move_started_ms = 0;
-			int r = group_write(p, i, &row, "cancelling a move");
-			if (r < 0)
-				return -1;
-			if (r == 1)
-				log_warning("event=move_cancelled group=%u backend=%s reason=\"the "
-					    "move's target backend no longer exists in site %s\"",
-					    g->group_id, g->backend, job->site);
-			continue;
-		}
 		if (outcome != MOVE_FINISH_DOWN)
 			kick_old_backend(p, g);
 		run_hook(p, g);

@@ -565,3 +565,30 @@ def test_user_move_kicks_through_doveadm_runs_the_hook_then_releases(cluster, fl
     assert time.monotonic() - started < 1.0
     rows = [u for u in d.cli_json("user", "status", user)]
     assert rows[0]["group"] == str(target_group), rows
+
+
+def test_move_whose_target_goes_offline_is_cancelled(cluster, fleet):
+    d = cluster(protocols=("imap", "lmtp"), **SETTINGS)
+    user = "user47"
+    old = _try_login(d, user)
+    group = d.cli_json("user", "status", user)[0]["group"]
+    target = next(b.name for b in fleet.backends if b.name != old)
+    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    try:
+        lmtp.ehlo_or_helo_if_needed()
+        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
+        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250  # keeps the move waiting
+        assert d.cli("group", "move", "--wait", "no", str(group), target).returncode == 0
+        assert d.cli("backend", "update", "--status", "offline", target).returncode == 0
+        wait_for(lambda: _groups(d)[int(group)]["move_to"] == "", WAIT,
+                 message="the move to be cancelled")
+        assert _groups(d)[int(group)]["backend"] == old
+        assert re.search(rf'event=move_cancelled group={group} backend={old} reason="its '
+                         rf'target {target} is offline and marked up"', d.log_text())
+    finally:
+        try:
+            lmtp.quit()
+        except Exception:
+            pass
+        d.cli("backend", "update", "--status", "online", target)
+    assert _try_login(d, user, timeout=30) == old
