@@ -28,13 +28,16 @@ HDRS   := $(wildcard src/*/*.h tests/unit/*.h tests/geodb/*.h)
 
 CORE_OBJ   := $(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO))
 DAEMON_OBJ := $(CORE_OBJ) $(patsubst %.c,$(B)/%.o,$(NET) $(DAEMON))
-CLI_OBJ    := $(CORE_OBJ) $(B)/src/net/doveadm.o $(patsubst %.c,$(B)/%.o,$(CLI))
+CLI_OBJ    := $(CORE_OBJ) $(B)/src/net/doveadm.o $(B)/src/net/http_client.o \
+	      $(patsubst %.c,$(B)/%.o,$(CLI))
 UNIT_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(UTIL) $(BRAIN) $(STORE) $(PROTO) $(UNIT)) \
-	      $(B)/san/src/net/doveadm.o
+	      $(B)/san/src/net/doveadm.o $(B)/san/src/net/http_client.o \
+	      $(B)/san/src/net/metrics_scrape.o
 
 .PHONY: all deps check unit integration integration-asan demo demo-stop bench clean format
 
-all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload $(B)/geodbbench $(B)/doveadm_tool
+all: $(B)/mailclusterd $(B)/mailcluster $(B)/imapload $(B)/geodbbench $(B)/doveadm_tool \
+	$(B)/metrics_tool
 
 $(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -72,8 +75,13 @@ $(B)/geodbbench: bench/geodbbench.c $(CORE_OBJ)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(LIBS)
 
 # who / kick / kick-group against a backend's doveadm HTTP API (tests/integration/test_doveadm.py)
-$(B)/doveadm_tool: tests/tools/doveadm_tool.c $(B)/src/net/doveadm.o \
+$(B)/doveadm_tool: tests/tools/doveadm_tool.c $(B)/src/net/doveadm.o $(B)/src/net/http_client.o \
 		$(patsubst %.c,$(B)/%.o,$(UTIL) $(BRAIN))
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(LIBS)
+
+# scrapes a node_exporter and prints a sample / the resources between two (tests/integration/test_metrics.py)
+$(B)/metrics_tool: tests/tools/metrics_tool.c $(B)/src/net/metrics_scrape.o $(B)/src/net/http_client.o \
+		$(patsubst %.c,$(B)/%.o,$(UTIL))
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(LIBS)
 
 $(B)/imapload: bench/imapload.c

@@ -10,6 +10,10 @@ packages=(
 	dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
 	dovecot-managesieved dovecot-submissiond
 	haproxy curl openssl python3 python3-pytest
+	# node_exporter: the tests start their own on a loopback address
+	# (tests/integration/test_metrics.py); policy-rc.d below keeps Debian's
+	# service on :9100 from starting
+	prometheus-node-exporter
 )
 
 missing=()

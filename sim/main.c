@@ -2,9 +2,12 @@
  * seed broke an invariant.
  *
  *   build/sim --seeds N [--first S] [--users U] [--backends B] [--daemons D]
- *             [--hours H] [--jobs J] [--verbose] [--break NAME]...
+ *             [--hours H] [--jobs J] [--scenario faults|balance|both] [--verbose]
+ *             [--break NAME]...
  *
- * Seeds S .. S+N-1 (S defaults to 1).  Backends and daemons default to a
+ * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs both scenarios (sim.h)
+ * unless --scenario says one: "faults" (H hours, default 0.5) and "balance"
+ * (its phases, about an hour of virtual time); a seed fails if either does.  Backends and daemons default to a
  * choice made by each seed (3..12 backends, 2..5 daemons).  --jobs runs the
  * seeds in J worker processes (seed i in worker i mod J); every seed's run
  * is the same whatever the number of workers.  A violation prints the seed
@@ -27,53 +30,102 @@ struct totals {
 	struct sim_result sum;
 };
 
+#define MAXF(field)                    \
+	do {                           \
+		if (r->field > t->field) \
+			t->field = r->field; \
+	} while (0)
+
+/* Sums r into t (counters summed, max_* fields maximised). */
+static void sum(struct sim_result *t, const struct sim_result *r)
+{
+	t->failed |= r->failed;
+	for (int i = 0; i < INV_COUNT; i++) {
+		t->checks[i] += r->checks[i];
+		t->violations[i] += r->violations[i];
+		t->exempt[i] += r->exempt[i];
+	}
+	t->steps += r->steps;
+	t->logins += r->logins;
+	t->logins_ok += r->logins_ok;
+	t->logins_failed += r->logins_failed;
+	t->logins_unavailable += r->logins_unavailable;
+	t->marks_down += r->marks_down;
+	t->marks_up += r->marks_up;
+	t->moves += r->moves;
+	t->alt_changes += r->alt_changes;
+	t->takeovers += r->takeovers;
+	t->outages_long += r->outages_long;
+	t->outages_short += r->outages_short;
+	t->faults += r->faults;
+	MAXF(max_served_ms);
+	t->sessions += r->sessions;
+	t->kicks += r->kicks;
+	t->relogins += r->relogins;
+	t->logins_held += r->logins_held;
+	t->partitions += r->partitions;
+	t->moves_operator += r->moves_operator;
+	t->moves_evacuate += r->moves_evacuate;
+	t->evacuations += r->evacuations;
+	t->cas_failed += r->cas_failed;
+	t->finish_acked += r->finish_acked;
+	t->finish_down += r->finish_down;
+	t->finish_timeout += r->finish_timeout;
+	t->cancelled += r->cancelled;
+	t->two_backends_mark += r->two_backends_mark;
+	t->two_backends_row += r->two_backends_row;
+	t->two_backends_cut += r->two_backends_cut;
+	MAXF(max_hold_ms);
+	MAXF(max_move_ms);
+	t->sim_error |= r->sim_error;
+	t->balance_rounds += r->balance_rounds;
+	t->balance_moves += r->balance_moves;
+	t->balance_warm += r->balance_warm;
+	t->balance_drain_moves += r->balance_drain_moves;
+	t->moves_balance_finished += r->moves_balance_finished;
+	t->bal_runs += r->bal_runs;
+	t->bal_converged += r->bal_converged;
+	t->bal_rounds_sum += r->bal_rounds_sum;
+	MAXF(bal_rounds_max);
+	t->bal_conv_ms_sum += r->bal_conv_ms_sum;
+	MAXF(bal_conv_ms_max);
+	t->bal_bound_sum += r->bal_bound_sum;
+	t->bal_moves_conv_sum += r->bal_moves_conv_sum;
+	MAXF(bal_moves_ratio_max);
+	t->bal_mm_start_sum += r->bal_mm_start_sum;
+	MAXF(bal_mm_start_max);
+	t->bal_mm_conv_sum += r->bal_mm_conv_sum;
+	MAXF(bal_mm_conv_max);
+	t->bal_mm_end_sum += r->bal_mm_end_sum;
+	MAXF(bal_mm_end_max);
+	t->bal_steady_moves += r->bal_steady_moves;
+	t->bal_steady_ms += r->bal_steady_ms;
+	t->bal_filled += r->bal_filled;
+	t->bal_drained += r->bal_drained;
+	t->bal_fill_ms_sum += r->bal_fill_ms_sum;
+	MAXF(bal_fill_ms_max);
+	t->bal_drain_ms_sum += r->bal_drain_ms_sum;
+	MAXF(bal_drain_ms_max);
+	t->bal_fill_moves_sum += r->bal_fill_moves_sum;
+	t->bal_drain_moves_sum += r->bal_drain_moves_sum;
+	t->bal_drain_groups_sum += r->bal_drain_groups_sum;
+	t->bal_slow_factor_sum += r->bal_slow_factor_sum;
+	MAXF(bal_slow_factor_max);
+	t->bal_slow_n += r->bal_slow_n;
+	t->bal_slow_share_sum += r->bal_slow_share_sum;
+	t->bal_slow_moves += r->bal_slow_moves;
+	t->bal_virtual_ms += r->bal_virtual_ms;
+}
+
 static void add(struct totals *t, const struct sim_result *r)
 {
 	if (r->failed)
 		t->failed++;
 	else
 		t->passed++;
-	for (int i = 0; i < INV_COUNT; i++) {
-		t->sum.checks[i] += r->checks[i];
-		t->sum.violations[i] += r->violations[i];
-		t->sum.exempt[i] += r->exempt[i];
-	}
-	t->sum.steps += r->steps;
-	t->sum.logins += r->logins;
-	t->sum.logins_ok += r->logins_ok;
-	t->sum.logins_failed += r->logins_failed;
-	t->sum.logins_unavailable += r->logins_unavailable;
-	t->sum.marks_down += r->marks_down;
-	t->sum.marks_up += r->marks_up;
-	t->sum.moves += r->moves;
-	t->sum.alt_changes += r->alt_changes;
-	t->sum.takeovers += r->takeovers;
-	t->sum.outages_long += r->outages_long;
-	t->sum.outages_short += r->outages_short;
-	t->sum.faults += r->faults;
-	if (r->max_served_ms > t->sum.max_served_ms)
-		t->sum.max_served_ms = r->max_served_ms;
-	t->sum.sessions += r->sessions;
-	t->sum.kicks += r->kicks;
-	t->sum.relogins += r->relogins;
-	t->sum.logins_held += r->logins_held;
-	t->sum.partitions += r->partitions;
-	t->sum.moves_operator += r->moves_operator;
-	t->sum.moves_evacuate += r->moves_evacuate;
-	t->sum.evacuations += r->evacuations;
-	t->sum.cas_failed += r->cas_failed;
-	t->sum.finish_acked += r->finish_acked;
-	t->sum.finish_down += r->finish_down;
-	t->sum.finish_timeout += r->finish_timeout;
-	t->sum.cancelled += r->cancelled;
-	t->sum.two_backends_mark += r->two_backends_mark;
-	t->sum.two_backends_row += r->two_backends_row;
-	t->sum.two_backends_cut += r->two_backends_cut;
-	if (r->max_hold_ms > t->sum.max_hold_ms)
-		t->sum.max_hold_ms = r->max_hold_ms;
-	if (r->max_move_ms > t->sum.max_move_ms)
-		t->sum.max_move_ms = r->max_move_ms;
-	t->sum.sim_error |= r->sim_error;
+	bool failed = t->sum.failed;
+	sum(&t->sum, r);
+	t->sum.failed = failed;
 }
 
 static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t count, unsigned job,
@@ -81,17 +133,24 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 {
 	for (uint64_t i = job; i < count; i += jobs) {
 		struct sim_options o = *base;
-		struct sim_result r;
+		struct sim_result seed = {0}, r;
 		o.seed = first + i;
-		sim_run(&o, &r);
-		add(t, &r);
+		for (unsigned sc = SIM_SCENARIO_FAULTS; sc <= SIM_SCENARIO_BALANCE; sc <<= 1) {
+			if ((base->scenario & sc) == 0)
+				continue;
+			o.scenario = sc;
+			sim_run(&o, &r);
+			sum(&seed, &r);
+		}
+		add(t, &seed);
 	}
 }
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: sim --seeds N [--first S] [--users U] [--backends B] "
-			"[--daemons D] [--hours H] [--jobs J] [--verbose] [--break NAME]...\n");
+			"[--daemons D] [--hours H] [--jobs J] [--scenario faults|balance|both] "
+			"[--verbose] [--break NAME]...\n");
 	exit(2);
 }
 
@@ -109,7 +168,11 @@ static unsigned break_flag(const char *name)
 
 int main(int argc, char **argv)
 {
-	struct sim_options o = {.users = 10000, .hours = 0.5};
+	struct sim_options o = {
+		.users = 10000,
+		.hours = 0.5,
+		.scenario = SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE,
+	};
 	uint64_t seeds = 0, first = 1;
 	unsigned jobs = 1;
 	for (int i = 1; i < argc; i++) {
@@ -138,20 +201,30 @@ int main(int argc, char **argv)
 			jobs = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(a, "--break") == 0)
 			o.breaks |= break_flag(v);
+		else if (strcmp(a, "--scenario") == 0)
+			o.scenario = strcmp(v, "faults") == 0	 ? SIM_SCENARIO_FAULTS
+				     : strcmp(v, "balance") == 0 ? SIM_SCENARIO_BALANCE
+				     : strcmp(v, "both") == 0
+					     ? SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE
+					     : 0;
 		else
 			usage();
 	}
-	if (seeds == 0 || o.users == 0 || o.hours <= 0 || jobs == 0 ||
+	if (seeds == 0 || o.users == 0 || o.hours <= 0 || jobs == 0 || o.scenario == 0 ||
 	    (o.backends != 0 && o.backends < 3) || (o.daemons != 0 && o.daemons < 2) ||
 	    o.daemons > 1000)
 		usage();
 	if (jobs > seeds)
 		jobs = (unsigned)seeds;
 
-	printf("sim: seeds %llu..%llu users=%u backends=%s daemons=%s hours=%g jobs=%u\n",
+	printf("sim: seeds %llu..%llu users=%u backends=%s daemons=%s hours=%g jobs=%u "
+	       "scenarios=%s\n",
 	       (unsigned long long)first, (unsigned long long)(first + seeds - 1), o.users,
 	       o.backends ? "given" : "by seed (3..12)", o.daemons ? "given" : "by seed (2..5)",
-	       o.hours, jobs);
+	       o.hours, jobs,
+	       o.scenario == SIM_SCENARIO_FAULTS    ? "faults"
+	       : o.scenario == SIM_SCENARIO_BALANCE ? "balance"
+						    : "faults+balance");
 	if (o.backends)
 		printf("sim: backends=%u\n", o.backends);
 	if (o.daemons)
@@ -218,7 +291,7 @@ int main(int argc, char **argv)
 
 	const struct sim_result *r = &total.sum;
 	for (int i = 0; i < INV_COUNT; i++)
-		printf("invariant %-20s checks=%-10llu violations=%llu exempt=%llu\n",
+		printf("invariant %-22s checks=%-10llu violations=%llu exempt=%llu\n",
 		       sim_invariant_names[i], (unsigned long long)r->checks[i],
 		       (unsigned long long)r->violations[i], (unsigned long long)r->exempt[i]);
 	printf("stats: steps=%llu faults=%llu long_crashes=%llu short_crashes=%llu "
@@ -249,6 +322,53 @@ int main(int argc, char **argv)
 	       (unsigned long long)r->finish_timeout, (unsigned long long)r->cancelled,
 	       (unsigned long long)r->cas_failed, r->max_move_ms / 1000.0, r->max_hold_ms / 1000.0,
 	       secs);
+	printf("stats: balancing rounds=%llu moves=%llu (finished %llu) warm=%llu drain=%llu\n",
+	       (unsigned long long)r->balance_rounds, (unsigned long long)r->balance_moves,
+	       (unsigned long long)r->moves_balance_finished, (unsigned long long)r->balance_warm,
+	       (unsigned long long)r->balance_drain_moves);
+	if (r->bal_runs > 0) {
+		double n = (double)r->bal_runs;
+		double conv = r->bal_converged ? (double)r->bal_converged : 1;
+		printf("balance: runs=%llu virtual=%.1fh start max/mean avg %.2f worst %.2f; "
+		       "balanced (all within 10%%) %llu/%llu after avg %.1f rounds (max %llu), "
+		       "%.1f min (max %.1f), max/mean then avg %.3f worst %.3f\n",
+		       (unsigned long long)r->bal_runs, r->bal_virtual_ms / 3600000.0,
+		       r->bal_mm_start_sum / n, r->bal_mm_start_max,
+		       (unsigned long long)r->bal_converged, (unsigned long long)r->bal_runs,
+		       r->bal_rounds_sum / conv, (unsigned long long)r->bal_rounds_max,
+		       r->bal_conv_ms_sum / conv / 60000.0, r->bal_conv_ms_max / 60000.0,
+		       r->bal_mm_conv_sum / conv, r->bal_mm_conv_max);
+		printf("balance: moves until balanced %llu vs lower bound %llu (x%.3f), worst "
+		       "seed x%.3f (limit 1.2)\n",
+		       (unsigned long long)r->bal_moves_conv_sum,
+		       (unsigned long long)r->bal_bound_sum,
+		       r->bal_bound_sum ? (double)r->bal_moves_conv_sum / r->bal_bound_sum : 0,
+		       r->bal_moves_ratio_max);
+		printf("balance: steady noisy load: %llu moves in %.1f h (%.1f an hour); a host "
+		       "35%% slower: resource factor after 15 min avg %.3f (max %.3f), its load "
+		       "%.2f of its plain share, %.1f moves\n",
+		       (unsigned long long)r->bal_steady_moves, r->bal_steady_ms / 3600000.0,
+		       r->bal_steady_ms ? r->bal_steady_moves / (r->bal_steady_ms / 3600000.0) : 0,
+		       r->bal_slow_n ? r->bal_slow_factor_sum / r->bal_slow_n : 0,
+		       r->bal_slow_factor_max,
+		       r->bal_slow_n ? r->bal_slow_share_sum / r->bal_slow_n : 0,
+		       r->bal_slow_n ? r->bal_slow_moves / (double)r->bal_slow_n : 0);
+		printf("balance: added backend at 0.9 of its share %llu/%llu in avg %.1f min (max "
+		       "%.1f), %.1f moves; load-factor-0 backend empty %llu/%llu in avg %.1f min "
+		       "(max %.1f), %.1f moves for %.1f groups; max/mean at the end avg %.3f "
+		       "worst %.3f\n",
+		       (unsigned long long)r->bal_filled, (unsigned long long)r->bal_runs,
+		       r->bal_filled ? r->bal_fill_ms_sum / (double)r->bal_filled / 60000.0 : 0,
+		       r->bal_fill_ms_max / 60000.0,
+		       r->bal_filled ? r->bal_fill_moves_sum / (double)r->bal_filled : 0,
+		       (unsigned long long)r->bal_drained, (unsigned long long)r->bal_runs,
+		       r->bal_drained ? r->bal_drain_ms_sum / (double)r->bal_drained / 60000.0 : 0,
+		       r->bal_drain_ms_max / 60000.0,
+		       r->bal_drained ? r->bal_drain_moves_sum / (double)r->bal_drained : 0,
+		       r->bal_drained ? r->bal_drain_groups_sum / (double)r->bal_drained : 0,
+		       r->bal_drained ? r->bal_mm_end_sum / (double)r->bal_drained : 0,
+		       r->bal_mm_end_max);
+	}
 	if (r->sim_error)
 		printf("sim: the simulator itself failed on some seed (see above)\n");
 	printf("%llu seeds passed, %llu failed\n", (unsigned long long)total.passed,

@@ -191,6 +191,7 @@
  */
 #include "sim.h"
 
+#include "brain/balance.h"
 #include "brain/failover.h"
 #include "brain/health.h"
 #include "brain/move.h"
@@ -206,6 +207,8 @@
 const char *const sim_invariant_names[INV_COUNT] = {
 	"no_early_failover", "served_within_bound", "one_move_per_outage", "operator_status",
 	"no_login_to_down",  "no_early_recovery",   "no_two_backends",     "login_wait_bound",
+	"balance_scope",     "no_balance_oscillation", "balance_converges", "balance_moves_bound",
+	"balance_fill",      "balance_drain",
 };
 
 const struct sim_break_name sim_break_names[] = {
@@ -218,6 +221,14 @@ const struct sim_break_name sim_break_names[] = {
 	{"no_deadline", SIM_BREAK_NO_DEADLINE, "held logins wait for the switch however long"},
 	{"offline_is_down", SIM_BREAK_OFFLINE_IS_DOWN,
 	 "a move off an offline backend finishes at once, like one off a backend marked down"},
+	{"balance_no_hysteresis", SIM_BREAK_BALANCE_NO_HYSTERESIS,
+	 "the controller plans with balance_hysteresis 0"},
+	{"balance_ignore_mark", SIM_BREAK_BALANCE_IGNORE_MARK,
+	 "the controller passes every backend to balancing as online and marked up"},
+	{"balance_no_smoothing", SIM_BREAK_BALANCE_NO_SMOOTHING,
+	 "group weights are the last scrape interval's, not smoothed"},
+	{"balance_ignore_drain", SIM_BREAK_BALANCE_IGNORE_DRAIN,
+	 "the controller passes a load factor 0 to balancing as 100"},
 	{NULL, 0, NULL},
 };
 
@@ -250,7 +261,10 @@ enum event_type {
 	EV_OP_MOVE,
 	EV_EVACUATE,
 	EV_EVAC_STEP,
-	EV_HEAL, /* a: daemon */
+	EV_HEAL,        /* a: daemon */
+	EV_SCRAPE,      /* the group weights and the backends' resources are sampled */
+	EV_LOAD_FACTOR, /* b: backend, x: its new load factor */
+	EV_PHASE,       /* the balance scenario's next phase */
 };
 
 enum see_kind { SEE_ROW, SEE_MARK, SEE_STATUS };
@@ -287,6 +301,12 @@ struct backend {
 	size_t period_count, period_cap;
 	struct outage *outages;
 	size_t outage_count, outage_cap;
+	/* load: milli-weights of the sessions on it, now and integrated since
+	 * the last scrape; its node_exporter's figures, smoothed */
+	int64_t load_now, load_acc, load_t;
+	double capacity; /* weight at which its CPU is fully busy (slow_k 1) */
+	double slow_k;   /* how busy it gets per unit of load (1: like the others) */
+	struct balance_resources res;
 };
 
 struct daemon {
@@ -320,7 +340,13 @@ enum row_kind {
 	ROW_ALT,                 /* a new alternative only */
 	ROW_CANCEL,              /* the target cannot take it: back to the source */
 };
-enum move_reason { REASON_NONE, REASON_OPERATOR, REASON_EVACUATE, REASON_FAILOVER };
+enum move_reason {
+	REASON_NONE,
+	REASON_OPERATOR,
+	REASON_EVACUATE,
+	REASON_FAILOVER,
+	REASON_BALANCE
+};
 
 struct row {
 	int32_t backend, alt, move_to; /* move_to -1: not moving */
@@ -352,6 +378,30 @@ struct held_login {
 	int32_t next_free;
 	int16_t daemon;
 	bool active;
+};
+
+#define OSC_KEEP 4 /* departures by balancing remembered per group */
+
+/* The balance scenario's phases (see the header). */
+enum phase {
+	PH_CONVERGE, /* from the skewed start until balanced */
+	PH_STEADY,   /* steady noisy load: no oscillation, few moves */
+	PH_SLOW,     /* one host becomes slower: its share shrinks */
+	PH_FILL,     /* a backend added: until it is at its share */
+	PH_SETTLE,
+	PH_DRAIN, /* a backend's load factor set to 0: until it has no group */
+	PH_FINAL,
+};
+
+struct scenario {
+	enum phase phase;
+	int added, drained, slow; /* backend indexes */
+	int64_t start, deadline, phase_start;
+	unsigned rounds;
+	size_t bound;
+	uint64_t moves_at_phase; /* balance_moves when the phase began */
+	unsigned drain_groups;
+	double mm_last, slow_factor, slow_share;
 };
 
 struct sim {
@@ -421,6 +471,31 @@ struct sim {
 	uint8_t *pending;    /* 0 or the row kind to write this tick */
 	int32_t *plan_from;  /* a failover move's source, -1: none */
 	int64_t *move_begin; /* per group: its move's start (for max_move_ms) */
+
+	/* load and balancing */
+	struct rng load_rng; /* user weights and metric noise, apart from the events */
+	struct balance_settings bs;
+	int64_t scrape_interval, balance_interval, weight_tau, resource_tau, last_scrape;
+	uint32_t *user_w;                /* per user: milli-weight of one session */
+	int64_t *g_load, *g_acc, *g_t;   /* per group: its sessions' milli-weights, integral */
+	double *g_weight;                /* per group: the smoothed weight reported */
+	bool weights_init;
+	int64_t *moved_at;               /* per group: its backend's last change (0: never) */
+	int32_t *hist;                   /* per group: backends it left, newest first */
+	int64_t *hist_t;                 /* ... when */
+	int32_t *osc_b;                  /* per group: backends it left by balancing */
+	uint32_t *osc_epoch;             /* ... in which disturbance epoch */
+	int64_t *osc_t;                  /* ... when */
+	uint32_t bal_epoch;              /* + 1 at every change other than the users' load */
+	uint64_t disturbances;           /* non-balancing moves since the last round */
+	uint16_t *bal_sig;               /* per backend: what balancing saw last round */
+	bool bal_corrected;              /* every backend had enough samples last round */
+	int64_t balance_next;
+	int balance_holder;
+	uint32_t balance_inc;
+	struct balance_backend *bb;
+	struct balance_group *bg;
+	struct scenario sc;
 };
 
 static bool brk(const struct sim *s, unsigned flag)
@@ -594,6 +669,18 @@ static void row_put(struct sim *s, unsigned g, int writer, int64_t t, const stru
 		s->rows = xrealloc(s->rows, s->row_cap * sizeof(*s->rows));
 	}
 	s->rows[s->row_count] = *r;
+	/* the group's history (for balancing: its last move, the backends
+	 * whose caches may still be warm) */
+	const struct geo_write *prev = geo_head(&s->assign[g]);
+	if (prev != NULL && prev->value != r->backend && prev->value >= 0) {
+		int32_t *h = &s->hist[(size_t)g * BALANCE_HISTORY];
+		int64_t *ht = &s->hist_t[(size_t)g * BALANCE_HISTORY];
+		memmove(h + 1, h, (BALANCE_HISTORY - 1) * sizeof(*h));
+		memmove(ht + 1, ht, (BALANCE_HISTORY - 1) * sizeof(*ht));
+		h[0] = prev->value;
+		ht[0] = t;
+		s->moved_at[g] = t;
+	}
 	geo_put(&s->geo, &s->assign[g], writer, t, r->backend, (int64_t)s->row_count);
 	s->row_count++;
 	if (see)
@@ -670,6 +757,92 @@ static int view_route_backend(struct sim *s, unsigned d, unsigned g)
 	return r < 0 ? -1 : idx[r];
 }
 
+/* ---- load ---- */
+
+/* A session of weight dw (milli, negative: closed) on backend b for group g:
+ * the integrals the scrapes average over. */
+static void load_change(struct sim *s, unsigned g, unsigned b, int64_t dw)
+{
+	s->g_acc[g] += s->g_load[g] * (s->now - s->g_t[g]);
+	s->g_t[g] = s->now;
+	s->g_load[g] += dw;
+	struct backend *be = &s->backends[b];
+	be->load_acc += be->load_now * (s->now - be->load_t);
+	be->load_t = s->now;
+	be->load_now += dw;
+}
+
+/* about normal, mean 0, standard deviation 1 */
+static double gauss(struct rng *rng)
+{
+	double sum = 0;
+	for (int i = 0; i < 4; i++)
+		sum += rng_double(rng);
+	return (sum - 2) * 1.7320508075688772;
+}
+
+static double clamp01(double x)
+{
+	return x < 0 ? 0 : x > 1 ? 1 : x;
+}
+
+static double smooth(double old, double sample, double alpha)
+{
+	return old + alpha * (sample - old);
+}
+
+/* Every scrape_interval: what the daemons report of each group's weight
+ * (its sessions' weights, averaged over the interval and smoothed with time
+ * constant weight_tau) and what each backend's node_exporter shows (CPU and
+ * IO busy in proportion to its load, slow_k times as much on a slow host,
+ * memory a little; plus noise), smoothed the same way. */
+static void scrape(struct sim *s)
+{
+	ev_push(s, s->now + s->scrape_interval, EV_SCRAPE, 0, 0, 0, 0);
+	int64_t span = s->now - s->last_scrape;
+	s->last_scrape = s->now;
+	if (span <= 0)
+		return;
+	double alpha = (double)span / (double)s->resource_tau;
+	if (alpha > 1)
+		alpha = 1;
+	double alpha_w = (double)span / (double)s->weight_tau;
+	if (alpha_w > 1 || brk(s, SIM_BREAK_BALANCE_NO_SMOOTHING))
+		alpha_w = 1;
+	bool first = !s->weights_init;
+	s->weights_init = true;
+	for (unsigned g = 0; g < s->g; g++) {
+		s->g_acc[g] += s->g_load[g] * (s->now - s->g_t[g]);
+		s->g_t[g] = s->now;
+		double avg = (double)s->g_acc[g] / (double)span / 1000.0;
+		s->g_acc[g] = 0;
+		s->g_weight[g] = first ? avg : smooth(s->g_weight[g], avg, alpha_w);
+	}
+	for (unsigned b = 0; b < s->b; b++) {
+		struct backend *be = &s->backends[b];
+		be->load_acc += be->load_now * (s->now - be->load_t);
+		be->load_t = s->now;
+		double avg = (double)be->load_acc / (double)span / 1000.0;
+		be->load_acc = 0;
+		if (be->crashed)
+			continue; /* its node_exporter does not answer */
+		double util = avg / be->capacity;
+		double cpu = clamp01(be->slow_k * util + 0.03 * gauss(&s->load_rng));
+		double io = clamp01(0.8 * be->slow_k * util + 0.03 * gauss(&s->load_rng));
+		double mem = clamp01(0.85 - 0.2 * util + 0.02 * gauss(&s->load_rng));
+		struct balance_resources *r = &be->res;
+		if (r->samples == 0) {
+			*r = (struct balance_resources){0, cpu, mem, io, avg};
+		} else {
+			r->cpu_busy = smooth(r->cpu_busy, cpu, alpha);
+			r->mem_available = smooth(r->mem_available, mem, alpha);
+			r->io_busy = smooth(r->io_busy, io, alpha);
+			r->load = smooth(r->load, avg, alpha);
+		}
+		r->samples++;
+	}
+}
+
 /* ---- sessions ---- */
 
 static void list_unlink(struct sim *s, int32_t id)
@@ -723,6 +896,7 @@ static int32_t session_open(struct sim *s, unsigned u, unsigned g, unsigned b, u
 		s->pool[o->b_next].b_prev = id;
 	s->user_head[u] = s->group_head[g] = s->backend_head[b] = id;
 	s->res->sessions++;
+	load_change(s, g, b, s->user_w[u]);
 	ev_push(s, s->now + 1 + exp_ms(s, (double)s->tm.session_mean), EV_SESSION_END, id, 0, 0,
 		o->gen);
 	return id;
@@ -733,6 +907,7 @@ static void session_close(struct sim *s, int32_t id, bool relogin)
 {
 	struct session *o = &s->pool[id];
 	list_unlink(s, id);
+	load_change(s, (unsigned)o->group, (unsigned)o->backend, -(int64_t)s->user_w[o->user]);
 	o->open = false;
 	o->gen++;
 	o->u_next = s->pool_free;
@@ -1339,6 +1514,8 @@ static const char *reason_name(unsigned reason)
 		return "evacuate";
 	case REASON_FAILOVER:
 		return "failover";
+	case REASON_BALANCE:
+		return "balance";
 	}
 	return "none";
 }
@@ -1376,6 +1553,415 @@ static void check_failover_move(struct sim *s, unsigned d, unsigned g, unsigned 
 			  "group %u moved off backend %s twice in outage %u", g,
 			  s->backends[from].name, oid);
 	s->group_last_move_outage[g] = key;
+}
+
+/* ---- balancing: the same glue the daemon's controller runs ---- */
+
+/* max over mean of load / target, over the backends that can take groups */
+static double max_over_mean(const struct sim *s, const struct balance_plan *plan)
+{
+	double max = 0, load = 0, target = 0;
+	for (unsigned b = 0; b < s->b; b++) {
+		const struct balance_backend_view *v = &plan->backends[b];
+		if (!v->can_take)
+			continue;
+		load += v->load;
+		target += v->target;
+		if (v->ratio > max)
+			max = v->ratio;
+	}
+	return load > 0 && target > 0 ? max / (load / target) : 0;
+}
+
+/* every backend that can take groups within the hysteresis of its target */
+static bool within_hysteresis(const struct sim *s, const struct balance_plan *plan, double h)
+{
+	for (unsigned b = 0; b < s->b; b++) {
+		const struct balance_backend_view *v = &plan->backends[b];
+		if (v->can_take && v->target > 0 && (v->ratio > 1 + h || v->ratio < 1 - h))
+			return false;
+	}
+	return true;
+}
+
+static unsigned groups_on(const struct sim *s, int b)
+{
+	unsigned count = 0;
+	for (unsigned g = 0; g < s->g; g++) {
+		const struct row *r = head_row(s, g);
+		count += r->backend == b || r->move_to == b;
+	}
+	return count;
+}
+
+static int64_t rounds_ms(const struct sim *s, size_t moves, unsigned extra)
+{
+	size_t rounds = (moves + s->bs.max_moves - 1) / s->bs.max_moves;
+	return (int64_t)(rounds + extra) * s->balance_interval;
+}
+
+/* The balance scenario's measurements at one round (before its moves). */
+static void scenario_round(struct sim *s, const struct balance_plan *plan, double h)
+{
+	struct scenario *sc = &s->sc;
+	struct sim_result *res = s->res;
+	double mm = max_over_mean(s, plan);
+	sc->mm_last = mm;
+	switch (sc->phase) {
+	case PH_CONVERGE: {
+		sc->rounds++;
+		if (sc->rounds == 1) {
+			/* the lower bound, from the first round's inputs: see the
+			 * header (balance_moves_bound) */
+			sc->bound = balance_moves_lower_bound(&s->bs, s->bb, s->b, s->bg, s->g,
+							      s->now);
+			sc->start = s->now;
+			sc->moves_at_phase = res->balance_moves;
+			sc->deadline = s->now + rounds_ms(s, sc->bound * 2, 10);
+			res->bal_runs++;
+			res->bal_mm_start_sum += mm;
+			if (mm > res->bal_mm_start_max)
+				res->bal_mm_start_max = mm;
+			logf_(s, "balance scenario: start max/mean=%.3f lower_bound=%zu", mm,
+			      sc->bound);
+		}
+		if (s->opt.verbose)
+			logf_(s, "balance scenario: round %u moves so far %llu lower bound now %zu",
+			      sc->rounds,
+			      (unsigned long long)(res->balance_moves - sc->moves_at_phase),
+			      balance_moves_lower_bound(&s->bs, s->bb, s->b, s->bg, s->g, s->now));
+		if (!within_hysteresis(s, plan, h)) {
+			res->checks[INV_BALANCE_CONVERGES]++;
+			if (s->now >= sc->deadline)
+				violation(s, INV_BALANCE_CONVERGES,
+					  "(balance scenario) not balanced after %u rounds (%.0f s): "
+					  "max/mean %.3f, %llu moves, lower bound %zu: %s",
+					  sc->rounds, (s->now - sc->start) / 1000.0, mm,
+					  (unsigned long long)(res->balance_moves - sc->moves_at_phase),
+					  sc->bound, plan->summary);
+			break;
+		}
+		uint64_t moves = res->balance_moves - sc->moves_at_phase;
+		int64_t took = s->now - sc->start;
+		res->checks[INV_BALANCE_CONVERGES]++;
+		res->bal_converged++;
+		res->bal_rounds_sum += sc->rounds;
+		if (sc->rounds > res->bal_rounds_max)
+			res->bal_rounds_max = sc->rounds;
+		res->bal_conv_ms_sum += took;
+		if (took > res->bal_conv_ms_max)
+			res->bal_conv_ms_max = took;
+		res->bal_mm_conv_sum += mm;
+		if (mm > res->bal_mm_conv_max)
+			res->bal_mm_conv_max = mm;
+		res->bal_bound_sum += sc->bound;
+		res->bal_moves_conv_sum += moves;
+		double ratio = sc->bound > 0 ? (double)moves / (double)sc->bound : moves > 0 ? 99 : 1;
+		if (ratio > res->bal_moves_ratio_max)
+			res->bal_moves_ratio_max = ratio;
+		if (getenv("RATIODBG")) printf("RATIO %llu %llu %zu %u %.3f\n", (unsigned long long)s->opt.seed, (unsigned long long)moves, sc->bound, s->b - 1, (double)moves / sc->bound);
+		res->checks[INV_BALANCE_MOVES_BOUND]++;
+		if (moves * 10 > sc->bound * 12)
+			violation(s, INV_BALANCE_MOVES_BOUND,
+				  "(balance scenario) %llu moves until balanced (round %u), more "
+				  "than 1.2 times the lower bound %zu",
+				  (unsigned long long)moves, sc->rounds, sc->bound);
+		logf_(s, "balance scenario: balanced at round %u after %.0f s: max/mean=%.3f "
+			 "moves=%llu lower_bound=%zu",
+		      sc->rounds, took / 1000.0, mm, (unsigned long long)moves, sc->bound);
+		sc->phase = PH_STEADY;
+		sc->phase_start = s->now;
+		sc->moves_at_phase = res->balance_moves;
+		ev_push(s, s->now + 15 * 60000, EV_PHASE, 0, 0, 0, 0);
+		break;
+	}
+	case PH_STEADY:
+		break;
+	case PH_SLOW: {
+		const struct balance_backend_view *v = &plan->backends[sc->slow];
+		sc->slow_factor = v->resource_factor;
+		sc->slow_share = v->ratio * v->resource_factor; /* load / uncorrected share */
+		break;
+	}
+	case PH_FILL: {
+		const struct balance_backend_view *v = &plan->backends[sc->added];
+		res->checks[INV_BALANCE_FILL]++;
+		if (v->can_take && v->ratio >= 1 - h) {
+			int64_t took = s->now - sc->phase_start;
+			res->bal_filled++;
+			res->bal_fill_ms_sum += took;
+			if (took > res->bal_fill_ms_max)
+				res->bal_fill_ms_max = took;
+			res->bal_fill_moves_sum += res->balance_moves - sc->moves_at_phase;
+			logf_(s, "balance scenario: backend %s filled to %.2f of its share in %.0f s",
+			      s->backends[sc->added].name, v->ratio, took / 1000.0);
+			sc->phase = PH_SETTLE;
+			ev_push(s, s->now + 5 * 60000, EV_PHASE, 0, 0, 0, 0);
+		} else if (s->now >= sc->deadline) {
+			violation(s, INV_BALANCE_FILL,
+				  "(balance scenario) backend %s, added %.0f s ago, is at %.2f of "
+				  "its share: %s",
+				  s->backends[sc->added].name, (s->now - sc->phase_start) / 1000.0,
+				  v->ratio, plan->summary);
+		}
+		break;
+	}
+	case PH_DRAIN: {
+		unsigned left = groups_on(s, sc->drained);
+		res->checks[INV_BALANCE_DRAIN]++;
+		if (left == 0) {
+			int64_t took = s->now - sc->phase_start;
+			res->bal_drained++;
+			res->bal_drain_ms_sum += took;
+			if (took > res->bal_drain_ms_max)
+				res->bal_drain_ms_max = took;
+			res->bal_drain_moves_sum += res->balance_moves - sc->moves_at_phase;
+			res->bal_drain_groups_sum += sc->drain_groups;
+			logf_(s, "balance scenario: backend %s drained in %.0f s",
+			      s->backends[sc->drained].name, took / 1000.0);
+			sc->phase = PH_FINAL;
+			ev_push(s, s->now + 10 * 60000, EV_PHASE, 0, 0, 0, 0);
+		} else if (s->now >= sc->deadline) {
+			violation(s, INV_BALANCE_DRAIN,
+				  "(balance scenario) backend %s, load factor 0 for %.0f s, still "
+				  "has %u of its %u groups: %s",
+				  s->backends[sc->drained].name, (s->now - sc->phase_start) / 1000.0,
+				  left, sc->drain_groups, plan->summary);
+		}
+		break;
+	}
+	case PH_SETTLE:
+	case PH_FINAL:
+		break;
+	}
+}
+
+/* The balance scenario's next phase (EV_PHASE). */
+static void scenario_phase(struct sim *s)
+{
+	struct scenario *sc = &s->sc;
+	struct sim_result *res = s->res;
+	switch (sc->phase) {
+	case PH_STEADY:
+		res->bal_steady_moves += res->balance_moves - sc->moves_at_phase;
+		res->bal_steady_ms += s->now - sc->phase_start;
+		/* one host gets slower (a noisy neighbour, a degraded disk): its
+		 * CPU and IO are 35% busier for the same load */
+		s->backends[sc->slow].slow_k = 1.35;
+		s->bal_epoch++; /* not the users' load: no_balance_oscillation */
+		logf_(s, "backend=%s slower from now on", s->backends[sc->slow].name);
+		sc->phase = PH_SLOW;
+		sc->phase_start = s->now;
+		sc->moves_at_phase = res->balance_moves;
+		ev_push(s, s->now + 15 * 60000, EV_PHASE, 0, 0, 0, 0);
+		break;
+	case PH_SLOW: {
+		res->bal_slow_n++;
+		res->bal_slow_factor_sum += sc->slow_factor;
+		if (sc->slow_factor > res->bal_slow_factor_max)
+			res->bal_slow_factor_max = sc->slow_factor;
+		res->bal_slow_share_sum += sc->slow_share;
+		res->bal_slow_moves += res->balance_moves - sc->moves_at_phase;
+		/* a new backend: online, empty */
+		struct backend *be = &s->backends[sc->added];
+		be->op_status = BACKEND_STATUS_ONLINE;
+		be->op_status_t = s->now;
+		status_put(s, (unsigned)sc->added, BACKEND_STATUS_ONLINE);
+		logf_(s, "operator backend=%s status=online (added)", be->name);
+		sc->phase = PH_FILL;
+		sc->phase_start = s->now;
+		sc->moves_at_phase = res->balance_moves;
+		sc->deadline = s->now + 20 * s->balance_interval;
+		break;
+	}
+	case PH_SETTLE: {
+		struct backend *be = &s->backends[sc->drained];
+		be->load_factor = 0;
+		sc->drain_groups = groups_on(s, sc->drained);
+		logf_(s, "operator backend=%s load_factor=0 (drain %u groups)", be->name,
+		      sc->drain_groups);
+		sc->phase = PH_DRAIN;
+		sc->phase_start = s->now;
+		sc->moves_at_phase = res->balance_moves;
+		/* a group that moved in recently may stay min_stay */
+		sc->deadline = s->now + rounds_ms(s, sc->drain_groups, 10) + s->bs.min_stay_ms;
+		break;
+	}
+	case PH_FINAL:
+		res->bal_mm_end_sum += sc->mm_last;
+		if (sc->mm_last > res->bal_mm_end_max)
+			res->bal_mm_end_max = sc->mm_last;
+		res->bal_virtual_ms += s->now;
+		ev_push(s, s->now, EV_END, 0, 0, 0, 0);
+		break;
+	default:
+		break;
+	}
+}
+
+/* One balancing round, every balance_interval of the lease holder: the
+ * inputs as the daemon's controller builds them, balance_plan(), and the
+ * moves started through the move protocol (compare-and-set on the epoch the
+ * controller sees). */
+static void balance_round(struct sim *s, unsigned d)
+{
+	int64_t now = s->now;
+	if (s->balance_holder != (int)d || s->balance_inc != s->lease_inc) {
+		s->balance_holder = (int)d;
+		s->balance_inc = s->lease_inc;
+		s->balance_next = now + s->balance_interval;
+	}
+	if (now < s->balance_next)
+		return;
+	s->balance_next = now + s->balance_interval;
+
+	struct balance_settings set = s->bs;
+	if (brk(s, SIM_BREAK_BALANCE_NO_HYSTERESIS))
+		set.hysteresis = 0;
+
+	/* backends: the controller's view of status and mark (this tick's
+	 * decision), load factor, resources */
+	bool changed = s->disturbances > 0, corrected = true;
+	s->disturbances = 0;
+	for (unsigned b = 0; b < s->b; b++) {
+		struct balance_backend *x = &s->bb[b];
+		*x = (struct balance_backend){
+			.name = s->backends[b].name,
+			.status = s->fb[b].status,
+			.mark = s->fb[b].mark,
+			.load_factor = s->backends[b].load_factor,
+			.resources = s->backends[b].res,
+		};
+		if (brk(s, SIM_BREAK_BALANCE_IGNORE_MARK)) {
+			x->status = BACKEND_STATUS_ONLINE;
+			x->mark = HEALTH_MARK_UP;
+		}
+		if (brk(s, SIM_BREAK_BALANCE_IGNORE_DRAIN) && x->load_factor == 0)
+			x->load_factor = 100;
+		bool up = x->status == BACKEND_STATUS_ONLINE && x->mark == HEALTH_MARK_UP;
+		uint16_t sig = (uint16_t)(up ? 1000 + x->load_factor : 0);
+		changed |= sig != s->bal_sig[b];
+		s->bal_sig[b] = sig;
+		if (up && x->load_factor > 0 && x->resources.samples < set.min_samples)
+			corrected = false;
+	}
+	/* the targets change with anything but the users' load: a new epoch
+	 * for no_balance_oscillation */
+	changed |= corrected != s->bal_corrected;
+	s->bal_corrected = corrected;
+	if (changed)
+		s->bal_epoch++;
+
+	/* groups: the controller's view of the rows; a group it writes this
+	 * tick, or that is moving, is left alone and counts where it goes */
+	for (unsigned g = 0; g < s->g; g++) {
+		const struct row *r = &s->crow[g];
+		bool pending = s->pending[g] != 0;
+		struct balance_group *x = &s->bg[g];
+		*x = (struct balance_group){
+			.group_id = g,
+			.backend = pending ? s->fg[g].backend : r->move_to >= 0 ? r->move_to : r->backend,
+			.weight = s->g_weight[g],
+			.moved_at_ms = s->moved_at[g],
+			.moving = pending || r->move_to >= 0,
+		};
+		memcpy(x->history, &s->hist[(size_t)g * BALANCE_HISTORY], sizeof(x->history));
+		memcpy(x->history_left_ms, &s->hist_t[(size_t)g * BALANCE_HISTORY],
+		       sizeof(x->history_left_ms));
+	}
+
+	struct balance_plan plan;
+	if (balance_plan(&set, s->bb, s->b, s->bg, s->g, now, &plan) < 0) {
+		fprintf(stderr, "sim: balance_plan failed\n");
+		exit(2);
+	}
+	s->res->balance_rounds++;
+	if (s->opt.verbose) {
+		char line[2048];
+		size_t len = 0;
+		for (unsigned b = 0; b < s->b && len < sizeof(line) - 40; b++)
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%.3f%s",
+						s->backends[b].name, plan.backends[b].ratio,
+						plan.backends[b].resource_factor != 1 ? "*" : "");
+		logf_(s, "controller=d%u balance round: %s; ratios:%s", d, plan.summary, line);
+	}
+	if (s->opt.scenario == SIM_SCENARIO_BALANCE)
+		scenario_round(s, &plan, set.hysteresis);
+
+	for (size_t k = 0; k < plan.move_count && !s->stop; k++) {
+		const struct balance_move *mv = &plan.moves[k];
+		unsigned g = (unsigned)mv->group;
+		int from = mv->from, to = mv->to;
+		const struct row *r = &s->crow[g];
+
+		/* balance_scope: what the controller sees, not what it passed */
+		s->res->checks[INV_BALANCE_SCOPE]++;
+		const struct failover_backend *f = &s->fb[from];
+		if (f->status != BACKEND_STATUS_ONLINE || f->mark != HEALTH_MARK_UP ||
+		    !failover_backend_can_take(&s->fb[to]) || to == from)
+			violation(s, INV_BALANCE_SCOPE,
+				  "balancing moves group %u from backend %s (%s, marked %s) to "
+				  "backend %s (%s, marked %s, load factor %u)",
+				  g, s->backends[from].name, backend_status_name(f->status),
+				  health_mark_name(f->mark), s->backends[to].name,
+				  backend_status_name(s->fb[to].status),
+				  health_mark_name(s->fb[to].mark), s->fb[to].load_factor);
+		else if (r->move_to >= 0 || s->pending[g] != 0 || r->backend != from ||
+			 (s->moved_at[g] > 0 && now - s->moved_at[g] < set.min_stay_ms))
+			violation(s, INV_BALANCE_SCOPE,
+				  "balancing moves group %u (on %d, moving to %d, moved %.0f s "
+				  "ago) from backend %s",
+				  g, r->backend, r->move_to, (now - s->moved_at[g]) / 1000.0,
+				  s->backends[from].name);
+
+		/* no_balance_oscillation: not back to a backend it left by
+		 * balancing while nothing but the users' load changed */
+		bool drain = f->load_factor == 0;
+		s->res->checks[INV_NO_BALANCE_OSCILLATION]++;
+		for (unsigned i = 0; i < OSC_KEEP; i++) {
+			size_t at = (size_t)g * OSC_KEEP + i;
+			if (s->osc_b[at] != to)
+				continue;
+			if (s->osc_epoch[at] == s->bal_epoch && !drain)
+				violation(s, INV_NO_BALANCE_OSCILLATION,
+					  "%sbalancing moves group %u from backend %s back to backend "
+					  "%s, which it left by balancing %.0f s ago with nothing "
+					  "changed since but the users' load (%s)",
+					  s->opt.scenario == SIM_SCENARIO_BALANCE
+						  ? "(balance scenario) "
+						  : "",
+					  g, s->backends[from].name, s->backends[to].name,
+					  (now - s->osc_t[at]) / 1000.0, mv->reason);
+			else
+				s->res->exempt[INV_NO_BALANCE_OSCILLATION]++;
+			break;
+		}
+		if (s->stop)
+			break;
+
+		struct row w = *r;
+		w.move_to = to;
+		w.move_started = now;
+		w.kind = ROW_START;
+		w.reason = REASON_BALANCE;
+		if (!row_cas(s, g, (int)d, r->epoch, &w))
+			continue;
+		s->move_begin[g] = now;
+		s->res->balance_moves++;
+		s->res->balance_warm += mv->warm;
+		s->res->balance_drain_moves += drain;
+		size_t at = (size_t)g * OSC_KEEP;
+		memmove(&s->osc_b[at + 1], &s->osc_b[at], (OSC_KEEP - 1) * sizeof(*s->osc_b));
+		memmove(&s->osc_epoch[at + 1], &s->osc_epoch[at],
+			(OSC_KEEP - 1) * sizeof(*s->osc_epoch));
+		memmove(&s->osc_t[at + 1], &s->osc_t[at], (OSC_KEEP - 1) * sizeof(*s->osc_t));
+		s->osc_b[at] = from;
+		s->osc_epoch[at] = s->bal_epoch;
+		s->osc_t[at] = now;
+		logf_(s, "controller=d%u group=%u move from=%s to=%s reason=balance (%s) epoch=%u",
+		      d, g, s->backends[from].name, s->backends[to].name, mv->reason, w.epoch);
+	}
+	balance_plan_free(&plan);
 }
 
 static void controller_act(struct sim *s, unsigned d)
@@ -1608,7 +2194,15 @@ static void controller_act(struct sim *s, unsigned d)
 		if (s->plan_from[g] >= 0)
 			check_failover_move(s, d, g, (unsigned)s->plan_from[g], w.backend,
 					    r->move_to >= 0);
+		if (w.kind == ROW_SWITCH || w.kind == ROW_CANCEL)
+			s->disturbances++;
+		if (r->move_to >= 0 && r->reason == REASON_BALANCE && w.kind != ROW_CANCEL)
+			s->res->moves_balance_finished++;
 	}
+
+	/* 5. balancing, every balance_interval */
+	if (!s->stop)
+		balance_round(s, d);
 }
 
 static void tick(struct sim *s, const struct event *e)
@@ -1984,6 +2578,7 @@ static bool operator_start_move(struct sim *s, unsigned g, int target, unsigned 
 	if (!row_cas(s, g, GEO_WRITER_OPERATOR, h->epoch, &w))
 		return false;
 	s->move_begin[g] = s->now;
+	s->disturbances++;
 	logf_(s, "operator group=%u move from=%s to=%s reason=%s epoch=%u", g,
 	      s->backends[from].name, s->backends[target].name, reason_name(reason), w.epoch);
 	return true;
@@ -2119,13 +2714,49 @@ static void setup(struct sim *s)
 		exit(2);
 	}
 
+	bool balance = s->opt.scenario == SIM_SCENARIO_BALANCE;
 	s->rng.state = s->opt.seed;
+	s->load_rng.state = s->opt.seed ^ 0x6c6f616420726e67ULL;
 	geo_init(&s->geo, s->opt.seed, tm->repl_max);
 	s->n = s->opt.daemons ? s->opt.daemons : (unsigned)rng_range(&s->rng, 2, 5);
-	s->b = s->opt.backends ? s->opt.backends : (unsigned)rng_range(&s->rng, 3, 12);
-	s->g = 100 * s->b;
+	/* the balance scenario has one more backend, added later */
+	unsigned initial = s->opt.backends ? s->opt.backends : (unsigned)rng_range(&s->rng, 3, 12);
+	s->b = balance ? initial + 1 : initial;
+	s->g = 100 * initial;
 	s->users = s->opt.users;
-	s->end = (int64_t)(s->opt.hours * 3600000.0);
+	s->end = balance ? 6 * 3600000LL : (int64_t)(s->opt.hours * 3600000.0);
+
+	/* balancing: the defaults, but group_min_stay 5 min (so that a group
+	 * can move several times in a run: no_balance_oscillation is then
+	 * about the plan, not about min_stay) and balance_max_moves one per
+	 * backend on sites of more than 10 */
+	balance_settings_init(&s->bs);
+	s->bs.min_stay_ms = 5 * 60000;
+	if (initial > s->bs.max_moves)
+		s->bs.max_moves = initial;
+	s->scrape_interval = 10000;
+	s->balance_interval = BALANCE_INTERVAL_MS_DEFAULT;
+	s->weight_tau = 30 * 60000;
+	s->resource_tau = 5 * 60000;
+	s->balance_holder = -1;
+	s->user_w = xcalloc(s->users, sizeof(*s->user_w));
+	s->g_load = xcalloc(s->g, sizeof(*s->g_load));
+	s->g_acc = xcalloc(s->g, sizeof(*s->g_acc));
+	s->g_t = xcalloc(s->g, sizeof(*s->g_t));
+	s->g_weight = xcalloc(s->g, sizeof(*s->g_weight));
+	s->moved_at = xcalloc(s->g, sizeof(*s->moved_at));
+	s->hist = xcalloc((size_t)s->g * BALANCE_HISTORY, sizeof(*s->hist));
+	s->hist_t = xcalloc((size_t)s->g * BALANCE_HISTORY, sizeof(*s->hist_t));
+	for (size_t i = 0; i < (size_t)s->g * BALANCE_HISTORY; i++)
+		s->hist[i] = -1;
+	s->osc_b = xcalloc((size_t)s->g * OSC_KEEP, sizeof(*s->osc_b));
+	s->osc_epoch = xcalloc((size_t)s->g * OSC_KEEP, sizeof(*s->osc_epoch));
+	s->osc_t = xcalloc((size_t)s->g * OSC_KEEP, sizeof(*s->osc_t));
+	for (size_t i = 0; i < (size_t)s->g * OSC_KEEP; i++)
+		s->osc_b[i] = -1;
+	s->bal_sig = xcalloc(s->b, sizeof(*s->bal_sig));
+	s->bb = xcalloc(s->b, sizeof(*s->bb));
+	s->bg = xcalloc(s->g, sizeof(*s->bg));
 	s->lease_holder = -1;
 	s->daemon_down = -1;
 	s->partitioned = -1;
@@ -2138,7 +2769,7 @@ static void setup(struct sim *s)
 	s->status = xcalloc(s->b, sizeof(*s->status));
 	s->mark = xcalloc(s->b, sizeof(*s->mark));
 	s->backend_head = xcalloc(s->b, sizeof(*s->backend_head));
-	bool lf_zero = s->b >= 5 && rng_range(&s->rng, 0, 2) == 0;
+	bool lf_zero = !balance && s->b >= 5 && rng_range(&s->rng, 0, 2) == 0;
 	for (unsigned b = 0; b < s->b; b++) {
 		struct backend *be = &s->backends[b];
 		snprintf(be->name, sizeof(be->name), "b%u", b);
@@ -2146,8 +2777,14 @@ static void setup(struct sim *s)
 		if (lf_zero && b == s->b - 1)
 			be->load_factor = 0;
 		be->op_status = BACKEND_STATUS_ONLINE;
+		if (balance && b == initial) {
+			/* the backend added later: known, but standby (no groups) */
+			be->op_status = BACKEND_STATUS_STANDBY;
+			be->load_factor = 100;
+		}
 		be->op_status_t = t0;
-		geo_put(&s->geo, &s->status[b], GEO_WRITER_OPERATOR, t0, BACKEND_STATUS_ONLINE, 0);
+		be->slow_k = 1;
+		geo_put(&s->geo, &s->status[b], GEO_WRITER_OPERATOR, t0, be->op_status, 0);
 		geo_put(&s->geo, &s->mark[b], GEO_WRITER_OPERATOR, t0, HEALTH_MARK_UP, t0);
 		s->backend_head[b] = -1;
 	}
@@ -2170,9 +2807,17 @@ static void setup(struct sim *s)
 	s->group_head = xcalloc(s->g, sizeof(*s->group_head));
 	struct placement_candidate *pc = xcalloc(s->b, sizeof(*pc));
 	for (unsigned b = 0; b < s->b; b++) {
-		pc[b] = (struct placement_candidate){s->backends[b].name, BACKEND_STATUS_ONLINE,
-						     s->backends[b].load_factor, 0};
-		s->fb[b] = (struct failover_backend){s->backends[b].name, BACKEND_STATUS_ONLINE,
+		/* the balance scenario starts skewed: the groups placed as if
+		 * the load factors were 0.3, 1 or 2.5 times what they are */
+		unsigned lf = s->backends[b].load_factor;
+		if (balance) {
+			static const unsigned skew[4] = {30, 100, 100, 250};
+			lf = lf * skew[rng_range(&s->rng, 0, 3)] / 100;
+		}
+		pc[b] = (struct placement_candidate){s->backends[b].name,
+						     s->backends[b].op_status, lf, 0};
+		s->fb[b] = (struct failover_backend){s->backends[b].name,
+						     s->backends[b].op_status,
 						     s->backends[b].load_factor, HEALTH_MARK_UP,
 						     false};
 	}
@@ -2225,20 +2870,72 @@ static void setup(struct sim *s)
 		ev_push(s, rng_range(&s->rng, 0, tm->controller_tick), EV_TICK, (int)d, 0, 0, 0);
 	}
 
+	/* users: what one session of each costs a backend, heavy-tailed
+	 * (Pareto, alpha 1.5, from 1 to 30: a few users with large mailboxes
+	 * and many clients weigh as much as dozens of others) */
 	s->user_group = xcalloc(s->users, sizeof(*s->user_group));
 	s->user_head = xcalloc(s->users, sizeof(*s->user_head));
+	double expected = 0;
 	for (unsigned u = 0; u < s->users; u++) {
 		char name[48];
 		snprintf(name, sizeof(name), "user%u@example.org", u);
 		s->user_group[u] = user_hash_group(name, s->g);
 		s->user_head[u] = -1;
+		double w = pow(1.0 - rng_double(&s->load_rng), -1 / 1.5);
+		s->user_w[u] = (uint32_t)((w < 30 ? w : 30) * 1000 + 0.5);
+		expected += s->user_w[u] / 1000.0; /* one session per user on average */
+	}
+	/* a backend's CPU is half busy at its share of the expected load */
+	unsigned lf_sum = 0;
+	for (unsigned b = 0; b < initial; b++)
+		lf_sum += s->backends[b].load_factor;
+	for (unsigned b = 0; b < s->b; b++) {
+		unsigned lf = s->backends[b].load_factor ? s->backends[b].load_factor : 100;
+		s->backends[b].capacity = expected * lf / (lf_sum ? lf_sum : 100) / 0.5;
 	}
 
 	ev_push(s, 0, EV_LOGIN, 0, 0, 0, 0);
+	ev_push(s, s->scrape_interval, EV_SCRAPE, 0, 0, 0, 0);
+	ev_push(s, s->end, EV_END, 0, 0, 0, 0);
+	if (balance) {
+		struct scenario *sc = &s->sc;
+		sc->phase = PH_CONVERGE;
+		sc->added = (int)initial;
+		sc->slow = (int)rng_range(&s->rng, 0, initial - 1);
+		sc->drained = (int)rng_range(&s->rng, 0, initial - 1);
+		/* the weights as the daemons have reported them for a while:
+		 * their long-run average, one session per user */
+		for (unsigned u = 0; u < s->users; u++)
+			s->g_weight[s->user_group[u]] += s->user_w[u] / 1000.0;
+		s->weights_init = true;
+		/* the users' sessions as they are at any moment (each user logs
+		 * in every 10 min on average and stays 10 min: Poisson, mean 1),
+		 * so that the skew is there from the start */
+		for (unsigned u = 0; u < s->users; u++) {
+			double l = exp(-1.0), p = rng_double(&s->rng);
+			unsigned k = 0;
+			while (p > l && k < 10) {
+				p *= rng_double(&s->rng);
+				k++;
+			}
+			unsigned g = s->user_group[u];
+			for (unsigned i = 0; i < k; i++)
+				session_open(s, u, g, (unsigned)head_row(s, g)->backend,
+					     (unsigned)rng_range(&s->rng, 0, s->n - 1));
+		}
+		return;
+	}
 	ev_push(s, rng_range(&s->rng, 30000, 90000), EV_FAULT, 0, 0, 0, 0);
 	ev_push(s, rng_range(&s->rng, 5000, 60000), EV_OP_MOVE, 0, 0, 0, 0);
 	ev_push(s, rng_range(&s->rng, 60000, 600000), EV_EVACUATE, 0, 0, 0, 0);
-	ev_push(s, s->end, EV_END, 0, 0, 0, 0);
+	/* the operator drains a backend (load factor 0) for a while */
+	int drained = (int)rng_range(&s->rng, 0, s->b - 1);
+	if (s->b >= 4 && s->backends[drained].load_factor > 0) {
+		int64_t t = rng_range(&s->rng, 5 * 60000, 20 * 60000);
+		ev_push(s, t, EV_LOAD_FACTOR, 0, drained, 0, 0);
+		ev_push(s, t + rng_range(&s->rng, 5 * 60000, 15 * 60000), EV_LOAD_FACTOR, 0,
+			drained, (int)s->backends[drained].load_factor, 0);
+	}
 }
 
 static void teardown(struct sim *s)
@@ -2286,6 +2983,20 @@ static void teardown(struct sim *s)
 	free(s->snap_assign);
 	free(s->snap_mark);
 	free(s->snap_status);
+	free(s->user_w);
+	free(s->g_load);
+	free(s->g_acc);
+	free(s->g_t);
+	free(s->g_weight);
+	free(s->moved_at);
+	free(s->hist);
+	free(s->hist_t);
+	free(s->osc_b);
+	free(s->osc_epoch);
+	free(s->osc_t);
+	free(s->bal_sig);
+	free(s->bb);
+	free(s->bg);
 }
 
 void sim_run(const struct sim_options *options, struct sim_result *result_r)
@@ -2295,8 +3006,10 @@ void sim_run(const struct sim_options *options, struct sim_result *result_r)
 	memset(result_r, 0, sizeof(*result_r));
 	setup(s);
 	if (s->opt.verbose)
-		printf("seed %llu daemons=%u backends=%u groups=%u users=%u\n",
-		       (unsigned long long)s->opt.seed, s->n, s->b, s->g, s->users);
+		printf("seed %llu scenario=%s daemons=%u backends=%u groups=%u users=%u\n",
+		       (unsigned long long)s->opt.seed,
+		       s->opt.scenario == SIM_SCENARIO_BALANCE ? "balance" : "faults", s->n, s->b,
+		       s->g, s->users);
 
 	while (s->heap_count > 0 && !s->stop) {
 		struct event e = ev_pop(s);
@@ -2380,6 +3093,16 @@ void sim_run(const struct sim_options *options, struct sim_result *result_r)
 		case EV_HEAL:
 			daemon_heal(s, (unsigned)e.a);
 			break;
+		case EV_SCRAPE:
+			scrape(s);
+			break;
+		case EV_LOAD_FACTOR:
+			s->backends[e.b].load_factor = (unsigned)e.x;
+			logf_(s, "operator backend=%s load_factor=%d", s->backends[e.b].name, e.x);
+			break;
+		case EV_PHASE:
+			scenario_phase(s);
+			break;
 		}
 		if (s->geo.overflow && !s->stop) {
 			printf("seed %llu step %llu: simulator error: a GeoDB cell overflowed\n",
@@ -2388,6 +3111,10 @@ void sim_run(const struct sim_options *options, struct sim_result *result_r)
 			s->stop = true;
 		}
 	}
+	if (s->opt.scenario == SIM_SCENARIO_BALANCE && !s->stop && s->sc.phase != PH_FINAL)
+		violation(s, INV_BALANCE_CONVERGES,
+			  "(balance scenario) still in phase %d at the end of the run",
+			  (int)s->sc.phase);
 	result_r->steps = s->step;
 	teardown(s);
 }

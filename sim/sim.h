@@ -2,10 +2,14 @@
  *
  * The simulator (sim.c) runs one site: N daemons probing B backends, one of
  * them holding the controller lease and running the very same brain code the
- * daemon runs (brain/health.h, brain/failover.h, brain/move.h), users logging
- * in through random daemons and keeping sessions open, groups moved by the
- * operator, by evacuations and by failover, and injected faults, all in
- * virtual milliseconds.  Every
+ * daemon runs (brain/health.h, brain/failover.h, brain/move.h,
+ * brain/balance.h), users logging in through random daemons and keeping
+ * sessions open (each user weighs what its sessions cost a backend), groups
+ * moved by the operator, by evacuations, by failover and by balancing, and
+ * injected faults, all in virtual milliseconds.  Two scenarios per seed:
+ * "faults" (the failover and move protocol under faults, with balancing on)
+ * and "balance" (no faults: a skewed start, steady noisy load, a backend
+ * added, one drained; it measures the balancing).  Every
  * random choice comes from one seeded generator (rng below), and the GeoDB's
  * replication delays from a hash of the seed (geo.c), so the same seed gives
  * the same run, event by event.
@@ -113,6 +117,11 @@ enum sim_break {
 	SIM_BREAK_NO_READY = 1 << 4,        /* a restarted daemon takes logins at once */
 	SIM_BREAK_NO_DEADLINE = 1 << 5,     /* held logins wait for the switch, however long */
 	SIM_BREAK_OFFLINE_IS_DOWN = 1 << 6, /* an offline source finishes a move at once */
+	/* balancing's glue (brain/balance.c itself is broken by editing it) */
+	SIM_BREAK_BALANCE_NO_HYSTERESIS = 1 << 7, /* balance_hysteresis 0 */
+	SIM_BREAK_BALANCE_IGNORE_MARK = 1 << 8,   /* backends passed as online and up */
+	SIM_BREAK_BALANCE_NO_SMOOTHING = 1 << 9,  /* group weights: the last 10 s only */
+	SIM_BREAK_BALANCE_IGNORE_DRAIN = 1 << 10, /* load factor 0 passed as 100 */
 };
 struct sim_break_name {
 	const char *name;
@@ -121,12 +130,18 @@ struct sim_break_name {
 };
 extern const struct sim_break_name sim_break_names[];
 
+enum sim_scenario {
+	SIM_SCENARIO_FAULTS = 1 << 0,
+	SIM_SCENARIO_BALANCE = 1 << 1,
+};
+
 struct sim_options {
 	uint64_t seed;
+	unsigned scenario; /* one enum sim_scenario for sim_run(); main takes a mask */
 	unsigned daemons;  /* 0: chosen by the seed, 2..5 */
 	unsigned backends; /* 0: chosen by the seed, 3..12 */
 	unsigned users;
-	double hours;
+	double hours; /* the faults scenario's length; the balance scenario runs its phases */
 	bool verbose;
 	unsigned breaks; /* enum sim_break flags; 0 in every real run */
 };
@@ -140,6 +155,12 @@ enum sim_invariant {
 	INV_NO_EARLY_RECOVERY,
 	INV_NO_TWO_BACKENDS,
 	INV_LOGIN_WAIT_BOUND,
+	INV_BALANCE_SCOPE,
+	INV_NO_BALANCE_OSCILLATION,
+	INV_BALANCE_CONVERGES,
+	INV_BALANCE_MOVES_BOUND,
+	INV_BALANCE_FILL,
+	INV_BALANCE_DRAIN,
 	INV_COUNT
 };
 
@@ -163,6 +184,25 @@ struct sim_result {
 	uint64_t two_backends_mark, two_backends_row, two_backends_cut;
 	int64_t max_hold_ms; /* longest a login was held */
 	int64_t max_move_ms; /* longest from a move's start to its finish */
+	/* balancing, both scenarios */
+	uint64_t balance_rounds, balance_moves, balance_warm, balance_drain_moves;
+	uint64_t moves_balance_finished;
+	/* the balance scenario (sums over its runs; max_* are maxima) */
+	uint64_t bal_runs, bal_converged, bal_rounds_sum, bal_rounds_max;
+	int64_t bal_conv_ms_sum, bal_conv_ms_max;
+	uint64_t bal_bound_sum, bal_moves_conv_sum;
+	double bal_moves_ratio_max; /* moves until convergence / lower bound */
+	double bal_mm_start_sum, bal_mm_start_max, bal_mm_conv_sum, bal_mm_conv_max;
+	double bal_mm_end_sum, bal_mm_end_max; /* at the end of the run (after add and drain) */
+	uint64_t bal_steady_moves;
+	int64_t bal_steady_ms;
+	uint64_t bal_filled, bal_drained;
+	int64_t bal_fill_ms_sum, bal_fill_ms_max, bal_drain_ms_sum, bal_drain_ms_max;
+	uint64_t bal_fill_moves_sum, bal_drain_moves_sum, bal_drain_groups_sum;
+	double bal_slow_factor_sum, bal_slow_factor_max; /* the slow host's resource factor */
+	double bal_slow_share_sum; /* ... its load / its uncorrected share */
+	uint64_t bal_slow_n, bal_slow_moves;
+	int64_t bal_virtual_ms; /* virtual time of the balance scenario runs */
 };
 
 /* Runs one seed; prints violations (with seed and step) to stdout. */

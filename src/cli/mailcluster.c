@@ -78,6 +78,8 @@ static const char usage_text[] =
 	"  user status USER\n"
 	"  user move [--direct] USER GROUP           (without --direct: sessions close first)\n"
 	"  user delete USER\n"
+	"  group update --sticky-backend yes|no GROUP (balancing never moves a sticky group)\n"
+	"  balance plan                              (asks the running daemon)\n"
 	"  who [USER]                                (asks the running daemon)\n"
 	"  kick USER                                 (asks the running daemon)\n"
 	"  geodb init                                (create or upgrade the schema)\n"
@@ -467,6 +469,20 @@ static void group_row(struct output *out, const struct geodb_group *g)
 	format_time(g->written_at, at, sizeof(at));
 	char started[32];
 	format_time(g->move_started_ms / 1000, started, sizeof(started));
+	char moved[32], history[BALANCE_HISTORY * (NAME_MAX_LEN + 40) + 1];
+	format_time(g->moved_at_ms / 1000, moved, sizeof(moved));
+	/* "b2 (left 2026-...), b1 (...)" */
+	history[0] = '\0';
+	size_t len = 0;
+	for (int h = 0; h < BALANCE_HISTORY && g->history[h].backend[0] != '\0'; h++) {
+		char left[32];
+		format_time(g->history[h].left_ms / 1000, left, sizeof(left));
+		int n = snprintf(history + len, sizeof(history) - len, "%s%s@%s", h == 0 ? "" : ",",
+				 g->history[h].backend, left);
+		if (n < 0 || (size_t)n >= sizeof(history) - len)
+			break;
+		len += (size_t)n;
+	}
 	const char *row[] = {id,
 			     g->site,
 			     g->backend,
@@ -476,13 +492,17 @@ static void group_row(struct output *out, const struct geodb_group *g)
 			     g->alt_backend,
 			     g->move_to,
 			     g->move_to[0] != '\0' ? started : "",
-			     g->move_reason};
+			     g->move_reason,
+			     g->sticky ? "yes" : "no",
+			     moved,
+			     history};
 	output_row(out, row);
 }
 
 static const char *const group_cols[] = {
 	"group",       "site",    "backend",      "epoch",       "written_by", "written_at",
-	"alt_backend", "move_to", "move_started", "move_reason", NULL};
+	"alt_backend", "move_to", "move_started", "move_reason", "sticky",     "moved_at",
+	"history",     NULL};
 
 static int64_t unix_ms(void)
 {
@@ -689,11 +709,11 @@ static int parse_group(struct cli *cli, const char *s, unsigned *group_r)
 
 static int cmd_group(struct cli *cli, int argc, char **argv)
 {
-	static const char *const allowed[] = {"direct", "wait", NULL};
+	static const char *const allowed[] = {"direct", "wait", "sticky-backend", NULL};
 	struct args args;
 	const char *error;
 	if (argc < 1)
-		return usage("group: expected list, status or move");
+		return usage("group: expected list, status, move or update");
 	const char *sub = argv[0];
 	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
 		return EXIT_USAGE;
@@ -730,6 +750,23 @@ static int cmd_group(struct cli *cli, int argc, char **argv)
 		group_row(out, &group);
 		output_print(out, stdout);
 		output_destroy(&out);
+		return 0;
+	}
+	if (strcmp(sub, "update") == 0) {
+		const char *sticky = opt(&args, "sticky-backend");
+		if (args.pos_count != 1 || sticky == NULL)
+			return usage("group update: expected --sticky-backend yes|no GROUP");
+		if (strcmp(sticky, "yes") != 0 && strcmp(sticky, "no") != 0)
+			return refused("invalid --sticky-backend '%s': expected yes or no", sticky);
+		if (parse_group(cli, args.pos[0], &group_id) != 0)
+			return EXIT_REFUSED;
+		int r = geodb_group_set_sticky(cli->geodb, group_id, strcmp(sticky, "yes") == 0,
+					       &error);
+		if (r < 0)
+			return refused("%s", error);
+		if (r == 0)
+			return refused("group %u has no backend yet: nothing to pin", group_id);
+		printf("group %u: sticky %s\n", group_id, sticky);
 		return 0;
 	}
 	if (strcmp(sub, "move") == 0) {
@@ -820,6 +857,10 @@ static int user_move(struct cli *cli, const char *user, unsigned group_id)
 	if (geodb_user_move(cli->geodb, user, group_id, hold_ms > 0 ? start + hold_ms + budget : 0,
 			    &error) < 0)
 		return refused("%s", error);
+	if (!same && from_found == 1 &&
+	    geodb_user_last_backend(cli->geodb, user, from.backend, start, &error) < 0)
+		fprintf(stderr, "mailcluster: user %s: recording its last backend failed: %s\n", user,
+			error);
 	if (hold_ms == 0) {
 		printf("user %s moved to group %u%s%s\n", user, group_id,
 		       same ? " on the same backend " : "", same ? to.backend : "");
@@ -960,9 +1001,25 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 		output_destroy(&out);
 		return status == ROUTE_OK ? 0 : EXIT_REFUSED;
 	}
-	static const char *const cols[] = {"user", "group", "backend", "site", "override", NULL};
+	/* the user's last backend: a user move recorded it, or its group's
+	 * latest switch did (whichever is newer) */
+	char last[NAME_MAX_LEN + 1] = "", last_at[32] = "-";
+	int64_t last_ms = 0;
+	if (geodb_user_last_backend_get(cli->geodb, route.username, last, &last_ms, &reason) < 0)
+		last[0] = '\0';
+	if (route.group.history[0].backend[0] != '\0' &&
+	    route.group.history[0].left_ms > last_ms) {
+		snprintf(last, sizeof(last), "%s", route.group.history[0].backend);
+		last_ms = route.group.history[0].left_ms;
+	}
+	if (last_ms > 0)
+		format_time(last_ms / 1000, last_at, sizeof(last_at));
+	static const char *const cols[] = {"user",     "group",        "backend",
+					   "site",     "override",     "last_backend",
+					   "left_at",  NULL};
 	const char *row[] = {route.username, group, backend, site,
-			     route.group_override ? "yes" : "no"};
+			     route.group_override ? "yes" : "no", last[0] != '\0' ? last : "-",
+			     last_at};
 	struct output *out = output_create(cli->format, cols);
 	output_row(out, row);
 	output_print(out, stdout);
@@ -1092,6 +1149,28 @@ static int cmd_who(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
+/* `balance plan`: what the next balancing round would do, computed by the
+ * daemon (only the site's controller has the hosts' resource samples). */
+static int cmd_balance(struct cli *cli, int argc, char **argv)
+{
+	if (argc != 1 || strcmp(argv[0], "plan") != 0)
+		return usage("balance: expected plan");
+	bool json = cli->format == OUTPUT_JSON;
+	struct strbuf body = {0};
+	int status = admin_request(cli, "GET",
+				   json ? "/api/balance/plan" : "/api/balance/plan?format=text", &body);
+	if (status != 200) {
+		if (status > 0)
+			refused("the daemon could not plan (HTTP %d): %s", status,
+				body.data != NULL ? body.data : "");
+		strbuf_free(&body);
+		return EXIT_REFUSED;
+	}
+	fputs(body.data != NULL ? body.data : "", stdout);
+	strbuf_free(&body);
+	return 0;
+}
+
 static int cmd_kick(struct cli *cli, int argc, char **argv)
 {
 	if (argc != 1)
@@ -1200,6 +1279,11 @@ int main(int argc, char **argv)
 	if (strcmp(command, "who") == 0 || strcmp(command, "kick") == 0) {
 		ret = strcmp(command, "who") == 0 ? cmd_who(&cli, sub_argc, sub_argv)
 						  : cmd_kick(&cli, sub_argc, sub_argv);
+		settings_free(&cli.set);
+		return ret;
+	}
+	if (strcmp(command, "balance") == 0) {
+		ret = cmd_balance(&cli, sub_argc, sub_argv);
 		settings_free(&cli.set);
 		return ret;
 	}

@@ -4,6 +4,7 @@
 #include "brain/user.h"
 #include "daemon/daemon.h"
 #include "daemon/controller.h"
+#include "daemon/load_report.h"
 #include "daemon/prober.h"
 #include "daemon/router.h"
 #include "daemon/session.h"
@@ -216,6 +217,7 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 	router_metrics(daemon, &body);
 	prober_metrics(daemon, &body);
 	controller_metrics(daemon, &body);
+	load_report_metrics(daemon, &body);
 	reply(req, 200, "OK", "text/plain; version=0.0.4", &body);
 	strbuf_free(&body);
 }
@@ -267,10 +269,58 @@ static void handle_geodb_refresh(struct evhttp_request *req, void *context)
 	router_refresh_now(daemon, refresh_done, r);
 }
 
+/* GET /api/balance/plan: what the next balancing round would do, and why. */
+struct plan_request {
+	struct evhttp_request *req;
+	bool gone;
+	bool text;
+};
+
+static void plan_client_gone(struct evhttp_connection *conn, void *context)
+{
+	struct plan_request *r = context;
+	r->gone = true;
+}
+
+static void plan_done(void *context, const char *json, const char *error)
+{
+	struct plan_request *r = context;
+	if (!r->gone) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), NULL, NULL);
+		if (json == NULL) {
+			reply_error(r->req, 503, "Service Unavailable", error);
+		} else {
+			struct strbuf body = {0};
+			strbuf_append(&body, json);
+			if (!r->text)
+				strbuf_append(&body, "\n");
+			reply(r->req, 200, "OK", r->text ? "text/plain" : "application/json", &body);
+			strbuf_free(&body);
+		}
+	}
+	free(r);
+}
+
+static void handle_balance_plan(struct evhttp_request *req, void *context)
+{
+	struct daemon *daemon = context;
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+		reply_error(req, 405, "Method Not Allowed", "use GET /api/balance/plan");
+		return;
+	}
+	struct plan_request *r = calloc(1, sizeof(*r));
+	r->req = req;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), plan_client_gone, r);
+	const char *uri = evhttp_request_get_uri(req);
+	r->text = uri != NULL && strstr(uri, "format=text") != NULL;
+	controller_plan(daemon, r->text, plan_done, r);
+}
+
 static void handle_other(struct evhttp_request *req, void *context)
 {
 	reply_error(req, 404, "Not Found",
-		    "unknown path: see /api/status, /api/who, /api/kick, /api/geodb/refresh, /metrics");
+		    "unknown path: see /api/status, /api/who, /api/kick, /api/geodb/refresh, "
+		    "/api/balance/plan, /metrics");
 }
 
 int admin_start(struct daemon *daemon, const char **error_r)
@@ -288,6 +338,7 @@ int admin_start(struct daemon *daemon, const char **error_r)
 	evhttp_set_cb(daemon->http, "/api/kick", handle_kick, daemon);
 	evhttp_set_cb(daemon->http, "/metrics", handle_metrics, daemon);
 	evhttp_set_cb(daemon->http, "/api/geodb/refresh", handle_geodb_refresh, daemon);
+	evhttp_set_cb(daemon->http, "/api/balance/plan", handle_balance_plan, daemon);
 	evhttp_set_gencb(daemon->http, handle_other, daemon);
 	if (evhttp_bind_socket(daemon->http, daemon->set->admin_listen.host,
 			       (uint16_t)daemon->set->admin_listen.port) < 0) {

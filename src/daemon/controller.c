@@ -64,6 +64,10 @@ struct controller {
 	bool act_in_flight;
 	struct controller_act_counts counts; /* summed over passes */
 	time_t last_pass;
+	int64_t last_balance_ms; /* monotonic: the latest round started */
+	double max_ratio;        /* the latest round's, before its moves */
+	/* the hosts' resources (metrics): touched only in worker jobs */
+	struct controller_metrics metrics;
 	unsigned live_daemons, backends, groups, moving;
 	char last_error[512];
 };
@@ -143,6 +147,8 @@ static void act_done(void *arg, bool cancelled)
 	struct controller *c = job->owner;
 	c->act_in_flight = false;
 	counts_add(&c->counts, &job->counts);
+	if (job->counts.balance_rounds > 0)
+		c->max_ratio = job->max_ratio_before;
 	c->last_pass = time(NULL);
 	c->live_daemons = job->live_daemons;
 	c->backends = job->backends;
@@ -159,6 +165,16 @@ static void act_done(void *arg, bool cancelled)
 		c->last_error[0] = '\0';
 	}
 	free(job);
+}
+
+static void job_balance_settings(const struct settings *set, struct balance_settings *b)
+{
+	balance_settings_init(b);
+	b->hysteresis = set->balance_hysteresis / 100.0;
+	b->max_moves = set->balance_max_moves;
+	b->min_stay_ms = set->group_min_stay_ms;
+	b->metacache_ttl_ms = set->metacache_ttl_ms;
+	b->min_samples = set->metrics_min_samples;
 }
 
 /* Every probe_interval: one pass of decisions while we hold the lease. */
@@ -185,6 +201,15 @@ static void act_fired(evutil_socket_t fd, short what, void *context)
 	job->move_hook_timeout_ms = set->move_hook_timeout_ms;
 	job->owner = c;
 	job->act_until = &c->act_until;
+	balance_mode_parse(set->balance, &job->balance_mode);
+	job_balance_settings(set, &job->balance);
+	int64_t now = mono_ms();
+	if (job->balance_mode != BALANCE_OFF &&
+	    (c->last_balance_ms == 0 || now - c->last_balance_ms >= set->balance_interval_ms)) {
+		job->balance_due = true;
+		c->last_balance_ms = now;
+	}
+	job->metrics = &c->metrics;
 	job->worker = daemon->worker;
 	c->act_in_flight = true;
 	worker_submit(daemon->worker, controller_act_run, act_done, job);
@@ -263,6 +288,62 @@ static void tick_fired(evutil_socket_t fd, short what, void *context)
 	tick_schedule(c);
 }
 
+struct plan_request {
+	controller_plan_callback *callback;
+	void *context;
+	struct strbuf json, text;
+	bool want_text;
+	struct controller_act_job *job;
+};
+
+static void plan_done(void *arg, bool cancelled)
+{
+	struct plan_request *r = arg;
+	if (!cancelled) {
+		if (r->job->failed)
+			r->callback(r->context, NULL, r->job->error);
+		else
+			r->callback(r->context, r->want_text ? r->text.data : r->json.data, NULL);
+	}
+	strbuf_free(&r->json);
+	strbuf_free(&r->text);
+	free(r->job);
+	free(r);
+}
+
+static void plan_run(struct geodb *db, const char *open_error, void *arg)
+{
+	struct plan_request *r = arg;
+	controller_act_run(db, open_error, r->job);
+}
+
+void controller_plan(struct daemon *daemon, bool text, controller_plan_callback *callback,
+		     void *context)
+{
+	struct controller *c = daemon->controller;
+	const struct settings *set = daemon->set;
+	struct plan_request *r = calloc(1, sizeof(*r));
+	r->callback = callback;
+	r->context = context;
+	struct controller_act_job *job = calloc(1, sizeof(*job));
+	r->job = job;
+	snprintf(job->site, sizeof(job->site), "%s", set->site);
+	health_settings_init(&job->health);
+	job->health.probe_interval_ms = set->probe_interval_ms;
+	job->group_count = set->group_count;
+	job->plan_only = true;
+	balance_mode_parse(set->balance, &job->balance_mode);
+	job_balance_settings(set, &job->balance);
+	job->metrics = &c->metrics;
+	job->act_until = &c->act_until;
+	job->worker = daemon->worker;
+	job->owner = c;
+	job->plan_json = &r->json;
+	job->plan_text = &r->text;
+	r->want_text = text;
+	worker_submit(daemon->worker, plan_run, plan_done, r);
+}
+
 void controller_init(struct daemon *daemon)
 {
 	struct controller *c = calloc(1, sizeof(*c));
@@ -281,6 +362,10 @@ void controller_init(struct daemon *daemon)
 	c->tick = evtimer_new(daemon->base, tick_fired, c);
 	c->step_down = evtimer_new(daemon->base, step_down_fired, c);
 	c->release_timer = evtimer_new(daemon->base, release_timeout, c);
+	snprintf(c->metrics.url, sizeof(c->metrics.url), "%s", daemon->set->backend_metrics_url);
+	c->metrics.interval_ms = daemon->set->metrics_interval_ms;
+	c->metrics.timeout_ms = daemon->set->probe_timeout_ms;
+	c->metrics.window = daemon->set->metrics_min_samples * 2;
 	c->act_timer = event_new(daemon->base, -1, EV_PERSIST, act_fired, c);
 	struct timeval act_tv = timeval_ms(daemon->set->probe_interval_ms);
 	evtimer_add(c->act_timer, &act_tv);
@@ -356,6 +441,7 @@ void controller_deinit(struct daemon *daemon)
 	event_free(c->step_down);
 	event_free(c->release_timer);
 	event_free(c->act_timer);
+	free(c->metrics.hosts);
 	free(c);
 	daemon->controller = NULL;
 }
@@ -389,7 +475,12 @@ void controller_status_json(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
 		      (unsigned long long)k->hook_runs, (unsigned long long)k->hook_failures);
 	strbuf_append_json_string(out, c->last_error);
-	strbuf_append(out, "}");
+	strbuf_printf(out,
+		      ",\"balance\":{\"mode\":\"%s\",\"rounds\":%llu,\"moves\":%llu,"
+		      "\"moves_dryrun\":%llu,\"max_ratio\":%.3f}}",
+		      c->daemon->set->balance, (unsigned long long)k->balance_rounds,
+		      (unsigned long long)k->balance_moves, (unsigned long long)k->balance_moves_dryrun,
+		      c->max_ratio);
 }
 
 void controller_metrics(struct daemon *daemon, struct strbuf *out)
@@ -455,4 +546,20 @@ void controller_metrics(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
 		      (unsigned long long)k->hook_runs,
 		      (unsigned long long)k->hook_failures);
+	strbuf_printf(out,
+		      "# HELP mailcluster_balance_rounds_total Balancing rounds this controller "
+		      "ran.\n"
+		      "# TYPE mailcluster_balance_rounds_total counter\n"
+		      "mailcluster_balance_rounds_total %llu\n"
+		      "# HELP mailcluster_balance_moves_total Balancing moves, started or only "
+		      "planned (dryrun).\n"
+		      "# TYPE mailcluster_balance_moves_total counter\n"
+		      "mailcluster_balance_moves_total{dryrun=\"no\"} %llu\n"
+		      "mailcluster_balance_moves_total{dryrun=\"yes\"} %llu\n"
+		      "# HELP mailcluster_balance_max_ratio The most loaded backend's load over its "
+		      "share, at the latest round.\n"
+		      "# TYPE mailcluster_balance_max_ratio gauge\n"
+		      "mailcluster_balance_max_ratio %.3f\n",
+		      (unsigned long long)k->balance_rounds, (unsigned long long)k->balance_moves,
+		      (unsigned long long)k->balance_moves_dryrun, c->max_ratio);
 }

@@ -44,4 +44,13 @@ void controller_deinit(struct daemon *daemon);
 void controller_status_json(struct daemon *daemon, struct strbuf *out);
 void controller_metrics(struct daemon *daemon, struct strbuf *out);
 
+/* The plan the next balancing round would make, computed now in the
+ * worker (reads the GeoDB, writes nothing), as JSON (or text for the
+ * CLI): callback gets it,
+ * or NULL and an error.  Uses this daemon's resource samples: only the
+ * controller has them. */
+typedef void controller_plan_callback(void *context, const char *json, const char *error);
+void controller_plan(struct daemon *daemon, bool text, controller_plan_callback *callback,
+		     void *context);
+
 #endif

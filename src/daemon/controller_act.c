@@ -4,10 +4,12 @@
 #include "brain/failover.h"
 #include "brain/move.h"
 #include "net/doveadm.h"
+#include "net/metrics_scrape.h"
 #include "daemon/worker.h"
 #include "store/geodb.h"
 #include "util/command.h"
 #include "util/log.h"
+#include "util/strbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -523,6 +525,242 @@ static int alternatives(struct pass *p)
 	return ret;
 }
 
+/* ---- balancing ---- */
+
+static struct controller_metrics_host *metrics_host(struct controller_metrics *m,
+						    const char *backend, bool create)
+{
+	for (size_t i = 0; i < m->count; i++) {
+		if (strcmp(m->hosts[i].backend, backend) == 0)
+			return &m->hosts[i];
+	}
+	if (!create)
+		return NULL;
+	struct controller_metrics_host *hosts = realloc(m->hosts, (m->count + 1) * sizeof(*hosts));
+	if (hosts == NULL)
+		return NULL;
+	m->hosts = hosts;
+	struct controller_metrics_host *h = &hosts[m->count++];
+	memset(h, 0, sizeof(*h));
+	snprintf(h->backend, sizeof(h->backend), "%s", backend);
+	metrics_average_init(&h->average, m->window);
+	return h;
+}
+
+/* Scrapes every backend of the site whose last scrape is metrics_interval
+ * old (blocking, in the worker; each bounded by timeout_ms). */
+static void scrape_due(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	struct controller_metrics *m = job->metrics;
+	if (m == NULL || m->url[0] == '\0')
+		return;
+	for (size_t i = 0; i < p->backend_count; i++) {
+		const struct geodb_backend *b = site_backend(p, i);
+		struct controller_metrics_host *h = metrics_host(m, b->name, true);
+		if (h == NULL)
+			return;
+		if (h->last_ms != 0 && mono_ms() - h->last_ms < (int64_t)m->interval_ms)
+			continue;
+		if (worker_stopping(job->worker))
+			return;
+		h->last_ms = mono_ms();
+		char url[600];
+		const char *error = "the expanded backend_metrics_url is too long";
+		struct metrics_sample sample;
+		int r = doveadm_url_expand(m->url, b->name, b->address, url, sizeof(url));
+		if (r == 0)
+			r = metrics_scrape(url, m->timeout_ms, &sample, &error);
+		if (r == 0)
+			r = metrics_average_add(&h->average, &sample, &error);
+		job->counts.metrics_scrapes++;
+		if (r < 0) {
+			job->counts.metrics_failures++;
+			if (!h->failing)
+				log_warning("event=metrics_failed backend=%s reason=\"%s\" note=\"balancing "
+					    "goes on with the figures it has\"",
+					    b->name, error);
+			h->failing = true;
+		} else if (h->failing) {
+			log_info("event=metrics_ok backend=%s", b->name);
+			h->failing = false;
+		}
+	}
+}
+
+static void plan_json(struct pass *p, const struct balance_backend *bb,
+		      const struct balance_plan *plan)
+{
+	struct controller_act_job *job = p->job;
+	struct strbuf *out = job->plan_json;
+	if (out == NULL)
+		return;
+	strbuf_printf(out, "{\"site\":");
+	strbuf_append_json_string(out, job->site);
+	strbuf_printf(out, ",\"mode\":\"%s\",\"max_ratio_before\":%.3f,\"max_ratio_after\":%.3f,"
+			   "\"summary\":",
+		      balance_mode_name(job->balance_mode), plan->max_ratio_before,
+		      plan->max_ratio_after);
+	strbuf_append_json_string(out, plan->summary);
+	strbuf_append(out, ",\"backends\":[");
+	for (size_t i = 0; i < p->backend_count; i++) {
+		const struct balance_backend_view *v = &plan->backends[i];
+		strbuf_append(out, i == 0 ? "{\"backend\":" : ",{\"backend\":");
+		strbuf_append_json_string(out, bb[i].name);
+		strbuf_printf(out,
+			      ",\"load\":%.2f,\"target\":%.2f,\"ratio\":%.3f,"
+			      "\"resource_factor\":%.3f,\"can_take\":%s,\"samples\":%u,"
+			      "\"cpu_busy\":%.3f,\"mem_available\":%.3f,\"io_busy\":%.3f}",
+			      v->load, v->target, v->ratio, v->resource_factor,
+			      v->can_take ? "true" : "false", bb[i].resources.samples,
+			      bb[i].resources.cpu_busy, bb[i].resources.mem_available,
+			      bb[i].resources.io_busy);
+	}
+	strbuf_append(out, "],\"moves\":[");
+	for (size_t m = 0; m < plan->move_count; m++) {
+		const struct balance_move *mv = &plan->moves[m];
+		strbuf_printf(out, "%s{\"group\":%u,\"from\":", m == 0 ? "" : ",", mv->group_id);
+		strbuf_append_json_string(out, bb[mv->from].name);
+		strbuf_append(out, ",\"to\":");
+		strbuf_append_json_string(out, bb[mv->to].name);
+		strbuf_printf(out, ",\"weight\":%.2f,\"warm\":%s,\"reason\":", mv->weight,
+			      mv->warm ? "true" : "false");
+		strbuf_append_json_string(out, mv->reason);
+		strbuf_append(out, "}");
+	}
+	strbuf_append(out, "]}");
+
+	/* the same as text, for the CLI */
+	struct strbuf *text = job->plan_text;
+	if (text == NULL)
+		return;
+	strbuf_printf(text, "site %s, balance %s: highest load/share %.2f, after these moves %.2f; %s\n",
+		      job->site, balance_mode_name(job->balance_mode), plan->max_ratio_before,
+		      plan->max_ratio_after, plan->summary);
+	strbuf_printf(text, "%-20s %10s %10s %7s %7s  %s\n", "backend", "load", "target", "ratio",
+		      "factor", "resources");
+	for (size_t i = 0; i < p->backend_count; i++) {
+		const struct balance_backend_view *v = &plan->backends[i];
+		strbuf_printf(text, "%-20s %10.1f %10.1f %7.2f %7.2f  ", bb[i].name, v->load,
+			      v->target, v->ratio, v->resource_factor);
+		if (bb[i].resources.samples == 0)
+			strbuf_append(text, "no samples");
+		else
+			strbuf_printf(text, "cpu %.0f%% mem available %.0f%% io %.0f%% (%u samples)",
+				      100 * bb[i].resources.cpu_busy,
+				      100 * bb[i].resources.mem_available,
+				      100 * bb[i].resources.io_busy, bb[i].resources.samples);
+		strbuf_append(text, v->can_take ? "\n" : " (takes no groups)\n");
+	}
+	for (size_t m = 0; m < plan->move_count; m++) {
+		const struct balance_move *mv = &plan->moves[m];
+		strbuf_printf(text, "move group %u from %s to %s (weight %.1f%s): %s\n", mv->group_id,
+			      bb[mv->from].name, bb[mv->to].name, mv->weight, mv->warm ? ", warm" : "",
+			      mv->reason);
+	}
+}
+
+static int balance_round(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	if (!job->plan_only && (!job->balance_due || job->balance_mode == BALANCE_OFF))
+		return 0;
+	struct geodb_group_load *loads;
+	size_t load_count;
+	const char *error;
+	if (geodb_group_load_list(p->db, &loads, &load_count, &error) < 0)
+		return fail(p, "reading group loads", error);
+	double *weight = calloc(job->group_count + 1, sizeof(*weight));
+	for (size_t i = 0; i < load_count; i++) {
+		/* a live daemon's report; a dead one's sessions are gone */
+		if (loads[i].group_id < job->group_count && is_live(p, loads[i].observer))
+			weight[loads[i].group_id] += loads[i].sessions + loads[i].logins;
+	}
+	free(loads);
+	struct balance_backend *bb = calloc(p->backend_count + 1, sizeof(*bb));
+	for (size_t i = 0; i < p->backend_count; i++) {
+		bb[i] = (struct balance_backend){
+			.name = p->fb[i].name,
+			.status = p->fb[i].status,
+			.mark = p->fb[i].mark,
+			.load_factor = p->fb[i].load_factor,
+		};
+		const struct controller_metrics_host *h =
+			job->metrics != NULL ? metrics_host(job->metrics, p->fb[i].name, false) : NULL;
+		if (h != NULL)
+			metrics_average_get(&h->average, &bb[i].resources);
+	}
+	struct balance_group *bg = calloc(p->group_count + 1, sizeof(*bg));
+	for (size_t i = 0; i < p->group_count; i++) {
+		const struct geodb_group *g = site_group(p, i);
+		bg[i] = (struct balance_group){
+			.group_id = g->group_id,
+			.backend = p->fg[i].backend,
+			.weight = weight[g->group_id],
+			.moved_at_ms = g->moved_at_ms,
+			.sticky = g->sticky,
+			.moving = g->move_to[0] != '\0',
+		};
+		for (int h = 0; h < BALANCE_HISTORY; h++) {
+			bg[i].history[h] = g->history[h].backend[0] != '\0'
+						   ? backend_index(p, g->history[h].backend)
+						   : -1;
+			bg[i].history_left_ms[h] = g->history[h].left_ms;
+		}
+	}
+	free(weight);
+	struct balance_plan plan;
+	int ret = 0;
+	if (balance_plan(&job->balance, bb, p->backend_count, bg, p->group_count, p->now_ms,
+			 &plan) < 0) {
+		free(bb);
+		free(bg);
+		return fail(p, "planning the balance", "out of memory");
+	}
+	job->counts.balance_rounds = 1;
+	job->max_ratio_before = plan.max_ratio_before;
+	job->max_ratio_after = plan.max_ratio_after;
+	plan_json(p, bb, &plan);
+	bool dry = job->plan_only || job->balance_mode == BALANCE_DRYRUN;
+	for (size_t m = 0; m < plan.move_count && !job->plan_only; m++) {
+		const struct balance_move *mv = &plan.moves[m];
+		if (dry) {
+			job->counts.balance_moves_dryrun++;
+			log_info("event=balance_move dryrun=yes group=%u from=%s to=%s weight=%.1f "
+				 "reason=\"%s\"",
+				 mv->group_id, bb[mv->from].name, bb[mv->to].name, mv->weight,
+				 mv->reason);
+			continue;
+		}
+		struct geodb_group *g = site_group(p, mv->group);
+		struct geodb_group row = *g;
+		snprintf(row.move_to, sizeof(row.move_to), "%s", bb[mv->to].name);
+		row.move_started_ms = unix_ms();
+		snprintf(row.move_reason, sizeof(row.move_reason), "balance: %.80s", mv->reason);
+		int r = group_write(p, mv->group, &row, "starting a balancing move");
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+		if (r == 0)
+			continue;
+		job->counts.balance_moves++;
+		log_info("event=balance_move dryrun=no group=%u from=%s to=%s weight=%.1f "
+			 "reason=\"%s\"",
+			 mv->group_id, bb[mv->from].name, bb[mv->to].name, mv->weight, mv->reason);
+	}
+	if (!job->plan_only)
+		log_msg(plan.move_count > 0 ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
+			"event=balance_round site=%s mode=%s moves=%zu max_ratio=%.3f "
+			"max_ratio_after=%.3f summary=\"%s\"",
+			job->site, balance_mode_name(job->balance_mode), plan.move_count,
+			plan.max_ratio_before, plan.max_ratio_after, plan.summary);
+	balance_plan_free(&plan);
+	free(bb);
+	free(bg);
+	return ret;
+}
+
 void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 {
 	struct controller_act_job *job = arg;
@@ -530,9 +768,14 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 	job->counts.passes = 1;
 	if (db == NULL) {
 		fail(&p, "opening the GeoDB", open_error);
+	} else if (job->plan_only) {
+		/* /api/balance/plan: read and plan, nothing else */
+		if (load(&p) == 0)
+			balance_round(&p);
 	} else if (load(&p) == 0 && decide_health(&p) == 0 && progress_moves(&p) == 0 &&
-		   failover(&p) == 0) {
-		alternatives(&p);
+		   failover(&p) == 0 && alternatives(&p) == 0) {
+		scrape_due(&p);
+		balance_round(&p);
 	}
 	if (job->failed)
 		job->counts.pass_failures = 1;

@@ -13,7 +13,11 @@
  *   4. failover: brain/failover.h moves the groups of backends marked down
  *      to their alternatives (finishing at once: nobody is served there);
  *   5. alternatives: brain/failover.h keeps every group's alternative
- *      current (a bounded number of changes per pass).
+ *      current (a bounded number of changes per pass);
+ *   6. balancing, every balance_interval: brain/balance.h plans the round
+ *      from the groups' weights (the daemons' load reports) and the hosts'
+ *      resources; with balance = on its moves are started (the move
+ *      protocol finishes them), with dryrun they are only logged.
  *
  * Every write first checks that the lease is still ours (act_until, a
  * CLOCK_MONOTONIC millisecond deadline the event loop extends at every
@@ -24,14 +28,17 @@
 #ifndef CONTROLLER_ACT_H
 #define CONTROLLER_ACT_H
 
+#include "brain/balance.h"
 #include "brain/health.h"
 #include "brain/types.h"
+#include "util/openmetrics.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct geodb;
+struct strbuf;
 struct worker;
 
 struct controller_act_counts {
@@ -43,6 +50,26 @@ struct controller_act_counts {
 	uint64_t doveadm_kicks, doveadm_failures;
 	uint64_t hook_runs, hook_failures; /* runs: exit 0; failures: the rest */
 	uint64_t cas_conflicts;
+	uint64_t balance_rounds, balance_moves, balance_moves_dryrun;
+	uint64_t metrics_scrapes, metrics_failures;
+};
+
+/* The hosts' resources: every metrics_interval the pass scrapes each
+ * backend's backend_metrics_url and averages the figures (util/openmetrics.h).
+ * Owned by the controller, touched only inside worker jobs (one at a time). */
+struct controller_metrics_host {
+	char backend[NAME_MAX_LEN + 1];
+	struct metrics_average average;
+	int64_t last_ms; /* monotonic: the latest scrape */
+	bool failing;
+};
+
+struct controller_metrics {
+	char url[512]; /* backend_metrics_url; "" none */
+	unsigned interval_ms, timeout_ms, window;
+	struct controller_metrics_host *hosts;
+	size_t count;
+	uint64_t scrapes, failures;
 };
 
 struct controller_act_job {
@@ -59,8 +86,19 @@ struct controller_act_job {
 	const struct worker *worker;      /* worker_stopping(): shutdown */
 	void *owner;                      /* the controller (on the loop only) */
 
+	/* balancing (brain/balance.h): this pass runs a round */
+	bool balance_due;
+	bool plan_only;          /* compute the round's plan, write nothing at all */
+	enum balance_mode balance_mode;
+	struct balance_settings balance;
+	/* the hosts' resources; NULL: none configured */
+	struct controller_metrics *metrics;
+
 	/* out */
 	struct controller_act_counts counts; /* this pass's */
+	struct strbuf *plan_json; /* the round's plan (when it ran), for the API */
+	struct strbuf *plan_text; /* ... and as text, for the CLI */
+	double max_ratio_before, max_ratio_after;
 	unsigned live_daemons, backends, groups, moving;
 	bool failed;
 	char error[512];

@@ -18,6 +18,7 @@ struct router;
 struct prober;
 struct controller;
 struct worker;
+struct load_report;
 struct relay_pipe_pool;
 struct net_network;
 struct session;
@@ -57,6 +58,10 @@ struct daemon {
 	/* per group: LMTP recipients in transactions now (a move waits for
 	 * them before it is acknowledged) */
 	uint32_t *lmtp_inflight;
+	/* per group: sessions open now and logins since the last load report
+	 * (load_report.h: what the controller balances by) */
+	uint32_t *group_sessions, *group_logins;
+	struct load_report *load_report;
 	SSL_CTX *ssl_ctx;
 	struct relay_pipe_pool *pipe_pool;
 	struct listener_context *listeners[LISTENER_COUNT];

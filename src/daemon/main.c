@@ -10,6 +10,7 @@
 #include "daemon/admin.h"
 #include "daemon/daemon.h"
 #include "daemon/frontend.h"
+#include "daemon/load_report.h"
 #include "daemon/imap_client.h"
 #include "daemon/session.h"
 #include "daemon/worker.h"
@@ -344,6 +345,8 @@ int main(int argc, char **argv)
 	daemon.pipe_pool = relay_pipe_pool_create(PIPE_POOL_SPARE);
 	daemon.started = time(NULL);
 	daemon.lmtp_inflight = calloc(daemon.set->group_count, sizeof(*daemon.lmtp_inflight));
+	daemon.group_sessions = calloc(daemon.set->group_count, sizeof(*daemon.group_sessions));
+	daemon.group_logins = calloc(daemon.set->group_count, sizeof(*daemon.group_logins));
 	if (worker_create(daemon.base, daemon.set->geodb, daemon.writer, 1000, &daemon.worker,
 			  &error) < 0 ||
 	    router_init(&daemon, &error) < 0) {
@@ -354,6 +357,7 @@ int main(int argc, char **argv)
 	}
 	prober_init(&daemon);
 	controller_init(&daemon);
+	load_report_init(&daemon);
 	for (int k = 0; k < LISTENER_COUNT; k++) {
 		if (listen_on(&daemon, (enum listener_kind)k, &error) < 0)
 			break;
@@ -385,6 +389,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(sigint);
 	relay_pipe_pool_destroy(&daemon.pipe_pool);
+	load_report_deinit(&daemon);
 	controller_deinit(&daemon);
 	prober_deinit(&daemon);
 	router_deinit(&daemon);
@@ -393,6 +398,8 @@ int main(int argc, char **argv)
 	event_base_free(daemon.base);
 	free(daemon.haproxy_trusted);
 	free(daemon.lmtp_inflight);
+	free(daemon.group_sessions);
+	free(daemon.group_logins);
 	settings_free(&daemon.set);
 	log_info("event=stopped");
 	return 0;

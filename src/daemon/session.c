@@ -24,6 +24,10 @@ struct session *session_create(struct daemon *daemon, struct relay *relay, const
 	s->protocol = protocol;
 	strncpy(s->session_id, session_id, sizeof(s->session_id) - 1);
 	s->since = time(NULL);
+	if (group_id < daemon->set->group_count) {
+		daemon->group_sessions[group_id]++;
+		daemon->group_logins[group_id]++;
+	}
 	s->next = daemon->sessions;
 	if (s->next != NULL)
 		s->next->prev = s;
@@ -56,6 +60,8 @@ static void session_destroy(struct session *s, const char *reason)
 		s->next->prev = s->prev;
 	daemon->session_count--;
 	daemon->client_count--;
+	if (s->group_id < daemon->set->group_count)
+		daemon->group_sessions[s->group_id]--;
 	relay_destroy(&s->relay);
 	free(s->user);
 	free(s);

@@ -8,40 +8,34 @@
  *     children and the index just past its subtree, so the answer is walked
  *     without building a tree.  The token array grows by doubling; strings are
  *     decoded (escapes) only when read.  Nesting is bounded.
- *   - one HTTP/1.1 exchange: a POST with "Connection: close" on a fresh
- *     non-blocking socket, poll()ed against one deadline that covers connect,
- *     send and receive; a body framed by Content-Length, chunked, or the end
- *     of the connection.
+ *   - one HTTP/1.1 exchange through net/http_client.h (a POST, or the GET
+ *     of the key check, with "Connection: close" on a fresh socket, against
+ *     one deadline that covers connect, send and receive), with doveadm's
+ *     headers and its words for 401/403/404.
  *   - the doveadm commands (who, kick) and kick_group built from them.
  */
 #include "net/doveadm.h"
 
 #include "brain/types.h"
 #include "brain/user.h"
+#include "net/http_client.h"
 #include "util/base64.h"
 #include "util/strbuf.h"
+#include "util/url_template.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 /* Deepest nesting accepted in an answer (Dovecot sends 4 levels). */
 #define JSON_DEPTH_MAX 32
 /* Most values accepted in one answer. */
 #define JSON_TOKENS_MAX (4u * 1024 * 1024)
-/* The status line and headers of an HTTP answer. */
-#define HTTP_HEADER_MAX (64 * 1024)
 /* Dovecot's EX_NOTFOUND: "kick" found nobody to kick. */
 #define DOVEADM_EX_NOTFOUND 68
 
@@ -815,585 +809,53 @@ int doveadm_kick_mask(const char *username, char *dst, size_t size)
 int doveadm_url_expand(const char *template, const char *backend, const char *address, char *dst,
 		       size_t size)
 {
-	size_t n = 0;
-	for (const char *p = template; *p != '\0';) {
-		const char *value = NULL;
-		size_t skip = 1;
-		bool bracket = false;
-
-		if (p[0] == '%' && p[1] == '{') {
-			const char *close = strchr(p, '}');
-			if (close == NULL)
-				return -1;
-			size_t name_len = (size_t)(close - p - 2);
-			if (name_len == 7 && strncmp(p + 2, "backend", 7) == 0) {
-				value = backend;
-			} else if (name_len == 7 && strncmp(p + 2, "address", 7) == 0) {
-				value = address;
-				bracket = strchr(address, ':') != NULL &&
-					  (p == template || p[-1] != '[');
-			} else {
-				return -1;
-			}
-			skip = (size_t)(close - p) + 1;
-		}
-		if (value == NULL) {
-			if (n + 1 >= size)
-				return -1;
-			dst[n++] = *p;
-		} else {
-			size_t len = strlen(value);
-			if (n + len + (bracket ? 2 : 0) >= size)
-				return -1;
-			if (bracket)
-				dst[n++] = '[';
-			memcpy(dst + n, value, len);
-			n += len;
-			if (bracket)
-				dst[n++] = ']';
-		}
-		p += skip;
-	}
-	if (n >= size)
-		return -1;
-	dst[n] = '\0';
-	return 0;
-}
-
-struct http_url {
-	char host[256];
-	char port[8];
-	char authority[300]; /* for the Host header */
-	char path[1024];
-};
-
-static int http_url_parse(const char *url, struct http_url *u, const char **error_r)
-{
-	memset(u, 0, sizeof(*u));
-	if (strncasecmp(url, "http://", 7) != 0) {
-		if (strncasecmp(url, "https://", 8) == 0)
-			return fail(error_r, "https is not supported, only http://");
-		return fail(error_r, "the URL does not start with http://");
-	}
-	const char *auth = url + 7;
-	size_t auth_len = strcspn(auth, "/?#");
-	if (auth_len == 0 || auth_len >= sizeof(u->authority))
-		return fail(error_r, "no host or a host too long in the URL");
-	if (memchr(auth, '@', auth_len) != NULL)
-		return fail(error_r, "user info in the URL is not supported (the key is "
-				     "backend_doveadm_api_key)");
-	memcpy(u->authority, auth, auth_len);
-	const char *host = u->authority, *port = NULL;
-	size_t host_len;
-	if (host[0] == '[') {
-		const char *close = strchr(host, ']');
-		if (close == NULL)
-			return fail(error_r, "unterminated [IPv6] host in the URL");
-		host++;
-		host_len = (size_t)(close - host);
-		if (close[1] == ':')
-			port = close + 2;
-		else if (close[1] != '\0')
-			return fail(error_r, "junk after ] in the URL host");
-	} else {
-		const char *colon = strchr(host, ':');
-		host_len = colon == NULL ? strlen(host) : (size_t)(colon - host);
-		if (colon != NULL)
-			port = colon + 1;
-	}
-	if (host_len == 0 || host_len >= sizeof(u->host))
-		return fail(error_r, "no host in the URL");
-	memcpy(u->host, host, host_len);
-	u->host[host_len] = '\0';
-	if (port == NULL) {
-		strcpy(u->port, "80");
-	} else {
-		size_t len = strlen(port);
-		if (len == 0 || len > 5 || strspn(port, "0123456789") != len || atoi(port) == 0 ||
-		    atoi(port) > 65535)
-			return fail(error_r, "bad port '%s' in the URL", port);
-		memcpy(u->port, port, len + 1);
-	}
-	const char *path = auth + auth_len;
-	size_t path_len = strcspn(path, "#");
-	if (path_len == 0) {
-		strcpy(u->path, "/");
-	} else {
-		if (path_len >= sizeof(u->path))
-			return fail(error_r, "the URL path is too long");
-		if (path[0] != '/')
-			u->path[0] = '/'; /* "http://h?x" */
-		strncat(u->path, path, path_len);
-	}
-	for (const char *p = u->path; *p != '\0'; p++) {
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-			return fail(error_r, "space or control character in the URL path");
-	}
-	return 0;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* The ms left until deadline for poll(); 0 once it passed. */
-static int ms_left(uint64_t deadline)
-{
-	uint64_t now = now_ms();
-	if (now >= deadline)
-		return 0;
-	uint64_t left = deadline - now;
-	return left > INT32_MAX ? INT32_MAX : (int)left;
-}
-
-/* Waits for events on fd until the deadline: 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = events};
-		int left = ms_left(deadline);
-		if (left == 0)
-			return 0;
-		int ret = poll(&pfd, 1, left);
-		if (ret > 0)
-			return 1;
-		if (ret < 0 && errno != EINTR)
-			return -1;
-	}
-}
-
-struct http_answer {
-	int status;
-	char reason[64];
-	struct strbuf body;
-};
-
-enum body_mode {
-	BODY_LENGTH,      /* Content-Length bytes */
-	BODY_CHUNK_SIZE,  /* reading a chunk-size line */
-	BODY_CHUNK_DATA,  /* chunk bytes */
-	BODY_CHUNK_CRLF,  /* the CRLF after a chunk */
-	BODY_TRAILER,     /* trailer lines up to an empty one */
-	BODY_UNTIL_CLOSE, /* neither: the connection's end ends it */
-	BODY_DONE,
-};
-
-struct http_reader {
-	struct strbuf head; /* status line and headers, until the blank line */
-	bool head_done;
-	bool head_only; /* the status is all that is wanted */
-	enum body_mode mode;
-	uint64_t remaining;
-	char line[128]; /* a chunk-size or trailer line */
-	size_t line_len;
-	struct http_answer *answer;
-};
-
-/* Header value of name in head (after "\r\n"), into dst; false if absent. */
-static bool http_header(const char *head, const char *name, char *dst, size_t size)
-{
-	size_t name_len = strlen(name);
-	for (const char *line = strstr(head, "\r\n"); line != NULL;
-	     line = strstr(line + 2, "\r\n")) {
-		const char *p = line + 2;
-		if (strncasecmp(p, name, name_len) != 0 || p[name_len] != ':')
-			continue;
-		p += name_len + 1;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		size_t len = strcspn(p, "\r");
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len >= size)
-			len = size - 1;
-		memcpy(dst, p, len);
-		dst[len] = '\0';
-		return true;
-	}
-	return false;
-}
-
-/* Parses the status line and headers; sets the body mode. */
-static int http_head_parse(struct http_reader *r, const char **error_r)
-{
-	const char *head = r->head.data;
-	char value[128];
-	int major, minor, status, reason_at = 0;
-
-	if (sscanf(head, "HTTP/%d.%d %3d %n", &major, &minor, &status, &reason_at) < 3 ||
-	    major != 1 || status < 100 || status > 999)
-		return fail(error_r, "not an HTTP/1.x answer: '%.40s'", head);
-	r->answer->status = status;
-	size_t reason_len = reason_at > 0 ? strcspn(head + reason_at, "\r") : 0;
-	if (reason_len >= sizeof(r->answer->reason))
-		reason_len = sizeof(r->answer->reason) - 1;
-	memcpy(r->answer->reason, head + (reason_at > 0 ? reason_at : 0), reason_len);
-	r->answer->reason[reason_len] = '\0';
-
-	if (http_header(head, "Transfer-Encoding", value, sizeof(value))) {
-		size_t len = strlen(value);
-		if (len < 7 || strcasecmp(value + len - 7, "chunked") != 0)
-			return fail(error_r, "unsupported Transfer-Encoding '%s'", value);
-		r->mode = BODY_CHUNK_SIZE;
-	} else if (http_header(head, "Content-Length", value, sizeof(value))) {
-		char *end;
-		errno = 0;
-		unsigned long long length = strtoull(value, &end, 10);
-		if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0)
-			return fail(error_r, "bad Content-Length '%s'", value);
-		if (length > DOVEADM_RESPONSE_MAX)
-			return fail(error_r, "the answer is %llu bytes, more than the %u accepted",
-				    length, DOVEADM_RESPONSE_MAX);
-		r->remaining = length;
-		r->mode = length == 0 ? BODY_DONE : BODY_LENGTH;
-	} else {
-		r->mode = BODY_UNTIL_CLOSE;
-	}
-	return 0;
-}
-
-static int body_append(struct http_reader *r, const char *data, size_t len, const char **error_r)
-{
-	if (r->answer->body.len + len > DOVEADM_RESPONSE_MAX)
-		return fail(error_r, "the answer is larger than the %u bytes accepted",
-			    DOVEADM_RESPONSE_MAX);
-	strbuf_append_n(&r->answer->body, data, len);
-	return 0;
-}
-
-/* Reads up to a LF into r->line; true once a whole line is there. */
-static bool line_feed(struct http_reader *r, const char **data, size_t *len, bool *too_long)
-{
-	while (*len > 0) {
-		char c = **data;
-		(*data)++;
-		(*len)--;
-		if (c == '\n') {
-			if (r->line_len > 0 && r->line[r->line_len - 1] == '\r')
-				r->line_len--;
-			r->line[r->line_len] = '\0';
-			return true;
-		}
-		if (r->line_len + 1 >= sizeof(r->line)) {
-			*too_long = true;
-			return false;
-		}
-		r->line[r->line_len++] = c;
-	}
-	return false;
-}
-
-/* Feeds received bytes to the reader. */
-static int http_feed(struct http_reader *r, const char *data, size_t len, const char **error_r)
-{
-	while (!r->head_done && len > 0) {
-		/* append what came, find the blank line, then cut the head
-		 * there: the rest is body */
-		size_t old = r->head.len;
-		strbuf_append_n(&r->head, data, len);
-		size_t from = old >= 3 ? old - 3 : 0;
-		const char *blank = strstr(r->head.data + from, "\r\n\r\n");
-		if (blank == NULL) {
-			if (r->head.len > HTTP_HEADER_MAX)
-				return fail(error_r, "HTTP headers longer than %d bytes",
-					    HTTP_HEADER_MAX);
-			return 0;
-		}
-		size_t head_len = (size_t)(blank - r->head.data) + 4;
-		size_t used = head_len - old;
-		data += used;
-		len -= used;
-		r->head.len = head_len;
-		r->head.data[head_len] = '\0';
-		if (http_head_parse(r, error_r) < 0)
-			return -1;
-		if (r->answer->status >= 100 && r->answer->status < 200) {
-			/* an interim answer (100 Continue): the real one follows */
-			r->head.len = 0;
-			r->head.data[0] = '\0';
-			continue;
-		}
-		r->head_done = true;
-		if (r->head_only)
-			r->mode = BODY_DONE;
-	}
-	while (len > 0) {
-		bool too_long = false;
-		switch (r->mode) {
-		case BODY_LENGTH: {
-			size_t n = len < r->remaining ? len : (size_t)r->remaining;
-			if (body_append(r, data, n, error_r) < 0)
-				return -1;
-			data += n;
-			len -= n;
-			r->remaining -= n;
-			if (r->remaining == 0)
-				r->mode = BODY_DONE;
-			break;
-		}
-		case BODY_UNTIL_CLOSE:
-			if (body_append(r, data, len, error_r) < 0)
-				return -1;
-			len = 0;
-			break;
-		case BODY_CHUNK_SIZE: {
-			if (!line_feed(r, &data, &len, &too_long)) {
-				if (too_long)
-					return fail(error_r, "chunk-size line too long");
-				break;
-			}
-			char *end;
-			errno = 0;
-			unsigned long long size = strtoull(r->line, &end, 16);
-			if (end == r->line || (*end != '\0' && *end != ';' && *end != ' ') ||
-			    errno != 0)
-				return fail(error_r, "bad chunk-size line '%s'", r->line);
-			if (size > DOVEADM_RESPONSE_MAX)
-				return fail(error_r,
-					    "the answer is larger than the %u bytes accepted",
-					    DOVEADM_RESPONSE_MAX);
-			r->line_len = 0;
-			r->remaining = size;
-			r->mode = size == 0 ? BODY_TRAILER : BODY_CHUNK_DATA;
-			break;
-		}
-		case BODY_CHUNK_DATA: {
-			size_t n = len < r->remaining ? len : (size_t)r->remaining;
-			if (body_append(r, data, n, error_r) < 0)
-				return -1;
-			data += n;
-			len -= n;
-			r->remaining -= n;
-			if (r->remaining == 0)
-				r->mode = BODY_CHUNK_CRLF;
-			break;
-		}
-		case BODY_CHUNK_CRLF:
-			if (!line_feed(r, &data, &len, &too_long)) {
-				if (too_long)
-					return fail(error_r, "no CRLF after a chunk");
-				break;
-			}
-			if (r->line_len != 0)
-				return fail(error_r, "no CRLF after a chunk");
-			r->mode = BODY_CHUNK_SIZE;
-			break;
-		case BODY_TRAILER:
-			if (!line_feed(r, &data, &len, &too_long)) {
-				if (too_long)
-					return fail(error_r, "trailer line too long");
-				break;
-			}
-			if (r->line_len == 0)
-				r->mode = BODY_DONE;
-			r->line_len = 0;
-			break;
-		case BODY_DONE:
-			return 0; /* ignore whatever follows */
-		}
-	}
-	return 0;
-}
-
-/* Connects to one of the host's addresses before the deadline. */
-static int http_connect(const char *url, const struct http_url *u, uint64_t deadline,
-			unsigned timeout_ms, int *fd_r, const char **error_r)
-{
-	struct addrinfo hints, *addrs;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	int gai = getaddrinfo(u->host, u->port, &hints, &addrs);
-	if (gai != 0)
-		return fail_url(url, error_r, "cannot resolve %s: %s", u->host, gai_strerror(gai));
-
-	int last_errno = 0;
-	bool timed_out = false;
-	*fd_r = -1;
-	for (struct addrinfo *ai = addrs; ai != NULL && *fd_r < 0; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			last_errno = errno;
-			continue;
-		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-			last_errno = errno;
-			close(fd);
-			continue;
-		}
-		int ready = wait_fd(fd, POLLOUT, deadline);
-		int error = 0;
-		socklen_t error_len = sizeof(error);
-		if (ready == 0) {
-			timed_out = true;
-			close(fd);
-			break;
-		}
-		if (ready < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &error_len) < 0)
-			error = errno;
-		if (error != 0) {
-			last_errno = error;
-			close(fd);
-			continue;
-		}
-		*fd_r = fd;
-	}
-	freeaddrinfo(addrs);
-	if (*fd_r >= 0)
-		return 0;
-	if (timed_out)
-		return fail_url(url, error_r, "timed out after %u ms while connecting to %s:%s",
-				timeout_ms, u->host, u->port);
-	if (last_errno == ECONNREFUSED)
-		return fail_url(url, error_r,
-				"connection refused by %s:%s (is doveadm's inet_listener http "
-				"running there?)",
-				u->host, u->port);
-	char buf[128];
-	return fail_url(url, error_r, "cannot connect to %s:%s: %s", u->host, u->port,
-			strerror_r(last_errno, buf, sizeof(buf)));
+	return url_template_expand(template, backend, address, dst, size);
 }
 
 /* POSTs body to url (or, with body NULL, GETs url and reads only the
  * status line and headers) and reads the answer, all before the deadline.
- * answer->body is the decoded body (free it). */
+ * Free *answer with http_client_response_free(). */
 static int http_request(const char *url, const char *api_key, const char *body, uint64_t deadline,
-			unsigned timeout_ms, struct http_answer *answer, const char **error_r)
+			unsigned timeout_ms, struct http_client_response *answer,
+			const char **error_r)
 {
-	struct http_url u;
-	struct strbuf request = {0};
-	struct http_reader reader;
-	char buf[128];
-	int fd = -1, ret = -1;
-
-	memset(answer, 0, sizeof(*answer));
-	memset(&reader, 0, sizeof(reader));
-	reader.answer = answer;
-	reader.head_only = body == NULL;
-	if (http_url_parse(url, &u, error_r) < 0)
-		return fail_url(url, error_r, "%s", parse_error);
-
 	size_t key_len = strlen(api_key);
 	char *key64 = malloc(base64_encoded_len(key_len) + 1);
 	if (key64 == NULL)
 		abort();
 	base64_encode(api_key, key_len, key64);
-	strbuf_printf(&request,
-		      "%s %s HTTP/1.1\r\n"
-		      "Host: %s\r\n"
+	struct strbuf headers = {0};
+	strbuf_printf(&headers,
 		      "Authorization: X-Dovecot-API %s\r\n"
 		      "Accept: application/json\r\n"
-		      "Connection: close\r\n",
-		      body != NULL ? "POST" : "GET", u.path, u.authority, key64);
+		      "%s",
+		      key64, body != NULL ? "Content-Type: application/json\r\n" : "");
 	free(key64);
-	if (body != NULL) {
-		size_t body_len = strlen(body);
-		strbuf_printf(&request,
-			      "Content-Type: application/json\r\n"
-			      "Content-Length: %zu\r\n"
-			      "\r\n",
-			      body_len);
-		strbuf_append_n(&request, body, body_len);
-	} else {
-		strbuf_append(&request, "\r\n");
-	}
 
-	if (http_connect(url, &u, deadline, timeout_ms, &fd, error_r) < 0)
-		goto out;
-
-	/* send; a server that answers early (401) and closes ends the
-	 * sending, and its answer is still read */
-	size_t sent = 0;
-	while (sent < request.len) {
-		ssize_t n = send(fd, request.data + sent, request.len - sent, MSG_NOSIGNAL);
-		if (n > 0) {
-			sent += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int ready = wait_fd(fd, POLLOUT, deadline);
-			if (ready == 0) {
-				fail_url(url, error_r,
-					 "timed out after %u ms while sending the request",
-					 timeout_ms);
-				goto out;
-			}
-			if (ready > 0)
-				continue;
-		}
-		if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
-			break;
-		fail_url(url, error_r, "sending the request failed: %s",
-			 strerror_r(errno, buf, sizeof(buf)));
-		goto out;
-	}
-
-	char chunk[16384];
-	size_t received = 0;
-	while (!(reader.head_done && reader.mode == BODY_DONE)) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n > 0) {
-			received += (size_t)n;
-			if (http_feed(&reader, chunk, (size_t)n, error_r) < 0) {
-				fail_url(url, error_r, "bad HTTP answer: %s", parse_error);
-				goto out;
-			}
-			continue;
-		}
-		if (n == 0) {
-			if (reader.head_done && reader.mode == BODY_UNTIL_CLOSE)
-				break;
-			if (received == 0 && sent < request.len)
-				fail_url(url, error_r,
-					 "the connection was closed while sending the "
-					 "request");
-			else
-				fail_url(url, error_r,
-					 "the connection was closed after %zu bytes of the answer, "
-					 "before its end",
-					 received);
-			goto out;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int ready = wait_fd(fd, POLLIN, deadline);
-			if (ready == 0) {
-				fail_url(url, error_r,
-					 "timed out after %u ms while waiting for the answer",
-					 timeout_ms);
-				goto out;
-			}
-			if (ready > 0)
-				continue;
-		}
-		fail_url(url, error_r, "receiving the answer failed: %s",
-			 strerror_r(errno, buf, sizeof(buf)));
-		goto out;
-	}
-	if (answer->body.data == NULL)
-		strbuf_append_n(&answer->body, "", 0);
-	ret = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	strbuf_free(&request);
-	strbuf_free(&reader.head);
+	const struct http_client_request request = {
+		.url = url,
+		.method = body != NULL ? "POST" : "GET",
+		.headers = headers.data,
+		.body = body,
+		.body_len = body != NULL ? strlen(body) : 0,
+		.head_only = body == NULL,
+		.body_max = DOVEADM_RESPONSE_MAX,
+		.service = "doveadm's inet_listener http",
+		.deadline_ms = deadline,
+		.timeout_ms = timeout_ms,
+	};
+	int ret = http_client_request(&request, answer, error_r);
+	strbuf_free(&headers);
 	if (ret < 0)
-		strbuf_free(&answer->body);
-	return ret;
+		return fail_url(url, error_r, "%s", *error_r);
+	return 0;
 }
 
 /* The error for an HTTP status other than 200. */
-static int http_status_failure(const char *url, const struct http_answer *answer,
+static int http_status_failure(const char *url, const struct http_client_response *answer,
 			       const char **error_r)
 {
+	char text[256];
 	switch (answer->status) {
 	case 401:
 		return fail_url(url, error_r, "HTTP 401 (wrong backend_doveadm_api_key?)");
@@ -1404,25 +866,16 @@ static int http_status_failure(const char *url, const struct http_answer *answer
 	case 404:
 		return fail_url(url, error_r, "HTTP 404 %s (the path should be /doveadm/v1)",
 				answer->reason);
-	default: {
+	default:
 		/* a short quote of the body for 400 "Bad Request" and kin */
-		char quote[161];
-		size_t len =
-			answer->body.len < sizeof(quote) - 1 ? answer->body.len : sizeof(quote) - 1;
-		for (size_t i = 0; i < len; i++) {
-			unsigned char c = (unsigned char)answer->body.data[i];
-			quote[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-		}
-		quote[len] = '\0';
-		return fail_url(url, error_r, "HTTP %d %s%s%s", answer->status, answer->reason,
-				len > 0 ? ": " : "", quote);
-	}
+		http_client_status_describe(answer, text, sizeof(text));
+		return fail_url(url, error_r, "%s", text);
 	}
 }
 
 static uint64_t deadline_after(unsigned timeout_ms)
 {
-	return now_ms() + timeout_ms;
+	return http_client_deadline(timeout_ms);
 }
 
 /* Checks the key with a bodyless GET of the URL (Dovecot's list of
@@ -1433,18 +886,18 @@ static uint64_t deadline_after(unsigned timeout_ms)
 static int check_key(const char *url, const char *api_key, uint64_t deadline, unsigned timeout_ms,
 		     const char **error_r)
 {
-	struct http_answer answer;
+	struct http_client_response answer;
 	if (http_request(url, api_key, NULL, deadline, timeout_ms, &answer, error_r) < 0)
 		return -1;
 	int ret = answer.status == 200 ? 0 : http_status_failure(url, &answer, error_r);
-	strbuf_free(&answer.body);
+	http_client_response_free(&answer);
 	return ret;
 }
 
 static int who_until(const char *url, const char *api_key, uint64_t deadline, unsigned timeout_ms,
 		     struct doveadm_user_list *users_r, const char **error_r)
 {
-	struct http_answer answer;
+	struct http_client_response answer;
 	memset(users_r, 0, sizeof(*users_r));
 	if (http_request(url, api_key, "[[\"who\",{},\"who\"]]", deadline, timeout_ms, &answer,
 			 error_r) < 0)
@@ -1456,7 +909,7 @@ static int who_until(const char *url, const char *api_key, uint64_t deadline, un
 		ret = fail_url(url, error_r, "%s", parse_error);
 	else
 		ret = 0;
-	strbuf_free(&answer.body);
+	http_client_response_free(&answer);
 	return ret;
 }
 
@@ -1496,7 +949,7 @@ static int kick_until(const char *url, const char *api_key, const char *const *u
 		}
 		strbuf_append(&body, "]");
 
-		struct http_answer answer;
+		struct http_client_response answer;
 		int ret = http_request(url, api_key, body.data, deadline, timeout_ms, &answer,
 				       error_r);
 		strbuf_free(&body);
@@ -1509,7 +962,7 @@ static int kick_until(const char *url, const char *api_key, const char *const *u
 				    error_r) < 0)
 			ret = fail_url(url, error_r, "%s", parse_error);
 		*kicked_r += kicked;
-		strbuf_free(&answer.body);
+		http_client_response_free(&answer);
 		if (ret < 0)
 			return -1;
 	}

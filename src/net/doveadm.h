@@ -4,7 +4,8 @@
  * The controller calls these from a worker thread, never from the event
  * loop: every call blocks, bounded by its timeout_ms, which covers the whole
  * call (name lookup aside: connect, send and receive of every request it
- * makes).  Only http:// is spoken (no TLS); one request per connection.
+ * makes).  Only http:// is spoken (no TLS); one request per connection
+ * (net/http_client.h does the HTTP).
  *
  * The wire format (Dovecot 2.3): POST a JSON array of commands,
  *     [["who",{},"who"]]          [["kick",{"mask":["user1"]},"k0"], ...]
@@ -46,10 +47,7 @@ struct doveadm_user_list {
 void doveadm_user_list_free(struct doveadm_user_list *list);
 
 /* Expands %{backend} and %{address} in a backend_doveadm_url template into
- * dst.  An IPv6 address is put in brackets unless the template already has
- * "[" before %{address}.  -1 if the template holds another %{...} or an
- * unterminated "%{", or if the result does not fit into size bytes.  A "%"
- * not followed by "{" is copied as it is. */
+ * dst: url_template_expand() (util/url_template.h), which says how. */
 int doveadm_url_expand(const char *template, const char *backend, const char *address, char *dst,
 		       size_t size);
 

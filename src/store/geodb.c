@@ -3,10 +3,12 @@
  * synchronous ones (SQLite) from a zero timeout on the attached loop. */
 #include "store/geodb_driver.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const struct geodb_driver *const drivers[] = {
 	&geodb_driver_sqlite,
@@ -291,6 +293,11 @@ int geodb_group_list(struct geodb *db, struct geodb_group **groups_r, size_t *co
 	return db->driver->group_list(db, groups_r, count_r, error_r);
 }
 
+int geodb_group_set_sticky(struct geodb *db, unsigned group_id, bool sticky, const char **error_r)
+{
+	return db->driver->group_set_sticky(db, group_id, sticky, error_r);
+}
+
 int geodb_user_get(struct geodb *db, const char *username, struct geodb_user *user_r,
 		   const char **error_r)
 {
@@ -316,6 +323,40 @@ int geodb_user_move(struct geodb *db, const char *username, unsigned group_id,
 		return -1;
 	}
 	return db->driver->user_move(db, username, group_id, hold_until_ms, error_r);
+}
+
+int geodb_user_last_backend(struct geodb *db, const char *username, const char *backend,
+			    int64_t at_ms, const char **error_r)
+{
+	static __thread char error[256];
+	size_t len = strnlen(username, USERNAME_MAX_LEN + 1);
+	if (len == 0 || len > USERNAME_MAX_LEN) {
+		snprintf(error, sizeof(error),
+			 "geodb: the last backend of a user needs a username of 1-%d characters",
+			 USERNAME_MAX_LEN);
+		*error_r = error;
+		return -1;
+	}
+	if (check_name("the user's last backend", backend, NAME_MAX_LEN + 1, false, error_r) < 0)
+		return -1;
+	if (at_ms < 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: user %.100s: the time of the last backend %lld is negative (unix "
+			 "milliseconds)",
+			 username, (long long)at_ms);
+		*error_r = error;
+		return -1;
+	}
+	return db->driver->user_last_backend(db, username, backend, at_ms, error_r);
+}
+
+int geodb_user_last_backend_get(struct geodb *db, const char *username,
+				char backend_r[NAME_MAX_LEN + 1], int64_t *at_ms_r,
+				const char **error_r)
+{
+	backend_r[0] = '\0';
+	*at_ms_r = 0;
+	return db->driver->user_last_backend_get(db, username, backend_r, at_ms_r, error_r);
 }
 
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r)
@@ -387,6 +428,34 @@ int geodb_move_ack_list(struct geodb *db, unsigned group_id, struct geodb_move_a
 	return db->driver->move_ack_list(db, group_id, acks_r, count_r, error_r);
 }
 
+int geodb_group_load_put(struct geodb *db, const char *observer,
+			 const struct geodb_group_load *rows, size_t count, unsigned ttl_secs,
+			 const char **error_r)
+{
+	static __thread char error[256];
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a group load report needs a TTL of at least one second";
+		return -1;
+	}
+	size_t len = strnlen(observer, NAME_MAX_LEN + 1);
+	if (len == 0 || len > NAME_MAX_LEN) {
+		snprintf(error, sizeof(error),
+			 "geodb: a group load report needs an observer name of 1-%d characters",
+			 NAME_MAX_LEN);
+		*error_r = error;
+		return -1;
+	}
+	if (count == 0)
+		return 0;
+	return db->driver->group_load_put(db, observer, rows, count, ttl_secs, error_r);
+}
+
+int geodb_group_load_list(struct geodb *db, struct geodb_group_load **rows_r, size_t *count_r,
+			  const char **error_r)
+{
+	return db->driver->group_load_list(db, rows_r, count_r, error_r);
+}
+
 int geodb_lease_acquire(struct geodb *db, const char *name, const char *holder, unsigned ttl_secs,
 			struct geodb_lease *lease_r, const char **error_r)
 {
@@ -417,6 +486,96 @@ int geodb_health_list(struct geodb *db, const char *backend, struct geodb_health
 		      size_t *count_r, const char **error_r)
 {
 	return db->driver->health_list(db, backend, health_r, count_r, error_r);
+}
+
+/* ---- a group's balancing fields ---- */
+
+int64_t geodb_unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void geodb_group_switch(struct geodb_group *row, const struct geodb_group *stored, int64_t now_ms)
+{
+	struct geodb_group_history history[BALANCE_HISTORY];
+	memset(history, 0, sizeof(history));
+	if (stored == NULL) {
+		memcpy(row->history, history, sizeof(history));
+		row->moved_at_ms = 0;
+		return;
+	}
+	if (stored->backend[0] == '\0' || strcmp(stored->backend, row->backend) == 0) {
+		/* no switch: nothing left, nothing to record */
+		memcpy(row->history, stored->history, sizeof(history));
+		row->moved_at_ms = stored->moved_at_ms;
+		return;
+	}
+	size_t n = 0;
+	snprintf(history[n].backend, sizeof(history[n].backend), "%s", stored->backend);
+	history[n++].left_ms = now_ms;
+	for (size_t i = 0; i < BALANCE_HISTORY && n < BALANCE_HISTORY; i++) {
+		const struct geodb_group_history *h = &stored->history[i];
+		if (h->backend[0] == '\0')
+			break;
+		if (strcmp(h->backend, stored->backend) != 0)
+			history[n++] = *h;
+	}
+	memcpy(row->history, history, sizeof(history));
+	row->moved_at_ms = now_ms;
+}
+
+void geodb_history_format(const struct geodb_group *group, char *buf, size_t size)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < BALANCE_HISTORY && group->history[i].backend[0] != '\0'; i++) {
+		int n = snprintf(buf + used, size - used, "%s%s@%lld", i > 0 ? "," : "",
+				 group->history[i].backend, (long long)group->history[i].left_ms);
+		if (n < 0 || (size_t)n >= size - used) {
+			buf[used] = '\0'; /* whole entries only */
+			return;
+		}
+		used += (size_t)n;
+	}
+}
+
+void geodb_history_parse(const char *text, struct geodb_group *group)
+{
+	memset(group->history, 0, sizeof(group->history));
+	size_t n = 0;
+	const char *p = text != NULL ? text : "";
+	while (*p != '\0' && n < BALANCE_HISTORY) {
+		size_t len = strcspn(p, ",");
+		char entry[NAME_MAX_LEN + 32];
+		const char *next = p[len] == ',' ? p + len + 1 : p + len;
+		if (len >= sizeof(entry)) {
+			p = next;
+			continue;
+		}
+		memcpy(entry, p, len);
+		entry[len] = '\0';
+		p = next;
+		char *at = strrchr(entry, '@');
+		if (at == NULL || at[1] < '0' || at[1] > '9')
+			continue;
+		*at = '\0';
+		char *end;
+		errno = 0;
+		long long left = strtoll(at + 1, &end, 10);
+		if (errno != 0 || *end != '\0' || !object_name_is_valid(entry))
+			continue;
+		bool seen = false;
+		for (size_t i = 0; i < n && !seen; i++)
+			seen = strcmp(group->history[i].backend, entry) == 0;
+		if (seen)
+			continue;
+		/* a valid name has at most NAME_MAX_LEN characters */
+		snprintf(group->history[n].backend, sizeof(group->history[n].backend), "%.*s",
+			 NAME_MAX_LEN, entry);
+		group->history[n++].left_ms = left;
+	}
 }
 
 /* ---- sorting ---- */

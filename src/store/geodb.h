@@ -6,7 +6,11 @@
  *   backends  ... and the controller's health mark: mark, mark_since, mark_reason
  *   groups    group_id -> site, backend, epoch, written_by, written_at,
  *             alt_backend (pre-chosen failover target), and a move in
- *             progress: move_to, move_started, move_reason
+ *             progress: move_to, move_started, move_reason; for balancing
+ *             (brain/balance.h): sticky (the operator pinned it), moved_at
+ *             (its last switch to another backend, unix ms) and history
+ *             (the backends it was on before, newest first, as text
+ *             "b2@1700000000000,b1@1690000000000": backend@left unix ms)
  *   users     username -> group_id (overrides only; most users are not stored),
  *             written_by, written_at, and hold_until: "this user was just
  *             moved to another group; proxies hold the user's logins until
@@ -16,6 +20,11 @@
  *   health    (backend, observer) -> ok, detail, observed_at
  *   move_acks (group_id, observer) -> epoch, acked_at: "this daemon has
  *             closed its sessions of the group for the move of that epoch"
+ *   group_load (group_id, observer) -> sessions, logins, reported_at: what
+ *             one daemon sends to the group (open sessions, logins since its
+ *             previous report), expiring like health and move_acks
+ *   user_backend username -> backend, recorded_at: the backend the user
+ *             last logged in on (not in the snapshot: one row per user)
  *   meta      schema_version, group_count
  *
  * Every write carries who wrote it (the writer name given at open) and when,
@@ -42,6 +51,7 @@
 #ifndef GEODB_H
 #define GEODB_H
 
+#include "brain/balance.h"
 #include "brain/health.h"
 #include "brain/types.h"
 
@@ -77,6 +87,14 @@ struct geodb_backend {
 	char mark_reason[200];
 };
 
+/* A backend a group was on before, and when it left it.  In a group's
+ * history each backend appears once (its latest stay), at most
+ * BALANCE_HISTORY of them; backend "" ends the list. */
+struct geodb_group_history {
+	char backend[NAME_MAX_LEN + 1];
+	int64_t left_ms; /* unix milliseconds */
+};
+
 struct geodb_group {
 	unsigned group_id;
 	char site[NAME_MAX_LEN + 1];
@@ -90,6 +108,15 @@ struct geodb_group {
 	char move_to[NAME_MAX_LEN + 1];
 	int64_t move_started_ms; /* unix milliseconds */
 	char move_reason[96];
+	/* balancing (brain/balance.h).  sticky: the operator pinned the group
+	 * to its backend ("--sticky-backend"), balancing never moves it.  The
+	 * drivers keep moved_at_ms and history themselves: every write that
+	 * switches the group to another backend (geodb_group_set(),
+	 * geodb_group_cas()) records the backend it leaves at the head of
+	 * history with left_ms = now and sets moved_at_ms = now. */
+	bool sticky;
+	int64_t moved_at_ms; /* unix milliseconds of its last switch; 0: never */
+	struct geodb_group_history history[BALANCE_HISTORY]; /* newest first */
 };
 
 struct geodb_user {
@@ -133,6 +160,15 @@ struct geodb_move_ack {
 	char observer[NAME_MAX_LEN + 1];
 	uint64_t epoch; /* the group's epoch when the move started */
 	int64_t acked_at; /* unix seconds */
+};
+
+/* What one daemon sends to one group (the balancer's weight of it). */
+struct geodb_group_load {
+	unsigned group_id;
+	char observer[NAME_MAX_LEN + 1]; /* the daemon */
+	unsigned sessions;               /* its sessions of the group open now */
+	unsigned logins;                 /* logins to the group since its previous report */
+	int64_t reported_at;             /* unix seconds, as the daemon gave it */
 };
 
 /* Everything a daemon routes by, read in one go (the LocalDB's source). */
@@ -237,20 +273,33 @@ int geodb_backend_loads(struct geodb *db, struct geodb_backend_load **loads_r, s
 
 int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
 		    const char **error_r);
-/* Conditional insert: stores *group if the group has no row yet.  Either
- * way *group is filled with the row that is stored afterwards, so two
- * writers racing agree.  Returns 1 if ours was stored, 0 if another won. */
+/* Conditional insert: stores *group if the group has no row yet (not
+ * sticky, no history, moved_at_ms 0, whatever *group says).  Either way
+ * *group is filled with the row that is stored afterwards, so two writers
+ * racing agree.  Returns 1 if ours was stored, 0 if another won. */
 int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r);
 /* Direct move: sets the group's site and backend, epoch + 1, and clears a
- * move in progress (alt_backend is kept unless it is the new backend). */
+ * move in progress (alt_backend is kept unless it is the new backend;
+ * sticky is kept).  When backend is another than the stored one, that one
+ * goes to the head of history (see struct geodb_group) and moved_at_ms is
+ * now.  A group without a row gets one: not sticky, no history. */
 int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r);
+/* Pins the group to its backend (sticky) or lets balancing move it again;
+ * this writer and now as written_by / written_at; the epoch stays (it is
+ * no change of the assignment, and a move in progress keeps its
+ * acknowledgements).  Returns 1 set, 0 the group has no row (none is
+ * made). */
+int geodb_group_set_sticky(struct geodb *db, unsigned group_id, bool sticky, const char **error_r);
 /* Compare and set, for the controller and the move protocol: if the
  * group's row exists and its epoch is expected_epoch, replaces site,
- * backend, alt_backend, move_to, move_started_ms and move_reason by row's,
- * with epoch expected_epoch + 1 and this writer and now as written_by /
- * written_at.  *stored_r is the row stored afterwards either way (found
- * false in neither case: then the group has no row and 0 is returned with
+ * backend, alt_backend, move_to, move_started_ms, move_reason and sticky by
+ * row's, with epoch expected_epoch + 1 and this writer and now as
+ * written_by / written_at.  history and moved_at_ms are the driver's: a
+ * row->backend other than the stored one records the stored one at the
+ * head of history and sets moved_at_ms to now (row's are ignored).
+ * *stored_r is the row stored afterwards either way (found false in
+ * neither case: then the group has no row and 0 is returned with
  * stored_r->backend "").  Returns 1 applied, 0 not (another epoch, or no
  * row), -1 error.  row->group_id names the group; row->epoch is ignored. */
 int geodb_group_cas(struct geodb *db, const struct geodb_group *row, uint64_t expected_epoch,
@@ -269,6 +318,17 @@ int geodb_user_set_group(struct geodb *db, const char *username, unsigned group_
  * negative is refused). */
 int geodb_user_move(struct geodb *db, const char *username, unsigned group_id,
 		    int64_t hold_until_ms, const char **error_r);
+/* The backend username last logged in on, and when (unix ms): the caller
+ * records it when it changes, not on every login.  Kept in its own table
+ * (user_backend), not in users, whose rows are overrides: this never
+ * creates, changes or needs a users row.  backend must be a valid name,
+ * at_ms not negative.  Replaces the user's previous one. */
+int geodb_user_last_backend(struct geodb *db, const char *username, const char *backend,
+			    int64_t at_ms, const char **error_r);
+/* 1 found (backend_r, *at_ms_r), 0 none recorded (backend_r "", 0). */
+int geodb_user_last_backend_get(struct geodb *db, const char *username,
+				char backend_r[NAME_MAX_LEN + 1], int64_t *at_ms_r,
+				const char **error_r);
 /* Returns 1 if a row was deleted, 0 if there was none. */
 int geodb_user_delete(struct geodb *db, const char *username, const char **error_r);
 int geodb_user_list(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
@@ -286,6 +346,20 @@ int geodb_move_ack_put(struct geodb *db, const struct geodb_move_ack *ack, unsig
 /* All acknowledgements of group_id (sorted by observer). */
 int geodb_move_ack_list(struct geodb *db, unsigned group_id, struct geodb_move_ack **acks_r,
 			size_t *count_r, const char **error_r);
+
+/* Group loads: observer's rows replace its previous ones of the same
+ * groups (one row per (group, observer)), each expiring after ttl_secs (at
+ * least 1).  count rows in one go (SQLite: one transaction; Cassandra:
+ * pipelined inserts).  Every row is stored under observer (1-NAME_MAX_LEN
+ * characters); the rows' own observer field is not looked at.  A daemon
+ * that reported a group before and has no traffic for it now sends zeros
+ * rather than nothing, or the old figures stay until they expire. */
+int geodb_group_load_put(struct geodb *db, const char *observer,
+			 const struct geodb_group_load *rows, size_t count, unsigned ttl_secs,
+			 const char **error_r);
+/* Every row that has not expired, sorted by group_id, then observer. */
+int geodb_group_load_list(struct geodb *db, struct geodb_group_load **rows_r, size_t *count_r,
+			  const char **error_r);
 
 /* Leases: acquires name for holder for ttl_secs if it is free or expired,
  * or renews it if holder has it.  Returns 1 held (lease_r says until when),

@@ -21,8 +21,15 @@
  * the caller gets (where Cassandra returns only the condition's columns, a
  * read at the serial consistency fetches the row: group_cas, group_set).
  * Tables that are read whole (groups, users, ...) are read in pages.  Lists
- * come out sorted like SQLite's (geodb_sort_*()).  Health observations and
- * move acknowledgements expire by USING TTL.
+ * come out sorted like SQLite's (geodb_sort_*()).  Health observations,
+ * move acknowledgements and group loads expire by USING TTL.
+ *
+ * A group's history and moved_at are computed from the row as it is
+ * (geodb_group_switch()): group_set and group_cas read it first and make
+ * their write conditional on its epoch, and every write that changes a
+ * group's backend raises the epoch, so the history written follows from
+ * the row it replaces.  Group loads, many rows per call, are prepared
+ * inserts pipelined on the connection pool (LOAD_PUT_WINDOW in flight).
  *
  * The schema is versioned (meta.schema_version) and created by geodb_init(),
  * which also upgrades an older keyspace (schema_versions: CREATE TABLE IF NOT
@@ -64,6 +71,9 @@
 #define ASSIGN_ATTEMPTS 3
 #define ASSIGN_RETRY_WITHIN_MS 1000 /* since the first try */
 #define LEASE_ATTEMPTS 5
+/* group_load_put: inserts in flight at once (the client queues beyond its
+ * streams; this keeps a large report from filling the queue) */
+#define LOAD_PUT_WINDOW 64
 
 /* ---- the spec ---- */
 
@@ -447,12 +457,18 @@ enum stmt_id {
 	Q_GROUP_REFS,
 	Q_GROUP_INSERT,
 	Q_GROUP_UPDATE_IF,
+	Q_GROUP_SET_IF,
 	Q_GROUP_DELETE_IF,
 	Q_GROUP_END_MOVE_IF,
 	Q_GROUP_CLEAR_ALT_IF,
 	Q_BACKEND_MARK,
 	Q_MOVE_ACK_PUT,
 	Q_MOVE_ACK_LIST,
+	Q_GROUP_STICKY_IF,
+	Q_GROUP_LOAD_PUT,
+	Q_GROUP_LOAD_ALL,
+	Q_USER_BACKEND_PUT,
+	Q_USER_BACKEND_GET,
 	Q_USER_GET,
 	Q_USER_ALL,
 	Q_USER_PUT,
@@ -469,12 +485,14 @@ enum stmt_id {
 #define BACKEND_COLUMNS                                                                   \
 	"name, site, address, status, load_factor, updated_by, updated_at, mark, mark_since, " \
 	"mark_reason"
-#define GROUP_COLUMNS                                                                     \
-	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to, "       \
-	"move_started, move_reason"
+#define GROUP_COLUMNS                                                                    \
+	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to, " \
+	"move_started, move_reason, sticky, moved_at, history"
 #define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
+#define GROUP_LOAD_COLUMNS "group_id, observer, sessions, logins, reported_at"
 #define BACKEND_COLUMN_COUNT 10
-#define GROUP_COLUMN_COUNT 10
+#define GROUP_COLUMN_COUNT 13
+#define GROUP_LOAD_COLUMN_COUNT 5
 #define USER_COLUMN_COUNT 5
 
 /* %1$s is the keyspace */
@@ -503,10 +521,17 @@ static const char *const stmt_templates[Q_COUNT] = {
 	[Q_GROUP_BACKENDS] = "SELECT group_id, backend FROM %1$s.groups",
 	[Q_GROUP_REFS] = "SELECT group_id, backend, alt_backend, move_to, epoch FROM %1$s.groups",
 	[Q_GROUP_INSERT] = "INSERT INTO %1$s.groups (" GROUP_COLUMNS ") VALUES (?, ?, ?, ?, ?, "
-			   "?, ?, ?, ?, ?) IF NOT EXISTS",
+			   "?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
 	[Q_GROUP_UPDATE_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
 			      "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
-			      "written_by = ?, written_at = ? WHERE group_id = ? IF epoch = ?",
+			      "written_by = ?, written_at = ?, sticky = ?, moved_at = ?, "
+			      "history = ? WHERE group_id = ? IF epoch = ?",
+	/* group_set: Q_GROUP_UPDATE_IF without sticky, which it keeps (set by
+	 * group_set_sticky, which leaves the epoch alone) */
+	[Q_GROUP_SET_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
+			   "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
+			   "written_by = ?, written_at = ?, moved_at = ?, history = ? "
+			   "WHERE group_id = ? IF epoch = ?",
 	[Q_GROUP_DELETE_IF] = "DELETE FROM %1$s.groups WHERE group_id = ? IF backend = ?",
 	[Q_GROUP_END_MOVE_IF] = "UPDATE %1$s.groups SET move_to = '', move_started = 0, "
 				"move_reason = '', epoch = ?, written_by = ?, written_at = ? "
@@ -519,6 +544,16 @@ static const char *const stmt_templates[Q_COUNT] = {
 			   "VALUES (?, ?, ?, ?) USING TTL ?",
 	[Q_MOVE_ACK_LIST] = "SELECT group_id, observer, epoch, acked_at FROM %1$s.move_acks "
 			    "WHERE group_id = ?",
+	/* IF EXISTS: never a row of only a sticky flag for a group without one */
+	[Q_GROUP_STICKY_IF] = "UPDATE %1$s.groups SET sticky = ?, written_by = ?, written_at = ? "
+			      "WHERE group_id = ? IF EXISTS",
+	[Q_GROUP_LOAD_PUT] = "INSERT INTO %1$s.group_load (" GROUP_LOAD_COLUMNS ") VALUES (?, ?, "
+			     "?, ?, ?) USING TTL ?",
+	[Q_GROUP_LOAD_ALL] = "SELECT " GROUP_LOAD_COLUMNS " FROM %1$s.group_load",
+	[Q_USER_BACKEND_PUT] = "INSERT INTO %1$s.user_backend (username, backend, recorded_at) "
+			       "VALUES (?, ?, ?)",
+	[Q_USER_BACKEND_GET] = "SELECT backend, recorded_at FROM %1$s.user_backend WHERE "
+			       "username = ?",
 	[Q_USER_GET] = "SELECT " USER_COLUMNS " FROM %1$s.users WHERE username = ?",
 	[Q_USER_ALL] = "SELECT " USER_COLUMNS " FROM %1$s.users",
 	[Q_USER_PUT] = "INSERT INTO %1$s.users (" USER_COLUMNS ") VALUES (?, ?, ?, ?, ?)",
@@ -558,9 +593,11 @@ static const char *const schema_v2[] = {
 };
 
 /* The controller's marks, failover alternatives, moves and their
- * acknowledgements, users' login holds.  ADD IF NOT EXISTS: an init that
- * stopped half-way can run again, and so can the current version's
- * statements on a keyspace already at it (see cass_init()). */
+ * acknowledgements, users' login holds; for balancing, the groups' sticky
+ * flag, last switch and history, their loads and the users' last
+ * backends.  ADD IF NOT EXISTS: an init that stopped half-way can run
+ * again, and so can the current version's statements on a keyspace
+ * already at it (see cass_init()). */
 static const char *const schema_v3[] = {
 	"ALTER TABLE %1$s.backends ADD IF NOT EXISTS (mark text, mark_since bigint, "
 	"mark_reason text)",
@@ -569,6 +606,12 @@ static const char *const schema_v3[] = {
 	"ALTER TABLE %1$s.users ADD IF NOT EXISTS (hold_until bigint)",
 	"CREATE TABLE IF NOT EXISTS %1$s.move_acks (group_id int, observer text, epoch bigint, "
 	"acked_at bigint, PRIMARY KEY (group_id, observer))",
+	"ALTER TABLE %1$s.groups ADD IF NOT EXISTS (sticky boolean, moved_at bigint, history "
+	"text)",
+	"CREATE TABLE IF NOT EXISTS %1$s.group_load (group_id int, observer text, sessions int, "
+	"logins int, reported_at bigint, PRIMARY KEY (group_id, observer))",
+	"CREATE TABLE IF NOT EXISTS %1$s.user_backend (username text PRIMARY KEY, backend text, "
+	"recorded_at bigint)",
 	NULL,
 };
 
@@ -878,6 +921,7 @@ static int row_group(const struct cql_value *c, void *item, char *err, size_t si
 	struct geodb_group *group = item;
 	int32_t id;
 	int64_t epoch;
+	char history[GEODB_HISTORY_TEXT_MAX];
 	memset(group, 0, sizeof(*group));
 	if (cell_int(&c[0], "group_id", &id, err, size) < 0 ||
 	    cell_text(&c[1], "site", group->site, sizeof(group->site), err, size) < 0 ||
@@ -891,8 +935,17 @@ static int row_group(const struct cql_value *c, void *item, char *err, size_t si
 	    cell_text(&c[7], "move_to", group->move_to, sizeof(group->move_to), err, size) < 0 ||
 	    cell_bigint(&c[8], "move_started", &group->move_started_ms, err, size) < 0 ||
 	    cell_text(&c[9], "move_reason", group->move_reason, sizeof(group->move_reason), err,
-		      size) < 0)
+		      size) < 0 ||
+	    cell_bigint(&c[11], "moved_at", &group->moved_at_ms, err, size) < 0 ||
+	    cell_text(&c[12], "history", history, sizeof(history), err, size) < 0)
 		return -1;
+	const char *error;
+	int r = cql_value_boolean(&c[10], &group->sticky, &error);
+	if (r < 0)
+		return bad_cell(err, size, "sticky", error);
+	if (r == 0)
+		group->sticky = false; /* null: a row from before the column */
+	geodb_history_parse(history, group);
 	group->group_id = (unsigned)id;
 	group->epoch = (uint64_t)epoch;
 	return 0;
@@ -1595,20 +1648,33 @@ static void group_values(struct cassdb *db, struct vals *v, const struct geodb_g
 	v_text(v, group->move_to);
 	v_bigint(v, group->move_started_ms);
 	v_text(v, group->move_reason);
+	char history[GEODB_HISTORY_TEXT_MAX];
+	geodb_history_format(group, history, sizeof(history));
+	v_bool(v, group->sticky);
+	v_bigint(v, group->moved_at_ms);
+	v_text(v, history);
+}
+
+/* A new group is not sticky and has no history (geodb_group_assign_if_absent()). */
+static void group_new_row(struct geodb_group *group)
+{
+	group->sticky = false;
+	group->moved_at_ms = 0;
+	memset(group->history, 0, sizeof(group->history));
 }
 
 /* From a not-applied INSERT ... IF NOT EXISTS on groups: the stored row. */
 static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char *err, size_t size)
 {
 	/* by position: [applied], group_id, alt_backend, backend, epoch,
-	 * move_reason, move_started, move_to, site, written_at, written_by (key,
-	 * then the regular columns in name order) */
+	 * history, move_reason, move_started, move_to, moved_at, site, sticky,
+	 * written_at, written_by (key, then the regular columns in name order) */
 	const struct cql_value *id = lwt_col(row, "group_id", 1);
 	const struct cql_value *backend = lwt_col(row, "backend", 3);
 	const struct cql_value *epoch = lwt_col(row, "epoch", 4);
-	const struct cql_value *site = lwt_col(row, "site", 8);
-	const struct cql_value *at = lwt_col(row, "written_at", 9);
-	const struct cql_value *by = lwt_col(row, "written_by", 10);
+	const struct cql_value *site = lwt_col(row, "site", 10);
+	const struct cql_value *at = lwt_col(row, "written_at", 12);
+	const struct cql_value *by = lwt_col(row, "written_by", 13);
 	if (id == NULL || backend == NULL || epoch == NULL || site == NULL || at == NULL ||
 	    by == NULL) {
 		snprintf(err, size, "the conditional insert was not applied but returned no row");
@@ -1616,9 +1682,12 @@ static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char 
 	}
 	const struct cql_value null_cell = {.data = NULL, .len = -1, .type = CQL_TYPE_UNKNOWN};
 	const struct cql_value *alt = lwt_col(row, "alt_backend", 2);
-	const struct cql_value *move_reason = lwt_col(row, "move_reason", 5);
-	const struct cql_value *move_started = lwt_col(row, "move_started", 6);
-	const struct cql_value *move_to = lwt_col(row, "move_to", 7);
+	const struct cql_value *history = lwt_col(row, "history", 5);
+	const struct cql_value *move_reason = lwt_col(row, "move_reason", 6);
+	const struct cql_value *move_started = lwt_col(row, "move_started", 7);
+	const struct cql_value *move_to = lwt_col(row, "move_to", 8);
+	const struct cql_value *moved_at = lwt_col(row, "moved_at", 9);
+	const struct cql_value *sticky = lwt_col(row, "sticky", 11);
 	struct cql_value cells[GROUP_COLUMN_COUNT] = {
 		*id,
 		*site,
@@ -1630,6 +1699,9 @@ static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char 
 		move_to != NULL ? *move_to : null_cell,
 		move_started != NULL ? *move_started : null_cell,
 		move_reason != NULL ? *move_reason : null_cell,
+		sticky != NULL ? *sticky : null_cell,
+		moved_at != NULL ? *moved_at : null_cell,
+		history != NULL ? *history : null_cell,
 	};
 	return row_group(cells, group, err, size);
 }
@@ -1673,6 +1745,7 @@ static int cass_group_assign_if_absent(struct geodb *geo, struct geodb_group *gr
 		return -1;
 	char what[128];
 	snprintf(what, sizeof(what), "assigning group %u (table groups)", group->group_id);
+	group_new_row(group);
 	struct assign_ctx ctx = {group, now_seconds()};
 	int64_t started = now_ms();
 	for (unsigned attempt = 1;; attempt++) {
@@ -1747,6 +1820,7 @@ static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
 	job->op = op;
 	job->kind = JOB_ASSIGN;
 	job->group = *group;
+	group_new_row(&job->group);
 	job->group.written_at = now_seconds();
 	job->started_ms = now_ms();
 	job_link(db, job);
@@ -2670,9 +2744,10 @@ static int reply_group_cas(struct cassdb *db, const struct cql_reply *reply, voi
 	return 0;
 }
 
-/* The values of Q_GROUP_UPDATE_IF: row's fields, epoch expected + 1. */
+/* The values of Q_GROUP_UPDATE_IF (Q_GROUP_SET_IF without sticky): row's
+ * fields, epoch expected + 1. */
 static void group_update_values(struct cassdb *db, struct vals *v, const struct geodb_group *row,
-				int64_t expected_epoch, int64_t now)
+				int64_t expected_epoch, int64_t now, bool with_sticky)
 {
 	v_text(v, row->site);
 	v_text(v, row->backend);
@@ -2683,6 +2758,12 @@ static void group_update_values(struct cassdb *db, struct vals *v, const struct 
 	v_bigint(v, expected_epoch + 1);
 	v_text(v, db->geo.writer);
 	v_bigint(v, now);
+	char history[GEODB_HISTORY_TEXT_MAX];
+	geodb_history_format(row, history, sizeof(history));
+	if (with_sticky)
+		v_bool(v, row->sticky);
+	v_bigint(v, row->moved_at_ms);
+	v_text(v, history);
 	v_int(v, (int32_t)row->group_id);
 	v_bigint(v, expected_epoch);
 }
@@ -2711,7 +2792,8 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 				      &ctx, error_r);
 		} else {
 			/* a direct move ends a move in progress; the alternative
-			 * stays unless it is where the group goes now */
+			 * stays unless it is where the group goes now, and so
+			 * does sticky; a switch of backend goes into history */
 			struct geodb_group row = current;
 			snprintf(row.site, sizeof(row.site), "%s", site);
 			snprintf(row.backend, sizeof(row.backend), "%s", backend);
@@ -2720,9 +2802,10 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 			row.move_to[0] = '\0';
 			row.move_started_ms = 0;
 			row.move_reason[0] = '\0';
-			group_update_values(db, &v, &row, (int64_t)current.epoch, now);
-			applied = run(db, what, Q_GROUP_UPDATE_IF, NULL, &v, F_COND,
-				      reply_group_cas, &ctx, error_r);
+			geodb_group_switch(&row, &current, geodb_unix_ms());
+			group_update_values(db, &v, &row, (int64_t)current.epoch, now, false);
+			applied = run(db, what, Q_GROUP_SET_IF, NULL, &v, F_COND, reply_group_cas,
+				      &ctx, error_r);
 		}
 		if (applied < 0)
 			return -1;
@@ -2739,6 +2822,18 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 		    group_id, GROUP_SET_ATTEMPTS);
 }
 
+static bool same_history(const struct geodb_group *x, const struct geodb_group *y)
+{
+	for (size_t i = 0; i < BALANCE_HISTORY; i++) {
+		if (strcmp(x->history[i].backend, y->history[i].backend) != 0 ||
+		    x->history[i].left_ms != y->history[i].left_ms)
+			return false;
+		if (x->history[i].backend[0] == '\0')
+			break;
+	}
+	return true;
+}
+
 static bool same_group_row(const struct geodb_group *x, const struct geodb_group *y)
 {
 	return x->group_id == y->group_id && x->epoch == y->epoch &&
@@ -2746,7 +2841,8 @@ static bool same_group_row(const struct geodb_group *x, const struct geodb_group
 	       strcmp(x->alt_backend, y->alt_backend) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
 	       x->move_started_ms == y->move_started_ms &&
 	       strcmp(x->move_reason, y->move_reason) == 0 &&
-	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at;
+	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at &&
+	       x->sticky == y->sticky && x->moved_at_ms == y->moved_at_ms && same_history(x, y);
 }
 
 static int cass_group_cas(struct geodb *geo, const struct geodb_group *row,
@@ -2758,8 +2854,31 @@ static int cass_group_cas(struct geodb *geo, const struct geodb_group *row,
 		return -1;
 	char what[128];
 	snprintf(what, sizeof(what), "changing group %u (table groups)", row->group_id);
+	/* the row as it is at expected_epoch, for its history: a read at the
+	 * configured consistency, and if that does not show expected_epoch,
+	 * one at the serial consistency (an unfinished round completes
+	 * first), which decides: not at expected_epoch, not applied */
+	struct geodb_group current;
+	int found = cass_group_get(geo, row->group_id, &current, error_r);
+	if (found < 0)
+		return -1;
+	if (found == 0 || current.epoch != expected_epoch) {
+		found = group_get_serial(db, row->group_id, &current, error_r);
+		if (found < 0)
+			return -1;
+		if (found == 0) {
+			memset(stored_r, 0, sizeof(*stored_r));
+			stored_r->group_id = row->group_id;
+			return 0;
+		}
+		if (current.epoch != expected_epoch) {
+			*stored_r = current;
+			return 0;
+		}
+	}
 	/* what we write, as group_get would read it back */
 	struct geodb_group ours = *row;
+	geodb_group_switch(&ours, &current, geodb_unix_ms());
 	ours.epoch = expected_epoch + 1;
 	snprintf(ours.written_by, sizeof(ours.written_by), "%s", geo->writer);
 	ours.written_at = now_seconds();
@@ -2768,7 +2887,7 @@ static int cass_group_cas(struct geodb *geo, const struct geodb_group *row,
 	bool retried = false;
 	for (unsigned attempt = 1;; attempt++) {
 		struct vals v = {0};
-		group_update_values(db, &v, &ours, (int64_t)expected_epoch, ours.written_at);
+		group_update_values(db, &v, &ours, (int64_t)expected_epoch, ours.written_at, true);
 		applied = run(db, what, Q_GROUP_UPDATE_IF, NULL, &v, F_COND, reply_lwt_applied,
 			      NULL, error_r);
 		if (applied >= 0)
@@ -2786,7 +2905,7 @@ static int cass_group_cas(struct geodb *geo, const struct geodb_group *row,
 		*stored_r = ours;
 		return 1;
 	}
-	int found = group_get_serial(db, row->group_id, stored_r, error_r);
+	found = group_get_serial(db, row->group_id, stored_r, error_r);
 	if (found < 0)
 		return -1;
 	if (found == 0) {
@@ -2808,6 +2927,23 @@ static int cass_group_list(struct geodb *geo, struct geodb_group **groups_r, siz
 		return -1;
 	geodb_sort_groups(*groups_r, *count_r);
 	return 0;
+}
+
+static int cass_group_set_sticky(struct geodb *geo, unsigned group_id, bool sticky,
+				 const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[128];
+	snprintf(what, sizeof(what), "%s group %u (table groups)", sticky ? "pinning" : "unpinning",
+		 group_id);
+	struct vals v = {0};
+	v_bool(&v, sticky);
+	v_text(&v, geo->writer);
+	v_bigint(&v, now_seconds());
+	v_int(&v, (int32_t)group_id);
+	return run(db, what, Q_GROUP_STICKY_IF, NULL, &v, F_COND, reply_lwt_applied, NULL, error_r);
 }
 
 /* ---- users ---- */
@@ -3321,6 +3457,220 @@ static int cass_move_ack_list(struct geodb *geo, unsigned group_id, struct geodb
 	return 0;
 }
 
+/* ---- group loads ---- */
+
+/* One report: its rows go out as prepared inserts, LOAD_PUT_WINDOW in
+ * flight at once, each finished one making room for the next; the first
+ * error stops sending, and the call returns once none is in flight. */
+struct load_put;
+
+struct load_put_slot {
+	struct load_put *put;
+	struct cql_pending *pending; /* NULL: free */
+};
+
+struct load_put {
+	struct cassdb *db;
+	const char *observer;
+	const struct geodb_group_load *rows;
+	size_t count, sent;
+	unsigned ttl_secs, in_flight;
+	bool failed, done;
+	char error[768];
+	struct load_put_slot slots[LOAD_PUT_WINDOW];
+};
+
+static void load_put_fail(struct load_put *put, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void load_put_fail(struct load_put *put, const char *fmt, ...)
+{
+	if (put->failed)
+		return; /* the first error is the one told */
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(put->error, sizeof(put->error), fmt, args);
+	va_end(args);
+	put->failed = true;
+}
+
+static int32_t clamp_int32(unsigned value)
+{
+	return value > INT32_MAX ? INT32_MAX : (int32_t)value;
+}
+
+static void load_put_done(const struct cql_reply *reply, void *context);
+
+static void load_put_send(struct load_put *put)
+{
+	struct cassdb *db = put->db;
+	for (unsigned i = 0; i < LOAD_PUT_WINDOW && !put->failed && put->sent < put->count; i++) {
+		struct load_put_slot *slot = &put->slots[i];
+		if (slot->pending != NULL)
+			continue;
+		const struct geodb_group_load *row = &put->rows[put->sent++];
+		struct vals v = {0};
+		v_int(&v, (int32_t)row->group_id);
+		v_text(&v, put->observer);
+		v_int(&v, clamp_int32(row->sessions));
+		v_int(&v, clamp_int32(row->logins));
+		v_bigint(&v, row->reported_at);
+		v_int(&v, (int32_t)put->ttl_secs);
+		if (v.error != NULL) {
+			load_put_fail(put,
+				      "geodb: recording the load of group %u seen by %s (table "
+				      "group_load): %s",
+				      row->group_id, put->observer, v.error);
+			v_free(&v);
+			break;
+		}
+		struct cql_request req;
+		fill_request(db, &req, db->cql[Q_GROUP_LOAD_PUT], &v, 0);
+		slot->put = put;
+		slot->pending = cql_client_execute(db->sync, &req, load_put_done, slot);
+		put->in_flight++;
+		v_free(&v);
+	}
+	if (put->in_flight == 0)
+		put->done = true;
+}
+
+static void load_put_done(const struct cql_reply *reply, void *context)
+{
+	struct load_put_slot *slot = context;
+	struct load_put *put = slot->put;
+	slot->pending = NULL;
+	put->in_flight--;
+	if (reply->error != NULL && !put->failed) {
+		char what[160];
+		snprintf(what, sizeof(what), "recording group loads seen by %s (table group_load)",
+			 put->observer);
+		reply_error(put->db, reply, what, put->error, sizeof(put->error));
+		put->failed = true;
+	}
+	load_put_send(put);
+}
+
+static int cass_group_load_put(struct geodb *geo, const char *observer,
+			       const struct geodb_group_load *rows, size_t count, unsigned ttl_secs,
+			       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	struct load_put *put = calloc(1, sizeof(*put));
+	put->db = db;
+	put->observer = observer;
+	put->rows = rows;
+	put->count = count;
+	put->ttl_secs = ttl_secs;
+	load_put_send(put);
+	if (cql_client_wait(db->sync, &put->done) < 0 && !put->done) {
+		for (unsigned i = 0; i < LOAD_PUT_WINDOW; i++) {
+			if (put->slots[i].pending != NULL)
+				cql_client_cancel(&put->slots[i].pending);
+		}
+		load_put_fail(put,
+			      "geodb: recording group loads seen by %s (table group_load): the "
+			      "CQL client stopped before the answer came",
+			      observer);
+	}
+	int ret = put->failed ? fail(db, error_r, "%s", put->error) : 0;
+	free(put);
+	return ret;
+}
+
+static int row_group_load(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_group_load *load = item;
+	int32_t id, sessions, logins;
+	memset(load, 0, sizeof(*load));
+	if (cell_int(&c[0], "group_id", &id, err, size) < 0 ||
+	    cell_text(&c[1], "observer", load->observer, sizeof(load->observer), err, size) < 0 ||
+	    cell_int(&c[2], "sessions", &sessions, err, size) < 0 ||
+	    cell_int(&c[3], "logins", &logins, err, size) < 0 ||
+	    cell_bigint(&c[4], "reported_at", &load->reported_at, err, size) < 0)
+		return -1;
+	load->group_id = (unsigned)id;
+	load->sessions = sessions < 0 ? 0 : (unsigned)sessions;
+	load->logins = logins < 0 ? 0 : (unsigned)logins;
+	return 0;
+}
+
+static int group_load_cmp(const void *a, const void *b)
+{
+	const struct geodb_group_load *x = a, *y = b;
+	if (x->group_id != y->group_id)
+		return x->group_id < y->group_id ? -1 : 1;
+	return strcmp(x->observer, y->observer);
+}
+
+static int cass_group_load_list(struct geodb *geo, struct geodb_group_load **rows_r,
+				size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (list_all(db, "listing group loads (table group_load)", Q_GROUP_LOAD_ALL, row_group_load,
+		     GROUP_LOAD_COLUMN_COUNT, sizeof(**rows_r), (void **)rows_r, count_r,
+		     error_r) < 0)
+		return -1;
+	if (*count_r > 1)
+		qsort(*rows_r, *count_r, sizeof(**rows_r), group_load_cmp);
+	return 0;
+}
+
+/* ---- users' last backends ---- */
+
+static int cass_user_last_backend(struct geodb *geo, const char *username, const char *backend,
+				  int64_t at_ms, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[USERNAME_MAX_LEN + 64];
+	snprintf(what, sizeof(what), "recording the last backend of user %s (table user_backend)",
+		 username);
+	struct vals v = {0};
+	v_text(&v, username);
+	v_text(&v, backend);
+	v_bigint(&v, at_ms);
+	return run(db, what, Q_USER_BACKEND_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+struct user_backend_row {
+	char backend[NAME_MAX_LEN + 1];
+	int64_t at_ms;
+};
+
+static int row_user_backend(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct user_backend_row *row = item;
+	if (cell_text(&c[0], "backend", row->backend, sizeof(row->backend), err, size) < 0 ||
+	    cell_bigint(&c[1], "recorded_at", &row->at_ms, err, size) < 0)
+		return -1;
+	return 0;
+}
+
+static int cass_user_last_backend_get(struct geodb *geo, const char *username,
+				      char backend_r[NAME_MAX_LEN + 1], int64_t *at_ms_r,
+				      const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[USERNAME_MAX_LEN + 64];
+	snprintf(what, sizeof(what), "reading the last backend of user %s (table user_backend)",
+		 username);
+	struct vals v = {0};
+	v_text(&v, username);
+	struct user_backend_row row = {"", 0};
+	struct get_ctx ctx = {row_user_backend, 2, &row};
+	int found = run(db, what, Q_USER_BACKEND_GET, NULL, &v, F_READ, reply_get, &ctx, error_r);
+	if (found > 0) {
+		snprintf(backend_r, NAME_MAX_LEN + 1, "%s", row.backend);
+		*at_ms_r = row.at_ms;
+	}
+	return found;
+}
+
 const struct geodb_driver geodb_driver_cassandra = {
 	.name = "cassandra",
 	.prefix = "cassandra:",
@@ -3351,11 +3701,14 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.group_set = cass_group_set,
 	.group_cas = cass_group_cas,
 	.group_list = cass_group_list,
+	.group_set_sticky = cass_group_set_sticky,
 	.user_get = cass_user_get,
 	.user_set_group = cass_user_set_group,
 	.user_move = cass_user_move,
 	.user_delete = cass_user_delete,
 	.user_list = cass_user_list,
+	.user_last_backend = cass_user_last_backend,
+	.user_last_backend_get = cass_user_last_backend_get,
 	.lease_acquire = cass_lease_acquire,
 	.lease_release = cass_lease_release,
 	.health_put = cass_health_put,
@@ -3363,6 +3716,8 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.backend_mark = cass_backend_mark,
 	.move_ack_put = cass_move_ack_put,
 	.move_ack_list = cass_move_ack_list,
+	.group_load_put = cass_group_load_put,
+	.group_load_list = cass_group_load_list,
 	.snapshot_read_async = cass_snapshot_read_async,
 	.group_assign_async = cass_group_assign_async,
 	.health_put_async = cass_health_put_async,

@@ -88,6 +88,8 @@ struct geodb_driver {
 			 struct geodb_group *stored_r, const char **error_r);
 	int (*group_list)(struct geodb *db, struct geodb_group **groups_r, size_t *count_r,
 			  const char **error_r);
+	int (*group_set_sticky)(struct geodb *db, unsigned group_id, bool sticky,
+				const char **error_r);
 
 	int (*user_get)(struct geodb *db, const char *username, struct geodb_user *user_r,
 			const char **error_r);
@@ -99,6 +101,13 @@ struct geodb_driver {
 	int (*user_delete)(struct geodb *db, const char *username, const char **error_r);
 	int (*user_list)(struct geodb *db, struct geodb_user **users_r, size_t *count_r,
 			 const char **error_r);
+	/* geodb.c has checked the username's length, the backend name and
+	 * that at_ms is not negative */
+	int (*user_last_backend)(struct geodb *db, const char *username, const char *backend,
+				 int64_t at_ms, const char **error_r);
+	int (*user_last_backend_get)(struct geodb *db, const char *username,
+				     char backend_r[NAME_MAX_LEN + 1], int64_t *at_ms_r,
+				     const char **error_r);
 
 	/* geodb.c has checked the name, the mark and the reason's length */
 	int (*backend_mark)(struct geodb *db, const char *name, enum health_mark mark,
@@ -107,6 +116,12 @@ struct geodb_driver {
 			    const char **error_r);
 	int (*move_ack_list)(struct geodb *db, unsigned group_id, struct geodb_move_ack **acks_r,
 			     size_t *count_r, const char **error_r);
+	/* geodb.c has checked the observer, the TTL and that count > 0 */
+	int (*group_load_put)(struct geodb *db, const char *observer,
+			      const struct geodb_group_load *rows, size_t count, unsigned ttl_secs,
+			      const char **error_r);
+	int (*group_load_list)(struct geodb *db, struct geodb_group_load **rows_r, size_t *count_r,
+			       const char **error_r);
 
 	int (*lease_acquire)(struct geodb *db, const char *name, const char *holder,
 			     unsigned ttl_secs, struct geodb_lease *lease_r, const char **error_r);
@@ -131,6 +146,28 @@ struct geodb_driver {
 
 extern const struct geodb_driver geodb_driver_sqlite;
 extern const struct geodb_driver geodb_driver_cassandra;
+
+/* ---- for the drivers: a group's balancing fields ---- */
+
+/* Unix milliseconds now (moved_at_ms, history's left_ms). */
+int64_t geodb_unix_ms(void);
+
+/* row is about to replace stored (the group's row as it is, or NULL when
+ * the group has none): sets row's history and moved_at_ms from stored's.
+ * A switch (stored has a backend and row another) puts stored's backend at
+ * the head of the history with left_ms now_ms, drops an older entry of the
+ * same backend and anything beyond BALANCE_HISTORY, and sets moved_at_ms
+ * to now_ms; otherwise row gets stored's history and moved_at_ms (none
+ * without a stored row). */
+void geodb_group_switch(struct geodb_group *row, const struct geodb_group *stored, int64_t now_ms);
+
+/* The history column: "b2@1700000000000,b1@1690000000000" (newest first).
+ * GEODB_HISTORY_TEXT_MAX holds the longest. */
+#define GEODB_HISTORY_TEXT_MAX (BALANCE_HISTORY * (NAME_MAX_LEN + 22) + 1)
+void geodb_history_format(const struct geodb_group *group, char *buf, size_t size);
+/* Fills group->history from text; entries it cannot read are skipped (a
+ * history is a hint, never a reason to refuse a row). */
+void geodb_history_parse(const char *text, struct geodb_group *group);
 
 /* For drivers finishing an asynchronous op (exactly once, from the event
  * loop).  done_snapshot takes ownership of snap, which must be malloc()ed

@@ -12,10 +12,14 @@
  * ALTER TABLE ADD COLUMN (schema_added_columns).  That looks at the columns
  * themselves, not at the recorded version, on every open: a file of the
  * current version written before one of its columns was added gains it
- * too (users.hold_until, added to version 3 before its release).  Rows
- * that expire (health observations, move acknowledgements) carry
- * expires_at: reads skip expired rows and writes delete them, like
- * Cassandra's TTL.
+ * too (users.hold_until and the groups' balancing columns, added to
+ * version 3 before its release).  Rows that expire (health observations,
+ * move acknowledgements, group loads) carry expires_at: reads skip expired
+ * rows and writes delete them, like Cassandra's TTL.
+ *
+ * A group's history and moved_at are computed here from the row as it is
+ * (geodb_group_switch()), so the writes that may switch a group's backend
+ * (group_set, group_cas) read it and write under one write lock.
  */
 #include "store/geodb_driver.h"
 
@@ -44,7 +48,9 @@ static const char *const schema_sql =
 	" group_id INTEGER PRIMARY KEY, site TEXT NOT NULL, backend TEXT NOT NULL,"
 	" epoch INTEGER NOT NULL, written_by TEXT NOT NULL, written_at INTEGER NOT NULL,"
 	" alt_backend TEXT NOT NULL DEFAULT '', move_to TEXT NOT NULL DEFAULT '',"
-	" move_started INTEGER NOT NULL DEFAULT 0, move_reason TEXT NOT NULL DEFAULT '');"
+	" move_started INTEGER NOT NULL DEFAULT 0, move_reason TEXT NOT NULL DEFAULT '',"
+	" sticky INTEGER NOT NULL DEFAULT 0, moved_at INTEGER NOT NULL DEFAULT 0,"
+	" history TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX IF NOT EXISTS groups_backend ON groups(backend);"
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
@@ -58,13 +64,21 @@ static const char *const schema_sql =
 	" detail TEXT NOT NULL, since INTEGER NOT NULL, observed_at INTEGER NOT NULL,"
 	" expires_at INTEGER NOT NULL,"
 	" PRIMARY KEY (backend, observer));"
-	/* version 3: backends.mark*, groups.alt_backend and move_*,
-	 * users.hold_until (above; added to older files by
-	 * schema_added_columns) and the move acknowledgements */
+	/* version 3: backends.mark*, groups.alt_backend, move_*, sticky,
+	 * moved_at and history, users.hold_until (above; added to older files
+	 * by schema_added_columns), the move acknowledgements, the groups'
+	 * loads and the users' last backends (no routing_generation trigger:
+	 * routing does not read them) */
 	"CREATE TABLE IF NOT EXISTS move_acks ("
 	" group_id INTEGER NOT NULL, observer TEXT NOT NULL, epoch INTEGER NOT NULL,"
 	" acked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
 	" PRIMARY KEY (group_id, observer));"
+	"CREATE TABLE IF NOT EXISTS group_load ("
+	" group_id INTEGER NOT NULL, observer TEXT NOT NULL, sessions INTEGER NOT NULL,"
+	" logins INTEGER NOT NULL, reported_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" PRIMARY KEY (group_id, observer));"
+	"CREATE TABLE IF NOT EXISTS user_backend ("
+	" username TEXT PRIMARY KEY, backend TEXT NOT NULL, recorded_at INTEGER NOT NULL);"
 	/* every change of what routing reads bumps routing_generation in the
 	 * same transaction, so that a reader can tell a routing change from
 	 * other commits (health observations, leases) with one tiny query */
@@ -107,14 +121,17 @@ static const struct added_column {
 	{"groups", "move_started", "INTEGER NOT NULL DEFAULT 0"},
 	{"groups", "move_reason", "TEXT NOT NULL DEFAULT ''"},
 	{"users", "hold_until", "INTEGER NOT NULL DEFAULT 0"},
+	{"groups", "sticky", "INTEGER NOT NULL DEFAULT 0"},
+	{"groups", "moved_at", "INTEGER NOT NULL DEFAULT 0"},
+	{"groups", "history", "TEXT NOT NULL DEFAULT ''"},
 };
 
 #define BACKEND_COLUMNS                                                                   \
 	"name, site, address, status, load_factor, updated_by, updated_at, mark, mark_since," \
 	" mark_reason"
-#define GROUP_COLUMNS                                                                     \
-	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to,"       \
-	" move_started, move_reason"
+#define GROUP_COLUMNS                                                                   \
+	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to," \
+	" move_started, move_reason, sticky, moved_at, history"
 #define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 
 #define WAL_INDEX_HEADER_SIZE 48
@@ -132,8 +149,9 @@ enum stmt_id {
 
 static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_GROUP_GET] = "SELECT " GROUP_COLUMNS " FROM groups WHERE group_id = ?",
+	/* a new group is not sticky and has no history */
 	[STMT_GROUP_INSERT] = "INSERT INTO groups (" GROUP_COLUMNS ")"
-			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '')"
 			      " ON CONFLICT(group_id) DO NOTHING",
 	[STMT_USER_GET] = "SELECT " USER_COLUMNS " FROM users WHERE username = ?",
 	[STMT_BACKEND_GET] = "SELECT " BACKEND_COLUMNS " FROM backends WHERE name = ?",
@@ -828,6 +846,9 @@ static void read_group(sqlite3_stmt *stmt, struct geodb_group *group)
 	copy_text(group->move_to, sizeof(group->move_to), stmt, 7);
 	group->move_started_ms = sqlite3_column_int64(stmt, 8);
 	copy_text(group->move_reason, sizeof(group->move_reason), stmt, 9);
+	group->sticky = sqlite3_column_int(stmt, 10) != 0;
+	group->moved_at_ms = sqlite3_column_int64(stmt, 11);
+	geodb_history_parse((const char *)sqlite3_column_text(stmt, 12), group);
 }
 
 static void read_group_row(sqlite3_stmt *stmt, void *item)
@@ -885,24 +906,46 @@ static int sqlite_group_set(struct geodb *geo, unsigned group_id, const char *si
 		    const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(
-		db,
-		"INSERT INTO groups (group_id, site, backend, epoch, written_by, written_at)"
-		" VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(group_id) DO UPDATE SET"
-		" site = ?2, backend = ?3, epoch = epoch + 1, written_by = ?4, written_at = ?5,"
-		" move_to = '', move_started = 0, move_reason = '',"
-		" alt_backend = CASE WHEN alt_backend = ?3 THEN '' ELSE alt_backend END",
-		error_r);
-	if (stmt == NULL)
+	/* the row as it is and the write, under one write lock: the history
+	 * is computed from it */
+	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
 		return -1;
-	sqlite3_bind_int64(stmt, 1, group_id);
-	sqlite3_bind_text(stmt, 2, site, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 3, backend, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 4, db->writer, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 5, now_seconds());
-	int changes = step_done(db, stmt, "moving a group", error_r);
-	sqlite3_finalize(stmt);
-	return changes < 0 ? -1 : 0;
+	struct geodb_group current, row;
+	int found = sqlite_group_get(geo, group_id, &current, error_r);
+	int changes = -1;
+	sqlite3_stmt *stmt = NULL;
+	if (found >= 0)
+		stmt = prepare(
+			db,
+			"INSERT INTO groups (group_id, site, backend, epoch, written_by,"
+			" written_at, moved_at, history)"
+			" VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7) ON CONFLICT(group_id) DO"
+			" UPDATE SET site = ?2, backend = ?3, epoch = epoch + 1,"
+			" written_by = ?4, written_at = ?5, move_to = '', move_started = 0,"
+			" move_reason = '', moved_at = ?6, history = ?7,"
+			" alt_backend = CASE WHEN alt_backend = ?3 THEN '' ELSE alt_backend END",
+			error_r);
+	if (stmt != NULL) {
+		memset(&row, 0, sizeof(row));
+		snprintf(row.backend, sizeof(row.backend), "%s", backend);
+		geodb_group_switch(&row, found > 0 ? &current : NULL, geodb_unix_ms());
+		char history[GEODB_HISTORY_TEXT_MAX];
+		geodb_history_format(&row, history, sizeof(history));
+		sqlite3_bind_int64(stmt, 1, group_id);
+		sqlite3_bind_text(stmt, 2, site, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, backend, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, db->writer, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 5, now_seconds());
+		sqlite3_bind_int64(stmt, 6, row.moved_at_ms);
+		sqlite3_bind_text(stmt, 7, history, -1, SQLITE_TRANSIENT);
+		changes = step_done(db, stmt, "moving a group", error_r);
+		sqlite3_finalize(stmt);
+	}
+	if (changes < 0) {
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		return -1;
+	}
+	return exec(db, "COMMIT;", error_r);
 }
 
 static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
@@ -913,14 +956,22 @@ static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
 	/* the update and the read of what it left, under one write lock */
 	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
 		return -1;
-	sqlite3_stmt *stmt = prepare(
-		db,
-		"UPDATE groups SET site = ?1, backend = ?2, alt_backend = ?3, move_to = ?4,"
-		" move_started = ?5, move_reason = ?6, epoch = ?7 + 1, written_by = ?8,"
-		" written_at = ?9 WHERE group_id = ?10 AND epoch = ?7",
-		error_r);
-	int changes = -1, found = -1;
+	struct geodb_group current, ours = *row;
+	int changes = -1, found = sqlite_group_get(geo, row->group_id, &current, error_r);
+	sqlite3_stmt *stmt = NULL;
+	if (found == 0 || (found > 0 && current.epoch != expected_epoch))
+		changes = 0; /* not applied */
+	else if (found > 0)
+		stmt = prepare(db,
+			       "UPDATE groups SET site = ?1, backend = ?2, alt_backend = ?3,"
+			       " move_to = ?4, move_started = ?5, move_reason = ?6,"
+			       " epoch = ?7 + 1, written_by = ?8, written_at = ?9, sticky = ?11,"
+			       " moved_at = ?12, history = ?13 WHERE group_id = ?10 AND epoch = ?7",
+			       error_r);
 	if (stmt != NULL) {
+		char history[GEODB_HISTORY_TEXT_MAX];
+		geodb_group_switch(&ours, &current, geodb_unix_ms());
+		geodb_history_format(&ours, history, sizeof(history));
 		sqlite3_bind_text(stmt, 1, row->site, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, row->backend, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 3, row->alt_backend, -1, SQLITE_STATIC);
@@ -931,11 +982,16 @@ static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
 		sqlite3_bind_text(stmt, 8, db->writer, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 9, now_seconds());
 		sqlite3_bind_int64(stmt, 10, row->group_id);
+		sqlite3_bind_int(stmt, 11, row->sticky ? 1 : 0);
+		sqlite3_bind_int64(stmt, 12, ours.moved_at_ms);
+		sqlite3_bind_text(stmt, 13, history, -1, SQLITE_TRANSIENT);
 		changes = step_done(db, stmt, "changing a group", error_r);
 		sqlite3_finalize(stmt);
 	}
 	if (changes >= 0)
 		found = sqlite_group_get(geo, row->group_id, stored_r, error_r);
+	else
+		found = -1;
 	if (found < 0) {
 		exec(db, "ROLLBACK;", &(const char *){NULL});
 		return -1;
@@ -960,6 +1016,25 @@ static int sqlite_group_list(struct geodb *geo, struct geodb_group **groups_r, s
 		return -1;
 	return collect(db, stmt, sizeof(**groups_r), read_group_row, (void **)groups_r, count_r,
 		       error_r);
+}
+
+static int sqlite_group_set_sticky(struct geodb *geo, unsigned group_id, bool sticky,
+				   const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db,
+		"UPDATE groups SET sticky = ?, written_by = ?, written_at = ? WHERE group_id = ?",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int(stmt, 1, sticky ? 1 : 0);
+	sqlite3_bind_text(stmt, 2, db->writer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, now_seconds());
+	sqlite3_bind_int64(stmt, 4, group_id);
+	int changes = step_done(db, stmt, "pinning a group", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : (changes > 0 ? 1 : 0);
 }
 
 /* ---- users ---- */
@@ -1037,6 +1112,51 @@ static int sqlite_user_delete(struct geodb *geo, const char *username, const cha
 
 static int sqlite_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
 			    const char **error_r);
+
+/* ---- users' last backends ---- */
+
+static int sqlite_user_last_backend(struct geodb *geo, const char *username, const char *backend,
+				    int64_t at_ms, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT INTO user_backend (username, backend, recorded_at)"
+				     " VALUES (?1, ?2, ?3) ON CONFLICT(username) DO UPDATE SET"
+				     " backend = ?2, recorded_at = ?3",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, backend, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, at_ms);
+	int changes = step_done(db, stmt, "recording a user's last backend", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static int sqlite_user_last_backend_get(struct geodb *geo, const char *username,
+					char backend_r[NAME_MAX_LEN + 1], int64_t *at_ms_r,
+					const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT backend, recorded_at FROM user_backend WHERE username = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, username, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(stmt), ret;
+	if (rc == SQLITE_ROW) {
+		copy_text(backend_r, NAME_MAX_LEN + 1, stmt, 0);
+		*at_ms_r = sqlite3_column_int64(stmt, 1);
+		ret = 1;
+	} else if (rc == SQLITE_DONE) {
+		ret = 0;
+	} else {
+		ret = sql_fail(db, error_r, "reading a user's last backend");
+	}
+	sqlite3_finalize(stmt);
+	return ret;
+}
 
 /* ---- schema ---- */
 
@@ -1313,6 +1433,81 @@ static int sqlite_move_ack_list(struct geodb *geo, unsigned group_id,
 		       error_r);
 }
 
+/* ---- group loads ---- */
+
+static int sqlite_group_load_put(struct geodb *geo, const char *observer,
+				 const struct geodb_group_load *rows, size_t count,
+				 unsigned ttl_secs, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
+		return -1;
+	int64_t now = now_seconds();
+	int ret = -1;
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT INTO group_load (group_id, observer, sessions, logins,"
+				     " reported_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+				     " ON CONFLICT(group_id, observer) DO UPDATE SET sessions = ?3,"
+				     " logins = ?4, reported_at = ?5, expires_at = ?6",
+				     error_r);
+	if (stmt != NULL) {
+		ret = 0;
+		for (size_t i = 0; i < count && ret == 0; i++) {
+			sqlite3_reset(stmt);
+			sqlite3_bind_int64(stmt, 1, rows[i].group_id);
+			sqlite3_bind_text(stmt, 2, observer, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(stmt, 3, rows[i].sessions);
+			sqlite3_bind_int64(stmt, 4, rows[i].logins);
+			sqlite3_bind_int64(stmt, 5, rows[i].reported_at);
+			sqlite3_bind_int64(stmt, 6, now + ttl_secs);
+			if (step_done(db, stmt, "recording a group load", error_r) < 0)
+				ret = -1;
+		}
+		sqlite3_finalize(stmt);
+	}
+	/* expired rows go away like Cassandra's TTL'd ones */
+	if (ret == 0 &&
+	    (stmt = prepare(db, "DELETE FROM group_load WHERE expires_at <= ?", error_r)) != NULL) {
+		sqlite3_bind_int64(stmt, 1, now);
+		ret = step_done(db, stmt, "expiring group loads", error_r) < 0 ? -1 : 0;
+		sqlite3_finalize(stmt);
+	} else if (ret == 0) {
+		ret = -1;
+	}
+	if (ret < 0) {
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		return -1;
+	}
+	return exec(db, "COMMIT;", error_r);
+}
+
+static void read_group_load_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_group_load *load = item;
+	memset(load, 0, sizeof(*load));
+	load->group_id = (unsigned)sqlite3_column_int64(stmt, 0);
+	copy_text(load->observer, sizeof(load->observer), stmt, 1);
+	load->sessions = (unsigned)sqlite3_column_int64(stmt, 2);
+	load->logins = (unsigned)sqlite3_column_int64(stmt, 3);
+	load->reported_at = sqlite3_column_int64(stmt, 4);
+}
+
+static int sqlite_group_load_list(struct geodb *geo, struct geodb_group_load **rows_r,
+				  size_t *count_r, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"SELECT group_id, observer, sessions, logins, reported_at"
+			" FROM group_load WHERE expires_at > ? ORDER BY group_id, observer",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	return collect(db, stmt, sizeof(**rows_r), read_group_load_row, (void **)rows_r, count_r,
+		       error_r);
+}
+
 /* ---- the LocalDB file ---- */
 
 static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const char **error_r)
@@ -1368,7 +1563,7 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 	sqlite3_finalize(stmt);
 	stmt = prepare(db,
 		       "INSERT INTO groups (" GROUP_COLUMNS
-		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		       error_r);
 	if (stmt == NULL)
 		return -1;
@@ -1385,6 +1580,11 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		sqlite3_bind_text(stmt, 8, g->move_to, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(stmt, 9, g->move_started_ms);
 		sqlite3_bind_text(stmt, 10, g->move_reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int(stmt, 11, g->sticky ? 1 : 0);
+		sqlite3_bind_int64(stmt, 12, g->moved_at_ms);
+		char history[GEODB_HISTORY_TEXT_MAX];
+		geodb_history_format(g, history, sizeof(history));
+		sqlite3_bind_text(stmt, 13, history, -1, SQLITE_TRANSIENT);
 		if (step_done(db, stmt, "storing a group", error_r) < 0) {
 			sqlite3_finalize(stmt);
 			return -1;
@@ -1463,11 +1663,14 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.group_set = sqlite_group_set,
 	.group_cas = sqlite_group_cas,
 	.group_list = sqlite_group_list,
+	.group_set_sticky = sqlite_group_set_sticky,
 	.user_get = sqlite_user_get,
 	.user_set_group = sqlite_user_set_group,
 	.user_move = sqlite_user_move,
 	.user_delete = sqlite_user_delete,
 	.user_list = sqlite_user_list,
+	.user_last_backend = sqlite_user_last_backend,
+	.user_last_backend_get = sqlite_user_last_backend_get,
 	.lease_acquire = sqlite_lease_acquire,
 	.lease_release = sqlite_lease_release,
 	.health_put = sqlite_health_put,
@@ -1475,4 +1678,6 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.backend_mark = sqlite_backend_mark,
 	.move_ack_put = sqlite_move_ack_put,
 	.move_ack_list = sqlite_move_ack_list,
+	.group_load_put = sqlite_group_load_put,
+	.group_load_list = sqlite_group_load_list,
 };

@@ -111,6 +111,11 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_STR(ldb->groups[i].alt_backend);
 		MIX_STR(ldb->groups[i].move_to);
 		MIX_INT(ldb->groups[i].move_started_ms);
+		/* balancing: a group pinned or let go is a change; moved_at and
+		 * history change only with the backend (a switch), and moved_at
+		 * stands for both */
+		MIX_INT(ldb->groups[i].sticky);
+		MIX_INT(ldb->groups[i].moved_at_ms);
 	}
 	for (size_t i = 0; i < snap->user_count; i++) {
 		MIX_STR(snap->users[i].username);

@@ -8,6 +8,8 @@
 
 #include "util/config.h"
 #include "util/net_util.h"
+#include "util/openmetrics.h"
+#include "util/url_template.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -108,8 +110,18 @@ static const struct setting_def setting_defs[] = {
 	{"", "move_rate", SET_UINT, OFF(move_rate), "1", 1, 10000},
 	{"", "backend_doveadm_url", SET_STRING, OFF(backend_doveadm_url), "", 0, 0},
 	{"", "backend_doveadm_api_key", SET_STRING, OFF(backend_doveadm_api_key), "", 0, 0},
+	{"", "backend_metrics_url", SET_STRING, OFF(backend_metrics_url), "", 0, 0},
+	{"", "metrics_interval", SET_DURATION, OFF(metrics_interval_ms), "15s", 0, 0},
+	{"", "metrics_min_samples", SET_UINT, OFF(metrics_min_samples), "5", 1,
+	 METRICS_AVERAGE_MAX},
 	{"", "move_hook", SET_STRING, OFF(move_hook), "", 0, 0},
 	{"", "move_hook_timeout", SET_DURATION, OFF(move_hook_timeout_ms), "30s", 0, 0},
+	{"", "balance", SET_STRING, OFF(balance), "on", 0, 0},
+	{"", "balance_interval", SET_DURATION, OFF(balance_interval_ms), "60s", 0, 0},
+	{"", "balance_max_moves", SET_UINT, OFF(balance_max_moves), "10", 0, 100000},
+	{"", "balance_hysteresis", SET_UINT, OFF(balance_hysteresis), "10", 1, 100},
+	{"", "group_min_stay", SET_DURATION, OFF(group_min_stay_ms), "1h", 0, 0},
+	{"", "metacache_ttl", SET_DURATION, OFF(metacache_ttl_ms), "1d", 0, 0},
 };
 
 static char settings_error[768];
@@ -443,6 +455,12 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   path);
 		else if (set->move_timeout_ms < 1000)
 			ret = fail(error_r, "%s: move_timeout must be 1s or more", path);
+		else if (strcmp(set->balance, "on") != 0 && strcmp(set->balance, "dryrun") != 0 &&
+			 strcmp(set->balance, "off") != 0)
+			ret = fail(error_r, "%s: invalid value '%s' for 'balance': expected on, dryrun or off",
+				   path, set->balance);
+		else if (set->balance_interval_ms < 1000)
+			ret = fail(error_r, "%s: balance_interval must be 1s or more", path);
 		else if (set->backend_doveadm_url[0] != '\0' &&
 			 strncmp(set->backend_doveadm_url, "http://", 7) != 0)
 			ret = fail(error_r,
@@ -455,6 +473,19 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   "%s: backend_doveadm_url and backend_doveadm_api_key must be set "
 				   "together",
 				   path);
+		else if (set->backend_metrics_url[0] != '\0' &&
+			 strncmp(set->backend_metrics_url, "http://", 7) != 0)
+			ret = fail(error_r,
+				   "%s: backend_metrics_url must start with http:// (e.g. "
+				   "http://%%{address}:9100/metrics), not '%s'",
+				   path, set->backend_metrics_url);
+		else if (url_template_check(set->backend_metrics_url) < 0)
+			ret = fail(error_r,
+				   "%s: backend_metrics_url '%s' may only use %%{backend} and "
+				   "%%{address}",
+				   path, set->backend_metrics_url);
+		else if (set->metrics_interval_ms < 1000)
+			ret = fail(error_r, "%s: metrics_interval must be 1s or more", path);
 		else {
 			static const enum listener_kind implicit_tls[] = {
 				LISTENER_IMAPS, LISTENER_POP3S, LISTENER_SUBMISSIONS};

@@ -90,10 +90,24 @@ struct settings {
 	/* Dovecot's doveadm HTTP API on each backend: "" = no kicks there;
 	 * %{backend} and %{address} expand ("http://%{address}:8080/doveadm/v1") */
 	char *backend_doveadm_url, *backend_doveadm_api_key;
+	/* each backend host's node_exporter (util/openmetrics.h,
+	 * net/metrics_scrape.h): "" = no resource figures; %{backend} and
+	 * %{address} expand ("http://%{address}:9100/metrics") */
+	char *backend_metrics_url;
+	unsigned metrics_interval_ms; /* between two scrapes of a backend */
+	unsigned metrics_min_samples; /* averaged samples before they count */
 	/* a shell command run before a move switches (%{user} %{group} %{from}
 	 * %{to}); "" = none */
 	char *move_hook;
 	unsigned move_hook_timeout_ms;
+
+	/* load balancing (brain/balance.h) */
+	char *balance;                /* "on", "dryrun" or "off" */
+	unsigned balance_interval_ms;
+	unsigned balance_max_moves;
+	unsigned balance_hysteresis;  /* percent over target */
+	unsigned group_min_stay_ms;
+	unsigned metacache_ttl_ms;
 };
 
 /* The longest backend_test_username (once %{backend} is expanded) and

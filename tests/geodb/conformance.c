@@ -22,8 +22,10 @@
  * made so, as tests/integration/test_geodb_conformance.py does) after
  * geodb_init() brought it to the current version.  `--upgrade-v3 SPEC`
  * does the same for a GeoDB of version 3 as it was before users.hold_until
- * was added to it (V3_EARLY below, with the same rows).  A run on SQLite
- * does both too, on SPEC's file name + "-v2" and + "-v3".
+ * and the balancing columns and tables (groups.sticky, moved_at, history;
+ * group_load; user_backend) were added to it (V3_EARLY below, with the same
+ * rows).  A run on SQLite does both too, on SPEC's file name + "-v2" and +
+ * "-v3".
  */
 #include "../unit/unit.h"
 #include "store/geodb.h"
@@ -48,6 +50,8 @@ unsigned unit_passed, unit_failed;
 #define CAS_RACE_FIRST 3100 /* two handles racing one epoch */
 #define CAS_RACE_COUNT 20
 #define REMOVE_FIRST 3200 /* backend_remove clearing alternatives and moves */
+#define BALANCE_FIRST 3300 /* sticky, moved_at and history */
+#define LOAD_MANY 260      /* group loads in one report: more than a page */
 
 static const char *spec;
 static bool is_cassandra;
@@ -146,6 +150,9 @@ static void test_spec_and_schema(struct geodb *db)
 	      strstr(schema, "move_to") != NULL && strstr(schema, "move_started") != NULL &&
 	      strstr(schema, "move_reason") != NULL && strstr(schema, "move_acks") != NULL);
 	CHECK(schema != NULL && strstr(schema, "hold_until") != NULL);
+	CHECK(schema != NULL && strstr(schema, "sticky") != NULL &&
+	      strstr(schema, "moved_at") != NULL && strstr(schema, "history") != NULL &&
+	      strstr(schema, "group_load") != NULL && strstr(schema, "user_backend") != NULL);
 
 	/* the GeoDB must start empty */
 	struct geodb_site *sites = NULL;
@@ -557,14 +564,39 @@ static void test_groups(struct geodb *db, struct geodb *db2)
 
 /* ---- compare and set, moves ---- */
 
+static bool same_history(const struct geodb_group *x, const struct geodb_group *y)
+{
+	for (unsigned i = 0; i < BALANCE_HISTORY; i++) {
+		if (strcmp(x->history[i].backend, y->history[i].backend) != 0 ||
+		    x->history[i].left_ms != y->history[i].left_ms)
+			return false;
+		if (x->history[i].backend[0] == '\0')
+			break;
+	}
+	return true;
+}
+
 static bool same_group(const struct geodb_group *x, const struct geodb_group *y)
 {
 	return x->group_id == y->group_id && strcmp(x->site, y->site) == 0 &&
 	       strcmp(x->backend, y->backend) == 0 && x->epoch == y->epoch &&
 	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at &&
-	       strcmp(x->alt_backend, y->alt_backend) == 0 &&
-	       strcmp(x->move_to, y->move_to) == 0 && x->move_started_ms == y->move_started_ms &&
-	       strcmp(x->move_reason, y->move_reason) == 0;
+	       strcmp(x->alt_backend, y->alt_backend) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
+	       x->move_started_ms == y->move_started_ms &&
+	       strcmp(x->move_reason, y->move_reason) == 0 && x->sticky == y->sticky &&
+	       x->moved_at_ms == y->moved_at_ms && same_history(x, y);
+}
+
+/* The backends of g's history, newest first: "h2,h1" ("" none). */
+static const char *history_names(const struct geodb_group *g)
+{
+	static char buf[BALANCE_HISTORY * (NAME_MAX_LEN + 1) + 1];
+	size_t used = 0;
+	buf[0] = '\0';
+	for (unsigned i = 0; i < BALANCE_HISTORY && g->history[i].backend[0] != '\0'; i++)
+		used += (size_t)snprintf(buf + used, sizeof(buf) - used, "%s%s", i > 0 ? "," : "",
+					 g->history[i].backend);
+	return buf;
 }
 
 static int64_t unix_ms(void)
@@ -641,6 +673,8 @@ static void test_group_cas(struct geodb *db, struct geodb *db2)
 	row = make_group(id, "dc1", "b3", 0);
 	CHECK(geodb_group_cas(db, &row, 2, &stored, &error) == 1);
 	CHECK(stored.epoch == 3);
+	CHECK_STR(history_names(&stored), "b2"); /* a switch */
+	CHECK(stored.moved_at_ms > 0 && stored.history[0].left_ms == stored.moved_at_ms);
 	CHECK_STR(stored.written_by, "conf-a");
 	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
 	CHECK(same_group(&got, &stored));
@@ -693,10 +727,254 @@ static void test_group_cas(struct geodb *db, struct geodb *db2)
 	CHECK_STR(got.alt_backend, "b3");
 	CHECK_STR(got.move_to, "");
 	CHECK_STR(got.move_reason, "");
-	/* a group_set of a group without a row starts it bare */
+	/* a group_set of a group without a row starts it bare: nothing left,
+	 * so no history and no switch */
 	CHECK_OK(geodb_group_set(db, id + 1, "dc1", "b2", &error), error);
 	CHECK(geodb_group_get(db2, id + 1, &got, &error) == 1);
 	CHECK(got.epoch == 1 && got.alt_backend[0] == '\0' && got.move_to[0] == '\0');
+	CHECK(!got.sticky && got.moved_at_ms == 0);
+	CHECK_STR(history_names(&got), "");
+}
+
+/* ---- balancing: sticky, moved_at, history ---- */
+
+/* left[N]: when the group last left backend hN (its history's left_ms) */
+static int64_t balance_left[10];
+
+/* g's history has the left_ms recorded for each hN, newest first. */
+static bool history_times_ok(const struct geodb_group *g)
+{
+	for (unsigned i = 0; i < BALANCE_HISTORY && g->history[i].backend[0] != '\0'; i++) {
+		const struct geodb_group_history *h = &g->history[i];
+		if (h->backend[0] != 'h' || h->backend[1] < '1' || h->backend[1] > '9' ||
+		    h->left_ms != balance_left[h->backend[1] - '0'] ||
+		    (i > 0 && h->left_ms > g->history[i - 1].left_ms))
+			return false;
+	}
+	return true;
+}
+
+/* After a write that switched g away from backend `left` between before and
+ * after: moved_at is when, and so is the new head of the history. */
+static void check_switch(const struct geodb_group *g, const char *left, int64_t before,
+			 int64_t after)
+{
+	CHECK(g->moved_at_ms >= before && g->moved_at_ms <= after);
+	CHECK_STR(g->history[0].backend, left);
+	CHECK(g->history[0].left_ms == g->moved_at_ms);
+	if (left[0] == 'h' && left[1] >= '1' && left[1] <= '9')
+		balance_left[left[1] - '0'] = g->history[0].left_ms;
+	CHECK(history_times_ok(g));
+}
+
+static void test_group_balance(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	const unsigned id = BALANCE_FIRST;
+	struct geodb_group got, stored, row;
+	int64_t before, after, moved;
+
+	/* an assignment is never sticky and has no history, whatever it says */
+	struct geodb_group g = make_group(id, "dc1", "h1", 1);
+	g.sticky = true;
+	g.moved_at_ms = 42;
+	snprintf(g.history[0].backend, sizeof(g.history[0].backend), "h9");
+	g.history[0].left_ms = 7;
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK(!g.sticky && g.moved_at_ms == 0);
+	CHECK_STR(history_names(&g), "");
+	struct geodb_group g2 = make_group(id, "dc1", "h2", 1);
+	g2.sticky = true;
+	CHECK(geodb_group_assign_if_absent(db2, &g2, &error) == 0);
+	CHECK_STR(g2.backend, "h1");
+	CHECK(!g2.sticky && g2.moved_at_ms == 0);
+	CHECK_STR(history_names(&g2), "");
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&got, &g));
+
+	/* group_set h1 -> h2: a switch */
+	before = unix_ms();
+	CHECK_OK(geodb_group_set(db2, id, "dc1", "h2", &error), error);
+	after = unix_ms();
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.epoch == 2);
+	CHECK_STR(history_names(&got), "h1");
+	check_switch(&got, "h1", before, after);
+	CHECK(!got.sticky);
+	moved = got.moved_at_ms;
+
+	/* group_set to the backend it is on: no switch, nothing recorded */
+	CHECK_OK(geodb_group_set(db, id, "dc1", "h2", &error), error);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(got.epoch == 3);
+	CHECK_STR(got.written_by, "conf-a");
+	CHECK_STR(history_names(&got), "h1");
+	CHECK(got.moved_at_ms == moved);
+	CHECK(history_times_ok(&got));
+
+	/* sticky: set, set again, cleared, set; the epoch stays */
+	CHECK(geodb_group_set_sticky(db, id, true, &error) == 1);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(got.sticky);
+	CHECK(got.epoch == 3);
+	CHECK_STR(got.backend, "h2");
+	CHECK_STR(history_names(&got), "h1");
+	CHECK(got.moved_at_ms == moved);
+	CHECK_STR(got.written_by, "conf-a");
+	CHECK(geodb_group_set_sticky(db2, id, true, &error) == 1);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.sticky && got.epoch == 3);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK(geodb_group_set_sticky(db, id, false, &error) == 1);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(!got.sticky && got.epoch == 3);
+	CHECK(geodb_group_set_sticky(db2, id, true, &error) == 1);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.sticky);
+	/* a group without a row: 0, and none appears */
+	CHECK(geodb_group_set_sticky(db, id + 1, true, &error) == 0);
+	CHECK(geodb_group_get(db2, id + 1, &got, &error) == 0);
+
+	/* group_cas h2 -> h3: a switch; sticky as given (kept); row's own
+	 * history and moved_at are ignored */
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	row = got;
+	snprintf(row.backend, sizeof(row.backend), "h3");
+	row.moved_at_ms = 1;
+	snprintf(row.history[0].backend, sizeof(row.history[0].backend), "zz");
+	row.history[0].left_ms = 2;
+	before = unix_ms();
+	CHECK(geodb_group_cas(db2, &row, 3, &stored, &error) == 1);
+	after = unix_ms();
+	CHECK(stored.epoch == 4 && stored.sticky);
+	CHECK_STR(stored.backend, "h3");
+	CHECK_STR(history_names(&stored), "h2,h1");
+	check_switch(&stored, "h2", before, after);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+	moved = got.moved_at_ms;
+
+	/* a compare-and-set that fails records nothing */
+	row = got;
+	snprintf(row.backend, sizeof(row.backend), "h5");
+	CHECK(geodb_group_cas(db, &row, 3, &stored, &error) == 0);
+	CHECK(same_group(&stored, &got));
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&stored, &got));
+
+	/* group_cas on the same backend (a move starts): no switch; sticky
+	 * as given: cleared */
+	row = got;
+	snprintf(row.move_to, sizeof(row.move_to), "h4");
+	row.move_started_ms = unix_ms();
+	snprintf(row.move_reason, sizeof(row.move_reason), "balance");
+	row.sticky = false;
+	CHECK(geodb_group_cas(db, &row, 4, &stored, &error) == 1);
+	CHECK(stored.epoch == 5 && !stored.sticky);
+	CHECK_STR(history_names(&stored), "h2,h1");
+	CHECK(stored.moved_at_ms == moved);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+
+	/* group_set h3 -> h1 keeps sticky; h1 is in the history already, but
+	 * only older entries of the backend left (h3) are dropped */
+	CHECK(geodb_group_set_sticky(db2, id, true, &error) == 1);
+	before = unix_ms();
+	CHECK_OK(geodb_group_set(db2, id, "dc1", "h1", &error), error);
+	after = unix_ms();
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.epoch == 6 && got.sticky);
+	CHECK_STR(got.move_to, "");
+	CHECK_STR(history_names(&got), "h3,h2,h1");
+	check_switch(&got, "h3", before, after);
+
+	/* group_cas h1 -> h2: h1 is recorded anew, its older entry dropped */
+	row = got;
+	snprintf(row.backend, sizeof(row.backend), "h2");
+	before = unix_ms();
+	CHECK(geodb_group_cas(db, &row, 6, &stored, &error) == 1);
+	after = unix_ms();
+	CHECK(stored.epoch == 7 && stored.sticky);
+	CHECK_STR(history_names(&stored), "h1,h3,h2");
+	check_switch(&stored, "h1", before, after);
+	/* group_cas h2 -> h4 */
+	row = stored;
+	snprintf(row.backend, sizeof(row.backend), "h4");
+	before = unix_ms();
+	CHECK(geodb_group_cas(db2, &row, 7, &stored, &error) == 1);
+	after = unix_ms();
+	CHECK_STR(history_names(&stored), "h2,h1,h3");
+	check_switch(&stored, "h2", before, after);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+	/* group_set h4 -> h5: four entries */
+	before = unix_ms();
+	CHECK_OK(geodb_group_set(db, id, "dc1", "h5", &error), error);
+	after = unix_ms();
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(got.epoch == 9);
+	CHECK_STR(history_names(&got), "h4,h2,h1,h3");
+	check_switch(&got, "h4", before, after);
+	/* group_set h5 -> h6: at most BALANCE_HISTORY, the oldest goes */
+	before = unix_ms();
+	CHECK_OK(geodb_group_set(db2, id, "dc1", "h6", &error), error);
+	after = unix_ms();
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.epoch == 10);
+	CHECK_STR(history_names(&got), "h5,h4,h2,h1");
+	check_switch(&got, "h5", before, after);
+	/* group_cas h6 -> h1: h1 was the oldest; the limit drops it */
+	row = got;
+	snprintf(row.backend, sizeof(row.backend), "h1");
+	before = unix_ms();
+	CHECK(geodb_group_cas(db, &row, 10, &stored, &error) == 1);
+	after = unix_ms();
+	CHECK(stored.epoch == 11 && stored.sticky);
+	CHECK_STR(stored.backend, "h1");
+	CHECK_STR(history_names(&stored), "h6,h5,h4,h2");
+	check_switch(&stored, "h6", before, after);
+	CHECK(geodb_group_get(db2, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+	/* to h5, which is in the history: h1 is recorded, nothing dropped but
+	 * the oldest */
+	before = unix_ms();
+	CHECK_OK(geodb_group_set(db2, id, "dc1", "h5", &error), error);
+	after = unix_ms();
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(got.epoch == 12 && got.sticky);
+	CHECK_STR(history_names(&got), "h1,h6,h5,h4");
+	check_switch(&got, "h1", before, after);
+	/* leaving h5 with a full history: its older entry goes, so the
+	 * oldest (h4) stays */
+	row = got;
+	snprintf(row.backend, sizeof(row.backend), "h2");
+	before = unix_ms();
+	CHECK(geodb_group_cas(db2, &row, 12, &stored, &error) == 1);
+	after = unix_ms();
+	CHECK(stored.epoch == 13 && stored.sticky);
+	CHECK_STR(history_names(&stored), "h5,h1,h6,h4");
+	check_switch(&stored, "h5", before, after);
+	CHECK(geodb_group_get(db, id, &got, &error) == 1);
+	CHECK(same_group(&got, &stored));
+
+	/* an assignment that loses is told the row that won, balancing
+	 * fields and all */
+	g = make_group(id, "dc1", "h2", 1);
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 0);
+	CHECK(same_group(&g, &got));
+
+	/* the listing carries it (and check_snapshot() compares the snapshot
+	 * with the listing) */
+	struct geodb_group *groups = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_group_list(db2, &groups, &count, &error), error);
+	bool listed = false;
+	for (size_t i = 0; i < count; i++) {
+		if (groups[i].group_id == id)
+			listed = same_group(&groups[i], &got);
+	}
+	CHECK(listed);
+	free(groups);
 }
 
 /* Two handles race compare-and-sets on the same epoch. */
@@ -763,11 +1041,14 @@ static void test_cas_race(struct geodb *db, struct geodb *db2)
 		struct geodb_group now;
 		const char *winner = a->results[i] == 1 ? "conf-a" : "conf-b";
 		const char *winner_backend = a->results[i] == 1 ? "b2" : "b3";
+		/* the winner switched it from b1: b1 heads the history, once */
 		if (geodb_group_get(db, CAS_RACE_FIRST + i, &now, &error) == 1 &&
 		    same_group(&now, &a->stored[i]) && now.epoch == 2 &&
 		    strcmp(now.written_by, winner) == 0 &&
 		    strcmp(now.backend, winner_backend) == 0 &&
-		    strcmp(now.move_to, winner_backend) == 0 && now.move_started_ms == 1000 + i)
+		    strcmp(now.move_to, winner_backend) == 0 && now.move_started_ms == 1000 + i &&
+		    strcmp(history_names(&now), "b1") == 0 && now.moved_at_ms > 0 &&
+		    now.history[0].left_ms == now.moved_at_ms)
 			stored_ok++;
 	}
 	CHECK(one_winner == CAS_RACE_COUNT);
@@ -903,6 +1184,196 @@ static void test_move_acks(struct geodb *db, struct geodb *db2)
 		CHECK_STR(acks[1].observer, "daemon-b/12");
 	}
 	free(acks);
+}
+
+/* ---- group loads ---- */
+
+static struct geodb_group_load make_load(unsigned group_id, unsigned sessions, unsigned logins,
+					 int64_t reported_at)
+{
+	struct geodb_group_load load;
+	memset(&load, 0, sizeof(load));
+	load.group_id = group_id;
+	snprintf(load.observer, sizeof(load.observer), "ignored");
+	load.sessions = sessions;
+	load.logins = logins;
+	load.reported_at = reported_at;
+	return load;
+}
+
+/* The live row of (group_id, observer) in rows, or NULL. */
+static const struct geodb_group_load *find_load(const struct geodb_group_load *rows, size_t count,
+						unsigned group_id, const char *observer)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (rows[i].group_id == group_id && strcmp(rows[i].observer, observer) == 0)
+			return &rows[i];
+	}
+	return NULL;
+}
+
+static bool load_is(const struct geodb_group_load *load, unsigned sessions, unsigned logins,
+		    int64_t reported_at)
+{
+	return load != NULL && load->sessions == sessions && load->logins == logins &&
+	       load->reported_at == reported_at;
+}
+
+static void test_group_load(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_group_load *rows = NULL;
+	size_t count = 99;
+	CHECK_OK(geodb_group_load_list(db, &rows, &count, &error), error);
+	CHECK(count == 0);
+	free(rows);
+
+	/* two daemons report; the observer given names every row */
+	int64_t now = time(NULL);
+	struct geodb_group_load a[3] = {make_load(3, 10, 2, now), make_load(1, 0, 7, now),
+					make_load(2, 120000, 0, now)};
+	CHECK_OK(geodb_group_load_put(db, "daemon-a/1", a, 3, 60, &error), error);
+	struct geodb_group_load b[2] = {make_load(2, 5, 1, now - 1), make_load(40, 1, 1, now - 1)};
+	CHECK_OK(geodb_group_load_put(db2, "daemon-b/2", b, 2, 60, &error), error);
+	CHECK_OK(geodb_group_load_list(db2, &rows, &count, &error), error);
+	CHECK(count == 5);
+	if (count == 5) {
+		CHECK(rows[0].group_id == 1 && rows[1].group_id == 2 && rows[2].group_id == 2 &&
+		      rows[3].group_id == 3 && rows[4].group_id == 40);
+		CHECK_STR(rows[1].observer, "daemon-a/1");
+		CHECK_STR(rows[2].observer, "daemon-b/2");
+		CHECK(load_is(&rows[0], 0, 7, now));
+		CHECK(load_is(&rows[1], 120000, 0, now));
+		CHECK(load_is(&rows[2], 5, 1, now - 1));
+		CHECK(load_is(&rows[3], 10, 2, now));
+		CHECK(load_is(&rows[4], 1, 1, now - 1));
+	}
+	free(rows);
+
+	/* a new report replaces the observer's rows of those groups only */
+	struct geodb_group_load a2[2] = {make_load(2, 3, 4, now + 1), make_load(1, 0, 0, now + 1)};
+	CHECK_OK(geodb_group_load_put(db2, "daemon-a/1", a2, 2, 60, &error), error);
+	/* nothing to report: nothing changes */
+	CHECK_OK(geodb_group_load_put(db, "daemon-b/2", NULL, 0, 60, &error), error);
+	CHECK_OK(geodb_group_load_list(db, &rows, &count, &error), error);
+	CHECK(count == 5);
+	CHECK(load_is(find_load(rows, count, 1, "daemon-a/1"), 0, 0, now + 1));
+	CHECK(load_is(find_load(rows, count, 2, "daemon-a/1"), 3, 4, now + 1));
+	CHECK(load_is(find_load(rows, count, 3, "daemon-a/1"), 10, 2, now));
+	CHECK(load_is(find_load(rows, count, 2, "daemon-b/2"), 5, 1, now - 1));
+	CHECK(find_load(rows, count, 1, "ignored") == NULL);
+	free(rows);
+
+	/* arguments */
+	int ret = geodb_group_load_put(db, "daemon-a/1", a, 3, 0, &error);
+	CHECK_ERR(ret, error, "TTL");
+	ret = geodb_group_load_put(db, "", a, 3, 60, &error);
+	CHECK_ERR(ret, error, "observer");
+	char long_name[NAME_MAX_LEN + 2];
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	ret = geodb_group_load_put(db, long_name, a, 3, 60, &error);
+	CHECK_ERR(ret, error, "observer");
+
+	/* one report of many groups (several pages, more than the inserts a
+	 * driver has in flight at once) */
+	struct geodb_group_load *many = calloc(LOAD_MANY, sizeof(*many));
+	for (unsigned i = 0; i < LOAD_MANY; i++)
+		many[i] = make_load(1000 + i, i, 2 * i, now);
+	CHECK_OK(geodb_group_load_put(db, "daemon-c/3", many, LOAD_MANY, 60, &error), error);
+	free(many);
+	CHECK_OK(geodb_group_load_list(db2, &rows, &count, &error), error);
+	CHECK(count == 5 + LOAD_MANY);
+	unsigned many_ok = 0;
+	bool sorted = true;
+	for (size_t i = 0; i < count; i++) {
+		if (i > 0)
+			sorted = sorted && (rows[i - 1].group_id < rows[i].group_id ||
+					    (rows[i - 1].group_id == rows[i].group_id &&
+					     strcmp(rows[i - 1].observer, rows[i].observer) < 0));
+		if (strcmp(rows[i].observer, "daemon-c/3") == 0 && rows[i].group_id >= 1000 &&
+		    load_is(&rows[i], rows[i].group_id - 1000, 2 * (rows[i].group_id - 1000), now))
+			many_ok++;
+	}
+	CHECK(sorted);
+	CHECK(many_ok == LOAD_MANY);
+	free(rows);
+
+	/* expiry: daemon-d's rows live 1 second, except the one it reported
+	 * again for longer */
+	struct geodb_group_load d[2] = {make_load(7, 1, 0, now), make_load(8, 2, 0, now)};
+	CHECK_OK(geodb_group_load_put(db, "daemon-d/4", d, 2, 1, &error), error);
+	CHECK_OK(geodb_group_load_put(db2, "daemon-d/4", &d[1], 1, 60, &error), error);
+	CHECK_OK(geodb_group_load_list(db, &rows, &count, &error), error);
+	CHECK(count == 7 + LOAD_MANY);
+	free(rows);
+	sleep(3);
+	CHECK_OK(geodb_group_load_list(db, &rows, &count, &error), error);
+	CHECK(count == 6 + LOAD_MANY);
+	CHECK(find_load(rows, count, 7, "daemon-d/4") == NULL);
+	CHECK(load_is(find_load(rows, count, 8, "daemon-d/4"), 2, 0, now));
+	CHECK(load_is(find_load(rows, count, 3, "daemon-a/1"), 10, 2, now));
+	free(rows);
+}
+
+/* ---- users' last backends ---- */
+
+static void test_user_backend(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	char backend[NAME_MAX_LEN + 1];
+	int64_t at = 99;
+	snprintf(backend, sizeof(backend), "junk");
+	CHECK(geodb_user_last_backend_get(db, "erin", backend, &at, &error) == 0);
+	CHECK_STR(backend, "");
+	CHECK(at == 0);
+
+	CHECK_OK(geodb_user_last_backend(db, "erin", "b2", 1700000000111, &error), error);
+	CHECK(geodb_user_last_backend_get(db2, "erin", backend, &at, &error) == 1);
+	CHECK_STR(backend, "b2");
+	CHECK(at == 1700000000111);
+	/* replaced */
+	CHECK_OK(geodb_user_last_backend(db2, "erin", "b3", 1700000000222, &error), error);
+	CHECK(geodb_user_last_backend_get(db, "erin", backend, &at, &error) == 1);
+	CHECK_STR(backend, "b3");
+	CHECK(at == 1700000000222);
+	/* another user is another row; the longest name fits */
+	char long_user[USERNAME_MAX_LEN + 1];
+	memset(long_user, 'u', sizeof(long_user) - 1);
+	long_user[sizeof(long_user) - 1] = '\0';
+	CHECK_OK(geodb_user_last_backend(db, long_user, "b2", 1700000000333, &error), error);
+	CHECK(geodb_user_last_backend_get(db2, long_user, backend, &at, &error) == 1);
+	CHECK_STR(backend, "b2");
+	CHECK(at == 1700000000333);
+	CHECK(geodb_user_last_backend_get(db2, "erin", backend, &at, &error) == 1);
+	CHECK_STR(backend, "b3");
+
+	/* no override comes of it: the users table (and the snapshot) is for
+	 * overrides only */
+	struct geodb_user u;
+	CHECK(geodb_user_get(db, "erin", &u, &error) == 0);
+	/* nor does it touch an override */
+	CHECK_OK(geodb_user_last_backend(db, "bob", "b3", 1700000000444, &error), error);
+	CHECK(geodb_user_get(db2, "bob", &u, &error) == 1);
+	CHECK(u.group_id == 4 && u.hold_until_ms == 1700000000789);
+
+	/* arguments: nothing is written */
+	int ret = geodb_user_last_backend(db, "erin", "not a name", 1700000000555, &error);
+	CHECK_ERR(ret, error, "not a valid name");
+	ret = geodb_user_last_backend(db, "erin", "", 1700000000555, &error);
+	CHECK_ERR(ret, error, "not a valid name");
+	ret = geodb_user_last_backend(db, "erin", "b2", -1, &error);
+	CHECK_ERR(ret, error, "negative");
+	ret = geodb_user_last_backend(db, "", "b2", 1700000000555, &error);
+	CHECK_ERR(ret, error, "username");
+	char too_long[USERNAME_MAX_LEN + 2];
+	memset(too_long, 'u', sizeof(too_long) - 1);
+	too_long[sizeof(too_long) - 1] = '\0';
+	ret = geodb_user_last_backend(db, too_long, "b2", 1700000000555, &error);
+	CHECK_ERR(ret, error, "username");
+	CHECK(geodb_user_last_backend_get(db, "erin", backend, &at, &error) == 1);
+	CHECK_STR(backend, "b3");
+	CHECK(at == 1700000000222);
 }
 
 /* ---- users ---- */
@@ -1238,6 +1709,20 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 		CHECK_STR(g->move_reason, "to b3");
 	}
 	CHECK(seen);
+	/* the balancing fields (test_group_balance()) */
+	seen = false;
+	for (size_t i = 0; i < snap->group_row_count; i++) {
+		const struct geodb_group *g = &snap->groups[i];
+		if (g->group_id != BALANCE_FIRST)
+			continue;
+		seen = true;
+		CHECK(g->sticky);
+		CHECK_STR(g->backend, "h2");
+		CHECK_STR(history_names(g), "h5,h1,h6,h4");
+		CHECK(g->moved_at_ms > 0 && g->moved_at_ms == g->history[0].left_ms);
+		CHECK(history_times_ok(g));
+	}
+	CHECK(seen);
 
 	struct geodb_user *users = NULL;
 	CHECK_OK(geodb_user_list(db, &users, &count, &error), error);
@@ -1372,6 +1857,9 @@ static void test_async(struct geodb *db)
 	}
 
 	struct geodb_group g = make_group(2000, "dc1", "b2", 4);
+	g.sticky = true; /* an assignment is never sticky and has no history */
+	g.moved_at_ms = 5;
+	snprintf(g.history[0].backend, sizeof(g.history[0].backend), "b1");
 	st.calls = 0;
 	op = geodb_group_assign_async(db, &g, on_assign, &st);
 	CHECK(op != NULL && st.calls == 0);
@@ -1380,6 +1868,8 @@ static void test_async(struct geodb *db)
 	CHECK(st.result == 1);
 	CHECK(st.has_stored && st.stored.group_id == 2000 && strcmp(st.stored.backend, "b2") == 0 &&
 	      st.stored.epoch == 4 && strcmp(st.stored.written_by, "conf-a") == 0);
+	CHECK(st.has_stored && !st.stored.sticky && st.stored.moved_at_ms == 0 &&
+	      st.stored.history[0].backend[0] == '\0');
 	if (st.result < 0)
 		fprintf(stderr, "async assign: %s\n", st.error);
 
@@ -1394,6 +1884,8 @@ static void test_async(struct geodb *db)
 	struct geodb_group got;
 	CHECK(geodb_group_get(db, 2000, &got, &error) == 1);
 	CHECK_STR(got.backend, "b2");
+	CHECK(!got.sticky && got.moved_at_ms == 0 && got.history[0].backend[0] == '\0');
+	CHECK(same_group(&got, &st.stored));
 
 	/* cancelled: the callback must not run */
 	g = make_group(2001, "dc1", "b2", 1);
@@ -1541,8 +2033,9 @@ static const char *const v2_sqlite_fixture =
 	"INSERT INTO users VALUES ('alice', 5, 'v2', 1700000000);";
 
 /* V3_EARLY: version 3 as geodb_sqlite.c first made it, before
- * users.hold_until: V2_FIXTURE's file with version 3's other columns and
- * tables, recorded as version 3. */
+ * users.hold_until and the balancing columns and tables (groups.sticky,
+ * moved_at, history; group_load; user_backend): V2_FIXTURE's file with
+ * version 3's other columns and tables, recorded as version 3. */
 static const char *const v3_early_sqlite_upgrade =
 	"ALTER TABLE backends ADD COLUMN mark TEXT NOT NULL DEFAULT 'up';"
 	"ALTER TABLE backends ADD COLUMN mark_since INTEGER NOT NULL DEFAULT 0;"
@@ -1575,8 +2068,8 @@ static int make_old_sqlite(const char *path, unsigned from_version)
 	return 0;
 }
 
-/* upgrade_spec holds V2_FIXTURE's rows at from_version (2, or 3 without
- * users.hold_until). */
+/* upgrade_spec holds V2_FIXTURE's rows at from_version (2, or 3 as
+ * V3_EARLY). */
 static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 {
 	const char *error = NULL;
@@ -1622,6 +2115,8 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	CHECK_STR(g.move_to, "");
 	CHECK(g.move_started_ms == 0);
 	CHECK_STR(g.move_reason, "");
+	CHECK(!g.sticky && g.moved_at_ms == 0);
+	CHECK_STR(history_names(&g), "");
 	struct geodb_user u;
 	memset(&u, 0, sizeof(u));
 	CHECK(geodb_user_get(db, "alice", &u, &error) == 1);
@@ -1642,7 +2137,9 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 		      snap.backends[1].mark_reason[0] == '\0');
 	if (snap.group_row_count == 2)
 		CHECK(snap.groups[0].group_id == 5 && snap.groups[0].epoch == 3 &&
-		      snap.groups[0].alt_backend[0] == '\0' && snap.groups[0].move_to[0] == '\0');
+		      snap.groups[0].alt_backend[0] == '\0' && snap.groups[0].move_to[0] == '\0' &&
+		      !snap.groups[1].sticky && snap.groups[1].moved_at_ms == 0 &&
+		      snap.groups[1].history[0].backend[0] == '\0');
 	if (snap.user_count == 1)
 		CHECK(strcmp(snap.users[0].username, "alice") == 0 && snap.users[0].group_id == 5 &&
 		      snap.users[0].hold_until_ms == 0);
@@ -1679,9 +2176,47 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	CHECK_OK(geodb_move_ack_list(db, 5, &acks, &count, &error), error);
 	CHECK(count == 1 && acks != NULL && acks[0].epoch == 4);
 	free(acks);
+	/* the balancing columns on the old rows: the cas above did not switch
+	 * group 5; group 6 switches from b2, and gets pinned */
+	CHECK(geodb_group_get(db2, 5, &g, &error) == 1);
+	CHECK(g.moved_at_ms == 0 && !g.sticky);
+	CHECK_STR(history_names(&g), "");
+	CHECK(geodb_group_set_sticky(db, 6, true, &error) == 1);
+	int64_t before = unix_ms();
 	CHECK_OK(geodb_group_set(db2, 6, "dc1", "b1", &error), error);
+	int64_t after = unix_ms();
 	CHECK(geodb_group_get(db, 6, &g, &error) == 1);
 	CHECK(g.epoch == 2 && strcmp(g.backend, "b1") == 0 && g.alt_backend[0] == '\0');
+	CHECK(g.sticky);
+	CHECK_STR(history_names(&g), "b2");
+	CHECK(g.moved_at_ms >= before && g.moved_at_ms <= after &&
+	      g.history[0].left_ms == g.moved_at_ms);
+	memset(&snap, 0, sizeof(snap));
+	CHECK_OK(geodb_snapshot_read(db2, &snap, &error), error);
+	CHECK(snap.group_row_count == 2 && snap.groups != NULL && snap.groups[1].group_id == 6 &&
+	      snap.groups[1].sticky && strcmp(snap.groups[1].history[0].backend, "b2") == 0 &&
+	      snap.groups[1].moved_at_ms == g.moved_at_ms);
+	geodb_snapshot_free(&snap);
+	/* the new tables */
+	struct geodb_group_load load;
+	memset(&load, 0, sizeof(load));
+	load.group_id = 5;
+	load.sessions = 3;
+	load.logins = 9;
+	load.reported_at = 1700000102;
+	CHECK_OK(geodb_group_load_put(db, "daemon/1", &load, 1, 60, &error), error);
+	struct geodb_group_load *loads = NULL;
+	CHECK_OK(geodb_group_load_list(db2, &loads, &count, &error), error);
+	CHECK(count == 1 && loads != NULL && loads[0].group_id == 5 && loads[0].sessions == 3 &&
+	      loads[0].logins == 9 && loads[0].reported_at == 1700000102 &&
+	      strcmp(loads[0].observer, "daemon/1") == 0);
+	free(loads);
+	char last[NAME_MAX_LEN + 1];
+	int64_t last_at = 0;
+	CHECK_OK(geodb_user_last_backend(db2, "alice", "b1", 1700000102000, &error), error);
+	CHECK(geodb_user_last_backend_get(db, "alice", last, &last_at, &error) == 1);
+	CHECK_STR(last, "b1");
+	CHECK(last_at == 1700000102000);
 	unsigned unassigned = 99;
 	CHECK_OK(geodb_backend_remove(db, "b2", &unassigned, &error), error);
 	CHECK(unassigned == 0);
@@ -1723,7 +2258,7 @@ static void test_sqlite_upgrade(unsigned from_version)
 	snprintf(old_spec, sizeof(old_spec), "sqlite:%s", old_path);
 	remove_sqlite_file(old_path);
 	fprintf(stderr, "upgrade from version %u%s\n", from_version,
-		from_version == 3 ? " (before users.hold_until)" : "");
+		from_version == 3 ? " (before users.hold_until and the balancing columns)" : "");
 	if (make_old_sqlite(old_path, from_version) == 0)
 		test_upgrade(old_spec, from_version);
 	else
@@ -1750,7 +2285,7 @@ int main(int argc, char **argv)
 			"usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n"
 			"       %s --upgrade SPEC   (a version 2 GeoDB holding V2_FIXTURE)\n"
 			"       %s --upgrade-v3 SPEC   (V2_FIXTURE's rows at version 3 before "
-			"users.hold_until: V3_EARLY)\n",
+			"users.hold_until and the balancing columns: V3_EARLY)\n",
 			argv[0], argv[0], argv[0]);
 		return 2;
 	}
@@ -1785,10 +2320,16 @@ int main(int argc, char **argv)
 	test_cas_race(db, db2);
 	fprintf(stderr, "removing a backend clears references\n");
 	test_remove_references(db, db2);
+	fprintf(stderr, "balancing: sticky, moved_at, history\n");
+	test_group_balance(db, db2);
+	fprintf(stderr, "group loads\n");
+	test_group_load(db, db2);
 	fprintf(stderr, "move acknowledgements\n");
 	test_move_acks(db, db2);
 	fprintf(stderr, "users\n");
 	test_users(db, db2);
+	fprintf(stderr, "users' last backends\n");
+	test_user_backend(db, db2);
 	fprintf(stderr, "snapshot\n");
 	test_snapshot(db);
 	fprintf(stderr, "race\n");

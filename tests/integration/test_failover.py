@@ -194,6 +194,11 @@ def test_move_while_idle_gives_bye_and_reconnect_lands_on_new_backend(cluster, f
                      rf"outcome=acknowledged", log)
     row = _groups(d)[int(group)]
     assert row["backend"] == target and row["move_to"] == "", row
+    # the group remembers where it was (metacache affinity) and when it moved
+    assert row["history"].startswith(f"{old}@"), row
+    assert row["moved_at"] != "-" and row["sticky"] == "no", row
+    status = d.cli_json("user", "status", user)[0]
+    assert status["last_backend"] == old, status
     m = d.metrics()
     assert m['mailcluster_moves_finished_total{outcome="acknowledged"}'] >= 1, m
     assert m["mailcluster_move_acks_total"] >= 1, m
@@ -524,6 +529,7 @@ def test_user_move_closes_the_users_sessions_and_holds_its_logins(cluster, fleet
                      rf'{target}"', d.log_text())
     row = d.cli_json("user", "status", user)[0]
     assert row["group"] == str(target_group) and row["override"] == "yes", row
+    assert row["last_backend"] == old and row["left_at"] != "-", row
 
 
 def test_user_move_kicks_through_doveadm_runs_the_hook_then_releases(cluster, fleet, tmp_path):

@@ -10,8 +10,9 @@ the node's CA) when the node has TLS.
 The upgrade run makes a keyspace as schema version 2 left it, holding the conformance suite's
 V2_FIXTURE rows, and has `geodb_conformance --upgrade` check that geodb_init() brings it to the
 current version with those rows intact (the SQLite run does the same on a file of its own).  A
-second one does the same for a keyspace at version 3 as it was before users.hold_until was added
-to it (`--upgrade-v3`): init must add the column to a keyspace already at the current version.
+second one does the same for a keyspace at version 3 as it was before users.hold_until and the
+balancing columns and tables (groups.sticky, moved_at, history; group_load; user_backend) were
+added to it (`--upgrade-v3`): init must add them to a keyspace already at the current version.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def test_conformance_upgrade_from_v2(cassandra_node):
     run_conformance(cassandra_node.spec(ks, page_size=50), "--upgrade", min_checks=30)
 
 
-# Version 3 as geodb_cassandra.c first made it, before users.hold_until (V3_EARLY in
-# tests/geodb/conformance.c): version 2's tables with version 3's other columns and tables, and
-# V2_FIXTURE's rows recorded as version 3.
+# Version 3 as geodb_cassandra.c first made it, before users.hold_until and the balancing columns
+# and tables (V3_EARLY in tests/geodb/conformance.c): version 2's tables with version 3's other
+# columns and tables, and V2_FIXTURE's rows recorded as version 3.
 V3_EARLY_SCHEMA = V2_SCHEMA + [
     "ALTER TABLE {ks}.backends ADD (mark text, mark_since bigint, mark_reason text)",
     "ALTER TABLE {ks}.groups ADD (alt_backend text, move_to text, move_started bigint, "

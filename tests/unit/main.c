@@ -15,12 +15,14 @@ void suite_hash(void);
 void suite_placement(void);
 void suite_health(void);
 void suite_move(void);
+void suite_balance(void);
 void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
 void suite_cql_client(void);
 void suite_proxy_protocol(void);
 void suite_imap_probe(void);
 void suite_doveadm(void);
+void suite_openmetrics(void);
 void suite_command(void);
 
 static const struct {
@@ -39,12 +41,14 @@ static const struct {
 	{"placement", suite_placement},
 	{"health", suite_health},
 	{"move", suite_move},
+	{"balance", suite_balance},
 	{"geodb_sqlite", suite_geodb_sqlite},
 	{"cql_protocol", suite_cql_protocol},
 	{"cql_client", suite_cql_client},
 	{"proxy_protocol", suite_proxy_protocol},
 	{"imap_probe", suite_imap_probe},
 	{"doveadm", suite_doveadm},
+	{"openmetrics", suite_openmetrics},
 	{"command", suite_command},
 };
 

@@ -3,6 +3,7 @@
 #include "unit.h"
 #include "util/config.h"
 #include "util/settings.h"
+#include "util/url_template.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,6 +188,57 @@ static void test_value_parsers(void)
 	CHECK(settings_parse_addr("[::1]143", &addr) < 0);
 }
 
+/* backend_metrics_url, metrics_interval, metrics_min_samples (issue 6) */
+static void test_settings_metrics(void)
+{
+	struct settings *set = NULL;
+	const char *error = NULL;
+	int ret = load("site = dc1\ngeodb = sqlite:/x\n", &set, &error);
+	CHECK(ret == 0);
+	if (ret == 0) {
+		CHECK_STR(set->backend_metrics_url, "");
+		CHECK(set->metrics_interval_ms == 15000);
+		CHECK(set->metrics_min_samples == 5);
+		settings_free(&set);
+	}
+	ret = load("site = dc1\ngeodb = sqlite:/x\nbackend_metrics_url = "
+		   "http://%{address}:9100/metrics\nmetrics_interval = 5s\n"
+		   "metrics_min_samples = 3\n",
+		   &set, &error);
+	CHECK(ret == 0);
+	if (ret == 0) {
+		CHECK_STR(set->backend_metrics_url, "http://%{address}:9100/metrics");
+		CHECK(set->metrics_interval_ms == 5000 && set->metrics_min_samples == 3);
+		settings_free(&set);
+	}
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nbackend_metrics_url = https://%{address}/\n",
+		   &set, &error) < 0);
+	CHECK(strstr(error, "backend_metrics_url must start with http:// (e.g. "
+			    "http://%{address}:9100/metrics), not 'https://%{address}/'") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nbackend_metrics_url = http://%{site}/\n",
+		   &set, &error) < 0);
+	CHECK(strstr(error, "may only use %{backend} and %{address}") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nmetrics_interval = 500ms\n", &set,
+		   &error) < 0);
+	CHECK(strstr(error, "metrics_interval must be 1s or more") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nmetrics_min_samples = 0\n", &set, &error) <
+	      0);
+	CHECK(strstr(error, "'metrics_min_samples': expected a whole number from 1 to 64") != NULL);
+	CHECK(load("site = dc1\ngeodb = sqlite:/x\nmetrics_min_samples = 65\n", &set,
+		   &error) < 0);
+	CHECK(set == NULL);
+
+	CHECK(url_template_check("") == 0);
+	CHECK(url_template_check("http://%{backend}.x:9100/%{address}%x%") == 0);
+	CHECK(url_template_check("http://%{backend") == -1);
+	CHECK(url_template_check("http://%{}/") == -1);
+	CHECK(url_template_check("http://%{addresses}/") == -1);
+	char url[64];
+	CHECK(url_template_expand("http://%{address}:9100/metrics", "b1", "::1", url,
+				  sizeof(url)) == 0);
+	CHECK_STR(url, "http://[::1]:9100/metrics");
+}
+
 void suite_config(void)
 {
 	test_syntax();
@@ -194,4 +246,5 @@ void suite_config(void)
 	test_settings_listener_sections();
 	test_settings_errors();
 	test_value_parsers();
+	test_settings_metrics();
 }

@@ -439,6 +439,85 @@ static void test_localdb_user_hold(struct geodb *a, struct geodb *b)
 	CHECK(geodb_user_delete(b, "held", &reason) == 1);
 }
 
+/* Balancing through the LocalDB: a refresh notices a group pinned or let
+ * go (no new epoch), a switch brings its history, and the file keeps
+ * sticky, moved_at and history. */
+static void test_localdb_balance(struct geodb *a, struct geodb *b)
+{
+	const char *reason;
+	struct localdb *ldb = localdb_create(64);
+	struct geodb_snapshot snap;
+	struct geodb_group g;
+	CHECK(geodb_group_get(a, 7, &g, &reason) == 1);
+	CHECK(!g.sticky);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+
+	/* pinned: the same epoch, yet a change */
+	CHECK(geodb_group_set_sticky(b, 7, true, &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	const struct geodb_group *lg = localdb_group(ldb, 7);
+	CHECK(lg != NULL && lg->sticky && lg->epoch == g.epoch);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+	/* only sticky differs (a snapshot made by hand): a change, and back */
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	for (size_t i = 0; i < snap.group_row_count; i++) {
+		if (snap.groups[i].group_id == 7)
+			snap.groups[i].sticky = false;
+	}
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+
+	/* a switch: the backend left heads the history */
+	const char *other = strcmp(g.backend, "b1") == 0 ? "b2" : "b1";
+	CHECK(geodb_group_set(b, 7, "dc1", other, &reason) == 0);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	lg = localdb_group(ldb, 7);
+	CHECK(lg != NULL && strcmp(lg->backend, other) == 0 && lg->sticky);
+	CHECK(lg != NULL && strcmp(lg->history[0].backend, g.backend) == 0 &&
+	      lg->history[0].left_ms == lg->moved_at_ms && lg->moved_at_ms > 0);
+	struct geodb_group switched = lg != NULL ? *lg : g;
+
+	/* the file keeps them */
+	char path[128];
+	snprintf(path, sizeof(path), "/tmp/mc-unit-localdb-balance-%d.sqlite", (int)getpid());
+	unlink(path);
+	CHECK(localdb_save(ldb, path, &reason) == 0);
+	struct localdb *loaded = localdb_create(64);
+	CHECK(localdb_load(loaded, path, &reason) == 1);
+	lg = localdb_group(loaded, 7);
+	CHECK(lg != NULL && lg->sticky && lg->moved_at_ms == switched.moved_at_ms);
+	for (int h = 0; h < BALANCE_HISTORY && lg != NULL; h++)
+		CHECK(strcmp(lg->history[h].backend, switched.history[h].backend) == 0 &&
+		      lg->history[h].left_ms == switched.history[h].left_ms);
+	unlink(path);
+	localdb_destroy(&loaded);
+	localdb_destroy(&ldb);
+	CHECK(geodb_group_set_sticky(b, 7, false, &reason) == 1);
+
+	/* group loads and last backends are no routing change */
+	struct geodb_group_load load = {
+		.group_id = 7, .sessions = 2, .logins = 1, .reported_at = 1};
+	(void)geodb_changed(a);
+	CHECK(geodb_group_load_put(b, "daemon-x", &load, 1, 60, &reason) == 0);
+	CHECK(geodb_user_last_backend(b, "someone", "b1", 1700000000000, &reason) == 0);
+	CHECK(!geodb_changed(a));
+	struct geodb_group_load *loads = NULL;
+	size_t count = 0;
+	CHECK(geodb_group_load_list(a, &loads, &count, &reason) == 0);
+	CHECK(count == 1 && loads != NULL && loads[0].sessions == 2 &&
+	      strcmp(loads[0].observer, "daemon-x") == 0);
+	free(loads);
+	char backend[NAME_MAX_LEN + 1];
+	int64_t at;
+	CHECK(geodb_user_last_backend_get(a, "someone", backend, &at, &reason) == 1);
+	CHECK(strcmp(backend, "b1") == 0 && at == 1700000000000);
+}
+
 static void test_group_count(struct geodb *db)
 {
 	const char *error;
@@ -472,6 +551,7 @@ void suite_geodb_sqlite(void)
 	test_localdb(a, b);
 	test_localdb_marks_moves(a, b);
 	test_localdb_user_hold(a, b);
+	test_localdb_balance(a, b);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);
