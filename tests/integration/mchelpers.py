@@ -306,6 +306,8 @@ class Daemon:
             "proxy_timeout": "3s",
             "plaintext_auth": "tls",
             "log_level": "info",
+            # tests that are not about balancing must not see groups move under them
+            "balance": "off",
         }
         if localdb_refresh is not None:
             settings["localdb_refresh"] = str(localdb_refresh)

@@ -25,6 +25,7 @@ from mchelpers import close_quietly, imap_login, wait_for
 
 WAIT = 90
 SETTINGS = {
+    "balance": "on",  # the suite's daemons have it off by default
     "probe_interval": "1s",
     "controller_lease": "3s",
     "balance_interval": "2s",
@@ -190,7 +191,7 @@ def test_new_backend_fills_up_to_its_share_and_plan_shows_resources(cluster, fle
 
 
 def test_dryrun_moves_nothing_and_sticky_groups_stay(cluster, fleet, pages):
-    d = cluster(balance="dryrun", **SETTINGS)
+    d = cluster(**dict(SETTINGS, balance="dryrun"))
     users = [f"user{i}" for i in range(180, 220)]
     sessions = _open_sessions(d, users)
     try:
