@@ -7,11 +7,13 @@
  *
  * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs both scenarios (sim.h)
  * unless --scenario says one: "faults" (H hours, default 0.5) and "balance"
- * (its phases, about an hour of virtual time); a seed fails if either does.  Backends and daemons default to a
+ * (its phases, about 70 min of virtual time); a seed fails if either does.
+ * Backends and daemons default to a
  * choice made by each seed (3..12 backends, 2..5 daemons).  --jobs runs the
  * seeds in J worker processes (seed i in worker i mod J); every seed's run
  * is the same whatever the number of workers.  A violation prints the seed
- * and the step; `--seeds 1 --first SEED --verbose` replays it with a log.
+ * and the step; `--seeds 1 --first SEED --verbose` replays it with a log
+ * (add --scenario balance for a violation marked "scenario balance").
  * --break NAME breaks the move protocol's glue on purpose (see
  * sim_break_names; `--break list` lists them) to show that the invariants
  * catch it: such a run is expected to fail.
@@ -63,6 +65,7 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	t->kicks += r->kicks;
 	t->relogins += r->relogins;
 	t->logins_held += r->logins_held;
+	t->logins_reheld += r->logins_reheld;
 	t->partitions += r->partitions;
 	t->moves_operator += r->moves_operator;
 	t->moves_evacuate += r->moves_evacuate;
@@ -302,10 +305,12 @@ int main(int argc, char **argv)
 	       (unsigned long long)r->moves, (unsigned long long)r->alt_changes,
 	       (unsigned long long)r->takeovers);
 	printf("stats: logins=%llu ok=%llu failed=%llu unavailable=%llu held=%llu "
-	       "max_crash_to_mark_down=%.3fs (any outage, exempt ones too)\n",
+	       "held_again_for_a_new_move=%llu max_crash_to_mark_down=%.3fs (any outage, exempt "
+	       "ones too)\n",
 	       (unsigned long long)r->logins, (unsigned long long)r->logins_ok,
 	       (unsigned long long)r->logins_failed, (unsigned long long)r->logins_unavailable,
-	       (unsigned long long)r->logins_held, r->max_served_ms / 1000.0);
+	       (unsigned long long)r->logins_held, (unsigned long long)r->logins_reheld,
+	       r->max_served_ms / 1000.0);
 	printf("stats: sessions=%llu kicks=%llu relogins=%llu geodb_cuts=%llu "
 	       "operator_moves=%llu evacuations=%llu evacuate_moves=%llu\n",
 	       (unsigned long long)r->sessions, (unsigned long long)r->kicks,

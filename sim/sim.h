@@ -177,7 +177,7 @@ struct sim_result {
 	uint64_t outages_long, outages_short, faults;
 	int64_t max_served_ms; /* worst measured time from crash to all groups served */
 	/* sessions and the move protocol */
-	uint64_t sessions, kicks, relogins, logins_held, partitions;
+	uint64_t sessions, kicks, relogins, logins_held, logins_reheld, partitions;
 	uint64_t moves_operator, moves_evacuate, evacuations, cas_failed;
 	uint64_t finish_acked, finish_down, finish_timeout, cancelled;
 	/* exempt no_two_backends conflicts by class (one may have several) */
@@ -200,7 +200,7 @@ struct sim_result {
 	int64_t bal_fill_ms_sum, bal_fill_ms_max, bal_drain_ms_sum, bal_drain_ms_max;
 	uint64_t bal_fill_moves_sum, bal_drain_moves_sum, bal_drain_groups_sum;
 	double bal_slow_factor_sum, bal_slow_factor_max; /* the slow host's resource factor */
-	double bal_slow_share_sum; /* ... its load / its uncorrected share */
+	double bal_slow_share_sum;                       /* ... its load / its uncorrected share */
 	uint64_t bal_slow_n, bal_slow_moves;
 	int64_t bal_virtual_ms; /* virtual time of the balance scenario runs */
 };

@@ -8,12 +8,14 @@
  *      nor their groups count);
  *   2. loads and targets (shares by load factor of the total, then the
  *      bounded resource correction), ratios;
- *   3. moves, one at a time, each recomputing the ratios: first every drain,
- *      heaviest-fitting group first; then, while a backend is hot (above
- *      target * (1 + h)) or cold (below target * (1 - h)), a group from the
- *      hottest backend that has a move that helps, to the coolest backend
- *      (or to a warm one below its target), chosen to fit the amount that
- *      would bring one of the two to its target.
+ *   3. moves, one at a time, each recomputing the ratios: first every drain;
+ *      then, while a backend is hot (above target * (1 + h)) or cold (below
+ *      target * (1 - h)), a group from the hottest hot backend that has a
+ *      move that lowers the worse ratio of the two (when none has, or none
+ *      is hot: from the backend above its target whose best move carries
+ *      the most) to the coolest backend (or to a warm one below its target),
+ *      the group whose weight best fits min(excess, room): the amount that
+ *      brings one of the two to its target.
  *
  * Groups per backend are kept as index lists (one counting sort per call) so
  * that a move costs the size of one backend's groups, not of all of them.
@@ -313,8 +315,8 @@ struct candidate {
 	bool found;
 	size_t group;
 	int to;
-	double fit;      /* |weight - amount|: smaller is better */
-	double amount;   /* what the move aims at: min(excess, room) */
+	double fit;    /* |weight - amount|: smaller is better */
+	double amount; /* what the move aims at: min(excess, room) */
 	uint64_t tie;
 	int64_t warm_ms; /* when the group left `to`; -1: not warm */
 };
@@ -473,8 +475,8 @@ static void describe(const struct state *st, const struct candidate *c, int from
 			snprintf(reason + len, size - (size_t)len, "; %s held it %lld min ago",
 				 tname, (long long)(ago / 60000));
 		else
-			snprintf(reason + len, size - (size_t)len, "; %s held it %lld s ago",
-				 tname, (long long)(ago / 1000));
+			snprintf(reason + len, size - (size_t)len, "; %s held it %lld s ago", tname,
+				 (long long)(ago / 1000));
 	}
 }
 
@@ -533,11 +535,51 @@ static bool is_cold(const struct state *st, size_t b)
 	       st->view[b].ratio < 1 - st->set->hysteresis;
 }
 
+/* The source of the next move among the backends that can take groups and
+ * are above floor * target, hottest first: the first that has a move
+ * (first), or the one whose best move carries the most (min(weight,
+ * amount)); -1 and !best_r->found if none has a move. */
+static int pick_source(const struct state *st, double floor, bool first, struct candidate *best_r)
+{
+	int from = -1, prev = -1;
+	double last = INFINITY, best_useful = -1;
+	*best_r = (struct candidate){0};
+	for (;;) {
+		int s = -1;
+		for (size_t b = 0; b < st->n; b++) {
+			if (st->role[b] != ROLE_TAKE || st->view[b].ratio <= floor ||
+			    st->view[b].ratio > last)
+				continue;
+			if (st->view[b].ratio == last && (int)b <= prev)
+				continue; /* equal ratios: in index order */
+			if (s < 0 || st->view[b].ratio > st->view[s].ratio)
+				s = (int)b;
+		}
+		if (s < 0)
+			break;
+		prev = s;
+		last = st->view[s].ratio;
+		struct candidate c = best_move_from(st, s);
+		if (!c.found)
+			continue;
+		double w = weight_of(&st->groups[c.group]);
+		double useful = w < c.amount ? w : c.amount;
+		if (useful > best_useful) {
+			*best_r = c;
+			from = s;
+			best_useful = useful;
+		}
+		if (first)
+			break;
+	}
+	return from;
+}
+
 int balance_plan(const struct balance_settings *set, const struct balance_backend *backends,
 		 size_t backend_count, const struct balance_group *groups, size_t group_count,
 		 int64_t now_ms, struct balance_plan *plan_r)
 {
-	struct state st;
+	struct state st = {0};
 	*plan_r = (struct balance_plan){0};
 	plan_r->backends = calloc(backend_count + 1, sizeof(*plan_r->backends));
 	plan_r->moves = calloc(set->max_moves + 1, sizeof(*plan_r->moves));
@@ -586,47 +628,20 @@ int balance_plan(const struct balance_settings *set, const struct balance_backen
 			if (drain >= 0)
 				why = "nowhere to drain to";
 			else {
-				snprintf(why_buf, sizeof(why_buf), "balanced within hysteresis %u%%",
-					 pct);
+				snprintf(why_buf, sizeof(why_buf),
+					 "balanced within hysteresis %u%%", pct);
 				why = why_buf;
 			}
 			break;
 		}
-		/* sources: the hot backends, hottest first, the first that has a
-		 * move; when only a backend is cold, any above its target, the one
-		 * whose best move carries the most toward filling it */
-		double floor = hot ? 1 + set->hysteresis : 1;
+		/* the hot backends shed first; when none of them can (or none is
+		 * hot), a cold one pulls */
 		struct candidate best = {0};
 		int from = -1;
-		double last = INFINITY, best_useful = -1;
-		for (int prev = -1;;) {
-			int s = -1;
-			for (size_t b = 0; b < st.n; b++) {
-				if (st.role[b] != ROLE_TAKE || st.view[b].ratio <= floor ||
-				    st.view[b].ratio > last)
-					continue;
-				if (st.view[b].ratio == last && (int)b <= prev)
-					continue; /* equal ratios: in index order */
-				if (s < 0 || st.view[b].ratio > st.view[s].ratio)
-					s = (int)b;
-			}
-			if (s < 0)
-				break;
-			prev = s;
-			last = st.view[s].ratio;
-			struct candidate c = best_move_from(&st, s);
-			if (!c.found)
-				continue;
-			double w = weight_of(&st.groups[c.group]);
-			double useful = w < c.amount ? w : c.amount;
-			if (useful > best_useful) {
-				best = c;
-				from = s;
-				best_useful = useful;
-			}
-			if (hot)
-				break;
-		}
+		if (hot)
+			from = pick_source(&st, 1 + set->hysteresis, true, &best);
+		if (!best.found && cold)
+			from = pick_source(&st, 1, false, &best);
 		if (!best.found) {
 			why = "no movable group would lower the highest ratio (sticky, moving, "
 			      "moved within group_min_stay, or too heavy)";
@@ -666,7 +681,7 @@ int balance_placement(const struct balance_settings *set, const struct balance_b
 		      size_t backend_count, const struct balance_group *groups, size_t group_count,
 		      const struct balance_group *group, int64_t now_ms)
 {
-	struct state st;
+	struct state st = {0};
 	struct balance_backend_view *view = calloc(backend_count + 1, sizeof(*view));
 	if (view == NULL ||
 	    state_init(&st, set, backends, backend_count, groups, group_count, now_ms, view) < 0) {
@@ -699,7 +714,8 @@ int balance_placement(const struct balance_settings *set, const struct balance_b
 			best_tie = tie;
 		}
 		if (warm_left_ms(&st, group, (int)b) >= 0 &&
-		    (best_warm < 0 || r < best_warm_r || (r == best_warm_r && tie < best_warm_tie))) {
+		    (best_warm < 0 || r < best_warm_r ||
+		     (r == best_warm_r && tie < best_warm_tie))) {
 			best_warm = (int)b;
 			best_warm_r = r;
 			best_warm_tie = tie;
@@ -733,7 +749,7 @@ size_t balance_moves_lower_bound(const struct balance_settings *set,
 				 const struct balance_group *groups, size_t group_count,
 				 int64_t now_ms)
 {
-	struct state st;
+	struct state st = {0};
 	struct balance_backend_view *view = calloc(backend_count + 1, sizeof(*view));
 	struct weighed *order = calloc(group_count + 1, sizeof(*order));
 	bool *cold = calloc(backend_count + 1, sizeof(*cold));

@@ -30,15 +30,17 @@
  *                         hysteresis of its share);
  *   plan                  the fewest, best-chosen moves, at most max_moves
  *                         per round: drains first; then, while a backend is
- *                         hot or cold, one group from the hottest backend
- *                         (among the hot ones; when none is hot, among those
- *                         above their target) to the coolest, the group
- *                         whose weight best fits min(excess over target of
- *                         the source, room below target of the
- *                         destination).  A group moves only if that strictly
- *                         lowers the worse of the two backends' ratios (so
- *                         noise within the hysteresis moves nothing, and a
- *                         group never moves on a mere swap), never a sticky
+ *                         hot or cold, one group from the hottest hot
+ *                         backend that can give one (when none is hot, or
+ *                         none of them can and a backend is cold: from the
+ *                         backend above its target whose best move carries
+ *                         the most) to the coolest, the group whose weight
+ *                         best fits min(excess over target of the source,
+ *                         room below target of the destination).  A group
+ *                         moves only if that strictly lowers the worse of
+ *                         the two backends' ratios (so noise within the
+ *                         hysteresis moves nothing, and a group never
+ *                         moves on a mere swap), never a sticky
  *                         group, never a moving one, never one moved less
  *                         than min_stay ago, never twice in a round.  A
  *                         destination that held the group within
@@ -81,30 +83,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BALANCE_INTERVAL_MS_DEFAULT 60000       /* balance_interval */
-#define BALANCE_MAX_MOVES_DEFAULT 10            /* balance_max_moves */
-#define BALANCE_HYSTERESIS_DEFAULT 0.10         /* balance_hysteresis: 10% over target */
-#define BALANCE_MIN_STAY_MS_DEFAULT 3600000     /* group_min_stay */
+#define BALANCE_INTERVAL_MS_DEFAULT 60000         /* balance_interval */
+#define BALANCE_MAX_MOVES_DEFAULT 10              /* balance_max_moves */
+#define BALANCE_HYSTERESIS_DEFAULT 0.10           /* balance_hysteresis: 10% over target */
+#define BALANCE_MIN_STAY_MS_DEFAULT 3600000       /* group_min_stay */
 #define BALANCE_METACACHE_TTL_MS_DEFAULT 86400000 /* metacache_ttl */
-#define BALANCE_MIN_SAMPLES_DEFAULT 5           /* balance_min_samples */
-#define BALANCE_RESOURCE_MAX_CORRECTION 0.25    /* a share is cut by at most 25% */
-#define BALANCE_RESOURCE_DEAD_BAND 0.05         /* intensity within 5% of the mean: no cut */
-#define BALANCE_RESOURCE_MIN_LOAD 0.5           /* below half its share a host is not judged */
-#define BALANCE_RESOURCE_SATURATED 0.95         /* nor at a pressure of 95% or more */
-#define BALANCE_WARM_SHARE 0.75                 /* a warm move must carry 75% of the best one */
-#define BALANCE_RATIO_NO_TARGET 1e9             /* the ratio of a backend with load, target 0 */
-#define BALANCE_HISTORY 4                       /* recent backends kept per group */
+#define BALANCE_MIN_SAMPLES_DEFAULT 5             /* balance_min_samples */
+#define BALANCE_RESOURCE_MAX_CORRECTION 0.25      /* a share is cut by at most 25% */
+#define BALANCE_RESOURCE_DEAD_BAND 0.05           /* intensity within 5% of the mean: no cut */
+#define BALANCE_RESOURCE_MIN_LOAD 0.5             /* below half its share a host is not judged */
+#define BALANCE_RESOURCE_SATURATED 0.95           /* nor at a pressure of 95% or more */
+#define BALANCE_WARM_SHARE 0.75                   /* a warm move must carry 75% of the best one */
+#define BALANCE_RATIO_NO_TARGET 1e9               /* the ratio of a backend with load, target 0 */
+#define BALANCE_HISTORY 4                         /* recent backends kept per group */
 
 enum balance_mode { BALANCE_OFF, BALANCE_DRYRUN, BALANCE_ON };
 const char *balance_mode_name(enum balance_mode mode);
 int balance_mode_parse(const char *name, enum balance_mode *mode_r);
 
 struct balance_settings {
-	double hysteresis;         /* a backend is hot above target * (1 + hysteresis) */
-	unsigned max_moves;        /* per round */
-	int64_t min_stay_ms;       /* a group stays at least this long after a move */
-	int64_t metacache_ttl_ms;  /* a backend that held a group this recently is warm */
-	unsigned min_samples;      /* resource samples needed before they count */
+	double hysteresis;        /* a backend is hot above target * (1 + hysteresis) */
+	unsigned max_moves;       /* per round */
+	int64_t min_stay_ms;      /* a group stays at least this long after a move */
+	int64_t metacache_ttl_ms; /* a backend that held a group this recently is warm */
+	unsigned min_samples;     /* resource samples needed before they count */
 };
 void balance_settings_init(struct balance_settings *set);
 
@@ -130,11 +132,11 @@ struct balance_backend {
 
 struct balance_group {
 	unsigned group_id;
-	int backend;            /* index into the backends; -1: not assigned */
-	double weight;          /* sessions + logins it brings (>= 0) */
-	int64_t moved_at_ms;    /* its last move; 0: never */
-	bool sticky;            /* the operator pinned it: never moved by balancing */
-	bool moving;            /* a move is in progress: left alone */
+	int backend;         /* index into the backends; -1: not assigned */
+	double weight;       /* sessions + logins it brings (>= 0) */
+	int64_t moved_at_ms; /* its last move; 0: never */
+	bool sticky;         /* the operator pinned it: never moved by balancing */
+	bool moving;         /* a move is in progress: left alone */
 	/* the backends it was on before, newest first, with when it left them
 	 * (index -1 or left 0: none) */
 	int history[BALANCE_HISTORY];
@@ -143,20 +145,20 @@ struct balance_group {
 
 /* Per backend, what the round computed. */
 struct balance_backend_view {
-	double load;    /* sum of its groups' weights (before this round's moves) */
-	double target;  /* its share */
-	double ratio;   /* load / target (0 when target is 0 and load is 0;
-			 * BALANCE_RATIO_NO_TARGET when target is 0 and load is not) */
+	double load;            /* sum of its groups' weights (before this round's moves) */
+	double target;          /* its share */
+	double ratio;           /* load / target (0 when target is 0 and load is 0;
+				 * BALANCE_RATIO_NO_TARGET when target is 0 and load is not) */
 	double resource_factor; /* the correction applied to its share (1: none) */
-	bool can_take;  /* online, marked up, load factor > 0 */
+	bool can_take;          /* online, marked up, load factor > 0 */
 };
 
 struct balance_move {
-	size_t group;   /* index into the groups */
+	size_t group; /* index into the groups */
 	unsigned group_id;
-	int from, to;   /* backend indexes */
+	int from, to; /* backend indexes */
 	double weight;
-	bool warm;      /* to held the group within metacache_ttl */
+	bool warm; /* to held the group within metacache_ttl */
 	char reason[160];
 };
 

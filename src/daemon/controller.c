@@ -68,6 +68,7 @@ struct controller {
 	double max_ratio;        /* the latest round's, before its moves */
 	/* the hosts' resources (metrics): touched only in worker jobs */
 	struct controller_metrics metrics;
+	struct controller_weights weights;
 	unsigned live_daemons, backends, groups, moving;
 	char last_error[512];
 };
@@ -210,6 +211,7 @@ static void act_fired(evutil_socket_t fd, short what, void *context)
 		c->last_balance_ms = now;
 	}
 	job->metrics = &c->metrics;
+	job->weights = &c->weights;
 	job->worker = daemon->worker;
 	c->act_in_flight = true;
 	worker_submit(daemon->worker, controller_act_run, act_done, job);
@@ -335,6 +337,7 @@ void controller_plan(struct daemon *daemon, bool text, controller_plan_callback 
 	balance_mode_parse(set->balance, &job->balance_mode);
 	job_balance_settings(set, &job->balance);
 	job->metrics = &c->metrics;
+	job->weights = &c->weights;
 	job->act_until = &c->act_until;
 	job->worker = daemon->worker;
 	job->owner = c;
@@ -442,6 +445,8 @@ void controller_deinit(struct daemon *daemon)
 	event_free(c->release_timer);
 	event_free(c->act_timer);
 	free(c->metrics.hosts);
+	free(c->weights.weight);
+	free(c->weights.seen);
 	free(c);
 	daemon->controller = NULL;
 }

@@ -11,6 +11,7 @@
 #include "util/log.h"
 #include "util/strbuf.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -677,6 +678,29 @@ static int balance_round(struct pass *p)
 			weight[loads[i].group_id] += loads[i].sessions + loads[i].logins;
 	}
 	free(loads);
+	/* smoothed (controller_act.h); a plan for the API reads, never updates */
+	struct controller_weights *w = job->weights;
+	if (w != NULL) {
+		if (w->weight == NULL) {
+			w->weight = calloc(job->group_count + 1, sizeof(*w->weight));
+			w->seen = calloc(job->group_count + 1, 1);
+		}
+		int64_t now = mono_ms();
+		double keep = w->at_ms == 0 ? 0.0
+					    : exp(-(double)(now - w->at_ms) / CONTROLLER_WEIGHT_TAU_MS);
+		for (unsigned g = 0; g < job->group_count; g++) {
+			/* a group's first figure is taken as it is */
+			double smoothed = !w->seen[g] ? weight[g]
+						      : keep * w->weight[g] + (1 - keep) * weight[g];
+			if (!job->plan_only && weight[g] > 0)
+				w->seen[g] = 1;
+			if (!job->plan_only)
+				w->weight[g] = smoothed;
+			weight[g] = smoothed;
+		}
+		if (!job->plan_only)
+			w->at_ms = now;
+	}
 	struct balance_backend *bb = calloc(p->backend_count + 1, sizeof(*bb));
 	for (size_t i = 0; i < p->backend_count; i++) {
 		bb[i] = (struct balance_backend){
@@ -689,6 +713,12 @@ static int balance_round(struct pass *p)
 			job->metrics != NULL ? metrics_host(job->metrics, p->fb[i].name, false) : NULL;
 		if (h != NULL)
 			metrics_average_get(&h->average, &bb[i].resources);
+		/* the load the resources were measured under: the smoothed one
+		 * (balance.h: 0 would mean the current load) */
+		for (size_t g = 0; g < p->group_count; g++) {
+			if (p->fg[g].backend == (int)i)
+				bb[i].resources.load += weight[site_group(p, g)->group_id];
+		}
 	}
 	struct balance_group *bg = calloc(p->group_count + 1, sizeof(*bg));
 	for (size_t i = 0; i < p->group_count; i++) {

@@ -34,8 +34,7 @@ static void group_init(struct balance_group *g, unsigned id, int backend, double
 }
 
 /* count groups of weight w on backend b, ids from *id on */
-static size_t fill(struct balance_group *g, size_t at, unsigned *id, int b, size_t count,
-		   double w)
+static size_t fill(struct balance_group *g, size_t at, unsigned *id, int b, size_t count, double w)
 {
 	for (size_t i = 0; i < count; i++)
 		group_init(&g[at + i], (*id)++, b, w);
@@ -234,6 +233,21 @@ static void test_unmovable(void)
 	CHECK(p.move_count == 2);
 	for (size_t k = 0; k < p.move_count; k++)
 		CHECK(p.moves[k].group >= 2);
+	balance_plan_free(&p);
+	/* a hot backend that cannot shed does not block the others: b0 (160,
+	 * all sticky) is hot, b2 (35) cold; b1 (105) gives what it has above
+	 * its target */
+	struct balance_backend b3[3];
+	backends_init(b3, 3);
+	struct balance_group k[40];
+	unsigned kid = 0;
+	size_t km = fill(k, 0, &kid, 0, 4, 40);
+	for (size_t i = 0; i < km; i++)
+		k[i].sticky = true;
+	km = fill(k, km, &kid, 1, 21, 5);
+	km = fill(k, km, &kid, 2, 7, 5);
+	CHECK(balance_plan(&set, b3, 3, k, km, now, &p) == 0);
+	CHECK(p.move_count == 1 && p.moves[0].from == 1 && p.moves[0].to == 2);
 	balance_plan_free(&p);
 	/* the lower bound ignores sticky and moving groups: 40 on b0, target 20,
 	 * 18 over the threshold: two groups of 10, and only two are movable */
@@ -772,7 +786,8 @@ static void test_properties(void)
 		plans++;
 		double sum_target = 0, sum_load = 0;
 		for (size_t x = 0; x < n; x++) {
-			bool up = b[x].status == BACKEND_STATUS_ONLINE && b[x].mark == HEALTH_MARK_UP;
+			bool up =
+				b[x].status == BACKEND_STATUS_ONLINE && b[x].mark == HEALTH_MARK_UP;
 			sum_target += p.backends[x].target;
 			if (up)
 				sum_load += p.backends[x].load;
