@@ -16,9 +16,10 @@
  * next try instead of after the TTL.
  *
  * Logged: event=controller_elected, event=controller_lost, and the GeoDB
- * refusing or answering again.  The controller's decisions (failover,
- * moves) come in later issues: controller.c has the one place where they
- * will run, once per renewal while this daemon holds the lease.
+ * refusing or answering again.  While this daemon holds the lease, a pass
+ * of decisions (controller_act.h: health marks, moves, failover,
+ * alternatives, balancing) runs every probe_interval in the worker thread,
+ * writing only until the step-down moment.
  */
 #ifndef CONTROLLER_H
 #define CONTROLLER_H
