@@ -172,7 +172,9 @@ def test_new_backend_fills_up_to_its_share_and_plan_shows_resources(cluster, fle
             _keep_sessions(d, users, sessions)
             plan = json.loads(d.cli("balance", "plan", fmt="json").stdout)
             rows = {b["backend"]: b for b in plan["backends"]}
-            return rows[newcomer]["load"] > 0 and plan["max_ratio_before"] <= 1.10 and plan
+            # filled, and every backend's resources sampled (scraped every second)
+            return rows[newcomer]["load"] > 0 and plan["max_ratio_before"] <= 1.10 and \
+                all(r["samples"] >= 2 for r in rows.values()) and plan
         plan = wait_for(filled, WAIT, interval=1,
                         message=f"{newcomer} to fill up to its share")
         rows = {b["backend"]: b for b in plan["backends"]}

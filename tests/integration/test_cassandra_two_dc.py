@@ -157,14 +157,15 @@ class TwoDC:
                             f"keyspace_name = '{keyspace}'", role)
         return json.loads(rows[0]["[json]"])["replication"] if rows else {}
 
-    def client_requests(self, n: int, role: str) -> list[int]:
-        """Requests node n has served on each open client connection of role (asked as
-        another role, so that the asking connection is not counted)."""
+    def client_requests(self, n: int, role: str) -> dict:
+        """Requests node n has served on each open client connection of role, by the
+        connection's (address, port) (asked as another role, so that the asking connection
+        is not counted)."""
         user = ROLES[role][0]
-        return sorted(int(r["request_count"]) for r in
-                      self.rows(n, "SELECT username, request_count FROM system_views.clients",
-                                "any")
-                      if r["username"] == user)
+        return {(r["address"], r["port"]): int(r["request_count"]) for r in
+                self.rows(n, "SELECT username, address, port, request_count "
+                             "FROM system_views.clients", "any")
+                if r["username"] == user}
 
     def spec(self, keyspace: str, role: str, hosts: tuple = (1, 2), **extra) -> str:
         user, password = ROLES[role]
@@ -440,14 +441,22 @@ def test_daemons_in_two_dcs_use_their_own_and_agree(two_dc, cluster, fleet):
     time.sleep(3.5)
     after = {(role, n): two_dc.client_requests(n, role) for role in ("dc1", "dc2")
              for n in (1, 2)}
-    delta = {k: sum(after[k]) - sum(before[k]) for k in before}
+    delta = {k: sum(after[k].values()) - sum(before[k].values()) for k in before}
     print(f"requests per connection (role, node) at start: {before}; in 3.5 s: {delta}")
     assert delta[("dc2", 2)] >= 3 and delta[("dc1", 1)] >= 3, delta
-    assert delta[("dc2", 1)] == 0 and delta[("dc1", 2)] == 0, delta
+    # On the remote node: nothing on the connections that were there, and a connection
+    # (re)opened meanwhile (a handshake that timed out on this loaded machine is tried
+    # again) carried its handshake only.
+    for key in (("dc2", 1), ("dc1", 2)):
+        for conn, count in after[key].items():
+            if conn in before[key]:
+                assert count == before[key][conn], (key, conn, before[key], after[key])
+            else:
+                assert count <= HANDSHAKE_REQUESTS, (key, conn, after[key])
     # Not even at start, when the remote node's handshake may finish first: the remote
     # connections carried their handshakes only.
     for key in (("dc2", 1), ("dc1", 2)):
-        assert before[key] and max(before[key]) <= HANDSHAKE_REQUESTS, (key, before)
+        assert before[key] and max(before[key].values()) <= HANDSHAKE_REQUESTS, (key, before)
 
     first_a = [f"user{i}" for i in range(1, 41)]
     first_b = [f"user{i}" for i in range(41, 81)]
