@@ -613,10 +613,10 @@ static int backend_evacuate(struct cli *cli, const struct geodb_backend *backend
 			cand[b].assigned_groups += strcmp(groups[g].backend, be->name) == 0;
 	}
 	unsigned *moving = calloc(group_count + 1, sizeof(*moving));
-	size_t moving_count = 0, todo = 0, stranded = 0;
+	size_t moving_count = 0, to_move = 0, stranded = 0;
 	for (size_t g = 0; g < group_count; g++)
-		todo += strcmp(groups[g].backend, backend->name) == 0;
-	printf("backend %s: %zu group(s) to move at %u per second\n", backend->name, todo, rate);
+		to_move += strcmp(groups[g].backend, backend->name) == 0;
+	printf("backend %s: %zu group(s) to move at %u per second\n", backend->name, to_move, rate);
 	int64_t t0 = unix_ms();
 	uint64_t started = 0;
 	int ret = 0;

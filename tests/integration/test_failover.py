@@ -262,11 +262,8 @@ def test_lmtp_transaction_in_flight_delays_the_acknowledgement(cluster, fleet):
     old = _try_login(d, user)
     group = d.cli_json("user", "status", user)[0]["group"]
     target = next(b.name for b in fleet.backends if b.name != old)
-    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    lmtp = _lmtp_transaction(d, user)
     try:
-        lmtp.ehlo_or_helo_if_needed()
-        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
-        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250
         r = d.cli("group", "move", "--wait", "no", str(group), target)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: d.status()["moves"]["moves_seen"] >= 1, WAIT,
@@ -289,6 +286,16 @@ def test_lmtp_transaction_in_flight_delays_the_acknowledgement(cluster, fleet):
              message="the move to finish once the LMTP transaction is over")
     assert re.search(rf"event=move_finished group={group} from={old} to={target} "
                      rf"outcome=acknowledged", d.log_text())
+
+
+def _lmtp_transaction(d, user: str) -> smtplib.LMTP:
+    """An LMTP transaction left open after RCPT for user: the daemon's move of the
+    user's group cannot be acknowledged until it is over."""
+    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    lmtp.ehlo_or_helo_if_needed()
+    assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
+    assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250
+    return lmtp
 
 
 def _kill(d) -> None:
@@ -469,11 +476,8 @@ def test_move_that_times_out_finishes_anyway_and_says_so(cluster, fleet):
     old = _try_login(d, user)
     group = d.cli_json("user", "status", user)[0]["group"]
     target = next(b.name for b in fleet.backends if b.name != old)
-    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
+    lmtp = _lmtp_transaction(d, user)
     try:
-        lmtp.ehlo_or_helo_if_needed()
-        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
-        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250
         r = d.cli("group", "move", "--wait", "no", str(group), target)
         assert r.returncode == 0, r.stderr
         started = time.monotonic()
@@ -579,11 +583,8 @@ def test_move_whose_target_goes_offline_is_cancelled(cluster, fleet):
     old = _try_login(d, user)
     group = d.cli_json("user", "status", user)[0]["group"]
     target = next(b.name for b in fleet.backends if b.name != old)
-    lmtp = smtplib.LMTP("127.0.0.1", d.ports["lmtp"], timeout=30)
-    try:
-        lmtp.ehlo_or_helo_if_needed()
-        assert lmtp.docmd("MAIL FROM:<sender@example.com>")[0] == 250
-        assert lmtp.docmd(f"RCPT TO:<{user}>")[0] == 250  # keeps the move waiting
+    lmtp = _lmtp_transaction(d, user)
+    try:  # keeps the move waiting
         assert d.cli("group", "move", "--wait", "no", str(group), target).returncode == 0
         assert d.cli("backend", "update", "--status", "offline", target).returncode == 0
         wait_for(lambda: _groups(d)[int(group)]["move_to"] == "", WAIT,
