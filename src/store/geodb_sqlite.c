@@ -23,9 +23,7 @@
  */
 #include "store/geodb_driver.h"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -135,6 +133,7 @@ static const struct added_column {
 #define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 
 #define WAL_INDEX_HEADER_SIZE 48
+#define WAL_INDEX_REGION_SIZE 32768 /* what SQLite maps the -shm by */
 
 enum stmt_id {
 	STMT_GROUP_GET,
@@ -344,16 +343,22 @@ static int sqlite_open(const char *path, unsigned busy_timeout_ms, struct geodb 
 			goto failed;
 		}
 	}
-	/* map the WAL index read-only to notice commits (geodb_changed) */
-	char shm_path[4096];
-	snprintf(shm_path, sizeof(shm_path), "%s-shm", db->path);
-	int shm_fd = open(shm_path, O_RDONLY | O_CLOEXEC);
-	if (shm_fd >= 0) {
-		void *map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, shm_fd, 0);
-		if (map != MAP_FAILED)
-			db->shm = map;
-		close(shm_fd);
-	}
+	/* Notice commits (geodb_changed) by reading the WAL-index header in
+	 * the region of the -shm file that this connection's SQLite already
+	 * maps, through the VFS.  Never open() the -shm ourselves: closing any
+	 * descriptor of a file drops all of this process's POSIX locks on it,
+	 * SQLite's "somebody uses this file" lock among them; the next process
+	 * to open the database then believes it is the first, truncates the
+	 * -shm and SQLite here dies of SIGBUS reading past its end. */
+	sqlite3_file *file = NULL;
+	void *region = NULL;
+	if (sqlite3_file_control(db->sqlite, "main", SQLITE_FCNTL_FILE_POINTER, &file) ==
+		    SQLITE_OK &&
+	    file != NULL && file->pMethods != NULL && file->pMethods->iVersion >= 2 &&
+	    file->pMethods->xShmMap != NULL &&
+	    file->pMethods->xShmMap(file, 0, WAL_INDEX_REGION_SIZE, 0, (volatile void **)&region) ==
+		    SQLITE_OK)
+		db->shm = region; /* NULL when not mapped: every call says "changed" */
 	*db_r = &db->geo;
 	return 0;
 failed:
@@ -369,8 +374,6 @@ static void sqlite_close(struct geodb *geo)
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
 	sqlite3_close(db->sqlite);
-	if (db->shm != NULL)
-		munmap((void *)db->shm, 4096);
 	free(db->path);
 	free(db);
 }

@@ -6,8 +6,10 @@
 #include "store/route.h"
 #include "unit.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char db_path[128], spec[160];
@@ -527,6 +529,41 @@ static void test_group_count(struct geodb *db)
 	CHECK(strstr(error, "set up with 64") != NULL);
 }
 
+/* Whether another process sees a lock on the -shm file's "in use" byte
+ * (SQLite's unix VFS: byte 128).  Without it, the next process to open the
+ * database believes it is the first, truncates the -shm under this
+ * process's SQLite, and that one dies of SIGBUS. */
+static bool shm_in_use_lock_seen_from_outside(void)
+{
+	char shm[200];
+	snprintf(shm, sizeof(shm), "%s-shm", db_path);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(shm, O_RDWR);
+		struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 128,
+				     .l_len = 1};
+		_exit(fd >= 0 && fcntl(fd, F_GETLK, &lock) == 0 && lock.l_type != F_UNLCK ? 0
+											    : 1);
+	}
+	int status = 0;
+	return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	       WEXITSTATUS(status) == 0;
+}
+
+static void test_shm_lock_kept(struct geodb *a)
+{
+	/* opening handles (each notices commits through the -shm) and closing
+	 * one of them leaves the process's lock in place */
+	CHECK(shm_in_use_lock_seen_from_outside());
+	struct geodb *c = open_db("writer-c");
+	CHECK(c != NULL);
+	geodb_close(&c);
+	CHECK(shm_in_use_lock_seen_from_outside());
+	/* and commits are still noticed */
+	(void)geodb_changed(a);
+	CHECK(!geodb_changed(a));
+}
+
 void suite_geodb_sqlite(void)
 {
 	snprintf(db_path, sizeof(db_path), "/tmp/mc-unit-geodb-%d.sqlite", (int)getpid());
@@ -543,6 +580,7 @@ void suite_geodb_sqlite(void)
 	CHECK(geodb_open("mysql:x", "w", 100, &bad, &error) < 0);
 	CHECK(strstr(error, "unsupported GeoDB") != NULL);
 
+	test_shm_lock_kept(a);
 	test_group_count(a);
 	test_sites_backends(a);
 	test_groups_race(a, b);
