@@ -84,6 +84,9 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	t->balance_rounds += r->balance_rounds;
 	t->balance_moves += r->balance_moves;
 	t->balance_warm += r->balance_warm;
+	t->failover_moves += r->failover_moves;
+	t->failover_warm += r->failover_warm;
+	t->failover_warm_possible += r->failover_warm_possible;
 	t->balance_drain_moves += r->balance_drain_moves;
 	t->moves_balance_finished += r->moves_balance_finished;
 	t->bal_runs += r->bal_runs;
@@ -327,6 +330,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)r->finish_timeout, (unsigned long long)r->cancelled,
 	       (unsigned long long)r->cas_failed, r->max_move_ms / 1000.0, r->max_hold_ms / 1000.0,
 	       secs);
+	printf("stats: failover moves=%llu with a warm backend able to take it=%llu, to a warm "
+	       "backend=%llu\n",
+	       (unsigned long long)r->failover_moves, (unsigned long long)r->failover_warm_possible,
+	       (unsigned long long)r->failover_warm);
 	printf("stats: balancing rounds=%llu moves=%llu (finished %llu) warm=%llu drain=%llu\n",
 	       (unsigned long long)r->balance_rounds, (unsigned long long)r->balance_moves,
 	       (unsigned long long)r->moves_balance_finished, (unsigned long long)r->balance_warm,

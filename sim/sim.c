@@ -834,8 +834,11 @@ static int view_route(struct sim *s, unsigned d, unsigned g, int override,
 			s->backends[idx_r[i]].name, (enum backend_status)st->value,
 			s->backends[idx_r[i]].load_factor, (enum health_mark)mk->value, false};
 	}
-	struct failover_group fg = {g, idx_r[0] >= 0 ? 0 : -1,
-				    idx_r[1] < 0 ? -1 : (idx_r[1] == idx_r[0] ? 0 : 1)};
+	struct failover_group fg = {
+		.group_id = g,
+		.backend = idx_r[0] >= 0 ? 0 : -1,
+		.alt_backend = idx_r[1] < 0 ? -1 : (idx_r[1] == idx_r[0] ? 0 : 1),
+	};
 	return failover_route(fb_r, 2, &fg);
 }
 
@@ -2164,7 +2167,11 @@ static void controller_act(struct sim *s, unsigned d)
 
 	for (unsigned g = 0; g < s->g; g++) {
 		s->crow[g] = *view_row(s, d, g);
-		s->fg[g] = (struct failover_group){g, s->crow[g].backend, s->crow[g].alt};
+		s->fg[g] = (struct failover_group){
+			.group_id = g, .backend = s->crow[g].backend, .alt_backend = s->crow[g].alt};
+		failover_group_set_warm(&s->fg[g], &s->hist[(size_t)g * BALANCE_HISTORY],
+					&s->hist_t[(size_t)g * BALANCE_HISTORY], BALANCE_HISTORY,
+					now, BALANCE_METACACHE_TTL_MS_DEFAULT);
 		s->pending[g] = 0;
 		s->plan_from[g] = -1;
 	}
@@ -2239,6 +2246,13 @@ static void controller_act(struct sim *s, unsigned d)
 					"marked down\n");
 			exit(2);
 		}
+		s->res->failover_moves++;
+		bool could = false;
+		for (unsigned w = 0; w < s->fg[g].warm_count; w++) {
+			s->res->failover_warm += s->fg[g].warm[w] == m->backend;
+			could |= failover_backend_can_take(&s->fb[s->fg[g].warm[w]]);
+		}
+		s->res->failover_warm_possible += could;
 		s->plan_from[g] = s->fg[g].backend;
 		s->fg[g].backend = m->backend;
 		s->pending[g] = ROW_SWITCH;
@@ -2934,7 +2948,7 @@ static void setup(struct sim *s)
 			lf = lf * skew[rng_range(&s->rng, 0, 3)] / 100;
 		}
 		pc[b] = (struct placement_candidate){s->backends[b].name,
-						     s->backends[b].op_status, lf, 0};
+						     s->backends[b].op_status, lf, 0, false};
 		s->fb[b] = (struct failover_backend){s->backends[b].name,
 						     s->backends[b].op_status,
 						     s->backends[b].load_factor, HEALTH_MARK_UP,
@@ -2943,7 +2957,7 @@ static void setup(struct sim *s)
 	for (unsigned g = 0; g < s->g; g++) {
 		int b = placement_choose_backend(pc, s->b, g);
 		pc[b].assigned_groups++;
-		s->fg[g] = (struct failover_group){g, b, -1};
+		s->fg[g] = (struct failover_group){.group_id = g, .backend = b, .alt_backend = -1};
 		s->group_head[g] = -1;
 	}
 	free(pc);

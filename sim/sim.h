@@ -187,6 +187,9 @@ struct sim_result {
 	/* balancing, both scenarios */
 	uint64_t balance_rounds, balance_moves, balance_warm, balance_drain_moves;
 	uint64_t moves_balance_finished;
+	/* failover moves, and those to a backend that held the group within
+	 * metacache_ttl (its caches warm) */
+	uint64_t failover_moves, failover_warm, failover_warm_possible;
 	/* the balance scenario (sums over its runs; max_* are maxima) */
 	uint64_t bal_runs, bal_converged, bal_rounds_sum, bal_rounds_max;
 	int64_t bal_conv_ms_sum, bal_conv_ms_max;

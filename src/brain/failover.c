@@ -16,6 +16,47 @@ static bool valid_index(int index, size_t count)
 	return index >= 0 && (size_t)index < count;
 }
 
+void failover_group_set_warm(struct failover_group *group, const int *history,
+			     const int64_t *left_ms, size_t history_count, int64_t now_ms,
+			     int64_t ttl_ms)
+{
+	group->warm_count = 0;
+	for (size_t h = 0; h < history_count && group->warm_count < FAILOVER_WARM_MAX; h++) {
+		if (history[h] < 0)
+			break;
+		if (history[h] != group->backend && now_ms - left_ms[h] <= ttl_ms)
+			group->warm[group->warm_count++] = history[h];
+	}
+}
+
+/* Marks the group's warm backends in candidates (and clears the others). */
+static void mark_warm(struct placement_candidate *candidates, size_t n,
+		      const struct failover_group *group)
+{
+	for (size_t b = 0; b < n; b++)
+		candidates[b].warm = false;
+	for (unsigned w = 0; w < group->warm_count && w < FAILOVER_WARM_MAX; w++) {
+		if (valid_index(group->warm[w], n))
+			candidates[group->warm[w]].warm = true;
+	}
+}
+
+/* Whether the group's alternative is not one of its warm backends while
+ * one of those can take groups. */
+static bool warm_upgrade_possible(const struct failover_backend *backends, size_t n,
+				  const struct failover_group *group)
+{
+	bool possible = false;
+	for (unsigned w = 0; w < group->warm_count && w < FAILOVER_WARM_MAX; w++) {
+		if (group->warm[w] == group->alt_backend)
+			return false;
+		if (valid_index(group->warm[w], n) && group->warm[w] != group->backend &&
+		    failover_backend_can_take(&backends[group->warm[w]]))
+			possible = true;
+	}
+	return possible;
+}
+
 static bool needs_alternative(const struct failover_backend *backends, size_t backend_count,
 			      const struct failover_group *group)
 {
@@ -59,14 +100,28 @@ int failover_alternatives(const struct failover_backend *backends, size_t backen
 
 	for (size_t i = 0; i < group_count && *change_count_r < max_changes; i++) {
 		const struct failover_group *g = &groups[i];
-		if (!needs_alternative(backends, n, g))
-			continue;
+		bool upgrade = false;
+		if (!needs_alternative(backends, n, g)) {
+			/* a usable alternative is kept, unless one of the group's
+			 * warm backends can take it now (it was down or drained
+			 * when the alternative was chosen) and its load allows */
+			if (!valid_index(g->backend, n) || !warm_upgrade_possible(backends, n, g))
+				continue;
+			upgrade = true;
+		}
 		size_t p = (size_t)g->backend;
 		for (size_t b = 0; b < n; b++)
 			candidates[b].assigned_groups = pairs[p * n + b];
+		if (upgrade) /* the group itself is counted on its alternative */
+			candidates[g->alt_backend].assigned_groups--;
+		mark_warm(candidates, n, g);
 		int alt = placement_choose_alternative(candidates, n, p, g->group_id);
 		if (alt < 0 || alt == g->alt_backend)
-			continue; /* nothing can take it; asked again next time */
+			continue; /* nothing can take it (asked again next time), or no change */
+		if (upgrade && !candidates[alt].warm)
+			continue; /* only ever to a warm one: no churn */
+		if (upgrade)
+			pairs[p * n + (size_t)g->alt_backend]--;
 		pairs[p * n + (size_t)alt]++;
 		changes_r[(*change_count_r)++] = (struct failover_change){
 			.group = i,
@@ -132,6 +187,7 @@ int failover_plan(const struct failover_backend *backends, size_t backend_count,
 				for (size_t m = 0; m < *move_count_r; m++)
 					candidates[moves_r[m].backend].assigned_groups++;
 			}
+			mark_warm(candidates, n, g);
 			target = placement_choose_alternative(candidates, n, (size_t)g->backend,
 							      g->group_id);
 		}

@@ -26,6 +26,10 @@
  *                            the daemon sees the backend marked down (even
  *                            before it sees the move).
  *
+ * Metacache affinity: a group's warm backends (those that held it within
+ * metacache_ttl, from its history) are preferred as its alternative and as
+ * a fresh failover target while their load allows (placement.h).
+ *
  * A backend can take groups (as alternative or as failover target) when its
  * operator status is online, its mark is up and its load factor is > 0.
  *
@@ -41,6 +45,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define FAILOVER_ALTERNATIVE_CHANGES_DEFAULT 100 /* per controller tick */
 
@@ -52,10 +57,15 @@ struct failover_backend {
 	bool suspect;               /* health_decision.suspect */
 };
 
+#define FAILOVER_WARM_MAX 4 /* as many as a group's history holds */
+
 struct failover_group {
 	unsigned group_id;
 	int backend;     /* index into the backends, -1: not assigned */
 	int alt_backend; /* index into the backends, -1: none chosen */
+	/* backends (indexes) that held the group within metacache_ttl */
+	unsigned warm_count;
+	int warm[FAILOVER_WARM_MAX];
 };
 
 /* One change: group (index into the groups array) -> backend (index). */
@@ -65,6 +75,13 @@ struct failover_change {
 	int backend;
 	int old_backend;
 };
+
+/* Fills group->warm from its history (backend indexes, -1 ending the list,
+ * and when the group left each, same clock as now_ms): those it left within
+ * ttl_ms, never its own backend. */
+void failover_group_set_warm(struct failover_group *group, const int *history,
+			     const int64_t *left_ms, size_t history_count, int64_t now_ms,
+			     int64_t ttl_ms);
 
 /* Online, marked up and load factor > 0. */
 bool failover_backend_can_take(const struct failover_backend *backend);

@@ -13,31 +13,44 @@ static uint64_t tie_break(unsigned group_id, const char *name)
 	return hash_fnv1a64_add(h, name, strlen(name));
 }
 
+/* Whether candidate c is a better home than b: (assigned + 1) / load_factor
+ * smaller, ties broken by the hash. */
+static bool better(const struct placement_candidate *c, uint64_t c_tie,
+		   const struct placement_candidate *b, uint64_t b_tie)
+{
+	uint64_t lhs = (uint64_t)(c->assigned_groups + 1) * b->load_factor;
+	uint64_t rhs = (uint64_t)(b->assigned_groups + 1) * c->load_factor;
+	return lhs < rhs || (lhs == rhs && c_tie < b_tie);
+}
+
 static int choose(const struct placement_candidate *candidates, size_t count, size_t exclude,
 		  unsigned group_id)
 {
-	int best = -1;
-	uint64_t best_tie = 0;
+	int best = -1, warm = -1;
+	uint64_t best_tie = 0, warm_tie = 0;
 	for (size_t i = 0; i < count; i++) {
 		const struct placement_candidate *c = &candidates[i];
 		if (i == exclude || c->status != BACKEND_STATUS_ONLINE || c->load_factor == 0)
 			continue;
 		uint64_t tie = tie_break(group_id, c->name);
-		if (best < 0) {
+		if (best < 0 || better(c, tie, &candidates[best], best_tie)) {
 			best = (int)i;
 			best_tie = tie;
-			continue;
 		}
-		const struct placement_candidate *b = &candidates[best];
-		/* compare (c.assigned+1)/c.lf with (b.assigned+1)/b.lf */
-		uint64_t lhs = (uint64_t)(c->assigned_groups + 1) * b->load_factor;
-		uint64_t rhs = (uint64_t)(b->assigned_groups + 1) * c->load_factor;
-		if (lhs < rhs || (lhs == rhs && tie < best_tie)) {
-			best = (int)i;
-			best_tie = tie;
+		if (c->warm && (warm < 0 || better(c, tie, &candidates[warm], warm_tie))) {
+			warm = (int)i;
+			warm_tie = tie;
 		}
 	}
-	return best;
+	if (warm < 0 || warm == best)
+		return best;
+	/* the warm one while its load allows:
+	 * (w + 1) / lf_w <= ((1 + slack) (b + 1) + 1) / lf_b */
+	const struct placement_candidate *w = &candidates[warm], *b = &candidates[best];
+	uint64_t lhs = (uint64_t)(w->assigned_groups + 1) * b->load_factor * 100;
+	uint64_t rhs = ((uint64_t)(b->assigned_groups + 1) * (100 + PLACEMENT_WARM_SLACK_PCT) + 100) *
+		       w->load_factor;
+	return lhs <= rhs ? warm : best;
 }
 
 int placement_choose_backend(const struct placement_candidate *candidates, size_t count,

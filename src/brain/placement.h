@@ -6,6 +6,15 @@
  * get nothing.  Ties are broken by a hash of (group, backend name), so that
  * equal backends share new groups evenly instead of the first name winning.
  *
+ * Metacache affinity: a candidate marked warm (it held the group within
+ * metacache_ttl, so the group's indexes are likely still cached there) is
+ * preferred as long as its load allows: the best warm candidate wins when,
+ * counting the new group, it would hold at most PLACEMENT_WARM_SLACK_PCT
+ * percent plus one group more (relative to its load factor) than the best
+ * candidate would: (w + 1) / lf_w <= (1.1 (b + 1) + 1) / lf_b.  The slack
+ * is kept below balancing's default hysteresis (balance.h), so that a warm
+ * choice does not itself give the balancer a reason to move the group.
+ *
  * Pure: the caller passes the candidates and their counts; nothing is read
  * or written here.  Two proxies that decide at the same moment may pick
  * different backends; the GeoDB's conditional insert makes one of them win
@@ -16,13 +25,17 @@
 
 #include "brain/types.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#define PLACEMENT_WARM_SLACK_PCT 10
 
 struct placement_candidate {
 	const char *name;
 	enum backend_status status;
 	unsigned load_factor;     /* 0..100 */
 	unsigned assigned_groups; /* groups currently assigned to it */
+	bool warm;                /* held this group within metacache_ttl */
 };
 
 /* Index of the chosen candidate, or -1 if none can take a group. */

@@ -853,6 +853,23 @@ static int user_move(struct cli *cli, const char *user, unsigned group_id)
 		if (budget < 0)
 			budget = 0;
 	}
+	/* the user's last backend before the one it leaves (for the hook):
+	 * the later of the one an earlier user move recorded and the one its
+	 * group was on before */
+	char last_backend[NAME_MAX_LEN + 1] = "", last_left[24] = "";
+	int64_t last_at = 0;
+	if (geodb_user_last_backend_get(cli->geodb, user, last_backend, &last_at, &error) != 1 ||
+	    (from_found == 1 && strcmp(last_backend, from.backend) == 0)) {
+		last_backend[0] = '\0';
+		last_at = 0;
+	}
+	if (from_found == 1 && from.history[0].backend[0] != '\0' &&
+	    from.history[0].left_ms > last_at) {
+		snprintf(last_backend, sizeof(last_backend), "%s", from.history[0].backend);
+		last_at = from.history[0].left_ms;
+	}
+	if (last_backend[0] != '\0')
+		snprintf(last_left, sizeof(last_left), "%lld", (long long)(last_at / 1000));
 	int64_t start = unix_ms();
 	if (geodb_user_move(cli->geodb, user, group_id, hold_ms > 0 ? start + hold_ms + budget : 0,
 			    &error) < 0)
@@ -903,11 +920,14 @@ static int user_move(struct cli *cli, const char *user, unsigned group_id)
 		const struct command_var vars[] = {{"user", user},
 						   {"group", group},
 						   {"from", from.backend},
-						   {"to", to_found == 1 ? to.backend : ""}};
+						   {"to", to_found == 1 ? to.backend : ""},
+						   {"last_backend", last_backend},
+						   {"last_backend_left", last_left}};
 		int status;
 		char output[512] = "";
 		unsigned timeout = (unsigned)(budget > 2000 ? budget - 2000 : 1000);
-		if (command_run(cli->set->move_hook, vars, 4, timeout, &status, output,
+		if (command_run(cli->set->move_hook, vars, sizeof(vars) / sizeof(vars[0]), timeout,
+				&status, output,
 				sizeof(output), &error) < 0) {
 			fprintf(stderr, "mailcluster: user %s: move_hook failed (the move goes on): %s; "
 				"output: %s\n", user, error, output);
@@ -975,6 +995,7 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	if (geodb_snapshot_read(cli->geodb, &snap, &error) < 0)
 		return refused("%s", error);
 	struct localdb *ldb = localdb_create(cli->set->group_count);
+	localdb_set_metacache_ttl(ldb, cli->set->metacache_ttl_ms);
 	if (localdb_replace(ldb, &snap, &error) < 0) {
 		geodb_snapshot_free(&snap);
 		localdb_destroy(&ldb);

@@ -162,6 +162,20 @@ static int load(struct pass *p)
 			.backend = backend_index(p, g->backend),
 			.alt_backend = g->alt_backend[0] != '\0' ? backend_index(p, g->alt_backend) : -1,
 		};
+		/* metacache: the backends that held it lately are preferred as
+		 * its alternative and failover target */
+		int hist[BALANCE_HISTORY];
+		int64_t left[BALANCE_HISTORY];
+		size_t h = 0;
+		for (size_t k = 0; k < BALANCE_HISTORY && g->history[k].backend[0] != '\0'; k++) {
+			int idx = backend_index(p, g->history[k].backend);
+			if (idx < 0)
+				continue; /* removed, or in another site */
+			hist[h] = idx;
+			left[h++] = g->history[k].left_ms;
+		}
+		failover_group_set_warm(&p->fg[p->group_count], hist, left, h, p->now_ms,
+					job->balance.metacache_ttl_ms);
 		p->group_count++;
 		if (g->move_to[0] != '\0')
 			job->moving++;
@@ -313,10 +327,19 @@ static void run_hook(struct pass *p, const struct geodb_group *g)
 	struct controller_act_job *job = p->job;
 	if (job->move_hook[0] == '\0')
 		return;
-	char group[16];
+	char group[16], last_left[24] = "";
 	snprintf(group, sizeof(group), "%u", g->group_id);
-	const struct command_var vars[] = {
-		{"user", ""}, {"group", group}, {"from", g->backend}, {"to", g->move_to}};
+	/* the backend the group was on before this one (metacache: its
+	 * indexes may still be there), and when it left it */
+	const struct geodb_group_history *last = &g->history[0];
+	if (last->backend[0] != '\0')
+		snprintf(last_left, sizeof(last_left), "%lld", (long long)(last->left_ms / 1000));
+	const struct command_var vars[] = {{"user", ""},
+					   {"group", group},
+					   {"from", g->backend},
+					   {"to", g->move_to},
+					   {"last_backend", last->backend},
+					   {"last_backend_left", last_left}};
 	int status = 0;
 	char output[512] = "";
 	const char *error;

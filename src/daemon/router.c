@@ -555,6 +555,7 @@ int router_init(struct daemon *daemon, const char **error_r)
 	daemon->router = router;
 	router->daemon = daemon;
 	router->ldb = localdb_create(daemon->set->group_count);
+	localdb_set_metacache_ttl(router->ldb, daemon->set->metacache_ttl_ms);
 	router->pending = calloc(daemon->set->group_count, sizeof(*router->pending));
 	router->watch = geodb_can_watch(daemon->geodb);
 	router->remote = !router->watch;

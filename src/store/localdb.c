@@ -17,6 +17,7 @@ struct localdb {
 	int32_t *group_backend; /* index into snap.backends, -1: none */
 	unsigned *backend_groups; /* per backend: groups assigned */
 	size_t groups_assigned;
+	int64_t metacache_ttl_ms;
 };
 
 struct localdb *localdb_create(unsigned group_count)
@@ -24,6 +25,7 @@ struct localdb *localdb_create(unsigned group_count)
 	struct localdb *ldb = calloc(1, sizeof(*ldb));
 	ldb->backend_groups = calloc(1, sizeof(*ldb->backend_groups));
 	ldb->group_count = group_count;
+	ldb->metacache_ttl_ms = BALANCE_METACACHE_TTL_MS_DEFAULT;
 	ldb->groups = calloc(group_count, sizeof(*ldb->groups));
 	ldb->group_backend = malloc(group_count * sizeof(*ldb->group_backend));
 	for (unsigned i = 0; i < group_count; i++) {
@@ -206,6 +208,21 @@ const struct geodb_group *localdb_group(const struct localdb *ldb, unsigned grou
 	if (group_id >= ldb->group_count || ldb->groups[group_id].backend[0] == '\0')
 		return NULL;
 	return &ldb->groups[group_id];
+}
+
+const struct geodb_group *localdb_group_row(const struct localdb *ldb, unsigned group_id)
+{
+	return group_id < ldb->group_count ? &ldb->groups[group_id] : NULL;
+}
+
+void localdb_set_metacache_ttl(struct localdb *ldb, int64_t ttl_ms)
+{
+	ldb->metacache_ttl_ms = ttl_ms;
+}
+
+int64_t localdb_metacache_ttl(const struct localdb *ldb)
+{
+	return ldb->metacache_ttl_ms;
 }
 
 const struct geodb_backend *localdb_group_backend(const struct localdb *ldb, unsigned group_id)

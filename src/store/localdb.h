@@ -42,6 +42,13 @@ void localdb_put_group(struct localdb *ldb, const struct geodb_group *group);
 
 /* NULL if the group has no backend. */
 const struct geodb_group *localdb_group(const struct localdb *ldb, unsigned group_id);
+/* The group's row whether assigned or not (an unassigned one may keep the
+ * history of a removed backend's group); NULL only for an id out of range. */
+const struct geodb_group *localdb_group_row(const struct localdb *ldb, unsigned group_id);
+/* How recently a backend must have held a group for route_decide() to
+ * prefer it when placing the group again (metacache_ttl; default 1 day). */
+void localdb_set_metacache_ttl(struct localdb *ldb, int64_t ttl_ms);
+int64_t localdb_metacache_ttl(const struct localdb *ldb);
 /* The group's backend row; NULL if unassigned or the backend is unknown. */
 const struct geodb_backend *localdb_group_backend(const struct localdb *ldb, unsigned group_id);
 const struct geodb_backend *localdb_backend(const struct localdb *ldb, const char *name);

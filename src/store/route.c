@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static enum route_status check_backend(struct route_result *r, const struct geodb_backend *backend,
 				       const char **reason_r)
@@ -66,9 +67,23 @@ static enum route_status propose(const struct localdb *ldb, const char *site,
 	struct placement_candidate *candidates = calloc(count + 1, sizeof(*candidates));
 	size_t *index = calloc(count + 1, sizeof(*index));
 	size_t n = 0;
+	/* metacache: a group placed again (its backend was removed) prefers a
+	 * backend that held it within metacache_ttl */
+	const struct geodb_group *row = localdb_group_row(ldb, r->group_id);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	for (size_t i = 0; i < count; i++) {
 		if (strcmp(backends[i].site, site) != 0)
 			continue;
+		candidates[n].warm = false;
+		for (size_t h = 0; row != NULL && h < BALANCE_HISTORY &&
+				   row->history[h].backend[0] != '\0';
+		     h++) {
+			if (strcmp(row->history[h].backend, backends[i].name) == 0 &&
+			    now_ms - row->history[h].left_ms <= localdb_metacache_ttl(ldb))
+				candidates[n].warm = true;
+		}
 		candidates[n].name = backends[i].name;
 		/* a backend the controller marked down takes no new group */
 		candidates[n].status = backends[i].mark == HEALTH_MARK_DOWN ? BACKEND_STATUS_OFFLINE

@@ -420,7 +420,7 @@ def test_move_kicks_through_doveadm_and_runs_the_hook(cluster, fleet, tmp_path):
     d = cluster(backend_doveadm_url=f"http://%{{address}}:{FLEET_DOVEADM_PORT}/doveadm/v1",
                 backend_doveadm_api_key=DOVEADM_API_KEY,
                 move_hook=f"echo user=%{{user}} group=%{{group}} from=%{{from}} to=%{{to}} "
-                          f">> {hook_out}",
+                          f"last=%{{last_backend}} left=%{{last_backend_left}} >> {hook_out}",
                 **SETTINGS)
     user = "user41"
     old = _try_login(d, user)
@@ -438,11 +438,23 @@ def test_move_kicks_through_doveadm_and_runs_the_hook(cluster, fleet, tmp_path):
     log = d.log_text()
     assert re.search(rf"event=move_kick group={group} backend={old} kicked=1", log), log[-3000:]
     assert re.search(rf"event=move_hook group={group} from={old} to={target} exit=0", log)
-    assert hook_out.read_text() == f"user= group={group} from={old} to={target}\n"
+    # a group that was never moved has no last backend
+    assert hook_out.read_text() == f"user= group={group} from={old} to={target} last= left=\n"
     m = d.metrics()
     assert m['mailcluster_move_doveadm_kicks_total{result="ok"}'] == 1, m
     assert m['mailcluster_move_hook_runs_total{result="ok"}'] == 1, m
     assert _try_login(d, user) == target
+    # moved on again: the hook learns where the group was before (its caches may be warm)
+    third = next(b.name for b in fleet.backends if b.name not in (old, target))
+    moved_at = time.time()
+    r = d.cli("group", "move", "--wait", "yes", str(group), third)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = hook_out.read_text().splitlines()
+    assert len(lines) == 2, lines
+    m2 = re.fullmatch(rf"user= group={group} from={target} to={third} last={old} left=(\d+)",
+                      lines[1])
+    assert m2, lines
+    assert moved_at - 120 < int(m2.group(1)) <= moved_at + 1, (m2.group(1), moved_at)
 
 
 def test_failing_hook_and_unreachable_doveadm_do_not_stop_the_move(cluster, fleet):
@@ -545,7 +557,7 @@ def test_user_move_kicks_through_doveadm_runs_the_hook_then_releases(cluster, fl
     d = cluster(backend_doveadm_url=f"http://%{{address}}:{FLEET_DOVEADM_PORT}/doveadm/v1",
                 backend_doveadm_api_key=DOVEADM_API_KEY,
                 move_hook=f"sleep 1; echo user=%{{user}} group=%{{group}} from=%{{from}} "
-                          f"to=%{{to}} >> {hook_out}",
+                          f"to=%{{to}} last=%{{last_backend}} >> {hook_out}",
                 **SETTINGS)
     user = "user53"
     old = _try_login(d, user)
@@ -568,13 +580,30 @@ def test_user_move_kicks_through_doveadm_runs_the_hook_then_releases(cluster, fl
     assert direct.readline().startswith(b"* BYE")
     close_quietly(direct)
     assert hook_out.read_text() == \
-        f"user={user} group={target_group} from={old} to={target}\n"
+        f"user={user} group={target_group} from={old} to={target} last=\n"
     # the hold is released: a login goes through at once
     started = time.monotonic()
     assert _try_login(d, user, timeout=30) == target
     assert time.monotonic() - started < 1.0
+    assert d.cli_json("user", "status", user)[0]["group"] == str(target_group)
+    # a second move: the hook learns the backend the user was on before (recorded by the
+    # first move)
+    third_group, third = None, None
+    for i in range(200, 260):
+        b = _try_login(d, f"user{i}")
+        if b not in (None, old, target):
+            third = b
+            third_group = d.cli_json("user", "status", f"user{i}")[0]["group"]
+            break
+    assert third
+    r = d.cli("user", "move", user, str(third_group))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert hook_out.read_text().splitlines()[1] == \
+        f"user={user} group={third_group} from={target} to={third} last={old}"
+    assert _try_login(d, user, timeout=30) == third
     rows = [u for u in d.cli_json("user", "status", user)]
-    assert rows[0]["group"] == str(target_group), rows
+    assert rows[0]["group"] == str(third_group), rows
+    assert rows[0]["last_backend"] == target, rows
 
 
 def test_move_whose_target_goes_offline_is_cancelled(cluster, fleet):

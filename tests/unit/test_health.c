@@ -159,7 +159,7 @@ static void setup_groups(struct failover_backend *b, struct failover_group *g)
 		b[i] = (struct failover_backend){names[i], BACKEND_STATUS_ONLINE, lf[i],
 						 HEALTH_MARK_UP, false};
 	for (unsigned i = 0; i < NG; i++)
-		g[i] = (struct failover_group){i, (int)(i % NB), -1};
+		g[i] = (struct failover_group){.group_id = i, .backend = (int)(i % NB), .alt_backend = -1};
 }
 
 static void test_alternatives(void)
@@ -228,7 +228,7 @@ static void test_alternatives(void)
 	failover_alternatives(b, NB, g, NG, NG, c, &count);
 	CHECK(count == per[0][1] + per[2][1] + per[3][1]);
 	/* one backend only: no alternative possible, none invented */
-	struct failover_group lone = {7, 0, -1};
+	struct failover_group lone = {.group_id = 7, .backend = 0, .alt_backend = -1};
 	CHECK(failover_alternatives(b, 1, &lone, 1, 1, c, &count) == 0 && count == 0);
 }
 
@@ -304,15 +304,137 @@ static void test_plan(void)
 	/* the route: an operator's offline is not routed around */
 	b[1].mark = HEALTH_MARK_UP;
 	b[1].status = BACKEND_STATUS_OFFLINE;
-	struct failover_group one = {1, 1, 0};
+	struct failover_group one = {.group_id = 1, .backend = 1, .alt_backend = 0};
 	CHECK(failover_route(b, NB, &one) == -1);
 	b[1].status = BACKEND_STATUS_ONLINE;
 	b[1].mark = HEALTH_MARK_DOWN;
 	CHECK(failover_route(b, NB, &one) == 0);
 	b[0].mark = HEALTH_MARK_DOWN;
 	CHECK(failover_route(b, NB, &one) == -1);
-	struct failover_group unassigned = {1, -1, 0};
+	struct failover_group unassigned = {.group_id = 1, .backend = -1, .alt_backend = 0};
 	CHECK(failover_route(b, NB, &unassigned) == -1);
+}
+
+/* Metacache affinity: warm backends (that held the group recently) are
+ * preferred as alternative and as fresh failover target while their load
+ * allows (placement.h: at most 10% plus one group above the best). */
+static void test_metacache(void)
+{
+	struct failover_backend b[NB];
+	struct failover_group g[NG];
+	struct failover_change c[NG], moves[NG];
+	size_t count, move_count, stranded;
+
+	/* the warm list comes from the history: within the ttl, not the
+	 * group's own backend, at most FAILOVER_WARM_MAX */
+	struct failover_group one = {.group_id = 1, .backend = 0, .alt_backend = -1};
+	int hist[5] = {2, 0, 3, 1, -1};
+	int64_t left[5] = {900, 800, 700, 100, 0};
+	failover_group_set_warm(&one, hist, left, 5, 1000, 300);
+	CHECK(one.warm_count == 2 && one.warm[0] == 2 && one.warm[1] == 3);
+	failover_group_set_warm(&one, hist, left, 5, 1000, 50);
+	CHECK(one.warm_count == 0);
+
+	/* 10 of b0's 100 groups (every tenth) were on b3 lately: b3 is their
+	 * alternative, and b0's alternatives still spread 40/20/40 */
+	setup_groups(b, g);
+	for (unsigned i = 0; i < NG; i += 10 * NB)
+		g[i].warm[g[i].warm_count++] = 3;
+	failover_alternatives(b, NB, g, NG, NG, c, &count);
+	CHECK(count == NG);
+	unsigned per[NB] = {0};
+	for (size_t i = 0; i < count; i++) {
+		g[c[i].group].alt_backend = c[i].backend;
+		if (g[c[i].group].backend == 0)
+			per[c[i].backend]++;
+	}
+	unsigned warm_kept = 0;
+	for (unsigned i = 0; i < NG; i += 10 * NB)
+		warm_kept += g[i].alt_backend == 3;
+	CHECK(warm_kept == 10);
+	CHECK(per[1] >= 39 && per[1] <= 41 && per[2] >= 19 && per[2] <= 21 && per[3] >= 39 &&
+	      per[3] <= 41);
+
+	/* all of b0's groups warm on b3: b3 takes more of them, no more than
+	 * its load allows */
+	setup_groups(b, g);
+	for (unsigned i = 0; i < NG; i += NB)
+		g[i].warm[g[i].warm_count++] = 3;
+	failover_alternatives(b, NB, g, NG, NG, c, &count);
+	memset(per, 0, sizeof(per));
+	for (size_t i = 0; i < count; i++) {
+		g[c[i].group].alt_backend = c[i].backend;
+		if (g[c[i].group].backend == 0)
+			per[c[i].backend]++;
+	}
+	CHECK(per[1] + per[2] + per[3] == 100);
+	CHECK(per[3] > 41);
+	CHECK(per[3] * 100 <= (per[1] + 1) * 110 + 100);
+
+	/* a warm backend that could not take groups when the alternatives were
+	 * chosen (down, drained) becomes the alternative once it can, while
+	 * its load allows; nothing else changes (no churn) */
+	setup_groups(b, g);
+	b[3].mark = HEALTH_MARK_DOWN;
+	failover_alternatives(b, NB, g, NG, NG, c, &count);
+	for (size_t i = 0; i < count; i++)
+		g[c[i].group].alt_backend = c[i].backend;
+	for (unsigned i = 0; i < NG; i++)
+		CHECK(g[i].alt_backend != 3);
+	g[0].warm[g[0].warm_count++] = 3;
+	g[4].warm[g[4].warm_count++] = 3;
+	CHECK(failover_alternatives(b, NB, g, NG, NG, c, &count) == 0 && count == 0);
+	b[3].mark = HEALTH_MARK_UP;
+	failover_alternatives(b, NB, g, NG, NG, c, &count);
+	CHECK(count == 2 && c[0].group == 0 && c[0].backend == 3 && c[1].group == 4 &&
+	      c[1].backend == 3 && c[0].old_backend == g[0].alt_backend);
+	for (size_t i = 0; i < count; i++)
+		g[c[i].group].alt_backend = c[i].backend;
+	CHECK(failover_alternatives(b, NB, g, NG, NG, c, &count) == 0 && count == 0);
+	/* many warm ones: b3 takes them only up to its load allowance */
+	for (unsigned i = 0; i < NG; i += NB)
+		g[i].warm[0] = 3, g[i].warm_count = 1;
+	failover_alternatives(b, NB, g, NG, NG, c, &count);
+	bool all_to_b3 = true;
+	for (size_t i = 0; i < count; i++)
+		all_to_b3 &= c[i].backend == 3;
+	CHECK(all_to_b3 && count > 0 && count < 98);
+	memset(per, 0, sizeof(per));
+	for (size_t i = 0; i < count; i++)
+		g[c[i].group].alt_backend = c[i].backend;
+	for (unsigned i = 0; i < NG; i += NB)
+		per[g[i].alt_backend]++;
+	CHECK(per[3] * 100 <= (per[1] + 1) * 110 + 100);
+	CHECK(failover_alternatives(b, NB, g, NG, NG, c, &count) == 0 && count == 0);
+
+	/* a fresh failover choice: b1 down, its alternatives unusable (b2
+	 * standby), its groups warm on b3: b3 takes them while within the
+	 * slack of b0's groups, then they spread */
+	setup_groups(b, g);
+	for (unsigned i = 0; i < NG; i++) {
+		g[i].alt_backend = 2;
+		if (g[i].backend == 1)
+			g[i].warm[g[i].warm_count++] = 3;
+	}
+	b[1].mark = HEALTH_MARK_DOWN;
+	b[2].status = BACKEND_STATUS_STANDBY;
+	failover_plan(b, NB, g, NG, moves, &move_count, &stranded);
+	CHECK(move_count == 100 && stranded == 0);
+	unsigned to[NB] = {0};
+	for (size_t i = 0; i < move_count; i++)
+		to[moves[i].backend]++;
+	/* b0 and b3 had 100 each: b3 ends about 10% + 1 above b0 */
+	CHECK(to[0] + to[3] == 100 && to[3] > to[0]);
+	CHECK((100 + to[3]) * 100 <= (100 + to[0] + 1) * 110 + 100);
+	CHECK((100 + to[3] + 1) * 100 > (100 + to[0] + 1) * 110 + 100 - 110);
+	/* without warmth the same plan splits them evenly */
+	for (unsigned i = 0; i < NG; i++)
+		g[i].warm_count = 0;
+	failover_plan(b, NB, g, NG, moves, &move_count, &stranded);
+	memset(to, 0, sizeof(to));
+	for (size_t i = 0; i < move_count; i++)
+		to[moves[i].backend]++;
+	CHECK(to[0] == 50 && to[3] == 50);
 }
 
 void suite_health(void)
@@ -323,4 +445,5 @@ void suite_health(void)
 	test_recovery();
 	test_alternatives();
 	test_plan();
+	test_metacache();
 }

@@ -5,25 +5,25 @@
 void suite_placement(void)
 {
 	struct placement_candidate c[3] = {
-		{"b1", BACKEND_STATUS_ONLINE, 100, 10},
-		{"b2", BACKEND_STATUS_ONLINE, 100, 5},
-		{"b3", BACKEND_STATUS_ONLINE, 100, 7},
+		{"b1", BACKEND_STATUS_ONLINE, 100, 10, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 5, false},
+		{"b3", BACKEND_STATUS_ONLINE, 100, 7, false},
 	};
 	CHECK(placement_choose_backend(c, 3, 1) == 1); /* fewest groups */
 
 	/* load factor weighs: b1 at 50 with 3 groups is as full as 6 at 100 */
 	struct placement_candidate w[2] = {
-		{"b1", BACKEND_STATUS_ONLINE, 50, 3},
-		{"b2", BACKEND_STATUS_ONLINE, 100, 6},
+		{"b1", BACKEND_STATUS_ONLINE, 50, 3, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 6, false},
 	};
 	/* (3+1)/50 = .08 > (6+1)/100 = .07 -> b2 */
 	CHECK(placement_choose_backend(w, 2, 1) == 1);
 
 	/* standby, offline and load factor 0 take nothing */
 	struct placement_candidate s[3] = {
-		{"b1", BACKEND_STATUS_STANDBY, 100, 0},
-		{"b2", BACKEND_STATUS_OFFLINE, 100, 0},
-		{"b3", BACKEND_STATUS_ONLINE, 0, 0},
+		{"b1", BACKEND_STATUS_STANDBY, 100, 0, false},
+		{"b2", BACKEND_STATUS_OFFLINE, 100, 0, false},
+		{"b3", BACKEND_STATUS_ONLINE, 0, 0, false},
 	};
 	CHECK(placement_choose_backend(s, 3, 1) == -1);
 	CHECK(placement_choose_backend(s, 0, 1) == -1);
@@ -33,9 +33,9 @@ void suite_placement(void)
 	/* filling 1024 groups one by one over 3 equal backends ends even, and
 	 * 2:1 load factors end 2:1 */
 	struct placement_candidate e[3] = {
-		{"b1", BACKEND_STATUS_ONLINE, 100, 0},
-		{"b2", BACKEND_STATUS_ONLINE, 100, 0},
-		{"b3", BACKEND_STATUS_ONLINE, 50, 0},
+		{"b1", BACKEND_STATUS_ONLINE, 100, 0, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 0, false},
+		{"b3", BACKEND_STATUS_ONLINE, 50, 0, false},
 	};
 	for (unsigned g = 0; g < 1000; g++) {
 		int i = placement_choose_backend(e, 3, g);
@@ -49,8 +49,8 @@ void suite_placement(void)
 
 	/* ties are not always won by the first name */
 	struct placement_candidate t[2] = {
-		{"b1", BACKEND_STATUS_ONLINE, 100, 0},
-		{"b2", BACKEND_STATUS_ONLINE, 100, 0},
+		{"b1", BACKEND_STATUS_ONLINE, 100, 0, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 0, false},
 	};
 	unsigned first = 0;
 	for (unsigned g = 0; g < 100; g++)
@@ -58,4 +58,48 @@ void suite_placement(void)
 	CHECK(first > 20 && first < 80);
 	/* and the same inputs give the same answer */
 	CHECK(placement_choose_backend(t, 2, 42) == placement_choose_backend(t, 2, 42));
+
+	/* metacache: a warm backend wins while, with the new group, it holds at
+	 * most 10% plus one group more than the best one would; beyond that
+	 * the spread wins */
+	struct placement_candidate m[3] = {
+		{"b1", BACKEND_STATUS_ONLINE, 100, 20, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 22, true},
+		{"b3", BACKEND_STATUS_ONLINE, 100, 24, false},
+	};
+	CHECK(placement_choose_backend(m, 3, 1) == 1); /* 23 <= 1.1 * 21 + 1 = 24.1 */
+	m[1].assigned_groups = 23;                      /* 24 <= 24.1 */
+	CHECK(placement_choose_backend(m, 3, 1) == 1);
+	m[1].assigned_groups = 24;                      /* 25 > 24.1 */
+	CHECK(placement_choose_backend(m, 3, 1) == 0);
+	/* small counts: one group more is allowed, two are not */
+	struct placement_candidate few[2] = {
+		{"b1", BACKEND_STATUS_ONLINE, 100, 0, false},
+		{"b2", BACKEND_STATUS_ONLINE, 100, 1, true},
+	};
+	CHECK(placement_choose_backend(few, 2, 1) == 1);
+	few[1].assigned_groups = 2;
+	CHECK(placement_choose_backend(few, 2, 1) == 0);
+	/* load factors count: warm b2 at 50 with 10 groups is (10+1)/50 = .22,
+	 * best b1 (20+1)/100 = .21: within (1.1 * 21 + 1)/100 = .241 */
+	m[1].load_factor = 50;
+	m[1].assigned_groups = 10;
+	CHECK(placement_choose_backend(m, 3, 1) == 1);
+	m[1].assigned_groups = 12; /* 13/50 = .26 > .241 */
+	CHECK(placement_choose_backend(m, 3, 1) == 0);
+	/* of two warm ones the less loaded; a warm one that cannot take groups
+	 * (standby, load factor 0, the excluded own backend) is no candidate */
+	m[1] = (struct placement_candidate){"b2", BACKEND_STATUS_ONLINE, 100, 23, true};
+	m[2].warm = true;
+	m[2].assigned_groups = 22;
+	CHECK(placement_choose_backend(m, 3, 1) == 2);
+	m[2].status = BACKEND_STATUS_STANDBY;
+	CHECK(placement_choose_backend(m, 3, 1) == 1);
+	m[1].load_factor = 0;
+	CHECK(placement_choose_backend(m, 3, 1) == 0);
+	m[1].load_factor = 100;
+	CHECK(placement_choose_alternative(m, 3, 1, 1) == 0);
+	/* the best one warm: itself */
+	m[0].warm = true;
+	CHECK(placement_choose_backend(m, 3, 1) == 0);
 }
