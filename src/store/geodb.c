@@ -526,6 +526,27 @@ void geodb_group_switch(struct geodb_group *row, const struct geodb_group *store
 	row->moved_at_ms = now_ms;
 }
 
+void geodb_group_unassign(struct geodb_group *row, const struct geodb_group *stored, int64_t now_ms)
+{
+	*row = *stored;
+	row->backend[0] = '\0';
+	if (strcmp(row->alt_backend, stored->backend) == 0)
+		row->alt_backend[0] = '\0';
+	row->move_to[0] = '\0';
+	row->move_started_ms = 0;
+	row->move_reason[0] = '\0';
+	row->epoch = stored->epoch + 1;
+	geodb_group_switch(row, stored, now_ms);
+}
+
+void geodb_group_claim(struct geodb_group *row, const struct geodb_group *stored)
+{
+	row->epoch = stored->epoch + 1;
+	row->sticky = stored->sticky;
+	/* stored has no backend: no switch, its history and moved_at stay */
+	geodb_group_switch(row, stored, 0);
+}
+
 void geodb_history_format(const struct geodb_group *group, char *buf, size_t size)
 {
 	size_t used = 0;

@@ -10,7 +10,9 @@
  *             (brain/balance.h): sticky (the operator pinned it), moved_at
  *             (its last switch to another backend, unix ms) and history
  *             (the backends it was on before, newest first, as text
- *             "b2@1700000000000,b1@1690000000000": backend@left unix ms)
+ *             "b2@1700000000000,b1@1690000000000": backend@left unix ms);
+ *             backend '' is an unassigned group whose backend was removed
+ *             (geodb_backend_remove()), the same as no row
  *   users     username -> group_id (overrides only; most users are not stored),
  *             written_by, written_at, and hold_until: "this user was just
  *             moved to another group; proxies hold the user's logins until
@@ -257,10 +259,20 @@ int geodb_backend_add(struct geodb *db, const char *site, const char *name, cons
 int geodb_backend_update(struct geodb *db, const struct geodb_backend *backend,
 			 const char **error_r);
 /* Refuses an online backend; unassigns the groups of the removed one and
- * returns their number in *groups_unassigned_r.  Other groups forget it: a
- * move to it is ended (move_to "", epoch + 1) and where it is alt_backend
- * that is cleared (the epoch stays: it is no change of the assignment, and
- * a move in progress keeps its acknowledgements). */
+ * returns their number in *groups_unassigned_r.  An unassigned group keeps
+ * its row, so that its history remembers the backend (placement prefers a
+ * backend that held the group recently): backend "" (the site stays), a
+ * move in progress ended, alt_backend cleared if it is the removed
+ * backend, epoch + 1, this writer and now as written_by / written_at,
+ * sticky kept, and the removed backend at the head of history with
+ * left_ms = now and moved_at_ms = now (a switch, see struct geodb_group).
+ * Such a row means what no row means: the group has no backend, the next
+ * login assigns it (geodb_group_assign_if_absent()); listings and the
+ * snapshot carry it, geodb_backend_loads() does not count it.  Other
+ * groups forget the backend: a move to it is ended (move_to "", epoch + 1)
+ * and where it is alt_backend that is cleared (the epoch stays: it is no
+ * change of the assignment, and a move in progress keeps its
+ * acknowledgements). */
 int geodb_backend_remove(struct geodb *db, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r);
 int geodb_backend_get(struct geodb *db, const char *name, struct geodb_backend *backend_r,
@@ -273,10 +285,19 @@ int geodb_backend_loads(struct geodb *db, struct geodb_backend_load **loads_r, s
 
 int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
 		    const char **error_r);
-/* Conditional insert: stores *group if the group has no row yet (not
- * sticky, no history, moved_at_ms 0, whatever *group says).  Either way
- * *group is filled with the row that is stored afterwards, so two writers
- * racing agree.  Returns 1 if ours was stored, 0 if another won. */
+/* Conditional assignment: stores *group if the group has no row yet (not
+ * sticky, no history, moved_at_ms 0, whatever *group says), or if its row
+ * is unassigned (backend "", see geodb_backend_remove()).  Over an
+ * unassigned row *group's site, backend, alt_backend and move are stored
+ * with epoch = the row's + 1 (epochs never go back), and the row keeps its
+ * sticky, history and moved_at_ms: assigning an unassigned group is no
+ * switch.  Either way *group is filled with the row that is stored
+ * afterwards, and two writers racing agree: exactly one of them stores its
+ * assignment and gets 1, every other gets 0 and the winner's row (SQLite:
+ * one statement under the write lock; Cassandra: INSERT ... IF NOT EXISTS,
+ * then for an unassigned row UPDATE ... IF backend = '' AND epoch = the
+ * epoch seen, and a serial read of the row when that fails).  Returns 1 if
+ * ours was stored, 0 if another won (or the group was assigned already). */
 int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r);
 /* Direct move: sets the group's site and backend, epoch + 1, and clears a
  * move in progress (alt_backend is kept unless it is the new backend;

@@ -19,7 +19,8 @@
  * EXISTS, UPDATE ... IF EXISTS / IF col = ?) at the serial consistency, and a
  * transaction that was not applied returns the row that won, which is what
  * the caller gets (where Cassandra returns only the condition's columns, a
- * read at the serial consistency fetches the row: group_cas, group_set).
+ * read at the serial consistency fetches the row: group_cas, group_set, the
+ * claim of an unassigned group).
  * Tables that are read whole (groups, users, ...) are read in pages.  Lists
  * come out sorted like SQLite's (geodb_sort_*()).  Health observations,
  * move acknowledgements and group loads expire by USING TTL.
@@ -28,8 +29,13 @@
  * (geodb_group_switch()): group_set and group_cas read it first and make
  * their write conditional on its epoch, and every write that changes a
  * group's backend raises the epoch, so the history written follows from
- * the row it replaces.  Group loads, many rows per call, are prepared
- * inserts pipelined on the connection pool (LOAD_PUT_WINDOW in flight).
+ * the row it replaces.  Removing a backend keeps its groups' rows,
+ * unassigned (backend ''), so that their history remembers it; an
+ * assignment (INSERT ... IF NOT EXISTS) that finds such a row claims it
+ * with a second conditional write (see ASSIGN_INSERT below).
+ *
+ * Group loads, many rows per call, are prepared inserts pipelined on the
+ * connection pool (LOAD_PUT_WINDOW in flight).
  *
  * The schema is versioned (meta.schema_version) and created by geodb_init(),
  * which also upgrades an older keyspace (schema_versions: CREATE TABLE IF NOT
@@ -458,7 +464,7 @@ enum stmt_id {
 	Q_GROUP_INSERT,
 	Q_GROUP_UPDATE_IF,
 	Q_GROUP_SET_IF,
-	Q_GROUP_DELETE_IF,
+	Q_GROUP_CLAIM_IF,
 	Q_GROUP_END_MOVE_IF,
 	Q_GROUP_CLEAR_ALT_IF,
 	Q_BACKEND_MARK,
@@ -532,7 +538,12 @@ static const char *const stmt_templates[Q_COUNT] = {
 			   "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
 			   "written_by = ?, written_at = ?, moved_at = ?, history = ? "
 			   "WHERE group_id = ? IF epoch = ?",
-	[Q_GROUP_DELETE_IF] = "DELETE FROM %1$s.groups WHERE group_id = ? IF backend = ?",
+	/* assigning an unassigned group (its backend was removed): sticky,
+	 * moved_at and history stay (geodb_group_claim()) */
+	[Q_GROUP_CLAIM_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
+			     "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
+			     "written_by = ?, written_at = ? WHERE group_id = ? "
+			     "IF backend = '' AND epoch = ?",
 	[Q_GROUP_END_MOVE_IF] = "UPDATE %1$s.groups SET move_to = '', move_started = 0, "
 				"move_reason = '', epoch = ?, written_by = ?, written_at = ? "
 				"WHERE group_id = ? IF epoch = ? AND move_to = ?",
@@ -1351,6 +1362,24 @@ static int cass_open(const char *args, unsigned busy_timeout_ms, struct geodb **
 
 enum job_kind { JOB_SNAPSHOT, JOB_ASSIGN, JOB_HEALTH, JOB_LEASE, JOB_LEASE_RELEASE };
 
+/* The statements of an assignment (geodb_group_assign_if_absent()):
+ *   ASSIGN_INSERT  INSERT ... IF NOT EXISTS.  Applied: ours is stored.  Not
+ *                  applied, the reply carries the row: on a backend, theirs
+ *                  won; unassigned (backend '': its backend was removed),
+ *                  claim it.
+ *   ASSIGN_CLAIM   UPDATE ... IF backend = '' AND epoch = the epoch seen,
+ *                  to ours over it (geodb_group_claim()).  Applied: ours is
+ *                  stored; else read the row.
+ *   ASSIGN_READ    the row at the serial consistency (a condition that
+ *                  failed returns only its own columns).  None: insert
+ *                  again; unassigned still (another epoch): claim again;
+ *                  on a backend: theirs won.
+ * Two writers racing agree: each conditional write is decided by Paxos,
+ * and the loser reads the row that won.  At most GROUP_SET_ATTEMPTS
+ * claims; a write timeout that comes back at once is sent again (see
+ * ASSIGN_ATTEMPTS). */
+enum assign_step { ASSIGN_INSERT, ASSIGN_CLAIM, ASSIGN_READ };
+
 struct lease_ctx {
 	bool exists;
 	char holder[NAME_MAX_LEN + 1];
@@ -1377,12 +1406,18 @@ struct async_job {
 	struct geodb_snapshot *snap;
 	struct snap_part parts[SNAP_PARTS];
 	unsigned remaining;
-	/* JOB_ASSIGN */
+	/* JOB_ASSIGN: group is the answer (the row stored) */
 	struct geodb_group group;
 	struct cql_pending *pending;
 	int result;
-	unsigned attempts;
-	int64_t started_ms; /* of the first try */
+	unsigned attempts;  /* tries of the statement in flight */
+	int64_t started_ms; /* of its first try */
+	enum assign_step assign_step;
+	struct geodb_group assign_proposal; /* a new row (group_new_row()), as asked */
+	struct geodb_group assign_ours;     /* ASSIGN_CLAIM: what it writes */
+	uint64_t assign_seen_epoch;         /* ASSIGN_CLAIM: the unassigned row's epoch */
+	unsigned assign_claims;             /* claims started */
+	bool assign_claim_retried;          /* the claim in flight was sent again */
 	/* JOB_HEALTH */
 	char health_backend[NAME_MAX_LEN + 1];
 	/* JOB_LEASE, JOB_LEASE_RELEASE (attempts above counts the tries) */
@@ -1725,104 +1760,226 @@ static int assign_reply(struct cassdb *db, const struct cql_reply *reply, struct
 	return 0;
 }
 
-struct assign_ctx {
-	struct geodb_group *group;
-	int64_t now;
-};
-
-static int reply_assign(struct cassdb *db, const struct cql_reply *reply, void *context, char *err,
-			size_t size)
+/* The values of Q_GROUP_CLAIM_IF: ours (epoch seen + 1), if the row is
+ * still unassigned at seen_epoch. */
+static void claim_values(struct vals *v, const struct geodb_group *ours, uint64_t seen_epoch)
 {
-	struct assign_ctx *ctx = context;
-	return assign_reply(db, reply, ctx->group, ctx->now, err, size);
+	v_text(v, ours->site);
+	v_text(v, ours->backend);
+	v_text(v, ours->alt_backend);
+	v_text(v, ours->move_to);
+	v_bigint(v, ours->move_started_ms);
+	v_text(v, ours->move_reason);
+	v_bigint(v, (int64_t)ours->epoch);
+	v_text(v, ours->written_by);
+	v_bigint(v, ours->written_at);
+	v_int(v, (int32_t)ours->group_id);
+	v_bigint(v, (int64_t)seen_epoch);
 }
 
-static int cass_group_assign_if_absent(struct geodb *geo, struct geodb_group *group,
-				       const char **error_r)
-{
-	struct cassdb *db = (struct cassdb *)geo;
-	if (ready(db, error_r) < 0)
-		return -1;
-	char what[128];
-	snprintf(what, sizeof(what), "assigning group %u (table groups)", group->group_id);
-	group_new_row(group);
-	struct assign_ctx ctx = {group, now_seconds()};
-	int64_t started = now_ms();
-	for (unsigned attempt = 1;; attempt++) {
-		struct vals v = {0};
-		group_values(db, &v, group, ctx.now);
-		int ret = run(db, what, Q_GROUP_INSERT, NULL, &v, F_COND, reply_assign, &ctx,
-			      error_r);
-		if (ret >= 0 || db->error_code != CQL_ERROR_WRITE_TIMEOUT ||
-		    attempt >= ASSIGN_ATTEMPTS || now_ms() - started >= ASSIGN_RETRY_WITHIN_MS)
-			return ret;
-		log_info("event=geodb_retry op=assign group=%u attempt=%u reason=\"%s\"",
-			 group->group_id, attempt + 1, *error_r);
-	}
-}
-
+static bool same_group_row(const struct geodb_group *x, const struct geodb_group *y);
 static void assign_done(const struct cql_reply *reply, void *context);
 
-/* Sends job's conditional insert; false (job->error set) if it cannot. */
+static void assign_what(const struct async_job *job, char *buf, size_t size)
+{
+	snprintf(buf, size, "assigning group %u (table groups%s)", job->assign_proposal.group_id,
+		 job->assign_step == ASSIGN_CLAIM  ? ", claiming its unassigned row"
+		 : job->assign_step == ASSIGN_READ ? ", serial read"
+						   : "");
+}
+
+/* Sends the statement of job's step; false (job->error set) if it cannot. */
 static bool assign_send(struct async_job *job)
 {
 	struct cassdb *db = job->db;
 	struct vals v = {0};
-	group_values(db, &v, &job->group, job->group.written_at);
+	enum stmt_id id = Q_GROUP_INSERT;
+	unsigned flags = F_COND;
+	if (job->assign_step == ASSIGN_INSERT) {
+		group_values(db, &v, &job->assign_proposal, job->assign_proposal.written_at);
+	} else if (job->assign_step == ASSIGN_CLAIM) {
+		claim_values(&v, &job->assign_ours, job->assign_seen_epoch);
+		id = Q_GROUP_CLAIM_IF;
+	} else {
+		v_int(&v, (int32_t)job->assign_proposal.group_id);
+		id = Q_GROUP_GET;
+		flags = F_SERIAL;
+	}
 	if (v.error != NULL) {
-		snprintf(job->error, sizeof(job->error),
-			 "geodb: assigning group %u (table groups): %s", job->group.group_id,
-			 v.error);
+		char what[160];
+		assign_what(job, what, sizeof(what));
+		snprintf(job->error, sizeof(job->error), "geodb: %s: %s", what, v.error);
 		v_free(&v);
 		return false;
 	}
 	struct cql_request req;
-	fill_request(db, &req, db->cql[Q_GROUP_INSERT], &v, F_COND);
+	fill_request(db, &req, db->cql[id], &v, flags);
 	job->attempts++;
-	job->pending = cql_client_execute(db->async, &req, assign_done, job);
+	job->pending = cql_client_execute(job->client, &req, assign_done, job);
 	v_free(&v);
 	return true;
+}
+
+/* Moves job on to step and sends its statement; false (job->error set) if
+ * it cannot. */
+static bool assign_step_start(struct async_job *job, enum assign_step step)
+{
+	job->assign_step = step;
+	job->attempts = 0;
+	job->started_ms = now_ms();
+	return assign_send(job);
+}
+
+/* job->group is the group's row, unassigned: claims it for the proposal. */
+static bool assign_claim(struct async_job *job)
+{
+	if (job->assign_claims++ >= GROUP_SET_ATTEMPTS) {
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: assigning group %u (table groups): its unassigned row kept "
+			 "changing under us (%d attempts); try again",
+			 job->assign_proposal.group_id, GROUP_SET_ATTEMPTS);
+		return false;
+	}
+	job->assign_ours = job->assign_proposal;
+	geodb_group_claim(&job->assign_ours, &job->group);
+	snprintf(job->assign_ours.written_by, sizeof(job->assign_ours.written_by), "%s",
+		 job->db->geo.writer);
+	job->assign_ours.written_at = now_seconds();
+	job->assign_seen_epoch = job->group.epoch;
+	job->assign_claim_retried = false;
+	return assign_step_start(job, ASSIGN_CLAIM);
+}
+
+/* The answer to job's step.  Returns 1 when the next statement is in
+ * flight, 0 when the job is done (job->result, job->group), -1 on failure
+ * (job->error). */
+static int assign_next(struct async_job *job, const struct cql_reply *reply)
+{
+	char what[160], err[768];
+	assign_what(job, what, sizeof(what));
+	if (job->assign_step == ASSIGN_INSERT) {
+		job->group = job->assign_proposal;
+		int r = assign_reply(job->db, reply, &job->group, job->assign_proposal.written_at,
+				     err, sizeof(err));
+		if (r < 0)
+			goto bad;
+		if (r == 1 || job->group.backend[0] != '\0') {
+			job->result = r;
+			return 0;
+		}
+		return assign_claim(job) ? 1 : -1;
+	}
+	if (job->assign_step == ASSIGN_CLAIM) {
+		struct lwt_row row;
+		if (lwt_parse(reply, &row, err, sizeof(err)) < 0)
+			goto bad;
+		if (row.applied) {
+			job->group = job->assign_ours;
+			job->result = 1;
+			return 0;
+		}
+		return assign_step_start(job, ASSIGN_READ) ? 1 : -1;
+	}
+	struct geodb_group seen;
+	int found = first_row(reply, GROUP_COLUMN_COUNT, row_group, &seen, err, sizeof(err));
+	if (found < 0)
+		goto bad;
+	if (found == 0) /* gone (nothing deletes a group row today): a new one */
+		return assign_step_start(job, ASSIGN_INSERT) ? 1 : -1;
+	job->group = seen;
+	/* a claim sent again finds its first try's row: ours */
+	if (job->assign_claim_retried && same_group_row(&seen, &job->assign_ours)) {
+		job->result = 1;
+		return 0;
+	}
+	if (seen.backend[0] != '\0') {
+		job->result = 0;
+		return 0;
+	}
+	return assign_claim(job) ? 1 : -1;
+bad:
+	snprintf(job->error, sizeof(job->error), "geodb: %s: %s", what, err);
+	return -1;
 }
 
 static void assign_done(const struct cql_reply *reply, void *context)
 {
 	struct async_job *job = context;
 	job->pending = NULL;
-	char what[128], err[768];
-	snprintf(what, sizeof(what), "assigning group %u (table groups)", job->group.group_id);
 	if (reply->error != NULL) {
+		char what[160];
+		assign_what(job, what, sizeof(what));
 		reply_error(job->db, reply, what, job->error, sizeof(job->error));
-		if (reply->error_code == CQL_ERROR_WRITE_TIMEOUT && job->attempts < ASSIGN_ATTEMPTS &&
+		if (job->assign_step != ASSIGN_READ &&
+		    reply->error_code == CQL_ERROR_WRITE_TIMEOUT &&
+		    job->attempts < ASSIGN_ATTEMPTS &&
 		    now_ms() - job->started_ms < ASSIGN_RETRY_WITHIN_MS) {
 			log_info("event=geodb_retry op=assign group=%u attempt=%u reason=\"%s\"",
-				 job->group.group_id, job->attempts + 1, job->error);
+				 job->assign_proposal.group_id, job->attempts + 1, job->error);
+			if (job->assign_step == ASSIGN_CLAIM)
+				job->assign_claim_retried = true;
 			if (assign_send(job))
 				return;
 		}
 		job->failed = true;
 	} else {
-		job->result = assign_reply(job->db, reply, &job->group, job->group.written_at, err,
-					   sizeof(err));
-		if (job->result < 0) {
-			snprintf(job->error, sizeof(job->error), "geodb: %s: %s", what, err);
-			job->failed = true;
-		}
+		int r = assign_next(job, reply);
+		if (r > 0)
+			return;
+		job->failed = r < 0;
 	}
 	job_finish(job);
+}
+
+static struct async_job *assign_job_new(struct cassdb *db, const struct geodb_group *group,
+					struct cql_client *client)
+{
+	struct async_job *job = calloc(1, sizeof(*job));
+	job->db = db;
+	job->client = client;
+	job->kind = JOB_ASSIGN;
+	job->assign_proposal = *group;
+	group_new_row(&job->assign_proposal);
+	job->assign_proposal.written_at = now_seconds();
+	job->group = job->assign_proposal;
+	return job;
+}
+
+static int cass_group_assign_if_absent(struct geodb *geo, struct geodb_group *group,
+				       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0 || ensure_sync(db, error_r) < 0)
+		return -1;
+	/* the job the asynchronous call runs, on the private client */
+	struct async_job *job = assign_job_new(db, group, db->sync);
+	if (!assign_step_start(job, ASSIGN_INSERT)) {
+		job->failed = true;
+	} else if (cql_client_wait(db->sync, &job->done) < 0 && !job->done) {
+		job_cancel_requests(job);
+		snprintf(job->error, sizeof(job->error),
+			 "geodb: assigning group %u (table groups): the CQL client stopped before "
+			 "the answer came",
+			 group->group_id);
+		job->failed = true;
+	}
+	int ret;
+	if (job->failed) {
+		ret = fail(db, error_r, "%s", job->error);
+	} else {
+		*group = job->group;
+		ret = job->result;
+	}
+	free(job);
+	return ret;
 }
 
 static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
 				    const struct geodb_group *group)
 {
 	struct cassdb *db = (struct cassdb *)geo;
-	struct async_job *job = calloc(1, sizeof(*job));
-	job->db = db;
+	struct async_job *job = assign_job_new(db, group, db->async);
 	job->op = op;
-	job->kind = JOB_ASSIGN;
-	job->group = *group;
-	group_new_row(&job->group);
-	job->group.written_at = now_seconds();
-	job->started_ms = now_ms();
 	job_link(db, job);
 	if (db->async == NULL) {
 		snprintf(job->error, sizeof(job->error),
@@ -1831,7 +1988,7 @@ static void cass_group_assign_async(struct geodb *geo, struct geodb_op *op,
 		job_fail_later(job);
 		return;
 	}
-	if (!assign_send(job))
+	if (!assign_step_start(job, ASSIGN_INSERT))
 		job_fail_later(job);
 }
 
@@ -2590,6 +2747,40 @@ static int end_move_to(struct cassdb *db, const struct group_refs *ref, const ch
 		    what, GROUP_SET_ATTEMPTS);
 }
 
+static void group_update_values(struct cassdb *db, struct vals *v, const struct geodb_group *row,
+				int64_t expected_epoch, int64_t now, bool with_sticky);
+
+/* Unassigns the group from the removed backend name, for as long as it is
+ * on it: its row stays, without a backend, and remembers name in its
+ * history (geodb_group_unassign()).  Returns 1 unassigned, 0 not on name
+ * (any more), -1. */
+static int unassign_from(struct cassdb *db, const struct group_refs *ref, const char *name,
+			 const char **error_r)
+{
+	char what[160];
+	snprintf(what, sizeof(what), "unassigning group %d from backend %s (table groups)",
+		 (int)ref->group_id, name);
+	for (int attempt = 0; attempt < GROUP_SET_ATTEMPTS; attempt++) {
+		/* the whole row, for its history; the write is conditional on
+		 * its epoch, which every change of the backend raises */
+		struct geodb_group current, row;
+		int found = group_get_serial(db, (unsigned)ref->group_id, &current, error_r);
+		if (found < 0)
+			return -1;
+		if (found == 0 || strcmp(current.backend, name) != 0)
+			return 0;
+		geodb_group_unassign(&row, &current, geodb_unix_ms());
+		struct vals v = {0};
+		group_update_values(db, &v, &row, (int64_t)current.epoch, now_seconds(), false);
+		int applied = run(db, what, Q_GROUP_SET_IF, NULL, &v, F_COND, reply_lwt_applied,
+				  NULL, error_r);
+		if (applied != 0)
+			return applied;
+	}
+	return fail(db, error_r, "geodb: %s: it kept changing under us (%d attempts); try again",
+		    what, GROUP_SET_ATTEMPTS);
+}
+
 static int cass_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
 			       const char **error_r)
 {
@@ -2604,25 +2795,18 @@ static int cass_backend_remove(struct geodb *geo, const char *name, unsigned *gr
 	for (size_t i = 0; i < count; i++) {
 		char what[128];
 		struct vals v = {0};
-		int deleted = 0, ret = 0;
+		int on_it = 0, ret = 0;
 		if (strcmp(refs[i].backend, name) == 0) {
-			snprintf(what, sizeof(what),
-				 "unassigning group %d from backend %s (table groups)",
-				 (int)refs[i].group_id, name);
-			v_int(&v, refs[i].group_id);
-			v_text(&v, name);
-			/* only if it still is on this backend */
-			deleted = run(db, what, Q_GROUP_DELETE_IF, NULL, &v, F_COND,
-				      reply_lwt_applied, NULL, error_r);
-			ret = deleted < 0 ? -1 : 0;
-			unassigned += deleted > 0;
+			on_it = unassign_from(db, &refs[i], name, error_r);
+			ret = on_it < 0 ? -1 : 0;
+			unassigned += on_it > 0;
 		}
 		/* a move to it is over (epoch + 1, like any change of the
 		 * move); being the alternative of a group is only a reference:
-		 * cleared, if it still is */
-		if (ret == 0 && deleted == 0 && strcmp(refs[i].move_to, name) == 0)
+		 * cleared, if it still is (an unassigned group's are already) */
+		if (ret == 0 && on_it == 0 && strcmp(refs[i].move_to, name) == 0)
 			ret = end_move_to(db, &refs[i], name, error_r);
-		if (ret == 0 && deleted == 0 && strcmp(refs[i].alt_backend, name) == 0) {
+		if (ret == 0 && on_it == 0 && strcmp(refs[i].alt_backend, name) == 0) {
 			snprintf(what, sizeof(what),
 				 "clearing the alternative backend %s of group %d (table groups)",
 				 name, (int)refs[i].group_id);
@@ -2668,6 +2852,8 @@ static int cass_backend_loads(struct geodb *geo, struct geodb_backend_load **loa
 	struct geodb_backend_load *loads = calloc(count > 0 ? count : 1, sizeof(*loads));
 	size_t n = 0;
 	for (size_t i = 0; i < count; i++) {
+		if (refs[i].backend[0] == '\0')
+			continue; /* unassigned: its backend was removed */
 		size_t j;
 		for (j = 0; j < n; j++) {
 			if (strcmp(loads[j].backend, refs[i].backend) == 0)

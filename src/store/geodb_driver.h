@@ -161,6 +161,23 @@ int64_t geodb_unix_ms(void);
  * without a stored row). */
 void geodb_group_switch(struct geodb_group *row, const struct geodb_group *stored, int64_t now_ms);
 
+/* stored is the row of a group on a backend being removed
+ * (geodb_backend_remove()): row becomes the group's unassigned row.
+ * Backend "" (the site stays), a move in progress ended, alt_backend
+ * cleared if it is the removed backend, epoch + 1, sticky kept, and the
+ * removed backend at the head of the history (a switch:
+ * geodb_group_switch()).  written_by and written_at are the driver's. */
+void geodb_group_unassign(struct geodb_group *row, const struct geodb_group *stored,
+			  int64_t now_ms);
+
+/* row, a proposed assignment (geodb_group_assign_if_absent()), is about
+ * to be stored over stored, the row of an unassigned group (backend ""):
+ * row keeps its site, backend, alternative and move, and gets epoch
+ * stored + 1 and stored's sticky, history and moved_at_ms (assigning an
+ * unassigned group is no switch).  written_by and written_at are the
+ * driver's. */
+void geodb_group_claim(struct geodb_group *row, const struct geodb_group *stored);
+
 /* The history column: "b2@1700000000000,b1@1690000000000" (newest first).
  * GEODB_HISTORY_TEXT_MAX holds the longest. */
 #define GEODB_HISTORY_TEXT_MAX (BALANCE_HISTORY * (NAME_MAX_LEN + 22) + 1)

@@ -3,8 +3,9 @@
  * Several daemons and the CLI on one host may open the same file: WAL mode
  * lets readers run beside one writer, and a busy timeout bounds the wait for
  * the write lock.  Statements used on the login path are prepared once.
- * The conditional group insert is INSERT ... ON CONFLICT DO NOTHING followed
- * by a read of the stored row, which is atomic under SQLite's write lock.
+ * The conditional group insert is an INSERT ... ON CONFLICT DO UPDATE that
+ * updates only an unassigned row (backend ''), followed by a read of the
+ * stored row, which is atomic under SQLite's write lock.
  *
  * The schema is created on open, and upgraded there too: every table is
  * CREATE TABLE IF NOT EXISTS (with the newest columns), and the columns that
@@ -19,7 +20,8 @@
  *
  * A group's history and moved_at are computed here from the row as it is
  * (geodb_group_switch()), so the writes that may switch a group's backend
- * (group_set, group_cas) read it and write under one write lock.
+ * (group_set, group_cas, backend_remove) read it and write under one write
+ * lock.
  */
 #include "store/geodb_driver.h"
 
@@ -148,10 +150,18 @@ enum stmt_id {
 
 static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_GROUP_GET] = "SELECT " GROUP_COLUMNS " FROM groups WHERE group_id = ?",
-	/* a new group is not sticky and has no history */
+	/* a new group is not sticky and has no history; an unassigned one
+	 * (its backend removed) keeps them, and its epoch grows
+	 * (geodb_group_claim()) */
 	[STMT_GROUP_INSERT] = "INSERT INTO groups (" GROUP_COLUMNS ")"
 			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '')"
-			      " ON CONFLICT(group_id) DO NOTHING",
+			      " ON CONFLICT(group_id) DO UPDATE SET site = excluded.site,"
+			      " backend = excluded.backend, epoch = groups.epoch + 1,"
+			      " written_by = excluded.written_by,"
+			      " written_at = excluded.written_at,"
+			      " alt_backend = excluded.alt_backend, move_to = excluded.move_to,"
+			      " move_started = excluded.move_started,"
+			      " move_reason = excluded.move_reason WHERE groups.backend = ''",
 	[STMT_USER_GET] = "SELECT " USER_COLUMNS " FROM users WHERE username = ?",
 	[STMT_BACKEND_GET] = "SELECT " BACKEND_COLUMNS " FROM backends WHERE name = ?",
 	[STMT_BEGIN] = "BEGIN",
@@ -732,6 +742,55 @@ static int groups_forget(struct sqldb *db, const char *sql, const char *name, co
 	return changes;
 }
 
+static void read_group_row(sqlite3_stmt *stmt, void *item);
+
+/* The groups on the removed backend name keep their rows, unassigned
+ * (geodb_group_unassign()): their history remembers it.  Returns their
+ * number, or -1. */
+static int groups_unassign(struct sqldb *db, const char *name, const char **error_r)
+{
+	sqlite3_stmt *stmt =
+		prepare(db, "SELECT " GROUP_COLUMNS " FROM groups WHERE backend = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	struct geodb_group *groups;
+	size_t count;
+	if (collect(db, stmt, sizeof(*groups), read_group_row, (void **)&groups, &count, error_r) <
+	    0)
+		return -1;
+	int ret = 0;
+	if (count > 0)
+		stmt = prepare(db,
+			       "UPDATE groups SET backend = '', alt_backend = ?1, move_to = '',"
+			       " move_started = 0, move_reason = '', epoch = ?2, written_by = ?3,"
+			       " written_at = ?4, moved_at = ?5, history = ?6 WHERE group_id = ?7",
+			       error_r);
+	if (count > 0 && stmt == NULL)
+		ret = -1;
+	int64_t now_ms = geodb_unix_ms(), now = now_seconds();
+	for (size_t i = 0; i < count && ret == 0; i++) {
+		struct geodb_group row;
+		char history[GEODB_HISTORY_TEXT_MAX];
+		geodb_group_unassign(&row, &groups[i], now_ms);
+		geodb_history_format(&row, history, sizeof(history));
+		sqlite3_bind_text(stmt, 1, row.alt_backend, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, (sqlite3_int64)row.epoch);
+		sqlite3_bind_text(stmt, 3, db->writer, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, now);
+		sqlite3_bind_int64(stmt, 5, row.moved_at_ms);
+		sqlite3_bind_text(stmt, 6, history, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(stmt, 7, row.group_id);
+		if (step_done(db, stmt, "unassigning a group", error_r) < 0)
+			ret = -1;
+		sqlite3_reset(stmt);
+	}
+	if (count > 0 && stmt != NULL)
+		sqlite3_finalize(stmt);
+	free(groups);
+	return ret < 0 ? -1 : (int)count;
+}
+
 static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *groups_unassigned_r,
 			 const char **error_r)
 {
@@ -739,13 +798,8 @@ static int sqlite_backend_remove(struct geodb *geo, const char *name, unsigned *
 	/* geodb.c checked that it exists and is not online */
 	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
 		return -1;
-	sqlite3_stmt *stmt = prepare(db, "DELETE FROM groups WHERE backend = ?", error_r);
-	int groups = -1;
-	if (stmt != NULL) {
-		sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
-		groups = step_done(db, stmt, "unassigning groups", error_r);
-		sqlite3_finalize(stmt);
-	}
+	sqlite3_stmt *stmt;
+	int groups = groups_unassign(db, name, error_r);
 	/* a move to it is over (epoch + 1, like any change of the move); being
 	 * the alternative of a group is only a reference: cleared */
 	int cleared = groups < 0 ? -1
@@ -825,9 +879,11 @@ static int sqlite_backend_loads(struct geodb *geo, struct geodb_backend_load **l
 			const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(
-		db, "SELECT backend, count(*) FROM groups GROUP BY backend ORDER BY backend",
-		error_r);
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"SELECT backend, count(*) FROM groups WHERE backend != '' GROUP BY backend"
+			" ORDER BY backend",
+			error_r);
 	if (stmt == NULL)
 		return -1;
 	return collect(db, stmt, sizeof(**loads_r), read_load_row, (void **)loads_r, count_r,

@@ -51,6 +51,8 @@ unsigned unit_passed, unit_failed;
 #define CAS_RACE_COUNT 20
 #define REMOVE_FIRST 3200 /* backend_remove clearing alternatives and moves */
 #define BALANCE_FIRST 3300 /* sticky, moved_at and history */
+#define CLAIM_FIRST 3400   /* two handles racing to assign unassigned groups */
+#define CLAIM_COUNT 20
 #define LOAD_MANY 260      /* group loads in one report: more than a page */
 
 static const char *spec;
@@ -433,6 +435,11 @@ static struct geodb_group make_group(unsigned id, const char *site, const char *
 	return group;
 }
 
+static bool same_group(const struct geodb_group *x, const struct geodb_group *y);
+static bool same_history(const struct geodb_group *x, const struct geodb_group *y);
+static const char *history_names(const struct geodb_group *g);
+static int64_t unix_ms(void);
+
 static void test_groups(struct geodb *db, struct geodb *db2)
 {
 	const char *error = NULL;
@@ -539,11 +546,36 @@ static void test_groups(struct geodb *db, struct geodb *db2)
 	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
 	b.status = BACKEND_STATUS_OFFLINE;
 	CHECK_OK(geodb_backend_update(db, &b, &error), error);
-	CHECK_OK(geodb_backend_remove(db, "b1", &unassigned, &error), error);
+	struct geodb_group group1;
+	CHECK(geodb_group_get(db, 1, &group1, &error) == 1);
+	int64_t before = unix_ms();
+	CHECK_OK(geodb_backend_remove(db2, "b1", &unassigned, &error), error);
+	int64_t after = unix_ms();
 	CHECK(unassigned == expect[0]);
 	CHECK(geodb_backend_get(db, "b1", &b, &error) == 0);
-	CHECK(geodb_group_get(db, MANY_FIRST, &got, &error) == 0);     /* was on b1 */
+	/* its groups keep their rows, unassigned (backend ""), and remember it:
+	 * a switch away from b1, epoch + 1, this writer */
+	CHECK(geodb_group_get(db, MANY_FIRST, &got, &error) == 1); /* was on b1 */
+	CHECK_STR(got.backend, "");
+	CHECK_STR(got.site, "dc1");
+	CHECK(got.epoch == 8);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK(got.written_at > 0 && llabs((long long)(got.written_at - time(NULL))) < 60);
+	CHECK_STR(history_names(&got), "b1");
+	CHECK(got.moved_at_ms >= before && got.moved_at_ms <= after &&
+	      got.history[0].left_ms == got.moved_at_ms);
+	CHECK(!got.sticky);
+	CHECK_STR(got.alt_backend, "");
+	CHECK_STR(got.move_to, "");
+	struct geodb_group unassigned_row = got;
 	CHECK(geodb_group_get(db, MANY_FIRST + 1, &got, &error) == 1); /* b2 */
+	CHECK_STR(got.backend, "b2");
+	CHECK(got.epoch == 7);
+	CHECK_STR(history_names(&got), "");
+	/* group 1 left b1 before: not on it, untouched */
+	CHECK(geodb_group_get(db2, 1, &got, &error) == 1);
+	CHECK(same_group(&got, &group1));
+	/* loads count no unassigned group */
 	CHECK_OK(geodb_backend_loads(db, &loads, &count, &error), error);
 	CHECK(count == 2);
 	if (count == 2) {
@@ -554,8 +586,44 @@ static void test_groups(struct geodb *db, struct geodb *db2)
 	}
 	free(loads);
 	CHECK_OK(geodb_group_list(db, &groups, &count, &error), error);
-	CHECK(count == 2 + MANY_COUNT - expect[0]);
+	CHECK(count == 2 + MANY_COUNT);
+	unsigned unassigned_rows = 0, unassigned_ok = 0;
+	for (size_t i = 0; i < count; i++) {
+		const struct geodb_group *m = &groups[i];
+		if (m->backend[0] != '\0')
+			continue;
+		unassigned_rows++;
+		unassigned_ok += m->group_id >= MANY_FIRST && (m->group_id - MANY_FIRST) % 3 == 0 &&
+				 m->epoch == 8 && strcmp(history_names(m), "b1") == 0 &&
+				 m->moved_at_ms >= before && m->moved_at_ms <= after &&
+				 m->history[0].left_ms == m->moved_at_ms &&
+				 strcmp(m->written_by, "conf-b") == 0;
+	}
+	CHECK(unassigned_rows == expect[0]);
+	CHECK(unassigned_ok == expect[0]);
 	free(groups);
+
+	/* the next login assigns an unassigned group: the proposal is stored
+	 * with epoch + 1 (never back to the proposal's), and the row keeps its
+	 * history and moved_at (no switch: it left b1 when b1 went) */
+	struct geodb_group c = make_group(MANY_FIRST, "dc2", "b3", 1);
+	snprintf(c.alt_backend, sizeof(c.alt_backend), "b2");
+	c.sticky = true; /* ignored: the row's stays */
+	CHECK(geodb_group_assign_if_absent(db, &c, &error) == 1);
+	CHECK_STR(c.site, "dc2");
+	CHECK_STR(c.backend, "b3");
+	CHECK_STR(c.alt_backend, "b2");
+	CHECK(c.epoch == 9);
+	CHECK_STR(c.written_by, "conf-a");
+	CHECK(!c.sticky);
+	CHECK(same_history(&c, &unassigned_row));
+	CHECK(c.moved_at_ms == unassigned_row.moved_at_ms);
+	/* another writer that met it unassigned too is told the winner's row */
+	struct geodb_group c2 = make_group(MANY_FIRST, "dc1", "b2", 1);
+	CHECK(geodb_group_assign_if_absent(db2, &c2, &error) == 0);
+	CHECK(same_group(&c2, &c));
+	CHECK(geodb_group_get(db2, MANY_FIRST, &got, &error) == 1);
+	CHECK(same_group(&got, &c));
 	/* a standby backend without groups: 0 unassigned */
 	unassigned = 12345;
 	CHECK_OK(geodb_backend_remove(db, "b4", &unassigned, &error), error);
@@ -1059,8 +1127,8 @@ static void test_cas_race(struct geodb *db, struct geodb *db2)
 	free(b);
 }
 
-/* Removing a backend unassigns its groups, ends the moves to it and clears
- * it as anybody's alternative. */
+/* Removing a backend unassigns its groups (their rows stay, remembering
+ * it), ends the moves to it and clears it as anybody's alternative. */
 static void test_remove_references(struct geodb *db, struct geodb *db2)
 {
 	const char *error = NULL;
@@ -1076,8 +1144,24 @@ static void test_remove_references(struct geodb *db, struct geodb *db2)
 	g.move_started_ms = unix_ms();
 	snprintf(g.move_reason, sizeof(g.move_reason), "to b5");
 	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
-	g = make_group(on_b5, "dc1", "b5", 1);
+	/* on_b5: came from b2, pinned, with an alternative and a move away in
+	 * progress */
+	g = make_group(on_b5, "dc1", "b2", 1);
 	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK_OK(geodb_group_set(db, on_b5, "dc1", "b5", &error), error);
+	CHECK(geodb_group_set_sticky(db, on_b5, true, &error) == 1);
+	struct geodb_group on_b5_row, stored;
+	CHECK(geodb_group_get(db, on_b5, &on_b5_row, &error) == 1);
+	CHECK_STR(history_names(&on_b5_row), "b2");
+	struct geodb_group row = on_b5_row;
+	snprintf(row.alt_backend, sizeof(row.alt_backend), "b3");
+	snprintf(row.move_to, sizeof(row.move_to), "b2");
+	row.move_started_ms = unix_ms();
+	snprintf(row.move_reason, sizeof(row.move_reason), "back to b2");
+	CHECK(geodb_group_cas(db, &row, on_b5_row.epoch, &stored, &error) == 1);
+	CHECK(stored.epoch == 3 && stored.sticky);
+	CHECK_STR(history_names(&stored), "b2");
+	on_b5_row = stored;
 	g = make_group(untouched, "dc1", "b2", 2);
 	snprintf(g.alt_backend, sizeof(g.alt_backend), "b3");
 	snprintf(g.move_to, sizeof(g.move_to), "b3");
@@ -1088,10 +1172,28 @@ static void test_remove_references(struct geodb *db, struct geodb *db2)
 	CHECK(geodb_group_get(db, untouched, &keep, &error) == 1);
 
 	unsigned unassigned = 12345;
+	int64_t before = unix_ms();
 	CHECK_OK(geodb_backend_remove(db2, "b5", &unassigned, &error), error);
+	int64_t after = unix_ms();
 	CHECK(unassigned == 1);
+	/* unassigned: its move ended, its alternative (another backend) and
+	 * sticky kept, b5 at the head of its history, b2's entry as it was */
 	struct geodb_group got;
-	CHECK(geodb_group_get(db, on_b5, &got, &error) == 0);
+	CHECK(geodb_group_get(db, on_b5, &got, &error) == 1);
+	CHECK_STR(got.backend, "");
+	CHECK_STR(got.site, "dc1");
+	CHECK(got.epoch == 4);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK_STR(got.alt_backend, "b3");
+	CHECK_STR(got.move_to, "");
+	CHECK(got.move_started_ms == 0);
+	CHECK_STR(got.move_reason, "");
+	CHECK(got.sticky);
+	CHECK_STR(history_names(&got), "b5,b2");
+	CHECK(got.moved_at_ms >= before && got.moved_at_ms <= after &&
+	      got.history[0].left_ms == got.moved_at_ms);
+	CHECK(got.history[1].left_ms == on_b5_row.history[0].left_ms);
+	struct geodb_group unassigned_row = got;
 	/* the alternative is cleared; that is no change of the assignment */
 	CHECK(geodb_group_get(db, on_b2_alt_b5, &got, &error) == 1);
 	CHECK_STR(got.backend, "b2");
@@ -1108,6 +1210,32 @@ static void test_remove_references(struct geodb *db, struct geodb *db2)
 	CHECK_STR(got.written_by, "conf-b");
 	CHECK(geodb_group_get(db, untouched, &got, &error) == 1);
 	CHECK(same_group(&got, &keep));
+
+	/* assigned again: the proposal (its site, backend, alternative and
+	 * move) over the row, epoch + 1; sticky, history and moved_at stay */
+	g = make_group(on_b5, "dc1", "b3", 1);
+	snprintf(g.alt_backend, sizeof(g.alt_backend), "b2");
+	CHECK(geodb_group_assign_if_absent(db2, &g, &error) == 1);
+	CHECK_STR(g.backend, "b3");
+	CHECK_STR(g.site, "dc1");
+	CHECK_STR(g.alt_backend, "b2");
+	CHECK_STR(g.move_to, "");
+	CHECK(g.epoch == 5);
+	CHECK_STR(g.written_by, "conf-b");
+	CHECK(g.sticky);
+	CHECK_STR(history_names(&g), "b5,b2");
+	CHECK(same_history(&g, &unassigned_row));
+	CHECK(g.moved_at_ms == unassigned_row.moved_at_ms);
+	struct geodb_group g2 = make_group(on_b5, "dc1", "b2", 1);
+	CHECK(geodb_group_assign_if_absent(db, &g2, &error) == 0);
+	CHECK(same_group(&g2, &g));
+	CHECK(geodb_group_get(db, on_b5, &got, &error) == 1);
+	CHECK(same_group(&got, &g));
+	/* from there on it is an assigned group like any: a switch records b3 */
+	CHECK_OK(geodb_group_set(db, on_b5, "dc1", "b2", &error), error);
+	CHECK(geodb_group_get(db2, on_b5, &got, &error) == 1);
+	CHECK(got.epoch == 6 && got.sticky);
+	CHECK_STR(history_names(&got), "b3,b5,b2");
 }
 
 /* ---- move acknowledgements ---- */
@@ -1462,6 +1590,7 @@ static void test_users(struct geodb *db, struct geodb *db2)
 struct racer {
 	struct geodb *db;
 	const char *backend;
+	unsigned first, count; /* groups first.. (count <= RACE_COUNT) */
 	pthread_barrier_t *barrier;
 	int results[RACE_COUNT];
 	struct geodb_group stored[RACE_COUNT];
@@ -1471,11 +1600,11 @@ struct racer {
 static void *race_run(void *context)
 {
 	struct racer *r = context;
-	for (unsigned i = 0; i < RACE_COUNT; i++) {
+	for (unsigned i = 0; i < r->count; i++) {
 		const char *error = NULL;
 		/* both writers fire the same group at the same moment */
 		pthread_barrier_wait(r->barrier);
-		struct geodb_group g = make_group(RACE_FIRST + i, "dc1", r->backend, 1);
+		struct geodb_group g = make_group(r->first + i, "dc1", r->backend, 1);
 		r->results[i] = geodb_group_assign_if_absent(r->db, &g, &error);
 		r->stored[i] = g;
 		snprintf(r->errors[i], sizeof(r->errors[i]), "%s",
@@ -1495,6 +1624,8 @@ static void test_race(struct geodb *db, struct geodb *db2)
 	b->db = db2;
 	b->backend = "b3";
 	b->barrier = &barrier;
+	a->first = b->first = RACE_FIRST;
+	a->count = b->count = RACE_COUNT;
 	pthread_t ta, tb;
 	pthread_create(&ta, NULL, race_run, a);
 	pthread_create(&tb, NULL, race_run, b);
@@ -1530,6 +1661,77 @@ static void test_race(struct geodb *db, struct geodb *db2)
 	CHECK(agree == RACE_COUNT);
 	CHECK(stored_ok == RACE_COUNT);
 	fprintf(stderr, "race: conf-a won %u of %u groups\n", wins_a, RACE_COUNT);
+	free(a);
+	free(b);
+}
+
+/* Two handles race to assign the same unassigned groups (their backend
+ * was removed): exactly one wins each, both are told the same row, whose
+ * epoch is the unassigned row's + 1 and whose history is kept. */
+static void test_claim_race(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	CHECK_OK(geodb_backend_add(db, "dc1", "b6", "10.1.0.6", &error), error);
+	unsigned assigned = 0;
+	for (unsigned i = 0; i < CLAIM_COUNT; i++) {
+		struct geodb_group g = make_group(CLAIM_FIRST + i, "dc1", "b6", 3);
+		assigned += geodb_group_assign_if_absent(db, &g, &error) == 1;
+	}
+	CHECK(assigned == CLAIM_COUNT);
+	unsigned unassigned = 0;
+	CHECK_OK(geodb_backend_remove(db2, "b6", &unassigned, &error), error);
+	CHECK(unassigned == CLAIM_COUNT);
+	struct geodb_group before[CLAIM_COUNT];
+	unsigned unassigned_ok = 0;
+	for (unsigned i = 0; i < CLAIM_COUNT; i++) {
+		unassigned_ok += geodb_group_get(db, CLAIM_FIRST + i, &before[i], &error) == 1 &&
+				 before[i].backend[0] == '\0' && before[i].epoch == 4 &&
+				 strcmp(history_names(&before[i]), "b6") == 0;
+	}
+	CHECK(unassigned_ok == CLAIM_COUNT);
+
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, 2);
+	struct racer *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	a->db = db;
+	a->backend = "b2";
+	a->barrier = &barrier;
+	b->db = db2;
+	b->backend = "b3";
+	b->barrier = &barrier;
+	a->first = b->first = CLAIM_FIRST;
+	a->count = b->count = CLAIM_COUNT;
+	pthread_t ta, tb;
+	pthread_create(&ta, NULL, race_run, a);
+	pthread_create(&tb, NULL, race_run, b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	pthread_barrier_destroy(&barrier);
+
+	unsigned one_winner = 0, agree = 0, stored_ok = 0, wins_a = 0;
+	for (unsigned i = 0; i < CLAIM_COUNT; i++) {
+		if (a->results[i] < 0 || b->results[i] < 0) {
+			fprintf(stderr, "claim race group %u: %s %s\n", CLAIM_FIRST + i,
+				a->errors[i], b->errors[i]);
+			continue;
+		}
+		one_winner += a->results[i] + b->results[i] == 1;
+		wins_a += a->results[i] == 1;
+		agree += same_group(&a->stored[i], &b->stored[i]);
+		struct geodb_group now;
+		const char *winner = a->results[i] == 1 ? "conf-a" : "conf-b";
+		const char *winner_backend = a->results[i] == 1 ? "b2" : "b3";
+		if (geodb_group_get(db, CLAIM_FIRST + i, &now, &error) == 1 &&
+		    same_group(&now, &a->stored[i]) && now.epoch == 5 &&
+		    strcmp(now.written_by, winner) == 0 &&
+		    strcmp(now.backend, winner_backend) == 0 && same_history(&now, &before[i]) &&
+		    now.moved_at_ms == before[i].moved_at_ms)
+			stored_ok++;
+	}
+	CHECK(one_winner == CLAIM_COUNT);
+	CHECK(agree == CLAIM_COUNT);
+	CHECK(stored_ok == CLAIM_COUNT);
+	fprintf(stderr, "claim race: conf-a won %u of %u groups\n", wins_a, CLAIM_COUNT);
 	free(a);
 	free(b);
 }
@@ -1901,6 +2103,39 @@ static void test_async(struct geodb *db)
 	dispatch(st.base, 1);
 	CHECK(st.cancelled_calls == 0);
 
+	/* an unassigned group (its backend removed), assigned asynchronously:
+	 * epoch + 1, history and moved_at kept; the next is told that row */
+	CHECK_OK(geodb_backend_add(db, "dc1", "async-rm", "10.1.0.9", &error), error);
+	g = make_group(2003, "dc1", "async-rm", 2);
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	unsigned unassigned = 0;
+	CHECK_OK(geodb_backend_remove(db, "async-rm", &unassigned, &error), error);
+	CHECK(unassigned == 1);
+	struct geodb_group unassigned_row;
+	CHECK(geodb_group_get(db, 2003, &unassigned_row, &error) == 1);
+	CHECK(unassigned_row.backend[0] == '\0' && unassigned_row.epoch == 3 &&
+	      strcmp(history_names(&unassigned_row), "async-rm") == 0);
+	g = make_group(2003, "dc1", "b2", 1);
+	st.calls = 0;
+	op = geodb_group_assign_async(db, &g, on_assign, &st);
+	CHECK(op != NULL && st.calls == 0);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 1);
+	if (st.result < 0)
+		fprintf(stderr, "async assign of an unassigned group: %s\n", st.error);
+	CHECK(st.has_stored && strcmp(st.stored.backend, "b2") == 0 && st.stored.epoch == 4 &&
+	      strcmp(st.stored.written_by, "conf-a") == 0 &&
+	      same_history(&st.stored, &unassigned_row) &&
+	      st.stored.moved_at_ms == unassigned_row.moved_at_ms);
+	CHECK(geodb_group_get(db, 2003, &got, &error) == 1);
+	CHECK(same_group(&got, &st.stored));
+	g = make_group(2003, "dc1", "b3", 1);
+	st.calls = 0;
+	geodb_group_assign_async(db, &g, on_assign, &st);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.result == 0);
+	CHECK(st.has_stored && same_group(&st.stored, &got));
+
 	/* a health observation written asynchronously, read back */
 	struct geodb_health h;
 	memset(&h, 0, sizeof(h));
@@ -2222,6 +2457,30 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	CHECK(unassigned == 0);
 	CHECK(geodb_group_get(db2, 5, &g, &error) == 1);
 	CHECK(g.epoch == 5 && g.move_to[0] == '\0' && g.alt_backend[0] == '\0');
+	/* removing b1 unassigns both old rows, which remember it */
+	CHECK(geodb_backend_get(db, "b1", &b, &error) == 1);
+	b.status = BACKEND_STATUS_OFFLINE;
+	CHECK_OK(geodb_backend_update(db, &b, &error), error);
+	unassigned = 99;
+	CHECK_OK(geodb_backend_remove(db2, "b1", &unassigned, &error), error);
+	CHECK(unassigned == 2);
+	CHECK(geodb_group_get(db, 5, &g, &error) == 1);
+	CHECK(g.backend[0] == '\0' && g.epoch == 6 && g.moved_at_ms > 0 && !g.sticky);
+	CHECK_STR(history_names(&g), "b1");
+	CHECK(geodb_group_get(db, 6, &g, &error) == 1);
+	CHECK(g.backend[0] == '\0' && g.epoch == 3 && g.sticky);
+	CHECK_STR(history_names(&g), "b1,b2");
+	struct geodb_backend_load *backend_loads = NULL;
+	CHECK_OK(geodb_backend_loads(db2, &backend_loads, &count, &error), error);
+	CHECK(count == 0);
+	free(backend_loads);
+	struct geodb_group claim = make_group(5, "dc1", "b3", 1);
+	CHECK(geodb_group_assign_if_absent(db, &claim, &error) == 1);
+	CHECK(claim.epoch == 7 && strcmp(claim.backend, "b3") == 0 && !claim.sticky);
+	CHECK_STR(history_names(&claim), "b1");
+	struct geodb_group claim2 = make_group(5, "dc1", "b4", 1);
+	CHECK(geodb_group_assign_if_absent(db2, &claim2, &error) == 0);
+	CHECK(same_group(&claim2, &claim));
 	/* a user's login hold on the old row */
 	CHECK_OK(geodb_user_move(db, "alice", 6, 1700000100500, &error), error);
 	CHECK(geodb_user_get(db2, "alice", &u, &error) == 1);
@@ -2334,6 +2593,8 @@ int main(int argc, char **argv)
 	test_snapshot(db);
 	fprintf(stderr, "race\n");
 	test_race(db, db2);
+	fprintf(stderr, "claim race: assigning unassigned groups\n");
+	test_claim_race(db, db2);
 	fprintf(stderr, "leases and health\n");
 	test_leases_health(db, db2);
 	geodb_close(&db2);
