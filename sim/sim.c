@@ -2948,7 +2948,7 @@ static void setup(struct sim *s)
 			lf = lf * skew[rng_range(&s->rng, 0, 3)] / 100;
 		}
 		pc[b] = (struct placement_candidate){s->backends[b].name,
-						     s->backends[b].op_status, lf, 0, false};
+						     s->backends[b].op_status, lf, 0, false, 0};
 		s->fb[b] = (struct failover_backend){s->backends[b].name,
 						     s->backends[b].op_status,
 						     s->backends[b].load_factor, HEALTH_MARK_UP,

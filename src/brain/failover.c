@@ -24,7 +24,10 @@ void failover_group_set_warm(struct failover_group *group, const int *history,
 	for (size_t h = 0; h < history_count && group->warm_count < FAILOVER_WARM_MAX; h++) {
 		if (history[h] < 0)
 			break;
-		if (history[h] != group->backend && now_ms - left_ms[h] <= ttl_ms)
+		bool listed = history[h] == group->backend;
+		for (unsigned w = 0; w < group->warm_count && !listed; w++)
+			listed = group->warm[w] == history[h];
+		if (!listed && now_ms - left_ms[h] <= ttl_ms)
 			group->warm[group->warm_count++] = history[h];
 	}
 }
@@ -89,6 +92,8 @@ int failover_alternatives(const struct failover_backend *backends, size_t backen
 		const struct failover_group *g = &groups[i];
 		if (valid_index(g->backend, n) && !needs_alternative(backends, n, g))
 			pairs[(size_t)g->backend * n + (size_t)g->alt_backend]++;
+		if (valid_index(g->backend, n))
+			candidates[g->backend].carried_groups++; /* for the warm allowance */
 	}
 	for (size_t b = 0; b < n; b++) {
 		candidates[b].name = backends[b].name;

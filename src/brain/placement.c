@@ -23,10 +23,18 @@ static bool better(const struct placement_candidate *c, uint64_t c_tie,
 	return lhs < rhs || (lhs == rhs && c_tie < b_tie);
 }
 
+/* (carried + assigned + 1) / load_factor of c is below that of b */
+static bool lighter(const struct placement_candidate *c, const struct placement_candidate *b)
+{
+	uint64_t c_load = (uint64_t)c->carried_groups + c->assigned_groups + 1;
+	uint64_t b_load = (uint64_t)b->carried_groups + b->assigned_groups + 1;
+	return c_load * b->load_factor < b_load * c->load_factor;
+}
+
 static int choose(const struct placement_candidate *candidates, size_t count, size_t exclude,
 		  unsigned group_id)
 {
-	int best = -1, warm = -1;
+	int best = -1, warm = -1, lightest = -1;
 	uint64_t best_tie = 0, warm_tie = 0;
 	for (size_t i = 0; i < count; i++) {
 		const struct placement_candidate *c = &candidates[i];
@@ -41,15 +49,18 @@ static int choose(const struct placement_candidate *candidates, size_t count, si
 			warm = (int)i;
 			warm_tie = tie;
 		}
+		if (lightest < 0 || lighter(c, &candidates[lightest]))
+			lightest = (int)i;
 	}
 	if (warm < 0 || warm == best)
 		return best;
-	/* the warm one while its load allows:
-	 * (w + 1) / lf_w <= ((1 + slack) (b + 1) + 1) / lf_b */
-	const struct placement_candidate *w = &candidates[warm], *b = &candidates[best];
-	uint64_t lhs = (uint64_t)(w->assigned_groups + 1) * b->load_factor * 100;
-	uint64_t rhs = ((uint64_t)(b->assigned_groups + 1) * (100 + PLACEMENT_WARM_SLACK_PCT) + 100) *
-		       w->load_factor;
+	/* the warm one while its load allows, against the lightest loaded
+	 * candidate: (w + 1) / lf_w <= ((1 + slack) (m + 1) + 1) / lf_m */
+	const struct placement_candidate *w = &candidates[warm], *m = &candidates[lightest];
+	uint64_t w_load = (uint64_t)w->carried_groups + w->assigned_groups + 1;
+	uint64_t m_load = (uint64_t)m->carried_groups + m->assigned_groups + 1;
+	uint64_t lhs = w_load * m->load_factor * 100;
+	uint64_t rhs = (m_load * (100 + PLACEMENT_WARM_SLACK_PCT) + 100) * w->load_factor;
 	return lhs <= rhs ? warm : best;
 }
 

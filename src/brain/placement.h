@@ -9,11 +9,12 @@
  * Metacache affinity: a candidate marked warm (it held the group within
  * metacache_ttl, so the group's indexes are likely still cached there) is
  * preferred as long as its load allows: the best warm candidate wins when,
- * counting the new group, it would hold at most PLACEMENT_WARM_SLACK_PCT
- * percent plus one group more (relative to its load factor) than the best
- * candidate would: (w + 1) / lf_w <= (1.1 (b + 1) + 1) / lf_b.  The slack
- * is kept below balancing's default hysteresis (balance.h), so that a warm
- * choice does not itself give the balancer a reason to move the group.
+ * counting the new group, it would carry at most PLACEMENT_WARM_SLACK_PCT
+ * percent plus one group more (relative to its load factor) than the least
+ * loaded candidate would: (w + 1) / lf_w <= (1.1 (m + 1) + 1) / lf_m, where
+ * w and m count carried_groups + assigned_groups.  The slack is kept below
+ * balancing's default hysteresis (balance.h), so that a warm choice does not
+ * itself give the balancer a reason to move the group.
  *
  * Pure: the caller passes the candidates and their counts; nothing is read
  * or written here.  Two proxies that decide at the same moment may pick
@@ -36,6 +37,12 @@ struct placement_candidate {
 	unsigned load_factor;     /* 0..100 */
 	unsigned assigned_groups; /* groups currently assigned to it */
 	bool warm;                /* held this group within metacache_ttl */
+	/* groups it carries besides assigned_groups, counted in the warm
+	 * allowance only: an alternative's choice spreads one backend's groups
+	 * (assigned_groups = those of them that already have the candidate as
+	 * their alternative), while the load that would follow a failover is
+	 * the candidate's own groups (here) plus those */
+	unsigned carried_groups;
 };
 
 /* Index of the chosen candidate, or -1 if none can take a group. */

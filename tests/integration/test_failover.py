@@ -628,3 +628,97 @@ def test_move_whose_target_goes_offline_is_cancelled(cluster, fleet):
             pass
         d.cli("backend", "update", "--status", "online", target)
     assert _try_login(d, user, timeout=30) == old
+
+
+# ---- metacache affinity (issue 6): a group goes back where its caches are warm
+
+def _users_in_distinct_groups(d, users: list, count: int) -> list:
+    """(user, group) for count users of the list whose groups differ."""
+    seen, picked = set(), []
+    for user in users:
+        group = int(d.cli_json("user", "status", user)[0]["group"])
+        if group not in seen:
+            seen.add(group)
+            picked.append((user, group))
+        if len(picked) == count:
+            return picked
+    raise AssertionError(f"fewer than {count} distinct groups among {users}")
+
+
+def _group_counts(d) -> dict:
+    counts: dict = {}
+    for g in _groups(d).values():
+        if g["backend"] not in ("", "-"):
+            counts[g["backend"]] = counts.get(g["backend"], 0) + 1
+    return counts
+
+
+def test_metacache_failover_goes_back_to_the_backend_that_held_the_group(cluster, fleet):
+    """Groups moved from a to b get a as their failover alternative (a held them lately), and
+    when b dies they go back to a, not wherever the spread alone would send them."""
+    d = cluster(**dict(SETTINGS, backend_failover_delay="3s"))
+    where = _users_by_backend(d, 40)
+    _wait_controller_ready(d)
+    a, b = sorted(where)[:2]
+    moved = _users_in_distinct_groups(d, where[a], 3)
+    for _, group in moved:
+        r = d.cli("group", "move", "--direct", str(group), b)
+        assert r.returncode == 0, r.stdout + r.stderr
+    for _, group in moved:
+        history = _groups(d)[group]["history"]
+        assert history.startswith(f"{a}@"), history
+        wait_for(lambda: _groups(d)[group]["alt_backend"] == a, WAIT,
+                 message=f"group {group} (left {a} for {b}) to get {a} as its alternative")
+    # b's own groups keep spreading over both others: warmth is per group
+    alts = {g["alt_backend"] for g in _groups(d).values()
+            if g["backend"] == b and int(g["group"]) not in {grp for _, grp in moved}}
+    assert len(alts) == 2, alts
+    victim = fleet.backend(b)
+    victim.stop()
+    try:
+        for user, group in moved:
+            landed = wait_for(lambda: (lambda x: x if x not in (None, b) else None)(
+                _try_login(d, user)), WAIT, interval=0.3,
+                message=f"{user} (group {group}) to log in after {b} died")
+            assert landed == a, (user, group, landed)
+            assert _groups(d)[group]["backend"] == a
+    finally:
+        victim.start()
+
+
+def test_metacache_groups_placed_again_after_their_backend_is_removed_go_back(cluster, fleet):
+    """Groups moved from a to b, b removed: at their next login they are placed on a (it held
+    them lately) although the spread alone would pick c, which has fewer groups."""
+    d = cluster(**SETTINGS)
+    where = _users_by_backend(d, 60)
+    a, b = sorted(where)[:2]
+    c = next(name for name in where if name not in (a, b))
+    moved = _users_in_distinct_groups(d, where[a], 2)
+    for _, group in moved:
+        assert d.cli("group", "move", "--direct", str(group), b).returncode == 0
+    # make a hold exactly one group more than c (moving groups between a and b, which goes):
+    # the spread alone would choose c
+    rows = _groups(d)
+    per = _group_counts(d)
+    keep = {grp for _, grp in moved}
+    if per[a] <= per[c]:
+        take = [g for g, r in rows.items() if r["backend"] == b and g not in keep]
+        for g in take[:per[c] - per[a] + 1]:
+            assert d.cli("group", "move", "--direct", str(g), a).returncode == 0
+    else:
+        give = [g for g, r in rows.items() if r["backend"] == a]
+        for g in give[:per[a] - per[c] - 1]:
+            assert d.cli("group", "move", "--direct", str(g), b).returncode == 0
+    per = _group_counts(d)
+    assert per[a] == per[c] + 1, per
+    assert per[c] >= 9, per  # the allowance (10% + 1 group) then covers both groups
+    assert d.cli("backend", "update", "--status", "offline", b).returncode == 0
+    r = d.cli("backend", "remove", b)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for user, group in moved:
+        landed = wait_for(lambda: _try_login(d, user), WAIT, interval=0.3,
+                          message=f"{user} (group {group}) to be placed again")
+        assert landed == a, (user, group, landed, per)
+        row = _groups(d)[group]
+        assert row["backend"] == a, row
+        assert b in row["history"] and a in row["history"], row

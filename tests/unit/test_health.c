@@ -334,6 +334,9 @@ static void test_metacache(void)
 	CHECK(one.warm_count == 2 && one.warm[0] == 2 && one.warm[1] == 3);
 	failover_group_set_warm(&one, hist, left, 5, 1000, 50);
 	CHECK(one.warm_count == 0);
+	int twice[3] = {2, 2, -1}; /* listed once */
+	failover_group_set_warm(&one, twice, left, 3, 1000, 300);
+	CHECK(one.warm_count == 1 && one.warm[0] == 2);
 
 	/* 10 of b0's 100 groups (every tenth) were on b3 lately: b3 is their
 	 * alternative, and b0's alternatives still spread 40/20/40 */
@@ -369,7 +372,8 @@ static void test_metacache(void)
 	}
 	CHECK(per[1] + per[2] + per[3] == 100);
 	CHECK(per[3] > 41);
-	CHECK(per[3] * 100 <= (per[1] + 1) * 110 + 100);
+	/* what b3 would carry after b0's death is within 10% + 1 group of b1 */
+	CHECK((100 + per[3]) * 100 <= (100 + per[1] + 1) * 110 + 100);
 
 	/* a warm backend that could not take groups when the alternatives were
 	 * chosen (down, drained) becomes the alternative once it can, while
@@ -404,7 +408,8 @@ static void test_metacache(void)
 		g[c[i].group].alt_backend = c[i].backend;
 	for (unsigned i = 0; i < NG; i += NB)
 		per[g[i].alt_backend]++;
-	CHECK(per[3] * 100 <= (per[1] + 1) * 110 + 100);
+	CHECK((100 + per[3]) * 100 <= (100 + per[1] + 1) * 110 + 100);
+	CHECK(per[3] > 34 && per[0] == 0 && per[1] + per[2] + per[3] == 100);
 	CHECK(failover_alternatives(b, NB, g, NG, NG, c, &count) == 0 && count == 0);
 
 	/* a fresh failover choice: b1 down, its alternatives unusable (b2
