@@ -96,6 +96,8 @@ void geodb_snapshot_free(struct geodb_snapshot *snap)
 	free(snap->backends);
 	free(snap->groups);
 	free(snap->users);
+	free(snap->failovers);
+	free(snap->force_moves);
 	memset(snap, 0, sizeof(*snap));
 }
 
@@ -104,8 +106,7 @@ int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const c
 	return db->driver->snapshot_read(db, snap_r, error_r);
 }
 
-int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap,
-			 const char **error_r)
+int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap, const char **error_r)
 {
 	if (db->driver->snapshot_store == NULL) {
 		*error_r = "geodb: this driver cannot store a whole snapshot";
@@ -264,12 +265,14 @@ int geodb_group_cas(struct geodb *db, const struct geodb_group *row, uint64_t ex
 {
 	static __thread char error[256];
 	if (check_name("the group's site", row->site, sizeof(row->site), false, error_r) < 0 ||
-	    check_name("the group's backend", row->backend, sizeof(row->backend), false,
+	    check_name("the group's backend", row->backend, sizeof(row->backend), false, error_r) <
+		    0 ||
+	    check_name("the group's alt_backend", row->alt_backend, sizeof(row->alt_backend), true,
 		       error_r) < 0 ||
-	    check_name("the group's alt_backend", row->alt_backend, sizeof(row->alt_backend),
+	    check_name("the group's failover_site", row->failover_site, sizeof(row->failover_site),
 		       true, error_r) < 0 ||
-	    check_name("the group's move_to", row->move_to, sizeof(row->move_to), true,
-		       error_r) < 0)
+	    check_name("the group's move_to", row->move_to, sizeof(row->move_to), true, error_r) <
+		    0)
 		return -1;
 	if (strnlen(row->move_reason, sizeof(row->move_reason)) == sizeof(row->move_reason)) {
 		snprintf(error, sizeof(error),
@@ -488,6 +491,268 @@ int geodb_health_list(struct geodb *db, const char *backend, struct geodb_health
 	return db->driver->health_list(db, backend, health_r, count_r, error_r);
 }
 
+/* ---- several sites ---- */
+
+int geodb_site_heartbeat_put_ttl(struct geodb *db, const char *site, const char *writer,
+				 int64_t now_ms, unsigned ttl_secs, const char **error_r)
+{
+	static __thread char error[256];
+	if (check_name("the heartbeat's site", site, NAME_MAX_LEN + 1, false, error_r) < 0)
+		return -1;
+	size_t len = strnlen(writer, NAME_MAX_LEN + 1);
+	if (len == 0 || len > NAME_MAX_LEN) {
+		snprintf(error, sizeof(error),
+			 "geodb: site %s: a heartbeat needs a writer name of 1-%d characters", site,
+			 NAME_MAX_LEN);
+		*error_r = error;
+		return -1;
+	}
+	if (now_ms <= 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: site %s: heartbeat time %lld is not positive (unix milliseconds)",
+			 site, (long long)now_ms);
+		*error_r = error;
+		return -1;
+	}
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a heartbeat needs a retention of at least one second";
+		return -1;
+	}
+	return db->driver->site_heartbeat_put(db, site, writer, now_ms, ttl_secs, error_r);
+}
+
+int geodb_site_heartbeat_put(struct geodb *db, const char *site, const char *writer, int64_t now_ms,
+			     const char **error_r)
+{
+	return geodb_site_heartbeat_put_ttl(db, site, writer, now_ms,
+					    GEODB_HEARTBEAT_RETENTION_SECS, error_r);
+}
+
+int geodb_site_heartbeat_list(struct geodb *db, const char *site, int64_t from_ms, int64_t to_ms,
+			      struct geodb_site_heartbeat **rows_r, size_t *count_r,
+			      const char **error_r)
+{
+	static __thread char error[256];
+	if (from_ms > to_ms || from_ms < 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: heartbeats from %lld to %lld: not a range of unix milliseconds",
+			 (long long)from_ms, (long long)to_ms);
+		*error_r = error;
+		return -1;
+	}
+	if (site != NULL &&
+	    check_name("the heartbeats' site", site, NAME_MAX_LEN + 1, false, error_r) < 0)
+		return -1;
+	return db->driver->site_heartbeat_list(db, site, from_ms, to_ms, rows_r, count_r, error_r);
+}
+
+int geodb_site_reachability_put(struct geodb *db, const struct geodb_site_reachability *row,
+				unsigned ttl_secs, const char **error_r)
+{
+	static __thread char error[256];
+	if (check_name("the observer site", row->observer_site, sizeof(row->observer_site), false,
+		       error_r) < 0 ||
+	    check_name("the target site", row->target_site, sizeof(row->target_site), false,
+		       error_r) < 0)
+		return -1;
+	if (row->since_ms < 0 || row->observed_ms < 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: reachability of %s from %s: negative time (unix milliseconds)",
+			 row->target_site, row->observer_site);
+		*error_r = error;
+		return -1;
+	}
+	if (ttl_secs == 0) {
+		*error_r = "geodb: a reachability observation needs a TTL of at least one second";
+		return -1;
+	}
+	return db->driver->site_reachability_put(db, row, ttl_secs, error_r);
+}
+
+int geodb_site_reachability_list(struct geodb *db, const char *observer_site,
+				 struct geodb_site_reachability **rows_r, size_t *count_r,
+				 const char **error_r)
+{
+	return db->driver->site_reachability_list(db, observer_site, rows_r, count_r, error_r);
+}
+
+bool geodb_failover_reason_is_valid(const char *reason)
+{
+	return strcmp(reason, GEODB_FAILOVER_REASON_OUTAGE) == 0 ||
+	       strcmp(reason, GEODB_FAILOVER_REASON_EVACUATE) == 0 ||
+	       strcmp(reason, GEODB_FAILOVER_REASON_FORCE) == 0;
+}
+
+/* cell checked, written_at_ms 0 made now: into *out */
+static int failover_check(const struct geodb_group_failover *cell, struct geodb_group_failover *out,
+			  const char **error_r)
+{
+	static __thread char error[256];
+	if (check_name("the failover cell's writer_site", cell->writer_site,
+		       sizeof(cell->writer_site), false, error_r) < 0 ||
+	    check_name("the failover cell's target_site", cell->target_site,
+		       sizeof(cell->target_site), false, error_r) < 0 ||
+	    check_name("the failover cell's target_backend", cell->target_backend,
+		       sizeof(cell->target_backend), false, error_r) < 0)
+		return -1;
+	if (strnlen(cell->reason, sizeof(cell->reason)) == sizeof(cell->reason) ||
+	    !geodb_failover_reason_is_valid(cell->reason)) {
+		snprintf(
+			error, sizeof(error),
+			"geodb: group %u: failover reason '%.16s' is not outage, evacuate or force",
+			cell->group_id, cell->reason);
+		*error_r = error;
+		return -1;
+	}
+	if (cell->written_at_ms < 0) {
+		snprintf(error, sizeof(error),
+			 "geodb: group %u: failover written_at %lld is negative", cell->group_id,
+			 (long long)cell->written_at_ms);
+		*error_r = error;
+		return -1;
+	}
+	*out = *cell;
+	if (out->written_at_ms == 0)
+		out->written_at_ms = geodb_unix_ms();
+	return 0;
+}
+
+int geodb_group_failover_put(struct geodb *db, const struct geodb_group_failover *cell,
+			     const char **error_r)
+{
+	struct geodb_group_failover ours;
+	if (failover_check(cell, &ours, error_r) < 0)
+		return -1;
+	return db->driver->group_failover_put(db, &ours, error_r);
+}
+
+int geodb_group_failover_put_if(struct geodb *db, const struct geodb_group_failover *cell,
+				struct geodb_group_failover *stored_r, const char **error_r)
+{
+	struct geodb_group_failover ours;
+	if (failover_check(cell, &ours, error_r) < 0)
+		return -1;
+	return db->driver->group_failover_put_if(db, &ours, stored_r, error_r);
+}
+
+int geodb_group_failover_release(struct geodb *db, unsigned group_id, const char *writer_site,
+				 const char **error_r)
+{
+	if (check_name("the failover cell's writer_site", writer_site, NAME_MAX_LEN + 1, false,
+		       error_r) < 0)
+		return -1;
+	return db->driver->group_failover_release(db, group_id, writer_site, error_r);
+}
+
+int geodb_group_failover_get(struct geodb *db, unsigned group_id,
+			     struct geodb_group_failover *cell_r, const char **error_r)
+{
+	return db->driver->group_failover_get(db, group_id, cell_r, error_r);
+}
+
+int geodb_group_failover_list(struct geodb *db, struct geodb_group_failover **cells_r,
+			      size_t *count_r, const char **error_r)
+{
+	return db->driver->group_failover_list(db, cells_r, count_r, error_r);
+}
+
+int geodb_site_force_move_start(struct geodb *db, const struct geodb_site_force_move *move,
+				const char **error_r)
+{
+	static __thread char error[512];
+	if (check_name("the force move's site", move->site, sizeof(move->site), false, error_r) < 0)
+		return -1;
+	if (move->id <= 0) {
+		snprintf(error, sizeof(error), "geodb: site %s: force move id %lld is not positive",
+			 move->site, (long long)move->id);
+		*error_r = error;
+		return -1;
+	}
+	if (move->percent > 100) {
+		snprintf(error, sizeof(error),
+			 "geodb: site %s: force move percent %u is out of range (0..100)",
+			 move->site, move->percent);
+		*error_r = error;
+		return -1;
+	}
+	if (move->started_ms < 0) {
+		snprintf(error, sizeof(error), "geodb: site %s: force move start %lld is negative",
+			 move->site, (long long)move->started_ms);
+		*error_r = error;
+		return -1;
+	}
+	size_t len = strnlen(move->destinations, sizeof(move->destinations));
+	if (len == 0 || len == sizeof(move->destinations)) {
+		snprintf(error, sizeof(error),
+			 "geodb: site %s: a force move needs 1-%d characters of destination sites",
+			 move->site, GEODB_FORCE_MOVE_DESTINATIONS_MAX);
+		*error_r = error;
+		return -1;
+	}
+	/* each destination a valid site name, not site, not twice */
+	const char *p = move->destinations;
+	while (true) {
+		size_t n = strcspn(p, ",");
+		char name[NAME_MAX_LEN + 1];
+		bool ok = n > 0 && n <= NAME_MAX_LEN;
+		if (ok) {
+			memcpy(name, p, n);
+			name[n] = '\0';
+			ok = object_name_is_valid(name);
+		}
+		if (!ok) {
+			snprintf(error, sizeof(error),
+				 "geodb: site %s: force move destinations '%s': '%.*s' is not a "
+				 "valid site name",
+				 move->site, move->destinations, (int)(n < 80 ? n : 80), p);
+			*error_r = error;
+			return -1;
+		}
+		if (strcmp(name, move->site) == 0) {
+			snprintf(error, sizeof(error),
+				 "geodb: site %s: a force move cannot have its own site as a "
+				 "destination",
+				 move->site);
+			*error_r = error;
+			return -1;
+		}
+		for (const char *q = move->destinations; q < p;) {
+			size_t m = strcspn(q, ",");
+			if (m == n && memcmp(q, p, n) == 0) {
+				snprintf(error, sizeof(error),
+					 "geodb: site %s: force move destination %s is given twice",
+					 move->site, name);
+				*error_r = error;
+				return -1;
+			}
+			q += m + 1;
+		}
+		if (p[n] == '\0')
+			break;
+		p += n + 1;
+	}
+	struct geodb_site_force_move ours = *move;
+	if (ours.started_ms == 0)
+		ours.started_ms = geodb_unix_ms();
+	return db->driver->site_force_move_start(db, &ours, error_r);
+}
+
+int geodb_site_force_move_stop(struct geodb *db, const char *site, int64_t id, unsigned *stopped_r,
+			       const char **error_r)
+{
+	if (check_name("the force move's site", site, NAME_MAX_LEN + 1, false, error_r) < 0)
+		return -1;
+	*stopped_r = 0;
+	return db->driver->site_force_move_stop(db, site, id, stopped_r, error_r);
+}
+
+int geodb_site_force_move_list(struct geodb *db, const char *site,
+			       struct geodb_site_force_move **moves_r, size_t *count_r,
+			       const char **error_r)
+{
+	return db->driver->site_force_move_list(db, site, moves_r, count_r, error_r);
+}
+
 /* ---- a group's balancing fields ---- */
 
 int64_t geodb_unix_ms(void)
@@ -647,6 +912,34 @@ void geodb_sort_users(struct geodb_user *users, size_t count)
 {
 	if (count > 1)
 		qsort(users, count, sizeof(*users), user_cmp);
+}
+
+static int failover_cmp(const void *a, const void *b)
+{
+	unsigned x = ((const struct geodb_group_failover *)a)->group_id;
+	unsigned y = ((const struct geodb_group_failover *)b)->group_id;
+	return x < y ? -1 : x > y;
+}
+
+static int force_move_cmp(const void *a, const void *b)
+{
+	const struct geodb_site_force_move *x = a, *y = b;
+	int cmp = strcmp(x->site, y->site);
+	if (cmp != 0)
+		return cmp;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+void geodb_sort_failovers(struct geodb_group_failover *cells, size_t count)
+{
+	if (count > 1)
+		qsort(cells, count, sizeof(*cells), failover_cmp);
+}
+
+void geodb_sort_force_moves(struct geodb_site_force_move *moves, size_t count)
+{
+	if (count > 1)
+		qsort(moves, count, sizeof(*moves), force_move_cmp);
 }
 
 /* ---- asynchronous calls ---- */

@@ -29,6 +29,27 @@
  *             last logged in on (not in the snapshot: one row per user)
  *   meta      schema_version, group_count
  *
+ * Several sites (version 4; see "Sites and split brain" in the README).
+ * No cell is written by two sites: each group's home cell (the groups row,
+ * with its failover_site) is its home site's, its failover cell is its
+ * failover site's, a site's heartbeats, reachability and force moves are
+ * that site's (or an operator's):
+ *   groups.failover_site  the group's pre-chosen failover site ("" none),
+ *             part of the home cell, written like alt_backend
+ *   site_heartbeats (site, bucket) -> beat_ms, writer, where bucket is
+ *             beat_ms / GEODB_HEARTBEAT_BUCKET_MS: the newest beat of the
+ *             site in that bucket; expiring after
+ *             GEODB_HEARTBEAT_RETENTION_SECS
+ *   site_reachability (observer_site, target_site) -> reachable, since_ms,
+ *             observed_ms, written_by: what a site's controller sees of
+ *             another site; expiring like health
+ *   group_failover group_id -> writer_site, target_site, target_backend,
+ *             reason, written_at_ms, home_epoch, written_by: the failover
+ *             cell (in the snapshot)
+ *   site_force_moves (site, id) -> percent, destinations, started_ms,
+ *             written_by: `site force-move` (in the snapshot)
+ * Times in these tables are unix milliseconds.
+ *
  * Every write carries who wrote it (the writer name given at open) and when,
  * and group assignments carry an epoch that grows with every change, so that
  * later the two halves of a split brain can be merged.
@@ -61,7 +82,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GEODB_SCHEMA_VERSION 3
+#define GEODB_SCHEMA_VERSION 4
+
+/* Site heartbeats: one row per site per bucket of this many milliseconds,
+ * kept this long (the default of geodb_site_heartbeat_put()). */
+#define GEODB_HEARTBEAT_BUCKET_MS 10000
+#define GEODB_HEARTBEAT_RETENTION_SECS (7 * 24 * 3600)
+/* The reasons of a failover cell. */
+#define GEODB_FAILOVER_REASON_OUTAGE "outage"
+#define GEODB_FAILOVER_REASON_EVACUATE "evacuate"
+#define GEODB_FAILOVER_REASON_FORCE "force"
+/* A force move's destinations: comma-separated site names. */
+#define GEODB_FORCE_MOVE_DESTINATIONS_MAX 255
 
 struct geodb;
 struct event_base;
@@ -106,6 +138,10 @@ struct geodb_group {
 	int64_t written_at;
 	/* the pre-chosen failover target in the same site; "" none */
 	char alt_backend[NAME_MAX_LEN + 1];
+	/* the pre-chosen failover site (another site; only its controller may
+	 * write the group's failover cell); "" none.  Part of the home cell:
+	 * written like alt_backend, through geodb_group_cas(). */
+	char failover_site[NAME_MAX_LEN + 1];
 	/* a move in progress (brain/move.h): "" none */
 	char move_to[NAME_MAX_LEN + 1];
 	int64_t move_started_ms; /* unix milliseconds */
@@ -160,7 +196,7 @@ struct geodb_health {
 struct geodb_move_ack {
 	unsigned group_id;
 	char observer[NAME_MAX_LEN + 1];
-	uint64_t epoch; /* the group's epoch when the move started */
+	uint64_t epoch;   /* the group's epoch when the move started */
 	int64_t acked_at; /* unix seconds */
 };
 
@@ -171,6 +207,49 @@ struct geodb_group_load {
 	unsigned sessions;               /* its sessions of the group open now */
 	unsigned logins;                 /* logins to the group since its previous report */
 	int64_t reported_at;             /* unix seconds, as the daemon gave it */
+};
+
+/* A site's heartbeat bucket: the newest beat of the site in it. */
+struct geodb_site_heartbeat {
+	char site[NAME_MAX_LEN + 1];
+	int64_t bucket;                /* beat_ms / GEODB_HEARTBEAT_BUCKET_MS */
+	int64_t beat_ms;               /* unix milliseconds */
+	char writer[NAME_MAX_LEN + 1]; /* the daemon that beat */
+};
+
+/* What observer_site's controller sees of target_site. */
+struct geodb_site_reachability {
+	char observer_site[NAME_MAX_LEN + 1];
+	char target_site[NAME_MAX_LEN + 1];
+	bool reachable;
+	int64_t since_ms;                  /* when the current reachable/unreachable streak began */
+	int64_t observed_ms;               /* when it was last seen so */
+	char written_by[NAME_MAX_LEN + 1]; /* the writer of the handle that put it */
+};
+
+/* A group's failover cell: writer_site (the group's failover site) serves
+ * it on target_backend of target_site instead of its home cell, by
+ * ARCHITECTURE's rule.  home_epoch is the home cell's epoch it overrode. */
+struct geodb_group_failover {
+	unsigned group_id;
+	char writer_site[NAME_MAX_LEN + 1];
+	char target_site[NAME_MAX_LEN + 1];
+	char target_backend[NAME_MAX_LEN + 1];
+	char reason[16];       /* GEODB_FAILOVER_REASON_* */
+	int64_t written_at_ms; /* unix ms; 0 at a put: now */
+	uint64_t home_epoch;
+	char written_by[NAME_MAX_LEN + 1]; /* the writer of the handle that put it */
+};
+
+/* `site force-move`: the users of site whose hash of (id, user) falls under
+ * percent move to one of destinations at their next login. */
+struct geodb_site_force_move {
+	char site[NAME_MAX_LEN + 1];
+	int64_t id;                                               /* > 0 */
+	unsigned percent;                                         /* 0..100 */
+	char destinations[GEODB_FORCE_MOVE_DESTINATIONS_MAX + 1]; /* "dc2,dc3" */
+	int64_t started_ms;                                       /* unix ms */
+	char written_by[NAME_MAX_LEN + 1]; /* the writer of the handle that started it */
 };
 
 /* Everything a daemon routes by, read in one go (the LocalDB's source). */
@@ -185,6 +264,10 @@ struct geodb_snapshot {
 	size_t group_row_count;
 	struct geodb_user *users; /* sorted by username */
 	size_t user_count;
+	struct geodb_group_failover *failovers; /* sorted by group_id */
+	size_t failover_count;
+	struct geodb_site_force_move *force_moves; /* sorted by site, id */
+	size_t force_move_count;
 };
 void geodb_snapshot_free(struct geodb_snapshot *snap);
 
@@ -194,6 +277,8 @@ void geodb_sort_sites(struct geodb_site *sites, size_t count);
 void geodb_sort_backends(struct geodb_backend *backends, size_t count);
 void geodb_sort_groups(struct geodb_group *groups, size_t count);
 void geodb_sort_users(struct geodb_user *users, size_t count);
+void geodb_sort_failovers(struct geodb_group_failover *cells, size_t count);
+void geodb_sort_force_moves(struct geodb_site_force_move *moves, size_t count);
 
 /* Opens spec (see above).  writer names this process in every row it
  * writes.  busy_timeout_ms bounds how long a call waits for another
@@ -218,13 +303,14 @@ int geodb_init(struct geodb *db, unsigned *from_r, const char **error_r);
 /* The schema as the driver's language (SQL or CQL), for `geodb schema`. */
 const char *geodb_schema_text(struct geodb *db);
 
-/* Whole-state read: sites, backends, groups, user overrides, meta. */
+/* Whole-state read: sites, backends, groups, user overrides, failover
+ * cells, force moves, meta. */
 int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
-/* Replaces sites, backends, groups, users and group_count by snap's, rows
+/* Replaces sites, backends, groups, users, failover cells, force moves and
+ * group_count by snap's, rows
  * as they are (writers and epochs kept), in one transaction: how the
  * LocalDB file is written.  SQLite only. */
-int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap,
-			 const char **error_r);
+int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap, const char **error_r);
 
 /* A read transaction around several reads: one lock round-trip instead of
  * one per statement (what route_user() does on every login).  Writes must
@@ -288,7 +374,8 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
 /* Conditional assignment: stores *group if the group has no row yet (not
  * sticky, no history, moved_at_ms 0, whatever *group says), or if its row
  * is unassigned (backend "", see geodb_backend_remove()).  Over an
- * unassigned row *group's site, backend, alt_backend and move are stored
+ * unassigned row *group's site, backend, alt_backend, failover_site and
+ * move are stored
  * with epoch = the row's + 1 (epochs never go back), and the row keeps its
  * sticky, history and moved_at_ms: assigning an unassigned group is no
  * switch.  Either way *group is filled with the row that is stored
@@ -300,10 +387,10 @@ int geodb_group_get(struct geodb *db, unsigned group_id, struct geodb_group *gro
  * ours was stored, 0 if another won (or the group was assigned already). */
 int geodb_group_assign_if_absent(struct geodb *db, struct geodb_group *group, const char **error_r);
 /* Direct move: sets the group's site and backend, epoch + 1, and clears a
- * move in progress (alt_backend is kept unless it is the new backend;
- * sticky is kept).  When backend is another than the stored one, that one
- * goes to the head of history (see struct geodb_group) and moved_at_ms is
- * now.  A group without a row gets one: not sticky, no history. */
+ * move in progress (alt_backend is kept unless it is the new backend,
+ * failover_site unless it is the new site; sticky is kept).  When backend
+ * is another than the stored one, that one goes to the head of history (see struct geodb_group) and
+ * moved_at_ms is now.  A group without a row gets one: not sticky, no history. */
 int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const char *backend,
 		    const char **error_r);
 /* Pins the group to its backend (sticky) or lets balancing move it again;
@@ -314,7 +401,8 @@ int geodb_group_set(struct geodb *db, unsigned group_id, const char *site, const
 int geodb_group_set_sticky(struct geodb *db, unsigned group_id, bool sticky, const char **error_r);
 /* Compare and set, for the controller and the move protocol: if the
  * group's row exists and its epoch is expected_epoch, replaces site,
- * backend, alt_backend, move_to, move_started_ms, move_reason and sticky by
+ * backend, alt_backend, failover_site, move_to, move_started_ms,
+ * move_reason and sticky by
  * row's, with epoch expected_epoch + 1 and this writer and now as
  * written_by / written_at.  history and moved_at_ms are the driver's: a
  * row->backend other than the stored one records the stored one at the
@@ -398,6 +486,75 @@ int geodb_health_put(struct geodb *db, const struct geodb_health *health, unsign
 /* backend NULL: all backends. */
 int geodb_health_list(struct geodb *db, const char *backend, struct geodb_health **health_r,
 		      size_t *count_r, const char **error_r);
+
+/* ---- several sites (schema version 4) ---- */
+
+/* A heartbeat of site by the daemon writer at now_ms (unix ms, > 0): the
+ * row of bucket now_ms / GEODB_HEARTBEAT_BUCKET_MS holds the newest beat
+ * put into it (an older beat put later changes nothing), and expires
+ * GEODB_HEARTBEAT_RETENTION_SECS after the put.  Only site's own
+ * controller puts its heartbeats. */
+int geodb_site_heartbeat_put(struct geodb *db, const char *site, const char *writer, int64_t now_ms,
+			     const char **error_r);
+/* The same with another retention (at least 1 second; tests). */
+int geodb_site_heartbeat_put_ttl(struct geodb *db, const char *site, const char *writer,
+				 int64_t now_ms, unsigned ttl_secs, const char **error_r);
+/* The buckets of site (NULL: every site) that overlap [from_ms, to_ms]
+ * (bucket from_ms / GEODB_HEARTBEAT_BUCKET_MS to to_ms / ...), not
+ * expired, sorted by site, then bucket.  from_ms > to_ms is refused. */
+int geodb_site_heartbeat_list(struct geodb *db, const char *site, int64_t from_ms, int64_t to_ms,
+			      struct geodb_site_heartbeat **rows_r, size_t *count_r,
+			      const char **error_r);
+
+/* Reachability: one row per (observer_site, target_site), replaced by each
+ * put, written_by this writer; expires after ttl_secs (at least 1). */
+int geodb_site_reachability_put(struct geodb *db, const struct geodb_site_reachability *row,
+				unsigned ttl_secs, const char **error_r);
+/* observer_site NULL: every observer.  Sorted by observer, then target. */
+int geodb_site_reachability_list(struct geodb *db, const char *observer_site,
+				 struct geodb_site_reachability **rows_r, size_t *count_r,
+				 const char **error_r);
+
+/* Failover cells.  put replaces the group's cell whoever wrote it (only
+ * the group's failover site may call it), written_by this writer and
+ * written_at_ms now when cell's is 0.  reason is one of
+ * GEODB_FAILOVER_REASON_*; the names must be valid. */
+int geodb_group_failover_put(struct geodb *db, const struct geodb_group_failover *cell,
+			     const char **error_r);
+/* reason is one of GEODB_FAILOVER_REASON_*. */
+bool geodb_failover_reason_is_valid(const char *reason);
+/* put if the group has no cell or its cell's writer_site is cell's
+ * (Cassandra: lightweight transactions at the serial consistency; SQLite:
+ * one transaction).  Returns 1 written (*stored_r = cell as stored), 0
+ * refused: another site's cell is there (*stored_r = that cell). */
+int geodb_group_failover_put_if(struct geodb *db, const struct geodb_group_failover *cell,
+				struct geodb_group_failover *stored_r, const char **error_r);
+/* Release: deletes the group's cell if writer_site wrote it.  1 deleted,
+ * 0 no cell or another site's. */
+int geodb_group_failover_release(struct geodb *db, unsigned group_id, const char *writer_site,
+				 const char **error_r);
+/* 1 found, 0 none. */
+int geodb_group_failover_get(struct geodb *db, unsigned group_id,
+			     struct geodb_group_failover *cell_r, const char **error_r);
+/* Every cell, sorted by group_id (Cassandra: in pages). */
+int geodb_group_failover_list(struct geodb *db, struct geodb_group_failover **cells_r,
+			      size_t *count_r, const char **error_r);
+
+/* Force moves.  start stores (replaces) the row (move->site, move->id),
+ * written_by this writer, started_ms now when move's is 0.  id > 0,
+ * percent 0..100, destinations 1 or more valid site names other than
+ * site, comma-separated, no repeats (that the sites exist is the
+ * caller's to check). */
+int geodb_site_force_move_start(struct geodb *db, const struct geodb_site_force_move *move,
+				const char **error_r);
+/* Stops site's force move id (0: every force move of site); *stopped_r
+ * how many there were. */
+int geodb_site_force_move_stop(struct geodb *db, const char *site, int64_t id, unsigned *stopped_r,
+			       const char **error_r);
+/* site NULL: every site.  Sorted by site, then id. */
+int geodb_site_force_move_list(struct geodb *db, const char *site,
+			       struct geodb_site_force_move **moves_r, size_t *count_r,
+			       const char **error_r);
 
 /* ---- asynchronous calls, for the daemon's event loop ---- */
 

@@ -61,7 +61,7 @@
 #include <unistd.h>
 
 #define KEYSPACE_MAX_LEN 48
-#define SNAP_PARTS 5
+#define SNAP_PARTS 7
 #define LWT_MAX_COLS 16
 #define ROW_MAX_COLS 16 /* the widest SELECT below */
 #define GROUP_SET_ATTEMPTS 8
@@ -485,6 +485,22 @@ enum stmt_id {
 	Q_HEALTH_PUT,
 	Q_HEALTH_GET,
 	Q_HEALTH_ALL,
+	Q_HEARTBEAT_PUT,
+	Q_HEARTBEAT_SITES,
+	Q_HEARTBEAT_RANGE,
+	Q_REACH_PUT,
+	Q_REACH_ALL,
+	Q_FAILOVER_PUT,
+	Q_FAILOVER_INSERT_IF,
+	Q_FAILOVER_UPDATE_IF,
+	Q_FAILOVER_DELETE_IF,
+	Q_FAILOVER_GET,
+	Q_FAILOVER_ALL,
+	Q_FORCE_MOVE_PUT,
+	Q_FORCE_MOVE_DELETE,
+	Q_FORCE_MOVE_DELETE_SITE,
+	Q_FORCE_MOVE_SITE,
+	Q_FORCE_MOVE_ALL,
 	Q_COUNT
 };
 
@@ -493,11 +509,21 @@ enum stmt_id {
 	"mark_reason"
 #define GROUP_COLUMNS                                                                    \
 	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to, " \
-	"move_started, move_reason, sticky, moved_at, history"
+	"move_started, move_reason, sticky, moved_at, history, failover_site"
 #define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 #define GROUP_LOAD_COLUMNS "group_id, observer, sessions, logins, reported_at"
 #define BACKEND_COLUMN_COUNT 10
-#define GROUP_COLUMN_COUNT 13
+#define GROUP_COLUMN_COUNT 14
+#define HEARTBEAT_COLUMNS "site, bucket, beat_ms, writer"
+#define HEARTBEAT_COLUMN_COUNT 4
+#define REACH_COLUMNS "observer_site, target_site, reachable, since_ms, observed_ms, written_by"
+#define REACH_COLUMN_COUNT 6
+#define FAILOVER_COLUMNS                                                                   \
+	"group_id, writer_site, target_site, target_backend, reason, written_at_ms, home_epoch, " \
+	"written_by"
+#define FAILOVER_COLUMN_COUNT 8
+#define FORCE_MOVE_COLUMNS "site, id, percent, destinations, started_ms, written_by"
+#define FORCE_MOVE_COLUMN_COUNT 6
 #define GROUP_LOAD_COLUMN_COUNT 5
 #define USER_COLUMN_COUNT 5
 
@@ -527,21 +553,21 @@ static const char *const stmt_templates[Q_COUNT] = {
 	[Q_GROUP_BACKENDS] = "SELECT group_id, backend FROM %1$s.groups",
 	[Q_GROUP_REFS] = "SELECT group_id, backend, alt_backend, move_to, epoch FROM %1$s.groups",
 	[Q_GROUP_INSERT] = "INSERT INTO %1$s.groups (" GROUP_COLUMNS ") VALUES (?, ?, ?, ?, ?, "
-			   "?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+			   "?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
 	[Q_GROUP_UPDATE_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
 			      "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
 			      "written_by = ?, written_at = ?, sticky = ?, moved_at = ?, "
-			      "history = ? WHERE group_id = ? IF epoch = ?",
+			      "history = ?, failover_site = ? WHERE group_id = ? IF epoch = ?",
 	/* group_set: Q_GROUP_UPDATE_IF without sticky, which it keeps (set by
 	 * group_set_sticky, which leaves the epoch alone) */
 	[Q_GROUP_SET_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
 			   "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
-			   "written_by = ?, written_at = ?, moved_at = ?, history = ? "
-			   "WHERE group_id = ? IF epoch = ?",
+			   "written_by = ?, written_at = ?, moved_at = ?, history = ?, "
+			   "failover_site = ? WHERE group_id = ? IF epoch = ?",
 	/* assigning an unassigned group (its backend was removed): sticky,
 	 * moved_at and history stay (geodb_group_claim()) */
 	[Q_GROUP_CLAIM_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
-			     "move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
+			     "failover_site = ?, move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
 			     "written_by = ?, written_at = ? WHERE group_id = ? "
 			     "IF backend = '' AND epoch = ?",
 	[Q_GROUP_END_MOVE_IF] = "UPDATE %1$s.groups SET move_to = '', move_started = 0, "
@@ -581,6 +607,35 @@ static const char *const stmt_templates[Q_COUNT] = {
 			 "%1$s.health WHERE backend = ?",
 	[Q_HEALTH_ALL] = "SELECT backend, observer, ok, detail, observed_at, since FROM "
 			 "%1$s.health",
+	/* the beat is the cell's timestamp (microseconds): the newest beat of
+	 * a bucket wins, whatever order the puts come in */
+	[Q_HEARTBEAT_PUT] = "INSERT INTO %1$s.site_heartbeats (" HEARTBEAT_COLUMNS ") VALUES (?, "
+			    "?, ?, ?) USING TIMESTAMP ? AND TTL ?",
+	[Q_HEARTBEAT_SITES] = "SELECT DISTINCT site FROM %1$s.site_heartbeats",
+	[Q_HEARTBEAT_RANGE] = "SELECT " HEARTBEAT_COLUMNS " FROM %1$s.site_heartbeats WHERE "
+			      "site = ? AND bucket >= ? AND bucket <= ?",
+	[Q_REACH_PUT] = "INSERT INTO %1$s.site_reachability (" REACH_COLUMNS ") VALUES (?, ?, ?, "
+			"?, ?, ?) USING TTL ?",
+	[Q_REACH_ALL] = "SELECT " REACH_COLUMNS " FROM %1$s.site_reachability",
+	[Q_FAILOVER_PUT] = "INSERT INTO %1$s.group_failover (" FAILOVER_COLUMNS ") VALUES (?, ?, "
+			   "?, ?, ?, ?, ?, ?)",
+	[Q_FAILOVER_INSERT_IF] = "INSERT INTO %1$s.group_failover (" FAILOVER_COLUMNS ") VALUES "
+				 "(?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+	[Q_FAILOVER_UPDATE_IF] = "UPDATE %1$s.group_failover SET target_site = ?, "
+				 "target_backend = ?, reason = ?, written_at_ms = ?, home_epoch = "
+				 "?, written_by = ? WHERE group_id = ? IF writer_site = ?",
+	[Q_FAILOVER_DELETE_IF] = "DELETE FROM %1$s.group_failover WHERE group_id = ? IF "
+				 "writer_site = ?",
+	[Q_FAILOVER_GET] = "SELECT " FAILOVER_COLUMNS " FROM %1$s.group_failover WHERE group_id "
+			   "= ?",
+	[Q_FAILOVER_ALL] = "SELECT " FAILOVER_COLUMNS " FROM %1$s.group_failover",
+	[Q_FORCE_MOVE_PUT] = "INSERT INTO %1$s.site_force_moves (" FORCE_MOVE_COLUMNS ") VALUES "
+			     "(?, ?, ?, ?, ?, ?)",
+	[Q_FORCE_MOVE_DELETE] = "DELETE FROM %1$s.site_force_moves WHERE site = ? AND id = ?",
+	[Q_FORCE_MOVE_DELETE_SITE] = "DELETE FROM %1$s.site_force_moves WHERE site = ?",
+	[Q_FORCE_MOVE_SITE] = "SELECT " FORCE_MOVE_COLUMNS " FROM %1$s.site_force_moves WHERE "
+			      "site = ?",
+	[Q_FORCE_MOVE_ALL] = "SELECT " FORCE_MOVE_COLUMNS " FROM %1$s.site_force_moves",
 };
 
 /* The schema, version by version: init applies every version newer than
@@ -626,12 +681,32 @@ static const char *const schema_v3[] = {
 	NULL,
 };
 
+/* Several sites: the groups' failover site (part of the home cell), the
+ * sites' heartbeats (one partition per site, a row per bucket, expiring
+ * by TTL) and reachability, the failover cells and the force moves.
+ * Times in unix milliseconds. */
+static const char *const schema_v4[] = {
+	"ALTER TABLE %1$s.groups ADD IF NOT EXISTS (failover_site text)",
+	"CREATE TABLE IF NOT EXISTS %1$s.site_heartbeats (site text, bucket bigint, beat_ms "
+	"bigint, writer text, PRIMARY KEY (site, bucket))",
+	"CREATE TABLE IF NOT EXISTS %1$s.site_reachability (observer_site text, target_site text, "
+	"reachable boolean, since_ms bigint, observed_ms bigint, written_by text, PRIMARY KEY "
+	"(observer_site, target_site))",
+	"CREATE TABLE IF NOT EXISTS %1$s.group_failover (group_id int PRIMARY KEY, writer_site "
+	"text, target_site text, target_backend text, reason text, written_at_ms bigint, "
+	"home_epoch bigint, written_by text)",
+	"CREATE TABLE IF NOT EXISTS %1$s.site_force_moves (site text, id bigint, percent int, "
+	"destinations text, started_ms bigint, written_by text, PRIMARY KEY (site, id))",
+	NULL,
+};
+
 static const struct schema_version {
 	unsigned version;
 	const char *const *statements;
 } schema_versions[] = {
 	{2, schema_v2},
 	{3, schema_v3},
+	{4, schema_v4},
 };
 
 static char *format_ks(const char *template, const char *keyspace)
@@ -948,7 +1023,9 @@ static int row_group(const struct cql_value *c, void *item, char *err, size_t si
 	    cell_text(&c[9], "move_reason", group->move_reason, sizeof(group->move_reason), err,
 		      size) < 0 ||
 	    cell_bigint(&c[11], "moved_at", &group->moved_at_ms, err, size) < 0 ||
-	    cell_text(&c[12], "history", history, sizeof(history), err, size) < 0)
+	    cell_text(&c[12], "history", history, sizeof(history), err, size) < 0 ||
+	    cell_text(&c[13], "failover_site", group->failover_site, sizeof(group->failover_site),
+		      err, size) < 0)
 		return -1;
 	const char *error;
 	int r = cql_value_boolean(&c[10], &group->sticky, &error);
@@ -1514,12 +1591,20 @@ static void job_fail_later(struct async_job *job)
 
 /* ---- snapshot ---- */
 
-static const enum stmt_id snap_stmts[SNAP_PARTS] = {Q_META_ALL, Q_SITE_ALL, Q_BACKEND_ALL,
-						    Q_GROUP_ALL, Q_USER_ALL};
+static const enum stmt_id snap_stmts[SNAP_PARTS] = {
+	Q_META_ALL, Q_SITE_ALL,	    Q_BACKEND_ALL,   Q_GROUP_ALL,
+	Q_USER_ALL, Q_FAILOVER_ALL, Q_FORCE_MOVE_ALL};
 static const char *const snap_what[SNAP_PARTS] = {
-	"reading the snapshot (table meta)", "reading the snapshot (table sites)",
-	"reading the snapshot (table backends)", "reading the snapshot (table groups)",
-	"reading the snapshot (table users)"};
+	"reading the snapshot (table meta)",
+	"reading the snapshot (table sites)",
+	"reading the snapshot (table backends)",
+	"reading the snapshot (table groups)",
+	"reading the snapshot (table users)",
+	"reading the snapshot (table group_failover)",
+	"reading the snapshot (table site_force_moves)"};
+
+static int row_failover(const struct cql_value *c, void *item, char *err, size_t size);
+static int row_force_move(const struct cql_value *c, void *item, char *err, size_t size);
 
 static int snap_meta(const struct cql_reply *reply, struct geodb_snapshot *snap, char *err,
 		     size_t size)
@@ -1572,11 +1657,25 @@ static int snap_part_read(unsigned index, const struct cql_reply *reply,
 			return -1;
 		geodb_sort_groups(snap->groups, snap->group_row_count);
 		return 0;
-	default:
+	case 4:
 		if (collect_rows(reply, USER_COLUMN_COUNT, sizeof(struct geodb_user), row_user,
 				 (void **)&snap->users, &snap->user_count, err, size) < 0)
 			return -1;
 		geodb_sort_users(snap->users, snap->user_count);
+		return 0;
+	case 5:
+		if (collect_rows(reply, FAILOVER_COLUMN_COUNT, sizeof(struct geodb_group_failover),
+				 row_failover, (void **)&snap->failovers, &snap->failover_count,
+				 err, size) < 0)
+			return -1;
+		geodb_sort_failovers(snap->failovers, snap->failover_count);
+		return 0;
+	default:
+		if (collect_rows(reply, FORCE_MOVE_COLUMN_COUNT, sizeof(struct geodb_site_force_move),
+				 row_force_move, (void **)&snap->force_moves,
+				 &snap->force_move_count, err, size) < 0)
+			return -1;
+		geodb_sort_force_moves(snap->force_moves, snap->force_move_count);
 		return 0;
 	}
 }
@@ -1688,6 +1787,7 @@ static void group_values(struct cassdb *db, struct vals *v, const struct geodb_g
 	v_bool(v, group->sticky);
 	v_bigint(v, group->moved_at_ms);
 	v_text(v, history);
+	v_text(v, group->failover_site);
 }
 
 /* A new group is not sticky and has no history (geodb_group_assign_if_absent()). */
@@ -1702,14 +1802,15 @@ static void group_new_row(struct geodb_group *group)
 static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char *err, size_t size)
 {
 	/* by position: [applied], group_id, alt_backend, backend, epoch,
-	 * history, move_reason, move_started, move_to, moved_at, site, sticky,
-	 * written_at, written_by (key, then the regular columns in name order) */
+	 * failover_site, history, move_reason, move_started, move_to, moved_at,
+	 * site, sticky, written_at, written_by (key, then the regular columns
+	 * in name order) */
 	const struct cql_value *id = lwt_col(row, "group_id", 1);
 	const struct cql_value *backend = lwt_col(row, "backend", 3);
 	const struct cql_value *epoch = lwt_col(row, "epoch", 4);
-	const struct cql_value *site = lwt_col(row, "site", 10);
-	const struct cql_value *at = lwt_col(row, "written_at", 12);
-	const struct cql_value *by = lwt_col(row, "written_by", 13);
+	const struct cql_value *site = lwt_col(row, "site", 11);
+	const struct cql_value *at = lwt_col(row, "written_at", 13);
+	const struct cql_value *by = lwt_col(row, "written_by", 14);
 	if (id == NULL || backend == NULL || epoch == NULL || site == NULL || at == NULL ||
 	    by == NULL) {
 		snprintf(err, size, "the conditional insert was not applied but returned no row");
@@ -1717,12 +1818,13 @@ static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char 
 	}
 	const struct cql_value null_cell = {.data = NULL, .len = -1, .type = CQL_TYPE_UNKNOWN};
 	const struct cql_value *alt = lwt_col(row, "alt_backend", 2);
-	const struct cql_value *history = lwt_col(row, "history", 5);
-	const struct cql_value *move_reason = lwt_col(row, "move_reason", 6);
-	const struct cql_value *move_started = lwt_col(row, "move_started", 7);
-	const struct cql_value *move_to = lwt_col(row, "move_to", 8);
-	const struct cql_value *moved_at = lwt_col(row, "moved_at", 9);
-	const struct cql_value *sticky = lwt_col(row, "sticky", 11);
+	const struct cql_value *failover_site = lwt_col(row, "failover_site", 5);
+	const struct cql_value *history = lwt_col(row, "history", 6);
+	const struct cql_value *move_reason = lwt_col(row, "move_reason", 7);
+	const struct cql_value *move_started = lwt_col(row, "move_started", 8);
+	const struct cql_value *move_to = lwt_col(row, "move_to", 9);
+	const struct cql_value *moved_at = lwt_col(row, "moved_at", 10);
+	const struct cql_value *sticky = lwt_col(row, "sticky", 12);
 	struct cql_value cells[GROUP_COLUMN_COUNT] = {
 		*id,
 		*site,
@@ -1737,6 +1839,7 @@ static int lwt_group(const struct lwt_row *row, struct geodb_group *group, char 
 		sticky != NULL ? *sticky : null_cell,
 		moved_at != NULL ? *moved_at : null_cell,
 		history != NULL ? *history : null_cell,
+		failover_site != NULL ? *failover_site : null_cell,
 	};
 	return row_group(cells, group, err, size);
 }
@@ -1767,6 +1870,7 @@ static void claim_values(struct vals *v, const struct geodb_group *ours, uint64_
 	v_text(v, ours->site);
 	v_text(v, ours->backend);
 	v_text(v, ours->alt_backend);
+	v_text(v, ours->failover_site);
 	v_text(v, ours->move_to);
 	v_bigint(v, ours->move_started_ms);
 	v_text(v, ours->move_reason);
@@ -2950,6 +3054,7 @@ static void group_update_values(struct cassdb *db, struct vals *v, const struct 
 		v_bool(v, row->sticky);
 	v_bigint(v, row->moved_at_ms);
 	v_text(v, history);
+	v_text(v, row->failover_site);
 	v_int(v, (int32_t)row->group_id);
 	v_bigint(v, expected_epoch);
 }
@@ -2985,6 +3090,8 @@ static int cass_group_set(struct geodb *geo, unsigned group_id, const char *site
 			snprintf(row.backend, sizeof(row.backend), "%s", backend);
 			if (strcmp(row.alt_backend, backend) == 0)
 				row.alt_backend[0] = '\0';
+			if (strcmp(row.failover_site, site) == 0)
+				row.failover_site[0] = '\0';
 			row.move_to[0] = '\0';
 			row.move_started_ms = 0;
 			row.move_reason[0] = '\0';
@@ -3024,7 +3131,8 @@ static bool same_group_row(const struct geodb_group *x, const struct geodb_group
 {
 	return x->group_id == y->group_id && x->epoch == y->epoch &&
 	       strcmp(x->site, y->site) == 0 && strcmp(x->backend, y->backend) == 0 &&
-	       strcmp(x->alt_backend, y->alt_backend) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
+	       strcmp(x->alt_backend, y->alt_backend) == 0 &&
+	       strcmp(x->failover_site, y->failover_site) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
 	       x->move_started_ms == y->move_started_ms &&
 	       strcmp(x->move_reason, y->move_reason) == 0 &&
 	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at &&
@@ -3857,6 +3965,498 @@ static int cass_user_last_backend_get(struct geodb *geo, const char *username,
 	return found;
 }
 
+/* ---- several sites ---- */
+
+static int cass_site_heartbeat_put(struct geodb *geo, const char *site, const char *writer,
+				   int64_t now_ms, unsigned ttl_secs, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what), "recording a heartbeat of site %s (table site_heartbeats)",
+		 site);
+	struct vals v = {0};
+	v_text(&v, site);
+	v_bigint(&v, now_ms / GEODB_HEARTBEAT_BUCKET_MS);
+	v_bigint(&v, now_ms);
+	v_text(&v, writer);
+	v_bigint(&v, now_ms * 1000); /* USING TIMESTAMP, microseconds */
+	v_int(&v, (int32_t)ttl_secs);
+	return run(db, what, Q_HEARTBEAT_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int row_heartbeat(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_site_heartbeat *hb = item;
+	memset(hb, 0, sizeof(*hb));
+	if (cell_text(&c[0], "site", hb->site, sizeof(hb->site), err, size) < 0 ||
+	    cell_bigint(&c[1], "bucket", &hb->bucket, err, size) < 0 ||
+	    cell_bigint(&c[2], "beat_ms", &hb->beat_ms, err, size) < 0 ||
+	    cell_text(&c[3], "writer", hb->writer, sizeof(hb->writer), err, size) < 0)
+		return -1;
+	return 0;
+}
+
+struct site_name {
+	char name[NAME_MAX_LEN + 1];
+};
+
+static int row_site_name(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct site_name *site = item;
+	return cell_text(&c[0], "site", site->name, sizeof(site->name), err, size);
+}
+
+static int heartbeat_cmp(const void *a, const void *b)
+{
+	const struct geodb_site_heartbeat *x = a, *y = b;
+	int c = strcmp(x->site, y->site);
+	if (c != 0)
+		return c;
+	return x->bucket < y->bucket ? -1 : x->bucket > y->bucket;
+}
+
+static int cass_site_heartbeat_list(struct geodb *geo, const char *site, int64_t from_ms,
+				    int64_t to_ms, struct geodb_site_heartbeat **rows_r,
+				    size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct site_name *sites = NULL;
+	size_t site_count = 0;
+	if (site != NULL) {
+		if (ready(db, error_r) < 0)
+			return -1;
+		sites = calloc(1, sizeof(*sites));
+		snprintf(sites[0].name, sizeof(sites[0].name), "%s", site);
+		site_count = 1;
+	} else if (list_all(db, "listing the sites with heartbeats (table site_heartbeats)",
+			    Q_HEARTBEAT_SITES, row_site_name, 1, sizeof(*sites), (void **)&sites,
+			    &site_count, error_r) < 0) {
+		return -1;
+	}
+	/* one partition per site: a range of its buckets each */
+	struct geodb_site_heartbeat *all = NULL;
+	size_t count = 0;
+	for (size_t i = 0; i < site_count; i++) {
+		char what[256];
+		snprintf(what, sizeof(what), "listing the heartbeats of site %s (table site_heartbeats)",
+			 sites[i].name);
+		struct vals v = {0};
+		v_text(&v, sites[i].name);
+		v_bigint(&v, from_ms / GEODB_HEARTBEAT_BUCKET_MS);
+		v_bigint(&v, to_ms / GEODB_HEARTBEAT_BUCKET_MS);
+		struct list_ctx ctx = {row_heartbeat, HEARTBEAT_COLUMN_COUNT, sizeof(*all), NULL, 0};
+		if (run(db, what, Q_HEARTBEAT_RANGE, NULL, &v, F_READ | F_ALL, reply_list, &ctx,
+			error_r) < 0) {
+			free(sites);
+			free(all);
+			return -1;
+		}
+		if (ctx.count > 0) {
+			all = realloc(all, (count + ctx.count) * sizeof(*all));
+			memcpy(all + count, ctx.items, ctx.count * sizeof(*all));
+			count += ctx.count;
+		}
+		free(ctx.items);
+	}
+	free(sites);
+	if (count > 1)
+		qsort(all, count, sizeof(*all), heartbeat_cmp);
+	*rows_r = all != NULL ? all : calloc(1, sizeof(*all));
+	*count_r = count;
+	return 0;
+}
+
+static int cass_site_reachability_put(struct geodb *geo, const struct geodb_site_reachability *row,
+				      unsigned ttl_secs, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what),
+		 "recording the reachability of site %s from %s (table site_reachability)",
+		 row->target_site, row->observer_site);
+	struct vals v = {0};
+	v_text(&v, row->observer_site);
+	v_text(&v, row->target_site);
+	v_bool(&v, row->reachable);
+	v_bigint(&v, row->since_ms);
+	v_bigint(&v, row->observed_ms);
+	v_text(&v, geo->writer);
+	v_int(&v, (int32_t)ttl_secs);
+	return run(db, what, Q_REACH_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int row_reachability(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_site_reachability *r = item;
+	const char *error;
+	memset(r, 0, sizeof(*r));
+	if (cell_text(&c[0], "observer_site", r->observer_site, sizeof(r->observer_site), err,
+		      size) < 0 ||
+	    cell_text(&c[1], "target_site", r->target_site, sizeof(r->target_site), err, size) < 0)
+		return -1;
+	int ok = cql_value_boolean(&c[2], &r->reachable, &error);
+	if (ok < 0)
+		return bad_cell(err, size, "reachable", error);
+	if (ok == 0)
+		r->reachable = false;
+	if (cell_bigint(&c[3], "since_ms", &r->since_ms, err, size) < 0 ||
+	    cell_bigint(&c[4], "observed_ms", &r->observed_ms, err, size) < 0 ||
+	    cell_text(&c[5], "written_by", r->written_by, sizeof(r->written_by), err, size) < 0)
+		return -1;
+	return 0;
+}
+
+static int reachability_cmp(const void *a, const void *b)
+{
+	const struct geodb_site_reachability *x = a, *y = b;
+	int c = strcmp(x->observer_site, y->observer_site);
+	return c != 0 ? c : strcmp(x->target_site, y->target_site);
+}
+
+static int cass_site_reachability_list(struct geodb *geo, const char *observer_site,
+				       struct geodb_site_reachability **rows_r, size_t *count_r,
+				       const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_site_reachability *items;
+	size_t count;
+	if (list_all(db, "listing the sites' reachability (table site_reachability)", Q_REACH_ALL,
+		     row_reachability, REACH_COLUMN_COUNT, sizeof(*items), (void **)&items, &count,
+		     error_r) < 0)
+		return -1;
+	if (observer_site != NULL) {
+		size_t kept = 0;
+		for (size_t i = 0; i < count; i++) {
+			if (strcmp(items[i].observer_site, observer_site) == 0)
+				items[kept++] = items[i];
+		}
+		count = kept;
+	}
+	if (count > 1)
+		qsort(items, count, sizeof(*items), reachability_cmp);
+	*rows_r = items;
+	*count_r = count;
+	return 0;
+}
+
+static int row_failover(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_group_failover *cell = item;
+	int32_t id;
+	int64_t epoch;
+	memset(cell, 0, sizeof(*cell));
+	if (cell_int(&c[0], "group_id", &id, err, size) < 0 ||
+	    cell_text(&c[1], "writer_site", cell->writer_site, sizeof(cell->writer_site), err,
+		      size) < 0 ||
+	    cell_text(&c[2], "target_site", cell->target_site, sizeof(cell->target_site), err,
+		      size) < 0 ||
+	    cell_text(&c[3], "target_backend", cell->target_backend, sizeof(cell->target_backend),
+		      err, size) < 0 ||
+	    cell_text(&c[4], "reason", cell->reason, sizeof(cell->reason), err, size) < 0 ||
+	    cell_bigint(&c[5], "written_at_ms", &cell->written_at_ms, err, size) < 0 ||
+	    cell_bigint(&c[6], "home_epoch", &epoch, err, size) < 0 ||
+	    cell_text(&c[7], "written_by", cell->written_by, sizeof(cell->written_by), err, size) <
+		    0)
+		return -1;
+	cell->group_id = (unsigned)id;
+	cell->home_epoch = (uint64_t)epoch;
+	return 0;
+}
+
+static void failover_values(struct cassdb *db, struct vals *v,
+			    const struct geodb_group_failover *cell)
+{
+	v_int(v, (int32_t)cell->group_id);
+	v_text(v, cell->writer_site);
+	v_text(v, cell->target_site);
+	v_text(v, cell->target_backend);
+	v_text(v, cell->reason);
+	v_bigint(v, cell->written_at_ms);
+	v_bigint(v, (int64_t)cell->home_epoch);
+	v_text(v, db->geo.writer);
+}
+
+static int cass_group_failover_put(struct geodb *geo, const struct geodb_group_failover *cell,
+				   const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what), "writing the failover cell of group %u (table group_failover)",
+		 cell->group_id);
+	struct vals v = {0};
+	failover_values(db, &v, cell);
+	return run(db, what, Q_FAILOVER_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+/* The result of Q_FAILOVER_INSERT_IF / Q_FAILOVER_UPDATE_IF: applied, or
+ * the cell there (its writer_site only, for the update; exists false when
+ * there is none). */
+struct failover_lwt {
+	bool exists;
+	struct geodb_group_failover cell;
+};
+
+static int reply_failover_lwt(struct cassdb *db, const struct cql_reply *reply, void *context,
+			      char *err, size_t size)
+{
+	struct failover_lwt *ctx = context;
+	struct lwt_row row;
+	if (lwt_parse(reply, &row, err, size) < 0)
+		return -1;
+	memset(&ctx->cell, 0, sizeof(ctx->cell));
+	ctx->exists = false;
+	if (row.applied)
+		return 1;
+	/* by position (the insert's): [applied], group_id, home_epoch, reason,
+	 * target_backend, target_site, writer_site, written_at_ms, written_by;
+	 * the update's: [applied], writer_site */
+	bool insert = row.count > 2;
+	const struct cql_value *writer = lwt_col(&row, "writer_site", insert ? 6 : 1);
+	if (writer == NULL)
+		return 0;
+	const char *error;
+	struct cql_string text;
+	int r = cql_value_text(writer, &text, &error);
+	if (r < 0)
+		return bad_cell(err, size, "writer_site", error);
+	if (r == 0)
+		return 0; /* no row */
+	ctx->exists = true;
+	if (cell_text(writer, "writer_site", ctx->cell.writer_site, sizeof(ctx->cell.writer_site),
+		      err, size) < 0)
+		return -1;
+	if (!insert)
+		return 0;
+	const struct cql_value null_cell = {.data = NULL, .len = -1, .type = CQL_TYPE_UNKNOWN};
+	const struct cql_value *id = lwt_col(&row, "group_id", 1);
+	const struct cql_value *epoch = lwt_col(&row, "home_epoch", 2);
+	const struct cql_value *reason = lwt_col(&row, "reason", 3);
+	const struct cql_value *backend = lwt_col(&row, "target_backend", 4);
+	const struct cql_value *site = lwt_col(&row, "target_site", 5);
+	const struct cql_value *at = lwt_col(&row, "written_at_ms", 7);
+	const struct cql_value *by = lwt_col(&row, "written_by", 8);
+	struct cql_value cells[FAILOVER_COLUMN_COUNT] = {
+		id != NULL ? *id : null_cell,	      *writer,
+		site != NULL ? *site : null_cell,     backend != NULL ? *backend : null_cell,
+		reason != NULL ? *reason : null_cell, at != NULL ? *at : null_cell,
+		epoch != NULL ? *epoch : null_cell,   by != NULL ? *by : null_cell,
+	};
+	return row_failover(cells, &ctx->cell, err, size) < 0 ? -1 : 0;
+}
+
+static int failover_get(struct cassdb *db, unsigned group_id, unsigned flags,
+			struct geodb_group_failover *cell_r, const char **error_r)
+{
+	char what[256];
+	snprintf(what, sizeof(what), "reading the failover cell of group %u (table group_failover%s)",
+		 group_id, (flags & F_SERIAL) != 0 ? ", serial" : "");
+	struct vals v = {0};
+	v_int(&v, (int32_t)group_id);
+	struct get_ctx ctx = {row_failover, FAILOVER_COLUMN_COUNT, cell_r};
+	return run(db, what, Q_FAILOVER_GET, NULL, &v, flags, reply_get, &ctx, error_r);
+}
+
+static int cass_group_failover_get(struct geodb *geo, unsigned group_id,
+				   struct geodb_group_failover *cell_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	return failover_get(db, group_id, F_READ, cell_r, error_r);
+}
+
+/* INSERT ... IF NOT EXISTS; when a cell is there and is ours (same
+ * writer_site), UPDATE ... IF writer_site = ours; when the cell changed in
+ * between (released, or written by another), again. */
+static int cass_group_failover_put_if(struct geodb *geo, const struct geodb_group_failover *cell,
+				      struct geodb_group_failover *stored_r,
+				      const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what),
+		 "writing the failover cell of group %u if no other site's (table group_failover)",
+		 cell->group_id);
+	struct geodb_group_failover ours = *cell;
+	snprintf(ours.written_by, sizeof(ours.written_by), "%s", geo->writer);
+	for (int attempt = 0; attempt < GROUP_SET_ATTEMPTS; attempt++) {
+		struct failover_lwt ctx;
+		struct vals v = {0};
+		failover_values(db, &v, cell);
+		int applied = run(db, what, Q_FAILOVER_INSERT_IF, NULL, &v, F_COND,
+				  reply_failover_lwt, &ctx, error_r);
+		if (applied < 0)
+			return -1;
+		if (applied > 0) {
+			*stored_r = ours;
+			return 1;
+		}
+		if (ctx.exists && strcmp(ctx.cell.writer_site, cell->writer_site) != 0) {
+			*stored_r = ctx.cell;
+			return 0;
+		}
+		if (!ctx.exists)
+			continue; /* gone meanwhile: insert again */
+		v = (struct vals){0};
+		v_text(&v, cell->target_site);
+		v_text(&v, cell->target_backend);
+		v_text(&v, cell->reason);
+		v_bigint(&v, cell->written_at_ms);
+		v_bigint(&v, (int64_t)cell->home_epoch);
+		v_text(&v, geo->writer);
+		v_int(&v, (int32_t)cell->group_id);
+		v_text(&v, cell->writer_site);
+		applied = run(db, what, Q_FAILOVER_UPDATE_IF, NULL, &v, F_COND, reply_failover_lwt,
+			      &ctx, error_r);
+		if (applied < 0)
+			return -1;
+		if (applied > 0) {
+			*stored_r = ours;
+			return 1;
+		}
+		if (ctx.exists) {
+			/* another site's now: the whole cell, as it is */
+			int found = failover_get(db, cell->group_id, F_SERIAL, stored_r, error_r);
+			if (found < 0)
+				return -1;
+			if (found > 0 && strcmp(stored_r->writer_site, cell->writer_site) != 0)
+				return 0;
+		}
+	}
+	return fail(db, error_r, "geodb: %s: it kept changing under us (%d attempts); try again",
+		    what, GROUP_SET_ATTEMPTS);
+}
+
+static int cass_group_failover_release(struct geodb *geo, unsigned group_id,
+				       const char *writer_site, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what),
+		 "releasing the failover cell of group %u written by site %s (table group_failover)",
+		 group_id, writer_site);
+	struct vals v = {0};
+	v_int(&v, (int32_t)group_id);
+	v_text(&v, writer_site);
+	return run(db, what, Q_FAILOVER_DELETE_IF, NULL, &v, F_COND, reply_lwt_applied, NULL,
+		   error_r);
+}
+
+static int cass_group_failover_list(struct geodb *geo, struct geodb_group_failover **cells_r,
+				    size_t *count_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (list_all(db, "listing failover cells (table group_failover)", Q_FAILOVER_ALL,
+		     row_failover, FAILOVER_COLUMN_COUNT, sizeof(**cells_r), (void **)cells_r,
+		     count_r, error_r) < 0)
+		return -1;
+	geodb_sort_failovers(*cells_r, *count_r);
+	return 0;
+}
+
+static int row_force_move(const struct cql_value *c, void *item, char *err, size_t size)
+{
+	struct geodb_site_force_move *move = item;
+	int32_t percent;
+	memset(move, 0, sizeof(*move));
+	if (cell_text(&c[0], "site", move->site, sizeof(move->site), err, size) < 0 ||
+	    cell_bigint(&c[1], "id", &move->id, err, size) < 0 ||
+	    cell_int(&c[2], "percent", &percent, err, size) < 0 ||
+	    cell_text(&c[3], "destinations", move->destinations, sizeof(move->destinations), err,
+		      size) < 0 ||
+	    cell_bigint(&c[4], "started_ms", &move->started_ms, err, size) < 0 ||
+	    cell_text(&c[5], "written_by", move->written_by, sizeof(move->written_by), err, size) <
+		    0)
+		return -1;
+	move->percent = percent < 0 ? 0 : (unsigned)percent;
+	return 0;
+}
+
+static int cass_site_force_move_start(struct geodb *geo, const struct geodb_site_force_move *move,
+				      const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (ready(db, error_r) < 0)
+		return -1;
+	char what[256];
+	snprintf(what, sizeof(what), "starting a force move of site %s (table site_force_moves)",
+		 move->site);
+	struct vals v = {0};
+	v_text(&v, move->site);
+	v_bigint(&v, move->id);
+	v_int(&v, (int32_t)move->percent);
+	v_text(&v, move->destinations);
+	v_bigint(&v, move->started_ms);
+	v_text(&v, geo->writer);
+	return run(db, what, Q_FORCE_MOVE_PUT, NULL, &v, 0, NULL, NULL, error_r) < 0 ? -1 : 0;
+}
+
+static int cass_site_force_move_list(struct geodb *geo, const char *site,
+				     struct geodb_site_force_move **moves_r, size_t *count_r,
+				     const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	if (site == NULL) {
+		if (list_all(db, "listing force moves (table site_force_moves)", Q_FORCE_MOVE_ALL,
+			     row_force_move, FORCE_MOVE_COLUMN_COUNT, sizeof(**moves_r),
+			     (void **)moves_r, count_r, error_r) < 0)
+			return -1;
+	} else {
+		if (ready(db, error_r) < 0)
+			return -1;
+		char what[256];
+		snprintf(what, sizeof(what),
+			 "listing the force moves of site %s (table site_force_moves)", site);
+		struct vals v = {0};
+		v_text(&v, site);
+		struct list_ctx ctx = {row_force_move, FORCE_MOVE_COLUMN_COUNT, sizeof(**moves_r),
+				       NULL, 0};
+		if (run(db, what, Q_FORCE_MOVE_SITE, NULL, &v, F_READ | F_ALL, reply_list, &ctx,
+			error_r) < 0)
+			return -1;
+		*moves_r = ctx.items;
+		*count_r = ctx.count;
+	}
+	geodb_sort_force_moves(*moves_r, *count_r);
+	return 0;
+}
+
+static int cass_site_force_move_stop(struct geodb *geo, const char *site, int64_t id,
+				     unsigned *stopped_r, const char **error_r)
+{
+	struct cassdb *db = (struct cassdb *)geo;
+	struct geodb_site_force_move *moves;
+	size_t count;
+	if (cass_site_force_move_list(geo, site, &moves, &count, error_r) < 0)
+		return -1;
+	unsigned stopping = 0;
+	for (size_t i = 0; i < count; i++)
+		stopping += id == 0 || moves[i].id == id;
+	free(moves);
+	char what[256];
+	snprintf(what, sizeof(what), "stopping the force moves of site %s (table site_force_moves)",
+		 site);
+	struct vals v = {0};
+	v_text(&v, site);
+	if (id != 0)
+		v_bigint(&v, id);
+	if (run(db, what, id != 0 ? Q_FORCE_MOVE_DELETE : Q_FORCE_MOVE_DELETE_SITE, NULL, &v, 0,
+		NULL, NULL, error_r) < 0)
+		return -1;
+	*stopped_r = stopping;
+	return 0;
+}
+
 const struct geodb_driver geodb_driver_cassandra = {
 	.name = "cassandra",
 	.prefix = "cassandra:",
@@ -3909,4 +4509,16 @@ const struct geodb_driver geodb_driver_cassandra = {
 	.health_put_async = cass_health_put_async,
 	.lease_acquire_async = cass_lease_acquire_async,
 	.lease_release_async = cass_lease_release_async,
+	.site_heartbeat_put = cass_site_heartbeat_put,
+	.site_heartbeat_list = cass_site_heartbeat_list,
+	.site_reachability_put = cass_site_reachability_put,
+	.site_reachability_list = cass_site_reachability_list,
+	.group_failover_put = cass_group_failover_put,
+	.group_failover_put_if = cass_group_failover_put_if,
+	.group_failover_release = cass_group_failover_release,
+	.group_failover_get = cass_group_failover_get,
+	.group_failover_list = cass_group_failover_list,
+	.site_force_move_start = cass_site_force_move_start,
+	.site_force_move_stop = cass_site_force_move_stop,
+	.site_force_move_list = cass_site_force_move_list,
 };

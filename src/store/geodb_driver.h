@@ -28,7 +28,7 @@
 struct geodb {
 	const struct geodb_driver *driver;
 	char writer[NAME_MAX_LEN + 1];
-	struct event_base *base; /* set by geodb_attach() */
+	struct event_base *base;   /* set by geodb_attach() */
 	struct geodb_op *deferred; /* geodb.c's queued synchronous fallbacks */
 };
 
@@ -74,15 +74,15 @@ struct geodb_driver {
 			   const char **error_r);
 	int (*backend_list)(struct geodb *db, const char *site, struct geodb_backend **backends_r,
 			    size_t *count_r, const char **error_r);
-	int (*backend_loads)(struct geodb *db, struct geodb_backend_load **loads_r,
-			     size_t *count_r, const char **error_r);
+	int (*backend_loads)(struct geodb *db, struct geodb_backend_load **loads_r, size_t *count_r,
+			     const char **error_r);
 
 	int (*group_get)(struct geodb *db, unsigned group_id, struct geodb_group *group_r,
 			 const char **error_r);
 	int (*group_assign_if_absent)(struct geodb *db, struct geodb_group *group,
 				      const char **error_r);
-	int (*group_set)(struct geodb *db, unsigned group_id, const char *site,
-			 const char *backend, const char **error_r);
+	int (*group_set)(struct geodb *db, unsigned group_id, const char *site, const char *backend,
+			 const char **error_r);
 	/* geodb.c has checked row's names and move_reason */
 	int (*group_cas)(struct geodb *db, const struct geodb_group *row, uint64_t expected_epoch,
 			 struct geodb_group *stored_r, const char **error_r);
@@ -131,6 +131,39 @@ struct geodb_driver {
 			  const char **error_r);
 	int (*health_list)(struct geodb *db, const char *backend, struct geodb_health **health_r,
 			   size_t *count_r, const char **error_r);
+
+	/* geodb.c has checked the names, now_ms > 0 and ttl_secs >= 1 */
+	int (*site_heartbeat_put)(struct geodb *db, const char *site, const char *writer,
+				  int64_t now_ms, unsigned ttl_secs, const char **error_r);
+	/* geodb.c has checked from_ms <= to_ms */
+	int (*site_heartbeat_list)(struct geodb *db, const char *site, int64_t from_ms,
+				   int64_t to_ms, struct geodb_site_heartbeat **rows_r,
+				   size_t *count_r, const char **error_r);
+	/* geodb.c has checked the names and ttl_secs >= 1 */
+	int (*site_reachability_put)(struct geodb *db, const struct geodb_site_reachability *row,
+				     unsigned ttl_secs, const char **error_r);
+	int (*site_reachability_list)(struct geodb *db, const char *observer_site,
+				      struct geodb_site_reachability **rows_r, size_t *count_r,
+				      const char **error_r);
+	/* geodb.c has checked cell and set written_at_ms (never 0 here) */
+	int (*group_failover_put)(struct geodb *db, const struct geodb_group_failover *cell,
+				  const char **error_r);
+	int (*group_failover_put_if)(struct geodb *db, const struct geodb_group_failover *cell,
+				     struct geodb_group_failover *stored_r, const char **error_r);
+	int (*group_failover_release)(struct geodb *db, unsigned group_id, const char *writer_site,
+				      const char **error_r);
+	int (*group_failover_get)(struct geodb *db, unsigned group_id,
+				  struct geodb_group_failover *cell_r, const char **error_r);
+	int (*group_failover_list)(struct geodb *db, struct geodb_group_failover **cells_r,
+				   size_t *count_r, const char **error_r);
+	/* geodb.c has checked move and set started_ms (never 0 here) */
+	int (*site_force_move_start)(struct geodb *db, const struct geodb_site_force_move *move,
+				     const char **error_r);
+	int (*site_force_move_stop)(struct geodb *db, const char *site, int64_t id,
+				    unsigned *stopped_r, const char **error_r);
+	int (*site_force_move_list)(struct geodb *db, const char *site,
+				    struct geodb_site_force_move **moves_r, size_t *count_r,
+				    const char **error_r);
 
 	/* optional asynchronous versions (see above) */
 	void (*snapshot_read_async)(struct geodb *db, struct geodb_op *op);

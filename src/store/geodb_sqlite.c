@@ -50,7 +50,7 @@ static const char *const schema_sql =
 	" alt_backend TEXT NOT NULL DEFAULT '', move_to TEXT NOT NULL DEFAULT '',"
 	" move_started INTEGER NOT NULL DEFAULT 0, move_reason TEXT NOT NULL DEFAULT '',"
 	" sticky INTEGER NOT NULL DEFAULT 0, moved_at INTEGER NOT NULL DEFAULT 0,"
-	" history TEXT NOT NULL DEFAULT '');"
+	" history TEXT NOT NULL DEFAULT '', failover_site TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX IF NOT EXISTS groups_backend ON groups(backend);"
 	"CREATE TABLE IF NOT EXISTS users ("
 	" username TEXT PRIMARY KEY, group_id INTEGER NOT NULL,"
@@ -79,6 +79,25 @@ static const char *const schema_sql =
 	" PRIMARY KEY (group_id, observer));"
 	"CREATE TABLE IF NOT EXISTS user_backend ("
 	" username TEXT PRIMARY KEY, backend TEXT NOT NULL, recorded_at INTEGER NOT NULL);"
+	/* version 4: several sites.  groups.failover_site (above; added to
+	 * older files by schema_added_columns), the sites' heartbeats and
+	 * reachability (expiring; not read by routing), the failover cells and
+	 * the force moves (read by routing: triggers below).  Times in ms. */
+	"CREATE TABLE IF NOT EXISTS site_heartbeats ("
+	" site TEXT NOT NULL, bucket INTEGER NOT NULL, beat_ms INTEGER NOT NULL,"
+	" writer TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (site, bucket));"
+	"CREATE TABLE IF NOT EXISTS site_reachability ("
+	" observer_site TEXT NOT NULL, target_site TEXT NOT NULL, reachable INTEGER NOT NULL,"
+	" since_ms INTEGER NOT NULL, observed_ms INTEGER NOT NULL, written_by TEXT NOT NULL,"
+	" expires_at INTEGER NOT NULL, PRIMARY KEY (observer_site, target_site));"
+	"CREATE TABLE IF NOT EXISTS group_failover ("
+	" group_id INTEGER PRIMARY KEY, writer_site TEXT NOT NULL, target_site TEXT NOT NULL,"
+	" target_backend TEXT NOT NULL, reason TEXT NOT NULL, written_at_ms INTEGER NOT NULL,"
+	" home_epoch INTEGER NOT NULL, written_by TEXT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS site_force_moves ("
+	" site TEXT NOT NULL, id INTEGER NOT NULL, percent INTEGER NOT NULL,"
+	" destinations TEXT NOT NULL, started_ms INTEGER NOT NULL, written_by TEXT NOT NULL,"
+	" PRIMARY KEY (site, id));"
 	/* every change of what routing reads bumps routing_generation in the
 	 * same transaction, so that a reader can tell a routing change from
 	 * other commits (health observations, leases) with one tiny query */
@@ -106,6 +125,18 @@ static const char *const schema_sql =
 	"CREATE TRIGGER IF NOT EXISTS routing_users_update AFTER UPDATE ON users"
 	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
 	"CREATE TRIGGER IF NOT EXISTS routing_users_delete AFTER DELETE ON users"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_group_failover_insert AFTER INSERT ON group_failover"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_group_failover_update AFTER UPDATE ON group_failover"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_group_failover_delete AFTER DELETE ON group_failover"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_insert AFTER INSERT ON site_force_moves"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_update AFTER UPDATE ON site_force_moves"
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_delete AFTER DELETE ON site_force_moves"
 	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;";
 
 /* Columns that a version added to a table an older file already has. */
@@ -124,6 +155,8 @@ static const struct added_column {
 	{"groups", "sticky", "INTEGER NOT NULL DEFAULT 0"},
 	{"groups", "moved_at", "INTEGER NOT NULL DEFAULT 0"},
 	{"groups", "history", "TEXT NOT NULL DEFAULT ''"},
+	/* version 4 */
+	{"groups", "failover_site", "TEXT NOT NULL DEFAULT ''"},
 };
 
 #define BACKEND_COLUMNS                                                                   \
@@ -131,7 +164,7 @@ static const struct added_column {
 	" mark_reason"
 #define GROUP_COLUMNS                                                                   \
 	"group_id, site, backend, epoch, written_by, written_at, alt_backend, move_to," \
-	" move_started, move_reason, sticky, moved_at, history"
+	" move_started, move_reason, sticky, moved_at, history, failover_site"
 #define USER_COLUMNS "username, group_id, written_by, written_at, hold_until"
 
 #define WAL_INDEX_HEADER_SIZE 48
@@ -154,12 +187,13 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	 * (its backend removed) keeps them, and its epoch grows
 	 * (geodb_group_claim()) */
 	[STMT_GROUP_INSERT] = "INSERT INTO groups (" GROUP_COLUMNS ")"
-			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '')"
+			      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '', ?)"
 			      " ON CONFLICT(group_id) DO UPDATE SET site = excluded.site,"
 			      " backend = excluded.backend, epoch = groups.epoch + 1,"
 			      " written_by = excluded.written_by,"
 			      " written_at = excluded.written_at,"
-			      " alt_backend = excluded.alt_backend, move_to = excluded.move_to,"
+			      " alt_backend = excluded.alt_backend,"
+			      " failover_site = excluded.failover_site, move_to = excluded.move_to,"
 			      " move_started = excluded.move_started,"
 			      " move_reason = excluded.move_reason WHERE groups.backend = ''",
 	[STMT_USER_GET] = "SELECT " USER_COLUMNS " FROM users WHERE username = ?",
@@ -908,6 +942,7 @@ static void read_group(sqlite3_stmt *stmt, struct geodb_group *group)
 	group->sticky = sqlite3_column_int(stmt, 10) != 0;
 	group->moved_at_ms = sqlite3_column_int64(stmt, 11);
 	geodb_history_parse((const char *)sqlite3_column_text(stmt, 12), group);
+	copy_text(group->failover_site, sizeof(group->failover_site), stmt, 13);
 }
 
 static void read_group_row(sqlite3_stmt *stmt, void *item)
@@ -948,6 +983,7 @@ static int sqlite_group_assign_if_absent(struct geodb *geo, struct geodb_group *
 	sqlite3_bind_text(stmt, 8, group->move_to, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 9, group->move_started_ms);
 	sqlite3_bind_text(stmt, 10, group->move_reason, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 11, group->failover_site, -1, SQLITE_STATIC);
 	int changes = step_done(db, stmt, "assigning a group", error_r);
 	sqlite3_reset(stmt);
 	if (changes < 0)
@@ -982,7 +1018,9 @@ static int sqlite_group_set(struct geodb *geo, unsigned group_id, const char *si
 			" UPDATE SET site = ?2, backend = ?3, epoch = epoch + 1,"
 			" written_by = ?4, written_at = ?5, move_to = '', move_started = 0,"
 			" move_reason = '', moved_at = ?6, history = ?7,"
-			" alt_backend = CASE WHEN alt_backend = ?3 THEN '' ELSE alt_backend END",
+			" alt_backend = CASE WHEN alt_backend = ?3 THEN '' ELSE alt_backend END,"
+			" failover_site = CASE WHEN failover_site = ?2 THEN '' ELSE failover_site"
+			" END",
 			error_r);
 	if (stmt != NULL) {
 		memset(&row, 0, sizeof(row));
@@ -1025,7 +1063,8 @@ static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
 			       "UPDATE groups SET site = ?1, backend = ?2, alt_backend = ?3,"
 			       " move_to = ?4, move_started = ?5, move_reason = ?6,"
 			       " epoch = ?7 + 1, written_by = ?8, written_at = ?9, sticky = ?11,"
-			       " moved_at = ?12, history = ?13 WHERE group_id = ?10 AND epoch = ?7",
+			       " moved_at = ?12, history = ?13, failover_site = ?14"
+			       " WHERE group_id = ?10 AND epoch = ?7",
 			       error_r);
 	if (stmt != NULL) {
 		char history[GEODB_HISTORY_TEXT_MAX];
@@ -1044,6 +1083,7 @@ static int sqlite_group_cas(struct geodb *geo, const struct geodb_group *row,
 		sqlite3_bind_int(stmt, 11, row->sticky ? 1 : 0);
 		sqlite3_bind_int64(stmt, 12, ours.moved_at_ms);
 		sqlite3_bind_text(stmt, 13, history, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(stmt, 14, row->failover_site, -1, SQLITE_STATIC);
 		changes = step_done(db, stmt, "changing a group", error_r);
 		sqlite3_finalize(stmt);
 	}
@@ -1171,6 +1211,11 @@ static int sqlite_user_delete(struct geodb *geo, const char *username, const cha
 
 static int sqlite_user_list(struct geodb *geo, struct geodb_user **users_r, size_t *count_r,
 			    const char **error_r);
+static int sqlite_group_failover_list(struct geodb *geo, struct geodb_group_failover **cells_r,
+				      size_t *count_r, const char **error_r);
+static int sqlite_site_force_move_list(struct geodb *geo, const char *site,
+				       struct geodb_site_force_move **moves_r, size_t *count_r,
+				       const char **error_r);
 
 /* ---- users' last backends ---- */
 
@@ -1261,7 +1306,11 @@ static int sqlite_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap,
 	    sqlite_site_list(geo, &snap->sites, &snap->site_count, error_r) == 0 &&
 	    sqlite_backend_list(geo, NULL, &snap->backends, &snap->backend_count, error_r) == 0 &&
 	    sqlite_group_list(geo, &snap->groups, &snap->group_row_count, error_r) == 0 &&
-	    sqlite_user_list(geo, &snap->users, &snap->user_count, error_r) == 0)
+	    sqlite_user_list(geo, &snap->users, &snap->user_count, error_r) == 0 &&
+	    sqlite_group_failover_list(geo, &snap->failovers, &snap->failover_count, error_r) ==
+		    0 &&
+	    sqlite_site_force_move_list(geo, NULL, &snap->force_moves, &snap->force_move_count,
+					error_r) == 0)
 		ret = 0;
 	sqlite_read_end(geo);
 	if (ret < 0)
@@ -1567,12 +1616,363 @@ static int sqlite_group_load_list(struct geodb *geo, struct geodb_group_load **r
 		       error_r);
 }
 
+/* ---- several sites ---- */
+
+/* Deletes table's rows whose expires_at has passed (like Cassandra's TTL). */
+static int expire_rows(struct sqldb *db, const char *table, const char **error_r)
+{
+	char sql[128];
+	snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE expires_at <= ?", table);
+	sqlite3_stmt *stmt = prepare(db, sql, error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	int changes = step_done(db, stmt, "expiring rows", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static int sqlite_site_heartbeat_put(struct geodb *geo, const char *site, const char *writer,
+				     int64_t now_ms, unsigned ttl_secs, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	if (expire_rows(db, "site_heartbeats", error_r) < 0)
+		return -1;
+	/* the newest beat of the bucket stays, like Cassandra's cell written
+	 * with the beat as its timestamp */
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT INTO site_heartbeats (site, bucket, beat_ms, writer, expires_at)"
+			" VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(site, bucket) DO UPDATE SET"
+			" beat_ms = ?3, writer = ?4, expires_at = ?5"
+			" WHERE site_heartbeats.beat_ms <= ?3",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, site, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, now_ms / GEODB_HEARTBEAT_BUCKET_MS);
+	sqlite3_bind_int64(stmt, 3, now_ms);
+	sqlite3_bind_text(stmt, 4, writer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 5, now_seconds() + ttl_secs);
+	int changes = step_done(db, stmt, "recording a site heartbeat", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static void read_heartbeat_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_site_heartbeat *hb = item;
+	memset(hb, 0, sizeof(*hb));
+	copy_text(hb->site, sizeof(hb->site), stmt, 0);
+	hb->bucket = sqlite3_column_int64(stmt, 1);
+	hb->beat_ms = sqlite3_column_int64(stmt, 2);
+	copy_text(hb->writer, sizeof(hb->writer), stmt, 3);
+}
+
+static int sqlite_site_heartbeat_list(struct geodb *geo, const char *site, int64_t from_ms,
+				      int64_t to_ms, struct geodb_site_heartbeat **rows_r,
+				      size_t *count_r, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db,
+		site != NULL ? "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
+			       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
+			       " AND site = ?4 ORDER BY site, bucket"
+			     : "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
+			       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
+			       " ORDER BY site, bucket",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	sqlite3_bind_int64(stmt, 2, from_ms / GEODB_HEARTBEAT_BUCKET_MS);
+	sqlite3_bind_int64(stmt, 3, to_ms / GEODB_HEARTBEAT_BUCKET_MS);
+	if (site != NULL)
+		sqlite3_bind_text(stmt, 4, site, -1, SQLITE_STATIC);
+	return collect(db, stmt, sizeof(**rows_r), read_heartbeat_row, (void **)rows_r, count_r,
+		       error_r);
+}
+
+static int sqlite_site_reachability_put(struct geodb *geo, const struct geodb_site_reachability *row,
+					unsigned ttl_secs, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	if (expire_rows(db, "site_reachability", error_r) < 0)
+		return -1;
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT INTO site_reachability (observer_site, target_site, reachable,"
+			" since_ms, observed_ms, written_by, expires_at)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(observer_site, target_site)"
+			" DO UPDATE SET reachable = ?3, since_ms = ?4, observed_ms = ?5,"
+			" written_by = ?6, expires_at = ?7",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, row->observer_site, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, row->target_site, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 3, row->reachable ? 1 : 0);
+	sqlite3_bind_int64(stmt, 4, row->since_ms);
+	sqlite3_bind_int64(stmt, 5, row->observed_ms);
+	sqlite3_bind_text(stmt, 6, db->writer, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 7, now_seconds() + ttl_secs);
+	int changes = step_done(db, stmt, "recording a site's reachability", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static void read_reachability_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_site_reachability *r = item;
+	memset(r, 0, sizeof(*r));
+	copy_text(r->observer_site, sizeof(r->observer_site), stmt, 0);
+	copy_text(r->target_site, sizeof(r->target_site), stmt, 1);
+	r->reachable = sqlite3_column_int(stmt, 2) != 0;
+	r->since_ms = sqlite3_column_int64(stmt, 3);
+	r->observed_ms = sqlite3_column_int64(stmt, 4);
+	copy_text(r->written_by, sizeof(r->written_by), stmt, 5);
+}
+
+static int sqlite_site_reachability_list(struct geodb *geo, const char *observer_site,
+					 struct geodb_site_reachability **rows_r, size_t *count_r,
+					 const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db,
+		observer_site != NULL
+			? "SELECT observer_site, target_site, reachable, since_ms, observed_ms,"
+			  " written_by FROM site_reachability WHERE expires_at > ?1"
+			  " AND observer_site = ?2 ORDER BY observer_site, target_site"
+			: "SELECT observer_site, target_site, reachable, since_ms, observed_ms,"
+			  " written_by FROM site_reachability WHERE expires_at > ?1"
+			  " ORDER BY observer_site, target_site",
+		error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	if (observer_site != NULL)
+		sqlite3_bind_text(stmt, 2, observer_site, -1, SQLITE_STATIC);
+	return collect(db, stmt, sizeof(**rows_r), read_reachability_row, (void **)rows_r,
+		       count_r, error_r);
+}
+
+#define FAILOVER_COLUMNS                                                               \
+	"group_id, writer_site, target_site, target_backend, reason, written_at_ms," \
+	" home_epoch, written_by"
+
+/* Stores cell (replacing the group's) as written by written_by. */
+static int failover_write(struct sqldb *db, const struct geodb_group_failover *cell,
+			  const char *written_by, const char **error_r)
+{
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT OR REPLACE INTO group_failover (" FAILOVER_COLUMNS
+				     ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, cell->group_id);
+	sqlite3_bind_text(stmt, 2, cell->writer_site, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, cell->target_site, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 4, cell->target_backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 5, cell->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 6, cell->written_at_ms);
+	sqlite3_bind_int64(stmt, 7, (sqlite3_int64)cell->home_epoch);
+	sqlite3_bind_text(stmt, 8, written_by, -1, SQLITE_STATIC);
+	int changes = step_done(db, stmt, "writing a failover cell", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static int sqlite_group_failover_put(struct geodb *geo, const struct geodb_group_failover *cell,
+				     const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	return failover_write(db, cell, db->writer, error_r);
+}
+
+static void read_failover_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_group_failover *cell = item;
+	memset(cell, 0, sizeof(*cell));
+	cell->group_id = (unsigned)sqlite3_column_int64(stmt, 0);
+	copy_text(cell->writer_site, sizeof(cell->writer_site), stmt, 1);
+	copy_text(cell->target_site, sizeof(cell->target_site), stmt, 2);
+	copy_text(cell->target_backend, sizeof(cell->target_backend), stmt, 3);
+	copy_text(cell->reason, sizeof(cell->reason), stmt, 4);
+	cell->written_at_ms = sqlite3_column_int64(stmt, 5);
+	cell->home_epoch = (uint64_t)sqlite3_column_int64(stmt, 6);
+	copy_text(cell->written_by, sizeof(cell->written_by), stmt, 7);
+}
+
+static int sqlite_group_failover_get(struct geodb *geo, unsigned group_id,
+				     struct geodb_group_failover *cell_r, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT " FAILOVER_COLUMNS " FROM group_failover WHERE group_id = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, group_id);
+	int rc = sqlite3_step(stmt), ret;
+	if (rc == SQLITE_ROW) {
+		read_failover_row(stmt, cell_r);
+		ret = 1;
+	} else if (rc == SQLITE_DONE) {
+		ret = 0;
+	} else {
+		ret = sql_fail(db, error_r, "reading a failover cell");
+	}
+	sqlite3_finalize(stmt);
+	return ret;
+}
+
+static int sqlite_group_failover_put_if(struct geodb *geo, const struct geodb_group_failover *cell,
+					struct geodb_group_failover *stored_r,
+					const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	/* the read and the write under one write lock */
+	if (exec(db, "BEGIN IMMEDIATE;", error_r) < 0)
+		return -1;
+	struct geodb_group_failover current;
+	int found = sqlite_group_failover_get(geo, cell->group_id, &current, error_r);
+	int ret = -1;
+	if (found > 0 && strcmp(current.writer_site, cell->writer_site) != 0) {
+		*stored_r = current;
+		ret = 0;
+	} else if (found >= 0 && failover_write(db, cell, db->writer, error_r) == 0) {
+		*stored_r = *cell;
+		snprintf(stored_r->written_by, sizeof(stored_r->written_by), "%s", db->writer);
+		ret = 1;
+	}
+	if (ret < 0) {
+		exec(db, "ROLLBACK;", &(const char *){NULL});
+		return -1;
+	}
+	if (exec(db, "COMMIT;", error_r) < 0)
+		return -1;
+	return ret;
+}
+
+static int sqlite_group_failover_release(struct geodb *geo, unsigned group_id,
+					 const char *writer_site, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "DELETE FROM group_failover WHERE group_id = ? AND writer_site = ?", error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, group_id);
+	sqlite3_bind_text(stmt, 2, writer_site, -1, SQLITE_STATIC);
+	int changes = step_done(db, stmt, "releasing a failover cell", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : (changes > 0 ? 1 : 0);
+}
+
+static int sqlite_group_failover_list(struct geodb *geo, struct geodb_group_failover **cells_r,
+				      size_t *count_r, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(
+		db, "SELECT " FAILOVER_COLUMNS " FROM group_failover ORDER BY group_id", error_r);
+	if (stmt == NULL)
+		return -1;
+	return collect(db, stmt, sizeof(**cells_r), read_failover_row, (void **)cells_r, count_r,
+		       error_r);
+}
+
+#define FORCE_MOVE_COLUMNS "site, id, percent, destinations, started_ms, written_by"
+
+static int force_move_write(struct sqldb *db, const struct geodb_site_force_move *move,
+			    const char *written_by, const char **error_r)
+{
+	sqlite3_stmt *stmt = prepare(db,
+				     "INSERT OR REPLACE INTO site_force_moves (" FORCE_MOVE_COLUMNS
+				     ") VALUES (?, ?, ?, ?, ?, ?)",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, move->site, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, move->id);
+	sqlite3_bind_int(stmt, 3, (int)move->percent);
+	sqlite3_bind_text(stmt, 4, move->destinations, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 5, move->started_ms);
+	sqlite3_bind_text(stmt, 6, written_by, -1, SQLITE_STATIC);
+	int changes = step_done(db, stmt, "starting a force move", error_r);
+	sqlite3_finalize(stmt);
+	return changes < 0 ? -1 : 0;
+}
+
+static int sqlite_site_force_move_start(struct geodb *geo, const struct geodb_site_force_move *move,
+					const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	return force_move_write(db, move, db->writer, error_r);
+}
+
+static int sqlite_site_force_move_stop(struct geodb *geo, const char *site, int64_t id,
+				       unsigned *stopped_r, const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt =
+		prepare(db,
+			id != 0 ? "DELETE FROM site_force_moves WHERE site = ?1 AND id = ?2"
+				: "DELETE FROM site_force_moves WHERE site = ?1",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, site, -1, SQLITE_STATIC);
+	if (id != 0)
+		sqlite3_bind_int64(stmt, 2, id);
+	int changes = step_done(db, stmt, "stopping force moves", error_r);
+	sqlite3_finalize(stmt);
+	if (changes < 0)
+		return -1;
+	*stopped_r = (unsigned)changes;
+	return 0;
+}
+
+static void read_force_move_row(sqlite3_stmt *stmt, void *item)
+{
+	struct geodb_site_force_move *move = item;
+	memset(move, 0, sizeof(*move));
+	copy_text(move->site, sizeof(move->site), stmt, 0);
+	move->id = sqlite3_column_int64(stmt, 1);
+	move->percent = (unsigned)sqlite3_column_int(stmt, 2);
+	copy_text(move->destinations, sizeof(move->destinations), stmt, 3);
+	move->started_ms = sqlite3_column_int64(stmt, 4);
+	copy_text(move->written_by, sizeof(move->written_by), stmt, 5);
+}
+
+static int sqlite_site_force_move_list(struct geodb *geo, const char *site,
+				       struct geodb_site_force_move **moves_r, size_t *count_r,
+				       const char **error_r)
+{
+	struct sqldb *db = (struct sqldb *)geo;
+	sqlite3_stmt *stmt = prepare(db,
+				     site != NULL ? "SELECT " FORCE_MOVE_COLUMNS
+						    " FROM site_force_moves WHERE site = ?"
+						    " ORDER BY site, id"
+						  : "SELECT " FORCE_MOVE_COLUMNS
+						    " FROM site_force_moves ORDER BY site, id",
+				     error_r);
+	if (stmt == NULL)
+		return -1;
+	if (site != NULL)
+		sqlite3_bind_text(stmt, 1, site, -1, SQLITE_STATIC);
+	return collect(db, stmt, sizeof(**moves_r), read_force_move_row, (void **)moves_r,
+		       count_r, error_r);
+}
+
 /* ---- the LocalDB file ---- */
 
 static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const char **error_r)
 {
 	static const char *const clear =
-		"DELETE FROM sites; DELETE FROM backends; DELETE FROM groups; DELETE FROM users;";
+		"DELETE FROM sites; DELETE FROM backends; DELETE FROM groups; DELETE FROM users;"
+		" DELETE FROM group_failover; DELETE FROM site_force_moves;";
 	if (exec(db, clear, error_r) < 0)
 		return -1;
 	sqlite3_stmt *stmt = prepare(db,
@@ -1622,7 +2022,7 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 	sqlite3_finalize(stmt);
 	stmt = prepare(db,
 		       "INSERT INTO groups (" GROUP_COLUMNS
-		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		       error_r);
 	if (stmt == NULL)
 		return -1;
@@ -1644,6 +2044,7 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		char history[GEODB_HISTORY_TEXT_MAX];
 		geodb_history_format(g, history, sizeof(history));
 		sqlite3_bind_text(stmt, 13, history, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(stmt, 14, g->failover_site, -1, SQLITE_STATIC);
 		if (step_done(db, stmt, "storing a group", error_r) < 0) {
 			sqlite3_finalize(stmt);
 			return -1;
@@ -1667,6 +2068,16 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 		}
 	}
 	sqlite3_finalize(stmt);
+	for (size_t i = 0; i < snap->failover_count; i++) {
+		if (failover_write(db, &snap->failovers[i], snap->failovers[i].written_by,
+				   error_r) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < snap->force_move_count; i++) {
+		if (force_move_write(db, &snap->force_moves[i], snap->force_moves[i].written_by,
+				     error_r) < 0)
+			return -1;
+	}
 	if (snap->group_count != 0) {
 		char sql[160];
 		snprintf(sql, sizeof(sql),
@@ -1739,4 +2150,16 @@ const struct geodb_driver geodb_driver_sqlite = {
 	.move_ack_list = sqlite_move_ack_list,
 	.group_load_put = sqlite_group_load_put,
 	.group_load_list = sqlite_group_load_list,
+	.site_heartbeat_put = sqlite_site_heartbeat_put,
+	.site_heartbeat_list = sqlite_site_heartbeat_list,
+	.site_reachability_put = sqlite_site_reachability_put,
+	.site_reachability_list = sqlite_site_reachability_list,
+	.group_failover_put = sqlite_group_failover_put,
+	.group_failover_put_if = sqlite_group_failover_put_if,
+	.group_failover_release = sqlite_group_failover_release,
+	.group_failover_get = sqlite_group_failover_get,
+	.group_failover_list = sqlite_group_failover_list,
+	.site_force_move_start = sqlite_site_force_move_start,
+	.site_force_move_stop = sqlite_site_force_move_stop,
+	.site_force_move_list = sqlite_site_force_move_list,
 };
