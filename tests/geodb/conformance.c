@@ -54,9 +54,12 @@ unsigned unit_passed, unit_failed;
 #define CLAIM_FIRST 3400   /* two handles racing to assign unassigned groups */
 #define CLAIM_COUNT 20
 #define LOAD_MANY 260      /* group loads in one report: more than a page */
+#define SITES_FIRST 3500   /* several sites: failover_site, failover cells */
+#define FAILOVER_MANY 120  /* failover cells: more than a page */
 
 static const char *spec;
 static bool is_cassandra;
+static void remove_sqlite_file(const char *path);
 
 /* the error sentence contains what */
 #define CHECK_ERR(ret, error, what)                                                    \
@@ -652,7 +655,8 @@ static bool same_group(const struct geodb_group *x, const struct geodb_group *y)
 	       strcmp(x->alt_backend, y->alt_backend) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
 	       x->move_started_ms == y->move_started_ms &&
 	       strcmp(x->move_reason, y->move_reason) == 0 && x->sticky == y->sticky &&
-	       x->moved_at_ms == y->moved_at_ms && same_history(x, y);
+	       x->moved_at_ms == y->moved_at_ms && same_history(x, y) &&
+	       strcmp(x->failover_site, y->failover_site) == 0;
 }
 
 /* The backends of g's history, newest first: "h2,h1" ("" none). */
@@ -1845,6 +1849,566 @@ static void test_leases_health(struct geodb *db, struct geodb *db2)
 /* ---- snapshot ---- */
 
 /* snap holds exactly what the list calls return */
+/* ---- several sites (schema version 4) ---- */
+
+/* groups.failover_site: part of the home cell, written with it */
+static void test_failover_site(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_group g = make_group(SITES_FIRST, "dc1", "b1", 1);
+	snprintf(g.failover_site, sizeof(g.failover_site), "dc2");
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK_STR(g.failover_site, "dc2");
+	struct geodb_group got, stored;
+	CHECK(geodb_group_get(db2, SITES_FIRST, &got, &error) == 1);
+	CHECK_STR(got.failover_site, "dc2");
+	CHECK(got.epoch == 1);
+	/* a losing assignment gets the winner's failover site */
+	struct geodb_group other = make_group(SITES_FIRST, "dc1", "b3", 1);
+	snprintf(other.failover_site, sizeof(other.failover_site), "dc9");
+	CHECK(geodb_group_assign_if_absent(db2, &other, &error) == 0);
+	CHECK_STR(other.failover_site, "dc2");
+	/* group_cas writes it (like alt_backend: epoch + 1) */
+	struct geodb_group row = got;
+	snprintf(row.failover_site, sizeof(row.failover_site), "dc3");
+	CHECK(geodb_group_cas(db2, &row, 1, &stored, &error) == 1);
+	CHECK(stored.epoch == 2);
+	CHECK_STR(stored.failover_site, "dc3");
+	CHECK(geodb_group_get(db, SITES_FIRST, &got, &error) == 1);
+	CHECK_STR(got.failover_site, "dc3");
+	CHECK(same_group(&got, &stored));
+	/* a stale cas leaves it */
+	snprintf(row.failover_site, sizeof(row.failover_site), "dc4");
+	CHECK(geodb_group_cas(db, &row, 1, &stored, &error) == 0);
+	CHECK_STR(stored.failover_site, "dc3");
+	snprintf(row.failover_site, sizeof(row.failover_site), "bad site");
+	int ret = geodb_group_cas(db, &row, 2, &stored, &error);
+	CHECK_ERR(ret, error, "failover_site");
+	/* sticky and a move within the site keep it; a move to that very
+	 * site clears it (like alt_backend) */
+	CHECK(geodb_group_set_sticky(db, SITES_FIRST, true, &error) == 1);
+	CHECK_OK(geodb_group_set(db2, SITES_FIRST, "dc1", "b3", &error), error);
+	CHECK(geodb_group_get(db, SITES_FIRST, &got, &error) == 1);
+	CHECK_STR(got.failover_site, "dc3");
+	CHECK(got.sticky && got.epoch == 3);
+	CHECK_OK(geodb_group_set(db, SITES_FIRST, "dc3", "b31", &error), error);
+	CHECK(geodb_group_get(db2, SITES_FIRST, &got, &error) == 1);
+	CHECK_STR(got.failover_site, "");
+	CHECK_STR(got.site, "dc3");
+	/* cleared by a cas too, and listed */
+	row = got;
+	snprintf(row.failover_site, sizeof(row.failover_site), "dc1");
+	CHECK(geodb_group_cas(db, &row, got.epoch, &stored, &error) == 1);
+	struct geodb_group *groups = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_group_list(db2, &groups, &count, &error), error);
+	bool seen = false;
+	for (size_t i = 0; i < count; i++) {
+		if (groups[i].group_id == SITES_FIRST) {
+			seen = true;
+			CHECK_STR(groups[i].failover_site, "dc1");
+		}
+	}
+	CHECK(seen);
+	free(groups);
+	/* a group without one */
+	g = make_group(SITES_FIRST + 1, "dc1", "b1", 1);
+	CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	CHECK(geodb_group_get(db2, SITES_FIRST + 1, &got, &error) == 1);
+	CHECK_STR(got.failover_site, "");
+}
+
+static const struct geodb_site_heartbeat *find_heartbeat(const struct geodb_site_heartbeat *rows,
+							 size_t count, const char *site,
+							 int64_t bucket)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(rows[i].site, site) == 0 && rows[i].bucket == bucket)
+			return &rows[i];
+	}
+	return NULL;
+}
+
+/* A round bucket boundary, far from the real clock. */
+#define BEAT_T0 1800000000000LL
+#define BEAT_B0 (BEAT_T0 / GEODB_HEARTBEAT_BUCKET_MS)
+
+static void test_heartbeats(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_site_heartbeat *rows = NULL;
+	size_t count = 99;
+	CHECK(GEODB_HEARTBEAT_BUCKET_MS == 10000);
+	CHECK_OK(geodb_site_heartbeat_list(db, NULL, 0, BEAT_T0 * 2, &rows, &count, &error),
+		 error);
+	CHECK(count == 0);
+	free(rows);
+	/* one bucket: the newest beat stays, whatever order they come in */
+	CHECK_OK(geodb_site_heartbeat_put(db, "hb1", "d1", BEAT_T0 + 1000, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put(db2, "hb1", "d2", BEAT_T0 + 5000, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put(db, "hb1", "d1", BEAT_T0 + 3000, &error), error);
+	/* the next buckets, and another site */
+	CHECK_OK(geodb_site_heartbeat_put(db, "hb1", "d1", BEAT_T0 + 12000, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put(db, "hb1", "d1", BEAT_T0 + 19999, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put(db2, "hb2", "e1", BEAT_T0 + 25000, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put(db2, "hb0", "z1", BEAT_T0 - 1, &error), error);
+
+	CHECK_OK(geodb_site_heartbeat_list(db2, "hb1", BEAT_T0, BEAT_T0 + 20000, &rows, &count,
+					   &error),
+		 error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(rows[0].site, "hb1");
+		CHECK(rows[0].bucket == BEAT_B0 && rows[0].beat_ms == BEAT_T0 + 5000);
+		CHECK_STR(rows[0].writer, "d2");
+		CHECK(rows[1].bucket == BEAT_B0 + 1 && rows[1].beat_ms == BEAT_T0 + 19999);
+		CHECK_STR(rows[1].writer, "d1");
+	}
+	free(rows);
+	/* every site: sorted by site, then bucket */
+	CHECK_OK(geodb_site_heartbeat_list(db, NULL, BEAT_T0 - 5000, BEAT_T0 + 30000, &rows,
+					   &count, &error),
+		 error);
+	CHECK(count == 4);
+	if (count == 4) {
+		CHECK_STR(rows[0].site, "hb0");
+		CHECK(rows[0].bucket == BEAT_B0 - 1 && rows[0].beat_ms == BEAT_T0 - 1);
+		CHECK_STR(rows[1].site, "hb1");
+		CHECK_STR(rows[2].site, "hb1");
+		CHECK(rows[1].bucket == BEAT_B0 && rows[2].bucket == BEAT_B0 + 1);
+		CHECK_STR(rows[3].site, "hb2");
+		CHECK(rows[3].bucket == BEAT_B0 + 2 && rows[3].beat_ms == BEAT_T0 + 25000);
+		CHECK_STR(rows[3].writer, "e1");
+	}
+	free(rows);
+	/* the range is of buckets: a moment inside one finds it, a moment
+	 * between beats of one finds none */
+	CHECK_OK(geodb_site_heartbeat_list(db, NULL, BEAT_T0 + 10000, BEAT_T0 + 10000, &rows,
+					   &count, &error),
+		 error);
+	CHECK(count == 1 && rows != NULL && find_heartbeat(rows, count, "hb1", BEAT_B0 + 1));
+	free(rows);
+	CHECK_OK(geodb_site_heartbeat_list(db, "hb2", BEAT_T0, BEAT_T0 + 19999, &rows, &count,
+					   &error),
+		 error);
+	CHECK(count == 0);
+	free(rows);
+	CHECK_OK(geodb_site_heartbeat_list(db, "nosuchsite", 0, BEAT_T0 * 2, &rows, &count,
+					   &error),
+		 error);
+	CHECK(count == 0);
+	free(rows);
+	int ret = geodb_site_heartbeat_list(db, NULL, BEAT_T0 + 1, BEAT_T0, &rows, &count, &error);
+	CHECK_ERR(ret, error, "not a range");
+	ret = geodb_site_heartbeat_put(db, "hb1", "d1", 0, &error);
+	CHECK_ERR(ret, error, "not positive");
+	ret = geodb_site_heartbeat_put(db, "bad site", "d1", BEAT_T0, &error);
+	CHECK_ERR(ret, error, "bad site");
+	ret = geodb_site_heartbeat_put(db, "hb1", "", BEAT_T0, &error);
+	CHECK_ERR(ret, error, "writer name");
+	ret = geodb_site_heartbeat_put_ttl(db, "hb1", "d1", BEAT_T0, 0, &error);
+	CHECK_ERR(ret, error, "at least one second");
+}
+
+static void test_reachability(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_site_reachability r;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.observer_site, sizeof(r.observer_site), "dc1");
+	snprintf(r.target_site, sizeof(r.target_site), "dc2");
+	r.reachable = false;
+	r.since_ms = 1700000000100;
+	r.observed_ms = 1700000000200;
+	CHECK_OK(geodb_site_reachability_put(db, &r, 60, &error), error);
+	snprintf(r.target_site, sizeof(r.target_site), "dc3");
+	r.reachable = true;
+	CHECK_OK(geodb_site_reachability_put(db, &r, 60, &error), error);
+	snprintf(r.observer_site, sizeof(r.observer_site), "dc2");
+	snprintf(r.target_site, sizeof(r.target_site), "dc1");
+	CHECK_OK(geodb_site_reachability_put(db2, &r, 60, &error), error);
+	struct geodb_site_reachability *rows = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_reachability_list(db2, NULL, &rows, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK_STR(rows[0].observer_site, "dc1");
+		CHECK_STR(rows[0].target_site, "dc2");
+		CHECK(!rows[0].reachable && rows[0].since_ms == 1700000000100 &&
+		      rows[0].observed_ms == 1700000000200);
+		CHECK_STR(rows[0].written_by, "conf-a");
+		CHECK_STR(rows[1].target_site, "dc3");
+		CHECK(rows[1].reachable);
+		CHECK_STR(rows[2].observer_site, "dc2");
+		CHECK_STR(rows[2].written_by, "conf-b");
+	}
+	free(rows);
+	/* a put replaces the pair's row */
+	snprintf(r.observer_site, sizeof(r.observer_site), "dc1");
+	snprintf(r.target_site, sizeof(r.target_site), "dc2");
+	r.reachable = true;
+	r.since_ms = 1700000000300;
+	r.observed_ms = 1700000000400;
+	CHECK_OK(geodb_site_reachability_put(db2, &r, 60, &error), error);
+	CHECK_OK(geodb_site_reachability_list(db, "dc1", &rows, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK_STR(rows[0].target_site, "dc2");
+		CHECK(rows[0].reachable && rows[0].since_ms == 1700000000300 &&
+		      rows[0].observed_ms == 1700000000400);
+		CHECK_STR(rows[0].written_by, "conf-b");
+		CHECK_STR(rows[1].target_site, "dc3");
+	}
+	free(rows);
+	int ret = geodb_site_reachability_put(db, &r, 0, &error);
+	CHECK_ERR(ret, error, "at least one second");
+	r.observer_site[0] = '\0';
+	ret = geodb_site_reachability_put(db, &r, 60, &error);
+	CHECK_ERR(ret, error, "observer site");
+}
+
+/* What expires: heartbeats and reachability put with a TTL of 1 s. */
+static void test_site_expiry(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	CHECK_OK(geodb_site_heartbeat_put_ttl(db, "hbx", "x1", BEAT_T0 + 1000, 1, &error), error);
+	struct geodb_site_reachability r;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.observer_site, sizeof(r.observer_site), "dcx");
+	snprintf(r.target_site, sizeof(r.target_site), "dc1");
+	r.reachable = true;
+	CHECK_OK(geodb_site_reachability_put(db, &r, 1, &error), error);
+	struct geodb_site_heartbeat *beats = NULL;
+	struct geodb_site_reachability *rows = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_heartbeat_list(db2, "hbx", BEAT_T0, BEAT_T0 + 1000, &beats, &count,
+					   &error),
+		 error);
+	CHECK(count == 1);
+	free(beats);
+	CHECK_OK(geodb_site_reachability_list(db2, "dcx", &rows, &count, &error), error);
+	CHECK(count == 1);
+	free(rows);
+	sleep(2);
+	CHECK_OK(geodb_site_heartbeat_list(db2, "hbx", BEAT_T0, BEAT_T0 + 1000, &beats, &count,
+					   &error),
+		 error);
+	CHECK(count == 0);
+	free(beats);
+	CHECK_OK(geodb_site_reachability_list(db2, "dcx", &rows, &count, &error), error);
+	CHECK(count == 0);
+	free(rows);
+	/* the others (60 s, 7 days) are still there */
+	CHECK_OK(geodb_site_reachability_list(db2, NULL, &rows, &count, &error), error);
+	CHECK(count == 3);
+	free(rows);
+	CHECK_OK(geodb_site_heartbeat_list(db2, NULL, 0, BEAT_T0 * 2, &beats, &count, &error),
+		 error);
+	CHECK(count == 4);
+	free(beats);
+}
+
+static struct geodb_group_failover make_failover(unsigned group_id, const char *writer_site,
+						 const char *target_backend, const char *reason,
+						 uint64_t home_epoch)
+{
+	struct geodb_group_failover cell;
+	memset(&cell, 0, sizeof(cell));
+	cell.group_id = group_id;
+	snprintf(cell.writer_site, sizeof(cell.writer_site), "%s", writer_site);
+	snprintf(cell.target_site, sizeof(cell.target_site), "%s", writer_site);
+	snprintf(cell.target_backend, sizeof(cell.target_backend), "%s", target_backend);
+	snprintf(cell.reason, sizeof(cell.reason), "%s", reason);
+	cell.written_at_ms = 1700000000000 + group_id;
+	cell.home_epoch = home_epoch;
+	return cell;
+}
+
+static bool same_failover(const struct geodb_group_failover *x,
+			  const struct geodb_group_failover *y)
+{
+	return x->group_id == y->group_id && strcmp(x->writer_site, y->writer_site) == 0 &&
+	       strcmp(x->target_site, y->target_site) == 0 &&
+	       strcmp(x->target_backend, y->target_backend) == 0 &&
+	       strcmp(x->reason, y->reason) == 0 && x->written_at_ms == y->written_at_ms &&
+	       x->home_epoch == y->home_epoch && strcmp(x->written_by, y->written_by) == 0;
+}
+
+static void test_failover_cells(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_group_failover cell, stored, got;
+	unsigned id = SITES_FIRST + 10;
+	CHECK(geodb_group_failover_get(db, id, &got, &error) == 0);
+	cell = make_failover(id, "dc2", "b21", GEODB_FAILOVER_REASON_OUTAGE, 5);
+	CHECK(geodb_group_failover_put_if(db, &cell, &stored, &error) == 1);
+	CHECK_STR(stored.written_by, "conf-a");
+	CHECK(stored.written_at_ms == cell.written_at_ms);
+	CHECK(geodb_group_failover_get(db2, id, &got, &error) == 1);
+	CHECK(same_failover(&got, &stored));
+	CHECK_STR(got.target_site, "dc2");
+	CHECK_STR(got.target_backend, "b21");
+	CHECK_STR(got.reason, "outage");
+	CHECK(got.home_epoch == 5);
+	/* another site is refused and told whose cell it is */
+	struct geodb_group_failover theirs =
+		make_failover(id, "dc3", "b31", GEODB_FAILOVER_REASON_EVACUATE, 6);
+	memset(&stored, 0, sizeof(stored));
+	CHECK(geodb_group_failover_put_if(db2, &theirs, &stored, &error) == 0);
+	CHECK(same_failover(&stored, &got));
+	CHECK(geodb_group_failover_get(db, id, &got, &error) == 1);
+	CHECK_STR(got.writer_site, "dc2");
+	CHECK_STR(got.target_backend, "b21");
+	/* the same site (another daemon of it) rewrites its cell */
+	cell = make_failover(id, "dc2", "b22", GEODB_FAILOVER_REASON_FORCE, 7);
+	cell.written_at_ms = 0; /* now */
+	int64_t before = unix_ms();
+	CHECK(geodb_group_failover_put_if(db2, &cell, &stored, &error) == 1);
+	int64_t after = unix_ms();
+	CHECK(geodb_group_failover_get(db, id, &got, &error) == 1);
+	CHECK(same_failover(&got, &stored));
+	CHECK_STR(got.target_backend, "b22");
+	CHECK_STR(got.reason, "force");
+	CHECK(got.home_epoch == 7);
+	CHECK_STR(got.written_by, "conf-b");
+	CHECK(got.written_at_ms >= before && got.written_at_ms <= after);
+	/* release: only by its writer site */
+	CHECK(geodb_group_failover_release(db, id, "dc3", &error) == 0);
+	CHECK(geodb_group_failover_get(db2, id, &got, &error) == 1);
+	CHECK(geodb_group_failover_release(db2, id, "dc2", &error) == 1);
+	CHECK(geodb_group_failover_get(db, id, &got, &error) == 0);
+	CHECK(geodb_group_failover_release(db, id, "dc2", &error) == 0);
+	CHECK(geodb_group_failover_release(db, id + 1, "dc2", &error) == 0);
+	/* released: another site may write it now */
+	CHECK(geodb_group_failover_put_if(db2, &theirs, &stored, &error) == 1);
+	CHECK(geodb_group_failover_get(db, id, &got, &error) == 1);
+	CHECK_STR(got.writer_site, "dc3");
+	CHECK_STR(got.reason, "evacuate");
+	/* the plain put replaces whatever is there */
+	cell = make_failover(id, "dc2", "b23", GEODB_FAILOVER_REASON_OUTAGE, 8);
+	CHECK_OK(geodb_group_failover_put(db, &cell, &error), error);
+	CHECK(geodb_group_failover_get(db2, id, &got, &error) == 1);
+	CHECK_STR(got.writer_site, "dc2");
+	CHECK_STR(got.target_backend, "b23");
+	CHECK_STR(got.written_by, "conf-a");
+	CHECK(got.home_epoch == 8);
+	/* what is refused */
+	cell = make_failover(id, "dc2", "b23", "flood", 8);
+	int ret = geodb_group_failover_put(db, &cell, &error);
+	CHECK_ERR(ret, error, "flood");
+	ret = geodb_group_failover_put_if(db, &cell, &stored, &error);
+	CHECK_ERR(ret, error, "flood");
+	cell = make_failover(id, "dc 2", "b23", GEODB_FAILOVER_REASON_OUTAGE, 8);
+	ret = geodb_group_failover_put(db, &cell, &error);
+	CHECK_ERR(ret, error, "writer_site");
+	cell = make_failover(id, "dc2", "", GEODB_FAILOVER_REASON_OUTAGE, 8);
+	ret = geodb_group_failover_put(db, &cell, &error);
+	CHECK_ERR(ret, error, "target_backend");
+	cell = make_failover(id, "dc2", "b23", GEODB_FAILOVER_REASON_OUTAGE, 8);
+	cell.written_at_ms = -1;
+	ret = geodb_group_failover_put(db, &cell, &error);
+	CHECK_ERR(ret, error, "negative");
+	ret = geodb_group_failover_release(db, id, "", &error);
+	CHECK_ERR(ret, error, "writer_site");
+	CHECK(geodb_group_failover_get(db2, id, &got, &error) == 1);
+	CHECK_STR(got.target_backend, "b23");
+
+	/* more cells than a page: listed whole and in order; every other one
+	 * refused to another site */
+	for (unsigned i = 0; i < FAILOVER_MANY; i++) {
+		cell = make_failover(SITES_FIRST + 100 + i, i % 2 == 0 ? "dc2" : "dc3", "b21",
+				     GEODB_FAILOVER_REASON_OUTAGE, i);
+		CHECK(geodb_group_failover_put_if(i % 3 == 0 ? db : db2, &cell, &stored, &error) ==
+		      1);
+	}
+	unsigned refused = 0;
+	for (unsigned i = 0; i < FAILOVER_MANY; i += 2) {
+		cell = make_failover(SITES_FIRST + 100 + i, "dc3", "b31",
+				     GEODB_FAILOVER_REASON_OUTAGE, 99);
+		refused += geodb_group_failover_put_if(db, &cell, &stored, &error) == 0 &&
+			   strcmp(stored.writer_site, "dc2") == 0 && stored.home_epoch == i;
+	}
+	CHECK(refused == (FAILOVER_MANY + 1) / 2);
+	struct geodb_group_failover *cells = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_group_failover_list(db2, &cells, &count, &error), error);
+	CHECK(count == FAILOVER_MANY + 1);
+	bool sorted = true, right = count == FAILOVER_MANY + 1;
+	for (size_t i = 1; i < count; i++)
+		sorted = sorted && cells[i - 1].group_id < cells[i].group_id;
+	for (size_t i = 1; right && i < count; i++) {
+		unsigned n = (unsigned)i - 1;
+		right = cells[i].group_id == SITES_FIRST + 100 + n &&
+			strcmp(cells[i].writer_site, n % 2 == 0 ? "dc2" : "dc3") == 0 &&
+			cells[i].home_epoch == n &&
+			strcmp(cells[i].written_by, n % 3 == 0 ? "conf-a" : "conf-b") == 0;
+	}
+	CHECK(sorted);
+	CHECK(right);
+	if (count > 0)
+		CHECK(cells[0].group_id == id);
+	free(cells);
+}
+
+static void test_force_moves(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	struct geodb_site_force_move move;
+	memset(&move, 0, sizeof(move));
+	snprintf(move.site, sizeof(move.site), "dc1");
+	move.id = 1;
+	move.percent = 10;
+	snprintf(move.destinations, sizeof(move.destinations), "dc2,dc3");
+	int64_t before = unix_ms();
+	CHECK_OK(geodb_site_force_move_start(db, &move, &error), error);
+	int64_t after = unix_ms();
+	move.id = 2;
+	move.percent = 50;
+	move.started_ms = 1700000000000;
+	snprintf(move.destinations, sizeof(move.destinations), "dc2");
+	CHECK_OK(geodb_site_force_move_start(db2, &move, &error), error);
+	snprintf(move.site, sizeof(move.site), "dc2");
+	move.id = 7;
+	move.percent = 100;
+	snprintf(move.destinations, sizeof(move.destinations), "dc1");
+	CHECK_OK(geodb_site_force_move_start(db, &move, &error), error);
+	struct geodb_site_force_move *moves = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_force_move_list(db2, NULL, &moves, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3) {
+		CHECK_STR(moves[0].site, "dc1");
+		CHECK(moves[0].id == 1 && moves[0].percent == 10);
+		CHECK_STR(moves[0].destinations, "dc2,dc3");
+		CHECK(moves[0].started_ms >= before && moves[0].started_ms <= after);
+		CHECK_STR(moves[0].written_by, "conf-a");
+		CHECK(moves[1].id == 2 && moves[1].percent == 50 &&
+		      moves[1].started_ms == 1700000000000);
+		CHECK_STR(moves[1].written_by, "conf-b");
+		CHECK_STR(moves[2].site, "dc2");
+		CHECK(moves[2].id == 7 && moves[2].percent == 100);
+	}
+	free(moves);
+	/* a start of the same (site, id) replaces it */
+	snprintf(move.site, sizeof(move.site), "dc1");
+	move.id = 1;
+	move.percent = 30;
+	move.started_ms = 1700000000001;
+	snprintf(move.destinations, sizeof(move.destinations), "dc3");
+	CHECK_OK(geodb_site_force_move_start(db2, &move, &error), error);
+	CHECK_OK(geodb_site_force_move_list(db, "dc1", &moves, &count, &error), error);
+	CHECK(count == 2);
+	if (count == 2) {
+		CHECK(moves[0].id == 1 && moves[0].percent == 30 &&
+		      moves[0].started_ms == 1700000000001);
+		CHECK_STR(moves[0].destinations, "dc3");
+		CHECK_STR(moves[0].written_by, "conf-b");
+		CHECK(moves[1].id == 2);
+	}
+	free(moves);
+	/* what is refused */
+	move.percent = 101;
+	int ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "out of range");
+	move.percent = 0;
+	snprintf(move.destinations, sizeof(move.destinations), "dc2,dc1");
+	ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "its own site");
+	snprintf(move.destinations, sizeof(move.destinations), "dc2,dc3,dc2");
+	ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "given twice");
+	snprintf(move.destinations, sizeof(move.destinations), "dc2,,dc3");
+	ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "not a valid site name");
+	move.destinations[0] = '\0';
+	ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "destination");
+	snprintf(move.destinations, sizeof(move.destinations), "dc2");
+	move.id = 0;
+	ret = geodb_site_force_move_start(db, &move, &error);
+	CHECK_ERR(ret, error, "not positive");
+	/* stop one, then the rest of the site */
+	unsigned stopped = 99;
+	CHECK_OK(geodb_site_force_move_stop(db, "dc1", 2, &stopped, &error), error);
+	CHECK(stopped == 1);
+	CHECK_OK(geodb_site_force_move_stop(db2, "dc1", 2, &stopped, &error), error);
+	CHECK(stopped == 0);
+	CHECK_OK(geodb_site_force_move_list(db, NULL, &moves, &count, &error), error);
+	CHECK(count == 2);
+	free(moves);
+	/* dc1/5 and dc2/7 stay for the snapshot (test_snapshot()) */
+	move.id = 5;
+	move.percent = 0;
+	CHECK_OK(geodb_site_force_move_start(db, &move, &error), error);
+	CHECK_OK(geodb_site_force_move_stop(db2, "dc1", 1, &stopped, &error), error);
+	CHECK(stopped == 1);
+	move.id = 6;
+	CHECK_OK(geodb_site_force_move_start(db, &move, &error), error);
+	CHECK_OK(geodb_site_force_move_stop(db2, "dc3", 0, &stopped, &error), error);
+	CHECK(stopped == 0);
+	snprintf(move.site, sizeof(move.site), "dc4");
+	move.id = 1;
+	CHECK_OK(geodb_site_force_move_start(db, &move, &error), error);
+	CHECK_OK(geodb_site_force_move_stop(db2, "dc4", 0, &stopped, &error), error);
+	CHECK(stopped == 1);
+	CHECK_OK(geodb_site_force_move_list(db, NULL, &moves, &count, &error), error);
+	CHECK(count == 3);
+	if (count == 3)
+		CHECK(strcmp(moves[0].site, "dc1") == 0 && moves[0].id == 5 && moves[1].id == 6 &&
+		      strcmp(moves[2].site, "dc2") == 0 && moves[2].id == 7 &&
+		      moves[0].percent == 0);
+	free(moves);
+	CHECK_OK(geodb_site_force_move_stop(db2, "dc1", 6, &stopped, &error), error);
+	CHECK(stopped == 1);
+}
+
+static void test_sites_v4(struct geodb *db, struct geodb *db2)
+{
+	test_failover_site(db, db2);
+	test_heartbeats(db, db2);
+	test_reachability(db, db2);
+	test_site_expiry(db, db2);
+	test_failover_cells(db, db2);
+	test_force_moves(db, db2);
+}
+
+/* The snapshot's failover cells and force moves are the lists'. */
+static void check_snapshot_sites(struct geodb *db, const struct geodb_snapshot *snap)
+{
+	const char *error = NULL;
+	struct geodb_group_failover *cells = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_group_failover_list(db, &cells, &count, &error), error);
+	CHECK(snap->failover_count == count && count == FAILOVER_MANY + 1);
+	unsigned same = 0;
+	for (size_t i = 0; i < count && i < snap->failover_count; i++)
+		same += same_failover(&snap->failovers[i], &cells[i]);
+	CHECK(same == count);
+	free(cells);
+	struct geodb_site_force_move *moves = NULL;
+	CHECK_OK(geodb_site_force_move_list(db, NULL, &moves, &count, &error), error);
+	CHECK(snap->force_move_count == count && count == 2);
+	same = 0;
+	for (size_t i = 0; i < count && i < snap->force_move_count; i++)
+		same += strcmp(snap->force_moves[i].site, moves[i].site) == 0 &&
+			snap->force_moves[i].id == moves[i].id &&
+			snap->force_moves[i].percent == moves[i].percent &&
+			strcmp(snap->force_moves[i].destinations, moves[i].destinations) == 0 &&
+			snap->force_moves[i].started_ms == moves[i].started_ms &&
+			strcmp(snap->force_moves[i].written_by, moves[i].written_by) == 0;
+	CHECK(same == count);
+	free(moves);
+	/* the failover site of a group (test_failover_site()) */
+	bool seen = false;
+	for (size_t i = 0; i < snap->group_row_count; i++) {
+		if (snap->groups[i].group_id == SITES_FIRST) {
+			seen = true;
+			CHECK_STR(snap->groups[i].failover_site, "dc1");
+		}
+	}
+	CHECK(seen);
+}
+
 static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 {
 	const char *error = NULL;
@@ -1944,6 +2508,7 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 		CHECK(snap->users[1].hold_until_ms == 1700000000789);
 		CHECK(snap->users[0].hold_until_ms == 0);
 	}
+	check_snapshot_sites(db, snap);
 }
 
 static void test_snapshot(struct geodb *db)
@@ -1953,6 +2518,42 @@ static void test_snapshot(struct geodb *db)
 	memset(&snap, 0, sizeof(snap));
 	CHECK_OK(geodb_snapshot_read(db, &snap, &error), error);
 	check_snapshot(db, &snap);
+	if (!is_cassandra) {
+		/* the LocalDB file (geodb_snapshot_store()) keeps the failover
+		 * cells, the force moves and the groups' failover sites */
+		char path[4200], local_spec[4300];
+		snprintf(path, sizeof(path), "%s-local", spec + 7);
+		snprintf(local_spec, sizeof(local_spec), "sqlite:%s", path);
+		unlink(path);
+		struct geodb *local = NULL;
+		struct geodb_snapshot back;
+		memset(&back, 0, sizeof(back));
+		CHECK_OK(geodb_open(local_spec, "localdb", 1000, &local, &error), error);
+		if (local != NULL) {
+			CHECK_OK(geodb_snapshot_store(local, &snap, &error), error);
+			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
+			geodb_close(&local);
+		}
+		CHECK(back.failover_count == snap.failover_count && back.failover_count > 0);
+		unsigned same = 0;
+		for (size_t i = 0; i < back.failover_count && i < snap.failover_count; i++)
+			same += same_failover(&back.failovers[i], &snap.failovers[i]);
+		CHECK(same == snap.failover_count);
+		CHECK(back.force_move_count == snap.force_move_count &&
+		      back.force_move_count == 2);
+		if (back.force_move_count == 2)
+			CHECK(back.force_moves[1].id == snap.force_moves[1].id &&
+			      strcmp(back.force_moves[1].destinations,
+				     snap.force_moves[1].destinations) == 0);
+		same = 0;
+		for (size_t i = 0; i < back.group_row_count && i < snap.group_row_count; i++)
+			same += strcmp(back.groups[i].failover_site, snap.groups[i].failover_site) ==
+				0;
+		CHECK(back.group_row_count == snap.group_row_count &&
+		      same == snap.group_row_count);
+		geodb_snapshot_free(&back);
+		remove_sqlite_file(path);
+	}
 	geodb_snapshot_free(&snap);
 }
 
@@ -2589,6 +3190,9 @@ int main(int argc, char **argv)
 	test_users(db, db2);
 	fprintf(stderr, "users' last backends\n");
 	test_user_backend(db, db2);
+	fprintf(stderr, "several sites: failover sites, heartbeats, reachability, failover "
+			"cells, force moves\n");
+	test_sites_v4(db, db2);
 	fprintf(stderr, "snapshot\n");
 	test_snapshot(db);
 	fprintf(stderr, "race\n");
