@@ -39,9 +39,9 @@
  *
  * The schema is versioned (meta.schema_version) and created by geodb_init(),
  * which also upgrades an older keyspace (schema_versions: CREATE TABLE IF NOT
- * EXISTS, ALTER TABLE ADD IF NOT EXISTS), and runs the current version's
- * statements again on a keyspace at it (columns added to the version before
- * its release); every other call refuses a keyspace without it, or at an
+ * EXISTS, ALTER TABLE ADD IF NOT EXISTS), and runs the statements of the
+ * version it finds again (columns added to that version before its
+ * release); every other call refuses a keyspace without it, or at an
  * older version.
  */
 #include "store/cql_client.h"
@@ -2443,11 +2443,12 @@ static int cass_init(struct geodb *geo, unsigned *from_r, const char **error_r)
 			    ks, from, GEODB_SCHEMA_VERSION);
 	for (size_t i = 0; i < sizeof(schema_versions) / sizeof(schema_versions[0]); i++) {
 		const struct schema_version *sv = &schema_versions[i];
-		/* the current version's statements run even on a keyspace that
-		 * is at it already: they are idempotent, and a keyspace made
-		 * before the version's last column was added (users.hold_until
-		 * came to version 3 before its release) gains what it lacks */
-		if (sv->version <= from && sv->version != GEODB_SCHEMA_VERSION)
+		/* the statements of the version found run again: they are
+		 * idempotent, and a keyspace made before the version's last
+		 * column was added (users.hold_until came to version 3 before
+		 * its release) gains what it lacks, whether that version is the
+		 * current one or an older one upgraded now */
+		if (sv->version < from)
 			continue;
 		for (const char *const *s = sv->statements; *s != NULL; s++) {
 			char *cql = format_ks(*s, ks);

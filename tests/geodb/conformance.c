@@ -24,8 +24,11 @@
  * does the same for a GeoDB of version 3 as it was before users.hold_until
  * and the balancing columns and tables (groups.sticky, moved_at, history;
  * group_load; user_backend) were added to it (V3_EARLY below, with the same
- * rows).  A run on SQLite does both too, on SPEC's file name + "-v2" and +
- * "-v3".
+ * rows).  `--upgrade-v3-full SPEC` does the same for a GeoDB of version 3
+ * as released, the last before version 4 added several sites
+ * (groups.failover_site; site_heartbeats, site_reachability,
+ * group_failover, site_force_moves): V3 below.  A run on SQLite does all
+ * three too, on SPEC's file name + "-v2", "-v3early" and "-v3".
  */
 #include "../unit/unit.h"
 #include "store/geodb.h"
@@ -2067,17 +2070,18 @@ static void test_reachability(struct geodb *db, struct geodb *db2)
 	CHECK_ERR(ret, error, "observer site");
 }
 
-/* What expires: heartbeats and reachability put with a TTL of 1 s. */
+/* What expires: heartbeats and reachability put with a TTL of 2 s (both
+ * drivers count whole seconds: 1 s may be gone before the first read). */
 static void test_site_expiry(struct geodb *db, struct geodb *db2)
 {
 	const char *error = NULL;
-	CHECK_OK(geodb_site_heartbeat_put_ttl(db, "hbx", "x1", BEAT_T0 + 1000, 1, &error), error);
+	CHECK_OK(geodb_site_heartbeat_put_ttl(db, "hbx", "x1", BEAT_T0 + 1000, 2, &error), error);
 	struct geodb_site_reachability r;
 	memset(&r, 0, sizeof(r));
 	snprintf(r.observer_site, sizeof(r.observer_site), "dcx");
 	snprintf(r.target_site, sizeof(r.target_site), "dc1");
 	r.reachable = true;
-	CHECK_OK(geodb_site_reachability_put(db, &r, 1, &error), error);
+	CHECK_OK(geodb_site_reachability_put(db, &r, 2, &error), error);
 	struct geodb_site_heartbeat *beats = NULL;
 	struct geodb_site_reachability *rows = NULL;
 	size_t count = 0;
@@ -2089,7 +2093,7 @@ static void test_site_expiry(struct geodb *db, struct geodb *db2)
 	CHECK_OK(geodb_site_reachability_list(db2, "dcx", &rows, &count, &error), error);
 	CHECK(count == 1);
 	free(rows);
-	sleep(2);
+	sleep(3);
 	CHECK_OK(geodb_site_heartbeat_list(db2, "hbx", BEAT_T0, BEAT_T0 + 1000, &beats, &count,
 					   &error),
 		 error);
@@ -2885,15 +2889,39 @@ static const char *const v3_early_sqlite_upgrade =
 	" PRIMARY KEY (group_id, observer));"
 	"UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
-/* A SQLite file at version from_version (2 or 3: V2_FIXTURE or V3_EARLY). */
-static int make_old_sqlite(const char *path, unsigned from_version)
+/* V3: version 3 as released (the last before version 4's several sites):
+ * V3_EARLY's file with the columns and tables added to version 3 later. */
+static const char *const v3_sqlite_upgrade =
+	"ALTER TABLE users ADD COLUMN hold_until INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE groups ADD COLUMN sticky INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE groups ADD COLUMN moved_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE groups ADD COLUMN history TEXT NOT NULL DEFAULT '';"
+	"CREATE TABLE group_load (group_id INTEGER NOT NULL, observer TEXT NOT NULL,"
+	" sessions INTEGER NOT NULL, logins INTEGER NOT NULL, reported_at INTEGER NOT NULL,"
+	" expires_at INTEGER NOT NULL, PRIMARY KEY (group_id, observer));"
+	"CREATE TABLE user_backend (username TEXT PRIMARY KEY, backend TEXT NOT NULL,"
+	" recorded_at INTEGER NOT NULL);";
+
+enum fixture { FIXTURE_V2, FIXTURE_V3_EARLY, FIXTURE_V3 };
+
+static unsigned fixture_version(enum fixture fixture)
+{
+	return fixture == FIXTURE_V2 ? 2 : 3;
+}
+
+/* A SQLite file holding V2_FIXTURE's rows as fixture (V2_FIXTURE, V3_EARLY
+ * or V3). */
+static int make_old_sqlite(const char *path, enum fixture fixture)
 {
 	sqlite3 *db;
 	char *msg = NULL;
+	unsigned from_version = fixture_version(fixture);
 	if (sqlite3_open(path, &db) != SQLITE_OK ||
 	    sqlite3_exec(db, v2_sqlite_fixture, NULL, NULL, &msg) != SQLITE_OK ||
-	    (from_version == 3 &&
-	     sqlite3_exec(db, v3_early_sqlite_upgrade, NULL, NULL, &msg) != SQLITE_OK)) {
+	    (fixture != FIXTURE_V2 &&
+	     sqlite3_exec(db, v3_early_sqlite_upgrade, NULL, NULL, &msg) != SQLITE_OK) ||
+	    (fixture == FIXTURE_V3 &&
+	     sqlite3_exec(db, v3_sqlite_upgrade, NULL, NULL, &msg) != SQLITE_OK)) {
 		fprintf(stderr, "cannot create the version %u file %s: %s\n", from_version, path,
 			msg != NULL ? msg : sqlite3_errmsg(db));
 		sqlite3_free(msg);
@@ -2902,6 +2930,62 @@ static int make_old_sqlite(const char *path, unsigned from_version)
 	}
 	sqlite3_close(db);
 	return 0;
+}
+
+/* Version 4 on an upgraded GeoDB: group 5 is claim (on b3), the old
+ * rows' failover site "". */
+static void test_upgrade_v4(struct geodb *db, struct geodb *db2, const struct geodb_group *claim)
+{
+	const char *error = NULL;
+	struct geodb_group row = *claim, stored, g;
+	snprintf(row.failover_site, sizeof(row.failover_site), "dc2");
+	CHECK(geodb_group_cas(db, &row, claim->epoch, &stored, &error) == 1);
+	CHECK(geodb_group_get(db2, 5, &g, &error) == 1);
+	CHECK_STR(g.failover_site, "dc2");
+	CHECK(g.epoch == claim->epoch + 1 && strcmp(g.backend, "b3") == 0);
+	CHECK(geodb_group_get(db2, 6, &g, &error) == 1);
+	CHECK_STR(g.failover_site, "");
+	CHECK_OK(geodb_site_heartbeat_put(db, "dc1", "conf-u", BEAT_T0 + 1, &error), error);
+	struct geodb_site_heartbeat *beats = NULL;
+	size_t count = 0;
+	CHECK_OK(geodb_site_heartbeat_list(db2, NULL, BEAT_T0, BEAT_T0, &beats, &count, &error),
+		 error);
+	CHECK(count == 1 && beats != NULL && beats[0].beat_ms == BEAT_T0 + 1);
+	free(beats);
+	struct geodb_site_reachability r, *rows = NULL;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.observer_site, sizeof(r.observer_site), "dc1");
+	snprintf(r.target_site, sizeof(r.target_site), "dc2");
+	CHECK_OK(geodb_site_reachability_put(db2, &r, 60, &error), error);
+	CHECK_OK(geodb_site_reachability_list(db, "dc1", &rows, &count, &error), error);
+	CHECK(count == 1 && rows != NULL && !rows[0].reachable);
+	free(rows);
+	struct geodb_group_failover cell = make_failover(5, "dc2", "b21", "outage", g.epoch), got;
+	CHECK(geodb_group_failover_put_if(db, &cell, &got, &error) == 1);
+	struct geodb_group_failover theirs = make_failover(5, "dc3", "b31", "outage", g.epoch);
+	CHECK(geodb_group_failover_put_if(db2, &theirs, &got, &error) == 0);
+	CHECK_STR(got.writer_site, "dc2");
+	struct geodb_site_force_move move;
+	memset(&move, 0, sizeof(move));
+	snprintf(move.site, sizeof(move.site), "dc1");
+	move.id = 3;
+	move.percent = 20;
+	snprintf(move.destinations, sizeof(move.destinations), "dc2");
+	CHECK_OK(geodb_site_force_move_start(db2, &move, &error), error);
+	struct geodb_snapshot snap;
+	memset(&snap, 0, sizeof(snap));
+	CHECK_OK(geodb_snapshot_read(db, &snap, &error), error);
+	CHECK(snap.failover_count == 1 && snap.failovers != NULL &&
+	      snap.failovers[0].group_id == 5 && strcmp(snap.failovers[0].writer_site, "dc2") == 0);
+	CHECK(snap.force_move_count == 1 && snap.force_moves != NULL &&
+	      snap.force_moves[0].percent == 20);
+	CHECK(snap.group_row_count == 2 && snap.groups != NULL &&
+	      strcmp(snap.groups[0].failover_site, "dc2") == 0);
+	geodb_snapshot_free(&snap);
+	CHECK(geodb_group_failover_release(db2, 5, "dc2", &error) == 1);
+	unsigned stopped = 0;
+	CHECK_OK(geodb_site_force_move_stop(db, "dc1", 0, &stopped, &error), error);
+	CHECK(stopped == 1);
 }
 
 /* upgrade_spec holds V2_FIXTURE's rows at from_version (2, or 3 as
@@ -2917,10 +3001,13 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 		return;
 	}
 	struct geodb_backend b;
-	if (cassandra && from_version == 2) {
+	if (cassandra) {
 		/* not usable before `geodb init` */
+		char expected[64];
+		snprintf(expected, sizeof(expected), "has schema version %u; run", from_version);
 		int ret = geodb_backend_get(db, "b1", &b, &error);
-		CHECK_ERR(ret, error, "has schema version 2; run 'mailcluster geodb init'");
+		CHECK_ERR(ret, error, expected);
+		CHECK_ERR(ret, error, "'mailcluster geodb init'");
 	}
 	unsigned from = 99;
 	CHECK_OK(geodb_init(db, &from, &error), error);
@@ -2953,6 +3040,7 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	CHECK_STR(g.move_reason, "");
 	CHECK(!g.sticky && g.moved_at_ms == 0);
 	CHECK_STR(history_names(&g), "");
+	CHECK_STR(g.failover_site, "");
 	struct geodb_user u;
 	memset(&u, 0, sizeof(u));
 	CHECK(geodb_user_get(db, "alice", &u, &error) == 1);
@@ -2979,6 +3067,9 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	if (snap.user_count == 1)
 		CHECK(strcmp(snap.users[0].username, "alice") == 0 && snap.users[0].group_id == 5 &&
 		      snap.users[0].hold_until_ms == 0);
+	CHECK(snap.failover_count == 0 && snap.force_move_count == 0);
+	if (snap.group_row_count == 2)
+		CHECK(snap.groups[1].failover_site[0] == '\0');
 	geodb_snapshot_free(&snap);
 
 	/* and everything of version 3 works on them */
@@ -3095,6 +3186,7 @@ static void test_upgrade(const char *upgrade_spec, unsigned from_version)
 	CHECK_OK(geodb_user_set_group(db2, "alice", 5, &error), error);
 	CHECK(geodb_user_get(db, "alice", &u, &error) == 1);
 	CHECK(u.group_id == 5 && u.hold_until_ms == 0);
+	test_upgrade_v4(db, db2, &claim);
 	geodb_close(&db2);
 	geodb_close(&db);
 }
@@ -3109,17 +3201,24 @@ static void remove_sqlite_file(const char *path)
 	unlink(side);
 }
 
-/* The upgrade run on SQLite: a file of its own, from_version as
- * make_old_sqlite() makes it. */
-static void test_sqlite_upgrade(unsigned from_version)
+static const char *const fixture_what[] = {
+	[FIXTURE_V2] = "",
+	[FIXTURE_V3_EARLY] = " (before users.hold_until and the balancing columns)",
+	[FIXTURE_V3] = " (as released: before several sites)",
+};
+
+/* The upgrade run on SQLite: a file of its own, as make_old_sqlite()
+ * makes it. */
+static void test_sqlite_upgrade(enum fixture fixture)
 {
 	char old_path[4200], old_spec[4300];
-	snprintf(old_path, sizeof(old_path), "%s-v%u", spec + 7, from_version);
+	unsigned from_version = fixture_version(fixture);
+	snprintf(old_path, sizeof(old_path), "%s-v%u%s", spec + 7, from_version,
+		 fixture == FIXTURE_V3_EARLY ? "early" : "");
 	snprintf(old_spec, sizeof(old_spec), "sqlite:%s", old_path);
 	remove_sqlite_file(old_path);
-	fprintf(stderr, "upgrade from version %u%s\n", from_version,
-		from_version == 3 ? " (before users.hold_until and the balancing columns)" : "");
-	if (make_old_sqlite(old_path, from_version) == 0)
+	fprintf(stderr, "upgrade from version %u%s\n", from_version, fixture_what[fixture]);
+	if (make_old_sqlite(old_path, fixture) == 0)
 		test_upgrade(old_spec, from_version);
 	else
 		unit_failed++;
@@ -3128,14 +3227,17 @@ static void test_sqlite_upgrade(unsigned from_version)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 &&
-	    (strcmp(argv[1], "--upgrade") == 0 || strcmp(argv[1], "--upgrade-v3") == 0)) {
-		unsigned from_version = strcmp(argv[1], "--upgrade") == 0 ? 2 : 3;
+	if (argc == 3 && (strcmp(argv[1], "--upgrade") == 0 || strcmp(argv[1], "--upgrade-v3") == 0 ||
+			  strcmp(argv[1], "--upgrade-v3-full") == 0)) {
+		enum fixture fixture = strcmp(argv[1], "--upgrade") == 0      ? FIXTURE_V2
+				       : strcmp(argv[1], "--upgrade-v3") == 0 ? FIXTURE_V3_EARLY
+									      : FIXTURE_V3;
+		unsigned from_version = fixture_version(fixture);
 		spec = argv[2];
 		if (strncmp(spec, "sqlite:", 7) == 0 && access(spec + 7, F_OK) < 0 &&
-		    make_old_sqlite(spec + 7, from_version) < 0)
+		    make_old_sqlite(spec + 7, fixture) < 0)
 			return 2;
-		fprintf(stderr, "upgrade from version %u\n", from_version);
+		fprintf(stderr, "upgrade from version %u%s\n", from_version, fixture_what[fixture]);
 		test_upgrade(spec, from_version);
 		printf("%u passed, %u failed\n", unit_passed, unit_failed);
 		return unit_failed == 0 ? 0 : 1;
@@ -3145,8 +3247,10 @@ int main(int argc, char **argv)
 			"usage: %s SPEC   (sqlite:PATH or cassandra:...;page_size=50)\n"
 			"       %s --upgrade SPEC   (a version 2 GeoDB holding V2_FIXTURE)\n"
 			"       %s --upgrade-v3 SPEC   (V2_FIXTURE's rows at version 3 before "
-			"users.hold_until and the balancing columns: V3_EARLY)\n",
-			argv[0], argv[0], argv[0]);
+			"users.hold_until and the balancing columns: V3_EARLY)\n"
+			"       %s --upgrade-v3-full SPEC   (V2_FIXTURE's rows at version 3 as "
+			"released, before several sites: V3)\n",
+			argv[0], argv[0], argv[0], argv[0]);
 		return 2;
 	}
 	spec = argv[1];
@@ -3208,8 +3312,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "unreachable\n");
 		test_unreachable();
 	} else {
-		test_sqlite_upgrade(2);
-		test_sqlite_upgrade(3);
+		test_sqlite_upgrade(FIXTURE_V2);
+		test_sqlite_upgrade(FIXTURE_V3_EARLY);
+		test_sqlite_upgrade(FIXTURE_V3);
 	}
 	printf("%u passed, %u failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;

@@ -13,6 +13,9 @@ current version with those rows intact (the SQLite run does the same on a file o
 second one does the same for a keyspace at version 3 as it was before users.hold_until and the
 balancing columns and tables (groups.sticky, moved_at, history; group_load; user_backend) were
 added to it (`--upgrade-v3`): init must add them to a keyspace already at the current version.
+A third does it for a keyspace at version 3 as released, the last before version 4 added several
+sites (`--upgrade-v3-full`): groups.failover_site, site_heartbeats, site_reachability,
+group_failover and site_force_moves must come with init, the old rows intact.
 """
 
 from __future__ import annotations
@@ -126,3 +129,22 @@ def test_conformance_upgrade_from_early_v3(cassandra_node):
     for statement in [V2_KEYSPACE] + V3_EARLY_SCHEMA + V3_EARLY_ROWS:
         cassandra_node.cql(statement.format(ks=ks))
     run_conformance(cassandra_node.spec(ks, page_size=50), "--upgrade-v3", min_checks=30)
+
+
+# Version 3 as released (V3 in tests/geodb/conformance.c): version 3 as geodb_cassandra.c's
+# schema_v3 made it, the last before version 4 added several sites, with V2_FIXTURE's rows.
+V3_SCHEMA = V3_EARLY_SCHEMA + [
+    "ALTER TABLE {ks}.users ADD (hold_until bigint)",
+    "ALTER TABLE {ks}.groups ADD (sticky boolean, moved_at bigint, history text)",
+    "CREATE TABLE {ks}.group_load (group_id int, observer text, sessions int, logins int, "
+    "reported_at bigint, PRIMARY KEY (group_id, observer))",
+    "CREATE TABLE {ks}.user_backend (username text PRIMARY KEY, backend text, "
+    "recorded_at bigint)",
+]
+
+
+def test_conformance_upgrade_from_v3(cassandra_node):
+    ks = mchelpers.unique_keyspace("conf_v3full")
+    for statement in [V2_KEYSPACE] + V3_SCHEMA + V3_EARLY_ROWS:
+        cassandra_node.cql(statement.format(ks=ks))
+    run_conformance(cassandra_node.spec(ks, page_size=50), "--upgrade-v3-full", min_checks=30)
