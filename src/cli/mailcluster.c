@@ -63,6 +63,12 @@ static const char usage_text[] =
 	"  site remove NAME\n"
 	"  site status NAME\n"
 	"  site list\n"
+	"  site force-move start SITE PERCENT DEST...\n"
+	"                                            (users of SITE whose hash falls under PERCENT\n"
+	"                                            move to the DEST sites at their next login)\n"
+	"  site force-move stop SITE\n"
+	"  site force-move list [SITE]\n"
+	"  site reachability list [OBSERVER]         (what each site's controller sees)\n"
 	"  backend add --site SITE NAME ADDRESS      (added in standby)\n"
 	"  backend update [--status online|offline|standby] [--load-factor 0..100] NAME\n"
 	"  backend remove NAME\n"
@@ -272,6 +278,204 @@ static int cmd_site(struct cli *cli, int argc, char **argv)
 		return 0;
 	}
 	return usage("site: unknown subcommand '%s'", sub);
+}
+
+/* ---- site force-move, site reachability ---- */
+
+static void format_time_ms(int64_t ms, char *dst, size_t size)
+{
+	format_time(ms > 0 ? ms / 1000 : 0, dst, size);
+}
+
+static void print_force_moves(struct cli *cli, const struct geodb_site_force_move *moves,
+			      size_t count)
+{
+	static const char *const cols[] = {"site",    "id",	"percent", "destinations",
+					   "started", "written_by", NULL};
+	struct output *out = output_create(cli->format, cols);
+	for (size_t i = 0; i < count; i++) {
+		char id[24], percent[8], started[32];
+		snprintf(id, sizeof(id), "%lld", (long long)moves[i].id);
+		snprintf(percent, sizeof(percent), "%u", moves[i].percent);
+		format_time_ms(moves[i].started_ms, started, sizeof(started));
+		const char *row[] = {moves[i].site,	    id,	     percent,
+				     moves[i].destinations, started, moves[i].written_by};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+}
+
+/* 0 the site exists, else the exit code (said why). */
+static int site_must_exist(struct cli *cli, const char *what, const char *name)
+{
+	const char *error;
+	struct geodb_site site;
+	if (check_name("site", name) != 0)
+		return EXIT_REFUSED;
+	int found = geodb_site_get(cli->geodb, name, &site, &error);
+	if (found < 0)
+		return refused("%s", error);
+	if (found == 0)
+		return refused("%s site %s does not exist", what, name);
+	return 0;
+}
+
+static int force_move_start(struct cli *cli, const struct args *args)
+{
+	const char *error;
+	if (args->pos_count < 3)
+		return usage("site force-move start: expected SITE PERCENT DEST...");
+	const char *site = args->pos[0];
+	int ret = site_must_exist(cli, "site force-move start:", site);
+	if (ret != 0)
+		return ret;
+	unsigned percent;
+	if (parse_uint(args->pos[1], 100, &percent) < 0)
+		return refused("site force-move start %s: invalid percent '%s': expected 0..100",
+			       site, args->pos[1]);
+	struct geodb_site_force_move move;
+	memset(&move, 0, sizeof(move));
+	snprintf(move.site, sizeof(move.site), "%s", site);
+	move.percent = percent;
+	size_t used = 0;
+	for (unsigned i = 2; i < args->pos_count; i++) {
+		const char *dest = args->pos[i];
+		if (strcmp(dest, site) == 0)
+			return refused("site force-move start %s: destination %s is the site itself",
+				       site, dest);
+		char what[128];
+		snprintf(what, sizeof(what), "site force-move start %s: destination", site);
+		ret = site_must_exist(cli, what, dest);
+		if (ret != 0)
+			return ret;
+		for (unsigned j = 2; j < i; j++) {
+			if (strcmp(args->pos[j], dest) == 0)
+				return refused("site force-move start %s: destination %s is given "
+					       "twice",
+					       site, dest);
+		}
+		int n = snprintf(move.destinations + used, sizeof(move.destinations) - used, "%s%s",
+				 used > 0 ? "," : "", dest);
+		if (n < 0 || (size_t)n >= sizeof(move.destinations) - used)
+			return refused("site force-move start %s: too many destinations (at most "
+				       "%d characters)",
+				       site, GEODB_FORCE_MOVE_DESTINATIONS_MAX);
+		used += (size_t)n;
+	}
+	/* the site's force move, if it has one, keeps its id: the hash of
+	 * (id, user) keeps picking the same users, so raising the percent
+	 * adds users and lowering it sends only some of them home */
+	struct geodb_site_force_move *moves;
+	size_t count;
+	if (geodb_site_force_move_list(cli->geodb, site, &moves, &count, &error) < 0)
+		return refused("%s", error);
+	unsigned was = 0;
+	if (count > 0) {
+		move.id = moves[0].id;
+		was = moves[0].percent;
+	} else {
+		struct timeval tv;
+		gettimeofday(&tv, NULL);
+		move.id = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	}
+	free(moves);
+	if (geodb_site_force_move_start(cli->geodb, &move, &error) < 0)
+		return refused("%s", error);
+	if (count > 0)
+		printf("site %s: force move %lld changed from %u%% to %u%% of its users, to %s\n",
+		       site, (long long)move.id, was, percent, move.destinations);
+	else
+		printf("site %s: force move %lld started: %u%% of its users move to %s at their "
+		       "next login\n",
+		       site, (long long)move.id, percent, move.destinations);
+	return 0;
+}
+
+static int cmd_site_force_move(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1)
+		return usage("site force-move: expected start, stop or list");
+	const char *sub = argv[0];
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (strcmp(sub, "start") == 0)
+		return force_move_start(cli, &args);
+	if (strcmp(sub, "list") == 0) {
+		if (args.pos_count > 1)
+			return usage("site force-move list: expected at most one SITE");
+		const char *site = args.pos_count == 1 ? args.pos[0] : NULL;
+		if (site != NULL && check_name("site", site) != 0)
+			return EXIT_REFUSED;
+		struct geodb_site_force_move *moves;
+		size_t count;
+		if (geodb_site_force_move_list(cli->geodb, site, &moves, &count, &error) < 0)
+			return refused("%s", error);
+		print_force_moves(cli, moves, count);
+		free(moves);
+		return 0;
+	}
+	if (strcmp(sub, "stop") == 0) {
+		if (args.pos_count != 1)
+			return usage("site force-move stop: expected one SITE");
+		const char *site = args.pos[0];
+		int ret = site_must_exist(cli, "site force-move stop:", site);
+		if (ret != 0)
+			return ret;
+		unsigned stopped;
+		if (geodb_site_force_move_stop(cli->geodb, site, 0, &stopped, &error) < 0)
+			return refused("%s", error);
+		if (stopped == 0)
+			printf("site %s: no force move to stop\n", site);
+		else
+			printf("site %s: %u force move(s) stopped; its users go home at their next "
+			       "login\n",
+			       site, stopped);
+		return 0;
+	}
+	return usage("site force-move: unknown subcommand '%s'", sub);
+}
+
+static int cmd_site_reachability(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {NULL};
+	static const char *const cols[] = {"observer", "target",   "reachable", "since",
+					   "observed", "written_by", NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1 || strcmp(argv[0], "list") != 0)
+		return usage("site reachability: expected list");
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (args.pos_count > 1)
+		return usage("site reachability list: expected at most one OBSERVER site");
+	const char *observer = args.pos_count == 1 ? args.pos[0] : NULL;
+	if (observer != NULL && check_name("site", observer) != 0)
+		return EXIT_REFUSED;
+	struct geodb_site_reachability *rows;
+	size_t count;
+	if (geodb_site_reachability_list(cli->geodb, observer, &rows, &count, &error) < 0)
+		return refused("%s", error);
+	struct output *out = output_create(cli->format, cols);
+	for (size_t i = 0; i < count; i++) {
+		char since[32], observed[32];
+		format_time_ms(rows[i].since_ms, since, sizeof(since));
+		format_time_ms(rows[i].observed_ms, observed, sizeof(observed));
+		const char *row[] = {rows[i].observer_site,
+				     rows[i].target_site,
+				     rows[i].reachable ? "yes" : "no",
+				     since,
+				     observed,
+				     rows[i].written_by};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+	free(rows);
+	return 0;
 }
 
 /* ---- backend ---- */
@@ -1324,7 +1528,12 @@ int main(int argc, char **argv)
 		settings_free(&cli.set);
 		return refused("%s", error);
 	}
-	if (strcmp(command, "site") == 0)
+	if (strcmp(command, "site") == 0 && sub_argc >= 1 && strcmp(sub_argv[0], "force-move") == 0)
+		ret = cmd_site_force_move(&cli, sub_argc - 1, sub_argv + 1);
+	else if (strcmp(command, "site") == 0 && sub_argc >= 1 &&
+		 strcmp(sub_argv[0], "reachability") == 0)
+		ret = cmd_site_reachability(&cli, sub_argc - 1, sub_argv + 1);
+	else if (strcmp(command, "site") == 0)
 		ret = cmd_site(&cli, sub_argc, sub_argv);
 	else if (strcmp(command, "backend") == 0)
 		ret = cmd_backend(&cli, sub_argc, sub_argv);

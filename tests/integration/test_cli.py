@@ -103,3 +103,57 @@ def test_backend_add_starts_in_standby_and_gets_no_groups(cli):
     for i in range(1, 40):
         acc = json.loads(cli("user", "access", f"user{i}", fmt="json").stdout)[0]
         assert acc["backend"] != "spare", acc
+
+
+def test_site_force_move(cli):
+    for site in ("dc2", "dc3"):
+        assert cli("site", "add", site).returncode == 0
+    r = cli("site", "force-move", "start", "dc1", "10", "dc2", "dc3")
+    assert r.returncode == 0, r.stderr
+    assert "10%" in r.stdout and "dc2,dc3" in r.stdout, r.stdout
+    rows = json.loads(cli("site", "force-move", "list", fmt="json").stdout)
+    assert [(x["site"], x["percent"], x["destinations"]) for x in rows] == \
+        [("dc1", "10", "dc2,dc3")], rows
+    first_id = rows[0]["id"]
+    # a second start changes the site's force move, keeping its id (the same users stay picked)
+    r = cli("site", "force-move", "start", "dc1", "30", "dc3")
+    assert r.returncode == 0, r.stderr
+    assert cli("site", "force-move", "start", "dc2", "100", "dc1").returncode == 0
+    rows = json.loads(cli("site", "force-move", "list", fmt="json").stdout)
+    assert [(x["site"], x["id"] == first_id, x["percent"], x["destinations"]) for x in rows] == \
+        [("dc1", True, "30", "dc3"), ("dc2", False, "100", "dc1")], rows
+    assert [x["site"] for x in json.loads(cli("site", "force-move", "list", "dc2",
+                                              fmt="json").stdout)] == ["dc2"]
+    tab = cli("site", "force-move", "list", fmt="tab").stdout.splitlines()
+    assert tab[0].split("\t") == ["site", "id", "percent", "destinations", "started",
+                                  "written_by"], tab
+    flow = cli("site", "force-move", "list", fmt="flow").stdout
+    assert "site=dc1 " in flow and "percent=30 destinations=dc3" in flow, flow
+    # refusals name what is wrong, and change nothing
+    _refused(cli("site", "force-move", "start", "nosuchsite", "10", "dc2"), "nosuchsite")
+    _refused(cli("site", "force-move", "start", "dc1", "101", "dc2"), "101", "0..100")
+    _refused(cli("site", "force-move", "start", "dc1", "ten", "dc2"), "ten")
+    _refused(cli("site", "force-move", "start", "dc1", "10", "dc1"), "dc1", "itself")
+    _refused(cli("site", "force-move", "start", "dc1", "10", "dc2", "nowhere"), "nowhere")
+    _refused(cli("site", "force-move", "start", "dc1", "10", "dc2", "dc2"), "dc2", "twice")
+    _refused(cli("site", "force-move", "stop", "nosuchsite"), "nosuchsite")
+    assert cli("site", "force-move", "start", "dc1", "10").returncode == 2
+    rows = json.loads(cli("site", "force-move", "list", fmt="json").stdout)
+    assert [(x["site"], x["percent"]) for x in rows] == [("dc1", "30"), ("dc2", "100")], rows
+    r = cli("site", "force-move", "stop", "dc1")
+    assert r.returncode == 0 and "1 force move" in r.stdout, (r.stdout, r.stderr)
+    r = cli("site", "force-move", "stop", "dc1")
+    assert r.returncode == 0 and "no force move" in r.stdout, (r.stdout, r.stderr)
+    rows = json.loads(cli("site", "force-move", "list", fmt="json").stdout)
+    assert [x["site"] for x in rows] == ["dc2"], rows
+
+
+def test_site_reachability_list(cli):
+    # nothing observed yet (the sites' controllers write it): an empty table, every format
+    assert json.loads(cli("site", "reachability", "list", fmt="json").stdout) == []
+    tab = cli("site", "reachability", "list", fmt="tab")
+    assert tab.returncode == 0, tab.stderr
+    assert tab.stdout.splitlines()[0].split("\t")[:5] == \
+        ["observer", "target", "reachable", "since", "observed"], tab.stdout
+    assert cli("site", "reachability", "list", "dc1", fmt="json").stdout.strip() == "[]"
+    assert cli("site", "reachability").returncode == 2
