@@ -64,8 +64,8 @@ static const char usage_text[] =
 	"  site status NAME\n"
 	"  site list\n"
 	"  site force-move start SITE PERCENT DEST...\n"
-	"                                            (users of SITE whose hash falls under PERCENT\n"
-	"                                            move to the DEST sites at their next login)\n"
+	"                                            (users of SITE under PERCENT by hash move\n"
+	"                                            to the DEST sites at their next login)\n"
 	"  site force-move stop SITE\n"
 	"  site force-move list [SITE]\n"
 	"  site reachability list [OBSERVER]         (what each site's controller sees)\n"
@@ -290,7 +290,7 @@ static void format_time_ms(int64_t ms, char *dst, size_t size)
 static void print_force_moves(struct cli *cli, const struct geodb_site_force_move *moves,
 			      size_t count)
 {
-	static const char *const cols[] = {"site",    "id",	"percent", "destinations",
+	static const char *const cols[] = {"site",    "id",         "percent", "destinations",
 					   "started", "written_by", NULL};
 	struct output *out = output_create(cli->format, cols);
 	for (size_t i = 0; i < count; i++) {
@@ -298,7 +298,7 @@ static void print_force_moves(struct cli *cli, const struct geodb_site_force_mov
 		snprintf(id, sizeof(id), "%lld", (long long)moves[i].id);
 		snprintf(percent, sizeof(percent), "%u", moves[i].percent);
 		format_time_ms(moves[i].started_ms, started, sizeof(started));
-		const char *row[] = {moves[i].site,	    id,	     percent,
+		const char *row[] = {moves[i].site,         id,      percent,
 				     moves[i].destinations, started, moves[i].written_by};
 		output_row(out, row);
 	}
@@ -342,8 +342,9 @@ static int force_move_start(struct cli *cli, const struct args *args)
 	for (unsigned i = 2; i < args->pos_count; i++) {
 		const char *dest = args->pos[i];
 		if (strcmp(dest, site) == 0)
-			return refused("site force-move start %s: destination %s is the site itself",
-				       site, dest);
+			return refused(
+				"site force-move start %s: destination %s is the site itself", site,
+				dest);
 		char what[128];
 		snprintf(what, sizeof(what), "site force-move start %s: destination", site);
 		ret = site_must_exist(cli, what, dest);
@@ -442,7 +443,7 @@ static int cmd_site_force_move(struct cli *cli, int argc, char **argv)
 static int cmd_site_reachability(struct cli *cli, int argc, char **argv)
 {
 	static const char *const allowed[] = {NULL};
-	static const char *const cols[] = {"observer", "target",   "reachable", "since",
+	static const char *const cols[] = {"observer", "target",     "reachable", "since",
 					   "observed", "written_by", NULL};
 	struct args args;
 	const char *error;

@@ -518,7 +518,7 @@ enum stmt_id {
 #define HEARTBEAT_COLUMN_COUNT 4
 #define REACH_COLUMNS "observer_site, target_site, reachable, since_ms, observed_ms, written_by"
 #define REACH_COLUMN_COUNT 6
-#define FAILOVER_COLUMNS                                                                   \
+#define FAILOVER_COLUMNS                                                                          \
 	"group_id, writer_site, target_site, target_backend, reason, written_at_ms, home_epoch, " \
 	"written_by"
 #define FAILOVER_COLUMN_COUNT 8
@@ -567,8 +567,8 @@ static const char *const stmt_templates[Q_COUNT] = {
 	/* assigning an unassigned group (its backend was removed): sticky,
 	 * moved_at and history stay (geodb_group_claim()) */
 	[Q_GROUP_CLAIM_IF] = "UPDATE %1$s.groups SET site = ?, backend = ?, alt_backend = ?, "
-			     "failover_site = ?, move_to = ?, move_started = ?, move_reason = ?, epoch = ?, "
-			     "written_by = ?, written_at = ? WHERE group_id = ? "
+			     "failover_site = ?, move_to = ?, move_started = ?, move_reason = ?, "
+			     "epoch = ?, written_by = ?, written_at = ? WHERE group_id = ? "
 			     "IF backend = '' AND epoch = ?",
 	[Q_GROUP_END_MOVE_IF] = "UPDATE %1$s.groups SET move_to = '', move_started = 0, "
 				"move_reason = '', epoch = ?, written_by = ?, written_at = ? "
@@ -1591,17 +1591,16 @@ static void job_fail_later(struct async_job *job)
 
 /* ---- snapshot ---- */
 
-static const enum stmt_id snap_stmts[SNAP_PARTS] = {
-	Q_META_ALL, Q_SITE_ALL,	    Q_BACKEND_ALL,   Q_GROUP_ALL,
-	Q_USER_ALL, Q_FAILOVER_ALL, Q_FORCE_MOVE_ALL};
-static const char *const snap_what[SNAP_PARTS] = {
-	"reading the snapshot (table meta)",
-	"reading the snapshot (table sites)",
-	"reading the snapshot (table backends)",
-	"reading the snapshot (table groups)",
-	"reading the snapshot (table users)",
-	"reading the snapshot (table group_failover)",
-	"reading the snapshot (table site_force_moves)"};
+static const enum stmt_id snap_stmts[SNAP_PARTS] = {Q_META_ALL,      Q_SITE_ALL, Q_BACKEND_ALL,
+						    Q_GROUP_ALL,     Q_USER_ALL, Q_FAILOVER_ALL,
+						    Q_FORCE_MOVE_ALL};
+static const char *const snap_what[SNAP_PARTS] = {"reading the snapshot (table meta)",
+						  "reading the snapshot (table sites)",
+						  "reading the snapshot (table backends)",
+						  "reading the snapshot (table groups)",
+						  "reading the snapshot (table users)",
+						  "reading the snapshot (table group_failover)",
+						  "reading the snapshot (table site_force_moves)"};
 
 static int row_failover(const struct cql_value *c, void *item, char *err, size_t size);
 static int row_force_move(const struct cql_value *c, void *item, char *err, size_t size);
@@ -1671,9 +1670,10 @@ static int snap_part_read(unsigned index, const struct cql_reply *reply,
 		geodb_sort_failovers(snap->failovers, snap->failover_count);
 		return 0;
 	default:
-		if (collect_rows(reply, FORCE_MOVE_COLUMN_COUNT, sizeof(struct geodb_site_force_move),
-				 row_force_move, (void **)&snap->force_moves,
-				 &snap->force_move_count, err, size) < 0)
+		if (collect_rows(reply, FORCE_MOVE_COLUMN_COUNT,
+				 sizeof(struct geodb_site_force_move), row_force_move,
+				 (void **)&snap->force_moves, &snap->force_move_count, err,
+				 size) < 0)
 			return -1;
 		geodb_sort_force_moves(snap->force_moves, snap->force_move_count);
 		return 0;
@@ -3133,8 +3133,8 @@ static bool same_group_row(const struct geodb_group *x, const struct geodb_group
 	return x->group_id == y->group_id && x->epoch == y->epoch &&
 	       strcmp(x->site, y->site) == 0 && strcmp(x->backend, y->backend) == 0 &&
 	       strcmp(x->alt_backend, y->alt_backend) == 0 &&
-	       strcmp(x->failover_site, y->failover_site) == 0 && strcmp(x->move_to, y->move_to) == 0 &&
-	       x->move_started_ms == y->move_started_ms &&
+	       strcmp(x->failover_site, y->failover_site) == 0 &&
+	       strcmp(x->move_to, y->move_to) == 0 && x->move_started_ms == y->move_started_ms &&
 	       strcmp(x->move_reason, y->move_reason) == 0 &&
 	       strcmp(x->written_by, y->written_by) == 0 && x->written_at == y->written_at &&
 	       x->sticky == y->sticky && x->moved_at_ms == y->moved_at_ms && same_history(x, y);
@@ -4041,13 +4041,15 @@ static int cass_site_heartbeat_list(struct geodb *geo, const char *site, int64_t
 	size_t count = 0;
 	for (size_t i = 0; i < site_count; i++) {
 		char what[256];
-		snprintf(what, sizeof(what), "listing the heartbeats of site %s (table site_heartbeats)",
+		snprintf(what, sizeof(what),
+			 "listing the heartbeats of site %s (table site_heartbeats)",
 			 sites[i].name);
 		struct vals v = {0};
 		v_text(&v, sites[i].name);
 		v_bigint(&v, from_ms / GEODB_HEARTBEAT_BUCKET_MS);
 		v_bigint(&v, to_ms / GEODB_HEARTBEAT_BUCKET_MS);
-		struct list_ctx ctx = {row_heartbeat, HEARTBEAT_COLUMN_COUNT, sizeof(*all), NULL, 0};
+		struct list_ctx ctx = {row_heartbeat, HEARTBEAT_COLUMN_COUNT, sizeof(*all), NULL,
+				       0};
 		if (run(db, what, Q_HEARTBEAT_RANGE, NULL, &v, F_READ | F_ALL, reply_list, &ctx,
 			error_r) < 0) {
 			free(sites);
@@ -4243,7 +4245,7 @@ static int reply_failover_lwt(struct cassdb *db, const struct cql_reply *reply, 
 	const struct cql_value *at = lwt_col(&row, "written_at_ms", 7);
 	const struct cql_value *by = lwt_col(&row, "written_by", 8);
 	struct cql_value cells[FAILOVER_COLUMN_COUNT] = {
-		id != NULL ? *id : null_cell,	      *writer,
+		id != NULL ? *id : null_cell,         *writer,
 		site != NULL ? *site : null_cell,     backend != NULL ? *backend : null_cell,
 		reason != NULL ? *reason : null_cell, at != NULL ? *at : null_cell,
 		epoch != NULL ? *epoch : null_cell,   by != NULL ? *by : null_cell,
@@ -4255,8 +4257,9 @@ static int failover_get(struct cassdb *db, unsigned group_id, unsigned flags,
 			struct geodb_group_failover *cell_r, const char **error_r)
 {
 	char what[256];
-	snprintf(what, sizeof(what), "reading the failover cell of group %u (table group_failover%s)",
-		 group_id, (flags & F_SERIAL) != 0 ? ", serial" : "");
+	snprintf(what, sizeof(what),
+		 "reading the failover cell of group %u (table group_failover%s)", group_id,
+		 (flags & F_SERIAL) != 0 ? ", serial" : "");
 	struct vals v = {0};
 	v_int(&v, (int32_t)group_id);
 	struct get_ctx ctx = {row_failover, FAILOVER_COLUMN_COUNT, cell_r};
@@ -4276,8 +4279,7 @@ static int cass_group_failover_get(struct geodb *geo, unsigned group_id,
  * writer_site), UPDATE ... IF writer_site = ours; when the cell changed in
  * between (released, or written by another), again. */
 static int cass_group_failover_put_if(struct geodb *geo, const struct geodb_group_failover *cell,
-				      struct geodb_group_failover *stored_r,
-				      const char **error_r)
+				      struct geodb_group_failover *stored_r, const char **error_r)
 {
 	struct cassdb *db = (struct cassdb *)geo;
 	if (ready(db, error_r) < 0)
@@ -4343,9 +4345,10 @@ static int cass_group_failover_release(struct geodb *geo, unsigned group_id,
 	if (ready(db, error_r) < 0)
 		return -1;
 	char what[256];
-	snprintf(what, sizeof(what),
-		 "releasing the failover cell of group %u written by site %s (table group_failover)",
-		 group_id, writer_site);
+	snprintf(
+		what, sizeof(what),
+		"releasing the failover cell of group %u written by site %s (table group_failover)",
+		group_id, writer_site);
 	struct vals v = {0};
 	v_int(&v, (int32_t)group_id);
 	v_text(&v, writer_site);

@@ -1674,15 +1674,15 @@ static int sqlite_site_heartbeat_list(struct geodb *geo, const char *site, int64
 				      size_t *count_r, const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
-	sqlite3_stmt *stmt = prepare(
-		db,
-		site != NULL ? "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
-			       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
-			       " AND site = ?4 ORDER BY site, bucket"
-			     : "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
-			       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
-			       " ORDER BY site, bucket",
-		error_r);
+	sqlite3_stmt *stmt =
+		prepare(db,
+			site != NULL ? "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
+				       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
+				       " AND site = ?4 ORDER BY site, bucket"
+				     : "SELECT site, bucket, beat_ms, writer FROM site_heartbeats"
+				       " WHERE expires_at > ?1 AND bucket >= ?2 AND bucket <= ?3"
+				       " ORDER BY site, bucket",
+			error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_int64(stmt, 1, now_seconds());
@@ -1694,20 +1694,21 @@ static int sqlite_site_heartbeat_list(struct geodb *geo, const char *site, int64
 		       error_r);
 }
 
-static int sqlite_site_reachability_put(struct geodb *geo, const struct geodb_site_reachability *row,
+static int sqlite_site_reachability_put(struct geodb *geo,
+					const struct geodb_site_reachability *row,
 					unsigned ttl_secs, const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
 	if (expire_rows(db, "site_reachability", error_r) < 0)
 		return -1;
-	sqlite3_stmt *stmt =
-		prepare(db,
-			"INSERT INTO site_reachability (observer_site, target_site, reachable,"
-			" since_ms, observed_ms, written_by, expires_at)"
-			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(observer_site, target_site)"
-			" DO UPDATE SET reachable = ?3, since_ms = ?4, observed_ms = ?5,"
-			" written_by = ?6, expires_at = ?7",
-			error_r);
+	sqlite3_stmt *stmt = prepare(
+		db,
+		"INSERT INTO site_reachability (observer_site, target_site, reachable,"
+		" since_ms, observed_ms, written_by, expires_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(observer_site, target_site)"
+		" DO UPDATE SET reachable = ?3, since_ms = ?4, observed_ms = ?5,"
+		" written_by = ?6, expires_at = ?7",
+		error_r);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, row->observer_site, -1, SQLITE_STATIC);
@@ -1754,11 +1755,11 @@ static int sqlite_site_reachability_list(struct geodb *geo, const char *observer
 	sqlite3_bind_int64(stmt, 1, now_seconds());
 	if (observer_site != NULL)
 		sqlite3_bind_text(stmt, 2, observer_site, -1, SQLITE_STATIC);
-	return collect(db, stmt, sizeof(**rows_r), read_reachability_row, (void **)rows_r,
-		       count_r, error_r);
+	return collect(db, stmt, sizeof(**rows_r), read_reachability_row, (void **)rows_r, count_r,
+		       error_r);
 }
 
-#define FAILOVER_COLUMNS                                                               \
+#define FAILOVER_COLUMNS                                                             \
 	"group_id, writer_site, target_site, target_backend, reason, written_at_ms," \
 	" home_epoch, written_by"
 
@@ -1829,8 +1830,7 @@ static int sqlite_group_failover_get(struct geodb *geo, unsigned group_id,
 }
 
 static int sqlite_group_failover_put_if(struct geodb *geo, const struct geodb_group_failover *cell,
-					struct geodb_group_failover *stored_r,
-					const char **error_r)
+					struct geodb_group_failover *stored_r, const char **error_r)
 {
 	struct sqldb *db = (struct sqldb *)geo;
 	/* the read and the write under one write lock */
@@ -1962,8 +1962,8 @@ static int sqlite_site_force_move_list(struct geodb *geo, const char *site,
 		return -1;
 	if (site != NULL)
 		sqlite3_bind_text(stmt, 1, site, -1, SQLITE_STATIC);
-	return collect(db, stmt, sizeof(**moves_r), read_force_move_row, (void **)moves_r,
-		       count_r, error_r);
+	return collect(db, stmt, sizeof(**moves_r), read_force_move_row, (void **)moves_r, count_r,
+		       error_r);
 }
 
 /* ---- the LocalDB file ---- */

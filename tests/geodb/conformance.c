@@ -1942,8 +1942,7 @@ static void test_heartbeats(struct geodb *db, struct geodb *db2)
 	struct geodb_site_heartbeat *rows = NULL;
 	size_t count = 99;
 	CHECK(GEODB_HEARTBEAT_BUCKET_MS == 10000);
-	CHECK_OK(geodb_site_heartbeat_list(db, NULL, 0, BEAT_T0 * 2, &rows, &count, &error),
-		 error);
+	CHECK_OK(geodb_site_heartbeat_list(db, NULL, 0, BEAT_T0 * 2, &rows, &count, &error), error);
 	CHECK(count == 0);
 	free(rows);
 	/* one bucket: the newest beat stays, whatever order they come in */
@@ -1969,8 +1968,8 @@ static void test_heartbeats(struct geodb *db, struct geodb *db2)
 	}
 	free(rows);
 	/* every site: sorted by site, then bucket */
-	CHECK_OK(geodb_site_heartbeat_list(db, NULL, BEAT_T0 - 5000, BEAT_T0 + 30000, &rows,
-					   &count, &error),
+	CHECK_OK(geodb_site_heartbeat_list(db, NULL, BEAT_T0 - 5000, BEAT_T0 + 30000, &rows, &count,
+					   &error),
 		 error);
 	CHECK(count == 4);
 	if (count == 4) {
@@ -1996,8 +1995,7 @@ static void test_heartbeats(struct geodb *db, struct geodb *db2)
 		 error);
 	CHECK(count == 0);
 	free(rows);
-	CHECK_OK(geodb_site_heartbeat_list(db, "nosuchsite", 0, BEAT_T0 * 2, &rows, &count,
-					   &error),
+	CHECK_OK(geodb_site_heartbeat_list(db, "nosuchsite", 0, BEAT_T0 * 2, &rows, &count, &error),
 		 error);
 	CHECK(count == 0);
 	free(rows);
@@ -2543,18 +2541,16 @@ static void test_snapshot(struct geodb *db)
 		for (size_t i = 0; i < back.failover_count && i < snap.failover_count; i++)
 			same += same_failover(&back.failovers[i], &snap.failovers[i]);
 		CHECK(same == snap.failover_count);
-		CHECK(back.force_move_count == snap.force_move_count &&
-		      back.force_move_count == 2);
+		CHECK(back.force_move_count == snap.force_move_count && back.force_move_count == 2);
 		if (back.force_move_count == 2)
 			CHECK(back.force_moves[1].id == snap.force_moves[1].id &&
 			      strcmp(back.force_moves[1].destinations,
 				     snap.force_moves[1].destinations) == 0);
 		same = 0;
 		for (size_t i = 0; i < back.group_row_count && i < snap.group_row_count; i++)
-			same += strcmp(back.groups[i].failover_site, snap.groups[i].failover_site) ==
-				0;
-		CHECK(back.group_row_count == snap.group_row_count &&
-		      same == snap.group_row_count);
+			same += strcmp(back.groups[i].failover_site,
+				       snap.groups[i].failover_site) == 0;
+		CHECK(back.group_row_count == snap.group_row_count && same == snap.group_row_count);
 		geodb_snapshot_free(&back);
 		remove_sqlite_file(path);
 	}
@@ -3227,8 +3223,9 @@ static void test_sqlite_upgrade(enum fixture fixture)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && (strcmp(argv[1], "--upgrade") == 0 || strcmp(argv[1], "--upgrade-v3") == 0 ||
-			  strcmp(argv[1], "--upgrade-v3-full") == 0)) {
+	if (argc == 3 &&
+	    (strcmp(argv[1], "--upgrade") == 0 || strcmp(argv[1], "--upgrade-v3") == 0 ||
+	     strcmp(argv[1], "--upgrade-v3-full") == 0)) {
 		enum fixture fixture = strcmp(argv[1], "--upgrade") == 0      ? FIXTURE_V2
 				       : strcmp(argv[1], "--upgrade-v3") == 0 ? FIXTURE_V3_EARLY
 									      : FIXTURE_V3;
