@@ -183,6 +183,24 @@ int client_ident_forward(struct client_ident *ident, const char *name, const cha
 	return 0;
 }
 
+void login_xtext(const char *value, char *dst, size_t dst_size)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+		if (n + 4 > dst_size)
+			break;
+		if (*p < '!' || *p > '~' || *p == '+' || *p == '=') {
+			dst[n++] = '+';
+			dst[n++] = hex[*p >> 4];
+			dst[n++] = hex[*p & 15];
+		} else {
+			dst[n++] = (char)*p;
+		}
+	}
+	dst[n] = '\0';
+}
+
 static int xtext_decode(const char *src, size_t len, char *dst, size_t dst_size)
 {
 	size_t n = 0;
@@ -193,7 +211,7 @@ static int xtext_decode(const char *src, size_t len, char *dst, size_t dst_size)
 			dst[n++] = src[i];
 			continue;
 		}
-		if (i + 2 >= len + 0 || !isxdigit((unsigned char)src[i + 1]) ||
+		if (i + 2 >= len || !isxdigit((unsigned char)src[i + 1]) ||
 		    !isxdigit((unsigned char)src[i + 2]))
 			return -1;
 		char hex[3] = {src[i + 1], src[i + 2], '\0'};
@@ -215,8 +233,15 @@ int client_ident_xclient(struct client_ident *ident, const char *args, const cha
 		size_t len = strcspn(p, " ");
 		const char *eq = memchr(p, '=', len);
 		char name[16], value[128];
+		size_t value_len = eq != NULL ? len - (size_t)(eq - p) - 1 : 0;
+		if (eq != NULL && value_len < sizeof(value) &&
+		    xtext_decode(eq + 1, value_len, value, sizeof(value)) < 0) {
+			/* not xtext: as it is (Dovecot's proxies send SESSION so) */
+			memcpy(value, eq + 1, value_len);
+			value[value_len] = '\0';
+		}
 		if (eq == NULL || eq == p || (size_t)(eq - p) >= sizeof(name) ||
-		    xtext_decode(eq + 1, len - (size_t)(eq - p) - 1, value, sizeof(value)) < 0) {
+		    value_len >= sizeof(value)) {
 			snprintf(error, sizeof(error), "invalid XCLIENT attribute '%.*s'",
 				 (int)(len < 60 ? len : 60), p);
 			*error_r = error;

@@ -78,6 +78,8 @@ int client_ident_forward(struct client_ident *ident, const char *name, const cha
  * each attribute through client_ident_forward().  -1 with *error_r for a
  * malformed one (ident may have taken the attributes before it). */
 int client_ident_xclient(struct client_ident *ident, const char *args, const char **error_r);
+/* value as RFC 3461 xtext (XCLIENT's values) into dst. */
+void login_xtext(const char *value, char *dst, size_t dst_size);
 /* Logs event=forward_accepted once a peer's forwarding was taken. */
 void client_ident_forward_log(const struct client_ident *ident, const char *protocol);
 /* The TTL we pass on: one less than the peer's, else LOGIN_PROXY_TTL. */

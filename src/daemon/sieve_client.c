@@ -180,10 +180,11 @@ static void sieve_backend_connected(struct login_proxy *lp)
 	if (login_proxy_forwarding(lp)) {
 		/* to another site's load balancer: marked, and the login waits
 		 * until the far side has taken the mark */
+		char session[3 * sizeof(req->ident.session_id)];
+		login_xtext(req->ident.session_id, session, sizeof(session));
 		login_proxy_sendf(lp, "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u HOPS=%u\r\n",
-				  req->ident.client_ip, req->ident.client_port,
-				  req->ident.session_id, client_ident_ttl(&req->ident),
-				  login_proxy_hops(lp));
+				  req->ident.client_ip, req->ident.client_port, session,
+				  client_ident_ttl(&req->ident), login_proxy_hops(lp));
 		return;
 	}
 	char ir[SASL_PLAIN_BUF_SIZE * 2];
