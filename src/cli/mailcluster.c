@@ -1024,6 +1024,10 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	}
 	enum route_status status =
 		route_user_sync(cli->geodb, ldb, cli->set->site, user, access, &route, &reason);
+	/* a group in another site: a login here goes to that site's load
+	 * balancer (as the daemon's route_check_site()) */
+	status = route_check_site(ldb, cli->set->site, cli->set->site_direct_backends, status,
+				  &route, &reason);
 	localdb_destroy(&ldb);
 	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
 		return refused("user %s: %s", user, reason);
@@ -1032,10 +1036,13 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	const char *backend = route.group.backend[0] != '\0' ? route.group.backend : "-";
 	const char *site = route.group.site[0] != '\0' ? route.group.site : "-";
 	if (access) {
-		static const char *const cols[] = {"user",    "group",  "backend",
-						   "address", "status", NULL};
-		const char *row[] = {route.username, group, backend,
-				     route.backend.address[0] != '\0' ? route.backend.address : "-",
+		static const char *const cols[] = {"user",    "group",  "backend", "address",
+						   "via_site", "status", NULL};
+		const char *address = route.backend.address[0] != '\0' ? route.backend.address : "-";
+		if (route.via_site[0] != '\0')
+			address = route.via.load_balancer;
+		const char *row[] = {route.username, group, backend, address,
+				     route.via_site[0] != '\0' ? route.via_site : "-",
 				     status == ROUTE_OK ? "ok" : reason};
 		struct output *out = output_create(cli->format, cols);
 		output_row(out, row);

@@ -225,10 +225,10 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 		      (unsigned long long)m->lmtp_recipients_delivered,
 		      (unsigned long long)m->lmtp_recipients_tempfailed);
 	metric(&body, "mailcluster_site_forwards_total", "counter",
-	       "Logins and LMTP recipients sent to another site's load balancer.", "",
+	       "Logins and LMTP recipients another site's load balancer took.", "",
 	       m->site_forwards);
 	metric(&body, "mailcluster_site_forwards_failed_total", "counter",
-	       "Logins sent to another site's load balancer that it did not take.", "",
+	       "Logins and LMTP recipients another site's load balancer did not take.", "",
 	       m->site_forwards_failed);
 	metric(&body, "mailcluster_site_unavailable_total", "counter",
 	       "Logins and recipients refused because their group's site has no usable load "

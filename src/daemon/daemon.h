@@ -45,8 +45,8 @@ struct daemon_metrics {
 	uint64_t lmtp_recipients_delivered;
 	uint64_t lmtp_recipients_tempfailed;
 	/* sites (store/route.h route_check_site()) */
-	uint64_t site_forwards;        /* logins and LMTP recipients sent to another site */
-	uint64_t site_forwards_failed; /* ... of which the other site's LB did not take */
+	uint64_t site_forwards;        /* logins and LMTP recipients another site's LB took */
+	uint64_t site_forwards_failed; /* ... and those it did not (or could not route) */
 	uint64_t site_unavailable;     /* refused: the group's site has no usable LB */
 	uint64_t site_forwarded_in;    /* forwarded sessions accepted from another site */
 	uint64_t route_loops;          /* forwarded sessions not forwarded again */

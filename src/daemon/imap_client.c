@@ -153,7 +153,7 @@ static void imap_backend_line(struct login_proxy *lp, const char *line, size_t l
 	}
 	if (strncasecmp(line + tag_len + 1, "OK", 2) == 0)
 		login_proxy_success(lp, line, len);
-	else
+	else if (!login_proxy_far_tempfail(lp, line, "[UNAVAILABLE]"))
 		login_proxy_failure(lp, line, len); /* NO or BAD: the backend's answer */
 }
 

@@ -1115,6 +1115,13 @@ static void rcpt_finish(struct lmtp_client *client)
 	char *reply = client->pending_reply;
 	client->pending_reply = NULL;
 	client_send(client, reply);
+	if (client->pending.backend != NULL && client->pending.backend->forward) {
+		/* another site's load balancer took the recipient, or not */
+		if (reply_code(reply) / 100 == 2)
+			client->daemon->metrics.site_forwards++;
+		else
+			client->daemon->metrics.site_forwards_failed++;
+	}
 	if (reply_code(reply) / 100 == 2) {
 		if (client->rcpt_count == client->rcpt_size) {
 			client->rcpt_size = client->rcpt_size == 0 ? 8 : client->rcpt_size * 2;
@@ -1401,8 +1408,6 @@ static bool rcpt_route(struct lmtp_client *client, enum route_status status,
 	}
 	char key[NAME_MAX_LEN + 8];
 	backend_key(route, key, sizeof(key));
-	if (route->via_site[0] != '\0')
-		client->daemon->metrics.site_forwards++;
 	struct lmtp_backend *backend = backend_find(client, key);
 	if (backend != NULL && backend->state == BACKEND_FAILED && !backend->used) {
 		/* a connection kept from an earlier transaction that died

@@ -494,6 +494,17 @@ unsigned login_proxy_hops(const struct login_proxy *lp)
 	return lp->request.ident.hops + 1;
 }
 
+bool login_proxy_far_tempfail(struct login_proxy *lp, const char *line, const char *marker)
+{
+	if (!login_proxy_forwarding(lp) || strstr(line, marker) == NULL)
+		return false;
+	char reason[600];
+	snprintf(reason, sizeof(reason), "the load balancer %s of site %s answered: %.200s",
+		 lp->target, lp->route.via_site, line);
+	login_proxy_unavailable(lp, reason);
+	return true;
+}
+
 const char *login_proxy_target(const struct login_proxy *lp)
 {
 	return lp->target;

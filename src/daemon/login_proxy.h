@@ -166,6 +166,12 @@ void login_proxy_sendf(struct login_proxy *lp, const char *fmt, ...)
 bool login_proxy_forwarding(const struct login_proxy *lp);
 /* The hop count to send: ours plus one. */
 unsigned login_proxy_hops(const struct login_proxy *lp);
+/* Forwarding, and line is the far side's temporary failure (it carries
+ * marker, e.g. "[UNAVAILABLE]": the other site could not route the user
+ * either, or refused a loop): login_proxy_unavailable() with the line as
+ * the reason, so the client gets our own temporary failure and it is
+ * counted as a failed forward.  Returns whether it was. */
+bool login_proxy_far_tempfail(struct login_proxy *lp, const char *line, const char *marker);
 /* Where we connect, "ip:port", for log lines and reasons. */
 const char *login_proxy_target(const struct login_proxy *lp);
 /* "AUTH PLAIN"-style initial response for the user and password. */

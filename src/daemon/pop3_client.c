@@ -186,7 +186,8 @@ static void pop3_backend_line(struct login_proxy *lp, const char *line, size_t l
 	if (strncmp(line, "+OK", 3) == 0) {
 		login_proxy_success(lp, line, len);
 	} else if (strncmp(line, "-ERR", 4) == 0) {
-		login_proxy_failure(lp, line, len); /* the backend's answer */
+		if (!login_proxy_far_tempfail(lp, line, "[SYS/TEMP]"))
+			login_proxy_failure(lp, line, len); /* the backend's answer */
 	} else if (line[0] == '+') {
 		login_proxy_unavailable(lp, "backend asked for a SASL continuation after an "
 					    "initial response");

@@ -264,7 +264,7 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 			/* the text is a literal, still to come: say it ourselves */
 			const char *no = "NO \"Authentication failed.\"";
 			login_proxy_failure(lp, no, strlen(no));
-		} else {
+		} else if (!login_proxy_far_tempfail(lp, line, "(TRYLATER)")) {
 			login_proxy_failure(lp, line, len); /* the backend's answer */
 		}
 	} else if (line[0] == '"' || line[0] == '{') {

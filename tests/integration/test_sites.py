@@ -408,7 +408,13 @@ def test_disagreeing_sites_refuse_a_loop(cluster, fleet):
              message="dc2 to refuse the LMTP loop")
     assert d2.status()["sites"]["loops_refused"] == 3
     assert d2.metrics()["mailcluster_route_loops_total"] == 3
-    assert d1.status()["sites"]["loops_refused"] == 0
+    st1 = d1.status()["sites"]
+    assert st1["loops_refused"] == 0 and st1["forwards"] == 0, st1
+    # dc1 saw dc2's refusal as a temporary failure of the forward (IMAP, POP3, LMTP)
+    assert st1["forwards_failed"] == 3, st1
+    assert re.search(rf"event=login result=unavailable protocol=imap user={user} .*"
+                     rf"reason=\"the load balancer 127\.0\.0\.1:{d2.ports['imap']} of site "
+                     rf"dc2 answered: \S+ NO \[UNAVAILABLE\]", d1.log_text())
 
 
 def test_site_direct_backends_connects_straight_to_the_backend(cluster, fleet):
