@@ -337,6 +337,33 @@ def test_no_load_balancer_or_site_down_is_a_temporary_failure(cluster, fleet):
         close_quietly(c)
 
 
+def test_single_address_load_balancer_serves_every_protocol_at_one_port(cluster, fleet):
+    d1, d2 = two_sites(cluster, fleet)
+    user = "user286"
+    place(d1, user, "backend3")
+    cli_ok(d1, "site", "update", "--load-balancer", f"127.0.0.1:{d2.ports['imap']}", "dc2")
+    c = d1.login(user)
+    try:
+        assert backend_of(c) == "backend3"
+    finally:
+        close_quietly(c)
+    assert login_line(d1, "imap", user).group(2) == f"127.0.0.1:{d2.ports['imap']}"
+    # POP3 goes to the same port, where IMAP answers: a temporary failure, not a login
+    p = poplib.POP3("127.0.0.1", d1.ports["pop3"], timeout=20)
+    try:
+        p.user(user)
+        try:
+            p.pass_("password")
+            raise AssertionError("POP3 worked against an IMAP port")
+        except poplib.error_proto as e:
+            assert b"[SYS/TEMP]" in e.args[0], e
+    finally:
+        p.close()
+    assert re.search(rf"event=login result=unavailable protocol=pop3 user={user} group=\d+ "
+                     rf"backend=backend3 via_site=dc2 address=127\.0\.0\.1:{d2.ports['imap']} "
+                     rf".*greeting was not \+OK", d1.log_text())
+
+
 def test_forwarding_needs_login_trusted_networks_on_the_other_side(cluster, fleet):
     d1 = cluster(setup=False, start=False, protocols=PROTOCOLS, site="dc1",
                  login_trusted_networks=TRUSTED)
