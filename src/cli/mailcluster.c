@@ -1036,12 +1036,16 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	const char *backend = route.group.backend[0] != '\0' ? route.group.backend : "-";
 	const char *site = route.group.site[0] != '\0' ? route.group.site : "-";
 	if (access) {
-		static const char *const cols[] = {"user",    "group",  "backend", "address",
+		static const char *const cols[] = {"user",     "group",  "backend", "address",
 						   "via_site", "status", NULL};
-		const char *address = route.backend.address[0] != '\0' ? route.backend.address : "-";
+		const char *address =
+			route.backend.address[0] != '\0' ? route.backend.address : "-";
 		if (route.via_site[0] != '\0')
 			address = route.via.load_balancer;
-		const char *row[] = {route.username, group, backend, address,
+		const char *row[] = {route.username,
+				     group,
+				     backend,
+				     address,
 				     route.via_site[0] != '\0' ? route.via_site : "-",
 				     status == ROUTE_OK ? "ok" : reason};
 		struct output *out = output_create(cli->format, cols);

@@ -689,8 +689,8 @@ static void backend_reply(struct lmtp_backend *backend, int code, const char *re
 			if (backend->forward && (backend->xclient_attrs & XCLIENT_HOPS) == 0) {
 				snprintf(reason, sizeof(reason),
 					 "the load balancer %s:%d does not offer XCLIENT HOPS to "
-					 "us, so it would not take our forwarding: is this host in the "
-					 "other site's login_trusted_networks?",
+					 "us, so it would not take our forwarding: is this host in "
+					 "the other site's login_trusted_networks?",
 					 backend->address, backend->port);
 				backend_fail(backend, reason, NULL);
 				return;

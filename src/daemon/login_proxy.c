@@ -683,14 +683,15 @@ static bool finish(struct login_proxy *lp)
 		daemon->metrics.logins_unavailable++;
 		if (lp->route.via_site[0] != '\0')
 			daemon->metrics.site_forwards_failed++;
-		log_warning(
-			"event=login result=unavailable protocol=%s user=%s group=%u backend=%s%s%s%s%s "
-			"client=%s:%u session=%s reason=\"%s\"",
-			protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
-			lp->route.via_site[0] != '\0' ? " via_site=" : "", lp->route.via_site,
-			lp->route.via_site[0] != '\0' ? " address=" : "",
-			lp->route.via_site[0] != '\0' ? lp->target : "", req->ident.client_ip,
-			req->ident.client_port, req->ident.session_id, lp->outcome_text);
+		log_warning("event=login result=unavailable protocol=%s user=%s group=%u "
+			    "backend=%s%s%s%s%s "
+			    "client=%s:%u session=%s reason=\"%s\"",
+			    protocol, lp->route.username, lp->route.group_id,
+			    lp->route.backend.name,
+			    lp->route.via_site[0] != '\0' ? " via_site=" : "", lp->route.via_site,
+			    lp->route.via_site[0] != '\0' ? " address=" : "",
+			    lp->route.via_site[0] != '\0' ? lp->target : "", req->ident.client_ip,
+			    req->ident.client_port, req->ident.session_id, lp->outcome_text);
 		lp->callback(lp->context, LOGIN_PROXY_UNAVAILABLE, lp->outcome_text);
 		break;
 	case OUTCOME_FAILURE:

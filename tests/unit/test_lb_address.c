@@ -3,8 +3,7 @@
 #include "unit.h"
 #include "util/lb_address.h"
 
-static void check_for(const char *spec, const char *protocol, int found, const char *host,
-		      int port)
+static void check_for(const char *spec, const char *protocol, int found, const char *host, int port)
 {
 	char buf[128] = "";
 	int p = -1;
