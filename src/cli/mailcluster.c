@@ -17,6 +17,7 @@
 #include "cli/output.h"
 #include "net/doveadm.h"
 #include "util/command.h"
+#include "util/lb_address.h"
 #include "util/net_util.h"
 #include "store/geodb.h"
 #include "store/localdb.h"
@@ -58,8 +59,9 @@ struct args {
 static const char usage_text[] =
 	"usage: mailcluster -c FILE [-f flow|tab|table|json] COMMAND\n"
 	"\n"
-	"  site add [--tag TAG] NAME\n"
-	"  site update [--status online|offline|standby|evacuate] [--tag TAG] NAME\n"
+	"  site add [--tag TAG] [--load-balancer ADDRESS] NAME\n"
+	"  site update [--status online|offline|standby|evacuate] [--tag TAG]\n"
+	"              [--load-balancer HOST[:PORT]|imap=HOST:PORT,pop3=...|''] NAME\n"
 	"  site remove NAME\n"
 	"  site status NAME\n"
 	"  site list\n"
@@ -211,7 +213,7 @@ static void print_sites(struct cli *cli, const struct geodb_site *sites, size_t 
 
 static int cmd_site(struct cli *cli, int argc, char **argv)
 {
-	static const char *const allowed[] = {"tag", "status", NULL};
+	static const char *const allowed[] = {"tag", "status", "load-balancer", NULL};
 	struct args args;
 	const char *error;
 	if (argc < 1)
@@ -237,11 +239,27 @@ static int cmd_site(struct cli *cli, int argc, char **argv)
 		return EXIT_REFUSED;
 	struct geodb_site site;
 	memset(&site, 0, sizeof(site));
+	/* where other sites' daemons send this site's users (util/lb_address.h) */
+	const char *lb = opt(&args, "load-balancer");
+	if (lb != NULL) {
+		if (strlen(lb) >= sizeof(site.load_balancer))
+			return refused("invalid load balancer address for site %s: longer than %zu "
+				       "characters",
+				       name, sizeof(site.load_balancer) - 1);
+		if (lb_address_check(lb, &error) < 0)
+			return refused(
+				"invalid load balancer address '%s' for site %s: %s; expected "
+				"HOST[:PORT] or imap=HOST[:PORT],pop3=...,lmtp=...,sieve=...,"
+				"submission=... (HOST an IP address), or '' for none",
+				lb, name, error);
+	}
 	if (strcmp(sub, "add") == 0) {
 		snprintf(site.name, sizeof(site.name), "%s", name);
 		site.status = SITE_STATUS_ONLINE;
 		if (opt(&args, "tag") != NULL)
 			snprintf(site.tags, sizeof(site.tags), "%s", opt(&args, "tag"));
+		if (lb != NULL)
+			snprintf(site.load_balancer, sizeof(site.load_balancer), "%s", lb);
 		if (geodb_site_add(cli->geodb, &site, &error) < 0)
 			return refused("%s", error);
 		printf("site %s added (status online)\n", name);
@@ -264,14 +282,17 @@ static int cmd_site(struct cli *cli, int argc, char **argv)
 	}
 	if (strcmp(sub, "update") == 0) {
 		const char *status = opt(&args, "status"), *tag = opt(&args, "tag");
-		if (status == NULL && tag == NULL)
-			return usage("site update: nothing to change (--status or --tag)");
+		if (status == NULL && tag == NULL && lb == NULL)
+			return usage("site update: nothing to change (--status, --tag or "
+				     "--load-balancer)");
 		if (status != NULL && site_status_parse(status, &site.status) < 0)
 			return refused("invalid site status '%s': expected online, offline, "
 				       "standby or evacuate",
 				       status);
 		if (tag != NULL)
 			snprintf(site.tags, sizeof(site.tags), "%s", tag);
+		if (lb != NULL)
+			snprintf(site.load_balancer, sizeof(site.load_balancer), "%s", lb);
 		if (geodb_site_update(cli->geodb, &site, &error) < 0)
 			return refused("%s", error);
 		printf("site %s updated (status %s)\n", name, site_status_name(site.status));
@@ -1208,6 +1229,10 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	}
 	enum route_status status =
 		route_user_sync(cli->geodb, ldb, cli->set->site, user, access, &route, &reason);
+	/* a group in another site: a login here goes to that site's load
+	 * balancer (as the daemon's route_check_site()) */
+	status = route_check_site(ldb, cli->set->site, cli->set->site_direct_backends, status,
+				  &route, &reason);
 	localdb_destroy(&ldb);
 	if (status == ROUTE_BAD_USER || status == ROUTE_ERROR)
 		return refused("user %s: %s", user, reason);
@@ -1216,10 +1241,17 @@ static int cmd_user(struct cli *cli, int argc, char **argv)
 	const char *backend = route.group.backend[0] != '\0' ? route.group.backend : "-";
 	const char *site = route.group.site[0] != '\0' ? route.group.site : "-";
 	if (access) {
-		static const char *const cols[] = {"user",    "group",  "backend",
-						   "address", "status", NULL};
-		const char *row[] = {route.username, group, backend,
-				     route.backend.address[0] != '\0' ? route.backend.address : "-",
+		static const char *const cols[] = {"user",     "group",  "backend", "address",
+						   "via_site", "status", NULL};
+		const char *address =
+			route.backend.address[0] != '\0' ? route.backend.address : "-";
+		if (route.via_site[0] != '\0')
+			address = route.via.load_balancer;
+		const char *row[] = {route.username,
+				     group,
+				     backend,
+				     address,
+				     route.via_site[0] != '\0' ? route.via_site : "-",
 				     status == ROUTE_OK ? "ok" : reason};
 		struct output *out = output_create(cli->format, cols);
 		output_row(out, row);

@@ -66,6 +66,16 @@ static void handle_status(struct evhttp_request *req, void *context)
 	strbuf_printf(&body, ",\"uptime\":%ld,\"clients\":%u,\"sessions\":%u,",
 		      (long)(time(NULL) - daemon->started), daemon->client_count,
 		      daemon->session_count);
+	const struct daemon_metrics *m = &daemon->metrics;
+	strbuf_printf(&body,
+		      "\"sites\":{\"direct_backends\":%s,\"forwards\":%llu,"
+		      "\"forwards_failed\":%llu,\"unavailable\":%llu,\"forwarded_in\":%llu,"
+		      "\"loops_refused\":%llu},",
+		      daemon->set->site_direct_backends ? "true" : "false",
+		      (unsigned long long)m->site_forwards,
+		      (unsigned long long)m->site_forwards_failed,
+		      (unsigned long long)m->site_unavailable,
+		      (unsigned long long)m->site_forwarded_in, (unsigned long long)m->route_loops);
 	router_status_json(daemon, &body);
 	strbuf_append(&body, ",");
 	prober_status_json(daemon, &body);
@@ -214,6 +224,22 @@ static void handle_metrics(struct evhttp_request *req, void *context)
 		      "mailcluster_lmtp_recipients_total{result=\"tempfailed\"} %llu\n",
 		      (unsigned long long)m->lmtp_recipients_delivered,
 		      (unsigned long long)m->lmtp_recipients_tempfailed);
+	metric(&body, "mailcluster_site_forwards_total", "counter",
+	       "Logins and LMTP recipients another site's load balancer took.", "",
+	       m->site_forwards);
+	metric(&body, "mailcluster_site_forwards_failed_total", "counter",
+	       "Logins and LMTP recipients another site's load balancer did not take.", "",
+	       m->site_forwards_failed);
+	metric(&body, "mailcluster_site_unavailable_total", "counter",
+	       "Logins and recipients refused because their group's site has no usable load "
+	       "balancer.",
+	       "", m->site_unavailable);
+	metric(&body, "mailcluster_site_forwarded_in_total", "counter",
+	       "Sessions another site's daemon forwarded here.", "", m->site_forwarded_in);
+	metric(&body, "mailcluster_route_loops_total", "counter",
+	       "Forwarded sessions whose group lived in another site again: refused, not "
+	       "forwarded back.",
+	       "", m->route_loops);
 	router_metrics(daemon, &body);
 	prober_metrics(daemon, &body);
 	controller_metrics(daemon, &body);

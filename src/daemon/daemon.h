@@ -44,6 +44,12 @@ struct daemon_metrics {
 	uint64_t haproxy_refused;
 	uint64_t lmtp_recipients_delivered;
 	uint64_t lmtp_recipients_tempfailed;
+	/* sites (store/route.h route_check_site()) */
+	uint64_t site_forwards;        /* logins and LMTP recipients another site's LB took */
+	uint64_t site_forwards_failed; /* ... and those it did not (or could not route) */
+	uint64_t site_unavailable;     /* refused: the group's site has no usable LB */
+	uint64_t site_forwarded_in;    /* forwarded sessions accepted from another site */
+	uint64_t route_loops;          /* forwarded sessions not forwarded again */
 };
 
 struct daemon {
@@ -70,6 +76,8 @@ struct daemon {
 	char writer[64]; /* names this daemon in GeoDB rows */
 	struct net_network *haproxy_trusted;
 	size_t haproxy_trusted_count;
+	struct net_network *login_trusted; /* login_trusted_networks */
+	size_t login_trusted_count;
 
 	struct session *sessions; /* proxied sessions, a doubly-linked list */
 	unsigned session_count;

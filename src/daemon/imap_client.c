@@ -48,10 +48,41 @@ static void capability_string(struct imap_client *client, char *dst, size_t size
 /* ---- the backend dialogue ---- */
 
 enum imap_dialogue_state { IMAP_DIALOGUE_GREETING, IMAP_DIALOGUE_ID, IMAP_DIALOGUE_LOGIN };
+/* or'ed into the state: the far side echoed x-mailcluster-hops in its ID
+ * reply (another site's daemon took our forwarding) */
+#define IMAP_DIALOGUE_HOPS_ACCEPTED 0x100u
+#define IMAP_DIALOGUE_STATE_MASK 0xffu
+
+static void imap_send_login(struct login_proxy *lp)
+{
+	const struct login_proxy_request *req = login_proxy_request(lp);
+	char ir[SASL_PLAIN_BUF_SIZE * 2];
+	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
+		login_proxy_unavailable(lp, "username and password too long to forward");
+		return;
+	}
+	login_proxy_sendf(lp, "%s AUTHENTICATE PLAIN %s\r\n", req->tag, ir);
+	explicit_bzero(ir, sizeof(ir));
+}
 
 static void imap_backend_connected(struct login_proxy *lp)
 {
 	const struct login_proxy_request *req = login_proxy_request(lp);
+	if (login_proxy_forwarding(lp)) {
+		/* to another site's load balancer: the session is marked, and
+		 * the login waits until the far side has taken the mark.  Seven
+		 * pairs at most: our own parser takes 16 tokens. */
+		login_proxy_sendf(
+			lp,
+			"MC ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
+			"\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
+			"\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\" "
+			"\"x-mailcluster-hops\" \"%u\")\r\n",
+			req->ident.client_ip, req->ident.client_port, req->ident.local_ip,
+			req->ident.local_port, req->ident.session_id, client_ident_ttl(&req->ident),
+			login_proxy_hops(lp));
+		return;
+	}
 	char ir[SASL_PLAIN_BUF_SIZE * 2];
 	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
 		login_proxy_unavailable(lp, "username and password too long to forward");
@@ -63,8 +94,8 @@ static void imap_backend_connected(struct login_proxy *lp)
 			  "\"x-session-id\" \"%s\" \"x-proxy-ttl\" \"%u\")\r\n"
 			  "%s AUTHENTICATE PLAIN %s\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.local_ip,
-			  req->ident.local_port, req->ident.session_id, LOGIN_PROXY_TTL, req->tag,
-			  ir);
+			  req->ident.local_port, req->ident.session_id,
+			  client_ident_ttl(&req->ident), req->tag, ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 
@@ -72,8 +103,8 @@ static void imap_backend_line(struct login_proxy *lp, const char *line, size_t l
 {
 	unsigned *state = login_proxy_state(lp);
 	const char *tag = login_proxy_request(lp)->tag;
-	char reason[300];
-	switch (*state) {
+	char reason[400];
+	switch (*state & IMAP_DIALOGUE_STATE_MASK) {
 	case IMAP_DIALOGUE_GREETING:
 		if (strncmp(line, "* OK", 4) != 0) {
 			snprintf(reason, sizeof(reason), "backend greeting was not OK: %.200s",
@@ -81,11 +112,27 @@ static void imap_backend_line(struct login_proxy *lp, const char *line, size_t l
 			login_proxy_retry(lp, reason);
 			return;
 		}
-		*state = IMAP_DIALOGUE_ID;
+		*state = (*state & ~IMAP_DIALOGUE_STATE_MASK) | IMAP_DIALOGUE_ID;
 		return;
 	case IMAP_DIALOGUE_ID:
-		if (line[0] != '*')
-			*state = IMAP_DIALOGUE_LOGIN;
+		if (line[0] == '*') {
+			if (strstr(line, "\"x-mailcluster-hops\"") != NULL)
+				*state |= IMAP_DIALOGUE_HOPS_ACCEPTED;
+			return;
+		}
+		*state = (*state & ~IMAP_DIALOGUE_STATE_MASK) | IMAP_DIALOGUE_LOGIN;
+		if (!login_proxy_forwarding(lp))
+			return;
+		if ((*state & IMAP_DIALOGUE_HOPS_ACCEPTED) == 0) {
+			snprintf(reason, sizeof(reason),
+				 "the load balancer %s did not take our forwarding "
+				 "(x-mailcluster-hops): is this host in the other site's "
+				 "login_trusted_networks?",
+				 login_proxy_target(lp));
+			login_proxy_unavailable(lp, reason);
+			return;
+		}
+		imap_send_login(lp);
 		return;
 	}
 	if (line[0] == '*') {
@@ -106,7 +153,7 @@ static void imap_backend_line(struct login_proxy *lp, const char *line, size_t l
 	}
 	if (strncasecmp(line + tag_len + 1, "OK", 2) == 0)
 		login_proxy_success(lp, line, len);
-	else
+	else if (!login_proxy_far_tempfail(lp, line, "[UNAVAILABLE]"))
 		login_proxy_failure(lp, line, len); /* NO or BAD: the backend's answer */
 }
 
@@ -158,6 +205,68 @@ static bool arg_is_string(const struct imap_arg *arg)
 	return arg->type == IMAP_ARG_ATOM || arg->type == IMAP_ARG_STRING;
 }
 
+/* Dovecot's ID forwarding fields (and ours), by client_ident_forward()'s
+ * names. */
+static const struct {
+	const char *id_field, *name;
+} id_forward_fields[] = {
+	{"x-originating-ip", "addr"},   {"x-originating-port", "port"},
+	{"x-connected-ip", "destaddr"}, {"x-connected-port", "destport"},
+	{"x-session-id", "session"},    {"x-proxy-ttl", "ttl"},
+	{"x-mailcluster-hops", "hops"},
+};
+
+/* ID: from a peer in login_trusted_networks (another proxy, another
+ * site's daemon) the forwarding fields say who the client is; the reply
+ * then echoes x-mailcluster-hops, which is how the forwarding daemon knows
+ * its mark was taken. */
+static void cmd_id(struct imap_client *client, const struct imap_command *cmd)
+{
+	struct client_ident *ident = &client->base.id;
+	bool has_list = cmd->arg_count >= 2 && cmd->args[0].type == IMAP_ARG_LIST_START;
+	if (has_list && !ident->forwarded) {
+		struct client_ident copy = *ident;
+		const char *error = NULL;
+		bool hops_given = false;
+		for (unsigned i = 1; i + 1 < cmd->arg_count && error == NULL; i += 2) {
+			if (!arg_is_string(&cmd->args[i]) || !arg_is_string(&cmd->args[i + 1]))
+				continue;
+			for (size_t f = 0;
+			     f < sizeof(id_forward_fields) / sizeof(id_forward_fields[0]); f++) {
+				if (strcasecmp(cmd->args[i].str, id_forward_fields[f].id_field) !=
+				    0)
+					continue;
+				if (strcmp(id_forward_fields[f].name, "hops") == 0)
+					hops_given = true;
+				if (ident->trusted)
+					client_ident_forward(&copy, id_forward_fields[f].name,
+							     cmd->args[i + 1].str, &error);
+			}
+		}
+		if (!ident->trusted && hops_given) {
+			log_warning("event=forward_refused protocol=imap peer=%s:%u session=%s "
+				    "reason=\"x-mailcluster-hops from a peer not in "
+				    "login_trusted_networks: ignored\"",
+				    ident->client_ip, ident->client_port, ident->session_id);
+		} else if (error != NULL) {
+			log_warning("event=forward_refused protocol=imap peer=%s:%u session=%s "
+				    "reason=\"%s\"",
+				    ident->client_ip, ident->client_port, ident->session_id, error);
+		} else if (copy.forwarded) {
+			*ident = copy;
+			client_ident_forward_log(ident, "imap");
+		}
+	}
+	if (ident->forwarded)
+		client_sendf(client,
+			     "* ID (\"name\" \"mailcluster\" \"x-mailcluster-hops\" \"%u\")\r\n"
+			     "%s OK ID completed.\r\n",
+			     ident->hops, cmd->tag);
+	else
+		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n",
+			     cmd->tag);
+}
+
 static bool cmd_starttls(struct imap_client *client, const char *tag)
 {
 	struct daemon *daemon = client->base.daemon;
@@ -201,8 +310,7 @@ static bool handle_command(struct imap_client *client, const struct imap_command
 		login_client_close_after(&client->base, line, "logged out before login");
 		return false;
 	} else if (strcasecmp(name, "ID") == 0) {
-		client_sendf(client, "* ID (\"name\" \"mailcluster\")\r\n%s OK ID completed.\r\n",
-			     tag);
+		cmd_id(client, cmd);
 	} else if (strcasecmp(name, "STARTTLS") == 0) {
 		return cmd_starttls(client, tag);
 	} else if (strcasecmp(name, "LOGIN") == 0) {

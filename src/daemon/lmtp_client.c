@@ -80,6 +80,7 @@
 #define XCLIENT_PORT 0x2
 #define XCLIENT_SESSION 0x4
 #define XCLIENT_TTL 0x8
+#define XCLIENT_HOPS 0x10 /* another site's daemon (ours) takes HOPS= */
 
 enum client_state {
 	CLIENT_COMMANDS,   /* reading and answering commands */
@@ -128,8 +129,12 @@ struct lmtp_client;
 struct lmtp_backend {
 	struct lmtp_backend *next;
 	struct lmtp_client *client;
-	char name[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 8]; /* the backend's, or "site:SITE" for a load balancer */
 	char address[ADDRESS_MAX_LEN + 1];
+	int port;
+	/* another site's load balancer (store/route.h): the connection is
+	 * marked (XCLIENT HOPS=), and fails unless the far side takes it */
+	bool forward;
 	enum backend_state state;
 	struct bufferevent *bev;
 	struct event *timer;      /* the retry wait, or the bound on what we wait for */
@@ -559,7 +564,10 @@ static void backend_send_xclient(struct lmtp_backend *backend)
 		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " SESSION=%s", session);
 	}
 	if ((attrs & XCLIENT_TTL) != 0)
-		snprintf(cmd + n, sizeof(cmd) - n, " TTL=%u", LOGIN_PROXY_TTL);
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " TTL=%u",
+				      client_ident_ttl(&client->id));
+	if ((attrs & XCLIENT_HOPS) != 0 && backend->forward)
+		snprintf(cmd + n, sizeof(cmd) - n, " HOPS=%u", client->id.hops + 1);
 	backend_send(backend, "%s\r\n", cmd);
 	backend->state = BACKEND_XCLIENT;
 }
@@ -602,6 +610,8 @@ static unsigned parse_xclient_attrs(const char *reply)
 					attrs |= XCLIENT_SESSION;
 				else if (strcasecmp(w, "TTL") == 0)
 					attrs |= XCLIENT_TTL;
+				else if (strcasecmp(w, "HOPS") == 0)
+					attrs |= XCLIENT_HOPS;
 			}
 		}
 		if (end == NULL)
@@ -676,6 +686,15 @@ static void backend_reply(struct lmtp_backend *backend, int code, const char *re
 		backend->pipelining = reply_has_keyword(reply, "PIPELINING");
 		if (backend->state == BACKEND_LHLO) {
 			backend->xclient_attrs = parse_xclient_attrs(reply);
+			if (backend->forward && (backend->xclient_attrs & XCLIENT_HOPS) == 0) {
+				snprintf(reason, sizeof(reason),
+					 "the load balancer %s:%d does not offer XCLIENT HOPS to "
+					 "us, so it would not take our forwarding: is this host in "
+					 "the other site's login_trusted_networks?",
+					 backend->address, backend->port);
+				backend_fail(backend, reason, NULL);
+				return;
+			}
 			if (backend->xclient_attrs != 0) {
 				backend_send_xclient(backend);
 				return;
@@ -690,6 +709,12 @@ static void backend_reply(struct lmtp_backend *backend, int code, const char *re
 			backend->state = BACKEND_LHLO_AGAIN;
 		} else if (code / 100 == 2) {
 			backend_send_mail(backend);
+		} else if (backend->forward) {
+			snprintf(
+				reason, sizeof(reason),
+				"the load balancer %s:%d refused our forwarding (XCLIENT HOPS): %s",
+				backend->address, backend->port, safe);
+			backend_fail(backend, reason, NULL);
 		} else {
 			/* the mail matters more than the client's address in the
 			 * backend's log: go on without */
@@ -883,8 +908,7 @@ static void backend_attempt(struct lmtp_backend *backend)
 	backend->reused = false;
 	backend->state = BACKEND_CONNECTING;
 	backend->reply_len = 0;
-	if (net_parse_ip_port(backend->address, daemon->set->backend_port_lmtp, &addr, &addr_len) <
-	    0) {
+	if (net_parse_ip_port(backend->address, backend->port, &addr, &addr_len) < 0) {
 		snprintf(reason, sizeof(reason), "backend address '%s' is not an IP address",
 			 backend->address);
 		backend_fail(backend, reason, NULL);
@@ -908,13 +932,30 @@ static void backend_attempt(struct lmtp_backend *backend)
 	}
 }
 
+/* The connection a routed recipient goes through: its backend's, or for
+ * a group in another site, that site's load balancer's (one per site). */
+static void backend_key(const struct route_result *route, char *dst, size_t dst_size)
+{
+	if (route->via_site[0] != '\0')
+		snprintf(dst, dst_size, "site:%s", route->via_site);
+	else
+		snprintf(dst, dst_size, "%s", route->backend.name);
+}
+
 static struct lmtp_backend *backend_create(struct lmtp_client *client,
 					   const struct route_result *route)
 {
 	struct lmtp_backend *backend = calloc(1, sizeof(*backend));
 	backend->client = client;
-	snprintf(backend->name, sizeof(backend->name), "%s", route->backend.name);
-	snprintf(backend->address, sizeof(backend->address), "%s", route->backend.address);
+	backend_key(route, backend->name, sizeof(backend->name));
+	if (route->via_site[0] != '\0') {
+		backend->forward = true;
+		snprintf(backend->address, sizeof(backend->address), "%s", route->forward_address);
+		backend->port = route->forward_port;
+	} else {
+		snprintf(backend->address, sizeof(backend->address), "%s", route->backend.address);
+		backend->port = client->daemon->set->backend_port_lmtp;
+	}
 	backend->timer = evtimer_new(client->daemon->base, backend_timer_fired, backend);
 	backend_deadline_set(backend);
 	backend->next = client->backends;
@@ -1074,6 +1115,13 @@ static void rcpt_finish(struct lmtp_client *client)
 	char *reply = client->pending_reply;
 	client->pending_reply = NULL;
 	client_send(client, reply);
+	if (client->pending.backend != NULL && client->pending.backend->forward) {
+		/* another site's load balancer took the recipient, or not */
+		if (reply_code(reply) / 100 == 2)
+			client->daemon->metrics.site_forwards++;
+		else
+			client->daemon->metrics.site_forwards_failed++;
+	}
 	if (reply_code(reply) / 100 == 2) {
 		if (client->rcpt_count == client->rcpt_size) {
 			client->rcpt_size = client->rcpt_size == 0 ? 8 : client->rcpt_size * 2;
@@ -1158,8 +1206,45 @@ static void cmd_lhlo(struct lmtp_client *client, const struct smtp_command *cmd)
 	client->lhlo_done = true;
 	client_sendf(client,
 		     "250-%s\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
-		     "250 SIZE %zu\r\n",
-		     client->hostname, client->daemon->set->lmtp_message_max);
+		     "%s250 SIZE %zu\r\n",
+		     client->hostname,
+		     client->id.trusted && !client->id.forwarded
+			     ? "250-XCLIENT ADDR PORT SESSION TTL HOPS\r\n"
+			     : "",
+		     client->daemon->set->lmtp_message_max);
+}
+
+/* XCLIENT from a peer in login_trusted_networks (another site's daemon):
+ * who the client is and how many sites forwarded it; then a new greeting
+ * and LHLO again.  Returns false if the client must stop reading. */
+static bool cmd_xclient(struct lmtp_client *client, const struct smtp_command *cmd)
+{
+	if (!client->id.trusted || client->id.forwarded) {
+		if (!client->id.trusted)
+			log_warning("event=forward_refused protocol=lmtp peer=%s:%u session=%s "
+				    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+				    client->id.client_ip, client->id.client_port,
+				    client->id.session_id);
+		return client_bad_command(client, "502 5.5.1 Command not implemented\r\n");
+	}
+	if (client->transaction) {
+		client_send(client, "503 5.5.1 XCLIENT not permitted in a transaction\r\n");
+		return true;
+	}
+	struct client_ident copy = client->id;
+	const char *error;
+	if (client_ident_xclient(&copy, cmd->args, &error) < 0) {
+		char reply[300];
+		snprintf(reply, sizeof(reply), "501 5.5.4 Invalid XCLIENT: %s\r\n", error);
+		return client_bad_command(client, reply);
+	}
+	client->id = copy;
+	client_ident_forward_log(&client->id, "lmtp");
+	client->daemon->metrics.site_forwarded_in += client->id.hops > 0 ? 1 : 0;
+	transaction_reset(client, false);
+	client->lhlo_done = false;
+	client_sendf(client, "220 %s LMTP mailcluster ready\r\n", client->hostname);
+	return true;
 }
 
 /* MAIL parameters: BODY= goes on to the backends, SIZE= is checked here
@@ -1290,12 +1375,19 @@ static void rcpt_routed(void *context, enum route_status status, const struct ro
 /* The rest of RCPT once its user is routed.  Returns false if the client
  * now waits for a backend (or, async, for client_resume()). */
 static bool rcpt_route(struct lmtp_client *client, enum route_status status,
-		       const struct route_result *route, const char *reason, bool async)
+		       const struct route_result *routed, const char *reason, bool async)
 {
 	struct lmtp_rcpt *rcpt = &client->pending;
 	const char *path = rcpt->address;
 	char reply[600];
-	snprintf(rcpt->user, sizeof(rcpt->user), "%s",
+	/* a group in another site: that site's load balancer, unless this
+	 * session came from another site already (a loop) */
+	struct route_result site_route = *routed;
+	const struct route_result *route = &site_route;
+	if (status == ROUTE_OK)
+		status =
+			login_route_site(client->daemon, "lmtp", &client->id, &site_route, &reason);
+	snprintf(rcpt->user, sizeof(rcpt->user), "%.*s", (int)sizeof(rcpt->user) - 1,
 		 route->username[0] != '\0' ? route->username : "-");
 	rcpt->group_id = route->group_id;
 	switch (status) {
@@ -1314,7 +1406,9 @@ static bool rcpt_route(struct lmtp_client *client, enum route_status status,
 		rcpt_reply_ours(client, reply, reason, async);
 		return async ? false : true;
 	}
-	struct lmtp_backend *backend = backend_find(client, route->backend.name);
+	char key[NAME_MAX_LEN + 8];
+	backend_key(route, key, sizeof(key));
+	struct lmtp_backend *backend = backend_find(client, key);
 	if (backend != NULL && backend->state == BACKEND_FAILED && !backend->used) {
 		/* a connection kept from an earlier transaction that died
 		 * meanwhile: it is no answer for this one */
@@ -1425,10 +1519,11 @@ static bool handle_command(struct lmtp_client *client, const struct smtp_command
 	case SMTP_VERB_HELO:
 	case SMTP_VERB_EHLO:
 		return client_bad_command(client, "502 5.5.1 LMTP uses LHLO\r\n");
+	case SMTP_VERB_XCLIENT:
+		return cmd_xclient(client, cmd);
 	case SMTP_VERB_BDAT:
 	case SMTP_VERB_STARTTLS:
 	case SMTP_VERB_AUTH:
-	case SMTP_VERB_XCLIENT:
 		return client_bad_command(client, "502 5.5.1 Command not implemented\r\n");
 	case SMTP_VERB_UNKNOWN:
 		return client_bad_command(client, "500 5.5.2 Unknown command\r\n");

@@ -82,7 +82,8 @@ void login_client_init(struct login_client *client, const struct login_client_pr
 	client->daemon = daemon;
 	daemon->client_count++;
 	client_ident_init(&client->id, daemon, fd, remote, local);
-	client->secured = implicit_tls || client->id.loopback;
+	/* Dovecot's rule: TLS, loopback, or a peer in login_trusted_networks */
+	client->secured = implicit_tls || client->id.loopback || client->id.trusted;
 	client->stream =
 		stream_create(daemon->base, fd, implicit_tls ? daemon->ssl_ctx : NULL,
 			      daemon->set->prelogin_line_max, daemon->set->prelogin_timeout_ms,

@@ -13,9 +13,11 @@
 #include "net/stream.h"
 #include "proto/sasl_plain.h"
 #include "daemon/router.h"
+#include "util/lb_address.h"
 #include "util/log.h"
 #include "util/net_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +58,10 @@ struct login_proxy {
 	size_t outcome_len;
 	const char *rest; /* backend bytes after the success reply */
 	size_t rest_len;
+
+	char target[ADDRESS_MAX_LEN + 16]; /* "ip:port" we connect to */
+	const char *target_ip;             /* the backend's or the load balancer's */
+	int target_port;
 };
 
 static void attempt_connect(struct login_proxy *lp);
@@ -72,12 +79,281 @@ void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd
 				   &ident->local_port);
 	session_id_generate(daemon, ident->session_id);
 	ident->loopback = net_sockaddr_is_loopback(remote);
+	ident->trusted =
+		daemon->login_trusted_count > 0 &&
+		net_networks_match(daemon->login_trusted, daemon->login_trusted_count, remote);
+	ident->forwarded = false;
+	ident->forwarded_by[0] = '\0';
+	ident->hops = 0;
+	ident->proxy_ttl = 0;
+}
+
+static int parse_number(const char *value, unsigned max, unsigned *value_r)
+{
+	char *end;
+	if (value[0] < '0' || value[0] > '9')
+		return -1;
+	unsigned long n = strtoul(value, &end, 10);
+	if (*end != '\0' || n > max)
+		return -1;
+	*value_r = (unsigned)n;
+	return 0;
+}
+
+static void mark_forwarded(struct client_ident *ident)
+{
+	if (ident->forwarded)
+		return;
+	ident->forwarded = true;
+	/* the peer's own address, before the client's replaces it */
+	snprintf(ident->forwarded_by, sizeof(ident->forwarded_by), "%s", ident->client_ip);
+}
+
+int client_ident_forward(struct client_ident *ident, const char *name, const char *value,
+			 const char **error_r)
+{
+	static char error[200];
+	unsigned number;
+	if (strcmp(name, "addr") == 0 || strcmp(name, "destaddr") == 0) {
+		if (strncasecmp(value, "IPV6:", 5) == 0)
+			value += 5;
+		if (value[0] == '[')
+			return 0; /* [UNAVAILABLE], [TEMPUNAVAIL]: nothing to take */
+		if (!net_is_ip_address(value) || strlen(value) >= sizeof(ident->client_ip)) {
+			snprintf(error, sizeof(error), "%s '%.60s' is not an IP address", name,
+				 value);
+			*error_r = error;
+			return -1;
+		}
+		mark_forwarded(ident);
+		if (strcmp(name, "addr") == 0)
+			snprintf(ident->client_ip, sizeof(ident->client_ip), "%s", value);
+		else
+			snprintf(ident->local_ip, sizeof(ident->local_ip), "%s", value);
+		return 0;
+	}
+	if (strcmp(name, "port") == 0 || strcmp(name, "destport") == 0) {
+		if (value[0] == '[')
+			return 0;
+		if (parse_number(value, 65535, &number) < 0) {
+			snprintf(error, sizeof(error), "%s '%.60s' is not a port", name, value);
+			*error_r = error;
+			return -1;
+		}
+		mark_forwarded(ident);
+		if (strcmp(name, "port") == 0)
+			ident->client_port = (uint16_t)number;
+		else
+			ident->local_port = (uint16_t)number;
+		return 0;
+	}
+	if (strcmp(name, "session") == 0) {
+		size_t len = strlen(value);
+		bool ok = len > 0 && len < sizeof(ident->session_id);
+		for (size_t i = 0; ok && i < len; i++) {
+			char c = value[i];
+			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '+' ||
+			     c == '/' || c == '.';
+		}
+		if (!ok) {
+			snprintf(error, sizeof(error),
+				 "session id '%.60s' is not 1-23 letters, digits or -_+/.", value);
+			*error_r = error;
+			return -1;
+		}
+		mark_forwarded(ident);
+		snprintf(ident->session_id, sizeof(ident->session_id), "%s", value);
+		return 0;
+	}
+	if (strcmp(name, "ttl") == 0 || strcmp(name, "hops") == 0) {
+		if (parse_number(value, 1000, &number) < 0) {
+			snprintf(error, sizeof(error), "%s '%.60s' is not a number up to 1000",
+				 name, value);
+			*error_r = error;
+			return -1;
+		}
+		mark_forwarded(ident);
+		if (strcmp(name, "ttl") == 0)
+			ident->proxy_ttl = number;
+		else
+			ident->hops = number;
+		return 0;
+	}
+	return 0;
+}
+
+void login_xtext(const char *value, char *dst, size_t dst_size)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+		if (n + 4 > dst_size)
+			break;
+		if (*p < '!' || *p > '~' || *p == '+' || *p == '=') {
+			dst[n++] = '+';
+			dst[n++] = hex[*p >> 4];
+			dst[n++] = hex[*p & 15];
+		} else {
+			dst[n++] = (char)*p;
+		}
+	}
+	dst[n] = '\0';
+}
+
+static int xtext_decode(const char *src, size_t len, char *dst, size_t dst_size)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (n + 1 >= dst_size)
+			return -1;
+		if (src[i] != '+') {
+			dst[n++] = src[i];
+			continue;
+		}
+		if (i + 2 >= len || !isxdigit((unsigned char)src[i + 1]) ||
+		    !isxdigit((unsigned char)src[i + 2]))
+			return -1;
+		char hex[3] = {src[i + 1], src[i + 2], '\0'};
+		dst[n++] = (char)strtoul(hex, NULL, 16);
+		i += 2;
+	}
+	dst[n] = '\0';
+	return 0;
+}
+
+int client_ident_xclient(struct client_ident *ident, const char *args, const char **error_r)
+{
+	static char error[200];
+	for (const char *p = args; *p != '\0';) {
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		size_t len = strcspn(p, " ");
+		const char *eq = memchr(p, '=', len);
+		char name[16], value[128];
+		size_t value_len = eq != NULL ? len - (size_t)(eq - p) - 1 : 0;
+		if (eq != NULL && value_len < sizeof(value) &&
+		    xtext_decode(eq + 1, value_len, value, sizeof(value)) < 0) {
+			/* not xtext: as it is (Dovecot's proxies send SESSION so) */
+			memcpy(value, eq + 1, value_len);
+			value[value_len] = '\0';
+		}
+		if (eq == NULL || eq == p || (size_t)(eq - p) >= sizeof(name) ||
+		    value_len >= sizeof(value)) {
+			snprintf(error, sizeof(error), "invalid XCLIENT attribute '%.*s'",
+				 (int)(len < 60 ? len : 60), p);
+			*error_r = error;
+			return -1;
+		}
+		size_t name_len = (size_t)(eq - p);
+		for (size_t i = 0; i < name_len; i++)
+			name[i] = (char)tolower((unsigned char)p[i]);
+		name[name_len] = '\0';
+		if (client_ident_forward(ident, name, value, error_r) < 0)
+			return -1;
+		p += len;
+	}
+	return 0;
+}
+
+void client_ident_forward_log(const struct client_ident *ident, const char *protocol)
+{
+	if (!ident->forwarded)
+		return;
+	log_info("event=forward_accepted protocol=%s peer=%s client=%s:%u session=%s hops=%u",
+		 protocol, ident->forwarded_by, ident->client_ip, ident->client_port,
+		 ident->session_id, ident->hops);
+}
+
+unsigned client_ident_ttl(const struct client_ident *ident)
+{
+	if (ident->proxy_ttl == 0)
+		return LOGIN_PROXY_TTL;
+	return ident->proxy_ttl > 1 ? ident->proxy_ttl - 1 : 0;
+}
+
+/* The port of this daemon's own listener for protocol, else the
+ * protocol's standard one: where a load balancer given without a port
+ * is reached. */
+static int own_port(const struct daemon *daemon, const char *protocol)
+{
+	static const struct {
+		const char *protocol;
+		enum listener_kind kind;
+		int standard;
+	} ports[] = {
+		{"imap", LISTENER_IMAP, 143},
+		{"pop3", LISTENER_POP3, 110},
+		{"lmtp", LISTENER_LMTP, 24},
+		{"sieve", LISTENER_SIEVE, 4190},
+		{"submission", LISTENER_SUBMISSION, 587},
+	};
+	for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+		if (strcmp(ports[i].protocol, protocol) != 0)
+			continue;
+		int port = daemon->set->listeners[ports[i].kind].addr.port;
+		return port != 0 ? port : ports[i].standard;
+	}
+	return 0;
+}
+
+enum route_status login_route_site(struct daemon *daemon, const char *protocol,
+				   const struct client_ident *ident, struct route_result *route,
+				   const char **reason_r)
+{
+	static char reason[600];
+	route->forward_address[0] = '\0';
+	route->forward_port = 0;
+	if (route->via_site[0] == '\0')
+		return ROUTE_OK;
+	if (ident->hops > 0) {
+		daemon->metrics.route_loops++;
+		snprintf(reason, sizeof(reason),
+			 "this session was forwarded to us by another site (hops=%u, from %s), but "
+			 "here group %u lives in site %s: not forwarded again (the sites' views "
+			 "disagree, e.g. replication delay or a split)",
+			 ident->hops, ident->forwarded_by, route->group_id, route->via_site);
+		log_warning("event=route_loop protocol=%s user=%s group=%u site=%s backend=%s "
+			    "client=%s:%u session=%s hops=%u forwarded_by=%s reason=\"%s\"",
+			    protocol, route->username, route->group_id, route->via_site,
+			    route->backend.name, ident->client_ip, ident->client_port,
+			    ident->session_id, ident->hops, ident->forwarded_by, reason);
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	const char *error;
+	int port;
+	int found = lb_address_for(route->via.load_balancer, protocol, route->forward_address,
+				   sizeof(route->forward_address), &port, &error);
+	if (found <= 0) {
+		daemon->metrics.site_unavailable++;
+		if (found < 0)
+			snprintf(reason, sizeof(reason),
+				 "group %u lives in site %s, whose load balancer address '%s' is "
+				 "invalid: %s",
+				 route->group_id, route->via_site, route->via.load_balancer, error);
+		else
+			snprintf(reason, sizeof(reason),
+				 "group %u lives in site %s, whose load balancer address '%s' has "
+				 "no %s address",
+				 route->group_id, route->via_site, route->via.load_balancer,
+				 protocol);
+		route->forward_address[0] = '\0';
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	route->forward_port = port != 0 ? port : own_port(daemon, protocol);
+	return ROUTE_OK;
 }
 
 enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
 				    const struct client_ident *ident, enum route_status status,
-				    const struct route_result *route, const char *reason)
+				    struct route_result *route, const char *reason)
 {
+	if (status == ROUTE_OK)
+		status = login_route_site(daemon, protocol, ident, route, &reason);
 	switch (status) {
 	case ROUTE_OK:
 		return LOGIN_ROUTE_OK;
@@ -183,8 +459,9 @@ void login_proxy_send(struct login_proxy *lp, const char *data, size_t len)
 	ssize_t n = write(lp->fd, data, len);
 	if (n != (ssize_t)len) {
 		char reason[256];
-		snprintf(reason, sizeof(reason), "cannot send to backend %s: %s",
-			 lp->route.backend.address, n < 0 ? strerror(errno) : "short write");
+		snprintf(reason, sizeof(reason), "cannot send to %s %s: %s",
+			 lp->route.via_site[0] != '\0' ? "load balancer" : "backend", lp->target,
+			 n < 0 ? strerror(errno) : "short write");
 		if (lp->spoke)
 			login_proxy_unavailable(lp, reason);
 		else
@@ -205,6 +482,32 @@ void login_proxy_sendf(struct login_proxy *lp, const char *fmt, ...)
 	}
 	login_proxy_send(lp, buf, (size_t)n);
 	explicit_bzero(buf, sizeof(buf));
+}
+
+bool login_proxy_forwarding(const struct login_proxy *lp)
+{
+	return lp->route.via_site[0] != '\0';
+}
+
+unsigned login_proxy_hops(const struct login_proxy *lp)
+{
+	return lp->request.ident.hops + 1;
+}
+
+bool login_proxy_far_tempfail(struct login_proxy *lp, const char *line, const char *marker)
+{
+	if (!login_proxy_forwarding(lp) || strstr(line, marker) == NULL)
+		return false;
+	char reason[600];
+	snprintf(reason, sizeof(reason), "the load balancer %s of site %s answered: %.200s",
+		 lp->target, lp->route.via_site, line);
+	login_proxy_unavailable(lp, reason);
+	return true;
+}
+
+const char *login_proxy_target(const struct login_proxy *lp)
+{
+	return lp->target;
 }
 
 int login_proxy_plain_ir(struct login_proxy *lp, char *dst, size_t dst_size)
@@ -262,12 +565,20 @@ static void proxy_now(struct login_proxy *lp)
 	bool tls = stream_is_tls(req->client);
 
 	daemon->metrics.logins_ok++;
-	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s "
-		 "client=%s:%u session=%s tls=%s%s",
-		 protocol, route->username, route->group_id, route->backend.name,
-		 route->backend.address, req->ident.client_ip, req->ident.client_port,
-		 req->ident.session_id, tls ? "yes" : "no",
-		 route->assigned_now ? " group_assigned=yes" : "");
+	if (route->via_site[0] != '\0')
+		daemon->metrics.site_forwards++;
+	if (req->ident.hops > 0)
+		daemon->metrics.site_forwarded_in++;
+	char via[NAME_MAX_LEN + 16] = "", hops[32] = "";
+	if (route->via_site[0] != '\0')
+		snprintf(via, sizeof(via), " via_site=%s", route->via_site);
+	if (req->ident.forwarded)
+		snprintf(hops, sizeof(hops), " hops=%u", req->ident.hops);
+	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s%s "
+		 "client=%s:%u session=%s tls=%s%s%s",
+		 protocol, route->username, route->group_id, route->backend.name, lp->target, via,
+		 req->ident.client_ip, req->ident.client_port, req->ident.session_id,
+		 tls ? "yes" : "no", hops, route->assigned_now ? " group_assigned=yes" : "");
 
 	/* Whatever is still buffered goes first: to the client our unsent
 	 * output, the reply and anything the backend sent after it; to the
@@ -350,9 +661,8 @@ static bool finish(struct login_proxy *lp)
 		if (left > (long)daemon->set->proxy_connect_retry_ms) {
 			log_info("event=backend_retry protocol=%s user=%s backend=%s address=%s "
 				 "attempt=%u session=%s reason=\"%s\"",
-				 protocol, lp->route.username, lp->route.backend.name,
-				 lp->route.backend.address, lp->attempts, req->ident.session_id,
-				 lp->outcome_text);
+				 protocol, lp->route.username, lp->route.backend.name, lp->target,
+				 lp->attempts, req->ident.session_id, lp->outcome_text);
 			free(lp->outcome_text);
 			lp->outcome_text = NULL;
 			lp->retry_timer = evtimer_new(daemon->base, retry_timer_fired, lp);
@@ -371,12 +681,17 @@ static bool finish(struct login_proxy *lp)
 		/* fall through */
 	case OUTCOME_UNAVAILABLE:
 		daemon->metrics.logins_unavailable++;
-		log_warning(
-			"event=login result=unavailable protocol=%s user=%s group=%u backend=%s "
-			"client=%s:%u session=%s reason=\"%s\"",
-			protocol, lp->route.username, lp->route.group_id, lp->route.backend.name,
-			req->ident.client_ip, req->ident.client_port, req->ident.session_id,
-			lp->outcome_text);
+		if (lp->route.via_site[0] != '\0')
+			daemon->metrics.site_forwards_failed++;
+		log_warning("event=login result=unavailable protocol=%s user=%s group=%u "
+			    "backend=%s%s%s%s%s "
+			    "client=%s:%u session=%s reason=\"%s\"",
+			    protocol, lp->route.username, lp->route.group_id,
+			    lp->route.backend.name,
+			    lp->route.via_site[0] != '\0' ? " via_site=" : "", lp->route.via_site,
+			    lp->route.via_site[0] != '\0' ? " address=" : "",
+			    lp->route.via_site[0] != '\0' ? lp->target : "", req->ident.client_ip,
+			    req->ident.client_port, req->ident.session_id, lp->outcome_text);
 		lp->callback(lp->context, LOGIN_PROXY_UNAVAILABLE, lp->outcome_text);
 		break;
 	case OUTCOME_FAILURE:
@@ -443,8 +758,8 @@ static void backend_io(evutil_socket_t fd, short what, void *context)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		char reason[256];
-		snprintf(reason, sizeof(reason), "backend %s %s during login",
-			 lp->route.backend.address,
+		snprintf(reason, sizeof(reason), "%s %s %s during login",
+			 lp->route.via_site[0] != '\0' ? "load balancer" : "backend", lp->target,
 			 n == 0 ? "closed the connection" : strerror(errno));
 		if (lp->spoke)
 			login_proxy_unavailable(lp, reason);
@@ -488,10 +803,9 @@ static void attempt_connect(struct login_proxy *lp)
 	lp->connecting = true;
 	lp->spoke = false;
 	lp->dialogue_state = 0;
-	if (net_parse_ip_port(lp->route.backend.address, lp->request.backend_port, &addr,
-			      &addr_len) < 0) {
+	if (net_parse_ip_port(lp->target_ip, lp->target_port, &addr, &addr_len) < 0) {
 		snprintf(reason, sizeof(reason), "backend address '%s' is not an IP address",
-			 lp->route.backend.address);
+			 lp->target_ip);
 		login_proxy_unavailable(lp, reason);
 		finish(lp);
 		return;
@@ -506,8 +820,8 @@ static void attempt_connect(struct login_proxy *lp)
 	net_set_tcp_options(fd);
 	lp->fd = fd;
 	if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0 && errno != EINPROGRESS) {
-		snprintf(reason, sizeof(reason), "cannot connect to %s: %s",
-			 lp->route.backend.address, strerror(errno));
+		snprintf(reason, sizeof(reason), "cannot connect to %s: %s", lp->target,
+			 strerror(errno));
 		login_proxy_retry(lp, reason);
 		finish(lp);
 		return;
@@ -537,6 +851,16 @@ void login_proxy_start(const struct login_proxy_request *request, login_proxy_ca
 	lp->callback = callback;
 	lp->context = context;
 	lp->fd = -1;
+	if (lp->route.forward_address[0] != '\0') {
+		lp->target_ip = lp->route.forward_address;
+		lp->target_port = lp->route.forward_port;
+	} else {
+		lp->target_ip = lp->route.backend.address;
+		lp->target_port = request->backend_port;
+	}
+	bool v6 = strchr(lp->target_ip, ':') != NULL;
+	snprintf(lp->target, sizeof(lp->target), "%s%s%s:%d", v6 ? "[" : "", lp->target_ip,
+		 v6 ? "]" : "", lp->target_port);
 	unsigned timeout_ms = request->daemon->set->proxy_timeout_ms;
 	clock_gettime(CLOCK_MONOTONIC, &lp->deadline);
 	lp->deadline.tv_sec += timeout_ms / 1000;

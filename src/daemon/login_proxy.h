@@ -47,11 +47,43 @@ struct client_ident {
 	uint16_t client_port, local_port;
 	char session_id[24];
 	bool loopback; /* the client address is a loopback one */
+	/* the peer is in login_trusted_networks: it may forward a client
+	 * (another proxy, e.g. another site's daemon) */
+	bool trusted;
+	/* it did (client_ident_forward()): the fields above are the client's
+	 * as the peer gave them, forwarded_by is the peer's own address */
+	bool forwarded;
+	char forwarded_by[46];
+	/* how many sites' daemons forwarded this session already
+	 * (x-mailcluster-hops, XCLIENT HOPS=): a session with hops > 0 whose
+	 * group lives in another site is never forwarded again (a loop) */
+	unsigned hops;
+	unsigned proxy_ttl; /* as the peer gave it; 0 = none */
 };
 
 /* Fills ident for a new connection; local NULL: ask the socket. */
 void client_ident_init(struct client_ident *ident, struct daemon *daemon, int fd,
 		       const struct sockaddr *remote, const struct sockaddr *local);
+
+/* One forwarding field from a trusted peer, by its canonical name: "addr"
+ * (x-originating-ip, XCLIENT ADDR), "port", "destaddr" (x-connected-ip),
+ * "destport", "session" (x-session-id), "ttl" (x-proxy-ttl), "hops"
+ * (x-mailcluster-hops, XCLIENT HOPS).  Other names are ignored (0).
+ * Returns -1 with *error_r for an invalid value (nothing changed).  The
+ * caller checks ident->trusted first. */
+int client_ident_forward(struct client_ident *ident, const char *name, const char *value,
+			 const char **error_r);
+/* XCLIENT's arguments ("ADDR=1.2.3.4 PORT=5 SESSION=x TTL=3 HOPS=1",
+ * xtext values; Postfix's "IPV6:" prefix and "[UNAVAILABLE]" are taken):
+ * each attribute through client_ident_forward().  -1 with *error_r for a
+ * malformed one (ident may have taken the attributes before it). */
+int client_ident_xclient(struct client_ident *ident, const char *args, const char **error_r);
+/* value as RFC 3461 xtext (XCLIENT's values) into dst. */
+void login_xtext(const char *value, char *dst, size_t dst_size);
+/* Logs event=forward_accepted once a peer's forwarding was taken. */
+void client_ident_forward_log(const struct client_ident *ident, const char *protocol);
+/* The TTL we pass on: one less than the peer's, else LOGIN_PROXY_TTL. */
+unsigned client_ident_ttl(const struct client_ident *ident);
 
 /* The routing step of a login, with its metrics and log lines: OK fills
  * route; BAD_USER (answer "authentication failed") and UNAVAILABLE
@@ -70,7 +102,20 @@ enum login_route login_route(struct daemon *daemon, const char *protocol,
 			     void *context, struct router_wait **wait_r);
 enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
 				    const struct client_ident *ident, enum route_status status,
-				    const struct route_result *route, const char *reason);
+				    struct route_result *route, const char *reason);
+
+/* Sites: a ROUTE_OK route through another site's load balancer
+ * (route->via_site, store/route.h) gets that balancer's address for
+ * protocol in route->forward_address and ->forward_port: ROUTE_OK.
+ * ROUTE_UNAVAILABLE (*reason_r) when the balancer has no address for the
+ * protocol, or when ident was forwarded to us by another site already:
+ * such a session is never forwarded again (the sites' LocalDBs disagree
+ * for a while; forwarding it back could go on forever); that is logged
+ * as event=route_loop and counted.  Login front-ends get this through
+ * login_route(); LMTP calls it per recipient. */
+enum route_status login_route_site(struct daemon *daemon, const char *protocol,
+				   const struct client_ident *ident, struct route_result *route,
+				   const char **reason_r);
 
 enum login_proxy_result {
 	LOGIN_PROXY_PROXYING,
@@ -114,6 +159,21 @@ unsigned *login_proxy_state(struct login_proxy *lp); /* starts at 0 */
 void login_proxy_send(struct login_proxy *lp, const char *data, size_t len);
 void login_proxy_sendf(struct login_proxy *lp, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Whether the login goes to another site's load balancer: the dialogue
+ * then marks the session (x-mailcluster-hops, XCLIENT HOPS=) and gives up
+ * unless the far side accepted the mark, and does not send the login
+ * before that. */
+bool login_proxy_forwarding(const struct login_proxy *lp);
+/* The hop count to send: ours plus one. */
+unsigned login_proxy_hops(const struct login_proxy *lp);
+/* Forwarding, and line is the far side's temporary failure (it carries
+ * marker, e.g. "[UNAVAILABLE]": the other site could not route the user
+ * either, or refused a loop): login_proxy_unavailable() with the line as
+ * the reason, so the client gets our own temporary failure and it is
+ * counted as a failed forward.  Returns whether it was. */
+bool login_proxy_far_tempfail(struct login_proxy *lp, const char *line, const char *marker);
+/* Where we connect, "ip:port", for log lines and reasons. */
+const char *login_proxy_target(const struct login_proxy *lp);
 /* "AUTH PLAIN"-style initial response for the user and password. */
 int login_proxy_plain_ir(struct login_proxy *lp, char *dst, size_t dst_size);
 void login_proxy_to_client(struct login_proxy *lp, const char *data, size_t len);

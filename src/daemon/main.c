@@ -328,6 +328,13 @@ int main(int argc, char **argv)
 			error);
 		return 1;
 	}
+	if (daemon.set->login_trusted_networks[0] != '\0' &&
+	    net_networks_parse(daemon.set->login_trusted_networks, &daemon.login_trusted,
+			       &daemon.login_trusted_count, &error) < 0) {
+		fprintf(stderr, "mailclusterd: %s: login_trusted_networks: %s\n", config_path,
+			error);
+		return 1;
+	}
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	if (!foreground && detach() < 0) {
@@ -397,6 +404,7 @@ int main(int argc, char **argv)
 	tls_context_destroy(&daemon.ssl_ctx);
 	event_base_free(daemon.base);
 	free(daemon.haproxy_trusted);
+	free(daemon.login_trusted);
 	free(daemon.lmtp_inflight);
 	free(daemon.group_sessions);
 	free(daemon.group_logins);

@@ -104,9 +104,30 @@ static bool bad_command(struct pop3_client *client, const char *reply)
 
 enum pop3_dialogue_state { POP3_DIALOGUE_GREETING, POP3_DIALOGUE_XCLIENT, POP3_DIALOGUE_LOGIN };
 
+static void pop3_send_auth(struct login_proxy *lp)
+{
+	char ir[SASL_PLAIN_BUF_SIZE * 2];
+	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
+		login_proxy_unavailable(lp, "username and password too long to forward");
+		return;
+	}
+	login_proxy_sendf(lp, "AUTH PLAIN %s\r\n", ir);
+	explicit_bzero(ir, sizeof(ir));
+}
+
 static void pop3_backend_connected(struct login_proxy *lp)
 {
 	const struct login_proxy_request *req = login_proxy_request(lp);
+	if (login_proxy_forwarding(lp)) {
+		/* to another site's load balancer: marked, and the login waits
+		 * until the far side has taken the mark */
+		char session[3 * sizeof(req->ident.session_id)];
+		login_xtext(req->ident.session_id, session, sizeof(session));
+		login_proxy_sendf(lp, "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u HOPS=%u\r\n",
+				  req->ident.client_ip, req->ident.client_port, session,
+				  client_ident_ttl(&req->ident), login_proxy_hops(lp));
+		return;
+	}
 	char ir[SASL_PLAIN_BUF_SIZE * 2];
 	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
 		login_proxy_unavailable(lp, "username and password too long to forward");
@@ -116,7 +137,7 @@ static void pop3_backend_connected(struct login_proxy *lp)
 			  "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u\r\n"
 			  "AUTH PLAIN %s\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.session_id,
-			  LOGIN_PROXY_TTL, ir);
+			  client_ident_ttl(&req->ident), ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 
@@ -124,7 +145,7 @@ static void pop3_backend_line(struct login_proxy *lp, const char *line, size_t l
 {
 	const struct login_proxy_request *req = login_proxy_request(lp);
 	unsigned *state = login_proxy_state(lp);
-	char reason[300];
+	char reason[400];
 	switch (*state) {
 	case POP3_DIALOGUE_GREETING:
 		if (strncmp(line, "+OK", 3) != 0) {
@@ -136,6 +157,21 @@ static void pop3_backend_line(struct login_proxy *lp, const char *line, size_t l
 		*state = POP3_DIALOGUE_XCLIENT;
 		return;
 	case POP3_DIALOGUE_XCLIENT:
+		*state = POP3_DIALOGUE_LOGIN;
+		if (login_proxy_forwarding(lp)) {
+			if (strncmp(line, "+OK", 3) != 0) {
+				snprintf(
+					reason, sizeof(reason),
+					"the load balancer %s did not take our forwarding (XCLIENT "
+					"HOPS): is this host in the other site's "
+					"login_trusted_networks? It said: %.200s",
+					login_proxy_target(lp), line);
+				login_proxy_unavailable(lp, reason);
+				return;
+			}
+			pop3_send_auth(lp);
+			return;
+		}
 		if (strncmp(line, "+OK", 3) != 0)
 			log_warning(
 				"event=forward_refused protocol=pop3 user=%s backend=%s "
@@ -145,13 +181,13 @@ static void pop3_backend_line(struct login_proxy *lp, const char *line, size_t l
 				req->route->username, req->route->backend.name,
 				req->ident.client_ip, req->ident.client_port, req->ident.session_id,
 				line);
-		*state = POP3_DIALOGUE_LOGIN;
 		return;
 	}
 	if (strncmp(line, "+OK", 3) == 0) {
 		login_proxy_success(lp, line, len);
 	} else if (strncmp(line, "-ERR", 4) == 0) {
-		login_proxy_failure(lp, line, len); /* the backend's answer */
+		if (!login_proxy_far_tempfail(lp, line, "[SYS/TEMP]"))
+			login_proxy_failure(lp, line, len); /* the backend's answer */
 	} else if (line[0] == '+') {
 		login_proxy_unavailable(lp, "backend asked for a SASL continuation after an "
 					    "initial response");
@@ -281,6 +317,32 @@ static bool handle_command(struct pop3_client *client, const struct pop3_command
 	return true;
 }
 
+/* XCLIENT from a peer in login_trusted_networks (another proxy, another
+ * site's daemon): who the client is, and how many sites forwarded it. */
+static bool cmd_xclient(struct pop3_client *client, const char *args)
+{
+	struct client_ident *ident = &client->base.id;
+	if (!ident->trusted) {
+		log_warning("event=forward_refused protocol=pop3 peer=%s:%u session=%s "
+			    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+			    ident->client_ip, ident->client_port, ident->session_id);
+		return bad_command(client, "-ERR You aren't allowed to use XCLIENT.\r\n");
+	}
+	if (ident->forwarded)
+		return bad_command(client, "-ERR XCLIENT was given already.\r\n");
+	struct client_ident copy = *ident;
+	const char *error;
+	if (client_ident_xclient(&copy, args, &error) < 0) {
+		char reply[300];
+		snprintf(reply, sizeof(reply), "-ERR Invalid XCLIENT: %s.\r\n", error);
+		return bad_command(client, reply);
+	}
+	*ident = copy;
+	client_ident_forward_log(ident, "pop3");
+	client_send(client, "+OK Updated\r\n");
+	return true;
+}
+
 /* Finds the next line in data; returns its length without the line end
  * and sets *consumed_r, or returns -1 if no line is complete yet. */
 static long next_line(const char *data, size_t len, size_t *consumed_r)
@@ -355,6 +417,15 @@ static void pop3_input(struct login_client *base)
 		if ((size_t)line_len > max) {
 			line_too_long(client, "pre-login command too long");
 			return;
+		}
+		if (line_len > 8 && strncasecmp(data, "XCLIENT ", 8) == 0) {
+			/* more arguments than a POP3 command has: read here */
+			char xclient[POP3_LINE_MAX + 1];
+			snprintf(xclient, sizeof(xclient), "%.*s", (int)line_len - 8, data + 8);
+			stream_consume(client->base.stream, consumed);
+			if (!cmd_xclient(client, xclient))
+				return;
+			continue;
 		}
 		char buf[POP3_COMMAND_BUF_SIZE];
 		struct pop3_command cmd;

@@ -654,6 +654,9 @@ void router_deinit(struct daemon *daemon)
 	daemon->router = NULL;
 }
 
+static enum route_status site_check(struct router *router, enum route_status status,
+				    struct route_result *route, const char **reason_r);
+
 static void assigned(void *context, int result, const struct geodb_group *stored,
 		     const char *error)
 {
@@ -694,6 +697,7 @@ static void assigned(void *context, int result, const struct geodb_group *stored
 		if (result >= 0) {
 			status = route_assigned(router->ldb, &w->route, stored, result == 1 && first,
 						&reason);
+			status = site_check(router, status, &w->route, &reason);
 			first = false;
 		}
 		w->callback(w->context, status, &w->route, reason);
@@ -766,6 +770,20 @@ static enum route_status move_target(struct router *router, struct route_result 
 	return ROUTE_OK;
 }
 
+/* A decision's last step: a backend in another site is reached through
+ * that site's load balancer (route_check_site()). */
+static enum route_status site_check(struct router *router, enum route_status status,
+				    struct route_result *route, const char **reason_r)
+{
+	struct daemon *daemon = router->daemon;
+	enum route_status checked =
+		route_check_site(router->ldb, daemon->set->site, daemon->set->site_direct_backends,
+				 status, route, reason_r);
+	if (status == ROUTE_OK && checked != ROUTE_OK)
+		daemon->metrics.site_unavailable++;
+	return checked;
+}
+
 /* Routes username into *route: DECIDED with *status_r and *reason_r, or
  * what to wait for (*user_hold_r: until when, for a user move's hold). */
 static enum decision decide(struct router *router, const char *username,
@@ -805,7 +823,8 @@ static enum decision decide(struct router *router, const char *username,
 		log_warning("event=move_hold_expired user=%s group=%u to=%s reason=\"held for "
 			    "move_timeout %ums: going to the target\"",
 			    route->username, id, route->group.move_to, daemon->set->move_timeout_ms);
-		*status_r = move_target(router, route, reason_r);
+		*status_r =
+			site_check(router, move_target(router, route, reason_r), route, reason_r);
 		return DECIDED;
 	}
 	if (status == ROUTE_ASSIGN) {
@@ -816,6 +835,7 @@ static enum decision decide(struct router *router, const char *username,
 		return DECIDED;
 	}
 	router->routed_local++;
+	*status_r = site_check(router, status, route, reason_r);
 	return DECIDED;
 }
 

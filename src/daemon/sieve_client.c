@@ -163,9 +163,30 @@ static bool response_is(const char *line, const char *word)
 	return strncasecmp(line, word, len) == 0 && (line[len] == ' ' || line[len] == '\0');
 }
 
+static void sieve_send_auth(struct login_proxy *lp)
+{
+	char ir[SASL_PLAIN_BUF_SIZE * 2];
+	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
+		login_proxy_unavailable(lp, "username and password too long to forward");
+		return;
+	}
+	login_proxy_sendf(lp, "AUTHENTICATE \"PLAIN\" \"%s\"\r\n", ir);
+	explicit_bzero(ir, sizeof(ir));
+}
+
 static void sieve_backend_connected(struct login_proxy *lp)
 {
 	const struct login_proxy_request *req = login_proxy_request(lp);
+	if (login_proxy_forwarding(lp)) {
+		/* to another site's load balancer: marked, and the login waits
+		 * until the far side has taken the mark */
+		char session[3 * sizeof(req->ident.session_id)];
+		login_xtext(req->ident.session_id, session, sizeof(session));
+		login_proxy_sendf(lp, "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u HOPS=%u\r\n",
+				  req->ident.client_ip, req->ident.client_port, session,
+				  client_ident_ttl(&req->ident), login_proxy_hops(lp));
+		return;
+	}
 	char ir[SASL_PLAIN_BUF_SIZE * 2];
 	if (login_proxy_plain_ir(lp, ir, sizeof(ir)) < 0) {
 		login_proxy_unavailable(lp, "username and password too long to forward");
@@ -175,7 +196,7 @@ static void sieve_backend_connected(struct login_proxy *lp)
 			  "XCLIENT ADDR=%s PORT=%u SESSION=%s TTL=%u\r\n"
 			  "AUTHENTICATE \"PLAIN\" \"%s\"\r\n",
 			  req->ident.client_ip, req->ident.client_port, req->ident.session_id,
-			  LOGIN_PROXY_TTL, ir);
+			  client_ident_ttl(&req->ident), ir);
 	explicit_bzero(ir, sizeof(ir));
 }
 
@@ -183,7 +204,7 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 {
 	const struct login_proxy_request *req = login_proxy_request(lp);
 	unsigned *state = login_proxy_state(lp);
-	char reason[300];
+	char reason[400];
 	switch (*state & 0xff) {
 	case SIEVE_DIALOGUE_GREETING:
 		if (line[0] == '"') {
@@ -207,6 +228,21 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 			login_proxy_unavailable(lp, reason);
 			return;
 		}
+		*state = (*state & ~0xffu) | SIEVE_DIALOGUE_LOGIN;
+		if (login_proxy_forwarding(lp)) {
+			if (!response_is(line, "OK")) {
+				snprintf(
+					reason, sizeof(reason),
+					"the load balancer %s did not take our forwarding (XCLIENT "
+					"HOPS): is this host in the other site's "
+					"login_trusted_networks? It said: %.200s",
+					login_proxy_target(lp), line);
+				login_proxy_unavailable(lp, reason);
+				return;
+			}
+			sieve_send_auth(lp);
+			return;
+		}
 		if (!response_is(line, "OK"))
 			log_warning(
 				"event=forward_refused protocol=sieve user=%s backend=%s "
@@ -217,7 +253,6 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 				req->ident.client_ip, req->ident.client_port, req->ident.session_id,
 				(*state & SIEVE_DIALOGUE_XCLIENT_ADVERTISED) != 0 ? "yes" : "no",
 				line);
-		*state = (*state & ~0xffu) | SIEVE_DIALOGUE_LOGIN;
 		return;
 	}
 	if (response_is(line, "OK")) {
@@ -229,7 +264,7 @@ static void sieve_backend_line(struct login_proxy *lp, const char *line, size_t 
 			/* the text is a literal, still to come: say it ourselves */
 			const char *no = "NO \"Authentication failed.\"";
 			login_proxy_failure(lp, no, strlen(no));
-		} else {
+		} else if (!login_proxy_far_tempfail(lp, line, "(TRYLATER)")) {
 			login_proxy_failure(lp, line, len); /* the backend's answer */
 		}
 	} else if (line[0] == '"' || line[0] == '{') {
@@ -313,11 +348,46 @@ static bool command_needs_login(const char *name)
 	return false;
 }
 
+/* XCLIENT ADDR=... PORT=... SESSION=... TTL=... HOPS=... from a peer in
+ * login_trusted_networks (another proxy, another site's daemon). */
+static bool cmd_xclient(struct sieve_client *client, const struct sieve_command *cmd)
+{
+	struct client_ident *ident = &client->base.id;
+	if (!ident->trusted) {
+		log_warning("event=forward_refused protocol=sieve peer=%s:%u session=%s "
+			    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+			    ident->client_ip, ident->client_port, ident->session_id);
+		return bad_command(client, "You aren't allowed to use XCLIENT.");
+	}
+	if (ident->forwarded)
+		return bad_command(client, "XCLIENT was given already.");
+	char args[600];
+	size_t n = 0;
+	args[0] = '\0';
+	for (unsigned i = 0; i < cmd->arg_count; i++)
+		n += (size_t)snprintf(args + n, n < sizeof(args) ? sizeof(args) - n : 0, "%s%s",
+				      i > 0 ? " " : "", cmd->args[i].str);
+	struct client_ident copy = *ident;
+	const char *error;
+	if (n >= sizeof(args) || client_ident_xclient(&copy, args, &error) < 0) {
+		char text[300];
+		snprintf(text, sizeof(text), "Invalid XCLIENT: %s.",
+			 n >= sizeof(args) ? "too long" : error);
+		return bad_command(client, text);
+	}
+	*ident = copy;
+	client_ident_forward_log(ident, "sieve");
+	client_send(client, "OK \"Updated\"\r\n");
+	return true;
+}
+
 /* Returns false if the client was destroyed or must stop reading. */
 static bool handle_command(struct sieve_client *client, const struct sieve_command *cmd)
 {
 	const char *name = cmd->name;
-	if (strcasecmp(name, "CAPABILITY") == 0) {
+	if (strcasecmp(name, "XCLIENT") == 0) {
+		return cmd_xclient(client, cmd);
+	} else if (strcasecmp(name, "CAPABILITY") == 0) {
 		send_capabilities(client, "Capability completed.");
 	} else if (strcasecmp(name, "NOOP") == 0) {
 		if (cmd->arg_count == 1 && cmd->args[0].type == SIEVE_ARG_STRING) {

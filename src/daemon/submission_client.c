@@ -191,6 +191,7 @@ enum dialogue_step { STEP_GREETING, STEP_EHLO, STEP_XCLIENT, STEP_EHLO_AGAIN, ST
 #define REPLY_CODE_SHIFT 16
 #define REPLY_CODE_MASK (0x3ffu << REPLY_CODE_SHIFT)
 #define EHLO_AS_OURS (1u << 26) /* the EHLO after XCLIENT named us, not the client */
+#define XCLIENT_HOPS (1u << 27) /* offered by another site's daemon (ours) */
 
 static void set_step(unsigned *state, enum dialogue_step step)
 {
@@ -243,6 +244,8 @@ static void note_ehlo_keyword(unsigned *state, const char *text)
 			*state |= XCLIENT_DESTADDR;
 		if (has_word(attrs, "DESTPORT"))
 			*state |= XCLIENT_DESTPORT;
+		if (has_word(attrs, "HOPS"))
+			*state |= XCLIENT_HOPS;
 	} else if (strncasecmp(text, "AUTH ", 5) == 0 && has_word(text + 5, "PLAIN")) {
 		*state |= OFFERS_AUTH_PLAIN;
 	}
@@ -293,7 +296,9 @@ static void send_xclient(struct login_proxy *lp, unsigned offers)
 		xtext_append(&p, req->ident.session_id);
 	}
 	if ((offers & XCLIENT_TTL) != 0)
-		p += sprintf(p, " TTL=%u", LOGIN_PROXY_TTL);
+		p += sprintf(p, " TTL=%u", client_ident_ttl(&req->ident));
+	if ((offers & XCLIENT_HOPS) != 0 && login_proxy_forwarding(lp))
+		p += sprintf(p, " HOPS=%u", login_proxy_hops(lp));
 	if ((offers & XCLIENT_DESTADDR) != 0 && req->ident.local_ip[0] != '\0') {
 		p += sprintf(p, " DESTADDR=");
 		xclient_addr_append(&p, req->ident.local_ip);
@@ -400,6 +405,15 @@ static void submission_backend_line(struct login_proxy *lp, const char *line, si
 			send_auth(lp);
 			return;
 		}
+		if (login_proxy_forwarding(lp) && (*state & XCLIENT_HOPS) == 0) {
+			snprintf(reason, sizeof(reason),
+				 "the load balancer %s does not offer XCLIENT HOPS to us, so it "
+				 "would not take our forwarding: is this host in the other site's "
+				 "login_trusted_networks?",
+				 login_proxy_target(lp));
+			login_proxy_unavailable(lp, reason);
+			return;
+		}
 		if ((*state & OFFERS_XCLIENT) == 0) {
 			/* it still works, but the backend sees our address */
 			log_warning(
@@ -414,7 +428,7 @@ static void submission_backend_line(struct login_proxy *lp, const char *line, si
 			return;
 		}
 		set_step(state, STEP_XCLIENT);
-		send_xclient(lp, *state & OFFERS_MASK);
+		send_xclient(lp, *state & (OFFERS_MASK | XCLIENT_HOPS));
 		return;
 	case STEP_XCLIENT:
 		if (code / 100 != 2) {
@@ -538,7 +552,7 @@ static bool cmd_starttls(struct submission_client *client, const char *args)
 static void cmd_ehlo(struct submission_client *client)
 {
 	/* keywords before the last one go with "250-" */
-	const char *keywords[6];
+	const char *keywords[7];
 	unsigned count = 0;
 	keywords[count++] = "PIPELINING";
 	keywords[count++] = "8BITMIME";
@@ -547,9 +561,33 @@ static void cmd_ehlo(struct submission_client *client)
 		keywords[count++] = "STARTTLS";
 	if (login_client_plaintext_allowed(&client->base))
 		keywords[count++] = "AUTH PLAIN";
+	/* to another proxy (another site's daemon) in login_trusted_networks */
+	if (client->base.id.trusted && !client->base.id.forwarded)
+		keywords[count++] = "XCLIENT ADDR PORT SESSION TTL DESTADDR DESTPORT HOPS";
 	client_sendf(client, "250-%s\r\n", client->hostname);
 	for (unsigned i = 0; i < count; i++)
 		client_sendf(client, "250%c%s\r\n", i + 1 < count ? '-' : ' ', keywords[i]);
+}
+
+/* XCLIENT from a peer in login_trusted_networks: who the client is; then,
+ * as Postfix and Dovecot do, a new greeting and EHLO again. */
+static bool cmd_xclient(struct submission_client *client, const char *args)
+{
+	struct client_ident copy = client->base.id;
+	const char *error;
+	if (client_ident_xclient(&copy, args, &error) < 0) {
+		if (!bad_command(client))
+			return false;
+		client_sendf(client, "501 5.5.4 Invalid XCLIENT: %s\r\n", error);
+		return true;
+	}
+	client->base.id = copy;
+	client_ident_forward_log(&client->base.id, "submission");
+	client->helo_done = false;
+	free(client->helo_domain);
+	client->helo_domain = NULL;
+	client_sendf(client, "220 %s ESMTP mailcluster\r\n", client->hostname);
+	return true;
 }
 
 /* Returns false if the client was destroyed or must stop reading. */
@@ -597,8 +635,17 @@ static bool handle_command(struct submission_client *client, const struct smtp_c
 			return false;
 		client_send(client, "530 5.7.0 Authentication required\r\n");
 		return true;
-	case SMTP_VERB_VRFY:
 	case SMTP_VERB_XCLIENT:
+		if (client->base.id.trusted && !client->base.id.forwarded)
+			return cmd_xclient(client, cmd->args);
+		if (!client->base.id.trusted)
+			log_warning(
+				"event=forward_refused protocol=submission peer=%s:%u session=%s "
+				"reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+				client->base.id.client_ip, client->base.id.client_port,
+				client->base.id.session_id);
+		/* fall through */
+	case SMTP_VERB_VRFY:
 	case SMTP_VERB_LHLO:
 		if (!bad_command(client))
 			return false;

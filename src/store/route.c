@@ -147,6 +147,41 @@ enum route_status route_assigned(struct localdb *ldb, struct route_result *r,
 			    reason_r);
 }
 
+enum route_status route_check_site(const struct localdb *ldb, const char *site, bool direct,
+				   enum route_status status, struct route_result *r,
+				   const char **reason_r)
+{
+	static char reason[400];
+	r->via_site[0] = '\0';
+	if (status != ROUTE_OK || direct || strcmp(r->backend.site, site) == 0)
+		return status;
+	const struct geodb_site *other = localdb_site(ldb, r->backend.site);
+	if (other == NULL) {
+		snprintf(reason, sizeof(reason),
+			 "group %u lives on backend %s in site %s, which is not in the GeoDB",
+			 r->group_id, r->backend.name, r->backend.site);
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	if (other->status == SITE_STATUS_OFFLINE || other->status == SITE_STATUS_STANDBY) {
+		snprintf(reason, sizeof(reason), "group %u lives in site %s, which is %s",
+			 r->group_id, other->name, site_status_name(other->status));
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	if (other->load_balancer[0] == '\0') {
+		snprintf(reason, sizeof(reason),
+			 "group %u lives in site %s, which has no load balancer address "
+			 "(mailcluster site update --load-balancer HOST[:PORT] %s)",
+			 r->group_id, other->name, other->name);
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	r->via = *other;
+	snprintf(r->via_site, sizeof(r->via_site), "%s", other->name);
+	return ROUTE_OK;
+}
+
 enum route_status route_user_sync(struct geodb *db, struct localdb *ldb, const char *site,
 				  const char *username, bool assign, struct route_result *r,
 				  const char **reason_r)

@@ -33,6 +33,14 @@ struct route_result {
 	bool failover;
 	struct geodb_group group;
 	struct geodb_backend backend;
+	/* route_check_site(): backend is in another site, reached through
+	 * that site's load balancer (its row in via); "" = go to backend */
+	char via_site[NAME_MAX_LEN + 1];
+	struct geodb_site via;
+	/* set by the daemon for one protocol (login_proxy.h): where to
+	 * connect instead of the backend, the load balancer's IP and port */
+	char forward_address[ADDRESS_MAX_LEN + 1];
+	int forward_port;
 };
 
 /* Routes username by ldb.  ROUTE_ASSIGN fills result->group with the
@@ -48,6 +56,16 @@ enum route_status route_decide(const struct localdb *ldb, const char *site, cons
 enum route_status route_assigned(struct localdb *ldb, struct route_result *result,
 				 const struct geodb_group *stored, bool ours_won,
 				 const char **reason_r);
+
+/* Sites: on a ROUTE_OK result whose backend is in another site than
+ * site, unless direct (setting site_direct_backends), the session goes to
+ * that site's load balancer, which routes it there: result->via_site and
+ * result->via are set.  ROUTE_UNAVAILABLE (with *reason_r) when that site
+ * is not in the LocalDB, is offline or standby, or has no load balancer.
+ * Any other status is returned as it is. */
+enum route_status route_check_site(const struct localdb *ldb, const char *site, bool direct,
+				   enum route_status status, struct route_result *result,
+				   const char **reason_r);
 
 /* Both steps against the GeoDB at once, for the CLI: ldb must hold a fresh
  * snapshot of db.  With assign=false an unassigned group gives

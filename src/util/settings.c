@@ -77,6 +77,8 @@ static const struct setting_def setting_defs[] = {
 	LISTENER(LISTENER_SUBMISSION, "submission"),
 	LISTENER(LISTENER_SUBMISSIONS, "submissions"),
 	{"", "haproxy_trusted_networks", SET_STRING, OFF(haproxy_trusted_networks), "", 0, 0},
+	{"", "login_trusted_networks", SET_STRING, OFF(login_trusted_networks), "", 0, 0},
+	{"", "site_direct_backends", SET_BOOL, OFF(site_direct_backends), "no", 0, 0},
 	{"", "haproxy_timeout", SET_DURATION, OFF(haproxy_timeout_ms), "3s", 0, 0},
 	{"backend_port", "imap", SET_PORT, OFF(backend_port_imap), "143", 0, 0},
 	{"backend_port", "pop3", SET_PORT, OFF(backend_port_pop3), "110", 0, 0},
@@ -503,6 +505,12 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 							   &network_count, &net_error) < 0)
 				ret = fail(error_r, "%s: invalid haproxy_trusted_networks: %s",
 					   path, net_error);
+			free(networks);
+			networks = NULL;
+			if (ret == 0 && net_networks_parse(set->login_trusted_networks, &networks,
+							   &network_count, &net_error) < 0)
+				ret = fail(error_r, "%s: invalid login_trusted_networks: %s", path,
+					   net_error);
 			free(networks);
 			for (int k = 0; k < LISTENER_COUNT && ret == 0; k++) {
 				if (set->listeners[k].haproxy &&

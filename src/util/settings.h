@@ -50,6 +50,13 @@ struct settings {
 		bool haproxy; /* expects a PROXY protocol header first */
 	} listeners[LISTENER_COUNT];
 	char *haproxy_trusted_networks; /* who may send a PROXY header */
+	/* who may forward a client (IMAP ID x-originating-ip, XCLIENT, and
+	 * x-mailcluster-hops / HOPS= from another site's daemon); their
+	 * connections also count as secured for plaintext logins */
+	char *login_trusted_networks;
+	/* sites: connect to another site's backends directly instead of
+	 * through that site's load balancer */
+	bool site_direct_backends;
 	int backend_port_imap, backend_port_pop3, backend_port_lmtp, backend_port_sieve,
 		backend_port_submission;
 	enum lmtp_username lmtp_username; /* route LMTP by the address or its local part */

@@ -24,6 +24,7 @@ void suite_imap_probe(void);
 void suite_doveadm(void);
 void suite_openmetrics(void);
 void suite_command(void);
+void suite_lb_address(void);
 
 static const struct {
 	const char *name;
@@ -50,6 +51,7 @@ static const struct {
 	{"doveadm", suite_doveadm},
 	{"openmetrics", suite_openmetrics},
 	{"command", suite_command},
+	{"lb_address", suite_lb_address},
 };
 
 int main(int argc, char **argv)

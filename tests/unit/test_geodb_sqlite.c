@@ -564,6 +564,65 @@ static void test_shm_lock_kept(struct geodb *a)
 	CHECK(!geodb_changed(a));
 }
 
+/* route_check_site(): a group whose backend is in another site goes
+ * through that site's load balancer, unless direct; no balancer, a
+ * standby or offline site: unavailable. */
+static enum route_status route_site(struct geodb *db, const char *site, bool direct,
+				    const char *user, struct route_result *r, const char **reason_r)
+{
+	struct geodb_snapshot snap;
+	if (geodb_snapshot_read(db, &snap, reason_r) < 0)
+		return ROUTE_ERROR;
+	struct localdb *ldb = localdb_create(64);
+	enum route_status status = ROUTE_ERROR;
+	if (localdb_replace(ldb, &snap, reason_r) == 1) {
+		status = route_decide(ldb, site, user, r, reason_r);
+		status = route_check_site(ldb, site, direct, status, r, reason_r);
+	}
+	geodb_snapshot_free(&snap);
+	localdb_destroy(&ldb);
+	return status;
+}
+
+static void test_route_sites(struct geodb *db)
+{
+	const char *reason;
+	struct route_result r;
+	struct geodb_site site = {.status = SITE_STATUS_ONLINE};
+	snprintf(site.name, sizeof(site.name), "dc2");
+	CHECK(geodb_site_add(db, &site, &reason) == 0);
+	CHECK(geodb_backend_add(db, "dc2", "b9", "127.0.0.9", &reason) == 0);
+	struct geodb_backend be;
+	CHECK(geodb_backend_get(db, "b9", &be, &reason) == 1);
+	be.status = BACKEND_STATUS_ONLINE;
+	CHECK(geodb_backend_update(db, &be, &reason) == 0);
+	CHECK(geodb_group_set(db, 50, "dc2", "b9", &reason) == 0);
+	CHECK(geodb_user_set_group(db, "far-user", 50, &reason) == 0);
+
+	CHECK(route_site(db, "dc1", false, "far-user", &r, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(strstr(reason, "group 50 lives in site dc2, which has no load balancer") != NULL);
+	CHECK(route_site(db, "dc1", true, "far-user", &r, &reason) == ROUTE_OK);
+	CHECK(r.via_site[0] == '\0' && strcmp(r.backend.name, "b9") == 0);
+	CHECK(route_site(db, "dc2", false, "far-user", &r, &reason) == ROUTE_OK);
+	CHECK(r.via_site[0] == '\0');
+
+	snprintf(site.load_balancer, sizeof(site.load_balancer), "10.0.2.10");
+	CHECK(geodb_site_update(db, &site, &reason) == 0);
+	CHECK(route_site(db, "dc1", false, "far-user", &r, &reason) == ROUTE_OK);
+	CHECK_STR(r.via_site, "dc2");
+	CHECK_STR(r.via.load_balancer, "10.0.2.10");
+	CHECK_STR(r.backend.name, "b9");
+
+	site.status = SITE_STATUS_STANDBY;
+	CHECK(geodb_site_update(db, &site, &reason) == 0);
+	CHECK(route_site(db, "dc1", false, "far-user", &r, &reason) == ROUTE_UNAVAILABLE);
+	CHECK(strstr(reason, "lives in site dc2, which is standby") != NULL);
+	site.status = SITE_STATUS_EVACUATE; /* its groups are still served there */
+	CHECK(geodb_site_update(db, &site, &reason) == 0);
+	CHECK(route_site(db, "dc1", false, "far-user", &r, &reason) == ROUTE_OK);
+	CHECK_STR(r.via_site, "dc2");
+}
+
 void suite_geodb_sqlite(void)
 {
 	snprintf(db_path, sizeof(db_path), "/tmp/mc-unit-geodb-%d.sqlite", (int)getpid());
@@ -590,6 +649,7 @@ void suite_geodb_sqlite(void)
 	test_localdb_marks_moves(a, b);
 	test_localdb_user_hold(a, b);
 	test_localdb_balance(a, b);
+	test_route_sites(a);
 	geodb_close(&a);
 	geodb_close(&b);
 	CHECK(a == NULL);
