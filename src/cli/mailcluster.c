@@ -721,14 +721,15 @@ static void group_row(struct output *out, const struct geodb_group *g)
 			     g->move_reason,
 			     g->sticky ? "yes" : "no",
 			     moved,
-			     history};
+			     history,
+			     g->failover_site};
 	output_row(out, row);
 }
 
 static const char *const group_cols[] = {
 	"group",       "site",    "backend",      "epoch",       "written_by", "written_at",
 	"alt_backend", "move_to", "move_started", "move_reason", "sticky",     "moved_at",
-	"history",     NULL};
+	"history",     "failover_site", NULL};
 
 static int64_t unix_ms(void)
 {
