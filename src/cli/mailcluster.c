@@ -726,10 +726,10 @@ static void group_row(struct output *out, const struct geodb_group *g)
 	output_row(out, row);
 }
 
-static const char *const group_cols[] = {
-	"group",       "site",    "backend",      "epoch",       "written_by", "written_at",
-	"alt_backend", "move_to", "move_started", "move_reason", "sticky",     "moved_at",
-	"history",     "failover_site", NULL};
+static const char *const group_cols[] = {"group",        "site",          "backend",     "epoch",
+					 "written_by",   "written_at",    "alt_backend", "move_to",
+					 "move_started", "move_reason",   "sticky",      "moved_at",
+					 "history",      "failover_site", NULL};
 
 static int64_t unix_ms(void)
 {
