@@ -111,6 +111,7 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_STR(ldb->groups[i].backend);
 		MIX_INT(ldb->groups[i].epoch);
 		MIX_STR(ldb->groups[i].alt_backend);
+		MIX_STR(ldb->groups[i].failover_site);
 		MIX_STR(ldb->groups[i].move_to);
 		MIX_INT(ldb->groups[i].move_started_ms);
 		/* balancing: a group pinned or let go is a change; moved_at and
@@ -125,6 +126,27 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_INT(snap->users[i].hold_until_ms);
 	}
 	MIX_INT(snap->user_count);
+	/* several sites: the failover cells and force moves (kept in snap,
+	 * saved with it) */
+	for (size_t i = 0; i < snap->failover_count; i++) {
+		const struct geodb_group_failover *f = &snap->failovers[i];
+		MIX_INT(f->group_id);
+		MIX_STR(f->writer_site);
+		MIX_STR(f->target_site);
+		MIX_STR(f->target_backend);
+		MIX_STR(f->reason);
+		MIX_INT(f->written_at_ms);
+		MIX_INT(f->home_epoch);
+	}
+	MIX_INT(snap->failover_count);
+	for (size_t i = 0; i < snap->force_move_count; i++) {
+		const struct geodb_site_force_move *m = &snap->force_moves[i];
+		MIX_STR(m->site);
+		MIX_INT(m->id);
+		MIX_INT(m->percent);
+		MIX_STR(m->destinations);
+	}
+	MIX_INT(snap->force_move_count);
 #undef MIX_STR
 #undef MIX_INT
 	return h;
@@ -162,6 +184,8 @@ int localdb_replace(struct localdb *ldb, struct geodb_snapshot *snap, const char
 	geodb_sort_sites(snap->sites, snap->site_count);
 	geodb_sort_backends(snap->backends, snap->backend_count);
 	geodb_sort_users(snap->users, snap->user_count);
+	geodb_sort_failovers(snap->failovers, snap->failover_count);
+	geodb_sort_force_moves(snap->force_moves, snap->force_move_count);
 	for (unsigned i = 0; i < ldb->group_count; i++) {
 		memset(&ldb->groups[i], 0, sizeof(ldb->groups[i]));
 		ldb->groups[i].group_id = i;

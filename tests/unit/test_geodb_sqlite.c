@@ -253,6 +253,31 @@ static void test_localdb(struct geodb *a, struct geodb *b)
 	CHECK(r2.group_id == (group + 1) % 64 && r2.group_override);
 	CHECK(strstr(reason, "is standby") != NULL);
 
+	/* several sites: heartbeats are no change for routing; a failover
+	 * cell and a force move are */
+	geodb_changed(a);
+	CHECK(geodb_site_heartbeat_put(b, "dc1", "probe", 1800000000000, &reason) == 0);
+	CHECK(!geodb_changed(a));
+	struct geodb_group_failover cell = {.group_id = group, .home_epoch = 1};
+	snprintf(cell.writer_site, sizeof(cell.writer_site), "dc2");
+	snprintf(cell.target_site, sizeof(cell.target_site), "dc2");
+	snprintf(cell.target_backend, sizeof(cell.target_backend), "b9");
+	snprintf(cell.reason, sizeof(cell.reason), GEODB_FAILOVER_REASON_OUTAGE);
+	CHECK(geodb_group_failover_put(b, &cell, &reason) == 0);
+	CHECK(geodb_changed(a));
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(snap.failover_count == 1);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	struct geodb_site_force_move fm = {.id = 1, .percent = 5};
+	snprintf(fm.site, sizeof(fm.site), "dc1");
+	snprintf(fm.destinations, sizeof(fm.destinations), "dc2");
+	CHECK(geodb_site_force_move_start(b, &fm, &reason) == 0);
+	CHECK(geodb_changed(a));
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) == 0);
+
 	/* a snapshot of another group_count is refused, the state kept */
 	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
 	snap.group_count = 128;
@@ -269,6 +294,23 @@ static void test_localdb(struct geodb *a, struct geodb *b)
 	CHECK(localdb_load(loaded, path, &reason) == 0); /* no file yet */
 	CHECK(localdb_save(ldb, path, &reason) == 0);
 	CHECK(localdb_load(loaded, path, &reason) == 1);
+	/* the file keeps the failover cell and the force move */
+	char file_spec[160];
+	snprintf(file_spec, sizeof(file_spec), "sqlite:%s", path);
+	struct geodb *file = NULL;
+	struct geodb_snapshot kept;
+	memset(&kept, 0, sizeof(kept));
+	CHECK(geodb_open(file_spec, "unit", 1000, &file, &reason) == 0);
+	if (file != NULL) {
+		CHECK(geodb_snapshot_read(file, &kept, &reason) == 0);
+		geodb_close(&file);
+	}
+	CHECK(kept.failover_count == 1 && kept.failovers != NULL &&
+	      kept.failovers[0].group_id == group &&
+	      strcmp(kept.failovers[0].target_backend, "b9") == 0);
+	CHECK(kept.force_move_count == 1 && kept.force_moves != NULL &&
+	      kept.force_moves[0].percent == 5);
+	geodb_snapshot_free(&kept);
 	struct localdb_stats s1, s2;
 	localdb_stats(ldb, &s1);
 	localdb_stats(loaded, &s2);
