@@ -29,7 +29,7 @@
  *             last logged in on (not in the snapshot: one row per user)
  *   meta      schema_version, group_count
  *
- * Several sites (version 4; see "Sites and split brain" in the README).
+ * Several sites (version 4; ARCHITECTURE.md, "Sites and split brain").
  * No cell is written by two sites: each group's home cell (the groups row,
  * with its failover_site) is its home site's, its failover cell is its
  * failover site's, a site's heartbeats, reachability and force moves are
