@@ -2,7 +2,7 @@
  * seed broke an invariant.
  *
  *   build/sim --seeds N [--first S] [--users U] [--backends B] [--daemons D]
- *             [--hours H] [--jobs J] [--scenario faults|balance|both] [--verbose]
+ *             [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all] [--verbose]
  *             [--break NAME]...
  *
  * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs both scenarios (sim.h)
@@ -19,6 +19,10 @@
  * catch it: such a run is expected to fail.
  */
 #include "sim.h"
+
+#include "brain/site.h"
+
+#define SITE_RATE_FOR_REPORT SITE_FAILOVER_RATE_DEFAULT
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +125,33 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	t->bal_slow_share_sum += r->bal_slow_share_sum;
 	t->bal_slow_moves += r->bal_slow_moves;
 	t->bal_virtual_ms += r->bal_virtual_ms;
+	t->site_runs += r->site_runs;
+	t->site_cuts += r->site_cuts;
+	t->site_cuts_short += r->site_cuts_short;
+	t->site_cuts_long += r->site_cuts_long;
+	t->site_cuts_mid += r->site_cuts_mid;
+	t->site_heals += r->site_heals;
+	t->site_outages += r->site_outages;
+	t->site_standby_outages += r->site_standby_outages;
+	t->site_evacuations += r->site_evacuations;
+	t->site_failovers_started += r->site_failovers_started;
+	t->site_failovers_stopped += r->site_failovers_stopped;
+	t->site_groups_failed_over += r->site_groups_failed_over;
+	t->site_groups_evacuated += r->site_groups_evacuated;
+	t->site_released += r->site_released;
+	t->site_void_cleaned += r->site_void_cleaned;
+	t->site_merge_moves += r->site_merge_moves;
+	t->site_home_moves += r->site_home_moves;
+	t->site_converged_checks += r->site_converged_checks;
+	t->site_failbacks += r->site_failbacks;
+	t->site_failback_ms_sum += r->site_failback_ms_sum;
+	MAXF(site_failback_ms_max);
+	MAXF(site_max_per_s);
+	MAXF(site_max_per_10s);
+	t->site_logins += r->site_logins;
+	t->site_logins_failed += r->site_logins_failed;
+	t->site_logins_moved += r->site_logins_moved;
+	t->site_logins_proxied += r->site_logins_proxied;
 }
 
 static void add(struct totals *t, const struct sim_result *r)
@@ -141,11 +172,14 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 		struct sim_options o = *base;
 		struct sim_result seed = {0}, r;
 		o.seed = first + i;
-		for (unsigned sc = SIM_SCENARIO_FAULTS; sc <= SIM_SCENARIO_BALANCE; sc <<= 1) {
+		for (unsigned sc = SIM_SCENARIO_FAULTS; sc <= SIM_SCENARIO_SITES; sc <<= 1) {
 			if ((base->scenario & sc) == 0)
 				continue;
 			o.scenario = sc;
-			sim_run(&o, &r);
+			if (sc == SIM_SCENARIO_SITES)
+				sim_sites_run(&o, &r);
+			else
+				sim_run(&o, &r);
 			sum(&seed, &r);
 		}
 		add(t, &seed);
@@ -155,9 +189,40 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 static void usage(void)
 {
 	fprintf(stderr, "usage: sim --seeds N [--first S] [--users U] [--backends B] "
-			"[--daemons D] [--hours H] [--jobs J] [--scenario faults|balance|both] "
+			"[--daemons D] [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all] "
 			"[--verbose] [--break NAME]...\n");
 	exit(2);
+}
+
+/* "faults", "balance", "sites", "both" (faults and balance), "all", or a
+ * comma-separated list of the first three; 0 if invalid */
+static unsigned scenario_parse(const char *v)
+{
+	static const struct {
+		const char *name;
+		unsigned mask;
+	} names[] = {
+		{"faults", SIM_SCENARIO_FAULTS},
+		{"balance", SIM_SCENARIO_BALANCE},
+		{"sites", SIM_SCENARIO_SITES},
+		{"both", SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE},
+		{"all", SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE | SIM_SCENARIO_SITES},
+	};
+	unsigned mask = 0;
+	while (*v != '\0') {
+		size_t len = strcspn(v, ",");
+		unsigned found = 0;
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i].name) == len && strncmp(names[i].name, v, len) == 0)
+				found = names[i].mask;
+		if (found == 0)
+			return 0;
+		mask |= found;
+		v += len;
+		if (*v == ',')
+			v++;
+	}
+	return mask;
 }
 
 static unsigned break_flag(const char *name)
@@ -177,7 +242,7 @@ int main(int argc, char **argv)
 	struct sim_options o = {
 		.users = 10000,
 		.hours = 0.5,
-		.scenario = SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE,
+		.scenario = SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE | SIM_SCENARIO_SITES,
 	};
 	uint64_t seeds = 0, first = 1;
 	unsigned jobs = 1;
@@ -208,11 +273,7 @@ int main(int argc, char **argv)
 		else if (strcmp(a, "--break") == 0)
 			o.breaks |= break_flag(v);
 		else if (strcmp(a, "--scenario") == 0)
-			o.scenario = strcmp(v, "faults") == 0	 ? SIM_SCENARIO_FAULTS
-				     : strcmp(v, "balance") == 0 ? SIM_SCENARIO_BALANCE
-				     : strcmp(v, "both") == 0
-					     ? SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE
-					     : 0;
+			o.scenario = scenario_parse(v);
 		else
 			usage();
 	}
@@ -223,14 +284,20 @@ int main(int argc, char **argv)
 	if (jobs > seeds)
 		jobs = (unsigned)seeds;
 
+	char scenarios[40] = "";
+	if (o.scenario & SIM_SCENARIO_FAULTS)
+		strcat(scenarios, "+faults");
+	if (o.scenario & SIM_SCENARIO_BALANCE)
+		strcat(scenarios, "+balance");
+	if (o.scenario & SIM_SCENARIO_SITES)
+		strcat(scenarios, "+sites");
+	memmove(scenarios, scenarios + 1, strlen(scenarios));
 	printf("sim: seeds %llu..%llu users=%u backends=%s daemons=%s hours=%g jobs=%u "
 	       "scenarios=%s\n",
 	       (unsigned long long)first, (unsigned long long)(first + seeds - 1), o.users,
 	       o.backends ? "given" : "by seed (3..12)", o.daemons ? "given" : "by seed (2..5)",
 	       o.hours, jobs,
-	       o.scenario == SIM_SCENARIO_FAULTS    ? "faults"
-	       : o.scenario == SIM_SCENARIO_BALANCE ? "balance"
-						    : "faults+balance");
+	       scenarios);
 	if (o.backends)
 		printf("sim: backends=%u\n", o.backends);
 	if (o.daemons)
@@ -380,6 +447,42 @@ int main(int argc, char **argv)
 		       r->bal_drained ? r->bal_drain_groups_sum / (double)r->bal_drained : 0,
 		       r->bal_drained ? r->bal_mm_end_sum / (double)r->bal_drained : 0,
 		       r->bal_mm_end_max);
+	}
+	if (r->site_runs > 0) {
+		printf("sites: runs=%llu cuts=%llu (short %llu, long %llu, healed mid-failover %llu) "
+		       "heals=%llu outages=%llu (with standby %llu) evacuations=%llu\n",
+		       (unsigned long long)r->site_runs, (unsigned long long)r->site_cuts,
+		       (unsigned long long)r->site_cuts_short, (unsigned long long)r->site_cuts_long,
+		       (unsigned long long)r->site_cuts_mid, (unsigned long long)r->site_heals,
+		       (unsigned long long)r->site_outages,
+		       (unsigned long long)r->site_standby_outages,
+		       (unsigned long long)r->site_evacuations);
+		printf("sites: failovers started=%llu stopped before done=%llu groups failed over=%llu "
+		       "evacuated=%llu released=%llu void cells cleaned=%llu; max groups placed by "
+		       "one site in 1 s %llu, in 10 s %llu (rate %d/s)\n",
+		       (unsigned long long)r->site_failovers_started,
+		       (unsigned long long)r->site_failovers_stopped,
+		       (unsigned long long)r->site_groups_failed_over,
+		       (unsigned long long)r->site_groups_evacuated,
+		       (unsigned long long)r->site_released,
+		       (unsigned long long)r->site_void_cleaned,
+		       (unsigned long long)r->site_max_per_s, (unsigned long long)r->site_max_per_10s,
+		       SITE_RATE_FOR_REPORT);
+		printf("sites: merge moves=%llu (max per group per heal 1 unless site_merge_once "
+		       "failed) home moves=%llu converged checks=%llu failbacks done=%llu in avg "
+		       "%.1f min (max %.1f)\n",
+		       (unsigned long long)r->site_merge_moves,
+		       (unsigned long long)r->site_home_moves,
+		       (unsigned long long)r->site_converged_checks,
+		       (unsigned long long)r->site_failbacks,
+		       r->site_failbacks ? r->site_failback_ms_sum / (double)r->site_failbacks / 60000.0
+					 : 0,
+		       r->site_failback_ms_max / 60000.0);
+		printf("sites: logins=%llu failed=%llu (site down or cut from the entry site) "
+		       "proxied to another site=%llu on another backend than the user's last=%llu\n",
+		       (unsigned long long)r->site_logins, (unsigned long long)r->site_logins_failed,
+		       (unsigned long long)r->site_logins_proxied,
+		       (unsigned long long)r->site_logins_moved);
 	}
 	if (r->sim_error)
 		printf("sim: the simulator itself failed on some seed (see above)\n");

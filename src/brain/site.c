@@ -165,7 +165,7 @@ bool site_tags_share(const char *a, const char *b)
 static bool site_can_take(const struct site_candidate *sites, size_t site_count, int home, int c)
 {
 	return c >= 0 && (size_t)c < site_count && c != home &&
-	       sites[c].status == SITE_STATUS_ONLINE && sites[c].reachable && sites[c].capacity > 0;
+	       sites[c].status == SITE_STATUS_ONLINE && sites[c].capacity > 0;
 }
 
 void site_failover_sites(const struct site_candidate *sites, size_t site_count, int home,

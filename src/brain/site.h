@@ -13,14 +13,19 @@
  *                  move the group home at once, not gradually.
  *   failover site  one per group, in the home cell, chosen by the home
  *                  site's controller (site_failover_sites()): among the
- *                  other sites that are online, reachable from the home site
- *                  and have capacity (load factors of online backends),
+ *                  other sites that are online and have capacity (load
+ *                  factors of online backends),
  *                  those sharing a tag with the home site if any do, the one
  *                  with the most room: the least (load + the home site's
  *                  groups already given to it + 1) / capacity, ties by the
  *                  placement hash of (group, site name).  Only groups whose
  *                  failover site is missing or can no longer take groups get
- *                  a new one, at most max_changes per call.
+ *                  a new one, at most max_changes per call.  Not being
+ *                  reachable from the home site is no reason to replace it:
+ *                  the home site would raise the epochs of groups whose
+ *                  cells from that site it cannot see, voiding them on the
+ *                  merge, and those groups would come home at once instead
+ *                  of gradually.
  *   failover cell  one per group, written only by the group's failover site
  *                  S: (writer S, target site S, target backend chosen by S's
  *                  placement, written_ms, reason OUTAGE or EVACUATE, the home
@@ -206,7 +211,6 @@ struct site_candidate {
 	const char *name;
 	const char *tags; /* separated by commas or blanks; NULL: none */
 	enum site_status status;
-	bool reachable;    /* from the home site */
 	unsigned capacity; /* sum of the load factors of its online backends */
 	unsigned load;     /* groups it carries now (its own and failed over) */
 };

@@ -163,10 +163,10 @@ static void test_failover_sites(void)
 	struct site_heartbeats hb = {no_rows, NULL};
 	/* home site 0 (tag eu); 1 eu, 2 eu, 3 us: 1 and 2 share a tag */
 	struct site_candidate sites[4] = {
-		{"dc0", "eu", SITE_STATUS_ONLINE, true, 400, 400},
-		{"dc1", "eu", SITE_STATUS_ONLINE, true, 400, 200},
-		{"dc2", "eu", SITE_STATUS_ONLINE, true, 400, 300},
-		{"dc3", "us", SITE_STATUS_ONLINE, true, 1000, 0},
+		{"dc0", "eu", SITE_STATUS_ONLINE, 400, 400},
+		{"dc1", "eu", SITE_STATUS_ONLINE, 400, 200},
+		{"dc2", "eu", SITE_STATUS_ONLINE, 400, 300},
+		{"dc3", "us", SITE_STATUS_ONLINE, 1000, 0},
 	};
 	static struct site_group g[300];
 	for (unsigned i = 0; i < 300; i++)
@@ -191,9 +191,9 @@ static void test_failover_sites(void)
 	/* nothing to change now */
 	site_failover_sites(sites, 4, 0, g, 300, &hb, 300, ch, &n);
 	CHECK(n == 0);
-	/* dc2 unreachable from the home site: its groups get a new one (dc1,
-	 * the only tagged one left); the others keep theirs */
-	sites[2].reachable = false;
+	/* dc2 offline: its groups get a new one (dc1, the only tagged one
+	 * left); the others keep theirs */
+	sites[2].status = SITE_STATUS_OFFLINE;
 	site_failover_sites(sites, 4, 0, g, 300, &hb, 300, ch, &n);
 	CHECK(n == 100);
 	for (size_t i = 0; i < n; i++)
@@ -218,9 +218,9 @@ static void test_failover_sites(void)
 	CHECK(n == 0);
 	/* deterministic ties by the hash: two equal sites share evenly */
 	struct site_candidate eq[3] = {
-		{"a", NULL, SITE_STATUS_ONLINE, true, 100, 0},
-		{"b", NULL, SITE_STATUS_ONLINE, true, 100, 0},
-		{"c", NULL, SITE_STATUS_ONLINE, true, 100, 0},
+		{"a", NULL, SITE_STATUS_ONLINE, 100, 0},
+		{"b", NULL, SITE_STATUS_ONLINE, 100, 0},
+		{"c", NULL, SITE_STATUS_ONLINE, 100, 0},
 	};
 	for (unsigned i = 0; i < 100; i++)
 		g[i] = (struct site_group){.group_id = i,
