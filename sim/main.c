@@ -152,6 +152,11 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	t->site_logins_failed += r->site_logins_failed;
 	t->site_logins_moved += r->site_logins_moved;
 	t->site_logins_proxied += r->site_logins_proxied;
+	t->site_splits_all += r->site_splits_all;
+	t->site_merge_heals += r->site_merge_heals;
+	MAXF(site_merge_max_heal);
+	MAXF(site_max_arrivals_10s);
+	t->site_evacuations_done += r->site_evacuations_done;
 }
 
 static void add(struct totals *t, const struct sim_result *r)
@@ -449,35 +454,41 @@ int main(int argc, char **argv)
 		       r->bal_mm_end_max);
 	}
 	if (r->site_runs > 0) {
-		printf("sites: runs=%llu cuts=%llu (short %llu, long %llu, healed mid-failover %llu) "
-		       "heals=%llu outages=%llu (with standby %llu) evacuations=%llu\n",
+		printf("sites: runs=%llu cuts=%llu (short %llu, long %llu, healed mid-failover %llu; "
+		       "of them all three sites split apart %llu) heals=%llu outages=%llu (with "
+		       "standby %llu) evacuations=%llu (fully drained %llu site shares)\n",
 		       (unsigned long long)r->site_runs, (unsigned long long)r->site_cuts,
 		       (unsigned long long)r->site_cuts_short, (unsigned long long)r->site_cuts_long,
-		       (unsigned long long)r->site_cuts_mid, (unsigned long long)r->site_heals,
-		       (unsigned long long)r->site_outages,
+		       (unsigned long long)r->site_cuts_mid, (unsigned long long)r->site_splits_all,
+		       (unsigned long long)r->site_heals, (unsigned long long)r->site_outages,
 		       (unsigned long long)r->site_standby_outages,
-		       (unsigned long long)r->site_evacuations);
-		printf("sites: failovers started=%llu stopped before done=%llu groups failed over=%llu "
-		       "evacuated=%llu released=%llu void cells cleaned=%llu; max groups placed by "
-		       "one site in 1 s %llu, in 10 s %llu (rate %d/s)\n",
+		       (unsigned long long)r->site_evacuations,
+		       (unsigned long long)r->site_evacuations_done);
+		printf("sites: failovers started=%llu stopped before done=%llu; groups failed "
+		       "over=%llu evacuated=%llu released=%llu void cells cleaned=%llu\n",
 		       (unsigned long long)r->site_failovers_started,
 		       (unsigned long long)r->site_failovers_stopped,
 		       (unsigned long long)r->site_groups_failed_over,
 		       (unsigned long long)r->site_groups_evacuated,
 		       (unsigned long long)r->site_released,
-		       (unsigned long long)r->site_void_cleaned,
-		       (unsigned long long)r->site_max_per_s, (unsigned long long)r->site_max_per_10s,
-		       SITE_RATE_FOR_REPORT);
-		printf("sites: merge moves=%llu (max per group per heal 1 unless site_merge_once "
-		       "failed) home moves=%llu converged checks=%llu failbacks done=%llu in avg "
-		       "%.1f min (max %.1f)\n",
+		       (unsigned long long)r->site_void_cleaned);
+		printf("sites: pace (site_failover_rate %d/s): max groups placed by one site in 1 s "
+		       "%llu, in 10 s %llu; max seen placed on one site by one replica in 10 s %llu\n",
+		       SITE_RATE_FOR_REPORT, (unsigned long long)r->site_max_per_s,
+		       (unsigned long long)r->site_max_per_10s,
+		       (unsigned long long)r->site_max_arrivals_10s);
+		printf("sites: merge moves=%llu by %llu heals (max %llu groups by one heal, over "
+		       "all replicas), at most 1 per group per heal and none back (site_merge_once)\n",
 		       (unsigned long long)r->site_merge_moves,
-		       (unsigned long long)r->site_home_moves,
-		       (unsigned long long)r->site_converged_checks,
+		       (unsigned long long)r->site_merge_heals,
+		       (unsigned long long)r->site_merge_max_heal);
+		printf("sites: failbacks done=%llu, from the heal to the last release avg %.1f min "
+		       "(max %.1f); home-site moves=%llu converged checks=%llu\n",
 		       (unsigned long long)r->site_failbacks,
 		       r->site_failbacks ? r->site_failback_ms_sum / (double)r->site_failbacks / 60000.0
 					 : 0,
-		       r->site_failback_ms_max / 60000.0);
+		       r->site_failback_ms_max / 60000.0, (unsigned long long)r->site_home_moves,
+		       (unsigned long long)r->site_converged_checks);
 		printf("sites: logins=%llu failed=%llu (site down or cut from the entry site) "
 		       "proxied to another site=%llu on another backend than the user's last=%llu\n",
 		       (unsigned long long)r->site_logins, (unsigned long long)r->site_logins_failed,

@@ -293,7 +293,7 @@ const char *const sim_invariant_names[INV_COUNT] = {
 	"balance_scope",     "no_balance_oscillation", "balance_converges", "balance_moves_bound",
 	"balance_fill",      "balance_drain",
 	"site_failover_rate", "site_short_cut", "site_stop_on_return", "site_failback_delay",
-	"site_converged", "site_merge_once", "site_operator_status",
+	"site_converged", "site_merge_once", "site_operator_status", "site_evacuate_drains",
 };
 
 const struct sim_break_name sim_break_names[] = {
@@ -327,6 +327,8 @@ const struct sim_break_name sim_break_names[] = {
 	 "the failover site passes the home site's status as online (standby, evacuate ignored)"},
 	{"site_merge_piecemeal", SIM_BREAK_SITE_MERGE_PIECEMEAL,
 	 "daemons route by every write of a hint replay as it lands, not by the merged state"},
+	{"site_no_settle", SIM_BREAK_SITE_NO_SETTLE,
+	 "daemons route by a failover cell they cannot judge yet (site_cell_settled)"},
 	{NULL, 0, NULL},
 };
 

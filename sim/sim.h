@@ -130,6 +130,7 @@ enum sim_break {
 	SIM_BREAK_SITE_IGNORE_REPORTS = 1 << 15,    /* other sites' reachability not read */
 	SIM_BREAK_SITE_IGNORE_STATUS = 1 << 16,     /* the home site's status passed as online */
 	SIM_BREAK_SITE_MERGE_PIECEMEAL = 1 << 17,   /* routes follow each replayed write */
+	SIM_BREAK_SITE_NO_SETTLE = 1 << 18,         /* routing uses cells it cannot judge yet */
 };
 struct sim_break_name {
 	const char *name;
@@ -177,6 +178,7 @@ enum sim_invariant {
 	INV_SITE_CONVERGED,
 	INV_SITE_MERGE_ONCE,
 	INV_SITE_OPERATOR_STATUS,
+	INV_SITE_EVACUATE,
 	INV_COUNT
 };
 
@@ -232,6 +234,8 @@ struct sim_result {
 	int64_t site_failback_ms_sum, site_failback_ms_max;
 	uint64_t site_max_per_s, site_max_per_10s; /* groups placed by one site (maxima) */
 	uint64_t site_logins, site_logins_failed, site_logins_moved, site_logins_proxied;
+	uint64_t site_splits_all, site_merge_heals, site_merge_max_heal;
+	uint64_t site_max_arrivals_10s, site_evacuations_done;
 };
 
 /* Runs one seed; prints violations (with seed and step) to stdout. */

@@ -64,7 +64,12 @@
  *       and never goes back, by a later batch within 10 min and with no
  *       other change in between, to where a batch had taken it from;
  *   site_operator_status  no OUTAGE cell for a site whose status in the
- *       writer's replica is standby or evacuate.
+ *       writer's replica is standby or evacuate;
+ *   site_evacuate_drains  at the end of an evacuation during which every
+ *       site and link was up, each failover site has taken all of the
+ *       evacuated site's groups it is the failover site of, if the
+ *       evacuation lasted that many groups / rate + 2 ticks + 2 REPL_MS + the
+ *       10 s of the failover-site spread.
  */
 #include "sim.h"
 
@@ -119,7 +124,12 @@ struct replica {
 	int64_t *merge_t;
 	int32_t *merge_from;
 	bool *changed_since;
-	bool *dirty; /* to recompute at the end of the batch being applied */
+	int64_t arrivals[NS][RING]; /* placements by site failover seen, per site */
+	unsigned arrival_pos[NS];
+	int64_t *cell_seen;  /* when the cell's current write reached the replica */
+	uint32_t *cell_heal; /* ... by the batch of this heal (0: live) */
+	bool *pending;       /* routing waits: site_cell_settled() */
+	bool *dirty;         /* to recompute at the end of the batch being applied */
 	unsigned *dirty_list;
 	size_t dirty_n;
 };
@@ -141,7 +151,18 @@ struct periods {
 	int64_t open; /* INT64_MIN: none */
 };
 
-enum { E_TICK, E_DELIVER, E_BATCH, E_FAULT, E_FAULT_END, E_STATUS, E_LOGIN, E_CHECK, E_END };
+enum {
+	E_TICK,
+	E_DELIVER,
+	E_BATCH,
+	E_FAULT,
+	E_FAULT_END,
+	E_STATUS,
+	E_LOGIN,
+	E_CHECK,
+	E_END,
+	E_SETTLE /* a: replica, b: group, x: cell write */
+};
 enum {
 	F_CUT_SHORT,
 	F_CUT_LONG,
@@ -150,7 +171,8 @@ enum {
 	F_OUTAGE_LONG,
 	F_EVACUATE,
 	F_STANDBY_OUTAGE,
-	F_CUT_OUTAGE
+	F_CUT_OUTAGE,
+	F_SPLIT_ALL
 };
 
 struct ev {
@@ -182,6 +204,8 @@ struct ssim {
 	struct periods down[NS];
 	int64_t world_change;
 	uint32_t heal_seq;
+	unsigned *heal_moves; /* per heal id: groups it moved, in any replica */
+	size_t heal_moves_cap;
 	struct replica rep[NS];
 	struct ctl ctl[NS];
 	enum site_status status[NS]; /* the operator's, as last written */
@@ -195,6 +219,7 @@ struct ssim {
 	unsigned ring_pos[NS];
 	unsigned fault_a, fault_b;
 	int fault_kind;
+	int64_t evac_since;
 	struct site_group *sg;
 	size_t *sg_index;
 	struct site_cell_change *ch;
@@ -431,6 +456,14 @@ static void record_move(struct ssim *s, unsigned r, unsigned g, int from, int to
 	}
 	s->res->site_merge_moves++;
 	s->res->checks[INV_SITE_MERGE_ONCE]++;
+	if (heal >= s->heal_moves_cap) {
+		size_t cap = s->heal_moves_cap;
+		grow((void **)&s->heal_moves, &cap, heal + 1, sizeof(*s->heal_moves));
+		memset(s->heal_moves + s->heal_moves_cap, 0,
+		       (cap - s->heal_moves_cap) * sizeof(*s->heal_moves));
+		s->heal_moves_cap = cap;
+	}
+	s->heal_moves[heal]++;
 	if (rp->merge_heal[g] == heal)
 		violation(s, INV_SITE_MERGE_ONCE,
 			  "replica %s: group %u moved twice by the batch of heal #%u (%d -> %d)",
@@ -446,6 +479,31 @@ static void record_move(struct ssim *s, unsigned r, unsigned g, int from, int to
 	rp->merge_t[g] = s->now;
 	rp->merge_from[g] = from;
 	rp->changed_since[g] = false;
+}
+
+/* Groups a replica sees placed on a site by site failover (not by a
+ * merge): within any 10 s at most what the writer may place in 10 s plus
+ * what it may place within the replication delay. */
+static void check_arrivals(struct ssim *s, unsigned r, unsigned site)
+{
+	struct replica *rp = &s->rep[r];
+	unsigned rate = s->set.failover_rate;
+	unsigned bound = rate * 11 + rate * REPL_MS / 1000 + 1;
+	s->res->checks[INV_SITE_FAILOVER_RATE]++;
+	rp->arrivals[site][rp->arrival_pos[site]++ % RING] = s->now;
+	unsigned in10 = 0;
+	for (unsigned i = 0; i < RING && i < rp->arrival_pos[site]; i++) {
+		if (rp->arrivals[site][(rp->arrival_pos[site] - 1 - i) % RING] <= s->now - 10000)
+			break;
+		in10++;
+	}
+	if (in10 > s->res->site_max_arrivals_10s)
+		s->res->site_max_arrivals_10s = in10;
+	if (in10 > bound)
+		violation(s, INV_SITE_FAILOVER_RATE,
+			  "replica %s saw %u groups placed on %s by site failover within 10 s "
+			  "(site_failover_rate %u/s: at most %u)",
+			  s->names[r], in10, s->names[site], rate, bound);
 }
 
 static void recompute(struct ssim *s, unsigned r, unsigned g, uint32_t heal)
@@ -467,6 +525,10 @@ static void recompute(struct ssim *s, unsigned r, unsigned g, uint32_t heal)
 	struct site_location loc;
 	site_effective_location(home, cell, &hb, &loc);
 	rp->verdict[g] = (uint8_t)loc.verdict;
+	/* routing waits for a cell it cannot judge yet (site_cell_settled) */
+	rp->pending[g] = loc.verdict == SITE_VERDICT_STANDS && !brk(s, SIM_BREAK_SITE_NO_SETTLE) &&
+			 !site_cell_settled(cell, rp->hb_newest[home->site], rp->cell_seen[g],
+					    s->set.reachability_timeout_ms, s->now);
 	rp->cwriter[g] = cell->present ? (int8_t)cell->writer_site : -1;
 	rp->creason[g] = (int8_t)cell->reason;
 	if (cell->present) {
@@ -478,9 +540,17 @@ static void recompute(struct ssim *s, unsigned r, unsigned g, uint32_t heal)
 	}
 	int from = encode(rp->loc[g].site, rp->loc[g].backend);
 	int to = encode(loc.site, loc.backend);
+	if (rp->pending[g]) {
+		loc.site = home->site;
+		loc.backend = home->backend;
+	}
+	bool arrival = heal == 0 && loc.verdict == SITE_VERDICT_STANDS && !rp->pending[g] &&
+		       loc.site != rp->loc[g].site;
 	rp->loc[g] = loc;
 	if (from != to)
 		record_move(s, r, g, from, to, heal);
+	if (arrival)
+		check_arrivals(s, r, (unsigned)loc.site);
 }
 
 /* In a batch (heal != 0) the groups are recomputed once at its end. */
@@ -509,6 +579,11 @@ static void apply(struct ssim *s, unsigned r, uint32_t id, uint32_t heal)
 	case W_CELL:
 		if (newer(s, id, rp->cell[w->index])) {
 			rp->cell[w->index] = id;
+			rp->cell_seen[w->index] = s->now;
+			rp->cell_heal[w->index] = heal;
+			if (w->cell.present && w->cell.reason == SITE_REASON_OUTAGE)
+				push(s, s->now + s->set.reachability_timeout_ms, E_SETTLE, (int)r,
+				     w->index, (int)id);
 			touch(s, r, (unsigned)w->index, heal);
 		}
 		break;
@@ -527,8 +602,10 @@ static void apply(struct ssim *s, unsigned r, uint32_t id, uint32_t heal)
 		for (unsigned g = 0; g < s->g; g++) {
 			if (rp->cwriter[g] < 0 || s->home_site[g] != (unsigned)w->index)
 				continue;
+			/* rows of its bucket or the next may void it; any later
+			 * one settles it */
 			int64_t cb = site_heartbeat_bucket(s->w[rp->cell[g]].cell.written_ms);
-			if (cb == b || cb == b + 1)
+			if (cb == b || cb == b + 1 || (rp->pending[g] && b > cb))
 				touch(s, r, g, heal);
 		}
 		break;
@@ -971,7 +1048,7 @@ static void site_up(struct ssim *s, unsigned site)
 
 static void set_cut(struct ssim *s, unsigned a, unsigned b, bool on)
 {
-	if (b >= s->ns) { /* isolate a */
+	if (b >= s->ns || b >= NS || a >= NS) { /* isolate a */
 		for (unsigned x = 0; x < s->ns; x++)
 			if (x != a)
 				s->cut[a][x] = s->cut[x][a] = on;
@@ -991,6 +1068,44 @@ static void operator_status(struct ssim *s, unsigned site, enum site_status st)
 	s->w[id].status = (int32_t)st;
 	write_send(s, id);
 	logf_(s, "operator: site %s status %s", s->names[site], site_status_name(st));
+}
+
+/* At the end of an evacuation that every site and link survived: each
+ * failover site has taken all of its share of the site's groups, if the
+ * evacuation lasted long enough for that at the rate. */
+static void check_evacuated(struct ssim *s, unsigned b)
+{
+	int64_t since = s->evac_since;
+	for (unsigned x = 0; x < s->ns; x++)
+		for (unsigned y = x + 1; y < s->ns; y++)
+			if (!good_throughout(&s->bad[x][y], since, s->now))
+				return;
+	for (unsigned site = 0; site < s->ns; site++) {
+		if (site == b)
+			continue;
+		const struct replica *rp = &s->rep[site];
+		unsigned share = 0, left = 0;
+		for (unsigned g = 0; g < s->g; g++) {
+			if (s->home_site[g] != b ||
+			    s->w[rp->home[g]].home.failover_site != (int)site)
+				continue;
+			share++;
+			left += rp->verdict[g] != SITE_VERDICT_STANDS;
+		}
+		int64_t need = (int64_t)share * 1000 / s->set.failover_rate + 2 * REPL_MS +
+			       2 * TICK_MS + SPREAD_EVERY * TICK_MS;
+		s->res->checks[INV_SITE_EVACUATE]++;
+		if (s->now - since < need)
+			continue;
+		if (left > 0)
+			violation(s, INV_SITE_EVACUATE,
+				  "%s evacuated for %.0f s, but %s still has %u of its %u groups "
+				  "to take at home (site_failover_rate %u/s)",
+				  s->names[b], (s->now - since) / 1000.0, s->names[site], left,
+				  share, s->set.failover_rate);
+		else
+			s->res->site_evacuations_done++;
+	}
 }
 
 static void fault(struct ssim *s)
@@ -1023,9 +1138,13 @@ static void fault(struct ssim *s)
 	} else if (r < 90) {
 		kind = F_EVACUATE;
 		len = rng_range(&s->rng, 300000, 900000);
-	} else if (r < 95 || s->ns == 3) {
+	} else if (r < 95) {
 		kind = F_STANDBY_OUTAGE;
 		len = rng_range(&s->rng, 400000, 1200000);
+	} else if (s->ns == 3) {
+		kind = F_SPLIT_ALL;
+		len = rng_range(&s->rng, 0, 1) ? rng_range(&s->rng, 400000, 1500000)
+					       : detect + rng_range(&s->rng, 2000, 20000);
 	} else {
 		kind = F_CUT_OUTAGE;
 		len = rng_range(&s->rng, 600000, 1500000);
@@ -1038,6 +1157,7 @@ static void fault(struct ssim *s)
 	case F_CUT_LONG:
 	case F_CUT_MID:
 	case F_CUT_OUTAGE:
+	case F_SPLIT_ALL:
 		s->res->site_cuts++;
 		if (kind == F_CUT_SHORT)
 			s->res->site_cuts_short++;
@@ -1047,7 +1167,13 @@ static void fault(struct ssim *s)
 			s->res->site_cuts_long++;
 		if (kind == F_CUT_OUTAGE)
 			s->fault_b = b;
-		set_cut(s, a, s->fault_b, true);
+		if (kind == F_SPLIT_ALL) {
+			s->res->site_splits_all++;
+			for (unsigned x = 0; x < s->ns; x++)
+				set_cut(s, x, NS, true);
+		} else {
+			set_cut(s, a, s->fault_b, true);
+		}
 		logf_(s, "cut %s - %s for %.0f s", s->names[a],
 		      s->fault_b < s->ns ? s->names[s->fault_b] : "all", len / 1000.0);
 		if (kind == F_CUT_OUTAGE) {
@@ -1064,6 +1190,7 @@ static void fault(struct ssim *s)
 		break;
 	case F_EVACUATE:
 		s->res->site_evacuations++;
+		s->evac_since = s->now;
 		operator_status(s, a, SITE_STATUS_EVACUATE);
 		break;
 	case F_STANDBY_OUTAGE:
@@ -1080,6 +1207,12 @@ static void fault_end(struct ssim *s)
 {
 	unsigned a = s->fault_a;
 	switch (s->fault_kind) {
+	case F_SPLIT_ALL:
+		for (unsigned x = 0; x < s->ns; x++)
+			set_cut(s, x, NS, false);
+		s->res->site_heals++;
+		logf_(s, "heal all");
+		break;
 	case F_CUT_SHORT:
 	case F_CUT_LONG:
 	case F_CUT_MID:
@@ -1099,6 +1232,7 @@ static void fault_end(struct ssim *s)
 		site_up(s, a);
 		break;
 	case F_EVACUATE:
+		check_evacuated(s, a);
 		operator_status(s, a, SITE_STATUS_ONLINE);
 		break;
 	case F_STANDBY_OUTAGE:
@@ -1163,6 +1297,11 @@ static void check_converged(struct ssim *s)
 	const struct replica *r0 = &s->rep[0];
 	for (unsigned g = 0; g < s->g && !s->stop; g++) {
 		if (s->last_write[g] > s->now - REPL_MS - 1)
+			continue;
+		bool pending = false;
+		for (unsigned r = 0; r < s->ns; r++)
+			pending |= s->rep[r].pending[g];
+		if (pending)
 			continue;
 		if (r0->cell[g]) {
 			const struct site_failover_cell *c = &s->w[r0->cell[g]].cell;
@@ -1255,6 +1394,9 @@ static void setup(struct ssim *s)
 		r->merge_from = xcalloc(s->g, sizeof(*r->merge_from));
 		r->changed_since = xcalloc(s->g, sizeof(*r->changed_since));
 		r->dirty = xcalloc(s->g, sizeof(*r->dirty));
+		r->cell_seen = xcalloc(s->g, sizeof(*r->cell_seen));
+		r->cell_heal = xcalloc(s->g, sizeof(*r->cell_heal));
+		r->pending = xcalloc(s->g, sizeof(*r->pending));
 		r->dirty_list = xcalloc(s->g, sizeof(*r->dirty_list));
 		memset(r->cwriter, -1, s->g);
 	}
@@ -1320,6 +1462,9 @@ static void teardown(struct ssim *s)
 		free(r->merge_from);
 		free(r->changed_since);
 		free(r->dirty);
+		free(r->cell_seen);
+		free(r->cell_heal);
+		free(r->pending);
 		free(r->dirty_list);
 		free(s->down[x].p);
 		for (unsigned y = 0; y < NS; y++) {
@@ -1340,6 +1485,7 @@ static void teardown(struct ssim *s)
 	free(s->user_last);
 	free(s->w);
 	free(s->heap);
+	free(s->heal_moves);
 }
 
 void sim_sites_run(const struct sim_options *options, struct sim_result *result_r)
@@ -1386,12 +1532,24 @@ void sim_sites_run(const struct sim_options *options, struct sim_result *result_
 		case E_CHECK:
 			check_converged(s);
 			break;
+		case E_SETTLE:
+			if (s->rep[e.a].cell[e.b] == (uint32_t)e.x)
+				recompute(s, (unsigned)e.a, (unsigned)e.b,
+					  s->rep[e.a].cell_heal[e.b]);
+			break;
 		case E_END:
 			s->hn = 0;
 			break;
 		}
 	}
 	result_r->steps = s->step;
+	for (size_t h = 0; h < s->heal_moves_cap; h++) {
+		if (s->heal_moves[h] == 0)
+			continue;
+		result_r->site_merge_heals++;
+		if (s->heal_moves[h] > result_r->site_merge_max_heal)
+			result_r->site_merge_max_heal = s->heal_moves[h];
+	}
 	teardown(s);
 	free(s);
 }

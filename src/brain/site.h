@@ -53,6 +53,19 @@
  *      EVACUATE)                                             -> the cell,
  *      until its writer releases it.
  *
+ * Routing (the daemons) follows the effective location in the daemon's own
+ * replica, but does not use an OUTAGE cell it cannot judge yet
+ * (site_cell_settled()): one for which the replica holds no heartbeat of the
+ * home site from after the cell's bucket (hints are replayed in write order
+ * per link, so one such row means the replica holds all the rows that could
+ * void the cell) and that it first saw less than reachability_timeout ago.
+ * Meanwhile the group is routed home.  Why: when a split of three sites
+ * heals, the third site's replica may get the failover site's cell before
+ * the home site's heartbeats that void it, and would send the group's users
+ * to the failover site and back within the replication delay.  The price: a
+ * real outage's groups are routed to their failover site up to
+ * reachability_timeout after their cell is written.
+ *
  * Reachability: site S sees site B reachable while B's newest heartbeat in
  * S's replica is at most reachability_timeout old; S's controller records,
  * per other site, reachable and since (site_reachability_update()), in a
@@ -204,6 +217,14 @@ void site_effective_location(const struct site_home_cell *home,
 			     const struct site_failover_cell *cell,
 			     const struct site_heartbeats *heartbeats,
 			     struct site_location *location_r);
+
+/* Whether a daemon may route by the cell (above): not present, not an
+ * OUTAGE cell, a heartbeat of the home site from after the cell's bucket in
+ * the replica (home_newest_heartbeat_ms: the newest one it holds,
+ * INT64_MIN: none), or first seen (first_seen_ms: when the daemon first
+ * read this write of the cell) at least settle_ms ago. */
+bool site_cell_settled(const struct site_failover_cell *cell, int64_t home_newest_heartbeat_ms,
+		       int64_t first_seen_ms, int64_t settle_ms, int64_t now_ms);
 
 /* ---- the failover site of each group (the home site's controller) ---- */
 

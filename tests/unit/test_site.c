@@ -140,6 +140,28 @@ static void test_effective_location(void)
 	CHECK(strcmp(site_failover_reason_name(SITE_REASON_EVACUATE), "evacuate") == 0);
 }
 
+static void test_settled(void)
+{
+	struct site_failover_cell cell = {.present = true,
+					  .writer_site = 1,
+					  .written_ms = 1005 * S, /* bucket 100: 1000..1010 s */
+					  .reason = SITE_REASON_OUTAGE};
+	/* the home site's newest heartbeat before the cell's bucket ends: wait
+	 * the settle time from when it was first seen */
+	CHECK(!site_cell_settled(&cell, 900 * S, 1006 * S, 30 * S, 1035 * S));
+	CHECK(site_cell_settled(&cell, 900 * S, 1006 * S, 30 * S, 1036 * S));
+	CHECK(!site_cell_settled(&cell, INT64_MIN, 1006 * S, 30 * S, 1007 * S));
+	CHECK(!site_cell_settled(&cell, 1009 * S, 1006 * S, 30 * S, 1007 * S));
+	/* a heartbeat from after its bucket: every row that could void it is
+	 * there, judged at once */
+	CHECK(site_cell_settled(&cell, 1010 * S, 1011 * S, 30 * S, 1011 * S));
+	/* no cell, or an evacuate cell: nothing to wait for */
+	cell.reason = SITE_REASON_EVACUATE;
+	CHECK(site_cell_settled(&cell, INT64_MIN, 1006 * S, 30 * S, 1006 * S));
+	cell.present = false;
+	CHECK(site_cell_settled(&cell, INT64_MIN, 1006 * S, 30 * S, 1006 * S));
+}
+
 static void test_tags(void)
 {
 	CHECK(site_tags_share("eu,fra", "us, eu"));
@@ -421,6 +443,7 @@ void suite_site(void)
 	test_heartbeats();
 	test_reachability();
 	test_effective_location();
+	test_settled();
 	test_tags();
 	test_failover_sites();
 	test_decide();
