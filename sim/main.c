@@ -2,27 +2,28 @@
  * seed broke an invariant.
  *
  *   build/sim --seeds N [--first S] [--users U] [--backends B] [--daemons D]
- *             [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all] [--verbose]
- *             [--break NAME]...
+ *             [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all]
+ *             [--verbose] [--break NAME]...
  *
- * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs both scenarios (sim.h)
- * unless --scenario says one: "faults" (H hours, default 0.5) and "balance"
- * (its phases, about 70 min of virtual time); a seed fails if either does.
- * Backends and daemons default to a
+ * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs the three scenarios
+ * (sim.h) unless --scenario says which (a name, or several joined by
+ * commas; "both" is faults,balance): "faults" (H hours, default 0.5),
+ * "balance" (its phases, about 70 min of virtual time) and "sites" (3 h of
+ * virtual time, with its own choice of sites and backends and users / 5
+ * users); a seed fails if any does.  Backends and daemons default to a
  * choice made by each seed (3..12 backends, 2..5 daemons).  --jobs runs the
  * seeds in J worker processes (seed i in worker i mod J); every seed's run
  * is the same whatever the number of workers.  A violation prints the seed
  * and the step; `--seeds 1 --first SEED --verbose` replays it with a log
- * (add --scenario balance for a violation marked "scenario balance").
- * --break NAME breaks the move protocol's glue on purpose (see
+ * (add --scenario balance or sites for a violation marked "scenario
+ * balance" or "scenario sites").
+ * --break NAME breaks the move protocol's or the site failover's glue on purpose (see
  * sim_break_names; `--break list` lists them) to show that the invariants
  * catch it: such a run is expected to fail.
  */
 #include "sim.h"
 
 #include "brain/site.h"
-
-#define SITE_RATE_FOR_REPORT SITE_FAILOVER_RATE_DEFAULT
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,7 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	MAXF(site_merge_max_heal);
 	MAXF(site_max_arrivals_10s);
 	t->site_evacuations_done += r->site_evacuations_done;
+	MAXF(site_max_failback_10s);
 }
 
 static void add(struct totals *t, const struct sim_result *r)
@@ -474,7 +476,7 @@ int main(int argc, char **argv)
 		       (unsigned long long)r->site_void_cleaned);
 		printf("sites: pace (site_failover_rate %d/s): max groups placed by one site in 1 s "
 		       "%llu, in 10 s %llu; max seen placed on one site by one replica in 10 s %llu\n",
-		       SITE_RATE_FOR_REPORT, (unsigned long long)r->site_max_per_s,
+		       SITE_FAILOVER_RATE_DEFAULT, (unsigned long long)r->site_max_per_s,
 		       (unsigned long long)r->site_max_per_10s,
 		       (unsigned long long)r->site_max_arrivals_10s);
 		printf("sites: merge moves=%llu by %llu heals (max %llu groups by one heal, over "
@@ -483,11 +485,14 @@ int main(int argc, char **argv)
 		       (unsigned long long)r->site_merge_heals,
 		       (unsigned long long)r->site_merge_max_heal);
 		printf("sites: failbacks done=%llu, from the heal to the last release avg %.1f min "
-		       "(max %.1f); home-site moves=%llu converged checks=%llu\n",
+		       "(max %.1f), max groups released onto one site in 10 s %llu; home-site "
+		       "moves=%llu converged checks=%llu\n",
 		       (unsigned long long)r->site_failbacks,
 		       r->site_failbacks ? r->site_failback_ms_sum / (double)r->site_failbacks / 60000.0
 					 : 0,
-		       r->site_failback_ms_max / 60000.0, (unsigned long long)r->site_home_moves,
+		       r->site_failback_ms_max / 60000.0,
+		       (unsigned long long)r->site_max_failback_10s,
+		       (unsigned long long)r->site_home_moves,
 		       (unsigned long long)r->site_converged_checks);
 		printf("sites: logins=%llu failed=%llu (site down or cut from the entry site) "
 		       "proxied to another site=%llu on another backend than the user's last=%llu\n",

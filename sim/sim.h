@@ -6,10 +6,12 @@
  * brain/balance.h), users logging in through random daemons and keeping
  * sessions open (each user weighs what its sessions cost a backend), groups
  * moved by the operator, by evacuations, by failover and by balancing, and
- * injected faults, all in virtual milliseconds.  Two scenarios per seed:
- * "faults" (the failover and move protocol under faults, with balancing on)
- * and "balance" (no faults: a skewed start, steady noisy load, a backend
- * added, one drained; it measures the balancing).  Every
+ * injected faults, all in virtual milliseconds.  Three scenarios per seed:
+ * "faults" (the failover and move protocol under faults, with balancing on),
+ * "balance" (no faults: a skewed start, steady noisy load, a backend
+ * added, one drained; it measures the balancing) and "sites" (sites.c: 2-3
+ * sites with their own GeoDB replicas, cut apart and healed, whole sites
+ * failing over gradually and back: brain/site.h).  Every
  * random choice comes from one seeded generator (rng below), and the GeoDB's
  * replication delays from a hash of the seed (geo.c), so the same seed gives
  * the same run, event by event.
@@ -18,6 +20,7 @@
  *   geo.c    the GeoDB model: cells with last-write-wins versions whose
  *            visibility to each daemon is delayed by up to repl_max_ms
  *   sim.c    the world, the events, the controller glue and the invariants
+ *   sites.c  the sites scenario: its own world, replicas and invariants
  *   main.c   command line, seed loop, worker processes, the summary
  */
 #ifndef SIM_H
@@ -235,7 +238,7 @@ struct sim_result {
 	uint64_t site_max_per_s, site_max_per_10s; /* groups placed by one site (maxima) */
 	uint64_t site_logins, site_logins_failed, site_logins_moved, site_logins_proxied;
 	uint64_t site_splits_all, site_merge_heals, site_merge_max_heal;
-	uint64_t site_max_arrivals_10s, site_evacuations_done;
+	uint64_t site_max_arrivals_10s, site_evacuations_done, site_max_failback_10s;
 };
 
 /* Runs one seed; prints violations (with seed and step) to stdout. */

@@ -18,31 +18,42 @@
  * operator status.
  *
  * A controller, every tick: a heartbeat every 5 s (and at once when its site
- * comes back); site_reachability_update() for every other site from the
- * newest heartbeat in its replica (written when it changes);
- * site_failover_sites() for its own groups every 10 s (home cells, epoch +
- * 1); site_failover_decide() and, when there is anything to do,
- * site_failover_plan() for every other site, paced by one site_pace; every
- * minute it moves one of its groups that has no failover cell and was not
- * moved so before to another of its backends (home cell, epoch + 1), so
- * that home cells change during cuts too.  A daemon routes a login by site_effective_location() in
- * its own site's replica; a login to another site is proxied there, and fails when that site is
- * down or cut from the entry site.
+ * comes back, before any waiting write reaches its replica);
+ * site_reachability_update() for every other site from the newest heartbeat
+ * in its replica (written when it changes); site_failover_sites() for its
+ * own groups every 10 s (home cells, epoch + 1); site_failover_decide() and,
+ * when there is anything to do, site_failover_plan() for every other site,
+ * all paced by the site's one site_pace; every minute it moves one of its
+ * groups that has no failover cell (and was not moved so before) to another
+ * of its backends (home cell, epoch + 1), so that home cells change during
+ * cuts too.  A daemon routes a login by site_effective_location() in its own
+ * site's replica, except that until site_cell_settled() a new outage cell
+ * is not used: routing goes by the version of the cell the replica routed
+ * by before (the replica notes when it got each cell); a login for
+ * another site is proxied there, and fails when that site is down or cut
+ * from the entry site.  A batch of waiting writes is applied as one (the
+ * daemons route by the merged replica, not by each replayed write:
+ * --break site_merge_piecemeal shows why that matters).
  *
  * Faults, one at a time (then 2-12 min of quiet): a short cut (10-250 s) of
  * one link or of one site from all others, a long one (400-1500 s), one
- * healed in the middle of the failover it caused, a short (30-250 s) or
- * long (400-2400 s) outage of a whole site (controller, daemons, backends
- * and its replica), the operator evacuating a site for 5-15 min, the
- * operator setting a site standby before a long outage (online again after
- * it), and, with 2 sites, an outage of one side during a long cut.
+ * healed in the middle of the failover it caused (reachability timeout +
+ * site_failover_delay + 2..20 s), a short (30-250 s) or long (400-2400 s)
+ * outage of a whole site (controller, daemons, backends and its replica),
+ * the operator evacuating a site for 5-15 min, the operator setting a site
+ * standby before a long outage (online again after it), with 3 sites every
+ * site cut from every other (long, or healed mid-failover) and healed at
+ * once, and with 2 sites an outage of one side during a long cut (back
+ * after the heal).
  *
  * Invariants (G = heartbeat interval + REPL_MS + tick + 1 s = 9 s: a link
  * up for that long delivers a fresh heartbeat; a pair (S, B) is "bad" while
  * either site is down or their link is cut):
  *   site_failover_rate    the cells a site writes (OUTAGE or EVACUATE)
  *       number at most rate * 2 + 1 in any 1 s and rate * 11 + 1 in any
- *       10 s (the pace holds one second's worth);
+ *       10 s (the pace holds one second's worth); and every replica sees at
+ *       most rate * (11 + REPL_MS / 1 s) + 1 groups placed on a site by
+ *       site failover (not by a merge) within any 10 s;
  *   site_short_cut        an OUTAGE cell by S for B's group at t: (S, B) bad
  *       throughout [t - site_failover_delay, t] but for gaps shorter than G
  *       (a cut shorter than the delay moves nothing), and no third site C
@@ -55,14 +66,17 @@
  *       ended by t - site_failback_delay + G;
  *   site_converged        every 30 s while every site and link has been up
  *       for 3 REPL_MS and nothing waits: every group's effective location is
- *       the same in every replica (groups written in the last REPL_MS, or
- *       whose cell's heartbeat buckets may still be arriving, skipped), and
+ *       the same in every replica (groups written in the last REPL_MS, whose
+ *       cell's heartbeat buckets may still be arriving, or whose cell some
+ *       replica cannot judge yet, skipped), and
  *       no OUTAGE cell stands whose home site was really alive for the 7 s
  *       before it was written (its heartbeat rows exist);
  *   site_merge_once       in every replica, a group changes location at
- *       most once through the writes of one batch (one heal of one link),
- *       and never goes back, by a later batch within 10 min and with no
- *       other change in between, to where a batch had taken it from;
+ *       most once through the writes of one batch (one heal of one link,
+ *       counting a cell of the batch that the replica routes by only once
+ *       it settles), and never goes back, by a later batch within 10 min
+ *       and with no other change in between, to where a batch had taken it
+ *       from;
  *   site_operator_status  no OUTAGE cell for a site whose status in the
  *       writer's replica is standby or evacuate;
  *   site_evacuate_drains  at the end of an evacuation during which every
@@ -126,10 +140,11 @@ struct replica {
 	bool *changed_since;
 	int64_t arrivals[NS][RING]; /* placements by site failover seen, per site */
 	unsigned arrival_pos[NS];
-	int64_t *cell_seen;  /* when the cell's current write reached the replica */
-	uint32_t *cell_heal; /* ... by the batch of this heal (0: live) */
-	bool *pending;       /* routing waits: site_cell_settled() */
-	bool *dirty;         /* to recompute at the end of the batch being applied */
+	int64_t *cell_seen;   /* when the cell's current write reached the replica */
+	uint32_t *cell_heal;  /* ... by the batch of this heal (0: live) */
+	uint32_t *route_cell; /* the cell's write routing goes by (0: none) */
+	bool *pending;        /* route_cell is not the newest: site_cell_settled() */
+	bool *dirty;          /* to recompute at the end of the batch being applied */
 	unsigned *dirty_list;
 	size_t dirty_n;
 };
@@ -216,6 +231,8 @@ struct ssim {
 	uint8_t *user_entry;
 	int16_t *user_last;
 	int64_t ring[NS][RING];
+	int64_t back[NS][RING]; /* releases to each home site */
+	unsigned back_pos[NS];
 	unsigned ring_pos[NS];
 	unsigned fault_a, fault_b;
 	int fault_kind;
@@ -525,10 +542,6 @@ static void recompute(struct ssim *s, unsigned r, unsigned g, uint32_t heal)
 	struct site_location loc;
 	site_effective_location(home, cell, &hb, &loc);
 	rp->verdict[g] = (uint8_t)loc.verdict;
-	/* routing waits for a cell it cannot judge yet (site_cell_settled) */
-	rp->pending[g] = loc.verdict == SITE_VERDICT_STANDS && !brk(s, SIM_BREAK_SITE_NO_SETTLE) &&
-			 !site_cell_settled(cell, rp->hb_newest[home->site], rp->cell_seen[g],
-					    s->set.reachability_timeout_ms, s->now);
 	rp->cwriter[g] = cell->present ? (int8_t)cell->writer_site : -1;
 	rp->creason[g] = (int8_t)cell->reason;
 	if (cell->present) {
@@ -538,19 +551,25 @@ static void recompute(struct ssim *s, unsigned r, unsigned g, uint32_t heal)
 			rp->voids[cell->writer_site][s->home_site[g]]++;
 		rp->present++;
 	}
+	/* routing: by the cell once it has settled (site_cell_settled); until
+	 * then by the version of the cell the replica routed by before */
+	if (brk(s, SIM_BREAK_SITE_NO_SETTLE) ||
+	    site_cell_settled(cell, rp->cell_seen[g], s->set.reachability_timeout_ms, s->now))
+		rp->route_cell[g] = rp->cell[g];
+	rp->pending[g] = rp->route_cell[g] != rp->cell[g];
+	struct site_location route;
+	const struct site_failover_cell *rcell =
+		rp->route_cell[g] ? &s->w[rp->route_cell[g]].cell : &none;
+	site_effective_location(home, rcell, &hb, &route);
 	int from = encode(rp->loc[g].site, rp->loc[g].backend);
-	int to = encode(loc.site, loc.backend);
-	if (rp->pending[g]) {
-		loc.site = home->site;
-		loc.backend = home->backend;
-	}
-	bool arrival = heal == 0 && loc.verdict == SITE_VERDICT_STANDS && !rp->pending[g] &&
-		       loc.site != rp->loc[g].site;
-	rp->loc[g] = loc;
+	int to = encode(route.site, route.backend);
+	bool arrival =
+		heal == 0 && route.verdict == SITE_VERDICT_STANDS && route.site != rp->loc[g].site;
+	rp->loc[g] = route;
 	if (from != to)
 		record_move(s, r, g, from, to, heal);
 	if (arrival)
-		check_arrivals(s, r, (unsigned)loc.site);
+		check_arrivals(s, r, (unsigned)route.site);
 }
 
 /* In a batch (heal != 0) the groups are recomputed once at its end. */
@@ -602,10 +621,9 @@ static void apply(struct ssim *s, unsigned r, uint32_t id, uint32_t heal)
 		for (unsigned g = 0; g < s->g; g++) {
 			if (rp->cwriter[g] < 0 || s->home_site[g] != (unsigned)w->index)
 				continue;
-			/* rows of its bucket or the next may void it; any later
-			 * one settles it */
+			/* rows of its bucket or the next may void it */
 			int64_t cb = site_heartbeat_bucket(s->w[rp->cell[g]].cell.written_ms);
-			if (cb == b || cb == b + 1 || (rp->pending[g] && b > cb))
+			if (cb == b || cb == b + 1)
 				touch(s, r, g, heal);
 		}
 		break;
@@ -829,6 +847,21 @@ static void check_rate(struct ssim *s, unsigned site)
 			  s->names[site], in1, in10, rate);
 }
 
+/* Groups released back to site b by all its failover sites together,
+ * within 10 s (each paces itself alone: up to (sites - 1) * rate). */
+static void count_failback(struct ssim *s, unsigned b)
+{
+	s->back[b][s->back_pos[b]++ % RING] = s->now;
+	unsigned in10 = 0;
+	for (unsigned i = 0; i < RING && i < s->back_pos[b]; i++) {
+		if (s->back[b][(s->back_pos[b] - 1 - i) % RING] <= s->now - 10000)
+			break;
+		in10++;
+	}
+	if (in10 > s->res->site_max_failback_10s)
+		s->res->site_max_failback_10s = in10;
+}
+
 static unsigned unfailed(struct ssim *s, unsigned site, unsigned b)
 {
 	const struct replica *rp = &s->rep[site];
@@ -908,9 +941,10 @@ static void fail_over_site(struct ssim *s, unsigned site, unsigned b, unsigned *
 			s->w[id].cell.written_ms = s->now;
 			if (x->move && x->cell.reason == SITE_REASON_OUTAGE)
 				check_release(s, site, b, g);
-			if (x->move)
+			if (x->move) {
 				s->res->site_released++;
-			else
+				count_failback(s, b);
+			} else
 				s->res->site_void_cleaned++;
 		} else {
 			s->w[id].cell = x->cell;
@@ -1161,7 +1195,7 @@ static void fault(struct ssim *s)
 		s->res->site_cuts++;
 		if (kind == F_CUT_SHORT)
 			s->res->site_cuts_short++;
-		else if (kind == F_CUT_MID)
+		else if (kind == F_CUT_MID || (kind == F_SPLIT_ALL && len < 400000))
 			s->res->site_cuts_mid++;
 		else
 			s->res->site_cuts_long++;
@@ -1174,8 +1208,11 @@ static void fault(struct ssim *s)
 		} else {
 			set_cut(s, a, s->fault_b, true);
 		}
-		logf_(s, "cut %s - %s for %.0f s", s->names[a],
-		      s->fault_b < s->ns ? s->names[s->fault_b] : "all", len / 1000.0);
+		if (kind == F_SPLIT_ALL)
+			logf_(s, "cut every site from every other for %.0f s", len / 1000.0);
+		else
+			logf_(s, "cut %s - %s for %.0f s", s->names[a],
+			      s->fault_b < s->ns ? s->names[s->fault_b] : "all", len / 1000.0);
 		if (kind == F_CUT_OUTAGE) {
 			/* one side dies during the cut, comes back after it healed */
 			push(s, s->now + rng_range(&s->rng, 60000, len - 60000), E_STATUS, (int)b,
@@ -1397,6 +1434,7 @@ static void setup(struct ssim *s)
 		r->cell_seen = xcalloc(s->g, sizeof(*r->cell_seen));
 		r->cell_heal = xcalloc(s->g, sizeof(*r->cell_heal));
 		r->pending = xcalloc(s->g, sizeof(*r->pending));
+		r->route_cell = xcalloc(s->g, sizeof(*r->route_cell));
 		r->dirty_list = xcalloc(s->g, sizeof(*r->dirty_list));
 		memset(r->cwriter, -1, s->g);
 	}
@@ -1465,6 +1503,7 @@ static void teardown(struct ssim *s)
 		free(r->cell_seen);
 		free(r->cell_heal);
 		free(r->pending);
+		free(r->route_cell);
 		free(r->dirty_list);
 		free(s->down[x].p);
 		for (unsigned y = 0; y < NS; y++) {

@@ -121,13 +121,10 @@ void site_effective_location(const struct site_home_cell *home,
 	}
 }
 
-bool site_cell_settled(const struct site_failover_cell *cell, int64_t home_newest_heartbeat_ms,
-		       int64_t first_seen_ms, int64_t settle_ms, int64_t now_ms)
+bool site_cell_settled(const struct site_failover_cell *cell, int64_t first_seen_ms,
+		       int64_t settle_ms, int64_t now_ms)
 {
 	if (!cell->present || cell->reason != SITE_REASON_OUTAGE)
-		return true;
-	int64_t after = (site_heartbeat_bucket(cell->written_ms) + 1) * SITE_HEARTBEAT_BUCKET_MS;
-	if (home_newest_heartbeat_ms != INT64_MIN && home_newest_heartbeat_ms >= after)
 		return true;
 	return now_ms - first_seen_ms >= settle_ms;
 }

@@ -14,9 +14,8 @@
  *   failover site  one per group, in the home cell, chosen by the home
  *                  site's controller (site_failover_sites()): among the
  *                  other sites that are online and have capacity (load
- *                  factors of online backends),
- *                  those sharing a tag with the home site if any do, the one
- *                  with the most room: the least (load + the home site's
+ *                  factors of online backends), those sharing a tag with
+ *                  the home site if any do, the one with the most room: the least (load + the home site's
  *                  groups already given to it + 1) / capacity, ties by the
  *                  placement hash of (group, site name).  Only groups whose
  *                  failover site is missing or can no longer take groups get
@@ -54,17 +53,16 @@
  *      until its writer releases it.
  *
  * Routing (the daemons) follows the effective location in the daemon's own
- * replica, but does not use an OUTAGE cell it cannot judge yet
- * (site_cell_settled()): one for which the replica holds no heartbeat of the
- * home site from after the cell's bucket (hints are replayed in write order
- * per link, so one such row means the replica holds all the rows that could
- * void the cell) and that it first saw less than reachability_timeout ago.
- * Meanwhile the group is routed home.  Why: when a split of three sites
- * heals, the third site's replica may get the failover site's cell before
- * the home site's heartbeats that void it, and would send the group's users
- * to the failover site and back within the replication delay.  The price: a
- * real outage's groups are routed to their failover site up to
- * reachability_timeout after their cell is written.
+ * replica, but uses an OUTAGE cell only once the replica has held it for
+ * reachability_timeout (site_cell_settled(); meanwhile it routes by the
+ * version of the cell it routed by before, none: home).  Why: when a split
+ * of three sites heals, the third site's replica may get the failover
+ * site's cell before the home site's heartbeats that void it, and would
+ * send the group's users to the failover site and back within the
+ * replication delay; with the wait, the heartbeats are there when the cell
+ * is first used.  Cells settle in the order they arrived, so the wait keeps
+ * the failover's pace.  The price: a real outage's groups reach their
+ * failover site reachability_timeout after their cell is written.
  *
  * Reachability: site S sees site B reachable while B's newest heartbeat in
  * S's replica is at most reachability_timeout old; S's controller records,
@@ -84,13 +82,16 @@
  *             site, refilled at the rate, holding at most one second's
  *             worth).  As soon as S sees B reachable again it stops where
  *             it is: the cells written so far stand (B was silent when they
- *             were written) and the rest never moved.
+ *             were written; those of the 10-20 s before its first new
+ *             heartbeat are void by rule 4: those groups come home at once)
+ *             and the rest never moved.
  *   EVACUATE  B's operator status is evacuate: the same, reason EVACUATE,
  *             whether B is reachable or not (the operator's drain).
  *   FAILBACK  S releases its standing OUTAGE cells for B, at the same rate,
  *             once B has been reachable for site_failback_delay and its
- *             status is online or offline; its EVACUATE cells once B's
- *             status is online (or offline) again and B is reachable.
+ *             status is online; its EVACUATE cells once B's status is
+ *             online again and B is reachable.  Each failover site paces
+ *             itself: B takes back up to (its failover sites) * rate.
  *   CLEANUP   S deletes its own void cells (not a move: the group is home
  *             by rule 2-4 already), at most SITE_CLEANUP_MAX per call; while
  *             it fails B over it rewrites them instead (B may have died
@@ -219,12 +220,10 @@ void site_effective_location(const struct site_home_cell *home,
 			     struct site_location *location_r);
 
 /* Whether a daemon may route by the cell (above): not present, not an
- * OUTAGE cell, a heartbeat of the home site from after the cell's bucket in
- * the replica (home_newest_heartbeat_ms: the newest one it holds,
- * INT64_MIN: none), or first seen (first_seen_ms: when the daemon first
- * read this write of the cell) at least settle_ms ago. */
-bool site_cell_settled(const struct site_failover_cell *cell, int64_t home_newest_heartbeat_ms,
-		       int64_t first_seen_ms, int64_t settle_ms, int64_t now_ms);
+ * OUTAGE cell, or first seen (first_seen_ms: when the daemon's replica first
+ * held this write of the cell) at least settle_ms ago. */
+bool site_cell_settled(const struct site_failover_cell *cell, int64_t first_seen_ms,
+		       int64_t settle_ms, int64_t now_ms);
 
 /* ---- the failover site of each group (the home site's controller) ---- */
 
