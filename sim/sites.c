@@ -50,10 +50,12 @@
  * up for that long delivers a fresh heartbeat; a pair (S, B) is "bad" while
  * either site is down or their link is cut):
  *   site_failover_rate    the cells a site writes (OUTAGE or EVACUATE)
- *       number at most rate * 2 + 1 in any 1 s and rate * 11 + 1 in any
- *       10 s (the pace holds one second's worth); and every replica sees at
- *       most rate * (11 + REPL_MS / 1 s) + 1 groups placed on a site by
- *       site failover (not by a merge) within any 10 s;
+ *       number at most rate + 1 in any 1 s and rate * 10 + 1 in any 10 s
+ *       (windows open at the start: the controller ticks every second and
+ *       the pace refills one second's worth a tick); and every replica sees
+ *       at most rate * (10 + REPL_MS / 1 s) + 1 groups placed on a site by
+ *       site failover (not by a merge) within any 10 s (the replication
+ *       delay spreads or bunches them);
  *   site_short_cut        an OUTAGE cell by S for B's group at t: (S, B) bad
  *       throughout [t - site_failover_delay, t] but for gaps shorter than G
  *       (a cut shorter than the delay moves nothing), and no third site C
@@ -505,7 +507,7 @@ static void check_arrivals(struct ssim *s, unsigned r, unsigned site)
 {
 	struct replica *rp = &s->rep[r];
 	unsigned rate = s->set.failover_rate;
-	unsigned bound = rate * 11 + rate * REPL_MS / 1000 + 1;
+	unsigned bound = rate * 10 + rate * REPL_MS / 1000 + 1;
 	s->res->checks[INV_SITE_FAILOVER_RATE]++;
 	rp->arrivals[site][rp->arrival_pos[site]++ % RING] = s->now;
 	unsigned in10 = 0;
@@ -841,7 +843,7 @@ static void check_rate(struct ssim *s, unsigned site)
 		s->res->site_max_per_s = in1;
 	if (in10 > s->res->site_max_per_10s)
 		s->res->site_max_per_10s = in10;
-	if (in1 > rate * 2 + 1 || in10 > rate * 11 + 1)
+	if (in1 > rate + 1 || in10 > rate * 10 + 1)
 		violation(s, INV_SITE_FAILOVER_RATE,
 			  "%s placed %u groups in 1 s and %u in 10 s (site_failover_rate %u)",
 			  s->names[site], in1, in10, rate);
