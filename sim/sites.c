@@ -6,7 +6,9 @@
  * placement, and users logging in through a site chosen per user (80%
  * their group's home site, the others another one).  Every site has its
  * controller (ticking every second while the site is up) and its own GeoDB
- * replica.  A write is made in the writer's replica at once and reaches
+ * replica, and its own clock (off by up to SKEW_MS = 2 s: write times,
+ * heartbeat buckets and every decision use it; the invariants use the
+ * simulation's).  A write is made in the writer's replica at once and reaches
  * each other replica after 0..REPL_MS when the link between the two sites
  * is up and both are up; otherwise it waits (Cassandra's hints) and the
  * waiting writes of one link reach the other side in one batch, in write
@@ -111,12 +113,14 @@
 #define GAP_MS (HB_EVERY * TICK_MS + REPL_MS + TICK_MS + 1000)
 #define RING 512
 #define RUN_MS (3 * 3600000LL)
+#define SKEW_MS 2000 /* sites' clocks off by up to this much */
 
 enum wkind { W_HOME, W_CELL, W_HB, W_REACH, W_STATUS };
 
 struct swrite {
-	int64_t t;
-	int32_t index; /* group; site (heartbeat, status); site * NS + target (reach) */
+	int64_t t;      /* on the writer's clock */
+	int64_t true_t; /* the simulation's */
+	int32_t index;  /* group; site (heartbeat, status); site * NS + target (reach) */
 	int8_t kind, origin;
 	int32_t status;
 	struct site_home_cell home;
@@ -226,6 +230,7 @@ struct ssim {
 	struct replica rep[NS];
 	struct ctl ctl[NS];
 	enum site_status status[NS]; /* the operator's, as last written */
+	int64_t skew[NS];            /* each site's clock minus the simulation's */
 	unsigned *home_site, *weight;
 	bool *rebalanced;
 	int64_t *last_write;
@@ -643,12 +648,19 @@ static void apply(struct ssim *s, unsigned r, uint32_t id, uint32_t heal)
 	}
 }
 
+/* A site's clock: off by its skew (-SKEW_MS..SKEW_MS, by the seed). */
+static int64_t clock_of(const struct ssim *s, unsigned site)
+{
+	return s->now + s->skew[site];
+}
+
 static uint32_t write_new(struct ssim *s, unsigned origin, enum wkind kind, int index)
 {
 	grow((void **)&s->w, &s->wcap, s->wn + 1, sizeof(*s->w));
 	uint32_t id = (uint32_t)s->wn++;
 	memset(&s->w[id], 0, sizeof(s->w[id]));
-	s->w[id].t = s->now;
+	s->w[id].t = clock_of(s, origin);
+	s->w[id].true_t = s->now;
 	s->w[id].kind = (int8_t)kind;
 	s->w[id].origin = (int8_t)origin;
 	s->w[id].index = index;
@@ -899,7 +911,7 @@ static void fail_over_site(struct ssim *s, unsigned site, unsigned b, unsigned *
 		.has_evacuate_cells = rp->stand[site][b][SITE_REASON_EVACUATE] > 0,
 	};
 	struct site_decision d;
-	site_failover_decide(&s->set, &v, s->now, &d);
+	site_failover_decide(&s->set, &v, clock_of(s, site), &d);
 	bool outage = d.fail_over && d.reason == SITE_REASON_OUTAGE;
 	if (brk(s, SIM_BREAK_SITE_NO_STOP) && c->active[b] && !d.fail_over) {
 		d.fail_over = outage = true;
@@ -930,8 +942,8 @@ static void fail_over_site(struct ssim *s, unsigned site, unsigned b, unsigned *
 	struct hbctx ctx;
 	struct site_heartbeats hb = hbset(s, site, &ctx);
 	size_t count, stranded;
-	site_failover_plan(&d, (int)site, s->sg, n, &hb, pc, s->nb[site], *allowance, s->now, s->ch,
-			   n, &count, &stranded);
+	site_failover_plan(&d, (int)site, s->sg, n, &hb, pc, s->nb[site], *allowance,
+			   clock_of(s, site), s->ch, n, &count, &stranded);
 	for (size_t i = 0; i < count && !s->stop; i++) {
 		const struct site_cell_change *x = &s->ch[i];
 		unsigned g = (unsigned)s->sg_index[x->group];
@@ -940,7 +952,7 @@ static void fail_over_site(struct ssim *s, unsigned site, unsigned b, unsigned *
 			(*allowance)--;
 		if (x->release) {
 			s->w[id].cell.present = false;
-			s->w[id].cell.written_ms = s->now;
+			s->w[id].cell.written_ms = clock_of(s, site);
 			if (x->move && x->cell.reason == SITE_REASON_OUTAGE)
 				check_release(s, site, b, g);
 			if (x->move) {
@@ -1033,8 +1045,8 @@ static void tick(struct ssim *s, unsigned site)
 	if (c->ticks++ % HB_EVERY == 0)
 		write_heartbeat(s, site);
 	for (unsigned x = 0; x < s->ns; x++) {
-		int64_t newest = x == site ? s->now : s->rep[site].hb_newest[x];
-		if (site_reachability_update(&s->set, &c->own[x], newest, s->now)) {
+		int64_t newest = x == site ? clock_of(s, site) : s->rep[site].hb_newest[x];
+		if (site_reachability_update(&s->set, &c->own[x], newest, clock_of(s, site))) {
 			uint32_t id = write_new(s, site, W_REACH, (int)(site * NS + x));
 			s->w[id].reach = c->own[x];
 			write_send(s, id);
@@ -1042,9 +1054,10 @@ static void tick(struct ssim *s, unsigned site)
 	}
 	if (c->ticks % SPREAD_EVERY == 0)
 		spread(s, site);
-	unsigned allowance = brk(s, SIM_BREAK_SITE_NO_RATE)
-				     ? s->g
-				     : site_pace_allowance(&c->pace, s->set.failover_rate, s->now);
+	unsigned allowance =
+		brk(s, SIM_BREAK_SITE_NO_RATE)
+			? s->g
+			: site_pace_allowance(&c->pace, s->set.failover_rate, clock_of(s, site));
 	unsigned before = allowance;
 	for (unsigned b = 0; b < s->ns && !s->stop; b++)
 		if (b != site)
@@ -1072,7 +1085,7 @@ static void site_up(struct ssim *s, unsigned site)
 	s->alive[site] = true;
 	struct ctl *c = &s->ctl[site];
 	memset(c, 0, sizeof(*c));
-	site_pace_init(&c->pace, s->now);
+	site_pace_init(&c->pace, clock_of(s, site));
 	/* the controller's first act: a heartbeat (before any waiting write
 	 * reaches its replica) */
 	write_heartbeat(s, site);
@@ -1344,21 +1357,21 @@ static void check_converged(struct ssim *s)
 			continue;
 		if (r0->cell[g]) {
 			const struct site_failover_cell *c = &s->w[r0->cell[g]].cell;
-			int64_t settled = (site_heartbeat_bucket(c->written_ms) + 1) *
-						  SITE_HEARTBEAT_BUCKET_MS +
-					  REPL_MS;
+			int64_t written = s->w[r0->cell[g]].true_t;
+			/* the heartbeat rows of its bucket and the next are all in */
+			int64_t settled =
+				written + 2 * SITE_HEARTBEAT_BUCKET_MS + REPL_MS + 2 * SKEW_MS;
 			if (c->present && settled >= s->now)
 				continue;
 			unsigned b = s->home_site[g];
 			if (c->present && r0->verdict[g] == SITE_VERDICT_STANDS &&
 			    c->reason == SITE_REASON_OUTAGE &&
-			    good_throughout(&s->down[b], c->written_ms - 7000, c->written_ms))
+			    good_throughout(&s->down[b], written - 7000, written))
 				violation(
 					s, INV_SITE_CONVERGED,
 					"group %u: the outage cell of %s, written at %.3f s while "
 					"its home site %s was alive, stands after the merge",
-					g, s->names[c->writer_site], c->written_ms / 1000.0,
-					s->names[b]);
+					g, s->names[c->writer_site], written / 1000.0, s->names[b]);
 		}
 		s->res->checks[INV_SITE_CONVERGED]++;
 		for (unsigned r = 1; r < s->ns; r++) {
@@ -1404,6 +1417,7 @@ static void setup(struct ssim *s)
 			total++;
 		}
 		s->alive[x] = true;
+		s->skew[x] = rng_range(&s->rng, -SKEW_MS, SKEW_MS);
 		s->down[x].open = INT64_MIN;
 		for (unsigned y = 0; y < NS; y++)
 			s->bad[x][y].open = INT64_MIN;
@@ -1477,7 +1491,7 @@ static void setup(struct ssim *s)
 		s->user_last[u] = -1;
 	}
 	for (unsigned x = 0; x < s->ns; x++) {
-		site_pace_init(&s->ctl[x].pace, 0);
+		site_pace_init(&s->ctl[x].pace, clock_of(s, x));
 		push(s, rng_range(&s->rng, 0, TICK_MS - 1), E_TICK, (int)x, 0, 0);
 	}
 	push(s, 0, E_LOGIN, 0, 0, 0);
