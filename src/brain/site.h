@@ -15,12 +15,10 @@
  *                  site's controller (site_failover_sites()): among the
  *                  other sites that are online and have capacity (load
  *                  factors of online backends), those sharing a tag with
- *                  the home site if any do, the one with the most room: the least (load + the home site's
- *                  groups already given to it + 1) / capacity, ties by the
- *                  placement hash of (group, site name).  Only groups whose
- *                  failover site is missing or can no longer take groups get
- *                  a new one, at most max_changes per call.  Not being
- *                  reachable from the home site is no reason to replace it:
+ *                  the home site if any do, the one with the most room: the least (load + the home
+ * site's groups already given to it + 1) / capacity, ties by the placement hash of (group, site
+ * name).  Only groups whose failover site is missing or can no longer take groups get a new one, at
+ * most max_changes per call.  Not being reachable from the home site is no reason to replace it:
  *                  the home site would raise the epochs of groups whose
  *                  cells from that site it cannot see, voiding them on the
  *                  merge, and those groups would come home at once instead
@@ -283,6 +281,9 @@ struct site_decision {
 	char reason_text[200]; /* a sentence for the log */
 };
 
+/* What S does about B at now_ms (S's clock): the rules OUTAGE, EVACUATE and
+ * FAILBACK at the top; decision_r->reason_text says why, e.g.
+ * "unreachable for 120 s (site_failover_delay 300 s)". */
 void site_failover_decide(const struct site_settings *set, const struct site_failover_view *view,
 			  int64_t now_ms, struct site_decision *decision_r);
 
@@ -305,9 +306,10 @@ struct site_cell_change {
 	struct site_failover_cell cell;
 };
 
-/* The cell writes of this tick for home site B (view->home) by S: every
- * group of B is passed (those whose failover site is not S are skipped),
- * each with its cells in S's replica.  backends are S's, with
+/* S's cell writes of this tick for one home site B, as decided: every group
+ * of B is passed (those whose failover site is not S are skipped), each
+ * with its cells in S's replica; new cells are written at now_ms, a release
+ * is a deletion (a write at now_ms too, so that it wins the merge).  backends are S's, with
  * assigned_groups the groups each carries; the placements made are added to
  * them.  At most allowance moves and SITE_CLEANUP_MAX cleanups, written to
  * changes_r (room for max_changes).  stranded_r: groups left to fail over
