@@ -229,8 +229,7 @@ struct ssim {
 	size_t heal_moves_cap;
 	struct replica rep[NS];
 	struct ctl ctl[NS];
-	enum site_status status[NS]; /* the operator's, as last written */
-	int64_t skew[NS];            /* each site's clock minus the simulation's */
+	int64_t skew[NS]; /* each site's clock minus the simulation's */
 	unsigned *home_site, *weight;
 	bool *rebalanced;
 	int64_t *last_write;
@@ -1109,7 +1108,6 @@ static void set_cut(struct ssim *s, unsigned a, unsigned b, bool on)
 
 static void operator_status(struct ssim *s, unsigned site, enum site_status st)
 {
-	s->status[site] = st;
 	unsigned via = site;
 	for (unsigned x = 0; !s->alive[via] && x < s->ns; x++)
 		via = x;
@@ -1421,7 +1419,6 @@ static void setup(struct ssim *s)
 		s->down[x].open = INT64_MIN;
 		for (unsigned y = 0; y < NS; y++)
 			s->bad[x][y].open = INT64_MIN;
-		s->status[x] = SITE_STATUS_ONLINE;
 	}
 	s->g = 100 * total;
 	s->users = s->opt.users / 5 ? s->opt.users / 5 : 1;

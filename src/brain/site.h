@@ -100,6 +100,18 @@
  * written during it are void by rule 4: each group served on the wrong side
  * moves home once, and nothing flips again.
  *
+ * Limits.  A returning site takes its groups back from each of its failover
+ * sites at the rate, so up to (its failover sites) * rate.  A site whose
+ * failover site is down too is not failed over (no second choice while
+ * the cells could be unseen).  When the home site dies during a cut, the
+ * failover site's cells of the cut are void after the heal: those groups go
+ * home (dead) and are failed over again at the rate.  The routing wait
+ * covers hint replays of different links landing up to reachability_timeout
+ * apart; one link's hints must land in write order (Cassandra replays a
+ * node's hints in order).  Clocks: the simulator runs with sites' clocks up
+ * to 2 s apart (and passes with 9 s); buckets of 10 s and "this bucket or
+ * the one before" leave room for that, not for minutes.
+ *
  * Defaults (#defines below, later wired into settings): site_failover_delay
  * 300 s, site_failover_rate 10 groups/s, site_failback_delay 1800 s,
  * reachability timeout 30 s, heartbeat buckets of 10 s.
