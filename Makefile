@@ -104,7 +104,7 @@ check: deps
 	python3 scripts/cassandra fetch
 	$(MAKE) all $(B)/unit_tests $(B)/geodb_conformance
 	./$(B)/unit_tests
-	# the failover, move and balancing simulator: 300 seeds, both scenarios (~75 s CPU: ~40 s on 2 cores)
+	# the failover, move, balancing and site simulator: 300 seeds, three scenarios (~100 s CPU: ~55 s on 2 cores)
 	$(MAKE) $(B)/sim
 	./$(B)/sim --seeds 300 --jobs 2
 	rm -f $(B)/conformance.sqlite*

@@ -2,23 +2,28 @@
  * seed broke an invariant.
  *
  *   build/sim --seeds N [--first S] [--users U] [--backends B] [--daemons D]
- *             [--hours H] [--jobs J] [--scenario faults|balance|both] [--verbose]
- *             [--break NAME]...
+ *             [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all]
+ *             [--verbose] [--break NAME]...
  *
- * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs both scenarios (sim.h)
- * unless --scenario says one: "faults" (H hours, default 0.5) and "balance"
- * (its phases, about 70 min of virtual time); a seed fails if either does.
- * Backends and daemons default to a
+ * Seeds S .. S+N-1 (S defaults to 1).  Each seed runs the three scenarios
+ * (sim.h) unless --scenario says which (a name, or several joined by
+ * commas; "both" is faults,balance): "faults" (H hours, default 0.5),
+ * "balance" (its phases, about 70 min of virtual time) and "sites" (3 h of
+ * virtual time, with its own choice of sites and backends and users / 5
+ * users); a seed fails if any does.  Backends and daemons default to a
  * choice made by each seed (3..12 backends, 2..5 daemons).  --jobs runs the
  * seeds in J worker processes (seed i in worker i mod J); every seed's run
  * is the same whatever the number of workers.  A violation prints the seed
  * and the step; `--seeds 1 --first SEED --verbose` replays it with a log
- * (add --scenario balance for a violation marked "scenario balance").
- * --break NAME breaks the move protocol's glue on purpose (see
+ * (add --scenario balance or sites for a violation marked "scenario
+ * balance" or "scenario sites").
+ * --break NAME breaks the move protocol's or the site failover's glue on purpose (see
  * sim_break_names; `--break list` lists them) to show that the invariants
  * catch it: such a run is expected to fail.
  */
 #include "sim.h"
+
+#include "brain/site.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +126,39 @@ static void sum(struct sim_result *t, const struct sim_result *r)
 	t->bal_slow_share_sum += r->bal_slow_share_sum;
 	t->bal_slow_moves += r->bal_slow_moves;
 	t->bal_virtual_ms += r->bal_virtual_ms;
+	t->site_runs += r->site_runs;
+	t->site_cuts += r->site_cuts;
+	t->site_cuts_short += r->site_cuts_short;
+	t->site_cuts_long += r->site_cuts_long;
+	t->site_cuts_mid += r->site_cuts_mid;
+	t->site_heals += r->site_heals;
+	t->site_outages += r->site_outages;
+	t->site_standby_outages += r->site_standby_outages;
+	t->site_evacuations += r->site_evacuations;
+	t->site_failovers_started += r->site_failovers_started;
+	t->site_failovers_stopped += r->site_failovers_stopped;
+	t->site_groups_failed_over += r->site_groups_failed_over;
+	t->site_groups_evacuated += r->site_groups_evacuated;
+	t->site_released += r->site_released;
+	t->site_void_cleaned += r->site_void_cleaned;
+	t->site_merge_moves += r->site_merge_moves;
+	t->site_home_moves += r->site_home_moves;
+	t->site_converged_checks += r->site_converged_checks;
+	t->site_failbacks += r->site_failbacks;
+	t->site_failback_ms_sum += r->site_failback_ms_sum;
+	MAXF(site_failback_ms_max);
+	MAXF(site_max_per_s);
+	MAXF(site_max_per_10s);
+	t->site_logins += r->site_logins;
+	t->site_logins_failed += r->site_logins_failed;
+	t->site_logins_moved += r->site_logins_moved;
+	t->site_logins_proxied += r->site_logins_proxied;
+	t->site_splits_all += r->site_splits_all;
+	t->site_merge_heals += r->site_merge_heals;
+	MAXF(site_merge_max_heal);
+	MAXF(site_max_arrivals_10s);
+	t->site_evacuations_done += r->site_evacuations_done;
+	MAXF(site_max_failback_10s);
 }
 
 static void add(struct totals *t, const struct sim_result *r)
@@ -141,11 +179,14 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 		struct sim_options o = *base;
 		struct sim_result seed = {0}, r;
 		o.seed = first + i;
-		for (unsigned sc = SIM_SCENARIO_FAULTS; sc <= SIM_SCENARIO_BALANCE; sc <<= 1) {
+		for (unsigned sc = SIM_SCENARIO_FAULTS; sc <= SIM_SCENARIO_SITES; sc <<= 1) {
 			if ((base->scenario & sc) == 0)
 				continue;
 			o.scenario = sc;
-			sim_run(&o, &r);
+			if (sc == SIM_SCENARIO_SITES)
+				sim_sites_run(&o, &r);
+			else
+				sim_run(&o, &r);
 			sum(&seed, &r);
 		}
 		add(t, &seed);
@@ -155,9 +196,40 @@ static void run_seeds(const struct sim_options *base, uint64_t first, uint64_t c
 static void usage(void)
 {
 	fprintf(stderr, "usage: sim --seeds N [--first S] [--users U] [--backends B] "
-			"[--daemons D] [--hours H] [--jobs J] [--scenario faults|balance|both] "
+			"[--daemons D] [--hours H] [--jobs J] [--scenario faults|balance|sites|both|all] "
 			"[--verbose] [--break NAME]...\n");
 	exit(2);
+}
+
+/* "faults", "balance", "sites", "both" (faults and balance), "all", or a
+ * comma-separated list of the first three; 0 if invalid */
+static unsigned scenario_parse(const char *v)
+{
+	static const struct {
+		const char *name;
+		unsigned mask;
+	} names[] = {
+		{"faults", SIM_SCENARIO_FAULTS},
+		{"balance", SIM_SCENARIO_BALANCE},
+		{"sites", SIM_SCENARIO_SITES},
+		{"both", SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE},
+		{"all", SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE | SIM_SCENARIO_SITES},
+	};
+	unsigned mask = 0;
+	while (*v != '\0') {
+		size_t len = strcspn(v, ",");
+		unsigned found = 0;
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i].name) == len && strncmp(names[i].name, v, len) == 0)
+				found = names[i].mask;
+		if (found == 0)
+			return 0;
+		mask |= found;
+		v += len;
+		if (*v == ',')
+			v++;
+	}
+	return mask;
 }
 
 static unsigned break_flag(const char *name)
@@ -177,7 +249,7 @@ int main(int argc, char **argv)
 	struct sim_options o = {
 		.users = 10000,
 		.hours = 0.5,
-		.scenario = SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE,
+		.scenario = SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE | SIM_SCENARIO_SITES,
 	};
 	uint64_t seeds = 0, first = 1;
 	unsigned jobs = 1;
@@ -208,11 +280,7 @@ int main(int argc, char **argv)
 		else if (strcmp(a, "--break") == 0)
 			o.breaks |= break_flag(v);
 		else if (strcmp(a, "--scenario") == 0)
-			o.scenario = strcmp(v, "faults") == 0	 ? SIM_SCENARIO_FAULTS
-				     : strcmp(v, "balance") == 0 ? SIM_SCENARIO_BALANCE
-				     : strcmp(v, "both") == 0
-					     ? SIM_SCENARIO_FAULTS | SIM_SCENARIO_BALANCE
-					     : 0;
+			o.scenario = scenario_parse(v);
 		else
 			usage();
 	}
@@ -223,14 +291,20 @@ int main(int argc, char **argv)
 	if (jobs > seeds)
 		jobs = (unsigned)seeds;
 
+	char scenarios[40] = "";
+	if (o.scenario & SIM_SCENARIO_FAULTS)
+		strcat(scenarios, "+faults");
+	if (o.scenario & SIM_SCENARIO_BALANCE)
+		strcat(scenarios, "+balance");
+	if (o.scenario & SIM_SCENARIO_SITES)
+		strcat(scenarios, "+sites");
+	memmove(scenarios, scenarios + 1, strlen(scenarios));
 	printf("sim: seeds %llu..%llu users=%u backends=%s daemons=%s hours=%g jobs=%u "
 	       "scenarios=%s\n",
 	       (unsigned long long)first, (unsigned long long)(first + seeds - 1), o.users,
 	       o.backends ? "given" : "by seed (3..12)", o.daemons ? "given" : "by seed (2..5)",
 	       o.hours, jobs,
-	       o.scenario == SIM_SCENARIO_FAULTS    ? "faults"
-	       : o.scenario == SIM_SCENARIO_BALANCE ? "balance"
-						    : "faults+balance");
+	       scenarios);
 	if (o.backends)
 		printf("sim: backends=%u\n", o.backends);
 	if (o.daemons)
@@ -380,6 +454,51 @@ int main(int argc, char **argv)
 		       r->bal_drained ? r->bal_drain_groups_sum / (double)r->bal_drained : 0,
 		       r->bal_drained ? r->bal_mm_end_sum / (double)r->bal_drained : 0,
 		       r->bal_mm_end_max);
+	}
+	if (r->site_runs > 0) {
+		printf("sites: runs=%llu cuts=%llu (short %llu, long %llu, healed mid-failover %llu; "
+		       "of them all three sites split apart %llu) heals=%llu outages=%llu (with "
+		       "standby %llu) evacuations=%llu (fully drained %llu site shares)\n",
+		       (unsigned long long)r->site_runs, (unsigned long long)r->site_cuts,
+		       (unsigned long long)r->site_cuts_short, (unsigned long long)r->site_cuts_long,
+		       (unsigned long long)r->site_cuts_mid, (unsigned long long)r->site_splits_all,
+		       (unsigned long long)r->site_heals, (unsigned long long)r->site_outages,
+		       (unsigned long long)r->site_standby_outages,
+		       (unsigned long long)r->site_evacuations,
+		       (unsigned long long)r->site_evacuations_done);
+		printf("sites: failovers started=%llu stopped before done=%llu; groups failed "
+		       "over=%llu evacuated=%llu released=%llu void cells cleaned=%llu\n",
+		       (unsigned long long)r->site_failovers_started,
+		       (unsigned long long)r->site_failovers_stopped,
+		       (unsigned long long)r->site_groups_failed_over,
+		       (unsigned long long)r->site_groups_evacuated,
+		       (unsigned long long)r->site_released,
+		       (unsigned long long)r->site_void_cleaned);
+		printf("sites: pace (site_failover_rate %d/s): max groups placed by one site in 1 s "
+		       "%llu, in 10 s %llu; max seen placed on one site by one replica in 10 s %llu\n",
+		       SITE_FAILOVER_RATE_DEFAULT, (unsigned long long)r->site_max_per_s,
+		       (unsigned long long)r->site_max_per_10s,
+		       (unsigned long long)r->site_max_arrivals_10s);
+		printf("sites: merge moves=%llu by %llu heals (max %llu groups by one heal, over "
+		       "all replicas), at most 1 per group per heal and none back (site_merge_once)\n",
+		       (unsigned long long)r->site_merge_moves,
+		       (unsigned long long)r->site_merge_heals,
+		       (unsigned long long)r->site_merge_max_heal);
+		printf("sites: failbacks done=%llu, from the heal to the last release avg %.1f min "
+		       "(max %.1f), max groups released onto one site in 10 s %llu; home-site "
+		       "moves=%llu converged checks=%llu\n",
+		       (unsigned long long)r->site_failbacks,
+		       r->site_failbacks ? r->site_failback_ms_sum / (double)r->site_failbacks / 60000.0
+					 : 0,
+		       r->site_failback_ms_max / 60000.0,
+		       (unsigned long long)r->site_max_failback_10s,
+		       (unsigned long long)r->site_home_moves,
+		       (unsigned long long)r->site_converged_checks);
+		printf("sites: logins=%llu failed=%llu (site down or cut from the entry site) "
+		       "proxied to another site=%llu on another backend than the user's last=%llu\n",
+		       (unsigned long long)r->site_logins, (unsigned long long)r->site_logins_failed,
+		       (unsigned long long)r->site_logins_proxied,
+		       (unsigned long long)r->site_logins_moved);
 	}
 	if (r->sim_error)
 		printf("sim: the simulator itself failed on some seed (see above)\n");

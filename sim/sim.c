@@ -292,6 +292,8 @@ const char *const sim_invariant_names[INV_COUNT] = {
 	"no_login_to_down",  "no_early_recovery",   "no_two_backends",     "login_wait_bound",
 	"balance_scope",     "no_balance_oscillation", "balance_converges", "balance_moves_bound",
 	"balance_fill",      "balance_drain",
+	"site_failover_rate", "site_short_cut", "site_stop_on_return", "site_failback_delay",
+	"site_converged", "site_merge_once", "site_operator_status", "site_evacuate_drains",
 };
 
 const struct sim_break_name sim_break_names[] = {
@@ -312,6 +314,21 @@ const struct sim_break_name sim_break_names[] = {
 	 "group weights are the last scrape interval's, not smoothed"},
 	{"balance_ignore_drain", SIM_BREAK_BALANCE_IGNORE_DRAIN,
 	 "the controller passes a load factor 0 to balancing as 100"},
+	{"site_never_void", SIM_BREAK_SITE_NEVER_VOID,
+	 "no heartbeat rows reach the brain: a failover cell written during a cut is never void"},
+	{"site_no_rate", SIM_BREAK_SITE_NO_RATE, "site failover writes every cell at once"},
+	{"site_no_stop", SIM_BREAK_SITE_NO_STOP,
+	 "a site failover goes on when the site is reachable again"},
+	{"site_no_failback_delay", SIM_BREAK_SITE_NO_FAILBACK_DELAY,
+	 "site_failback_delay 0: failback as soon as the site is reachable"},
+	{"site_ignore_reports", SIM_BREAK_SITE_IGNORE_REPORTS,
+	 "the failover site ignores the other sites' reachability records"},
+	{"site_ignore_status", SIM_BREAK_SITE_IGNORE_STATUS,
+	 "the failover site passes the home site's status as online (standby, evacuate ignored)"},
+	{"site_merge_piecemeal", SIM_BREAK_SITE_MERGE_PIECEMEAL,
+	 "daemons route by every write of a hint replay as it lands, not by the merged state"},
+	{"site_no_settle", SIM_BREAK_SITE_NO_SETTLE,
+	 "daemons route by a failover cell they cannot judge yet (site_cell_settled)"},
 	{NULL, 0, NULL},
 };
 

@@ -6,10 +6,12 @@
  * brain/balance.h), users logging in through random daemons and keeping
  * sessions open (each user weighs what its sessions cost a backend), groups
  * moved by the operator, by evacuations, by failover and by balancing, and
- * injected faults, all in virtual milliseconds.  Two scenarios per seed:
- * "faults" (the failover and move protocol under faults, with balancing on)
- * and "balance" (no faults: a skewed start, steady noisy load, a backend
- * added, one drained; it measures the balancing).  Every
+ * injected faults, all in virtual milliseconds.  Three scenarios per seed:
+ * "faults" (the failover and move protocol under faults, with balancing on),
+ * "balance" (no faults: a skewed start, steady noisy load, a backend
+ * added, one drained; it measures the balancing) and "sites" (sites.c: 2-3
+ * sites with their own GeoDB replicas, cut apart and healed, whole sites
+ * failing over gradually and back: brain/site.h).  Every
  * random choice comes from one seeded generator (rng below), and the GeoDB's
  * replication delays from a hash of the seed (geo.c), so the same seed gives
  * the same run, event by event.
@@ -18,6 +20,7 @@
  *   geo.c    the GeoDB model: cells with last-write-wins versions whose
  *            visibility to each daemon is delayed by up to repl_max_ms
  *   sim.c    the world, the events, the controller glue and the invariants
+ *   sites.c  the sites scenario: its own world, replicas and invariants
  *   main.c   command line, seed loop, worker processes, the summary
  */
 #ifndef SIM_H
@@ -122,6 +125,15 @@ enum sim_break {
 	SIM_BREAK_BALANCE_IGNORE_MARK = 1 << 8,   /* backends passed as online and up */
 	SIM_BREAK_BALANCE_NO_SMOOTHING = 1 << 9,  /* group weights: the last 10 s only */
 	SIM_BREAK_BALANCE_IGNORE_DRAIN = 1 << 10, /* load factor 0 passed as 100 */
+	/* site failover's glue (the sites scenario) */
+	SIM_BREAK_SITE_NEVER_VOID = 1 << 11,        /* no heartbeat rows: no cell is ever void */
+	SIM_BREAK_SITE_NO_RATE = 1 << 12,           /* every group at once */
+	SIM_BREAK_SITE_NO_STOP = 1 << 13,           /* a failover goes on when the site is back */
+	SIM_BREAK_SITE_NO_FAILBACK_DELAY = 1 << 14, /* site_failback_delay 0 */
+	SIM_BREAK_SITE_IGNORE_REPORTS = 1 << 15,    /* other sites' reachability not read */
+	SIM_BREAK_SITE_IGNORE_STATUS = 1 << 16,     /* the home site's status passed as online */
+	SIM_BREAK_SITE_MERGE_PIECEMEAL = 1 << 17,   /* routes follow each replayed write */
+	SIM_BREAK_SITE_NO_SETTLE = 1 << 18,         /* routing uses cells it cannot judge yet */
 };
 struct sim_break_name {
 	const char *name;
@@ -133,6 +145,7 @@ extern const struct sim_break_name sim_break_names[];
 enum sim_scenario {
 	SIM_SCENARIO_FAULTS = 1 << 0,
 	SIM_SCENARIO_BALANCE = 1 << 1,
+	SIM_SCENARIO_SITES = 1 << 2,
 };
 
 struct sim_options {
@@ -161,6 +174,14 @@ enum sim_invariant {
 	INV_BALANCE_MOVES_BOUND,
 	INV_BALANCE_FILL,
 	INV_BALANCE_DRAIN,
+	INV_SITE_FAILOVER_RATE,
+	INV_SITE_SHORT_CUT,
+	INV_SITE_STOP_ON_RETURN,
+	INV_SITE_FAILBACK_DELAY,
+	INV_SITE_CONVERGED,
+	INV_SITE_MERGE_ONCE,
+	INV_SITE_OPERATOR_STATUS,
+	INV_SITE_EVACUATE,
 	INV_COUNT
 };
 
@@ -206,9 +227,23 @@ struct sim_result {
 	double bal_slow_share_sum;                       /* ... its load / its uncorrected share */
 	uint64_t bal_slow_n, bal_slow_moves;
 	int64_t bal_virtual_ms; /* virtual time of the balance scenario runs */
+	/* the sites scenario (sites.c) */
+	uint64_t site_runs, site_cuts, site_cuts_short, site_cuts_long, site_cuts_mid;
+	uint64_t site_heals, site_outages, site_standby_outages, site_evacuations;
+	uint64_t site_failovers_started, site_failovers_stopped;
+	uint64_t site_groups_failed_over, site_groups_evacuated, site_released, site_void_cleaned;
+	uint64_t site_merge_moves, site_home_moves, site_converged_checks;
+	uint64_t site_failbacks;
+	int64_t site_failback_ms_sum, site_failback_ms_max;
+	uint64_t site_max_per_s, site_max_per_10s; /* groups placed by one site (maxima) */
+	uint64_t site_logins, site_logins_failed, site_logins_moved, site_logins_proxied;
+	uint64_t site_splits_all, site_merge_heals, site_merge_max_heal;
+	uint64_t site_max_arrivals_10s, site_evacuations_done, site_max_failback_10s;
 };
 
 /* Runs one seed; prints violations (with seed and step) to stdout. */
 void sim_run(const struct sim_options *options, struct sim_result *result_r);
+/* The sites scenario (sites.c), the same way. */
+void sim_sites_run(const struct sim_options *options, struct sim_result *result_r);
 
 #endif

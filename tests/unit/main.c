@@ -16,6 +16,7 @@ void suite_placement(void);
 void suite_health(void);
 void suite_move(void);
 void suite_balance(void);
+void suite_site(void);
 void suite_geodb_sqlite(void);
 void suite_cql_protocol(void);
 void suite_cql_client(void);
@@ -43,6 +44,7 @@ static const struct {
 	{"health", suite_health},
 	{"move", suite_move},
 	{"balance", suite_balance},
+	{"site", suite_site},
 	{"geodb_sqlite", suite_geodb_sqlite},
 	{"cql_protocol", suite_cql_protocol},
 	{"cql_client", suite_cql_client},
