@@ -34,6 +34,10 @@ Two things this cluster needs that a one-node cluster does not (learned here):
   in BOTH data centres is not: two proxies meeting a new group at the same moment can both be
   told "applied" with different backends (measured with the CLI: 1 of 60 racing pairs).
 
+The daemons connect to every backend directly (`site_direct_backends = yes`: one flat
+network): these tests are about the GeoDB across data centres, not about routing through
+another site's load balancer (test_sites.py).
+
 Every wait is bounded; only 127.0.0.31/32 (CQL port 19044, storage port 7000) and the
 daemons' own loopback ports are used; the nodes are stopped by the script (by their PID files)
 at the end of the module, also when a test left one killed.
@@ -413,10 +417,11 @@ def test_daemons_in_two_dcs_use_their_own_and_agree(two_dc, cluster, fleet):
     # a: a proxy of site dc2 that must be able to work with dc2 alone
     a = cluster(geodb=two_dc.spec(ks, "dc2", local_dc="dc2", consistency="local_quorum",
                                   serial_consistency="local_serial"),
-                setup=False, start=False, site="dc2", localdb_refresh="1s")
+                setup=False, start=False, site="dc2", localdb_refresh="1s",
+                site_direct_backends="yes")
     # b: a proxy of site dc1 with the default SERIAL (see the module's docstring)
     b = cluster(geodb=two_dc.spec(ks, "dc1", local_dc="dc1"), setup=False, start=False,
-                site="dc1", localdb_refresh="1s")
+                site="dc1", localdb_refresh="1s", site_direct_backends="yes")
     sites = _setup_two_sites(a, fleet)
     site_of = {name: site for site, names in sites.items() for name in names}
     a.start(DAEMON_START)
@@ -519,7 +524,7 @@ def test_daemons_in_two_dcs_use_their_own_and_agree(two_dc, cluster, fleet):
 
 def test_dc1_dies_local_serial_daemon_in_dc2_goes_on(two_dc, cluster, fleet):
     ks = unique_keyspace("twodc_outage")
-    common = dict(setup=False, start=False, localdb_refresh="1s")
+    common = dict(setup=False, start=False, localdb_refresh="1s", site_direct_backends="yes")
     # a: dc2 on its own (the configuration under test)
     a = cluster(geodb=two_dc.spec(ks, "dc2", local_dc="dc2", consistency="local_quorum",
                                   serial_consistency="local_serial", request_timeout=3000),
