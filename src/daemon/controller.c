@@ -202,6 +202,8 @@ static void act_fired(evutil_socket_t fd, short what, void *context)
 	job->move_hook_timeout_ms = set->move_hook_timeout_ms;
 	job->owner = c;
 	job->act_until = &c->act_until;
+	snprintf(job->me, sizeof(job->me), "%s", c->me_name);
+	job->site_reachability_timeout_ms = set->site_reachability_timeout_ms;
 	balance_mode_parse(set->balance, &job->balance_mode);
 	job_balance_settings(set, &job->balance);
 	int64_t now = mono_ms();
@@ -480,6 +482,9 @@ void controller_status_json(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
 		      (unsigned long long)k->hook_runs, (unsigned long long)k->hook_failures);
 	strbuf_append_json_string(out, c->last_error);
+	strbuf_printf(out, ",\"site_heartbeats\":%llu,\"site_reachability_changes\":%llu",
+		      (unsigned long long)k->site_heartbeats,
+		      (unsigned long long)k->site_reachability_changes);
 	strbuf_printf(out,
 		      ",\"balance\":{\"mode\":\"%s\",\"rounds\":%llu,\"moves\":%llu,"
 		      "\"moves_dryrun\":%llu,\"max_ratio\":%.3f}}",
@@ -551,6 +556,17 @@ void controller_metrics(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
 		      (unsigned long long)k->hook_runs,
 		      (unsigned long long)k->hook_failures);
+	strbuf_printf(out,
+		      "# HELP mailcluster_site_heartbeats_total Heartbeats this controller wrote "
+		      "for its site.\n"
+		      "# TYPE mailcluster_site_heartbeats_total counter\n"
+		      "mailcluster_site_heartbeats_total %llu\n"
+		      "# HELP mailcluster_site_reachability_changes_total Other sites seen "
+		      "becoming reachable or unreachable.\n"
+		      "# TYPE mailcluster_site_reachability_changes_total counter\n"
+		      "mailcluster_site_reachability_changes_total %llu\n",
+		      (unsigned long long)k->site_heartbeats,
+		      (unsigned long long)k->site_reachability_changes);
 	strbuf_printf(out,
 		      "# HELP mailcluster_balance_rounds_total Balancing rounds this controller "
 		      "ran.\n"

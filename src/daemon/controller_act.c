@@ -3,6 +3,7 @@
 
 #include "brain/failover.h"
 #include "brain/move.h"
+#include "brain/site.h"
 #include "net/doveadm.h"
 #include "net/metrics_scrape.h"
 #include "daemon/worker.h"
@@ -549,6 +550,94 @@ static int alternatives(struct pass *p)
 	return ret;
 }
 
+/* ---- sites (brain/site.h) ---- */
+
+/* This site's heartbeat, and what this site's controller sees of the
+ * others: reachable while their newest heartbeat in our replica is at most
+ * site_reachability_timeout old.  The records are rewritten every pass (a
+ * TTL of a few timeouts: a controller that stops recording leaves none),
+ * and a change is logged with its reason. */
+static int sites_pass(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	const char *error;
+	if (!may_write(p))
+		return -1;
+	if (geodb_site_heartbeat_put(p->db, job->site, job->me, p->now_ms, &error) < 0)
+		return fail(p, "writing the site's heartbeat", error);
+	job->counts.site_heartbeats++;
+	if (p->snap.site_count < 2)
+		return 0;
+
+	struct site_settings set;
+	site_settings_init(&set);
+	set.reachability_timeout_ms = job->site_reachability_timeout_ms;
+	int64_t from = p->now_ms - 2 * set.reachability_timeout_ms - GEODB_HEARTBEAT_BUCKET_MS;
+	struct geodb_site_heartbeat *beats = NULL;
+	struct geodb_site_reachability *recs = NULL;
+	size_t beat_count = 0, rec_count = 0;
+	if (geodb_site_heartbeat_list(p->db, NULL, from, p->now_ms, &beats, &beat_count, &error) <
+		    0 ||
+	    geodb_site_reachability_list(p->db, job->site, &recs, &rec_count, &error) < 0) {
+		free(beats);
+		free(recs);
+		return fail(p, "reading the sites' heartbeats and reachability", error);
+	}
+	unsigned ttl_secs = (unsigned)(4 * set.reachability_timeout_ms / 1000);
+	if (ttl_secs < 60)
+		ttl_secs = 60;
+	int ret = 0;
+	for (size_t i = 0; i < p->snap.site_count && ret == 0; i++) {
+		const char *target = p->snap.sites[i].name;
+		if (strcmp(target, job->site) == 0)
+			continue;
+		int64_t newest = INT64_MIN;
+		for (size_t b = 0; b < beat_count; b++) {
+			if (strcmp(beats[b].site, target) == 0 && beats[b].beat_ms > newest)
+				newest = beats[b].beat_ms;
+		}
+		struct site_reachability record = {0};
+		for (size_t r = 0; r < rec_count; r++) {
+			if (strcmp(recs[r].target_site, target) == 0)
+				record = (struct site_reachability){
+					.known = true,
+					.reachable = recs[r].reachable,
+					.since_ms = recs[r].since_ms,
+				};
+		}
+		if (site_reachability_update(&set, &record, newest, p->now_ms)) {
+			job->counts.site_reachability_changes++;
+			char seen[64];
+			if (newest == INT64_MIN)
+				snprintf(seen, sizeof(seen), "no heartbeat in the last %lld s",
+					 (long long)((p->now_ms - from) / 1000));
+			else
+				snprintf(seen, sizeof(seen), "newest heartbeat %.1f s old",
+					 (double)(p->now_ms - newest) / 1000);
+			log_info("event=site_reachability observer=%s target=%s reachable=%s "
+				 "reason=\"%s (site_reachability_timeout %u s)\"",
+				 job->site, target, record.reachable ? "yes" : "no", seen,
+				 job->site_reachability_timeout_ms / 1000);
+		}
+		if (!may_write(p)) {
+			ret = -1;
+			break;
+		}
+		struct geodb_site_reachability row = {
+			.reachable = record.reachable,
+			.since_ms = record.since_ms,
+			.observed_ms = p->now_ms,
+		};
+		snprintf(row.observer_site, sizeof(row.observer_site), "%s", job->site);
+		snprintf(row.target_site, sizeof(row.target_site), "%s", target);
+		if (geodb_site_reachability_put(p->db, &row, ttl_secs, &error) < 0)
+			ret = fail(p, "recording another site's reachability", error);
+	}
+	free(beats);
+	free(recs);
+	return ret;
+}
+
 /* ---- balancing ---- */
 
 static struct controller_metrics_host *metrics_host(struct controller_metrics *m,
@@ -826,7 +915,7 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 		if (load(&p) == 0)
 			balance_round(&p);
 	} else if (load(&p) == 0 && decide_health(&p) == 0 && progress_moves(&p) == 0 &&
-		   failover(&p) == 0 && alternatives(&p) == 0) {
+		   failover(&p) == 0 && alternatives(&p) == 0 && sites_pass(&p) == 0) {
 		scrape_due(&p);
 		balance_round(&p);
 	}

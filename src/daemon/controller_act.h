@@ -52,6 +52,7 @@ struct controller_act_counts {
 	uint64_t cas_conflicts;
 	uint64_t balance_rounds, balance_moves, balance_moves_dryrun;
 	uint64_t metrics_scrapes, metrics_failures;
+	uint64_t site_heartbeats, site_reachability_changes;
 };
 
 /* The hosts' resources: every metrics_interval the pass scrapes each
@@ -97,6 +98,8 @@ struct controller_act_job {
 	const _Atomic int64_t *act_until; /* monotonic ms; the controller's */
 	const struct worker *worker;      /* worker_stopping(): shutdown */
 	void *owner;                      /* the controller (on the loop only) */
+	char me[NAME_MAX_LEN + 1];        /* this daemon, the heartbeats' writer */
+	unsigned site_reachability_timeout_ms;
 
 	/* balancing (brain/balance.h): this pass runs a round */
 	bool balance_due;

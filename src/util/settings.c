@@ -124,6 +124,8 @@ static const struct setting_def setting_defs[] = {
 	{"", "balance_hysteresis", SET_UINT, OFF(balance_hysteresis), "10", 1, 100},
 	{"", "group_min_stay", SET_DURATION, OFF(group_min_stay_ms), "1h", 0, 0},
 	{"", "metacache_ttl", SET_DURATION, OFF(metacache_ttl_ms), "1d", 0, 0},
+	{"", "site_reachability_timeout", SET_DURATION, OFF(site_reachability_timeout_ms), "30s", 0,
+	 0},
 };
 
 static char settings_error[768];

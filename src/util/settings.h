@@ -115,6 +115,8 @@ struct settings {
 	unsigned balance_hysteresis;  /* percent over target */
 	unsigned group_min_stay_ms;
 	unsigned metacache_ttl_ms;
+	/* another site is unreachable when its newest heartbeat is older */
+	unsigned site_reachability_timeout_ms;
 };
 
 /* The longest backend_test_username (once %{backend} is expanded) and

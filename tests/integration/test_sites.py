@@ -514,3 +514,42 @@ def test_cli_load_balancer_values(cluster):
     assert all(s["site"] != "dc3" for s in d.cli_json("site", "list"))
     # the last good value stands
     assert d.cli_json("site", "status", "dc2")[0]["load_balancer"] == ""
+
+
+def _reach(d, observer: str, target: str):
+    for row in d.cli_json("site", "reachability", "list", observer):
+        if row["target"] == target:
+            return row
+    return None
+
+
+def test_each_sites_controller_beats_and_records_which_sites_it_reaches(cluster, fleet):
+    """Every site's controller writes its site's heartbeat each pass and records, per other
+    site, whether that site's newest heartbeat is within site_reachability_timeout: dc1 sees
+    dc2 go silent when dc2's only daemon stops, and come back when it starts again."""
+    d1, d2 = two_sites(cluster, fleet, probe_interval="1s", controller_lease="3s",
+                       site_reachability_timeout="3s")
+    for obs, tgt in (("dc1", "dc2"), ("dc2", "dc1")):
+        wait_for(lambda: (lambda r: r and r["reachable"] == "yes")(_reach(d1, obs, tgt)), 30,
+                 interval=0.5, message=f"{obs}'s controller to see {tgt} reachable")
+    assert d1.status()["controller"]["site_heartbeats"] > 0
+    assert d2.metrics()["mailcluster_site_heartbeats_total"] > 0
+    before = _reach(d1, "dc1", "dc2")
+
+    d2.stop()
+    row = wait_for(lambda: (lambda r: r if r and r["reachable"] == "no" else None)(
+        _reach(d1, "dc1", "dc2")), 30, interval=0.5,
+        message="dc1's controller to see dc2 unreachable once dc2's daemon stopped")
+    assert row["since"] != before["since"], (before, row)
+    assert re.search(r'event=site_reachability observer=dc1 target=dc2 reachable=no '
+                     r'reason="newest heartbeat [\d.]+ s old \(site_reachability_timeout 3 s\)"',
+                     d1.log_text()), d1.log_text()[-3000:]
+    # dc2's own record about dc1 is left as dc2 last wrote it (nobody writes for dc2 now)
+    assert _reach(d1, "dc2", "dc1")["reachable"] == "yes"
+
+    d2.start()
+    wait_for(lambda: (lambda r: r and r["reachable"] == "yes")(_reach(d1, "dc1", "dc2")), 30,
+             interval=0.5, message="dc1's controller to see dc2 reachable again")
+    assert re.search(r"event=site_reachability observer=dc1 target=dc2 reachable=yes",
+                     d1.log_text())
+    assert d1.metrics()["mailcluster_site_reachability_changes_total"] >= 2
