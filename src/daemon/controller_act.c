@@ -914,10 +914,17 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 		/* /api/balance/plan: read and plan, nothing else */
 		if (load(&p) == 0)
 			balance_round(&p);
-	} else if (load(&p) == 0 && decide_health(&p) == 0 && progress_moves(&p) == 0 &&
-		   failover(&p) == 0 && alternatives(&p) == 0 && sites_pass(&p) == 0) {
-		scrape_due(&p);
-		balance_round(&p);
+	} else if (load(&p) == 0) {
+		bool ok = decide_health(&p) == 0 && progress_moves(&p) == 0 && failover(&p) == 0 &&
+			  alternatives(&p) == 0;
+		/* the site's heartbeat does not wait for the other steps: a
+		 * failing write there must not make the other sites think this
+		 * one is gone */
+		ok = sites_pass(&p) == 0 && ok;
+		if (ok) {
+			scrape_due(&p);
+			balance_round(&p);
+		}
 	}
 	if (job->failed)
 		job->counts.pass_failures = 1;
