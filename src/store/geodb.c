@@ -98,6 +98,7 @@ void geodb_snapshot_free(struct geodb_snapshot *snap)
 	free(snap->users);
 	free(snap->failovers);
 	free(snap->force_moves);
+	free(snap->heartbeats);
 	memset(snap, 0, sizeof(*snap));
 }
 

@@ -268,6 +268,12 @@ struct geodb_snapshot {
 	size_t failover_count;
 	struct geodb_site_force_move *force_moves; /* sorted by site, id */
 	size_t force_move_count;
+	/* the heartbeat rows the failover cells' verdicts need (brain/site.h
+	 * site_alive_at()): for every cell, its group's home site's rows of
+	 * buckets bucket(written_at_ms) - 1 and bucket(written_at_ms) where
+	 * they exist; sorted by site, then bucket */
+	struct geodb_site_heartbeat *heartbeats;
+	size_t heartbeat_count;
 };
 void geodb_snapshot_free(struct geodb_snapshot *snap);
 
