@@ -69,6 +69,7 @@ struct controller {
 	/* the hosts' resources (metrics): touched only in worker jobs */
 	struct controller_metrics metrics;
 	struct controller_weights weights;
+	struct controller_sites sites;
 	unsigned live_daemons, backends, groups, moving;
 	char last_error[512];
 };
@@ -204,6 +205,10 @@ static void act_fired(evutil_socket_t fd, short what, void *context)
 	job->act_until = &c->act_until;
 	snprintf(job->me, sizeof(job->me), "%s", c->me_name);
 	job->site_reachability_timeout_ms = set->site_reachability_timeout_ms;
+	job->site_failover_delay_ms = set->site_failover_delay_ms;
+	job->site_failover_rate = set->site_failover_rate;
+	job->site_failback_delay_ms = set->site_failback_delay_ms;
+	job->sites = &c->sites;
 	balance_mode_parse(set->balance, &job->balance_mode);
 	job_balance_settings(set, &job->balance);
 	int64_t now = mono_ms();
@@ -482,9 +487,18 @@ void controller_status_json(struct daemon *daemon, struct strbuf *out)
 		      (unsigned long long)k->doveadm_kicks, (unsigned long long)k->doveadm_failures,
 		      (unsigned long long)k->hook_runs, (unsigned long long)k->hook_failures);
 	strbuf_append_json_string(out, c->last_error);
-	strbuf_printf(out, ",\"site_heartbeats\":%llu,\"site_reachability_changes\":%llu",
+	strbuf_printf(out,
+		      ",\"site_heartbeats\":%llu,\"site_reachability_changes\":%llu,"
+		      "\"site_failover\":{\"cells_written\":%llu,\"cells_released\":%llu,"
+		      "\"cells_cleaned\":%llu,\"failover_site_changes\":%llu,"
+		      "\"cells_held\":%u,\"groups_failed_away\":%u}",
 		      (unsigned long long)k->site_heartbeats,
-		      (unsigned long long)k->site_reachability_changes);
+		      (unsigned long long)k->site_reachability_changes,
+		      (unsigned long long)k->site_cells_written,
+		      (unsigned long long)k->site_cells_released,
+		      (unsigned long long)k->site_cells_cleaned,
+		      (unsigned long long)k->site_failover_site_changes, c->sites.cells_held,
+		      c->sites.groups_failed_away);
 	strbuf_printf(out,
 		      ",\"balance\":{\"mode\":\"%s\",\"rounds\":%llu,\"moves\":%llu,"
 		      "\"moves_dryrun\":%llu,\"max_ratio\":%.3f}}",
@@ -564,9 +578,19 @@ void controller_metrics(struct daemon *daemon, struct strbuf *out)
 		      "# HELP mailcluster_site_reachability_changes_total Other sites seen "
 		      "becoming reachable or unreachable.\n"
 		      "# TYPE mailcluster_site_reachability_changes_total counter\n"
-		      "mailcluster_site_reachability_changes_total %llu\n",
+		      "mailcluster_site_reachability_changes_total %llu\n"
+		      "# HELP mailcluster_site_failover_cells_total Failover cells this site's "
+		      "controller wrote (groups of another site taken over), released (given "
+		      "back) and deleted as void.\n"
+		      "# TYPE mailcluster_site_failover_cells_total counter\n"
+		      "mailcluster_site_failover_cells_total{action=\"written\"} %llu\n"
+		      "mailcluster_site_failover_cells_total{action=\"released\"} %llu\n"
+		      "mailcluster_site_failover_cells_total{action=\"cleaned\"} %llu\n",
 		      (unsigned long long)k->site_heartbeats,
-		      (unsigned long long)k->site_reachability_changes);
+		      (unsigned long long)k->site_reachability_changes,
+		      (unsigned long long)k->site_cells_written,
+		      (unsigned long long)k->site_cells_released,
+		      (unsigned long long)k->site_cells_cleaned);
 	strbuf_printf(out,
 		      "# HELP mailcluster_balance_rounds_total Balancing rounds this controller "
 		      "ran.\n"

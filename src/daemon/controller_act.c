@@ -8,6 +8,7 @@
 #include "net/metrics_scrape.h"
 #include "daemon/worker.h"
 #include "store/geodb.h"
+#include "store/route.h"
 #include "util/command.h"
 #include "util/log.h"
 #include "util/strbuf.h"
@@ -38,6 +39,14 @@ struct pass {
 	size_t *gidx;
 	struct failover_group *fg;
 	size_t group_count;
+	/* several sites: the snapshot's sites and heartbeats, this site's
+	 * index in them (-1: not in the GeoDB), its records about each site
+	 * (after this pass's update) and every site's records */
+	struct route_site_view view;
+	int self;
+	struct site_reachability *own;
+	struct geodb_site_reachability *reach;
+	size_t reach_count;
 };
 
 static int64_t mono_ms(void)
@@ -109,6 +118,22 @@ static struct geodb_group *site_group(struct pass *p, size_t i)
 	return &p->snap.groups[p->gidx[i]];
 }
 
+/* The group's failover cell in the snapshot, or NULL. */
+static const struct geodb_group_failover *snap_cell(const struct pass *p, unsigned group_id)
+{
+	size_t lo = 0, hi = p->snap.failover_count;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (p->snap.failovers[mid].group_id == group_id)
+			return &p->snap.failovers[mid];
+		if (p->snap.failovers[mid].group_id < group_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
 /* Reads the state; collects the site's backends, groups and live daemons. */
 static int load(struct pass *p)
 {
@@ -151,12 +176,22 @@ static int load(struct pass *p)
 	}
 	qsort(p->live, p->live_count, sizeof(*p->live), cmp_name);
 
+	p->view = (struct route_site_view){p->snap.sites, p->snap.site_count, p->snap.heartbeats,
+					   p->snap.heartbeat_count};
+	p->self = route_site_index(&p->view, job->site);
+	unsigned away = 0;
 	p->gidx = calloc(p->snap.group_row_count + 1, sizeof(*p->gidx));
 	p->fg = calloc(p->snap.group_row_count + 1, sizeof(*p->fg));
 	for (size_t i = 0; i < p->snap.group_row_count; i++) {
 		const struct geodb_group *g = &p->snap.groups[i];
 		if (strcmp(g->site, job->site) != 0 || g->backend[0] == '\0')
 			continue;
+		/* failed over to another site: left alone (controller_act.h) */
+		if (route_cell_verdict(&p->view, g, snap_cell(p, g->group_id)) ==
+		    SITE_VERDICT_STANDS) {
+			away++;
+			continue;
+		}
 		p->gidx[p->group_count] = i;
 		p->fg[p->group_count] = (struct failover_group){
 			.group_id = g->group_id,
@@ -181,6 +216,8 @@ static int load(struct pass *p)
 		if (g->move_to[0] != '\0')
 			job->moving++;
 	}
+	if (job->sites != NULL)
+		job->sites->groups_failed_away = away;
 	job->live_daemons = (unsigned)p->live_count;
 	job->backends = (unsigned)p->backend_count;
 	job->groups = (unsigned)p->group_count;
@@ -578,11 +615,15 @@ static int sites_pass(struct pass *p)
 	size_t beat_count = 0, rec_count = 0;
 	if (geodb_site_heartbeat_list(p->db, NULL, from, p->now_ms, &beats, &beat_count, &error) <
 		    0 ||
-	    geodb_site_reachability_list(p->db, job->site, &recs, &rec_count, &error) < 0) {
+	    geodb_site_reachability_list(p->db, NULL, &recs, &rec_count, &error) < 0) {
 		free(beats);
 		free(recs);
 		return fail(p, "reading the sites' heartbeats and reachability", error);
 	}
+	/* every site's records: the failover decision reads the others' */
+	p->reach = recs;
+	p->reach_count = rec_count;
+	p->own = calloc(p->snap.site_count + 1, sizeof(*p->own));
 	unsigned ttl_secs = (unsigned)(4 * set.reachability_timeout_ms / 1000);
 	if (ttl_secs < 60)
 		ttl_secs = 60;
@@ -598,7 +639,8 @@ static int sites_pass(struct pass *p)
 		}
 		struct site_reachability record = {0};
 		for (size_t r = 0; r < rec_count; r++) {
-			if (strcmp(recs[r].target_site, target) == 0)
+			if (strcmp(recs[r].observer_site, job->site) == 0 &&
+			    strcmp(recs[r].target_site, target) == 0)
 				record = (struct site_reachability){
 					.known = true,
 					.reachable = recs[r].reachable,
@@ -619,6 +661,7 @@ static int sites_pass(struct pass *p)
 				 job->site, target, record.reachable ? "yes" : "no", seen,
 				 job->site_reachability_timeout_ms / 1000);
 		}
+		p->own[i] = record;
 		if (!may_write(p)) {
 			ret = -1;
 			break;
@@ -634,7 +677,341 @@ static int sites_pass(struct pass *p)
 			ret = fail(p, "recording another site's reachability", error);
 	}
 	free(beats);
-	free(recs);
+	return ret;
+}
+
+/* ---- site failover (brain/site.h) ---- */
+
+static void site_settings_of(const struct controller_act_job *job, struct site_settings *set)
+{
+	site_settings_init(set);
+	set->reachability_timeout_ms = job->site_reachability_timeout_ms;
+	set->failover_delay_ms = job->site_failover_delay_ms;
+	set->failover_rate = job->site_failover_rate;
+	set->failback_delay_ms = job->site_failback_delay_ms;
+}
+
+/* Every assigned group as the brain sees it: home cell, failover cell,
+ * weight; site_loc[i] is the site serving it (effective location). */
+struct site_groups {
+	struct site_group *sg;
+	const struct geodb_group **row;
+	const struct geodb_group_failover **cell;
+	int *loc_site;
+	size_t count;
+};
+
+static void site_groups_load(struct pass *p, struct site_groups *x)
+{
+	size_t n = p->snap.group_row_count;
+	x->sg = calloc(n + 1, sizeof(*x->sg));
+	x->row = calloc(n + 1, sizeof(*x->row));
+	x->cell = calloc(n + 1, sizeof(*x->cell));
+	x->loc_site = calloc(n + 1, sizeof(*x->loc_site));
+	x->count = 0;
+	const struct controller_weights *w = p->job->weights;
+	struct site_heartbeats hb = route_site_heartbeats(&p->view);
+	for (size_t i = 0; i < n; i++) {
+		const struct geodb_group *g = &p->snap.groups[i];
+		if (g->backend[0] == '\0')
+			continue;
+		struct site_group *sg = &x->sg[x->count];
+		const struct geodb_group_failover *cell = snap_cell(p, g->group_id);
+		sg->group_id = g->group_id;
+		sg->weight = w != NULL && w->weight != NULL && g->group_id < p->job->group_count
+				     ? w->weight[g->group_id]
+				     : 0;
+		route_home_cell(&p->view, g, &sg->home);
+		route_failover_cell(&p->view, cell, &sg->cell);
+		struct site_location loc;
+		site_effective_location(&sg->home, &sg->cell, &hb, &loc);
+		x->row[x->count] = g;
+		x->cell[x->count] = cell;
+		x->loc_site[x->count] = loc.site;
+		x->count++;
+	}
+}
+
+static void site_groups_free(struct site_groups *x)
+{
+	free(x->sg);
+	free(x->row);
+	free(x->cell);
+	free(x->loc_site);
+}
+
+/* The home site's part: a failover site for each of its groups that needs
+ * one (none yet, or one that can no longer take groups), spread by the
+ * other sites' room and tags; a change raises the group's epoch. */
+static int choose_failover_sites(struct pass *p, struct site_groups *x)
+{
+	struct controller_act_job *job = p->job;
+	size_t ns = p->snap.site_count < SITE_MAX ? p->snap.site_count : SITE_MAX;
+	struct site_candidate cand[SITE_MAX];
+	for (size_t c = 0; c < ns; c++) {
+		const struct geodb_site *site = &p->snap.sites[c];
+		cand[c] = (struct site_candidate){site->name, site->tags, site->status, 0, 0};
+	}
+	for (size_t b = 0; b < p->snap.backend_count; b++) {
+		const struct geodb_backend *be = &p->snap.backends[b];
+		int c = route_site_index(&p->view, be->site);
+		if (c >= 0 && (size_t)c < ns && be->status == BACKEND_STATUS_ONLINE &&
+		    be->mark != HEALTH_MARK_DOWN)
+			cand[c].capacity += be->load_factor;
+	}
+	for (size_t i = 0; i < x->count; i++) {
+		if (x->loc_site[i] >= 0 && (size_t)x->loc_site[i] < ns)
+			cand[x->loc_site[i]].load++;
+	}
+	struct site_failover_site_change *changes = calloc(100, sizeof(*changes));
+	size_t count = 0;
+	struct site_heartbeats hb = route_site_heartbeats(&p->view);
+	site_failover_sites(cand, ns, p->self, x->sg, x->count, &hb, 100, changes, &count);
+	int ret = 0;
+	for (size_t k = 0; k < count && ret == 0; k++) {
+		/* the group among this site's groups (p->gidx) */
+		const struct geodb_group *g = x->row[changes[k].group];
+		size_t i = 0;
+		while (i < p->group_count && site_group(p, i) != g)
+			i++;
+		if (i == p->group_count || g->move_to[0] != '\0')
+			continue; /* failed over, or moving: an epoch change would void the move */
+		struct geodb_group row = *g;
+		const char *to = p->snap.sites[changes[k].site].name;
+		snprintf(row.failover_site, sizeof(row.failover_site), "%s", to);
+		int r = group_write(p, i, &row, "choosing a failover site");
+		if (r < 0)
+			ret = -1;
+		else if (r == 1) {
+			job->counts.site_failover_site_changes++;
+			log_debug("event=group_failover_site group=%u failover_site=%s old=%s",
+				  g->group_id, to,
+				  changes[k].old_site >= 0 ? p->snap.sites[changes[k].old_site].name
+							   : "none");
+		}
+	}
+	free(changes);
+	return ret;
+}
+
+/* Logs the decision about home when it differs from the one before. */
+static void note_decision(struct controller_act_job *job, const char *home,
+			  const struct site_decision *d)
+{
+	struct controller_sites *st = job->sites;
+	size_t k = 0;
+	while (k < st->last_count && strcmp(st->last[k].site, home) != 0)
+		k++;
+	if (k == st->last_count) {
+		if (k == SITE_MAX)
+			return;
+		st->last_count++;
+		snprintf(st->last[k].site, sizeof(st->last[k].site), "%s", home);
+		st->last[k].text[0] = '\0';
+	}
+	if (strcmp(st->last[k].text, d->reason_text) == 0)
+		return;
+	snprintf(st->last[k].text, sizeof(st->last[k].text), "%s", d->reason_text);
+	log_msg(d->fail_over ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
+		"event=site_failover_decision site=%s home=%s fail_over=%s release=%s "
+		"reason=\"%s\"",
+		job->site, home, d->fail_over ? site_failover_reason_name(d->reason) : "no",
+		d->release_outage && d->release_evacuate ? "all"
+		: d->release_outage			 ? "outage"
+		: d->release_evacuate			 ? "evacuate"
+							 : "no",
+		d->reason_text);
+}
+
+/* This site as the failover site of home's groups: the decision, then the
+ * cells it writes and releases, within *allowance moves. */
+static int fail_over_site(struct pass *p, struct site_groups *x, int home, unsigned *allowance,
+			  const struct site_settings *set)
+{
+	struct controller_act_job *job = p->job;
+	size_t ns = p->snap.site_count < SITE_MAX ? p->snap.site_count : SITE_MAX;
+	const char *home_name = p->snap.sites[home].name;
+	struct site_reachability reports[SITE_MAX];
+	memset(reports, 0, sizeof(reports));
+	for (size_t r = 0; r < p->reach_count; r++) {
+		if (strcmp(p->reach[r].target_site, home_name) != 0)
+			continue;
+		int c = route_site_index(&p->view, p->reach[r].observer_site);
+		if (c >= 0 && (size_t)c < ns)
+			reports[c] = (struct site_reachability){true, p->reach[r].reachable,
+								p->reach[r].since_ms};
+	}
+	/* the home site's groups, and which of them this site holds */
+	struct site_group *hg = calloc(x->count + 1, sizeof(*hg));
+	size_t *hx = calloc(x->count + 1, sizeof(*hx));
+	size_t n = 0;
+	bool outage_cells = false, evacuate_cells = false, void_cells = false;
+	struct site_heartbeats hb = route_site_heartbeats(&p->view);
+	for (size_t i = 0; i < x->count; i++) {
+		if (x->sg[i].home.site != home)
+			continue;
+		const struct site_group *g = &x->sg[i];
+		if (g->cell.present && g->cell.writer_site == p->self) {
+			if (site_cell_verdict(&g->home, &g->cell, &hb) != SITE_VERDICT_STANDS)
+				void_cells = true;
+			else if (g->cell.reason == SITE_REASON_OUTAGE)
+				outage_cells = true;
+			else
+				evacuate_cells = true;
+		}
+		hx[n] = i;
+		hg[n++] = *g;
+	}
+	struct site_failover_view v = {
+		.self = p->self,
+		.home = home,
+		.home_status = p->snap.sites[home].status,
+		.site_count = ns,
+		.own = p->own,
+		.reports = reports,
+		.has_outage_cells = outage_cells,
+		.has_evacuate_cells = evacuate_cells,
+	};
+	struct site_decision d;
+	site_failover_decide(set, &v, p->now_ms, &d);
+	note_decision(job, home_name, &d);
+	int ret = 0;
+	if (!d.fail_over && !d.release_outage && !d.release_evacuate && !void_cells)
+		goto out;
+
+	/* this site's backends, with the groups each serves now */
+	struct placement_candidate *pc = calloc(p->backend_count + 1, sizeof(*pc));
+	for (size_t b = 0; b < p->backend_count; b++)
+		pc[b] = (struct placement_candidate){
+			.name = p->fb[b].name,
+			.status = p->fb[b].mark == HEALTH_MARK_DOWN ? BACKEND_STATUS_OFFLINE
+								    : p->fb[b].status,
+			.load_factor = p->fb[b].load_factor,
+		};
+	for (size_t i = 0; i < x->count; i++) {
+		int b = -1;
+		if (x->loc_site[i] != p->self)
+			continue;
+		if (x->sg[i].home.site == p->self)
+			b = backend_index(p, x->row[i]->backend);
+		else if (x->cell[i] != NULL)
+			b = backend_index(p, x->cell[i]->target_backend);
+		if (b >= 0)
+			pc[b].assigned_groups++;
+	}
+	size_t max = n + 1, count = 0, stranded = 0;
+	struct site_cell_change *ch = calloc(max, sizeof(*ch));
+	site_failover_plan(&d, p->self, hg, n, &hb, pc, p->backend_count, *allowance, p->now_ms,
+			   ch, max, &count, &stranded);
+	if (stranded > 0)
+		log_warning("event=site_failover_stranded site=%s home=%s groups=%zu "
+			    "reason=\"no backend of this site can take them\"",
+			    job->site, home_name, stranded);
+	for (size_t k = 0; k < count && ret == 0; k++) {
+		const struct site_cell_change *c = &ch[k];
+		const struct geodb_group *g = x->row[hx[c->group]];
+		const char *error;
+		if (!may_write(p)) {
+			ret = -1;
+			break;
+		}
+		if (c->release) {
+			int r = geodb_group_failover_release(p->db, g->group_id, job->site, &error);
+			if (r < 0) {
+				ret = fail(p, "releasing a failover cell", error);
+				break;
+			}
+			if (c->move)
+				(*allowance)--;
+			if (r == 0)
+				continue;
+			if (c->move) {
+				job->counts.site_cells_released++;
+				log_info("event=site_failback group=%u home=%s backend=%s from_site=%s "
+					 "reason=\"%s\"",
+					 g->group_id, home_name, g->backend, job->site, d.reason_text);
+			} else {
+				job->counts.site_cells_cleaned++;
+				log_info("event=site_cell_void group=%u home=%s site=%s "
+					 "reason=\"deleted: the cell is void (%s), the group is home "
+					 "already\"",
+					 g->group_id, home_name, job->site,
+					 site_verdict_name(
+						 site_cell_verdict(&hg[c->group].home,
+								   &hg[c->group].cell, &hb)));
+			}
+			continue;
+		}
+		struct geodb_group_failover cell = {.group_id = g->group_id,
+						    .written_at_ms = p->now_ms,
+						    .home_epoch = g->epoch};
+		snprintf(cell.writer_site, sizeof(cell.writer_site), "%s", job->site);
+		snprintf(cell.target_site, sizeof(cell.target_site), "%s", job->site);
+		snprintf(cell.target_backend, sizeof(cell.target_backend), "%s",
+			 p->fb[c->cell.target_backend].name);
+		snprintf(cell.reason, sizeof(cell.reason), "%s",
+			 c->cell.reason == SITE_REASON_EVACUATE ? GEODB_FAILOVER_REASON_EVACUATE
+								: GEODB_FAILOVER_REASON_OUTAGE);
+		struct geodb_group_failover stored;
+		int r = geodb_group_failover_put_if(p->db, &cell, &stored, &error);
+		if (r < 0) {
+			ret = fail(p, "writing a failover cell", error);
+			break;
+		}
+		(*allowance)--;
+		if (r == 0) {
+			log_warning("event=site_failover_refused group=%u home=%s site=%s "
+				    "reason=\"site %s holds the group's failover cell\"",
+				    g->group_id, home_name, job->site, stored.writer_site);
+			continue;
+		}
+		job->counts.site_cells_written++;
+		log_info("event=site_failover group=%u home=%s from=%s to=%s site=%s cell=%s "
+			 "reason=\"%s\"",
+			 g->group_id, home_name, g->backend, cell.target_backend, job->site, cell.reason,
+			 d.reason_text);
+	}
+	free(ch);
+	free(pc);
+out:
+	free(hg);
+	free(hx);
+	return ret;
+}
+
+/* After sites_pass(): this site's failover sites, then its part as the
+ * failover site of every other site, paced by site_failover_rate. */
+static int site_failover_pass(struct pass *p)
+{
+	struct controller_act_job *job = p->job;
+	if (p->self < 0 || p->snap.site_count < 2 || job->sites == NULL || p->own == NULL)
+		return 0;
+	struct site_settings set;
+	site_settings_of(job, &set);
+	struct site_groups x;
+	site_groups_load(p, &x);
+	int ret = choose_failover_sites(p, &x);
+	struct controller_sites *st = job->sites;
+	if (!st->pace_set) {
+		site_pace_init(&st->pace, p->now_ms);
+		st->pace_set = true;
+	}
+	unsigned allowance = site_pace_allowance(&st->pace, set.failover_rate, p->now_ms);
+	unsigned before = allowance;
+	size_t ns = p->snap.site_count < SITE_MAX ? p->snap.site_count : SITE_MAX;
+	for (size_t b = 0; b < ns && ret == 0; b++) {
+		if ((int)b != p->self)
+			ret = fail_over_site(p, &x, (int)b, &allowance, &set);
+	}
+	site_pace_spend(&st->pace, before - allowance);
+	unsigned held = 0;
+	struct site_heartbeats hb = route_site_heartbeats(&p->view);
+	for (size_t i = 0; i < x.count; i++)
+		if (x.sg[i].cell.present && x.sg[i].cell.writer_site == p->self &&
+		    site_cell_verdict(&x.sg[i].home, &x.sg[i].cell, &hb) == SITE_VERDICT_STANDS)
+			held++;
+	st->cells_held = held;
+	site_groups_free(&x);
 	return ret;
 }
 
@@ -921,6 +1298,7 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 		 * failing write there must not make the other sites think this
 		 * one is gone */
 		ok = sites_pass(&p) == 0 && ok;
+		ok = ok && site_failover_pass(&p) == 0;
 		if (ok) {
 			scrape_due(&p);
 			balance_round(&p);
@@ -935,4 +1313,6 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 	free(p.fb);
 	free(p.gidx);
 	free(p.fg);
+	free(p.own);
+	free(p.reach);
 }

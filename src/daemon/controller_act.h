@@ -14,6 +14,13 @@
  *      to their alternatives (finishing at once: nobody is served there);
  *   5. alternatives: brain/failover.h keeps every group's alternative
  *      current (a bounded number of changes per pass);
+ *   5b. sites (brain/site.h): the site's heartbeat and what it sees of the
+ *      other sites; a failover site for each of the site's groups; for
+ *      every other site, the failover decision and this site's failover
+ *      cells for that site's groups (written and released at
+ *      site_failover_rate).  A group whose failover cell stands is left
+ *      alone by steps 3-6: a new epoch would void the cell and move the
+ *      group home at once, not gradually;
  *   6. balancing, every balance_interval: brain/balance.h plans the round
  *      from the groups' weights (the daemons' load reports) and the hosts'
  *      resources; with balance = on its moves are started (the move
@@ -30,6 +37,7 @@
 
 #include "brain/balance.h"
 #include "brain/health.h"
+#include "brain/site.h"
 #include "brain/types.h"
 #include "util/openmetrics.h"
 
@@ -53,6 +61,27 @@ struct controller_act_counts {
 	uint64_t balance_rounds, balance_moves, balance_moves_dryrun;
 	uint64_t metrics_scrapes, metrics_failures;
 	uint64_t site_heartbeats, site_reachability_changes;
+	/* site failover (this site as a failover site): cells written,
+	 * released (failback, at the rate) and void ones deleted; failover
+	 * sites chosen for this site's groups */
+	uint64_t site_cells_written, site_cells_released, site_cells_cleaned;
+	uint64_t site_failover_site_changes;
+};
+
+/* The site failover's state across passes (the controller's; touched in
+ * jobs only): the pace of this site's cell writes and the latest decision
+ * about each other site, logged when it changes. */
+struct controller_sites {
+	struct site_pace pace;
+	bool pace_set;
+	struct {
+		char site[NAME_MAX_LEN + 1];
+		char text[200];
+	} last[SITE_MAX];
+	size_t last_count;
+	/* the latest pass's figures, for the status API */
+	unsigned groups_failed_away; /* this site's groups served elsewhere */
+	unsigned cells_held;         /* standing cells this site wrote */
 };
 
 /* The hosts' resources: every metrics_interval the pass scrapes each
@@ -100,6 +129,8 @@ struct controller_act_job {
 	void *owner;                      /* the controller (on the loop only) */
 	char me[NAME_MAX_LEN + 1];        /* this daemon, the heartbeats' writer */
 	unsigned site_reachability_timeout_ms;
+	unsigned site_failover_delay_ms, site_failover_rate, site_failback_delay_ms;
+	struct controller_sites *sites;
 
 	/* balancing (brain/balance.h): this pass runs a round */
 	bool balance_due;

@@ -288,7 +288,7 @@ static const char *session_target(struct router *router, const char *user, unsig
 		 * without an alternative): sessions may stay on the group's own
 		 * backend (or the move's target), nowhere else */
 		if (status != ROUTE_UNAVAILABLE || route->group.backend[0] == '\0' ||
-		    route->group_id != group_id)
+		    route->group_id != group_id || route->site_failover)
 			return NULL;
 		if (route->group.move_to[0] != '\0')
 			return route->group.move_to;
@@ -298,8 +298,9 @@ static const char *session_target(struct router *router, const char *user, unsig
 		return route->group.backend;
 	}
 	/* a moving group's sessions belong on the target only (a login held
-	 * for move_timeout goes there before the switch) */
-	if (route->group.move_to[0] != '\0')
+	 * for move_timeout goes there before the switch); a group failed over
+	 * to another site is served by its failover cell's backend */
+	if (route->group.move_to[0] != '\0' && !route->site_failover)
 		return route->group.move_to;
 	/* also when the user was moved to another group: only its backend
 	 * matters */
@@ -319,6 +320,9 @@ static bool session_misplaced(struct router *router, const struct session *s, ch
 	else if (route.group.move_to[0] != '\0')
 		snprintf(why, why_size, "group %u moving from %s to %s", s->group_id,
 			 route.group.backend, route.group.move_to);
+	else if (route.site_failover)
+		snprintf(why, why_size, "group %u failed over to site %s (%s): now served by %s",
+			 s->group_id, route.backend.site, route.site_failover_reason, target);
 	else if (route.failover)
 		snprintf(why, why_size, "backend %s marked down: group %u now served by %s",
 			 s->backend, s->group_id, target);
@@ -556,6 +560,7 @@ int router_init(struct daemon *daemon, const char **error_r)
 	router->daemon = daemon;
 	router->ldb = localdb_create(daemon->set->group_count);
 	localdb_set_metacache_ttl(router->ldb, daemon->set->metacache_ttl_ms);
+	localdb_set_cell_settle(router->ldb, daemon->set->site_reachability_timeout_ms);
 	router->pending = calloc(daemon->set->group_count, sizeof(*router->pending));
 	router->watch = geodb_can_watch(daemon->geodb);
 	router->remote = !router->watch;
@@ -807,7 +812,7 @@ static enum decision decide(struct router *router, const char *username,
 			return WAIT_HOLD;
 		}
 	}
-	if (status == ROUTE_OK && route->group.move_to[0] != '\0') {
+	if (status == ROUTE_OK && route->group.move_to[0] != '\0' && !route->site_failover) {
 		unsigned id = route->group_id;
 		if (router->move_epoch[id] != route->group.epoch) {
 			/* seen here first (a refresh scans too, but a CLI move on

@@ -1,11 +1,13 @@
 /* localdb.c - see localdb.h. */
 #include "store/localdb.h"
 
+#include "store/route.h"
 #include "util/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct localdb {
@@ -18,6 +20,11 @@ struct localdb {
 	unsigned *backend_groups; /* per backend: groups assigned */
 	size_t groups_assigned;
 	int64_t metacache_ttl_ms;
+	/* failover cells as this host saw them (sorted by group_id): one per
+	 * group with a cell now or a routed version */
+	struct localdb_cell *cells;
+	size_t cell_count;
+	int64_t cell_settle_ms;
 };
 
 struct localdb *localdb_create(unsigned group_count)
@@ -41,6 +48,7 @@ void localdb_destroy(struct localdb **_ldb)
 	if (ldb == NULL)
 		return;
 	geodb_snapshot_free(&ldb->snap);
+	free(ldb->cells);
 	free(ldb->groups);
 	free(ldb->group_backend);
 	free(ldb->backend_groups);
@@ -147,9 +155,137 @@ static uint64_t routing_hash(const struct localdb *ldb)
 		MIX_STR(m->destinations);
 	}
 	MIX_INT(snap->force_move_count);
+	for (size_t i = 0; i < snap->heartbeat_count; i++) {
+		MIX_STR(snap->heartbeats[i].site);
+		MIX_INT(snap->heartbeats[i].bucket);
+	}
+	MIX_INT(snap->heartbeat_count);
 #undef MIX_STR
 #undef MIX_INT
 	return h;
+}
+
+static int64_t unix_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool same_cell(const struct geodb_group_failover *a, const struct geodb_group_failover *b)
+{
+	return a->written_at_ms == b->written_at_ms && a->home_epoch == b->home_epoch &&
+	       strcmp(a->writer_site, b->writer_site) == 0 &&
+	       strcmp(a->target_site, b->target_site) == 0 &&
+	       strcmp(a->target_backend, b->target_backend) == 0 &&
+	       strcmp(a->reason, b->reason) == 0;
+}
+
+static const struct localdb_cell *find_cell(const struct localdb *ldb, unsigned group_id)
+{
+	size_t lo = 0, hi = ldb->cell_count;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (ldb->cells[mid].group_id == group_id)
+			return &ldb->cells[mid];
+		if (ldb->cells[mid].group_id < group_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+bool localdb_cell_settled(const struct localdb *ldb, const struct localdb_cell *cell,
+			  int64_t now_ms)
+{
+	/* only an outage cell waits (brain/site.h site_cell_settled()) */
+	if (!cell->current_present ||
+	    strcmp(cell->current.reason, GEODB_FAILOVER_REASON_OUTAGE) != 0)
+		return true;
+	return now_ms - cell->first_seen_ms >= ldb->cell_settle_ms;
+}
+
+/* The snapshot's cells (sorted by group_id) replace the current ones: a
+ * write seen before keeps its first_seen, and a group's routed version
+ * becomes its current one once that has settled. */
+static void track_cells(struct localdb *ldb, const struct geodb_group_failover *cells,
+			size_t count, int64_t now_ms)
+{
+	struct localdb_cell *next = calloc(count + ldb->cell_count + 1, sizeof(*next));
+	size_t n = 0, i = 0, j = 0;
+	while (i < count || j < ldb->cell_count) {
+		const struct geodb_group_failover *c = i < count ? &cells[i] : NULL;
+		const struct localdb_cell *old = j < ldb->cell_count ? &ldb->cells[j] : NULL;
+		if (c != NULL && old != NULL && c->group_id != old->group_id) {
+			if (c->group_id < old->group_id)
+				old = NULL;
+			else
+				c = NULL;
+		}
+		struct localdb_cell e = {.group_id = c != NULL ? c->group_id : old->group_id};
+		if (old != NULL) {
+			e.routed_present = old->routed_present;
+			e.routed = old->routed;
+			if (localdb_cell_settled(ldb, old, now_ms)) {
+				e.routed_present = old->current_present;
+				e.routed = old->current;
+			}
+			j++;
+		}
+		if (c != NULL) {
+			e.current_present = true;
+			e.current = *c;
+			e.first_seen_ms = old != NULL && old->current_present &&
+							  same_cell(&old->current, c)
+						  ? old->first_seen_ms
+						  : now_ms;
+			i++;
+		}
+		if (localdb_cell_settled(ldb, &e, now_ms)) {
+			e.routed_present = e.current_present;
+			e.routed = e.current;
+		}
+		if (e.current_present || e.routed_present)
+			next[n++] = e;
+	}
+	free(ldb->cells);
+	ldb->cells = next;
+	ldb->cell_count = n;
+}
+
+void localdb_set_cell_settle(struct localdb *ldb, int64_t settle_ms)
+{
+	ldb->cell_settle_ms = settle_ms;
+}
+
+const struct geodb_group_failover *localdb_route_cell(const struct localdb *ldb,
+						      unsigned group_id, int64_t now_ms)
+{
+	const struct localdb_cell *cell = find_cell(ldb, group_id);
+	if (cell == NULL)
+		return NULL;
+	if (localdb_cell_settled(ldb, cell, now_ms))
+		return cell->current_present ? &cell->current : NULL;
+	return cell->routed_present ? &cell->routed : NULL;
+}
+
+const struct localdb_cell *localdb_cell(const struct localdb *ldb, unsigned group_id)
+{
+	return find_cell(ldb, group_id);
+}
+
+void localdb_site_view(const struct localdb *ldb, struct route_site_view *view_r)
+{
+	*view_r = (struct route_site_view){ldb->snap.sites, ldb->snap.site_count,
+					   ldb->snap.heartbeats, ldb->snap.heartbeat_count};
+}
+
+const struct geodb_site_force_move *localdb_force_moves(const struct localdb *ldb,
+							 size_t *count_r)
+{
+	*count_r = ldb->snap.force_move_count;
+	return ldb->snap.force_moves;
 }
 
 static void index_groups(struct localdb *ldb)
@@ -186,6 +322,7 @@ int localdb_replace(struct localdb *ldb, struct geodb_snapshot *snap, const char
 	geodb_sort_users(snap->users, snap->user_count);
 	geodb_sort_failovers(snap->failovers, snap->failover_count);
 	geodb_sort_force_moves(snap->force_moves, snap->force_move_count);
+	track_cells(ldb, snap->failovers, snap->failover_count, unix_now_ms());
 	for (unsigned i = 0; i < ldb->group_count; i++) {
 		memset(&ldb->groups[i], 0, sizeof(ldb->groups[i]));
 		ldb->groups[i].group_id = i;
@@ -312,6 +449,7 @@ void localdb_stats(const struct localdb *ldb, struct localdb_stats *stats_r)
 	stats_r->backends = ldb->snap.backend_count;
 	stats_r->groups_assigned = ldb->groups_assigned;
 	stats_r->users = ldb->snap.user_count;
+	stats_r->failover_cells = ldb->snap.failover_count;
 }
 
 /* ---- persistence ---- */

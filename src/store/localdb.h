@@ -61,8 +61,39 @@ const struct geodb_user *localdb_user(const struct localdb *ldb, const char *use
 const struct geodb_backend *localdb_backends(const struct localdb *ldb, size_t *count_r);
 unsigned localdb_backend_group_count(const struct localdb *ldb, size_t backend_index);
 
+/* ---- several sites (brain/site.h) ---- */
+
+/* A group's failover cell as this host holds it.  A daemon routes by an
+ * outage cell only once it has held that write of the cell for the settle
+ * time (site_reachability_timeout; brain/site.h site_cell_settled());
+ * until then by the version it routed by before (routed; none: home). */
+struct localdb_cell {
+	unsigned group_id;
+	bool current_present; /* the snapshot's cell; false: released */
+	struct geodb_group_failover current;
+	int64_t first_seen_ms; /* when this host first held current (unix ms) */
+	bool routed_present;
+	struct geodb_group_failover routed;
+};
+void localdb_set_cell_settle(struct localdb *ldb, int64_t settle_ms);
+bool localdb_cell_settled(const struct localdb *ldb, const struct localdb_cell *cell,
+			  int64_t now_ms);
+/* NULL: the group has no cell this host knows of. */
+const struct localdb_cell *localdb_cell(const struct localdb *ldb, unsigned group_id);
+/* The cell to route the group by at now_ms (the current one once settled,
+ * else the routed one); NULL: none (home). */
+const struct geodb_group_failover *localdb_route_cell(const struct localdb *ldb,
+						      unsigned group_id, int64_t now_ms);
+/* The sites and heartbeat rows the cells' verdicts are judged by
+ * (route.h route_cell_verdict()). */
+struct route_site_view;
+void localdb_site_view(const struct localdb *ldb, struct route_site_view *view_r);
+/* `site force-move` rows, sorted by site, then id. */
+const struct geodb_site_force_move *localdb_force_moves(const struct localdb *ldb,
+							 size_t *count_r);
+
 struct localdb_stats {
-	size_t sites, backends, groups_assigned, users;
+	size_t sites, backends, groups_assigned, users, failover_cells;
 };
 void localdb_stats(const struct localdb *ldb, struct localdb_stats *stats_r);
 

@@ -2,6 +2,7 @@
 #include "store/route.h"
 
 #include "brain/placement.h"
+#include "brain/site.h"
 #include "brain/user.h"
 
 #include <stdio.h>
@@ -58,6 +59,142 @@ static enum route_status check_marked(const struct localdb *ldb, struct route_re
 	return ROUTE_OK;
 }
 
+static int64_t unix_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- several sites: the failover cell (brain/site.h) ---- */
+
+int route_site_index(const struct route_site_view *view, const char *name)
+{
+	size_t lo = 0, hi = view->site_count;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int cmp = strcmp(name, view->sites[mid].name);
+		if (cmp == 0)
+			return (int)mid;
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+static bool heartbeat_exists(const void *context, int site, int64_t bucket)
+{
+	const struct route_site_view *view = context;
+	if (site < 0 || (size_t)site >= view->site_count)
+		return false;
+	const char *name = view->sites[site].name;
+	size_t lo = 0, hi = view->heartbeat_count;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct geodb_site_heartbeat *h = &view->heartbeats[mid];
+		int cmp = strcmp(name, h->site);
+		if (cmp == 0 && h->bucket == bucket)
+			return true;
+		if (cmp < 0 || (cmp == 0 && bucket < h->bucket))
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
+struct site_heartbeats route_site_heartbeats(const struct route_site_view *view)
+{
+	return (struct site_heartbeats){heartbeat_exists, view};
+}
+
+void route_home_cell(const struct route_site_view *view, const struct geodb_group *group,
+		     struct site_home_cell *home_r)
+{
+	*home_r = (struct site_home_cell){
+		.site = route_site_index(view, group->site),
+		.backend = -1,
+		.failover_site = group->failover_site[0] != '\0'
+					 ? route_site_index(view, group->failover_site)
+					 : -1,
+		.epoch = (uint32_t)group->epoch,
+	};
+}
+
+void route_failover_cell(const struct route_site_view *view,
+			 const struct geodb_group_failover *cell, struct site_failover_cell *cell_r)
+{
+	memset(cell_r, 0, sizeof(*cell_r));
+	if (cell == NULL)
+		return;
+	*cell_r = (struct site_failover_cell){
+		.present = true,
+		.writer_site = route_site_index(view, cell->writer_site),
+		.target_site = route_site_index(view, cell->target_site),
+		.target_backend = -1,
+		.written_ms = cell->written_at_ms,
+		.reason = strcmp(cell->reason, GEODB_FAILOVER_REASON_EVACUATE) == 0
+				  ? SITE_REASON_EVACUATE
+				  : SITE_REASON_OUTAGE,
+		.home_epoch = (uint32_t)cell->home_epoch,
+	};
+}
+
+enum site_verdict route_cell_verdict(const struct route_site_view *view,
+				     const struct geodb_group *group,
+				     const struct geodb_group_failover *cell)
+{
+	if (cell == NULL)
+		return SITE_VERDICT_HOME;
+	struct site_home_cell home;
+	struct site_failover_cell fc;
+	route_home_cell(view, group, &home);
+	route_failover_cell(view, cell, &fc);
+	if (fc.writer_site < 0 || home.failover_site < 0)
+		return SITE_VERDICT_VOID_WRITER; /* a site this host does not know */
+	if (cell->home_epoch < group->epoch)
+		return SITE_VERDICT_VOID_EPOCH; /* also beyond 32 bits */
+	struct site_heartbeats heartbeats = route_site_heartbeats(view);
+	return site_cell_verdict(&home, &fc, &heartbeats);
+}
+
+/* The group was failed over to another site (its cell stands, and this
+ * host has held it long enough): its users go to the cell's backend. */
+static enum route_status check_cell(const struct localdb *ldb, struct route_result *r,
+				    const char **reason_r)
+{
+	static char reason[400];
+	const struct geodb_group_failover *cell =
+		localdb_route_cell(ldb, r->group_id, unix_now_ms());
+	struct route_site_view view;
+	localdb_site_view(ldb, &view);
+	if (cell == NULL || route_cell_verdict(&view, &r->group, cell) != SITE_VERDICT_STANDS)
+		return ROUTE_OK;
+	r->site_failover = true;
+	snprintf(r->site_failover_reason, sizeof(r->site_failover_reason), "%s", cell->reason);
+	const struct geodb_backend *b = localdb_backend(ldb, cell->target_backend);
+	if (b == NULL || strcmp(b->site, cell->target_site) != 0) {
+		snprintf(reason, sizeof(reason),
+			 "group %u is failed over to backend %s of site %s, which does not exist "
+			 "there",
+			 r->group_id, cell->target_backend, cell->target_site);
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	r->backend = *b;
+	if (b->status != BACKEND_STATUS_ONLINE || b->mark == HEALTH_MARK_DOWN) {
+		snprintf(reason, sizeof(reason),
+			 "group %u is failed over to backend %s of site %s, which is %s%s", r->group_id,
+			 b->name, b->site, backend_status_name(b->status),
+			 b->mark == HEALTH_MARK_DOWN ? " and marked down" : "");
+		*reason_r = reason;
+		return ROUTE_UNAVAILABLE;
+	}
+	return ROUTE_OK;
+}
+
 static enum route_status propose(const struct localdb *ldb, const char *site,
 				 struct route_result *r, const char **reason_r)
 {
@@ -70,9 +207,7 @@ static enum route_status propose(const struct localdb *ldb, const char *site,
 	/* metacache: a group placed again (its backend was removed) prefers a
 	 * backend that held it within metacache_ttl */
 	const struct geodb_group *row = localdb_group_row(ldb, r->group_id);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	int64_t now_ms = unix_now_ms();
 	for (size_t i = 0; i < count; i++) {
 		if (strcmp(backends[i].site, site) != 0)
 			continue;
@@ -132,6 +267,11 @@ enum route_status route_decide(const struct localdb *ldb, const char *site, cons
 	if (group == NULL)
 		return propose(ldb, site, r, reason_r);
 	r->group = *group;
+	if (localdb_cell(ldb, r->group_id) != NULL) {
+		enum route_status status = check_cell(ldb, r, reason_r);
+		if (status != ROUTE_OK || r->site_failover)
+			return status;
+	}
 	return check_marked(ldb, r, check_backend(r, localdb_group_backend(ldb, r->group_id), reason_r),
 			    reason_r);
 }

@@ -12,6 +12,7 @@
 #ifndef ROUTE_H
 #define ROUTE_H
 
+#include "brain/site.h"
 #include "store/geodb.h"
 #include "store/localdb.h"
 
@@ -31,6 +32,10 @@ struct route_result {
 	bool assigned_now;   /* this call assigned the group */
 	/* the group's backend is marked down: backend is its alternative */
 	bool failover;
+	/* the group's home site is failed over (its failover cell stands):
+	 * backend is the cell's, in the failover site; the cell's reason */
+	bool site_failover;
+	char site_failover_reason[16];
 	struct geodb_group group;
 	struct geodb_backend backend;
 	/* route_check_site(): backend is in another site, reached through
@@ -66,6 +71,32 @@ enum route_status route_assigned(struct localdb *ldb, struct route_result *resul
 enum route_status route_check_site(const struct localdb *ldb, const char *site, bool direct,
 				   enum route_status status, struct route_result *result,
 				   const char **reason_r);
+
+/* ---- several sites: the failover cells (brain/site.h) ---- */
+
+/* Sites sorted by name (a site's index is its position) and the heartbeat
+ * rows sorted by site, then bucket: a snapshot's (geodb.h). */
+struct route_site_view {
+	const struct geodb_site *sites;
+	size_t site_count;
+	const struct geodb_site_heartbeat *heartbeats;
+	size_t heartbeat_count;
+};
+int route_site_index(const struct route_site_view *view, const char *name);
+/* heartbeats->context is view: it must outlive the result. */
+struct site_heartbeats route_site_heartbeats(const struct route_site_view *view);
+/* The brain's cells of a group row and of its failover cell (NULL: none);
+ * backends are -1 (not known by index here). */
+void route_home_cell(const struct route_site_view *view, const struct geodb_group *group,
+		     struct site_home_cell *home_r);
+void route_failover_cell(const struct route_site_view *view,
+			 const struct geodb_group_failover *cell, struct site_failover_cell *cell_r);
+/* The verdict on the group's failover cell (site_cell_verdict(); NULL:
+ * SITE_VERDICT_HOME) by the rule every host applies; a cell naming a site
+ * the view does not know is void. */
+enum site_verdict route_cell_verdict(const struct route_site_view *view,
+				     const struct geodb_group *group,
+				     const struct geodb_group_failover *cell);
 
 /* Both steps against the GeoDB at once, for the CLI: ldb must hold a fresh
  * snapshot of db.  With assign=false an unassigned group gives

@@ -126,6 +126,9 @@ static const struct setting_def setting_defs[] = {
 	{"", "metacache_ttl", SET_DURATION, OFF(metacache_ttl_ms), "1d", 0, 0},
 	{"", "site_reachability_timeout", SET_DURATION, OFF(site_reachability_timeout_ms), "30s", 0,
 	 0},
+	{"", "site_failover_delay", SET_DURATION, OFF(site_failover_delay_ms), "5m", 0, 0},
+	{"", "site_failover_rate", SET_UINT, OFF(site_failover_rate), "10", 0, 100000},
+	{"", "site_failback_delay", SET_DURATION, OFF(site_failback_delay_ms), "30m", 0, 0},
 };
 
 static char settings_error[768];
@@ -490,6 +493,14 @@ int settings_load(const char *path, struct settings **set_r, const char **error_
 				   path, set->backend_metrics_url);
 		else if (set->metrics_interval_ms < 1000)
 			ret = fail(error_r, "%s: metrics_interval must be 1s or more", path);
+		else if (set->site_reachability_timeout_ms < 2 * set->probe_interval_ms)
+			ret = fail(error_r,
+				   "%s: site_reachability_timeout (%ums) must be at least twice "
+				   "probe_interval (%ums): a site's controller writes its heartbeat "
+				   "once a probe_interval",
+				   path, set->site_reachability_timeout_ms, set->probe_interval_ms);
+		else if (set->site_failover_delay_ms < 1000)
+			ret = fail(error_r, "%s: site_failover_delay must be 1s or more", path);
 		else {
 			static const enum listener_kind implicit_tls[] = {
 				LISTENER_IMAPS, LISTENER_POP3S, LISTENER_SUBMISSIONS};

@@ -117,6 +117,12 @@ struct settings {
 	unsigned metacache_ttl_ms;
 	/* another site is unreachable when its newest heartbeat is older */
 	unsigned site_reachability_timeout_ms;
+	/* site failover (brain/site.h): a site unreachable from every live
+	 * site this long is failed over, at site_failover_rate groups a
+	 * second (0: never), and failed back once reachable this long */
+	unsigned site_failover_delay_ms;
+	unsigned site_failover_rate;
+	unsigned site_failback_delay_ms;
 };
 
 /* The longest backend_test_username (once %{backend} is expanded) and

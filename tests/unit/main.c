@@ -26,6 +26,7 @@ void suite_doveadm(void);
 void suite_openmetrics(void);
 void suite_command(void);
 void suite_lb_address(void);
+void suite_route_cells(void);
 
 static const struct {
 	const char *name;
@@ -54,6 +55,7 @@ static const struct {
 	{"openmetrics", suite_openmetrics},
 	{"command", suite_command},
 	{"lb_address", suite_lb_address},
+	{"route_cells", suite_route_cells},
 };
 
 int main(int argc, char **argv)
