@@ -71,6 +71,8 @@ static const char usage_text[] =
 	"  site force-move stop SITE\n"
 	"  site force-move list [SITE]\n"
 	"  site reachability list [OBSERVER]         (what each site's controller sees)\n"
+	"  site failover list [HOME]                 (failover cells: groups served by another\n"
+	"                                            site, and whether each cell stands)\n"
 	"  backend add --site SITE NAME ADDRESS      (added in standby)\n"
 	"  backend update [--status online|offline|standby] [--load-factor 0..100] NAME\n"
 	"  backend remove NAME\n"
@@ -497,6 +499,65 @@ static int cmd_site_reachability(struct cli *cli, int argc, char **argv)
 	output_print(out, stdout);
 	output_destroy(&out);
 	free(rows);
+	return 0;
+}
+
+/* `site failover list [HOME]`: every failover cell (of HOME's groups) with
+ * the verdict every host reaches on it (route.h route_cell_verdict()). */
+static int cmd_site_failover(struct cli *cli, int argc, char **argv)
+{
+	static const char *const allowed[] = {NULL};
+	static const char *const cols[] = {"group",   "home",     "home_backend", "writer",
+					   "backend", "reason",   "written",      "home_epoch",
+					   "epoch",   "verdict",  "written_by",   NULL};
+	struct args args;
+	const char *error;
+	if (argc < 1 || strcmp(argv[0], "list") != 0)
+		return usage("site failover: expected list");
+	if (parse_args(argc - 1, argv + 1, allowed, &args) != 0)
+		return EXIT_USAGE;
+	if (args.pos_count > 1)
+		return usage("site failover list: expected at most one HOME site");
+	const char *home = args.pos_count == 1 ? args.pos[0] : NULL;
+	if (home != NULL && check_name("site", home) != 0)
+		return EXIT_REFUSED;
+	struct geodb_snapshot snap;
+	if (geodb_snapshot_read(cli->geodb, &snap, &error) < 0)
+		return refused("%s", error);
+	struct route_site_view view = {snap.sites, snap.site_count, snap.heartbeats,
+				       snap.heartbeat_count};
+	struct output *out = output_create(cli->format, cols);
+	for (size_t i = 0; i < snap.failover_count; i++) {
+		const struct geodb_group_failover *c = &snap.failovers[i];
+		const struct geodb_group *g = NULL;
+		for (size_t k = 0; k < snap.group_row_count && g == NULL; k++)
+			if (snap.groups[k].group_id == c->group_id)
+				g = &snap.groups[k];
+		if (home != NULL && (g == NULL || strcmp(g->site, home) != 0))
+			continue;
+		char group[16], written[32], home_epoch[24], epoch[24];
+		snprintf(group, sizeof(group), "%u", c->group_id);
+		format_time_ms(c->written_at_ms, written, sizeof(written));
+		snprintf(home_epoch, sizeof(home_epoch), "%llu", (unsigned long long)c->home_epoch);
+		snprintf(epoch, sizeof(epoch), "%llu", g != NULL ? (unsigned long long)g->epoch : 0ULL);
+		const char *verdict =
+			g == NULL ? "no_group" : site_verdict_name(route_cell_verdict(&view, g, c));
+		const char *row[] = {group,
+				     g != NULL ? g->site : "",
+				     g != NULL ? g->backend : "",
+				     c->writer_site,
+				     c->target_backend,
+				     c->reason,
+				     written,
+				     home_epoch,
+				     epoch,
+				     verdict,
+				     c->written_by};
+		output_row(out, row);
+	}
+	output_print(out, stdout);
+	output_destroy(&out);
+	geodb_snapshot_free(&snap);
 	return 0;
 }
 
@@ -1564,6 +1625,9 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(command, "site") == 0 && sub_argc >= 1 && strcmp(sub_argv[0], "force-move") == 0)
 		ret = cmd_site_force_move(&cli, sub_argc - 1, sub_argv + 1);
+	else if (strcmp(command, "site") == 0 && sub_argc >= 1 &&
+		 strcmp(sub_argv[0], "failover") == 0)
+		ret = cmd_site_failover(&cli, sub_argc - 1, sub_argv + 1);
 	else if (strcmp(command, "site") == 0 && sub_argc >= 1 &&
 		 strcmp(sub_argv[0], "reachability") == 0)
 		ret = cmd_site_reachability(&cli, sub_argc - 1, sub_argv + 1);

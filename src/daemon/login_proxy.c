@@ -569,14 +569,14 @@ static void proxy_now(struct login_proxy *lp)
 		daemon->metrics.site_forwards++;
 	if (req->ident.hops > 0)
 		daemon->metrics.site_forwarded_in++;
-	char via[NAME_MAX_LEN + 64] = "", hops[32] = "";
+	char via[NAME_MAX_LEN + 16] = "", hops[64] = "";
 	if (route->via_site[0] != '\0')
 		snprintf(via, sizeof(via), " via_site=%s", route->via_site);
-	if (route->site_failover)
-		snprintf(via + strlen(via), sizeof(via) - strlen(via), " site_failover=%s",
-			 route->site_failover_reason);
 	if (req->ident.forwarded)
 		snprintf(hops, sizeof(hops), " hops=%u", req->ident.hops);
+	if (route->site_failover)
+		snprintf(hops + strlen(hops), sizeof(hops) - strlen(hops), " site_failover=%s",
+			 route->site_failover_reason);
 	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s%s "
 		 "client=%s:%u session=%s tls=%s%s%s",
 		 protocol, route->username, route->group_id, route->backend.name, lp->target, via,

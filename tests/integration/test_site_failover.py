@@ -1,0 +1,177 @@
+"""Whole sites failing over, gradually, and back (brain/site.h, README "Sites and split brain").
+
+Two daemons, one per site (dc1: backend1 and backend2, dc2: backend3), share one SQLite GeoDB;
+each site's load balancer is the other daemon.  The users' groups are placed in dc2; dc2's
+controller gives each of them a failover site (dc1, the only other site).  dc2 "dies" when its
+only daemon stops: its heartbeats stop, dc1's controller sees it unreachable, and after
+site_failover_delay writes failover cells for dc2's groups at site_failover_rate; dc1's daemon
+then serves those users on dc1's backends.  When dc2's daemon returns, dc1 releases the cells at
+the same rate once dc2 has been reachable for site_failback_delay, and the users go home.
+The operator's `site update --status evacuate` drains a site the same way while it is up.
+
+Every figure asserted is read from the daemons' logs (millisecond timestamps) and from
+`mailcluster site failover list` (the cells and the verdict every host reaches on them).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from mchelpers import wait_for
+from test_sites import cli_ok, group_of, imap_login_reply, login_line, place, two_sites
+
+USERS = [f"user{i}" for i in range(230, 236)]
+FAST = dict(probe_interval="1s", controller_lease="3s", site_reachability_timeout="3s")
+
+
+def _cells(d, home: str = "dc2") -> list[dict]:
+    return d.cli_json("site", "failover", "list", home)
+
+
+def _standing(d, home: str = "dc2") -> list[dict]:
+    return [c for c in _cells(d, home) if c["verdict"] == "failover"]
+
+
+def _groups_in_dc2(d) -> set[str]:
+    groups = set()
+    for u in USERS:
+        place(d, u, "backend3")
+        groups.add(group_of(d, u))
+    return groups
+
+
+def _failover_sites_chosen(d, groups: set[str]) -> None:
+    def chosen():
+        return all(d.cli_json("group", "status", g)[0]["failover_site"] == "dc1" for g in groups)
+    wait_for(chosen, 30, interval=0.5, message="dc2's controller to give its groups failover "
+             "site dc1")
+
+
+def _event_times(d, event: str) -> list[float]:
+    """Unix seconds of every `event=EVENT ` line in d's log."""
+    times = []
+    for m in re.finditer(rf"^(\S+) level=\w+ event={event} ", d.log_text(), re.M):
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
+        times.append(t.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return times
+
+
+def _paced(times: list[float], rate: float) -> None:
+    """No window holds more than the token bucket allows: one second's worth (rate) at once,
+    then rate per second."""
+    times = sorted(times)
+    for i in range(len(times)):
+        for j in range(i, len(times)):
+            allowed = rate + rate * (times[j] - times[i]) + 1e-9
+            assert j - i + 1 <= allowed + 0.05 * rate, (
+                f"{j - i + 1} cells within {times[j] - times[i]:.2f} s at rate {rate}/s: {times}")
+
+
+def _lands(d, user: str, backend: str) -> bool:
+    if imap_login_reply(d, user) != b"OK":
+        return False
+    return login_line(d, "imap", user).group(1) == backend
+
+
+def test_site_outage_fails_over_at_the_rate_and_back_after_the_failback_delay(cluster, fleet):
+    d1, d2 = two_sites(cluster, fleet, site_failover_delay="3s", site_failover_rate="1",
+                       site_failback_delay="6s", **FAST)
+    groups = _groups_in_dc2(d1)
+    _failover_sites_chosen(d1, groups)
+    for u in USERS:  # at home: through dc2's load balancer
+        assert imap_login_reply(d1, u) == b"OK"
+        m = login_line(d1, "imap", u)
+        assert m.group(1) == "backend3" and m.group(3) == "dc2", m.group(0)
+
+    d2.stop()
+    standing = wait_for(lambda: (lambda c: c if len(c) == len(groups) else None)(
+        _standing(d1)), 60, interval=0.5, message="dc1 to fail every group of dc2 over")
+    assert {c["group"] for c in standing} == groups
+    for c in standing:
+        assert c["writer"] == "dc1" and c["reason"] == "outage", c
+        assert c["backend"] in ("backend1", "backend2"), c
+    log = d1.log_text()
+    assert re.search(r'event=site_failover_decision site=dc1 home=dc2 fail_over=outage '
+                     r'release=no reason="unreachable from every live site for \d+ s '
+                     r'\(site_failover_delay 3 s\): failing over at 1/s"', log), log[-3000:]
+    written = _event_times(d1, "site_failover")
+    assert len(written) == len(groups), written
+    _paced(written, 1)
+    wait_for(lambda: d1.status()["controller"]["site_failover"]["cells_held"] == len(groups), 10,
+             interval=0.5, message="the status to count the cells dc1 holds")
+
+    # dc2's users are served in dc1 now (once dc1's daemon has held each cell for
+    # site_reachability_timeout), with the reason in the login line
+    for u in USERS:
+        target = next(c["backend"] for c in standing if c["group"] == group_of(d1, u))
+        wait_for(lambda: _lands(d1, u, target), 30, interval=0.5,
+                 message=f"{u} to be served on {target} in dc1")
+        last = re.findall(rf"event=login result=ok protocol=imap user={u} .*", d1.log_text())[-1]
+        assert last.endswith("site_failover=outage"), last
+
+    # dc2 returns: nothing comes back before site_failback_delay, then at the rate
+    d2.start()
+    wait_for(lambda: re.search(r"event=site_failover_decision site=dc1 home=dc2 fail_over=no "
+                               r"release=outage", d1.log_text()), 60, interval=0.5,
+             message="dc1 to start failing dc2 back")
+    wait_for(lambda: not _cells(d1), 60, interval=0.5, message="every cell released")
+    released = _event_times(d1, "site_failback")
+    assert len(released) == len(groups), released
+    _paced(released, 1)
+    back = [t for t in _event_times(d1, "site_reachability")][-1]
+    assert min(released) - back >= 6 - 1.5, (back, released)  # site_failback_delay 6 s
+    for u in USERS:
+        wait_for(lambda: _lands(d1, u, "backend3"), 30, interval=0.5,
+                 message=f"{u} to be served at home (backend3) again")
+        assert _lands(d2, u, "backend3")
+    assert d1.metrics()['mailcluster_site_failover_cells_total{action="written"}'] == len(groups)
+    assert d1.metrics()['mailcluster_site_failover_cells_total{action="released"}'] == len(groups)
+
+
+def test_a_short_outage_moves_nothing(cluster, fleet):
+    """dc2 silent for less than site_failover_delay: dc1 sees it unreachable, waits, and
+    writes no cell."""
+    d1, d2 = two_sites(cluster, fleet, site_failover_delay="30s", **FAST)
+    groups = _groups_in_dc2(d1)
+    _failover_sites_chosen(d1, groups)
+    d2.stop()
+    wait_for(lambda: re.search(r'event=site_failover_decision site=dc1 home=dc2 fail_over=no '
+                               r'release=no reason="unreachable for \d+ s \(site_failover_delay '
+                               r'30 s\)"', d1.log_text()), 30, interval=0.5,
+             message="dc1 to see dc2 unreachable and wait")
+    d2.start()
+    wait_for(lambda: re.search(r"event=site_reachability observer=dc1 target=dc2 reachable=yes",
+                               d1.log_text().split("reachable=no", 1)[-1]), 30, interval=0.5,
+             message="dc1 to see dc2 back")
+    assert _cells(d1) == []
+    assert "event=site_failover " not in d1.log_text()
+    for u in USERS:
+        assert _lands(d1, u, "backend3")
+
+
+def test_evacuate_drains_a_live_site_at_the_rate_and_online_brings_it_back(cluster, fleet):
+    """The operator's drain: `site update --status evacuate dc2` while dc2 is up; dc1 writes
+    evacuate cells at the rate, dc2's own daemon sends its users to dc1; status online gives
+    them back (no failback delay: the operator decided)."""
+    d1, d2 = two_sites(cluster, fleet, site_failover_rate="2", site_failback_delay="1h", **FAST)
+    groups = _groups_in_dc2(d1)
+    _failover_sites_chosen(d1, groups)
+    cli_ok(d1, "site", "update", "--status", "evacuate", "dc2")
+    standing = wait_for(lambda: (lambda c: c if len(c) == len(groups) else None)(
+        _standing(d1)), 60, interval=0.5, message="dc1 to take every group of dc2")
+    assert all(c["reason"] == "evacuate" for c in standing), standing
+    _paced(_event_times(d1, "site_failover"), 2)
+    for u in USERS:
+        target = next(c["backend"] for c in standing if c["group"] == group_of(d1, u))
+        # dc2's own daemon sends them to dc1 (through dc1's load balancer); evacuate cells
+        # need no settle time
+        wait_for(lambda: _lands(d2, u, target), 30, interval=0.5,
+                 message=f"{u} to go from dc2's daemon to {target}")
+        assert login_line(d2, "imap", u).group(3) == "dc1"
+    cli_ok(d1, "site", "update", "--status", "online", "dc2")
+    wait_for(lambda: not _cells(d1), 60, interval=0.5, message="the evacuate cells released")
+    _paced(_event_times(d1, "site_failback"), 2)
+    for u in USERS:
+        wait_for(lambda: _lands(d2, u, "backend3"), 30, interval=0.5,
+                 message=f"{u} back home on backend3")
