@@ -36,11 +36,12 @@ Teardown (the fixture's): the link is healed, the daemons are stopped by PID (th
 printed if the test failed).  The module's end stops the nodes (by the script, by PID) and the
 backends.  The nft table is removed at heal, at teardown and at interpreter exit.
 
-Measured here (2 shared cores; netcut drop): each node's gossip logs the other DOWN about
-18-19 s after the cut (phi failure detector; the same with reject), UP about 1 s after the
-heal; a write made on one side during the cut reaches the other 1-20 s after the heal (hinted
-handoff: the dispatcher runs every 10 s, and the first round after the node came back does not
-always find it alive yet).
+Measured here (2 shared cores; netcut drop): each node's gossip logs the other DOWN 18-19.5 s
+after the cut (phi failure detector; reject instead of drop: the same, 18.2-18.6 s), UP 0.7-1 s
+after the heal; a write made on one side during the cut reaches the other 1-20 s after the
+heal (hinted handoff; 2.4 s and 7.2 s in two runs of test_site_split.py, up to 19.8 s by hand
+with plain CQL writes).  Each site's controller records the other unreachable 4.8-5.7 s after
+the cut (site_reachability_timeout 5 s) and reachable again 0.4-1.4 s after the heal.
 """
 
 from __future__ import annotations
