@@ -14,6 +14,10 @@ packages=(
 	# (tests/integration/test_metrics.py); policy-rc.d below keeps Debian's
 	# service on :9100 from starting
 	prometheus-node-exporter
+	# nft: tests/integration/netcut.py cuts real traffic between two Cassandra
+	# data centres on loopback (test_site_split.py); it adds and deletes only a
+	# table of its own, never the machine's ruleset
+	nftables
 )
 
 missing=()

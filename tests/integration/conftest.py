@@ -12,6 +12,10 @@
   127.0.0.21:19042 with PasswordAuthenticator and optional TLS; ``spec(keyspace)`` gives the
   geodb setting.  Started on first use, stopped (by its PID) at the end of the session.  Java,
   Maven or Cassandra missing FAILS the tests that use it: Cassandra is part of the suite.
+* ``split_world`` (module) / ``split_sites`` (function, factory) - two Cassandra data centres
+  on 127.0.5.11/12:19046, four backends of their own on 127.0.5.21-24 and an nft cut of the
+  link between the nodes; ``split_sites(**settings)`` gives sites dc1 and dc2 with a daemon
+  each (splitsites.py, netcut.py; test_site_split.py).
 
 Daemons are stopped by PID (SIGTERM, then SIGKILL after a bound). The daemon log is printed
 on teardown when the test failed.
@@ -179,3 +183,61 @@ def cli(cluster):
     """cli(*args) against a fresh default cluster's config (no daemon needed for GeoDB commands)."""
     d = cluster(start=False)
     return d.cli
+
+
+# ---- two sites on two Cassandra data centres whose link can be cut (splitsites.py)
+
+
+@pytest.fixture(scope="module")
+def split_world(tmp_path_factory):
+    """Two Cassandra nodes (dc1 127.0.5.11, dc2 127.0.5.12), four backends (127.0.5.21-24)
+    and the nft cut of the link between the nodes; the module's own.  Failing to start them
+    FAILS the tests (never a skip)."""
+    from splitsites import SplitWorld
+    w = SplitWorld(str(tmp_path_factory.mktemp("split")))
+    why = w.preflight()
+    if why:
+        pytest.fail(f"split sites: {why}", pytrace=False)
+    try:
+        w.start()
+    except (RuntimeError, AssertionError, OSError) as e:
+        try:
+            w.stop()
+        except RuntimeError as stop_error:
+            e = f"{e}\n(and stopping: {stop_error})"
+        pytest.fail(f"split sites: {e}", pytrace=False)
+    print(f"\nsplit_world: Cassandra up in {w.start_seconds:.1f} s, dir {w.root}")
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def split_sites(request, split_world, tmp_path):
+    """Factory: split_sites(**settings) -> a started splitsites.SplitSites (fresh keyspace,
+    sites dc1 and dc2, a daemon per site).  Teardown heals the link and stops the daemons."""
+    from splitsites import SplitSites
+    made = []
+
+    def make(**settings):
+        workdir = tmp_path / f"sites{len(made) + 1}"
+        workdir.mkdir()
+        s = SplitSites(split_world, str(workdir), **settings)
+        made.append(s)
+        s.setup()
+        s.start()
+        return s
+
+    try:
+        yield make
+    finally:
+        split_world.heal()
+        problems = []
+        for s in made:
+            problems += s.stop()
+            if _failed(request) or problems:
+                for d in s.daemons.values():
+                    print(f"\n===== {d.name} log ({d.log_path}) =====")
+                    print(d.log_text()[-20000:])
+        assert not problems, problems
