@@ -93,21 +93,14 @@ SITE_SETTINGS = {
     "login_trusted_networks": TRUSTED,
 }
 
-# ---- site failover (failover cells): switch these on once mailclusterd knows them.
-# Until then a daemon given them refuses to start ("unknown key"), so they are only written
-# into the config as comments.  Pass them to split_sites(...) to use them for real.
+# Site failover for the tests that fail sites over across the cut (pass them to
+# split_sites(...)): a site unreachable this long fails over; cells written (or released) per
+# second; home site healthy this long: release the cells.
 SITE_FAILOVER_SETTINGS = {
-    # "site_failover_delay": "10s",   # a site unreachable this long fails over
-    # "site_failover_rate": "5",      # failover cells written (or released) per second
-    # "site_failback_delay": "10s",   # home site healthy this long: release the cells
+    "site_failover_delay": "8s",
+    "site_failover_rate": "5",
+    "site_failback_delay": "60s",
 }
-SITE_FAILOVER_COMMENT = """
-# ---- site failover (tests/integration/splitsites.py SITE_FAILOVER_SETTINGS): not yet
-# known to mailclusterd; uncomment (or pass to split_sites()) once they exist
-# site_failover_delay = 10s
-# site_failover_rate = 5
-# site_failback_delay = 10s
-"""
 
 
 def _mem_available_mb() -> Optional[int]:
@@ -314,8 +307,6 @@ class SplitSites:
             extra.update({k: str(v) for k, v in settings.items()})
             d = mchelpers.Daemon(workdir, world.spec(self.keyspace, site), world.fleet,
                                  extra=extra, name=f"split-{site}", protocols=PROTOCOLS)
-            with open(d.config, "a") as f:
-                f.write(SITE_FAILOVER_COMMENT)
             self.daemons[site] = d
 
     # ---- set-up

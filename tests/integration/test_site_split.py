@@ -318,3 +318,94 @@ def test_cut_each_controller_records_the_other_site_unreachable_then_reachable(s
           f"{seen['dc2']:.1f} s (dc2) after the cut; reachable again, (observer, seen "
           f"through) -> s after the heal: "
           + ", ".join(f"{k}: {v:.1f}" for k, v in sorted(back.items())))
+
+
+# --------------------------------------------------------------------------- 4. split brain
+
+
+def _failover_cells(s, site: str) -> list[dict]:
+    """`site failover list` as site's data centre has it (every cell, with its verdict)."""
+    return s.cli_json(site, "site", "failover", "list")
+
+
+def _events(s, site: str, event: str, since: int = 0) -> list[str]:
+    """site's daemon's `event=EVENT ` lines after offset since of its log."""
+    return re.findall(rf"^.* event={event} .*$", s.daemons[site].log_text()[since:], re.M)
+
+
+def test_split_brain_both_sides_fail_over_and_the_heal_moves_each_group_home_once(split_sites):
+    """Both sides act during a cut longer than site_failover_delay: each fails the other
+    site's groups over and serves their users on its own backends.  After the heal Cassandra
+    brings each side the other's heartbeats of the cut, so every cell written during it is
+    void (written while its home site was alive): every group ends on its home backend,
+    through both sites, each moved home exactly once, nothing moved again afterwards."""
+    from splitsites import SITE_FAILOVER_SETTINGS
+    s = split_sites(**SITE_FAILOVER_SETTINGS)
+    users = s.new_users(8)
+    by_site = {"dc1": users[:4], "dc2": users[4:]}
+    home = _place_home(s, by_site)
+    group = {u: s.user_group("dc1", u)[0] for u in users}
+    home_site = {u: s.site_of(b) for u, b in home.items()}
+    # every group has its failover site (the other site), seen in both data centres
+    for site in SITES:
+        wait_for(lambda: all(
+            r["failover_site"] == OTHER[home_site[u]]
+            for u in users
+            for r in s.cli_json(site, "group", "status", str(group[u]))), 30, interval=0.5,
+            message=f"the failover sites of the test's groups in {site}'s data centre")
+
+    marks = {site: len(s.daemons[site].log_text()) for site in SITES}
+    s.cut()
+    # both sides act: each writes cells for the other site's groups...
+    for site in SITES:
+        other_groups = {group[u] for u in by_site[OTHER[site]]}
+        wait_for(lambda: other_groups <= {int(c["group"]) for c in _failover_cells(s, site)
+                                          if c["writer"] == site and c["verdict"] == "failover"},
+                 60, interval=0.5, message=f"{site} to fail {OTHER[site]}'s groups over")
+    # ...and serves those users on its own backends (once its daemon has held each cell for
+    # site_reachability_timeout), while their home site keeps serving them at home
+    during = {}
+    for site in SITES:
+        for u in by_site[OTHER[site]]:
+            during[(site, u)] = wait_for(
+                lambda: (lambda b: b if b and s.site_of(b) == site else None)(_lands(s, site, u)),
+                30, interval=0.5, message=f"{u} to be served in {site} during the cut")
+        for u in by_site[site]:
+            assert _lands(s, site, u) == home[u], (site, u)
+    written = {site: _events(s, site, "site_failover", marks[site]) for site in SITES}
+    assert all(len(written[site]) == 4 for site in SITES), written
+    assert s.is_cut
+
+    heal_marks = {site: len(s.daemons[site].log_text()) for site in SITES}
+    s.heal()
+    # every cell ends void in both data centres, and each side deletes its own
+    for site in SITES:
+        wait_for(lambda: not _failover_cells(s, site), 90, interval=1,
+                 message=f"no failover cell left in {site}'s data centre")
+    voided = {site: _events(s, site, "site_cell_void", heal_marks[site]) for site in SITES}
+    for site in SITES:
+        assert len(voided[site]) == 4, voided[site]
+        assert all("void_alive" in line or "void_epoch" in line for line in voided[site]), \
+            voided[site]
+        assert _events(s, site, "site_failback", heal_marks[site]) == []
+        assert _events(s, site, "site_failover", heal_marks[site]) == []
+
+    # the end state: every user on its home backend through both sites; the users served on
+    # the wrong side during the cut moved home once (4 groups per side)
+    moved = 0
+    for site in SITES:
+        for u in users:
+            b = wait_for(lambda: (lambda x: x if x == home[u] else None)(_lands(s, site, u)),
+                         30, interval=0.5, message=f"{u} home ({home[u]}) through {site}")
+            if (site, u) in during and during[(site, u)] != b:
+                moved += 1
+    assert moved == 8, moved
+    # and nothing moves again: a second round a few seconds later lands the same
+    time.sleep(3)
+    for site in SITES:
+        for u in users:
+            assert _lands(s, site, u) == home[u], (site, u)
+    for site in SITES:
+        assert _events(s, site, "site_failover", heal_marks[site]) == []
+        st = s.daemons[site].status()["controller"]["site_failover"]
+        assert st["cells_held"] == 0 and st["cells_written"] == 4 and st["cells_cleaned"] == 4, st
