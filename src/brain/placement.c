@@ -4,6 +4,7 @@
 #include "util/hash.h"
 
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 static uint64_t tie_break(unsigned group_id, const char *name)
@@ -74,4 +75,26 @@ int placement_choose_alternative(const struct placement_candidate *candidates, s
 				 size_t exclude, unsigned group_id)
 {
 	return choose(candidates, count, exclude, group_id);
+}
+
+int placement_rendezvous(const struct placement_candidate *candidates, size_t count,
+			 uint64_t key)
+{
+	int best = -1;
+	double best_score = 0;
+	for (size_t i = 0; i < count; i++) {
+		const struct placement_candidate *c = &candidates[i];
+		if (c->status != BACKEND_STATUS_ONLINE || c->load_factor == 0)
+			continue;
+		uint64_t h = hash_mix64(hash_fnv1a64_add(hash_fnv1a64(&key, sizeof(key)), c->name,
+							 strlen(c->name)));
+		/* u uniform in (0, 1]; the weighted winner maximises lf / -ln(u) */
+		double u = ((double)(h >> 11) + 1.0) / 9007199254740992.0;
+		double score = -(double)c->load_factor / log(u);
+		if (best < 0 || score > best_score) {
+			best = (int)i;
+			best_score = score;
+		}
+	}
+	return best;
 }

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PLACEMENT_WARM_SLACK_PCT 10
 
@@ -56,5 +57,14 @@ int placement_choose_backend(const struct placement_candidate *candidates, size_
  * backend dies its groups spread over all the others by load factor. */
 int placement_choose_alternative(const struct placement_candidate *candidates, size_t count,
 				 size_t exclude, unsigned group_id);
+
+/* A choice that depends on nothing but the candidates' names, statuses and
+ * load factors (weighted rendezvous hashing of (key, name)): every host
+ * with the same backend list picks the same one, whatever its counts, and
+ * a backend added or removed moves only the keys it wins or held.  For
+ * placements no GeoDB write settles (site force moves).  -1: none online
+ * with load factor > 0. */
+int placement_rendezvous(const struct placement_candidate *candidates, size_t count,
+			 uint64_t key);
 
 #endif

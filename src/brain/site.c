@@ -449,3 +449,14 @@ void site_failover_plan(const struct site_decision *decision, int self,
 	}
 	*change_count_r = n;
 }
+
+/* ---- force moves ---- */
+
+bool site_force_move_picks(int64_t id, unsigned percent, const char *username,
+			   size_t dest_count, size_t *dest_r)
+{
+	uint64_t h = hash_mix64(
+		hash_fnv1a64_add(hash_fnv1a64(&id, sizeof(id)), username, strlen(username)));
+	*dest_r = dest_count > 0 ? (size_t)((h >> 32) % dest_count) : 0;
+	return dest_count > 0 && (h % 10000) < (uint64_t)percent * 100;
+}

@@ -333,4 +333,13 @@ void site_failover_plan(const struct site_decision *decision, int self,
 			unsigned allowance, int64_t now_ms, struct site_cell_change *changes_r,
 			size_t max_changes, size_t *change_count_r, size_t *stranded_r);
 
+/* ---- force moves (`site force-move start SITE PERCENT DEST...`) ---- */
+
+/* Whether the user is picked by the force move id at percent (the hash of
+ * (id, user) falls under it: raising the percent adds users, lowering it
+ * sends only some home), and which of dest_count destinations it goes to
+ * (*dest_r, by another part of the same hash). */
+bool site_force_move_picks(int64_t id, unsigned percent, const char *username,
+			   size_t dest_count, size_t *dest_r);
+
 #endif

@@ -577,6 +577,9 @@ static void proxy_now(struct login_proxy *lp)
 	if (route->site_failover)
 		snprintf(hops + strlen(hops), sizeof(hops) - strlen(hops), " site_failover=%s",
 			 route->site_failover_reason);
+	if (route->force_move_id != 0)
+		snprintf(hops + strlen(hops), sizeof(hops) - strlen(hops), " force_move=%lld",
+			 (long long)route->force_move_id);
 	log_info("event=login result=ok protocol=%s user=%s group=%u backend=%s address=%s%s "
 		 "client=%s:%u session=%s tls=%s%s%s",
 		 protocol, route->username, route->group_id, route->backend.name, lp->target, via,

@@ -288,7 +288,7 @@ static const char *session_target(struct router *router, const char *user, unsig
 		 * without an alternative): sessions may stay on the group's own
 		 * backend (or the move's target), nowhere else */
 		if (status != ROUTE_UNAVAILABLE || route->group.backend[0] == '\0' ||
-		    route->group_id != group_id || route->site_failover)
+		    route->group_id != group_id || route->site_failover || route->force_move_id != 0)
 			return NULL;
 		if (route->group.move_to[0] != '\0')
 			return route->group.move_to;
@@ -300,7 +300,7 @@ static const char *session_target(struct router *router, const char *user, unsig
 	/* a moving group's sessions belong on the target only (a login held
 	 * for move_timeout goes there before the switch); a group failed over
 	 * to another site is served by its failover cell's backend */
-	if (route->group.move_to[0] != '\0' && !route->site_failover)
+	if (route->group.move_to[0] != '\0' && !route->site_failover && route->force_move_id == 0)
 		return route->group.move_to;
 	/* also when the user was moved to another group: only its backend
 	 * matters */
@@ -320,6 +320,9 @@ static bool session_misplaced(struct router *router, const struct session *s, ch
 	else if (route.group.move_to[0] != '\0')
 		snprintf(why, why_size, "group %u moving from %s to %s", s->group_id,
 			 route.group.backend, route.group.move_to);
+	else if (route.force_move_id != 0)
+		snprintf(why, why_size, "force move %lld: user %s now served by %s in site %s",
+			 (long long)route.force_move_id, s->user, target, route.backend.site);
 	else if (route.site_failover)
 		snprintf(why, why_size, "group %u failed over to site %s (%s): now served by %s",
 			 s->group_id, route.backend.site, route.site_failover_reason, target);
@@ -812,7 +815,8 @@ static enum decision decide(struct router *router, const char *username,
 			return WAIT_HOLD;
 		}
 	}
-	if (status == ROUTE_OK && route->group.move_to[0] != '\0' && !route->site_failover) {
+	if (status == ROUTE_OK && route->group.move_to[0] != '\0' && !route->site_failover &&
+	    route->force_move_id == 0) {
 		unsigned id = route->group_id;
 		if (router->move_epoch[id] != route->group.epoch) {
 			/* seen here first (a refresh scans too, but a CLI move on

@@ -195,6 +195,70 @@ static enum route_status check_cell(const struct localdb *ldb, struct route_resu
 	return ROUTE_OK;
 }
 
+/* ---- several sites: force moves ---- */
+
+/* `site force-move`: a user of the site the group is served in, picked by
+ * the move's hash, goes to one of its destinations: the backend there that
+ * weighted rendezvous hashing of the group picks (placement_rendezvous():
+ * every host with the same backend list agrees without a GeoDB write, and
+ * the destination's daemon routes the forwarded session alike). */
+static enum route_status check_force_move(const struct localdb *ldb, enum route_status status,
+					  struct route_result *r, const char **reason_r)
+{
+	static char reason[400];
+	if (status != ROUTE_OK)
+		return status;
+	size_t count;
+	const struct geodb_site_force_move *moves = localdb_force_moves(ldb, &count);
+	for (size_t i = 0; i < count; i++) {
+		const struct geodb_site_force_move *m = &moves[i];
+		if (strcmp(m->site, r->backend.site) != 0)
+			continue;
+		char names[GEODB_FORCE_MOVE_DESTINATIONS_MAX + 1];
+		const char *dest[SITE_MAX];
+		size_t n = 0;
+		snprintf(names, sizeof(names), "%s", m->destinations);
+		for (char *save = NULL, *t = strtok_r(names, ",", &save); t != NULL && n < SITE_MAX;
+		     t = strtok_r(NULL, ",", &save))
+			dest[n++] = t;
+		size_t d;
+		if (!site_force_move_picks(m->id, m->percent, r->username, n, &d))
+			continue;
+		size_t bcount;
+		const struct geodb_backend *backends = localdb_backends(ldb, &bcount);
+		struct placement_candidate *c = calloc(bcount + 1, sizeof(*c));
+		size_t *index = calloc(bcount + 1, sizeof(*index));
+		size_t k = 0;
+		for (size_t b = 0; b < bcount; b++) {
+			if (strcmp(backends[b].site, dest[d]) != 0)
+				continue;
+			c[k] = (struct placement_candidate){
+				.name = backends[b].name,
+				.status = backends[b].mark == HEALTH_MARK_DOWN ? BACKEND_STATUS_OFFLINE
+									       : backends[b].status,
+				.load_factor = backends[b].load_factor,
+			};
+			index[k++] = b;
+		}
+		int chosen = placement_rendezvous(c, k, r->group_id);
+		if (chosen >= 0)
+			r->backend = backends[index[chosen]];
+		free(c);
+		free(index);
+		r->force_move_id = m->id;
+		if (chosen < 0) {
+			snprintf(reason, sizeof(reason),
+				 "force move %lld of site %s sends %s to site %s, which has no "
+				 "backend online with load factor > 0",
+				 (long long)m->id, m->site, r->username, dest[d]);
+			*reason_r = reason;
+			return ROUTE_UNAVAILABLE;
+		}
+		return ROUTE_OK;
+	}
+	return ROUTE_OK;
+}
+
 static enum route_status propose(const struct localdb *ldb, const char *site,
 				 struct route_result *r, const char **reason_r)
 {
@@ -267,13 +331,14 @@ enum route_status route_decide(const struct localdb *ldb, const char *site, cons
 	if (group == NULL)
 		return propose(ldb, site, r, reason_r);
 	r->group = *group;
-	if (localdb_cell(ldb, r->group_id) != NULL) {
-		enum route_status status = check_cell(ldb, r, reason_r);
-		if (status != ROUTE_OK || r->site_failover)
-			return status;
-	}
-	return check_marked(ldb, r, check_backend(r, localdb_group_backend(ldb, r->group_id), reason_r),
-			    reason_r);
+	enum route_status status = ROUTE_OK;
+	if (localdb_cell(ldb, r->group_id) != NULL)
+		status = check_cell(ldb, r, reason_r);
+	if (status == ROUTE_OK && !r->site_failover)
+		status = check_marked(
+			ldb, r, check_backend(r, localdb_group_backend(ldb, r->group_id), reason_r),
+			reason_r);
+	return check_force_move(ldb, status, r, reason_r);
 }
 
 enum route_status route_assigned(struct localdb *ldb, struct route_result *r,
@@ -283,8 +348,11 @@ enum route_status route_assigned(struct localdb *ldb, struct route_result *r,
 	localdb_put_group(ldb, stored);
 	r->group = *stored;
 	r->assigned_now = ours_won;
-	return check_marked(ldb, r, check_backend(r, localdb_backend(ldb, stored->backend), reason_r),
-			    reason_r);
+	return check_force_move(
+		ldb,
+		check_marked(ldb, r, check_backend(r, localdb_backend(ldb, stored->backend), reason_r),
+			     reason_r),
+		r, reason_r);
 }
 
 enum route_status route_check_site(const struct localdb *ldb, const char *site, bool direct,

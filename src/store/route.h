@@ -36,6 +36,9 @@ struct route_result {
 	 * backend is the cell's, in the failover site; the cell's reason */
 	bool site_failover;
 	char site_failover_reason[16];
+	/* a site force move picked the user (its id; 0: none): backend is in
+	 * one of its destination sites */
+	int64_t force_move_id;
 	struct geodb_group group;
 	struct geodb_backend backend;
 	/* route_check_site(): backend is in another site, reached through

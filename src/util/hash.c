@@ -18,3 +18,13 @@ uint64_t hash_fnv1a64(const void *data, size_t len)
 {
 	return hash_fnv1a64_add(FNV64_OFFSET, data, len);
 }
+
+uint64_t hash_mix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}

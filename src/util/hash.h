@@ -11,5 +11,9 @@
 uint64_t hash_fnv1a64(const void *data, size_t len);
 /* Folds more bytes into a running FNV-1a 64 hash. */
 uint64_t hash_fnv1a64_add(uint64_t hash, const void *data, size_t len);
+/* MurmurHash3's 64-bit finalizer: spreads every input bit over every output
+ * bit (FNV-1a alone leaves the high bits of similar inputs alike); for
+ * hashes whose high bits or ratios are used. */
+uint64_t hash_mix64(uint64_t h);
 
 #endif

@@ -4,6 +4,8 @@
  * and the settle wait of outage cells. */
 #include "store/localdb.h"
 #include "store/route.h"
+#include "brain/placement.h"
+#include "brain/site.h"
 #include "brain/user.h"
 #include "unit.h"
 
@@ -95,8 +97,104 @@ static enum route_status route(struct localdb *ldb, const char *site, struct rou
 	return route_check_site(ldb, site, false, st, r, &reason);
 }
 
+/* `site force-move`: who is picked, where they go, and that every host
+ * agrees without a GeoDB write. */
+static void test_force_moves(void)
+{
+	/* picks: about percent of the users, monotone in percent, the same
+	 * for the same (id, user), destinations spread */
+	unsigned at30 = 0, kept = 0, dest1 = 0;
+	for (int i = 0; i < 2000; i++) {
+		char user[32];
+		snprintf(user, sizeof(user), "user%d", i);
+		size_t d30, d60, again;
+		bool p30 = site_force_move_picks(7, 30, user, 2, &d30);
+		bool p60 = site_force_move_picks(7, 60, user, 2, &d60);
+		CHECK(site_force_move_picks(7, 30, user, 2, &again) == p30 && again == d30);
+		at30 += p30;
+		kept += p30 && p60 && d30 == d60;
+		dest1 += p30 && d30 == 1;
+		CHECK(!site_force_move_picks(7, 0, user, 2, &d30));
+		CHECK(site_force_move_picks(7, 100, user, 2, &d30));
+	}
+	CHECK(at30 > 2000 * 25 / 100 && at30 < 2000 * 35 / 100);
+	CHECK(kept == at30); /* raising the percent keeps everyone picked before */
+	CHECK(dest1 > at30 / 3 && dest1 < at30 * 2 / 3);
+
+	/* rendezvous: independent of the counts; weighted; only the online */
+	struct placement_candidate c[3] = {
+		{.name = "x1", .status = BACKEND_STATUS_ONLINE, .load_factor = 100},
+		{.name = "x2", .status = BACKEND_STATUS_ONLINE, .load_factor = 100},
+		{.name = "x3", .status = BACKEND_STATUS_ONLINE, .load_factor = 100}};
+	unsigned won[3] = {0}, same = 0;
+	for (uint64_t key = 0; key < 3000; key++) {
+		int a = placement_rendezvous(c, 3, key);
+		c[0].assigned_groups = (unsigned)key; /* counts play no part */
+		same += placement_rendezvous(c, 3, key) == a;
+		if (a >= 0)
+			won[a]++;
+	}
+	CHECK(same == 3000);
+	for (int i = 0; i < 3; i++)
+		CHECK(won[i] > 800 && won[i] < 1200);
+	c[2].status = BACKEND_STATUS_OFFLINE;
+	c[1].load_factor = 0;
+	for (uint64_t key = 0; key < 100; key++)
+		CHECK(placement_rendezvous(c, 3, key) == 0);
+	c[0].status = BACKEND_STATUS_STANDBY;
+	CHECK(placement_rendezvous(c, 3, 1) == -1);
+
+	/* routing: dc1's users picked go to dc2 (from dc1: through dc2's load
+	 * balancer; from dc2: directly); 0 percent, none */
+	const char *error;
+	struct route_result r;
+	struct geodb_snapshot snap;
+	struct localdb *ldb = localdb_create(GROUPS);
+	build(&snap, NULL, 0, NULL, 0);
+	user_of(&snap, 3);
+	snap.force_moves = calloc(1, sizeof(*snap.force_moves));
+	snap.force_move_count = 1;
+	snprintf(snap.force_moves[0].site, sizeof(snap.force_moves[0].site), "dc1");
+	snap.force_moves[0].id = 1;
+	snap.force_moves[0].percent = 100;
+	snprintf(snap.force_moves[0].destinations, sizeof(snap.force_moves[0].destinations),
+		 "dc2");
+	CHECK(localdb_replace(ldb, &snap, &error) == 1);
+	CHECK(route(ldb, "dc1", &r) == ROUTE_OK);
+	CHECK_STR(r.backend.name, "b2");
+	CHECK_STR(r.via_site, "dc2");
+	CHECK(r.force_move_id == 1);
+	CHECK(route(ldb, "dc2", &r) == ROUTE_OK);
+	CHECK_STR(r.backend.name, "b2");
+	CHECK(r.via_site[0] == '\0');
+	/* the destination has no usable backend: unavailable, with the reason */
+	build(&snap, NULL, 0, NULL, 0);
+	user_of(&snap, 3);
+	snap.force_moves = calloc(1, sizeof(*snap.force_moves));
+	snap.force_move_count = 1;
+	snprintf(snap.force_moves[0].site, sizeof(snap.force_moves[0].site), "dc1");
+	snap.force_moves[0].id = 1;
+	snap.force_moves[0].percent = 100;
+	snprintf(snap.force_moves[0].destinations, sizeof(snap.force_moves[0].destinations),
+		 "dc2");
+	snap.backends[1].mark = HEALTH_MARK_DOWN;
+	CHECK(localdb_replace(ldb, &snap, &error) == 1);
+	CHECK(route_decide(ldb, "dc1", "u", &r, &error) == ROUTE_UNAVAILABLE);
+	CHECK(strstr(error, "force move 1 of site dc1 sends u to site dc2, which has no backend") !=
+	      NULL);
+	/* stopped (the row gone): home */
+	build(&snap, NULL, 0, NULL, 0);
+	user_of(&snap, 3);
+	CHECK(localdb_replace(ldb, &snap, &error) == 1);
+	CHECK(route(ldb, "dc1", &r) == ROUTE_OK);
+	CHECK_STR(r.backend.name, "b1");
+	CHECK(r.force_move_id == 0);
+	localdb_destroy(&ldb);
+}
+
 void suite_route_cells(void)
 {
+	test_force_moves();
 	const char *error;
 	struct route_result r;
 	struct geodb_snapshot snap;
