@@ -33,6 +33,19 @@
 #include <string.h>
 #include <time.h>
 
+#define SQL_NUMBER_(x) #x
+#define SQL_NUMBER(x) SQL_NUMBER_(x)
+/* Whether the heartbeat row ROW (NEW or OLD in a trigger) is one a failover
+ * cell needs: of its group's home site, in the bucket of the cell or the
+ * one before (see snapshot_heartbeats()). */
+#define HEARTBEAT_NEEDED(row)                                                                      \
+	"EXISTS (SELECT 1 FROM group_failover f CROSS JOIN groups g ON g.group_id = f.group_id"    \
+	" WHERE g.site = " row ".site"                                                             \
+	" AND " row ".bucket >= f.written_at_ms / " SQL_NUMBER(                                    \
+		GEODB_HEARTBEAT_BUCKET_MS) " - 1"                                                  \
+					   " AND " row ".bucket <= f.written_at_ms / " SQL_NUMBER( \
+						   GEODB_HEARTBEAT_BUCKET_MS) ")"
+
 static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS sites ("
@@ -80,9 +93,11 @@ static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS user_backend ("
 	" username TEXT PRIMARY KEY, backend TEXT NOT NULL, recorded_at INTEGER NOT NULL);"
 	/* version 4: several sites.  groups.failover_site (above; added to
-	 * older files by schema_added_columns), the sites' heartbeats and
-	 * reachability (expiring; not read by routing), the failover cells and
-	 * the force moves (read by routing: triggers below).  Times in ms. */
+	 * older files by schema_added_columns), the sites' heartbeats
+	 * (expiring; routing reads only the rows the failover cells need:
+	 * triggers below) and reachability (expiring; not read by routing),
+	 * the failover cells and the force moves (read by routing: triggers
+	 * below).  Times in ms. */
 	"CREATE TABLE IF NOT EXISTS site_heartbeats ("
 	" site TEXT NOT NULL, bucket INTEGER NOT NULL, beat_ms INTEGER NOT NULL,"
 	" writer TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (site, bucket));"
@@ -137,7 +152,26 @@ static const char *const schema_sql =
 	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_update AFTER UPDATE ON site_force_moves"
 	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
 	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_delete AFTER DELETE ON site_force_moves"
-	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;";
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	/* a heartbeat is a routing change only when it is a row a failover
+	 * cell needs (struct geodb_snapshot): a home site's beat landing after
+	 * the snapshot read may void a cell (brain/site.h, rule 4), and a
+	 * daemon watching the file must read it again; every other beat (one
+	 * per site every few seconds) stays no change */
+	"CREATE TRIGGER IF NOT EXISTS routing_heartbeats_insert AFTER INSERT ON site_heartbeats"
+	" WHEN " HEARTBEAT_NEEDED(
+		"NEW") " BEGIN UPDATE meta SET value = value + 1"
+		       " WHERE key = 'routing_generation'; END;"
+		       "CREATE TRIGGER IF NOT EXISTS routing_heartbeats_update AFTER UPDATE ON "
+		       "site_heartbeats"
+		       " WHEN " HEARTBEAT_NEEDED(
+			       "NEW") " BEGIN UPDATE meta SET value = value + 1"
+				      " WHERE key = 'routing_generation'; END;"
+				      "CREATE TRIGGER IF NOT EXISTS routing_heartbeats_delete "
+				      "AFTER DELETE ON site_heartbeats"
+				      " WHEN " HEARTBEAT_NEEDED(
+					      "OLD") " BEGIN UPDATE meta SET value = value + 1"
+						     " WHERE key = 'routing_generation'; END;";
 
 /* Columns that a version added to a table an older file already has. */
 static const struct added_column {
