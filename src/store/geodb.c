@@ -943,6 +943,21 @@ void geodb_sort_force_moves(struct geodb_site_force_move *moves, size_t count)
 		qsort(moves, count, sizeof(*moves), force_move_cmp);
 }
 
+static int heartbeat_cmp(const void *a, const void *b)
+{
+	const struct geodb_site_heartbeat *x = a, *y = b;
+	int cmp = strcmp(x->site, y->site);
+	if (cmp != 0)
+		return cmp;
+	return x->bucket < y->bucket ? -1 : x->bucket > y->bucket;
+}
+
+void geodb_sort_heartbeats(struct geodb_site_heartbeat *rows, size_t count)
+{
+	if (count > 1)
+		qsort(rows, count, sizeof(*rows), heartbeat_cmp);
+}
+
 /* ---- asynchronous calls ---- */
 
 enum op_kind { OP_SNAPSHOT, OP_ASSIGN, OP_HEALTH, OP_LEASE, OP_LEASE_RELEASE };

@@ -268,10 +268,18 @@ struct geodb_snapshot {
 	size_t failover_count;
 	struct geodb_site_force_move *force_moves; /* sorted by site, id */
 	size_t force_move_count;
-	/* the heartbeat rows the failover cells' verdicts need (brain/site.h
-	 * site_alive_at()): for every cell, its group's home site's rows of
-	 * buckets bucket(written_at_ms) - 1 and bucket(written_at_ms) where
-	 * they exist; sorted by site, then bucket */
+	/* The heartbeat rows (table site_heartbeats) the failover cells'
+	 * verdicts need, so that a daemon judges rule 4 of brain/site.h
+	 * (site_alive_at()) from its snapshot alone: for every cell of
+	 * failovers, the rows of its group's home site (the site of the
+	 * group's row in groups; nothing for a cell whose group has no row or
+	 * an empty site) of buckets bucket(written_at_ms) - 1 and
+	 * bucket(written_at_ms), bucket(t) = t / GEODB_HEARTBEAT_BUCKET_MS,
+	 * those that exist and have not expired.  Each row once, sorted by
+	 * site, then bucket (geodb_sort_heartbeats()).  Rows of other buckets
+	 * may be absent: the drivers read only the buckets the cells need,
+	 * never a site's whole week of them, and with no cells they read no
+	 * heartbeats at all. */
 	struct geodb_site_heartbeat *heartbeats;
 	size_t heartbeat_count;
 };
@@ -285,6 +293,7 @@ void geodb_sort_groups(struct geodb_group *groups, size_t count);
 void geodb_sort_users(struct geodb_user *users, size_t count);
 void geodb_sort_failovers(struct geodb_group_failover *cells, size_t count);
 void geodb_sort_force_moves(struct geodb_site_force_move *moves, size_t count);
+void geodb_sort_heartbeats(struct geodb_site_heartbeat *rows, size_t count);
 
 /* Opens spec (see above).  writer names this process in every row it
  * writes.  busy_timeout_ms bounds how long a call waits for another
@@ -310,12 +319,16 @@ int geodb_init(struct geodb *db, unsigned *from_r, const char **error_r);
 const char *geodb_schema_text(struct geodb *db);
 
 /* Whole-state read: sites, backends, groups, user overrides, failover
- * cells, force moves, meta. */
+ * cells, the heartbeat rows those cells need (see struct geodb_snapshot),
+ * force moves, meta. */
 int geodb_snapshot_read(struct geodb *db, struct geodb_snapshot *snap_r, const char **error_r);
-/* Replaces sites, backends, groups, users, failover cells, force moves and
- * group_count by snap's, rows
- * as they are (writers and epochs kept), in one transaction: how the
- * LocalDB file is written.  SQLite only. */
+/* Replaces sites, backends, groups, users, failover cells, heartbeat rows,
+ * force moves and group_count by snap's, rows as they are (writers and
+ * epochs kept), in one transaction: how the LocalDB file is written.  The
+ * heartbeat rows stored do not expire (a copy of one snapshot: its cells
+ * do not either, and a cell whose heartbeats were gone would turn from
+ * void to standing); geodb_snapshot_read() of the file returns those of
+ * them that its cells need.  SQLite only. */
 int geodb_snapshot_store(struct geodb *db, const struct geodb_snapshot *snap, const char **error_r);
 
 /* A read transaction around several reads: one lock round-trip instead of

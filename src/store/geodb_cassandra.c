@@ -62,6 +62,9 @@
 
 #define KEYSPACE_MAX_LEN 48
 #define SNAP_PARTS 7
+/* The snapshot's second phase, the heartbeat rows its failover cells need:
+ * at most this many range queries (see snap_heartbeat_ranges()) */
+#define SNAP_HEARTBEAT_QUERIES_MAX 64
 #define LWT_MAX_COLS 16
 #define ROW_MAX_COLS 16 /* the widest SELECT below */
 #define GROUP_SET_ATTEMPTS 8
@@ -1469,6 +1472,20 @@ struct snap_part {
 	struct cql_pending *pending;
 };
 
+/* A heartbeat row a failover cell of the snapshot needs: (home site, bucket). */
+struct snap_heartbeat_need {
+	char site[NAME_MAX_LEN + 1];
+	int64_t bucket;
+};
+
+/* One query of the snapshot's second phase: site's buckets from..to. */
+struct snap_heartbeat_range {
+	struct async_job *job;
+	struct cql_pending *pending;
+	char site[NAME_MAX_LEN + 1];
+	int64_t from_bucket, to_bucket;
+};
+
 struct async_job {
 	struct async_job *next, *prev;
 	enum job_kind kind;
@@ -1482,7 +1499,14 @@ struct async_job {
 	/* JOB_SNAPSHOT */
 	struct geodb_snapshot *snap;
 	struct snap_part parts[SNAP_PARTS];
-	unsigned remaining;
+	unsigned remaining; /* parts, then heartbeat ranges, still to come */
+	/* its second phase, once every part is in: the heartbeat rows the
+	 * failover cells need (sorted by site, bucket; each once) and the
+	 * queries that read them */
+	struct snap_heartbeat_need *heartbeat_needs;
+	size_t heartbeat_need_count;
+	struct snap_heartbeat_range *heartbeat_ranges;
+	size_t heartbeat_range_count;
 	/* JOB_ASSIGN: group is the answer (the row stored) */
 	struct geodb_group group;
 	struct cql_pending *pending;
@@ -1523,12 +1547,24 @@ static void job_unlink(struct cassdb *db, struct async_job *job)
 	job->next = job->prev = NULL;
 }
 
+/* Cancels the job's requests in flight, and frees the snapshot's heartbeat
+ * ranges and needs, which only those requests' callbacks use. */
 static void job_cancel_requests(struct async_job *job)
 {
 	for (unsigned i = 0; i < SNAP_PARTS; i++) {
 		if (job->parts[i].pending != NULL)
 			cql_client_cancel(&job->parts[i].pending);
 	}
+	for (size_t i = 0; i < job->heartbeat_range_count; i++) {
+		if (job->heartbeat_ranges[i].pending != NULL)
+			cql_client_cancel(&job->heartbeat_ranges[i].pending);
+	}
+	free(job->heartbeat_ranges);
+	job->heartbeat_ranges = NULL;
+	job->heartbeat_range_count = 0;
+	free(job->heartbeat_needs);
+	job->heartbeat_needs = NULL;
+	job->heartbeat_need_count = 0;
 	if (job->pending != NULL)
 		cql_client_cancel(&job->pending);
 }
@@ -1680,6 +1716,184 @@ static int snap_part_read(unsigned index, const struct cql_reply *reply,
 	}
 }
 
+/* ---- the snapshot's second phase: the heartbeat rows its cells need ----
+ *
+ * A failover cell is void when its group's home site was alive when it was
+ * written (brain/site.h, rule 4): when the site has a heartbeat row of
+ * bucket(written_at_ms) or the one before.  Those rows come with the
+ * snapshot (struct geodb_snapshot), read once the cells and groups are in:
+ * per home site, its needed buckets merged into runs of consecutive ones,
+ * one range query per run.  A site has up to a week of buckets (8640 a
+ * day), so it is never read whole unless it has to be: only when there are
+ * more than SNAP_HEARTBEAT_QUERIES_MAX runs (many cells far apart) does each
+ * site get one query over its first to last needed bucket, and the rows
+ * between, not needed, are dropped.  No cells (the common case): no
+ * queries. */
+
+static int heartbeat_need_cmp(const void *a, const void *b)
+{
+	const struct snap_heartbeat_need *x = a, *y = b;
+	int cmp = strcmp(x->site, y->site);
+	if (cmp != 0)
+		return cmp;
+	return x->bucket < y->bucket ? -1 : x->bucket > y->bucket;
+}
+
+static int group_id_cmp(const void *key, const void *item)
+{
+	unsigned id = *(const unsigned *)key;
+	unsigned other = ((const struct geodb_group *)item)->group_id;
+	return id < other ? -1 : id > other;
+}
+
+/* The (home site, bucket)s of snap's cells, sorted and each once: two per
+ * cell whose group has a row with a site (snap->groups is sorted). */
+static size_t snap_heartbeat_needs(const struct geodb_snapshot *snap,
+				   struct snap_heartbeat_need **needs_r)
+{
+	struct snap_heartbeat_need *needs = calloc(snap->failover_count * 2 + 1, sizeof(*needs));
+	size_t count = 0;
+	for (size_t i = 0; i < snap->failover_count; i++) {
+		const struct geodb_group_failover *cell = &snap->failovers[i];
+		const struct geodb_group *group =
+			bsearch(&cell->group_id, snap->groups, snap->group_row_count,
+				sizeof(*snap->groups), group_id_cmp);
+		if (group == NULL || group->site[0] == '\0')
+			continue;
+		int64_t bucket = cell->written_at_ms / GEODB_HEARTBEAT_BUCKET_MS;
+		for (int64_t b = bucket - 1; b <= bucket; b++) {
+			snprintf(needs[count].site, sizeof(needs[count].site), "%s", group->site);
+			needs[count++].bucket = b;
+		}
+	}
+	if (count > 1)
+		qsort(needs, count, sizeof(*needs), heartbeat_need_cmp);
+	size_t unique = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (unique == 0 || heartbeat_need_cmp(&needs[unique - 1], &needs[i]) != 0)
+			needs[unique++] = needs[i];
+	}
+	*needs_r = needs;
+	return unique;
+}
+
+/* The queries for needs (sorted, each once): a run of consecutive buckets
+ * of a site each, or beyond SNAP_HEARTBEAT_QUERIES_MAX runs one per site
+ * over its first to last needed bucket.  (More home sites with cells than
+ * that would still get one query each; no deployment has them.) */
+static size_t snap_heartbeat_ranges(const struct snap_heartbeat_need *needs, size_t need_count,
+				    struct snap_heartbeat_range **ranges_r)
+{
+	size_t runs = 0;
+	for (size_t i = 0; i < need_count; i++) {
+		if (i == 0 || strcmp(needs[i].site, needs[i - 1].site) != 0 ||
+		    needs[i].bucket != needs[i - 1].bucket + 1)
+			runs++;
+	}
+	bool per_site = runs > SNAP_HEARTBEAT_QUERIES_MAX;
+	struct snap_heartbeat_range *ranges = calloc(runs + 1, sizeof(*ranges));
+	size_t count = 0;
+	for (size_t i = 0; i < need_count; i++) {
+		struct snap_heartbeat_range *last = count > 0 ? &ranges[count - 1] : NULL;
+		if (last != NULL && strcmp(last->site, needs[i].site) == 0 &&
+		    (per_site || needs[i].bucket == last->to_bucket + 1)) {
+			last->to_bucket = needs[i].bucket;
+			continue;
+		}
+		struct snap_heartbeat_range *range = &ranges[count++];
+		snprintf(range->site, sizeof(range->site), "%s", needs[i].site);
+		range->from_bucket = range->to_bucket = needs[i].bucket;
+	}
+	*ranges_r = ranges;
+	return count;
+}
+
+static const char snap_heartbeat_what[] = "reading the snapshot (table site_heartbeats)";
+
+static int row_heartbeat(const struct cql_value *c, void *item, char *err, size_t size);
+
+/* Adds the rows of a range's reply that a cell needs to the snapshot. */
+static int snap_heartbeat_read(struct async_job *job, const struct cql_reply *reply, char *err,
+			       size_t size)
+{
+	struct geodb_site_heartbeat *rows = NULL;
+	size_t count = 0;
+	if (collect_rows(reply, HEARTBEAT_COLUMN_COUNT, sizeof(*rows), row_heartbeat,
+			 (void **)&rows, &count, err, size) < 0)
+		return -1;
+	struct geodb_snapshot *snap = job->snap;
+	if (count > 0)
+		snap->heartbeats =
+			realloc(snap->heartbeats, (snap->heartbeat_count + count) * sizeof(*rows));
+	for (size_t i = 0; i < count; i++) {
+		struct snap_heartbeat_need key;
+		snprintf(key.site, sizeof(key.site), "%s", rows[i].site);
+		key.bucket = rows[i].bucket;
+		if (bsearch(&key, job->heartbeat_needs, job->heartbeat_need_count, sizeof(key),
+			    heartbeat_need_cmp) != NULL)
+			snap->heartbeats[snap->heartbeat_count++] = rows[i];
+	}
+	free(rows);
+	return 0;
+}
+
+static void snap_heartbeat_done(const struct cql_reply *reply, void *context)
+{
+	struct snap_heartbeat_range *range = context;
+	struct async_job *job = range->job;
+	range->pending = NULL;
+	if (job->failed || job->done)
+		return;
+	char err[768];
+	if (reply->error != NULL) {
+		reply_error(job->db, reply, snap_heartbeat_what, job->error, sizeof(job->error));
+		job->failed = true;
+	} else if (snap_heartbeat_read(job, reply, err, sizeof(err)) < 0) {
+		snprintf(job->error, sizeof(job->error), "geodb: %s: %s", snap_heartbeat_what, err);
+		job->failed = true;
+	}
+	if (!job->failed && --job->remaining > 0)
+		return;
+	if (!job->failed)
+		geodb_sort_heartbeats(job->snap->heartbeats, job->snap->heartbeat_count);
+	job_finish(job); /* frees range */
+}
+
+/* Starts the second phase; false if there is nothing to read (or it could
+ * not start: job->failed). */
+static bool snap_heartbeats_start(struct async_job *job)
+{
+	const struct geodb_snapshot *snap = job->snap;
+	if (snap->failover_count == 0)
+		return false;
+	job->heartbeat_need_count = snap_heartbeat_needs(snap, &job->heartbeat_needs);
+	job->heartbeat_range_count = snap_heartbeat_ranges(
+		job->heartbeat_needs, job->heartbeat_need_count, &job->heartbeat_ranges);
+	if (job->heartbeat_range_count == 0)
+		return false;
+	job->remaining = (unsigned)job->heartbeat_range_count;
+	for (size_t i = 0; i < job->heartbeat_range_count; i++) {
+		struct snap_heartbeat_range *range = &job->heartbeat_ranges[i];
+		struct vals v = {0};
+		v_text(&v, range->site);
+		v_bigint(&v, range->from_bucket);
+		v_bigint(&v, range->to_bucket);
+		if (v.error != NULL) {
+			snprintf(job->error, sizeof(job->error), "geodb: %s: site %s: %s",
+				 snap_heartbeat_what, range->site, v.error);
+			job->failed = true;
+			v_free(&v);
+			return false; /* job_finish() cancels the ones sent */
+		}
+		struct cql_request req;
+		fill_request(job->db, &req, job->db->cql[Q_HEARTBEAT_RANGE], &v, F_READ | F_ALL);
+		range->job = job;
+		range->pending = cql_client_execute(job->client, &req, snap_heartbeat_done, range);
+		v_free(&v);
+	}
+	return true;
+}
+
 static void snap_part_done(const struct cql_reply *reply, void *context)
 {
 	struct snap_part *part = context;
@@ -1702,6 +1916,8 @@ static void snap_part_done(const struct cql_reply *reply, void *context)
 		no_schema_sentence(job->db, job->error, sizeof(job->error));
 		job->failed = true;
 	}
+	if (!job->failed && snap_heartbeats_start(job))
+		return;
 	job_finish(job);
 }
 
@@ -4009,15 +4225,6 @@ static int row_site_name(const struct cql_value *c, void *item, char *err, size_
 	return cell_text(&c[0], "site", site->name, sizeof(site->name), err, size);
 }
 
-static int heartbeat_cmp(const void *a, const void *b)
-{
-	const struct geodb_site_heartbeat *x = a, *y = b;
-	int c = strcmp(x->site, y->site);
-	if (c != 0)
-		return c;
-	return x->bucket < y->bucket ? -1 : x->bucket > y->bucket;
-}
-
 static int cass_site_heartbeat_list(struct geodb *geo, const char *site, int64_t from_ms,
 				    int64_t to_ms, struct geodb_site_heartbeat **rows_r,
 				    size_t *count_r, const char **error_r)
@@ -4064,8 +4271,7 @@ static int cass_site_heartbeat_list(struct geodb *geo, const char *site, int64_t
 		free(ctx.items);
 	}
 	free(sites);
-	if (count > 1)
-		qsort(all, count, sizeof(*all), heartbeat_cmp);
+	geodb_sort_heartbeats(all, count);
 	*rows_r = all != NULL ? all : calloc(1, sizeof(*all));
 	*count_r = count;
 	return 0;

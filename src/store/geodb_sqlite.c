@@ -33,6 +33,19 @@
 #include <string.h>
 #include <time.h>
 
+#define SQL_NUMBER_(x) #x
+#define SQL_NUMBER(x) SQL_NUMBER_(x)
+/* Whether the heartbeat row ROW (NEW or OLD in a trigger) is one a failover
+ * cell needs: of its group's home site, in the bucket of the cell or the
+ * one before (see snapshot_heartbeats()). */
+#define HEARTBEAT_NEEDED(row)                                                                      \
+	"EXISTS (SELECT 1 FROM group_failover f CROSS JOIN groups g ON g.group_id = f.group_id"    \
+	" WHERE g.site = " row ".site"                                                             \
+	" AND " row ".bucket >= f.written_at_ms / " SQL_NUMBER(                                    \
+		GEODB_HEARTBEAT_BUCKET_MS) " - 1"                                                  \
+					   " AND " row ".bucket <= f.written_at_ms / " SQL_NUMBER( \
+						   GEODB_HEARTBEAT_BUCKET_MS) ")"
+
 static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS sites ("
@@ -80,9 +93,11 @@ static const char *const schema_sql =
 	"CREATE TABLE IF NOT EXISTS user_backend ("
 	" username TEXT PRIMARY KEY, backend TEXT NOT NULL, recorded_at INTEGER NOT NULL);"
 	/* version 4: several sites.  groups.failover_site (above; added to
-	 * older files by schema_added_columns), the sites' heartbeats and
-	 * reachability (expiring; not read by routing), the failover cells and
-	 * the force moves (read by routing: triggers below).  Times in ms. */
+	 * older files by schema_added_columns), the sites' heartbeats
+	 * (expiring; routing reads only the rows the failover cells need:
+	 * triggers below) and reachability (expiring; not read by routing),
+	 * the failover cells and the force moves (read by routing: triggers
+	 * below).  Times in ms. */
 	"CREATE TABLE IF NOT EXISTS site_heartbeats ("
 	" site TEXT NOT NULL, bucket INTEGER NOT NULL, beat_ms INTEGER NOT NULL,"
 	" writer TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (site, bucket));"
@@ -137,7 +152,26 @@ static const char *const schema_sql =
 	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_update AFTER UPDATE ON site_force_moves"
 	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
 	"CREATE TRIGGER IF NOT EXISTS routing_force_moves_delete AFTER DELETE ON site_force_moves"
-	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;";
+	" BEGIN UPDATE meta SET value = value + 1 WHERE key = 'routing_generation'; END;"
+	/* a heartbeat is a routing change only when it is a row a failover
+	 * cell needs (struct geodb_snapshot): a home site's beat landing after
+	 * the snapshot read may void a cell (brain/site.h, rule 4), and a
+	 * daemon watching the file must read it again; every other beat (one
+	 * per site every few seconds) stays no change */
+	"CREATE TRIGGER IF NOT EXISTS routing_heartbeats_insert AFTER INSERT ON site_heartbeats"
+	" WHEN " HEARTBEAT_NEEDED(
+		"NEW") " BEGIN UPDATE meta SET value = value + 1"
+		       " WHERE key = 'routing_generation'; END;"
+		       "CREATE TRIGGER IF NOT EXISTS routing_heartbeats_update AFTER UPDATE ON "
+		       "site_heartbeats"
+		       " WHEN " HEARTBEAT_NEEDED(
+			       "NEW") " BEGIN UPDATE meta SET value = value + 1"
+				      " WHERE key = 'routing_generation'; END;"
+				      "CREATE TRIGGER IF NOT EXISTS routing_heartbeats_delete "
+				      "AFTER DELETE ON site_heartbeats"
+				      " WHEN " HEARTBEAT_NEEDED(
+					      "OLD") " BEGIN UPDATE meta SET value = value + 1"
+						     " WHERE key = 'routing_generation'; END;";
 
 /* Columns that a version added to a table an older file already has. */
 static const struct added_column {
@@ -1293,6 +1327,40 @@ static int meta_uint(struct sqldb *db, const char *key, unsigned *value_r, const
 	return 0;
 }
 
+static void read_heartbeat_row(sqlite3_stmt *stmt, void *item);
+
+/* The heartbeat rows the failover cells need (struct geodb_snapshot): per
+ * cell whose group has a row with a site, that site's rows of buckets
+ * bucket(written_at_ms) - 1 and bucket(written_at_ms), looked up by the
+ * primary key (site, bucket), never a scan of the site's week of rows.
+ * CROSS JOIN keeps that order (SQLite's planner would otherwise scan every
+ * group for the few cells), DISTINCT drops the second copy of a row two
+ * cells in adjacent buckets both need. */
+static int snapshot_heartbeats(struct sqldb *db, struct geodb_snapshot *snap, const char **error_r)
+{
+	if (snap->failover_count == 0)
+		return 0; /* the common case costs nothing */
+	char sql[640];
+	snprintf(sql, sizeof(sql),
+		 "SELECT DISTINCT h.site, h.bucket, h.beat_ms, h.writer FROM group_failover f"
+		 " CROSS JOIN groups g ON g.group_id = f.group_id AND g.site <> ''"
+		 " CROSS JOIN site_heartbeats h ON h.site = g.site"
+		 " AND h.bucket >= f.written_at_ms / %d - 1 AND h.bucket <= f.written_at_ms / %d"
+		 " WHERE h.expires_at > ? ORDER BY h.site, h.bucket",
+		 GEODB_HEARTBEAT_BUCKET_MS, GEODB_HEARTBEAT_BUCKET_MS);
+	sqlite3_stmt *stmt = prepare(db, sql, error_r);
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_int64(stmt, 1, now_seconds());
+	if (collect(db, stmt, sizeof(*snap->heartbeats), read_heartbeat_row,
+		    (void **)&snap->heartbeats, &snap->heartbeat_count, error_r) < 0)
+		return fail(db, error_r,
+			    "geodb: reading the snapshot (table site_heartbeats) failed on %s: %s",
+			    db->path, sqlite3_errmsg(db->sqlite));
+	/* SQLite's text order is memcmp's, strcmp's: sorted already */
+	return 0;
+}
+
 static int sqlite_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap,
 				const char **error_r)
 {
@@ -1309,6 +1377,7 @@ static int sqlite_snapshot_read(struct geodb *geo, struct geodb_snapshot *snap,
 	    sqlite_user_list(geo, &snap->users, &snap->user_count, error_r) == 0 &&
 	    sqlite_group_failover_list(geo, &snap->failovers, &snap->failover_count, error_r) ==
 		    0 &&
+	    snapshot_heartbeats(db, snap, error_r) == 0 &&
 	    sqlite_site_force_move_list(geo, NULL, &snap->force_moves, &snap->force_move_count,
 					error_r) == 0)
 		ret = 0;
@@ -1968,11 +2037,46 @@ static int sqlite_site_force_move_list(struct geodb *geo, const char *site,
 
 /* ---- the LocalDB file ---- */
 
+/* The snapshot's heartbeat rows, which never expire in the file: it is a
+ * copy of one snapshot, whose failover cells do not expire either, and a
+ * cell whose heartbeats had gone would turn from void to standing (rule 4
+ * of brain/site.h) in a daemon that starts from the file. */
+static int store_heartbeats(struct sqldb *db, const struct geodb_snapshot *snap,
+			    const char **error_r)
+{
+	if (snap->heartbeat_count == 0)
+		return 0;
+	sqlite3_stmt *stmt =
+		prepare(db,
+			"INSERT OR REPLACE INTO site_heartbeats (site, bucket, beat_ms,"
+			" writer, expires_at) VALUES (?, ?, ?, ?, ?)",
+			error_r);
+	if (stmt == NULL)
+		return -1;
+	for (size_t i = 0; i < snap->heartbeat_count; i++) {
+		const struct geodb_site_heartbeat *hb = &snap->heartbeats[i];
+		sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, hb->site, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, hb->bucket);
+		sqlite3_bind_int64(stmt, 3, hb->beat_ms);
+		sqlite3_bind_text(stmt, 4, hb->writer, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 5, INT64_MAX);
+		if (step_done(db, stmt, "storing a heartbeat (table site_heartbeats)", error_r) <
+		    0) {
+			sqlite3_finalize(stmt);
+			return -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	return 0;
+}
+
 static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const char **error_r)
 {
 	static const char *const clear =
 		"DELETE FROM sites; DELETE FROM backends; DELETE FROM groups; DELETE FROM users;"
-		" DELETE FROM group_failover; DELETE FROM site_force_moves;";
+		" DELETE FROM group_failover; DELETE FROM site_force_moves;"
+		" DELETE FROM site_heartbeats;";
 	if (exec(db, clear, error_r) < 0)
 		return -1;
 	sqlite3_stmt *stmt = prepare(db,
@@ -2078,6 +2182,8 @@ static int store_rows(struct sqldb *db, const struct geodb_snapshot *snap, const
 				     error_r) < 0)
 			return -1;
 	}
+	if (store_heartbeats(db, snap, error_r) < 0)
+		return -1;
 	if (snap->group_count != 0) {
 		char sql[160];
 		snprintf(sql, sizeof(sql),

@@ -59,6 +59,8 @@ unsigned unit_passed, unit_failed;
 #define LOAD_MANY 260      /* group loads in one report: more than a page */
 #define SITES_FIRST 3500   /* several sites: failover_site, failover cells */
 #define FAILOVER_MANY 120  /* failover cells: more than a page */
+#define SNAPHB_FIRST 4000  /* the snapshot's heartbeat rows */
+#define SNAPHB_SPREAD 70   /* cells far apart: more runs of buckets than a snapshot's queries */
 
 static const char *spec;
 static bool is_cassandra;
@@ -2364,12 +2366,16 @@ static void test_force_moves(struct geodb *db, struct geodb *db2)
 	CHECK(stopped == 1);
 }
 
+static void test_snapshot_heartbeats(struct geodb *db, struct geodb *db2);
+
 static void test_sites_v4(struct geodb *db, struct geodb *db2)
 {
 	test_failover_site(db, db2);
 	test_heartbeats(db, db2);
 	test_reachability(db, db2);
 	test_site_expiry(db, db2);
+	/* while no other test's failover cells stand */
+	test_snapshot_heartbeats(db, db2);
 	test_failover_cells(db, db2);
 	test_force_moves(db, db2);
 }
@@ -2400,6 +2406,9 @@ static void check_snapshot_sites(struct geodb *db, const struct geodb_snapshot *
 			strcmp(snap->force_moves[i].written_by, moves[i].written_by) == 0;
 	CHECK(same == count);
 	free(moves);
+	/* heartbeat rows there are (test_heartbeats()), but none of these
+	 * cells' groups has a row: no home site, nothing to read for them */
+	CHECK(snap->heartbeat_count == 0);
 	/* the failover site of a group (test_failover_site()) */
 	bool seen = false;
 	for (size_t i = 0; i < snap->group_row_count; i++) {
@@ -2634,6 +2643,200 @@ static void dispatch(struct event_base *base, unsigned seconds)
 	evtimer_add(timer, &tv);
 	event_base_dispatch(base);
 	event_free(timer);
+}
+
+/* ---- the snapshot's heartbeat rows ---- */
+
+/* Heartbeats of the snapshot's home sites, far from test_heartbeats()'s. */
+#define SNAPHB_T0 1800001000000LL
+#define SNAPHB_B0 (SNAPHB_T0 / GEODB_HEARTBEAT_BUCKET_MS)
+
+/* snap's heartbeat rows as "site@bucket-SNAPHB_B0,...", in their order. */
+static const char *heartbeat_names(const struct geodb_snapshot *snap)
+{
+	static char names[4096];
+	size_t len = 0;
+	names[0] = '\0';
+	for (size_t i = 0; i < snap->heartbeat_count && len < sizeof(names); i++)
+		len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s@%lld",
+					i > 0 ? "," : "", snap->heartbeats[i].site,
+					(long long)(snap->heartbeats[i].bucket - SNAPHB_B0));
+	return names;
+}
+
+static void put_snaphb_beat(struct geodb *db, const char *site, int64_t bucket_offset)
+{
+	const char *error = NULL;
+	int64_t ms = (SNAPHB_B0 + bucket_offset) * GEODB_HEARTBEAT_BUCKET_MS + 4321;
+	CHECK_OK(geodb_site_heartbeat_put(db, site, "hbw", ms, &error), error);
+}
+
+static void put_snaphb_cell(struct geodb *db, unsigned group_id, int64_t written_at_ms)
+{
+	const char *error = NULL;
+	struct geodb_group_failover cell =
+		make_failover(group_id, "dc2", "b21", GEODB_FAILOVER_REASON_OUTAGE, 1);
+	cell.written_at_ms = written_at_ms;
+	CHECK_OK(geodb_group_failover_put(db, &cell, &error), error);
+}
+
+static void read_snapshot(struct geodb *db, struct geodb_snapshot *snap)
+{
+	const char *error = NULL;
+	memset(snap, 0, sizeof(*snap));
+	CHECK_OK(geodb_snapshot_read(db, snap, &error), error);
+}
+
+/* The snapshot of a handle of its own, read asynchronously. */
+static const char *async_heartbeat_names(void)
+{
+	static char names[4096];
+	const char *error = NULL;
+	struct async_state st;
+	memset(&st, 0, sizeof(st));
+	st.base = event_base_new();
+	struct geodb *db3 = open_db("conf-hb");
+	CHECK_OK(geodb_attach(db3, st.base, &error), error);
+	struct geodb_op *op = geodb_snapshot_read_async(db3, on_snapshot, &st);
+	CHECK(op != NULL);
+	dispatch(st.base, 20);
+	CHECK(st.calls == 1 && st.snap != NULL);
+	snprintf(names, sizeof(names), "async error: %s", st.error);
+	if (st.snap != NULL) {
+		snprintf(names, sizeof(names), "%s", heartbeat_names(st.snap));
+		geodb_snapshot_free(st.snap);
+		free(st.snap);
+	}
+	geodb_close(&db3);
+	event_base_free(st.base);
+	return names;
+}
+
+/* What a snapshot carries of the heartbeats (struct geodb_snapshot): for
+ * each failover cell, its group's home site's rows of the cell's bucket and
+ * the one before, where they exist; nothing of other buckets or of sites
+ * that are no cell's home; each row once; sorted by site, then bucket.  Runs
+ * while no other test's cells stand, and releases its own. */
+static void test_snapshot_heartbeats(struct geodb *db, struct geodb *db2)
+{
+	const char *error = NULL;
+	const int64_t b0_ms = SNAPHB_B0 * GEODB_HEARTBEAT_BUCKET_MS;
+	struct geodb_snapshot snap;
+	/* home sites: hs1 of groups +0, +1, +2, hs2 of +3; +4 has no row; hs3
+	 * beats in the buckets hs1's cells need but is nobody's home */
+	static const char *const homes[] = {"hs1", "hs1", "hs1", "hs2"};
+	for (unsigned i = 0; i < 4; i++) {
+		struct geodb_group g = make_group(SNAPHB_FIRST + i, homes[i], "b1", 1);
+		CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+	}
+	for (int64_t b = -3; b <= 2; b++)
+		put_snaphb_beat(db, "hs1", b);
+	put_snaphb_beat(db, "hs1", 8);
+	put_snaphb_beat(db2, "hs2", 19);
+	put_snaphb_beat(db2, "hs2", 21);
+	for (int64_t b = -1; b <= 1; b++)
+		put_snaphb_beat(db2, "hs3", b);
+
+	/* no cells: no rows, though there are heartbeats */
+	read_snapshot(db2, &snap);
+	CHECK(snap.failover_count == 0 && snap.heartbeat_count == 0);
+	geodb_snapshot_free(&snap);
+	/* a cell whose group has no row: nothing for it */
+	put_snaphb_cell(db, SNAPHB_FIRST + 4, b0_ms + 500);
+	read_snapshot(db2, &snap);
+	CHECK(snap.failover_count == 1 && snap.heartbeat_count == 0);
+	geodb_snapshot_free(&snap);
+	/* a cell in bucket B0: hs1's B0 - 1 and B0, not B0 - 2 or B0 + 1, not
+	 * hs3's */
+	put_snaphb_cell(db, SNAPHB_FIRST + 0, b0_ms + 500);
+	read_snapshot(db2, &snap);
+	CHECK_STR(heartbeat_names(&snap), "hs1@-1,hs1@0");
+	if (snap.heartbeat_count == 2) {
+		CHECK(snap.heartbeats[1].beat_ms == b0_ms + 4321);
+		CHECK_STR(snap.heartbeats[1].writer, "hbw");
+	}
+	geodb_snapshot_free(&snap);
+	/* one in the next bucket (B0 once), one whose buckets have no rows
+	 * (hs1's B0 + 8 is not B0 + 9 or B0 + 10), hs2's where one of the two
+	 * exists (B0 + 19; B0 + 21 is not needed) */
+	put_snaphb_cell(db2, SNAPHB_FIRST + 1, b0_ms + GEODB_HEARTBEAT_BUCKET_MS + 9999);
+	put_snaphb_cell(db2, SNAPHB_FIRST + 2, b0_ms + 10 * GEODB_HEARTBEAT_BUCKET_MS);
+	put_snaphb_cell(db2, SNAPHB_FIRST + 3, b0_ms + 20 * GEODB_HEARTBEAT_BUCKET_MS + 1);
+	read_snapshot(db, &snap);
+	CHECK(snap.failover_count == 5);
+	CHECK_STR(heartbeat_names(&snap), "hs1@-1,hs1@0,hs1@1,hs2@19");
+	/* the same asynchronously */
+	CHECK_STR(async_heartbeat_names(), "hs1@-1,hs1@0,hs1@1,hs2@19");
+	if (!is_cassandra) {
+		/* the LocalDB file keeps them: stored, read back */
+		char path[4200], local_spec[4300];
+		snprintf(path, sizeof(path), "%s-localhb", spec + 7);
+		snprintf(local_spec, sizeof(local_spec), "sqlite:%s", path);
+		unlink(path);
+		struct geodb *local = NULL;
+		struct geodb_snapshot back;
+		memset(&back, 0, sizeof(back));
+		CHECK_OK(geodb_open(local_spec, "localdb", 1000, &local, &error), error);
+		if (local != NULL) {
+			CHECK_OK(geodb_snapshot_store(local, &snap, &error), error);
+			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
+			/* stored again over itself: replaced, not added */
+			CHECK_OK(geodb_snapshot_store(local, &back, &error), error);
+			geodb_snapshot_free(&back);
+			memset(&back, 0, sizeof(back));
+			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
+			geodb_close(&local);
+		}
+		CHECK_STR(heartbeat_names(&back), "hs1@-1,hs1@0,hs1@1,hs2@19");
+		unsigned same = 0;
+		for (size_t i = 0; i < back.heartbeat_count && i < snap.heartbeat_count; i++)
+			same += back.heartbeats[i].beat_ms == snap.heartbeats[i].beat_ms &&
+				strcmp(back.heartbeats[i].writer, snap.heartbeats[i].writer) == 0;
+		CHECK(same == snap.heartbeat_count && same == 4);
+		geodb_snapshot_free(&back);
+		remove_sqlite_file(path);
+	}
+	geodb_snapshot_free(&snap);
+
+	/* cells far apart: more runs of buckets than a snapshot's queries, so
+	 * hs4 is read over its first to last needed bucket, and the rows
+	 * between (B0 + 3i + 1) are dropped */
+	for (unsigned i = 0; i < SNAPHB_SPREAD; i++) {
+		struct geodb_group g = make_group(SNAPHB_FIRST + 100 + i, "hs4", "b1", 1);
+		CHECK(geodb_group_assign_if_absent(db, &g, &error) == 1);
+		for (int64_t b = 3 * (int64_t)i - 1; b <= 3 * (int64_t)i + 1; b++)
+			put_snaphb_beat(db2, "hs4", b);
+		put_snaphb_cell(db, SNAPHB_FIRST + 100 + i,
+				b0_ms + 3 * (int64_t)i * GEODB_HEARTBEAT_BUCKET_MS + 7);
+	}
+	read_snapshot(db2, &snap);
+	CHECK(snap.heartbeat_count == 4 + 2 * SNAPHB_SPREAD);
+	unsigned right = 0, in_order = 0;
+	for (size_t i = 0; i < snap.heartbeat_count; i++) {
+		const struct geodb_site_heartbeat *hb = &snap.heartbeats[i];
+		int64_t b = hb->bucket - SNAPHB_B0;
+		if (strcmp(hb->site, "hs4") == 0)
+			right += b >= -1 && b <= 3 * (SNAPHB_SPREAD - 1) && (b + 3) % 3 != 1;
+		if (i > 0) {
+			int cmp = strcmp(snap.heartbeats[i - 1].site, hb->site);
+			in_order +=
+				cmp < 0 || (cmp == 0 && snap.heartbeats[i - 1].bucket < hb->bucket);
+		}
+	}
+	CHECK(right == 2 * SNAPHB_SPREAD);
+	CHECK(snap.heartbeat_count > 0 && in_order == snap.heartbeat_count - 1);
+	geodb_snapshot_free(&snap);
+	CHECK(strstr(async_heartbeat_names(), "hs2@19,hs4@-1,hs4@0,hs4@2,hs4@3,hs4@5") != NULL);
+
+	/* released: no rows again */
+	for (unsigned i = 0; i <= 4; i++)
+		CHECK(geodb_group_failover_release(db, SNAPHB_FIRST + i, "dc2", &error) == 1);
+	for (unsigned i = 0; i < SNAPHB_SPREAD; i++)
+		CHECK(geodb_group_failover_release(db2, SNAPHB_FIRST + 100 + i, "dc2", &error) ==
+		      1);
+	read_snapshot(db, &snap);
+	CHECK(snap.failover_count == 0 && snap.heartbeat_count == 0);
+	geodb_snapshot_free(&snap);
 }
 
 static void test_async(struct geodb *db)

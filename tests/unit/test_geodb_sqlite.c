@@ -266,8 +266,26 @@ static void test_localdb(struct geodb *a, struct geodb *b)
 	CHECK(geodb_group_failover_put(b, &cell, &reason) == 0);
 	CHECK(geodb_changed(a));
 	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
-	CHECK(snap.failover_count == 1);
+	CHECK(snap.failover_count == 1 && snap.heartbeat_count == 0);
 	CHECK(localdb_replace(ldb, &snap, &reason) == 1);
+	/* ... but a beat of the cell's home site (its group's: dc1) in the
+	 * cell's bucket is, for the snapshot carries it; another site's is
+	 * not, nor one of another bucket */
+	CHECK(geodb_group_failover_get(a, group, &cell, &reason) == 1);
+	CHECK(geodb_site_heartbeat_put(b, "dc2", "probe", cell.written_at_ms, &reason) == 0);
+	CHECK(geodb_site_heartbeat_put(b, "dc1", "probe", cell.written_at_ms + 3600000, &reason) ==
+	      0);
+	CHECK(!geodb_changed(a));
+	CHECK(geodb_site_heartbeat_put(b, "dc1", "probe", cell.written_at_ms, &reason) == 0);
+	CHECK(geodb_changed(a));
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(snap.heartbeat_count == 1 && strcmp(snap.heartbeats[0].site, "dc1") == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) >= 0);
+	/* a newer beat of the same bucket replaces the row: a change too */
+	CHECK(geodb_site_heartbeat_put(b, "dc1", "probe", cell.written_at_ms + 1, &reason) == 0);
+	CHECK(geodb_changed(a));
+	CHECK(geodb_snapshot_read(a, &snap, &reason) == 0);
+	CHECK(localdb_replace(ldb, &snap, &reason) >= 0);
 	struct geodb_site_force_move fm = {.id = 1, .percent = 5};
 	snprintf(fm.site, sizeof(fm.site), "dc1");
 	snprintf(fm.destinations, sizeof(fm.destinations), "dc2");
