@@ -322,6 +322,7 @@ int localdb_replace(struct localdb *ldb, struct geodb_snapshot *snap, const char
 	geodb_sort_users(snap->users, snap->user_count);
 	geodb_sort_failovers(snap->failovers, snap->failover_count);
 	geodb_sort_force_moves(snap->force_moves, snap->force_move_count);
+	geodb_sort_heartbeats(snap->heartbeats, snap->heartbeat_count);
 	track_cells(ldb, snap->failovers, snap->failover_count, unix_now_ms());
 	for (unsigned i = 0; i < ldb->group_count; i++) {
 		memset(&ldb->groups[i], 0, sizeof(ldb->groups[i]));
