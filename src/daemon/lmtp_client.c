@@ -1219,14 +1219,8 @@ static void cmd_lhlo(struct lmtp_client *client, const struct smtp_command *cmd)
  * and LHLO again.  Returns false if the client must stop reading. */
 static bool cmd_xclient(struct lmtp_client *client, const struct smtp_command *cmd)
 {
-	if (!client->id.trusted || client->id.forwarded) {
-		if (!client->id.trusted)
-			log_warning("event=forward_refused protocol=lmtp peer=%s:%u session=%s "
-				    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
-				    client->id.client_ip, client->id.client_port,
-				    client->id.session_id);
+	if (client_ident_xclient_refused(&client->id, "lmtp") || client->id.forwarded)
 		return client_bad_command(client, "502 5.5.1 Command not implemented\r\n");
-	}
 	if (client->transaction) {
 		client_send(client, "503 5.5.1 XCLIENT not permitted in a transaction\r\n");
 		return true;

@@ -267,6 +267,16 @@ void client_ident_forward_log(const struct client_ident *ident, const char *prot
 		 ident->session_id, ident->hops);
 }
 
+bool client_ident_xclient_refused(const struct client_ident *ident, const char *protocol)
+{
+	if (ident->trusted)
+		return false;
+	log_warning("event=forward_refused protocol=%s peer=%s:%u session=%s "
+		    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+		    protocol, ident->client_ip, ident->client_port, ident->session_id);
+	return true;
+}
+
 unsigned client_ident_ttl(const struct client_ident *ident)
 {
 	if (ident->proxy_ttl == 0)
