@@ -948,14 +948,10 @@ static struct lmtp_backend *backend_create(struct lmtp_client *client,
 	struct lmtp_backend *backend = calloc(1, sizeof(*backend));
 	backend->client = client;
 	backend_key(route, backend->name, sizeof(backend->name));
-	if (route->via_site[0] != '\0') {
-		backend->forward = true;
-		snprintf(backend->address, sizeof(backend->address), "%s", route->forward_address);
-		backend->port = route->forward_port;
-	} else {
-		snprintf(backend->address, sizeof(backend->address), "%s", route->backend.address);
-		backend->port = client->daemon->set->backend_port_lmtp;
-	}
+	const char *address;
+	backend->forward = login_route_target(route, client->daemon->set->backend_port_lmtp,
+					      &address, &backend->port);
+	snprintf(backend->address, sizeof(backend->address), "%s", address);
 	backend->timer = evtimer_new(client->daemon->base, backend_timer_fired, backend);
 	backend_deadline_set(backend);
 	backend->next = client->backends;

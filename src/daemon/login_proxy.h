@@ -121,6 +121,13 @@ enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
 enum route_status login_route_site(struct daemon *daemon, const char *protocol,
 				   const struct client_ident *ident, struct route_result *route,
 				   const char **reason_r);
+/* Where a session of route (through login_route_site()) connects: for a
+ * group in another site, that site's load balancer (route->forward_address
+ * and ->forward_port); else the group's backend at backend_port (the
+ * protocol's backend port setting).  *ip_r points into route.  Returns
+ * whether it is the load balancer. */
+bool login_route_target(const struct route_result *route, int backend_port, const char **ip_r,
+			int *port_r);
 
 enum login_proxy_result {
 	LOGIN_PROXY_PROXYING,
