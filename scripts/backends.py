@@ -91,6 +91,11 @@ RELAY_HOST, RELAY_PORT = "127.0.0.1", 1
 # Unix socket paths are limited to 108 bytes; Dovecot appends up to ~30 chars to base_dir.
 MAX_BASE_DIR_LEN = 70
 FD_LIMIT = 65536
+# Start-up failures of a master that mean "an earlier instance was still in the way" (a port or
+# a unix socket in base_dir still held, a master.pid naming a live process): start() waits for
+# the leftovers to go and tries once more.
+TRANSIENT_START_ERRORS = ("Address already in use", "Socket already exists",
+                          "Dovecot is already running")
 
 
 class BackendError(RuntimeError):
@@ -148,16 +153,6 @@ def _imap_answers(ip: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _port_refuses(ip: str, port: int) -> bool:
-    try:
-        with socket.create_connection((ip, port), timeout=0.5):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
 def _check_free(ip: str, port: int) -> Optional[str]:
     """None if (ip, port) can be bound, else the error text."""
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
@@ -170,15 +165,44 @@ def _check_free(ip: str, port: int) -> Optional[str]:
 
 
 def _pid_cmdline(pid: int) -> Optional[str]:
-    """Command line of a live (non-zombie) process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return None
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return None
+    """Command line of a live (non-zombie) process, or None.
+
+    A starting master execs three times (python's fork -> dovecot -> doveconf -> dovecot: the
+    master has doveconf parse its config and exec it back).  Inside each execve the kernel
+    shows an empty /proc/PID/cmdline for a moment; read again rather than answer "".
+    """
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    return None
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, IndexError):
+            return None
+        if cmdline:
+            return cmdline.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.001)
+    return ""
+
+
+def _group_members(pgid: int) -> list[str]:
+    """'PID (comm)' of every live (non-zombie) process in process group pgid."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode(errors="replace")
+        fields = stat.rsplit(b")", 1)[1].split()
+        # fields: state ppid pgrp ...
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(f"{entry} ({comm})")
+    return members
 
 
 def _write_file(path: str, text: str, mode: int = 0o644) -> None:
@@ -208,6 +232,8 @@ class Backend:
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
         self.pid = pid
         self._proc: Optional[subprocess.Popen] = None
+        # sizes of dovecot.out / dovecot.log when the master was spawned: what it wrote since
+        self._spawn_offsets: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.name} {self.ip} pid={self.pid})"
@@ -442,8 +468,10 @@ service doveadm {{
         if self.pid is None:
             return False
         if self._proc is not None and self._proc.pid == self.pid:
-            if self._proc.poll() is not None:
-                return False
+            # Our own child: its pid cannot be reused before we reap it, so poll() is the whole
+            # answer.  (Its command line is not: it is python's until the exec, then doveconf's,
+            # and empty for a moment inside each exec.)
+            return self._proc.poll() is None
         return self._is_ours(self.pid)
 
     def spawn(self) -> None:
@@ -455,6 +483,12 @@ service doveadm {{
         if busy:
             raise BackendError(f"{self.name}: cannot start, address in use: " + ", ".join(busy))
         os.makedirs(self.base_dir, 0o755, exist_ok=True)
+        self._spawn_offsets = {}
+        for path in (self.out_path, self.log_path):
+            try:
+                self._spawn_offsets[path] = os.path.getsize(path)
+            except FileNotFoundError:
+                self._spawn_offsets[path] = 0
         out = open(self.out_path, "ab")
         try:
             self._proc = subprocess.Popen(
@@ -465,6 +499,18 @@ service doveadm {{
             out.close()
         self.pid = self._proc.pid
 
+    def startup_output(self) -> str:
+        """What the master wrote to dovecot.out and dovecot.log since the last spawn()."""
+        parts = []
+        for path in (self.out_path, self.log_path):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._spawn_offsets.get(path, 0))
+                    parts.append(f.read().decode(errors="replace"))
+            except FileNotFoundError:
+                pass
+        return "".join(parts)
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -472,23 +518,80 @@ service doveadm {{
             if self.is_running() and _imap_answers(self.ip, self.ports["imap"]):
                 return
             if not self.is_running():
-                raise BackendError(f"{self.name} ({self.ip}) exited during start-up\n"
-                                   + self.log_tail())
+                status = self._proc.returncode if self._proc is not None else None
+                output = self.startup_output().strip() or "(nothing)"
+                raise BackendError(f"{self.name} ({self.ip}) exited during start-up "
+                                   f"(pid {self.pid}, exit status {status}); its output:\n"
+                                   + output)
             if time.monotonic() > deadline:
                 raise BackendError(f"{self.name} ({self.ip}:{self.ports['imap']}) did not answer "
                                    f"IMAP within {timeout:.0f}s\n" + self.log_tail())
             time.sleep(0.05)
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
-        """Start (again) with the existing config/mail and wait until IMAP answers."""
+        """Start (again) with the existing config/mail and wait until IMAP answers.
+
+        If the master exits during start-up because something of an earlier instance was still
+        in its way (see TRANSIENT_START_ERRORS), wait for that to go and try once more."""
         if not os.path.exists(self.conf_path):
             raise BackendError(f"{self.name}: {self.conf_path} missing; use Fleet.start() first")
+        deadline = time.monotonic() + timeout
         self.spawn()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+            return
+        except BackendError:
+            output = self.startup_output()
+            cause = next((c for c in TRANSIENT_START_ERRORS if c in output), None)
+            if self.is_running() or cause is None:
+                raise
+        line = next(l for l in output.splitlines() if cause in l)
+        print(f"backends.py: {self.name}: master exited during start-up ({line.strip()}); "
+              "waiting for the old instance's leftovers and starting once more", file=sys.stderr)
+        old_pid = self.pid
+        self._proc = None
+        self.pid = None
+        try:
+            os.killpg(old_pid, signal.SIGKILL)  # whatever the failed master had forked
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._wait_released(old_pid, STOP_TIMEOUT)
+        self.spawn()
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
 
     def signal_stop(self) -> None:
         if self.is_running():
             os.kill(self.pid, signal.SIGTERM)
+
+    def _leftovers(self, pgid: int) -> list[str]:
+        """What is left of the instance whose master was pgid that would make a new master
+        exit at start-up: live processes of its group (they hold the unix sockets in base_dir,
+        which a new master refuses to replace: "Socket already exists"), listening ports."""
+        left = [f"process {m}" for m in _group_members(pgid)]
+        left += [f"{proto} {self.ip}:{port} ({err})"
+                 for proto, port in self._listen_ports().items()
+                 if (err := _check_free(self.ip, port))]
+        return left
+
+    def _wait_released(self, pgid: Optional[int], timeout: float) -> None:
+        """Wait until nothing of the stopped instance pgid blocks a new start (see _leftovers),
+        then remove its master.pid if the master could not (SIGKILL): a new master refuses to
+        start while the pid named there exists, and the pid may have been reused meanwhile."""
+        if pgid is None:
+            return
+        deadline = time.monotonic() + timeout
+        while left := self._leftovers(pgid):
+            if time.monotonic() > deadline:
+                raise BackendError(f"{self.name}: still in the way {timeout:.0f}s after its "
+                                   f"master (pid {pgid}) exited: " + ", ".join(left))
+            time.sleep(0.05)
+        pid_file = os.path.join(self.base_dir, "master.pid")
+        try:
+            with open(pid_file) as f:
+                if f.read().strip() == str(pgid):
+                    os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
 
     def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> None:
         pid = self.pid
@@ -517,17 +620,15 @@ service doveadm {{
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not _port_refuses(self.ip, self.ports["imap"]):
-            if time.monotonic() > deadline:
-                raise BackendError(f"{self.name}: IMAP port {self.ip}:{self.ports['imap']} "
-                                   "still accepts connections after stop")
-            time.sleep(0.05)
+        # SIGKILL is delivered, not waited for: return only once the group is gone and the
+        # ports are free, so that a start() right after this one finds nothing in its way.
+        self._wait_released(pid, STOP_TIMEOUT)
         self.pid = None
         self._proc = None
 
     def stop(self) -> None:
-        """SIGTERM the master, wait up to 10 s, then SIGKILL; return once IMAP refuses."""
+        """SIGTERM the master, wait up to 10 s, then SIGKILL; return once no process of the
+        instance is left and its ports are free."""
         self.signal_stop()
         self.wait_stopped()
 

@@ -948,14 +948,10 @@ static struct lmtp_backend *backend_create(struct lmtp_client *client,
 	struct lmtp_backend *backend = calloc(1, sizeof(*backend));
 	backend->client = client;
 	backend_key(route, backend->name, sizeof(backend->name));
-	if (route->via_site[0] != '\0') {
-		backend->forward = true;
-		snprintf(backend->address, sizeof(backend->address), "%s", route->forward_address);
-		backend->port = route->forward_port;
-	} else {
-		snprintf(backend->address, sizeof(backend->address), "%s", route->backend.address);
-		backend->port = client->daemon->set->backend_port_lmtp;
-	}
+	const char *address;
+	backend->forward = login_route_target(route, client->daemon->set->backend_port_lmtp,
+					      &address, &backend->port);
+	snprintf(backend->address, sizeof(backend->address), "%s", address);
 	backend->timer = evtimer_new(client->daemon->base, backend_timer_fired, backend);
 	backend_deadline_set(backend);
 	backend->next = client->backends;
@@ -1219,14 +1215,8 @@ static void cmd_lhlo(struct lmtp_client *client, const struct smtp_command *cmd)
  * and LHLO again.  Returns false if the client must stop reading. */
 static bool cmd_xclient(struct lmtp_client *client, const struct smtp_command *cmd)
 {
-	if (!client->id.trusted || client->id.forwarded) {
-		if (!client->id.trusted)
-			log_warning("event=forward_refused protocol=lmtp peer=%s:%u session=%s "
-				    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
-				    client->id.client_ip, client->id.client_port,
-				    client->id.session_id);
+	if (client_ident_xclient_refused(&client->id, "lmtp") || client->id.forwarded)
 		return client_bad_command(client, "502 5.5.1 Command not implemented\r\n");
-	}
 	if (client->transaction) {
 		client_send(client, "503 5.5.1 XCLIENT not permitted in a transaction\r\n");
 		return true;

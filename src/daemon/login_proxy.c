@@ -267,6 +267,16 @@ void client_ident_forward_log(const struct client_ident *ident, const char *prot
 		 ident->session_id, ident->hops);
 }
 
+bool client_ident_xclient_refused(const struct client_ident *ident, const char *protocol)
+{
+	if (ident->trusted)
+		return false;
+	log_warning("event=forward_refused protocol=%s peer=%s:%u session=%s "
+		    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
+		    protocol, ident->client_ip, ident->client_port, ident->session_id);
+	return true;
+}
+
 unsigned client_ident_ttl(const struct client_ident *ident)
 {
 	if (ident->proxy_ttl == 0)
@@ -346,6 +356,19 @@ enum route_status login_route_site(struct daemon *daemon, const char *protocol,
 	}
 	route->forward_port = port != 0 ? port : own_port(daemon, protocol);
 	return ROUTE_OK;
+}
+
+bool login_route_target(const struct route_result *route, int backend_port, const char **ip_r,
+			int *port_r)
+{
+	if (route->via_site[0] != '\0') {
+		*ip_r = route->forward_address;
+		*port_r = route->forward_port;
+		return true;
+	}
+	*ip_r = route->backend.address;
+	*port_r = backend_port;
+	return false;
 }
 
 enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
@@ -857,13 +880,7 @@ void login_proxy_start(const struct login_proxy_request *request, login_proxy_ca
 	lp->callback = callback;
 	lp->context = context;
 	lp->fd = -1;
-	if (lp->route.forward_address[0] != '\0') {
-		lp->target_ip = lp->route.forward_address;
-		lp->target_port = lp->route.forward_port;
-	} else {
-		lp->target_ip = lp->route.backend.address;
-		lp->target_port = request->backend_port;
-	}
+	login_route_target(&lp->route, request->backend_port, &lp->target_ip, &lp->target_port);
 	bool v6 = strchr(lp->target_ip, ':') != NULL;
 	snprintf(lp->target, sizeof(lp->target), "%s%s%s:%d", v6 ? "[" : "", lp->target_ip,
 		 v6 ? "]" : "", lp->target_port);

@@ -82,6 +82,11 @@ int client_ident_xclient(struct client_ident *ident, const char *args, const cha
 void login_xtext(const char *value, char *dst, size_t dst_size);
 /* Logs event=forward_accepted once a peer's forwarding was taken. */
 void client_ident_forward_log(const struct client_ident *ident, const char *protocol);
+/* XCLIENT from ident's peer: true if it is refused because the peer is not
+ * in login_trusted_networks, after logging event=forward_refused for
+ * protocol.  The caller answers with its protocol's refusal, counted as a
+ * bad command (the replies differ, and so does what too many of them do). */
+bool client_ident_xclient_refused(const struct client_ident *ident, const char *protocol);
 /* The TTL we pass on: one less than the peer's, else LOGIN_PROXY_TTL. */
 unsigned client_ident_ttl(const struct client_ident *ident);
 
@@ -116,6 +121,13 @@ enum login_route login_route_finish(struct daemon *daemon, const char *protocol,
 enum route_status login_route_site(struct daemon *daemon, const char *protocol,
 				   const struct client_ident *ident, struct route_result *route,
 				   const char **reason_r);
+/* Where a session of route (through login_route_site()) connects: for a
+ * group in another site, that site's load balancer (route->forward_address
+ * and ->forward_port); else the group's backend at backend_port (the
+ * protocol's backend port setting).  *ip_r points into route.  Returns
+ * whether it is the load balancer. */
+bool login_route_target(const struct route_result *route, int backend_port, const char **ip_r,
+			int *port_r);
 
 enum login_proxy_result {
 	LOGIN_PROXY_PROXYING,

@@ -322,12 +322,8 @@ static bool handle_command(struct pop3_client *client, const struct pop3_command
 static bool cmd_xclient(struct pop3_client *client, const char *args)
 {
 	struct client_ident *ident = &client->base.id;
-	if (!ident->trusted) {
-		log_warning("event=forward_refused protocol=pop3 peer=%s:%u session=%s "
-			    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
-			    ident->client_ip, ident->client_port, ident->session_id);
+	if (client_ident_xclient_refused(ident, "pop3"))
 		return bad_command(client, "-ERR You aren't allowed to use XCLIENT.\r\n");
-	}
 	if (ident->forwarded)
 		return bad_command(client, "-ERR XCLIENT was given already.\r\n");
 	struct client_ident copy = *ident;

@@ -353,12 +353,8 @@ static bool command_needs_login(const char *name)
 static bool cmd_xclient(struct sieve_client *client, const struct sieve_command *cmd)
 {
 	struct client_ident *ident = &client->base.id;
-	if (!ident->trusted) {
-		log_warning("event=forward_refused protocol=sieve peer=%s:%u session=%s "
-			    "reason=\"XCLIENT from a peer not in login_trusted_networks\"",
-			    ident->client_ip, ident->client_port, ident->session_id);
+	if (client_ident_xclient_refused(ident, "sieve"))
 		return bad_command(client, "You aren't allowed to use XCLIENT.");
-	}
 	if (ident->forwarded)
 		return bad_command(client, "XCLIENT was given already.");
 	char args[600];

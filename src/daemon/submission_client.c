@@ -636,14 +636,9 @@ static bool handle_command(struct submission_client *client, const struct smtp_c
 		client_send(client, "530 5.7.0 Authentication required\r\n");
 		return true;
 	case SMTP_VERB_XCLIENT:
-		if (client->base.id.trusted && !client->base.id.forwarded)
+		if (!client_ident_xclient_refused(&client->base.id, "submission") &&
+		    !client->base.id.forwarded)
 			return cmd_xclient(client, cmd->args);
-		if (!client->base.id.trusted)
-			log_warning(
-				"event=forward_refused protocol=submission peer=%s:%u session=%s "
-				"reason=\"XCLIENT from a peer not in login_trusted_networks\"",
-				client->base.id.client_ip, client->base.id.client_port,
-				client->base.id.session_id);
 		/* fall through */
 	case SMTP_VERB_VRFY:
 	case SMTP_VERB_LHLO:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import poplib
 import re
+import socket
 import subprocess
 
 from mchelpers import backend_of, close_quietly, imap_connect, wait_for
@@ -401,6 +402,49 @@ def test_forwarding_needs_login_trusted_networks_on_the_other_side(cluster, flee
     assert "event=forward_refused protocol=imap" in d2.log_text()
     # the credentials never went to dc2's daemon
     assert f"user={user}" not in d2.log_text()
+
+
+def _read_reply(f, last) -> list[bytes]:
+    """Lines from f up to and including the one for which last(line) holds."""
+    lines = []
+    while True:
+        line = f.readline()
+        assert line, f"connection closed after {lines}"
+        lines.append(line)
+        if last(line):
+            return lines
+
+
+def test_xclient_from_an_untrusted_peer_is_refused_in_every_protocol(cluster, fleet):
+    """XCLIENT (how another site's daemon forwards a client) from a peer not in
+    login_trusted_networks: the protocol's own refusal, and
+    event=forward_refused is logged."""
+    d = cluster(protocols=PROTOCOLS)  # trusts nobody
+    smtp_final = lambda line: line[3:4] == b" "  # noqa: E731
+    cases = (
+        ("pop3", lambda line: line.startswith(b"+OK"), None,
+         b"-ERR You aren't allowed to use XCLIENT.\r\n"),
+        ("sieve", lambda line: line.startswith(b"OK"), None,
+         b'NO "You aren\'t allowed to use XCLIENT."\r\n'),
+        ("submission", smtp_final, b"EHLO client.example\r\n",
+         b"502 5.5.1 Command not implemented\r\n"),
+        ("lmtp", smtp_final, b"LHLO client.example\r\n",
+         b"502 5.5.1 Command not implemented\r\n"),
+    )
+    for protocol, greeting_end, hello, refusal in cases:
+        with socket.create_connection(("127.0.0.1", d.ports[protocol]), timeout=10) as s:
+            port = s.getsockname()[1]
+            f = s.makefile("rb")
+            _read_reply(f, greeting_end)
+            if hello:
+                s.sendall(hello)
+                _read_reply(f, smtp_final)
+            s.sendall(b"XCLIENT ADDR=192.0.2.1 PORT=1234\r\n")
+            assert f.readline() == refusal, protocol
+        wait_for(lambda: re.search(
+            rf"event=forward_refused protocol={protocol} peer=127\.0\.0\.1:{port} "
+            rf'session=\S+ reason="XCLIENT from a peer not in login_trusted_networks"',
+            d.log_text()), 10, message=f"{protocol}'s event=forward_refused")
 
 
 def test_disagreeing_sites_refuse_a_loop(cluster, fleet):
