@@ -794,9 +794,11 @@ static int choose_failover_sites(struct pass *p, struct site_groups *x)
 	return ret;
 }
 
-/* Logs the decision about home when it differs from the one before. */
+/* Logs the decision about home when its kind differs from the one before
+ * (what is done, whether home is reachable, whether this site holds cells
+ * of it), not every pass while "unreachable for N s" counts up. */
 static void note_decision(struct controller_act_job *job, const char *home,
-			  const struct site_decision *d)
+			  const struct site_decision *d, bool reachable, bool holds_cells)
 {
 	struct controller_sites *st = job->sites;
 	size_t k = 0;
@@ -809,9 +811,12 @@ static void note_decision(struct controller_act_job *job, const char *home,
 		snprintf(st->last[k].site, sizeof(st->last[k].site), "%s", home);
 		st->last[k].text[0] = '\0';
 	}
-	if (strcmp(st->last[k].text, d->reason_text) == 0)
+	char key[sizeof(st->last[k].text)];
+	snprintf(key, sizeof(key), "%d/%d/%d/%d/%d/%d", d->fail_over, (int)d->reason,
+		 d->release_outage, d->release_evacuate, reachable, holds_cells);
+	if (strcmp(st->last[k].text, key) == 0)
 		return;
-	snprintf(st->last[k].text, sizeof(st->last[k].text), "%s", d->reason_text);
+	snprintf(st->last[k].text, sizeof(st->last[k].text), "%s", key);
 	log_msg(d->fail_over ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
 		"event=site_failover_decision site=%s home=%s fail_over=%s release=%s "
 		"reason=\"%s\"",
@@ -874,7 +879,8 @@ static int fail_over_site(struct pass *p, struct site_groups *x, int home, unsig
 	};
 	struct site_decision d;
 	site_failover_decide(set, &v, p->now_ms, &d);
-	note_decision(job, home_name, &d);
+	note_decision(job, home_name, &d, p->own[home].known && p->own[home].reachable,
+		      outage_cells || evacuate_cells);
 	int ret = 0;
 	if (!d.fail_over && !d.release_outage && !d.release_evacuate && !void_cells)
 		goto out;

@@ -69,8 +69,8 @@ struct controller_act_counts {
 };
 
 /* The site failover's state across passes (the controller's; touched in
- * jobs only): the pace of this site's cell writes and the latest decision
- * about each other site, logged when it changes. */
+ * jobs only): the pace of this site's cell writes and the kind of the latest
+ * decision about each other site, logged when it changes. */
 struct controller_sites {
 	struct site_pace pace;
 	bool pace_set;
