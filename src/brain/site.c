@@ -354,6 +354,16 @@ static bool lighter_after(const struct site_group *a, const struct site_group *b
 	return a->weight > b->weight || (a->weight == b->weight && a->group_id > b->group_id);
 }
 
+/* An outage cell written while the home site's heartbeats still show it
+ * alive (a beat in this bucket or the one before) would be void at once by
+ * rule 4: it waits until they do not. */
+static bool too_early(const struct site_decision *decision, const struct site_group *g,
+		      const struct site_heartbeats *heartbeats, int64_t now_ms)
+{
+	return decision->reason == SITE_REASON_OUTAGE &&
+	       site_alive_at(heartbeats, g->home.site, now_ms);
+}
+
 void site_failover_plan(const struct site_decision *decision, int self,
 			const struct site_group *groups, size_t group_count,
 			const struct site_heartbeats *heartbeats,
@@ -382,6 +392,8 @@ void site_failover_plan(const struct site_decision *decision, int self,
 				if (site_cell_verdict(&g->home, &g->cell, heartbeats) ==
 				    SITE_VERDICT_STANDS)
 					continue;
+				if (too_early(decision, g, heartbeats, now_ms))
+					continue;
 				pick = i;
 			}
 			if (pick == SIZE_MAX)
@@ -395,6 +407,7 @@ void site_failover_plan(const struct site_decision *decision, int self,
 					const struct site_group *h = &groups[i];
 					if (h->home.failover_site == self &&
 					    (h == g || lighter_after(h, g)) &&
+					    !too_early(decision, h, heartbeats, now_ms) &&
 					    site_cell_verdict(&h->home, &h->cell, heartbeats) !=
 						    SITE_VERDICT_STANDS)
 						(*stranded_r)++;

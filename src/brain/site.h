@@ -78,7 +78,11 @@
  *             first (weight, then group id), at most site_failover_rate
  *             groups a second (site_pace_*: one token bucket per writing
  *             site, refilled at the rate, holding at most one second's
- *             worth).  As soon as S sees B reachable again it stops where
+ *             worth); never while B's heartbeats in S's replica show B
+ *             alive at that moment (a beat in this bucket or the one before:
+ *             the cell would be void at once by rule 4), so a delay plus
+ *             reachability timeout shorter than two buckets waits for them.
+ *             As soon as S sees B reachable again it stops where
  *             it is: the cells written so far stand (B was silent when they
  *             were written; those of the 10-20 s before its first new
  *             heartbeat are void by rule 4: those groups come home at once)

@@ -47,6 +47,7 @@ struct pass {
 	struct site_reachability *own;
 	struct geodb_site_reachability *reach;
 	size_t reach_count;
+	struct geodb_site_heartbeat *beats; /* view.heartbeats after sites_pass() */
 };
 
 static int64_t mono_ms(void)
@@ -676,6 +677,27 @@ static int sites_pass(struct pass *p)
 		if (geodb_site_reachability_put(p->db, &row, ttl_secs, &error) < 0)
 			ret = fail(p, "recording another site's reachability", error);
 	}
+	/* the verdicts from here on see the recent beats too (the snapshot
+	 * has only those its cells need): an outage cell is not written while
+	 * the home site's beats show it alive (site_failover_plan()) */
+	struct geodb_site_heartbeat *all =
+		calloc(p->snap.heartbeat_count + beat_count + 1, sizeof(*all));
+	size_t n = 0;
+	for (size_t i = 0; i < p->snap.heartbeat_count; i++)
+		all[n++] = p->snap.heartbeats[i];
+	for (size_t i = 0; i < beat_count; i++)
+		all[n++] = beats[i];
+	geodb_sort_heartbeats(all, n);
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (kept > 0 && strcmp(all[kept - 1].site, all[i].site) == 0 &&
+		    all[kept - 1].bucket == all[i].bucket)
+			continue;
+		all[kept++] = all[i];
+	}
+	p->beats = all;
+	p->view.heartbeats = all;
+	p->view.heartbeat_count = kept;
 	free(beats);
 	return ret;
 }
@@ -1321,4 +1343,5 @@ void controller_act_run(struct geodb *db, const char *open_error, void *arg)
 	free(p.fg);
 	free(p.own);
 	free(p.reach);
+	free(p.beats);
 }

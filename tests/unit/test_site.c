@@ -385,6 +385,18 @@ static void test_plan(void)
 	struct site_decision d = {.fail_over = true, .reason = SITE_REASON_OUTAGE};
 	struct site_cell_change ch[40];
 	size_t n, stranded;
+	/* while the home site's heartbeats still show it alive (its last beat
+	 * in this bucket or the one before) no outage cell is written: it would
+	 * be void at once; an evacuate cell is */
+	site_failover_plan(&d, 1, g, 40, &hb, be, 2, 5, 105 * S, ch, 40, &n, &stranded);
+	CHECK(n == 0 && stranded == 0);
+	site_failover_plan(&d, 1, g, 40, &hb, be, 2, 5, 109 * S, ch, 40, &n, &stranded);
+	CHECK(n == 0);
+	d.reason = SITE_REASON_EVACUATE;
+	site_failover_plan(&d, 1, g, 40, &hb, be, 2, 5, 105 * S, ch, 40, &n, &stranded);
+	CHECK(n == 5 && ch[0].cell.reason == SITE_REASON_EVACUATE);
+	be[0].assigned_groups = be[1].assigned_groups = 50;
+	d.reason = SITE_REASON_OUTAGE;
 	/* the rate bound: allowance 5 -> 5 cells, only groups whose failover
 	 * site is 1, lightest first, spread over its backends */
 	site_failover_plan(&d, 1, g, 40, &hb, be, 2, 5, 500 * S, ch, 40, &n, &stranded);
