@@ -68,20 +68,18 @@ static int64_t unix_now_ms(void)
 
 /* ---- several sites: the failover cell (brain/site.h) ---- */
 
+static int site_name_cmp(const void *key, const void *site)
+{
+	return strcmp(key, ((const struct geodb_site *)site)->name);
+}
+
 int route_site_index(const struct route_site_view *view, const char *name)
 {
-	size_t lo = 0, hi = view->site_count;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int cmp = strcmp(name, view->sites[mid].name);
-		if (cmp == 0)
-			return (int)mid;
-		if (cmp < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return -1;
+	const struct geodb_site *site =
+		view->site_count > 0 ? bsearch(name, view->sites, view->site_count,
+					       sizeof(*view->sites), site_name_cmp)
+				     : NULL;
+	return site != NULL ? (int)(site - view->sites) : -1;
 }
 
 static bool heartbeat_exists(const void *context, int site, int64_t bucket)

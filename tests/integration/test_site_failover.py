@@ -233,3 +233,43 @@ def test_force_move_sends_picked_users_to_the_destination_and_stop_sends_them_ho
         for d in (d1, d2):
             wait_for(lambda: _lands(d, u, "backend3"), 30, interval=0.5,
                      message=f"{u} home after the force move stopped")
+
+
+def test_a_site_back_mid_failover_stops_it_where_it_is(cluster, fleet):
+    """dc2 returns while dc1 is failing it over (1 group a second, 40 groups): dc1 stops at
+    once and writes no further cell; the groups it failed over more than two heartbeat
+    buckets before dc2's first new beat stay in dc1 until the failback (an hour here), those
+    of the last 10-20 s are void by rule 4 (dc2 was alive by then) and home at once, and the
+    rest never moved."""
+    users = [f"user{i}" for i in range(236, 276)]
+    d1, d2 = two_sites(cluster, fleet, site_failover_delay="3s", site_failover_rate="1",
+                       site_failback_delay="1h", **FAST)
+    groups = set()
+    for u in users:
+        place(d1, u, "backend3")
+        groups.add(group_of(d1, u))
+    _failover_sites_chosen(d1, groups)
+    d2.stop()
+    wait_for(lambda: len(_standing(d1)) >= 24, 120, interval=0.3,
+             message="dc1 to fail 24 of dc2's groups over")
+    d2.start()
+    stop_line = wait_for(lambda: re.search(
+        r"^(\S+) level=\w+ event=site_failover_decision site=dc1 home=dc2 fail_over=no .*$",
+        d1.log_text().split("fail_over=outage", 1)[-1], re.M), 60, interval=0.3,
+        message="dc1 to stop failing dc2 over once it is back")
+    stopped_at = datetime.datetime.strptime(stop_line.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    time.sleep(3)  # a few more passes: none may write
+    written = _event_times(d1, "site_failover")
+    assert written and max(written) < stopped_at, (written, stopped_at)
+    assert len(written) < len(groups), written
+    _paced(written, 1)
+    # cells written in the bucket of dc2's first new heartbeat are void (dc2 was alive by
+    # then): those groups are home at once; the others stay failed over (failback in 1 h)
+    standing = {c["group"]: c["backend"] for c in _standing(d1)}
+    assert 0 < len(standing) <= len(written), (standing, written)
+    time.sleep(3.5)  # dc1's daemon has held every standing cell for the settle time
+    for u in users:
+        expected = standing.get(group_of(d1, u), "backend3")
+        assert _lands(d1, u, expected), (u, expected, login_line(d1, "imap", u).group(0))
+        assert _lands(d2, u, expected), (u, expected, login_line(d2, "imap", u).group(0))

@@ -97,6 +97,18 @@ static enum route_status route(struct localdb *ldb, const char *site, struct rou
 	return route_check_site(ldb, site, false, st, r, &reason);
 }
 
+/* A force move of every user of dc1 to dc2 (id 1). */
+static void force_all(struct geodb_snapshot *snap)
+{
+	snap->force_moves = calloc(1, sizeof(*snap->force_moves));
+	snap->force_move_count = 1;
+	struct geodb_site_force_move *m = &snap->force_moves[0];
+	snprintf(m->site, sizeof(m->site), "dc1");
+	m->id = 1;
+	m->percent = 100;
+	snprintf(m->destinations, sizeof(m->destinations), "dc2");
+}
+
 /* `site force-move`: who is picked, where they go, and that every host
  * agrees without a GeoDB write. */
 static void test_force_moves(void)
@@ -152,13 +164,7 @@ static void test_force_moves(void)
 	struct localdb *ldb = localdb_create(GROUPS);
 	build(&snap, NULL, 0, NULL, 0);
 	user_of(&snap, 3);
-	snap.force_moves = calloc(1, sizeof(*snap.force_moves));
-	snap.force_move_count = 1;
-	snprintf(snap.force_moves[0].site, sizeof(snap.force_moves[0].site), "dc1");
-	snap.force_moves[0].id = 1;
-	snap.force_moves[0].percent = 100;
-	snprintf(snap.force_moves[0].destinations, sizeof(snap.force_moves[0].destinations),
-		 "dc2");
+	force_all(&snap);
 	CHECK(localdb_replace(ldb, &snap, &error) == 1);
 	CHECK(route(ldb, "dc1", &r) == ROUTE_OK);
 	CHECK_STR(r.backend.name, "b2");
@@ -170,13 +176,7 @@ static void test_force_moves(void)
 	/* the destination has no usable backend: unavailable, with the reason */
 	build(&snap, NULL, 0, NULL, 0);
 	user_of(&snap, 3);
-	snap.force_moves = calloc(1, sizeof(*snap.force_moves));
-	snap.force_move_count = 1;
-	snprintf(snap.force_moves[0].site, sizeof(snap.force_moves[0].site), "dc1");
-	snap.force_moves[0].id = 1;
-	snap.force_moves[0].percent = 100;
-	snprintf(snap.force_moves[0].destinations, sizeof(snap.force_moves[0].destinations),
-		 "dc2");
+	force_all(&snap);
 	snap.backends[1].mark = HEALTH_MARK_DOWN;
 	CHECK(localdb_replace(ldb, &snap, &error) == 1);
 	CHECK(route_decide(ldb, "dc1", "u", &r, &error) == ROUTE_UNAVAILABLE);
