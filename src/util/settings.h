@@ -119,7 +119,8 @@ struct settings {
 	unsigned site_reachability_timeout_ms;
 	/* site failover (brain/site.h): a site unreachable from every live
 	 * site this long is failed over, at site_failover_rate groups a
-	 * second (0: never), and failed back once reachable this long */
+	 * second (0: no cell is written or released), and failed back once
+	 * reachable this long */
 	unsigned site_failover_delay_ms;
 	unsigned site_failover_rate;
 	unsigned site_failback_delay_ms;
