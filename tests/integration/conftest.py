@@ -147,16 +147,9 @@ class ClusterFactory:
         return d
 
     def teardown(self, failed: bool) -> None:
-        problems = []
-        for d in self.daemons:
-            if d.proc is not None and d.proc.poll() is not None:
-                # not stopped by the test: it died on its own
-                problems.append(f"{d.name} died during the test (exit {d.proc.returncode})")
-                d.proc = None
-            rc = d.stop()
-            if rc not in (0, None):
-                problems.append(f"{d.name} exited with {rc} on SIGTERM")
-            if failed or problems:
+        problems = mchelpers.stop_daemons(self.daemons)
+        if failed or problems:
+            for d in self.daemons:
                 print(f"\n===== {d.name} log ({d.log_path}) =====")
                 print(d.log_text()[-20000:])
         assert not problems, problems

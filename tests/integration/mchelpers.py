@@ -453,6 +453,37 @@ def cassandra_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def cassandra_run(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """cassandra_script(), a hang raised as RuntimeError naming the command."""
+    try:
+        return cassandra_script(*args, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"scripts/cassandra {' '.join(args)} hung for {timeout} s: "
+                           f"{e.stdout!r} {e.stderr!r}")
+
+
+def cassandra_check(r: subprocess.CompletedProcess, what: str, directory: str) -> None:
+    """Raise RuntimeError with the script's output when it failed."""
+    if r.returncode != 0:
+        raise RuntimeError(f"scripts/cassandra {what} failed (exit {r.returncode}, dir "
+                           f"{directory})\n---- stdout\n{r.stdout[-5000:]}\n---- stderr\n"
+                           f"{r.stderr[-10000:]}")
+
+
+def stop_daemons(daemons) -> list[str]:
+    """Stop each daemon (by PID); what went wrong: a daemon that had died on its own, or
+    one that did not exit 0 on SIGTERM."""
+    problems = []
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is not None:
+            problems.append(f"{d.name} died during the test (exit {d.proc.returncode})")
+            d.proc = None
+        rc = d.stop()
+        if rc not in (0, None):
+            problems.append(f"{d.name} exited with {rc} on SIGTERM")
+    return problems
+
+
 def cassandra_address_free(ip: str, cql_port: int) -> bool:
     """Nothing listens on ip's CQL port nor on its storage port (7000, fixed by the script)."""
     return not port_accepts(ip, cql_port, 0.3) and not port_accepts(ip, 7000, 0.3)

@@ -227,17 +227,10 @@ class SplitWorld:
     # ---- CQL
     @staticmethod
     def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return mchelpers.cassandra_script(*args, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"scripts/cassandra {' '.join(args)} hung for {timeout} s: "
-                               f"{e.stdout!r} {e.stderr!r}")
+        return mchelpers.cassandra_run(*args, timeout=timeout)
 
     def _check(self, r: subprocess.CompletedProcess, what: str) -> None:
-        if r.returncode != 0:
-            raise RuntimeError(f"scripts/cassandra {what} failed (exit {r.returncode}, dir "
-                               f"{self.cassandra_dir})\n---- stdout\n{r.stdout[-5000:]}\n"
-                               f"---- stderr\n{r.stderr[-10000:]}")
+        mchelpers.cassandra_check(r, what, self.cassandra_dir)
 
     def cql(self, n: int, statement: str, role: Optional[str] = "admin",
             timeout: float = 30) -> str:
@@ -339,15 +332,7 @@ class SplitSites:
                      message=f"{site}'s daemon to be its site's controller")
 
     def stop(self) -> list[str]:
-        problems = []
-        for site, d in self.daemons.items():
-            if d.proc is not None and d.proc.poll() is not None:
-                problems.append(f"{d.name} died during the test (exit {d.proc.returncode})")
-                d.proc = None
-            rc = d.stop()
-            if rc not in (0, None):
-                problems.append(f"{d.name} exited with {rc} on SIGTERM")
-        return problems
+        return mchelpers.stop_daemons(self.daemons.values())
 
     # ---- the link
     def cut(self) -> None:

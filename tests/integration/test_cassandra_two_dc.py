@@ -97,17 +97,10 @@ class TwoDC:
 
     @staticmethod
     def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return mchelpers.cassandra_script(*args, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"scripts/cassandra {' '.join(args)} hung for {timeout} s: "
-                               f"{e.stdout!r} {e.stderr!r}")
+        return mchelpers.cassandra_run(*args, timeout=timeout)
 
     def _check(self, r: subprocess.CompletedProcess, what: str) -> None:
-        if r.returncode != 0:
-            raise RuntimeError(f"scripts/cassandra {what} failed (exit {r.returncode}, dir "
-                               f"{self.dir})\n---- stdout\n{r.stdout[-5000:]}\n---- stderr\n"
-                               f"{r.stderr[-10000:]}")
+        mchelpers.cassandra_check(r, what, self.dir)
 
     def start_two(self) -> None:
         t0 = time.monotonic()
