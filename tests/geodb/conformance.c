@@ -2522,6 +2522,34 @@ static void check_snapshot(struct geodb *db, const struct geodb_snapshot *snap)
 	check_snapshot_sites(db, snap);
 }
 
+/* SQLite only: snap stored into a fresh LocalDB file named by suffix
+ * (geodb_snapshot_store()) and read back into *back_r; with twice, what was
+ * read is stored over it once more and read again.  path_r: the file, for
+ * remove_sqlite_file(). */
+static void store_and_read_back(const struct geodb_snapshot *snap, const char *suffix, bool twice,
+				char *path_r, size_t path_size, struct geodb_snapshot *back_r)
+{
+	const char *error = NULL;
+	char local_spec[4300];
+	snprintf(path_r, path_size, "%s%s", spec + 7, suffix);
+	snprintf(local_spec, sizeof(local_spec), "sqlite:%s", path_r);
+	unlink(path_r);
+	struct geodb *local = NULL;
+	memset(back_r, 0, sizeof(*back_r));
+	CHECK_OK(geodb_open(local_spec, "localdb", 1000, &local, &error), error);
+	if (local == NULL)
+		return;
+	CHECK_OK(geodb_snapshot_store(local, snap, &error), error);
+	CHECK_OK(geodb_snapshot_read(local, back_r, &error), error);
+	if (twice) {
+		CHECK_OK(geodb_snapshot_store(local, back_r, &error), error);
+		geodb_snapshot_free(back_r);
+		memset(back_r, 0, sizeof(*back_r));
+		CHECK_OK(geodb_snapshot_read(local, back_r, &error), error);
+	}
+	geodb_close(&local);
+}
+
 static void test_snapshot(struct geodb *db)
 {
 	const char *error = NULL;
@@ -2532,19 +2560,9 @@ static void test_snapshot(struct geodb *db)
 	if (!is_cassandra) {
 		/* the LocalDB file (geodb_snapshot_store()) keeps the failover
 		 * cells, the force moves and the groups' failover sites */
-		char path[4200], local_spec[4300];
-		snprintf(path, sizeof(path), "%s-local", spec + 7);
-		snprintf(local_spec, sizeof(local_spec), "sqlite:%s", path);
-		unlink(path);
-		struct geodb *local = NULL;
+		char path[4200];
 		struct geodb_snapshot back;
-		memset(&back, 0, sizeof(back));
-		CHECK_OK(geodb_open(local_spec, "localdb", 1000, &local, &error), error);
-		if (local != NULL) {
-			CHECK_OK(geodb_snapshot_store(local, &snap, &error), error);
-			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
-			geodb_close(&local);
-		}
+		store_and_read_back(&snap, "-local", false, path, sizeof(path), &back);
 		CHECK(back.failover_count == snap.failover_count && back.failover_count > 0);
 		unsigned same = 0;
 		for (size_t i = 0; i < back.failover_count && i < snap.failover_count; i++)
@@ -2768,25 +2786,11 @@ static void test_snapshot_heartbeats(struct geodb *db, struct geodb *db2)
 	/* the same asynchronously */
 	CHECK_STR(async_heartbeat_names(), "hs1@-1,hs1@0,hs1@1,hs2@19");
 	if (!is_cassandra) {
-		/* the LocalDB file keeps them: stored, read back */
-		char path[4200], local_spec[4300];
-		snprintf(path, sizeof(path), "%s-localhb", spec + 7);
-		snprintf(local_spec, sizeof(local_spec), "sqlite:%s", path);
-		unlink(path);
-		struct geodb *local = NULL;
+		/* the LocalDB file keeps them: stored, read back, and stored
+		 * again over itself: replaced, not added */
+		char path[4200];
 		struct geodb_snapshot back;
-		memset(&back, 0, sizeof(back));
-		CHECK_OK(geodb_open(local_spec, "localdb", 1000, &local, &error), error);
-		if (local != NULL) {
-			CHECK_OK(geodb_snapshot_store(local, &snap, &error), error);
-			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
-			/* stored again over itself: replaced, not added */
-			CHECK_OK(geodb_snapshot_store(local, &back, &error), error);
-			geodb_snapshot_free(&back);
-			memset(&back, 0, sizeof(back));
-			CHECK_OK(geodb_snapshot_read(local, &back, &error), error);
-			geodb_close(&local);
-		}
+		store_and_read_back(&snap, "-localhb", true, path, sizeof(path), &back);
 		CHECK_STR(heartbeat_names(&back), "hs1@-1,hs1@0,hs1@1,hs2@19");
 		unsigned same = 0;
 		for (size_t i = 0; i < back.heartbeat_count && i < snap.heartbeat_count; i++)

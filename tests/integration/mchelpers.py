@@ -470,6 +470,31 @@ def cassandra_check(r: subprocess.CompletedProcess, what: str, directory: str) -
                            f"{r.stderr[-10000:]}")
 
 
+def two_dc_roles(cql_superuser, rows, roles: dict) -> None:
+    """system_auth replicated to both data centres (else a node cut off from the one holding
+    the role rows cannot log anyone in) and roles (name -> (user, password)) created on node
+    1 as the built-in superuser (cql_superuser(statement)); waits until every role can read
+    its own row on both nodes (rows(n, statement, role) raising RuntimeError on refusal)."""
+    cql_superuser("ALTER KEYSPACE system_auth WITH replication = {'class': "
+                  "'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1}")
+    for user, password in roles.values():
+        cql_superuser(f"CREATE ROLE IF NOT EXISTS {user} WITH PASSWORD = '{password}' AND "
+                      "LOGIN = true AND SUPERUSER = true")
+
+    def roles_usable():
+        for role, (user, _) in roles.items():
+            for n in (1, 2):
+                try:
+                    found = rows(n, f"SELECT role FROM system_auth.roles WHERE role = '{user}'",
+                                 role)
+                except RuntimeError:
+                    return False
+                if [r["role"] for r in found] != [user]:
+                    return False
+        return True
+    wait_for(roles_usable, 60, interval=0.5, message="our roles to be usable on both nodes")
+
+
 def stop_daemons(daemons) -> list[str]:
     """Stop each daemon (by PID); what went wrong: a daemon that had died on its own, or
     one that did not exit 0 on SIGTERM."""

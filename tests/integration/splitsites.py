@@ -254,24 +254,7 @@ class SplitWorld:
     def _setup_auth(self) -> None:
         """system_auth in both data centres (else a node cut off from the one holding the
         role rows cannot log anyone in), and our roles written to both."""
-        self.cql(1, "ALTER KEYSPACE system_auth WITH replication = {'class': "
-                    "'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1}", role=None)
-        for user, password in ROLES.values():
-            self.cql(1, f"CREATE ROLE IF NOT EXISTS {user} WITH PASSWORD = '{password}' AND "
-                        "LOGIN = true AND SUPERUSER = true", role=None)
-
-        def roles_usable():
-            for role, (user, _) in ROLES.items():
-                for n in (1, 2):
-                    try:
-                        found = self.rows(n, "SELECT role FROM system_auth.roles WHERE "
-                                             f"role = '{user}'", role)
-                    except RuntimeError:
-                        return False
-                    if [r["role"] for r in found] != [user]:
-                        return False
-            return True
-        wait_for(roles_usable, 60, interval=0.5, message="our roles to be usable on both nodes")
+        mchelpers.two_dc_roles(lambda st: self.cql(1, st, role=None), self.rows, ROLES)
 
     def spec(self, keyspace: str, site: str, **extra) -> str:
         """The geodb setting of site's daemons: its own data centre's node only."""

@@ -175,25 +175,7 @@ class TwoDC:
     def setup_auth(self) -> None:
         """system_auth in both data centres, and ROLES (superusers, so that no permission
         reads are needed) written to both."""
-        self.cql(1, "ALTER KEYSPACE system_auth WITH replication = {'class': "
-                    "'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1}")
-        for user, password in ROLES.values():
-            self.cql(1, f"CREATE ROLE IF NOT EXISTS {user} WITH PASSWORD = '{password}' AND "
-                        "LOGIN = true AND SUPERUSER = true")
-
-        def roles_usable():
-            for role, (user, _) in ROLES.items():
-                for n in (1, 2):
-                    try:
-                        found = self.rows(n, "SELECT role FROM system_auth.roles WHERE "
-                                             f"role = '{user}'", role)
-                    except RuntimeError:
-                        return False
-                    if [r["role"] for r in found] != [user]:
-                        return False
-            return True
-        wait_for(roles_usable, 60, interval=0.5,
-                 message="our roles to be usable on both nodes")
+        mchelpers.two_dc_roles(lambda st: self.cql(1, st), self.rows, ROLES)
 
 
 def _mem_available_mb() -> int | None:
