@@ -63,6 +63,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """count distinct free ports: all bound at once before any is released (free_port()
+    called twice can return the same port: the kernel may hand a just-released one out
+    again, and a daemon given it for two listeners fails with "Address already in use")."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -290,10 +306,10 @@ class Daemon:
         listeners = list(protocols)
         if tls:
             listeners += [t for t, plain in self.IMPLICIT_TLS.items() if plain in protocols]
-        self.ports = {listener: free_port() for listener in listeners}
+        *ports, self.admin_port = free_ports(len(listeners) + 1)
+        self.ports = dict(zip(listeners, ports))
         self.imap_port = self.ports.get("imap")
         self.imaps_port = self.ports.get("imaps")
-        self.admin_port = free_port()
         self.config = os.path.join(workdir, f"{name}.conf")
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.proc: Optional[subprocess.Popen] = None
