@@ -1050,9 +1050,11 @@ void router_status_json(struct daemon *daemon, struct strbuf *out)
 	strbuf_append_json_string(out, router->remote ? daemon->set->localdb : "");
 	strbuf_printf(out,
 		      ",\"loaded\":%s,\"sites\":%zu,\"backends\":%zu,\"groups_assigned\":%zu,"
-		      "\"users\":%zu,\"refresh_ms\":%u,\"saved_at\":%ld,\"routed\":%llu}",
+		      "\"users\":%zu,\"failover_cells\":%zu,\"refresh_ms\":%u,\"saved_at\":%ld,"
+		      "\"routed\":%llu}",
 		      localdb_loaded(router->ldb) ? "true" : "false", stats.sites, stats.backends,
-		      stats.groups_assigned, stats.users, daemon->set->localdb_refresh_ms,
+		      stats.groups_assigned, stats.users, stats.failover_cells,
+		      daemon->set->localdb_refresh_ms,
 		      (long)router->last_saved, (unsigned long long)router->routed_local);
 	unsigned held = 0, acks = 0;
 	for (const struct router_wait *w = router->holds; w != NULL; w = w->next)

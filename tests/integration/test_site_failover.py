@@ -101,6 +101,7 @@ def test_site_outage_fails_over_at_the_rate_and_back_after_the_failback_delay(cl
     _paced(written, 1)
     wait_for(lambda: d1.status()["controller"]["site_failover"]["cells_held"] == len(groups), 10,
              interval=0.5, message="the status to count the cells dc1 holds")
+    assert d1.status()["localdb"]["failover_cells"] == len(groups)
 
     # dc2's users are served in dc1 now (once dc1's daemon has held each cell for
     # site_reachability_timeout), with the reason in the login line
