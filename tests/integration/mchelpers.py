@@ -469,6 +469,18 @@ def cassandra_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def mem_available_mb() -> Optional[int]:
+    """MemAvailable from /proc/meminfo in MiB; None if it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
 def cassandra_run(*args: str, timeout: float) -> subprocess.CompletedProcess:
     """cassandra_script(), a hang raised as RuntimeError naming the command."""
     try:

@@ -103,16 +103,6 @@ SITE_FAILOVER_SETTINGS = {
 }
 
 
-def _mem_available_mb() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return None
-
 
 class SplitWorld:
     """Two Cassandra nodes (dc1, dc2), four backends, and the cut of the link between the
@@ -138,7 +128,7 @@ class SplitWorld:
         if stale:
             return (f"nft tables of dead test processes still cut traffic: {stale} (delete "
                     f"them with 'nft delete table inet NAME')")
-        avail = _mem_available_mb()
+        avail = mchelpers.mem_available_mb()
         if avail is not None and avail < MIN_AVAILABLE_MB:
             return f"two Cassandra nodes need about 2 GB of memory; only {avail} MB available"
         busy = [IP[n] for n in (1, 2) if not mchelpers.cassandra_address_free(IP[n], CQL_PORT)]

@@ -178,22 +178,12 @@ class TwoDC:
         mchelpers.two_dc_roles(lambda st: self.cql(1, st), self.rows, ROLES)
 
 
-def _mem_available_mb() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return None
-
 
 @pytest.fixture(scope="module")
 def two_dc(tmp_path_factory):
     """Two Cassandra nodes as two data centres, this module's own.  Failing to start them
     FAILS the tests (never a skip): Cassandra is part of the suite."""
-    avail = _mem_available_mb()
+    avail = mchelpers.mem_available_mb()
     if avail is not None and avail < MIN_AVAILABLE_MB:
         pytest.fail(f"two Cassandra nodes need about 2 GB of memory; only {avail} MB "
                     f"available", pytrace=False)
